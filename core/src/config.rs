@@ -1,0 +1,247 @@
+//! A mirror's configuration (SEMANTICS.md §1), validated when it is created so that nothing
+//! invalid reaches a sync run.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pattern::TagFilter;
+use crate::reference::{RepositoryRef, validate_repository};
+
+/// A username and a password or token. The password never appears in `Debug`, `Display`,
+/// logs, errors or events; it is serialized only for the state store.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What happens to the destination when some tags fail (SEMANTICS.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackMode {
+    /// Quay's default: failed tags keep their old value; the rest of the run stands.
+    #[default]
+    FailedTagsOnly,
+    /// Quay's `REPO_MIRROR_ROLLBACK=true`: any failure restores the destination exactly.
+    AllOrNothing,
+}
+
+/// What to do when the destination refuses a sparse index (SEMANTICS.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformIndexMode {
+    /// Fail the tag, saying the destination refused the sparse index.
+    #[default]
+    Sparse,
+    /// Push a new index holding only the selected platforms (its digest differs from the source's).
+    Rewrite,
+}
+
+/// Proxies for reaching the source registry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+/// Architectures a platform filter may name (GOARCH values, as in image indexes).
+pub const KNOWN_ARCHITECTURES: &[&str] = &[
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+    "ppc64le", "riscv64", "s390x", "wasm",
+];
+
+/// One mirror: a destination repository kept in sync with an external repository.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorConfig {
+    /// The destination repository (`namespace/name`); one mirror per destination repository.
+    pub id: String,
+    /// The external repository, `host[:port]/path`.
+    pub source: RepositoryRef,
+    /// Credentials for the source; `None` is anonymous.
+    pub source_credentials: Option<Credentials>,
+    /// Tag patterns (SEMANTICS.md §2), as given.
+    pub tags: Vec<String>,
+    /// Platform filter for multi-arch images; empty copies every platform.
+    pub architectures: Vec<String>,
+    /// Seconds between scheduled syncs.
+    #[serde(with = "duration_secs")]
+    pub sync_interval: Duration,
+    /// The first scheduled sync; `None` lets the store choose (spread over the interval).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sync_start_date: Option<OffsetDateTime>,
+    /// A disabled mirror is never scheduled; "sync now" still runs it.
+    pub enabled: bool,
+    /// Verify the source's TLS certificate; `false` also permits plain HTTP.
+    pub verify_tls: bool,
+    pub proxy: ProxyConfig,
+    /// Upper bound for one sync run.
+    #[serde(with = "duration_secs")]
+    pub timeout: Duration,
+    pub rollback: RollbackMode,
+    pub platform_index: PlatformIndexMode,
+    /// The robot: the only identity that may push to the destination repository while it is
+    /// mirrored (SEMANTICS.md §8). `None` means the engine's destination identity.
+    pub robot: Option<String>,
+}
+
+impl fmt::Debug for MirrorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MirrorConfig")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("source_credentials", &self.source_credentials)
+            .field("tags", &self.tags)
+            .field("architectures", &self.architectures)
+            .field("sync_interval", &self.sync_interval)
+            .field("enabled", &self.enabled)
+            .field("rollback", &self.rollback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirrorConfig {
+    /// A mirror of `source` into repository `id` selecting `tags`, with every other field at
+    /// its default. Call [`MirrorConfig::validate`] (the engine does) before using it.
+    pub fn new(id: impl Into<String>, source: RepositoryRef, tags: &[&str]) -> Self {
+        MirrorConfig {
+            id: id.into(),
+            source,
+            source_credentials: None,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            architectures: Vec::new(),
+            sync_interval: Duration::from_secs(86_400),
+            sync_start_date: None,
+            enabled: true,
+            verify_tls: true,
+            proxy: ProxyConfig::default(),
+            timeout: Duration::from_secs(3600),
+            rollback: RollbackMode::default(),
+            platform_index: PlatformIndexMode::default(),
+            robot: None,
+        }
+    }
+
+    /// Check every field; the error names the field and says why.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: &str, why: String| {
+            Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("mirror {:?}: {field}: {why}", self.id),
+            ))
+        };
+        if let Err(e) = validate_repository(&self.id) {
+            return invalid("id", e.message().to_owned());
+        }
+        self.tag_filter()?;
+        if let Some(arch) = self
+            .architectures
+            .iter()
+            .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
+        {
+            return invalid(
+                "architectures",
+                format!(
+                    "unknown architecture {arch:?} (known: {})",
+                    KNOWN_ARCHITECTURES.join(", ")
+                ),
+            );
+        }
+        if self.sync_interval.is_zero() {
+            return invalid("sync_interval", "must be greater than 0 seconds".to_owned());
+        }
+        if self.timeout.is_zero() {
+            return invalid("timeout", "must be greater than 0 seconds".to_owned());
+        }
+        if let Some(c) = &self.source_credentials
+            && c.username.is_empty()
+        {
+            return invalid("source_credentials", "the username is empty".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The compiled tag patterns.
+    pub fn tag_filter(&self) -> Result<TagFilter> {
+        TagFilter::new(&self.tags).map_err(|e| e.context(format!("mirror {:?}: tags", self.id)))
+    }
+}
+
+/// Durations are stored as whole seconds, as Quay's `sync_interval` is.
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> MirrorConfig {
+        MirrorConfig::new("ns/app", "quay.io/coreos/etcd".parse().unwrap(), &["v3.*"])
+    }
+
+    #[test]
+    fn valid_config_passes_and_round_trips() {
+        let mut c = config();
+        c.source_credentials = Some(Credentials::new("u", "p@$s\"';\\ü"));
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<MirrorConfig>(&json).unwrap(), c);
+        assert!(!format!("{c:?}").contains("p@$s"));
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut MirrorConfig)>)> = vec![
+            ("tags", Box::new(|c| c.tags = vec!["v3.[12".into()])),
+            ("tags", Box::new(|c| c.tags = vec![])),
+            (
+                "architectures",
+                Box::new(|c| c.architectures = vec!["amd65".into()]),
+            ),
+            (
+                "sync_interval",
+                Box::new(|c| c.sync_interval = Duration::ZERO),
+            ),
+            ("id", Box::new(|c| c.id = "Bad Name".into())),
+        ];
+        for (field, mutate) in cases {
+            let mut c = config();
+            mutate(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.message().contains(field), "{field}: {e}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Telling people what happened (SEMANTICS.md §7): the [`Notifier`] trait and its events.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Which moment of a run an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    SyncStarted,
+    SyncSucceeded,
+    SyncFailed,
+    SyncCancelled,
+}
+
+/// The payload every notifier receives. Never contains credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorEvent {
+    pub event: EventKind,
+    pub mirror_id: String,
+    /// The source reference, `host/path`.
+    pub source: String,
+    pub patterns: Vec<String>,
+    pub tags_synced: Vec<String>,
+    pub tags_failed: Vec<String>,
+    pub tags_deleted: Vec<String>,
+    pub bytes_copied: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// Delivers events somewhere. The engine bounds every call with a timeout and ignores failures:
+/// a notifier can never fail or stall a sync.
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    async fn notify(&self, event: &MirrorEvent) -> Result<()>;
+}

@@ -1,0 +1,165 @@
+//! Where mirrors live between runs: configs, status, schedule, leases, the pre-run tag record
+//! used for rollback, and the usage log (SEMANTICS.md §5–§7).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::MirrorConfig;
+use crate::error::Result;
+use crate::reference::Digest;
+use crate::status::SyncStatus;
+
+/// The destination's tags before a run changed anything: tag → digest.
+pub type TagRecord = BTreeMap<String, Digest>;
+
+/// A mirror's status and schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorState {
+    pub status: SyncStatus,
+    /// Retries left before the mirror waits for its next slot (Quay starts at 3).
+    pub retries_remaining: u32,
+    /// When the mirror is next due.
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_started: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_finished: Option<OffsetDateTime>,
+    /// The last run's error message, if it failed.
+    pub last_error: Option<String>,
+    /// The worker holding the lease, while one does.
+    pub lease_owner: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires: Option<OffsetDateTime>,
+}
+
+/// A mirror as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorRecord {
+    pub config: MirrorConfig,
+    pub state: MirrorState,
+}
+
+/// A worker's exclusive right to run one mirror until `expires` (renewable).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub mirror_id: String,
+    pub worker: String,
+    /// Grows with every claim of this mirror; a stale holder's renew/release is refused.
+    pub token: u64,
+    pub expires: OffsetDateTime,
+    /// The configuration as it was when claimed (edits apply to the next run).
+    pub config: MirrorConfig,
+}
+
+/// How a run ended, for [`StateStore::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Success,
+    Failed { error: String },
+    Cancelled,
+}
+
+/// What a usage-log entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    SyncStarted,
+    TagSynced,
+    TagFailed,
+    TagDeleted,
+    SyncSucceeded,
+    SyncFailed,
+    SyncCancelled,
+}
+
+/// One line of a mirror's usage log (Quay's "Usage Logs" tab).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Assigned by the store, increasing; `0` before it is stored.
+    pub seq: u64,
+    pub mirror_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub kind: LogKind,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+    pub message: String,
+}
+
+/// Durable mirror state. Every method is atomic; several workers (threads, processes, hosts)
+/// may share one store.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Store a new, validated mirror in `NEVER_RUN`. `Conflict` if the id exists.
+    async fn create_mirror(
+        &self,
+        config: &MirrorConfig,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord>;
+    /// Replace a mirror's configuration; status and schedule stay (a new start date or interval
+    /// reschedules). Never blocks on, or wedges, a running sync. `NotFound` if absent.
+    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord>;
+    /// `NotFound` if absent.
+    async fn get_mirror(&self, id: &str) -> Result<MirrorRecord>;
+    /// Every mirror, ordered by id.
+    async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>>;
+    /// Remove a mirror with its logs and record. `NotFound` if absent.
+    async fn delete_mirror(&self, id: &str) -> Result<()>;
+
+    /// "Sync now": `SYNC_NOW`, due at the next poll. `Conflict` while `SYNCING`.
+    async fn sync_now(&self, id: &str) -> Result<MirrorRecord>;
+    /// `CANCEL` from `SYNCING` or `SYNC_NOW`; `Conflict` otherwise.
+    async fn cancel(&self, id: &str) -> Result<MirrorRecord>;
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord>;
+
+    /// Atomically claim up to `max` due mirrors (or `SYNC_NOW`, or with an expired lease) for
+    /// `worker`, moving them to `SYNCING` with a lease of `lease`.
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>>;
+    /// Claim one mirror now, whatever its schedule (one-shot syncs). `Conflict` if another
+    /// worker holds a live lease.
+    async fn claim(
+        &self,
+        id: &str,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Claim>;
+    /// Extend a claim. Returns the mirror's status: `CANCEL` tells the runner to stop.
+    /// `Conflict` if the claim was lost (expired and taken by another worker).
+    async fn renew(
+        &self,
+        claim: &Claim,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<SyncStatus>;
+    /// End a claim with the run's outcome, applying SEMANTICS.md §6 (retries, next start).
+    async fn release(
+        &self,
+        claim: &Claim,
+        outcome: &RunOutcome,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord>;
+
+    /// Durably keep the destination's pre-run tags for `id` (replacing any earlier record).
+    async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()>;
+    /// The record left by a run that did not finish, if any.
+    async fn tag_record(&self, id: &str) -> Result<Option<TagRecord>>;
+    /// Forget the record once a run has finished (successfully or rolled back).
+    async fn clear_tag_record(&self, id: &str) -> Result<()>;
+
+    /// Append entries to a mirror's usage log (their `seq` is assigned by the store).
+    async fn append_log(&self, entries: &[LogEntry]) -> Result<()>;
+    /// A mirror's usage log, newest first: at most `limit` entries with `seq < before`.
+    async fn logs(&self, id: &str, limit: usize, before: Option<u64>) -> Result<Vec<LogEntry>>;
+}
