@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn each_invalid_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut MirrorConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut MirrorConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("tags", Box::new(|c| c.tags = vec!["v3.[12".into()])),
             ("tags", Box::new(|c| c.tags = vec![])),
             (

@@ -123,7 +123,7 @@ fn split_patterns(list: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
     let mut depth = 0usize;
-    let mut push = |piece: &str, out: &mut Vec<String>| {
+    let push = |piece: &str, out: &mut Vec<String>| {
         let piece = piece.trim();
         let continues_semver = piece.starts_with(['<', '>', '=', '~', '^'])
             && out

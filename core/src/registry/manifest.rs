@@ -155,7 +155,7 @@ impl Manifest {
                 .map(|d| {
                     Ok(Reference {
                         media_type: d.media_type().to_string(),
-                        digest: Digest::parse(&d.digest().to_string()).map_err(|e| invalid(&e))?,
+                        digest: Digest::parse(d.digest().as_ref()).map_err(|e| invalid(&e))?,
                         size: d.size(),
                         platform: d.platform().as_ref().map(|p| Platform {
                             os: p.os().to_string(),
@@ -178,7 +178,7 @@ impl Manifest {
             let reference = |d: &oci_spec::image::Descriptor| {
                 Ok(Reference {
                     media_type: d.media_type().to_string(),
-                    digest: Digest::parse(&d.digest().to_string()).map_err(|e| invalid(&e))?,
+                    digest: Digest::parse(d.digest().as_ref()).map_err(|e| invalid(&e))?,
                     size: d.size(),
                     platform: None,
                 })
