@@ -5,6 +5,7 @@
 //! client with one connection pool and token cache, one layout root, one in-memory map).
 
 pub mod manifest;
+pub mod memory;
 
 use std::fmt;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use crate::error::Result;
 use crate::reference::Digest;
 
 pub use manifest::{Manifest, ManifestKind, Platform, media_types};
+pub use memory::MemoryRegistry;
 
 /// A blob's bytes as they arrive. Consumers verify digest and size while reading.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
