@@ -23,5 +23,5 @@ pub use notify::{EventKind, MirrorEvent, Notifier};
 pub use pattern::TagFilter;
 pub use reference::{Digest, RepositoryRef};
 pub use registry::{DestRegistry, Manifest, SourceRegistry};
-pub use state::StateStore;
+pub use state::{MemoryStateStore, StateStore};
 pub use status::SyncStatus;

@@ -1,6 +1,17 @@
-//! A mirror's sync status (SEMANTICS.md §6).
+//! A mirror's sync status and schedule (SEMANTICS.md §6): the state machine and the scheduling
+//! arithmetic, pure and without I/O, so every [`StateStore`](crate::StateStore) applies exactly
+//! the same rules — a store loads a [`MirrorState`], calls one transition here, and writes it back
+//! atomically.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+use crate::config::MirrorConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::{Claim, MirrorState, RunOutcome};
 
 /// Where a mirror is in its life, with Quay's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,10 +37,521 @@ impl SyncStatus {
             SyncStatus::Cancel => "CANCEL",
         }
     }
+
+    /// The status named `s` (Quay's spelling, as [`SyncStatus::as_str`] writes it).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "NEVER_RUN" => SyncStatus::NeverRun,
+            "SYNC_NOW" => SyncStatus::SyncNow,
+            "SYNCING" => SyncStatus::Syncing,
+            "SUCCESS" => SyncStatus::Success,
+            "FAIL" => SyncStatus::Fail,
+            "CANCEL" => SyncStatus::Cancel,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::State,
+                    format!("unknown sync status {other:?} in the state store"),
+                ));
+            }
+        })
+    }
 }
 
 impl std::fmt::Display for SyncStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Retries a mirror gets before it waits for its next slot (Quay's `MAX_SYNC_RETRIES`).
+pub const MAX_RETRIES: u32 = 3;
+
+/// The wait before the first retry of a failed run; each further retry waits twice as long.
+/// Quay retries at the very next poll, which hammers a source that is down.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The first slot of the grid `start + k·interval` (k ≥ 0) strictly after `now`; `start` itself
+/// when it is still in the future. Quay's `release_mirror` arithmetic.
+pub fn next_slot(start: OffsetDateTime, interval: Duration, now: OffsetDateTime) -> OffsetDateTime {
+    if start > now {
+        return start;
+    }
+    let interval_ns = interval.as_nanos().max(1) as i128;
+    let elapsed_ns = (now - start).whole_nanoseconds();
+    let slots = elapsed_ns.div_euclid(interval_ns) + 1;
+    at_unix_nanos(start.unix_timestamp_nanos() + slots * interval_ns)
+}
+
+/// Where a mirror created without a start date begins: the first slot at or after `now` of a grid
+/// whose offset within the interval is a hash of the mirror id. Mirrors created together with the
+/// same interval thus start spread evenly over it instead of all at once, and the same id always
+/// lands on the same time of day (for a daily interval).
+pub fn spread_start(id: &str, interval: Duration, now: OffsetDateTime) -> OffsetDateTime {
+    let hash = Sha256::digest(id.as_bytes());
+    let mut first8 = [0u8; 8];
+    first8.copy_from_slice(&hash[..8]);
+    let interval_s = interval.as_secs().max(1);
+    let offset_s = u64::from_le_bytes(first8) % interval_s;
+    let anchor = at_unix_nanos(i128::from(offset_s) * 1_000_000_000);
+    let slot = next_slot(anchor, Duration::from_secs(interval_s), now);
+    // `next_slot` is strictly after `now`; a slot exactly at `now` is the one to take.
+    let previous = slot - Duration::from_secs(interval_s);
+    if previous >= now { previous } else { slot }
+}
+
+/// How long to wait before retrying after the `failures`-th consecutive failure (1-based):
+/// [`RETRY_BACKOFF`] doubled each time.
+pub fn retry_delay(failures: u32) -> Duration {
+    RETRY_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+}
+
+/// A time `ns` nanoseconds after the Unix epoch, clamped to the range `time` can represent.
+fn at_unix_nanos(ns: i128) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap_or(if ns < 0 {
+        time::PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        time::PrimitiveDateTime::MAX.assume_utc()
+    })
+}
+
+fn conflict(id: &str, what: &str, status: SyncStatus) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("mirror {id:?}: cannot {what} while {status}"),
+    )
+}
+
+impl MirrorState {
+    /// A newly created mirror: `NEVER_RUN`, three retries, starting at the given start date or
+    /// spread over its interval ([`spread_start`]).
+    pub fn new(config: &MirrorConfig, now: OffsetDateTime) -> MirrorState {
+        let start = Self::first_start(config, now);
+        MirrorState {
+            status: SyncStatus::NeverRun,
+            retries_remaining: MAX_RETRIES,
+            start_date: start,
+            next_start: start,
+            last_started: None,
+            last_finished: None,
+            last_error: None,
+            lease_owner: None,
+            lease_expires: None,
+            lease_token: 0,
+        }
+    }
+
+    fn first_start(config: &MirrorConfig, now: OffsetDateTime) -> OffsetDateTime {
+        config
+            .sync_start_date
+            .unwrap_or_else(|| spread_start(&config.id, config.sync_interval, now))
+    }
+
+    /// Apply an edited configuration: a changed start date or interval starts a new grid;
+    /// status, retries and any lease stay as they are, so an edit never disturbs a running sync.
+    pub fn reconfigure(&mut self, old: &MirrorConfig, new: &MirrorConfig, now: OffsetDateTime) {
+        if old.sync_start_date != new.sync_start_date || old.sync_interval != new.sync_interval {
+            self.start_date = Self::first_start(new, now);
+            self.next_start = self.start_date;
+        }
+    }
+
+    /// The earliest time this mirror may be claimed, or `None` while nothing would run it
+    /// (cancelled, disabled, or out of retries). Stores index this value to find due mirrors fast.
+    ///
+    /// A live lease always defers the claim to its expiry, so no mirror runs twice at once; an
+    /// expired lease on a `SYNCING` mirror makes it claimable (its worker died: the next one
+    /// finishes or rolls back the interrupted run), enabled or not.
+    pub fn due_at(&self, enabled: bool) -> Option<OffsetDateTime> {
+        let due = match self.status {
+            SyncStatus::SyncNow | SyncStatus::Syncing => OffsetDateTime::UNIX_EPOCH,
+            SyncStatus::Cancel => return None,
+            SyncStatus::NeverRun | SyncStatus::Success | SyncStatus::Fail => {
+                if !enabled || self.retries_remaining == 0 {
+                    return None;
+                }
+                self.next_start
+            }
+        };
+        Some(match self.lease_expires {
+            Some(expires) => due.max(expires),
+            None => due,
+        })
+    }
+
+    /// Whether a worker may claim this mirror at `now`.
+    pub fn is_claimable(&self, enabled: bool, now: OffsetDateTime) -> bool {
+        self.due_at(enabled).is_some_and(|due| due <= now)
+    }
+
+    /// "Sync now": `SYNC_NOW` with at least one retry, from any status but `SYNCING`.
+    pub fn sync_now(&mut self, id: &str) -> Result<()> {
+        if self.status == SyncStatus::Syncing {
+            return Err(conflict(id, "sync now", self.status));
+        }
+        self.status = SyncStatus::SyncNow;
+        self.retries_remaining = self.retries_remaining.max(1);
+        Ok(())
+    }
+
+    /// Cancel: `CANCEL` with no retries, from `SYNCING` or `SYNC_NOW`. A running sync keeps its
+    /// lease (its next renewal reports the cancel) so nothing else starts until it has stopped.
+    pub fn cancel(&mut self, id: &str) -> Result<()> {
+        if !matches!(self.status, SyncStatus::Syncing | SyncStatus::SyncNow) {
+            return Err(conflict(id, "cancel", self.status));
+        }
+        self.status = SyncStatus::Cancel;
+        self.retries_remaining = 0;
+        Ok(())
+    }
+
+    /// Claim for `worker`: `SYNCING` with a lease until `now + lease` and a fresh fencing token.
+    /// The caller checks [`MirrorState::is_claimable`] first (or means to force a one-shot run).
+    pub fn claim(
+        &mut self,
+        config: &MirrorConfig,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Claim {
+        self.status = SyncStatus::Syncing;
+        self.lease_token += 1;
+        self.lease_owner = Some(worker.to_owned());
+        let expires = now + lease;
+        self.lease_expires = Some(expires);
+        self.last_started = Some(now);
+        Claim {
+            mirror_id: config.id.clone(),
+            worker: worker.to_owned(),
+            token: self.lease_token,
+            expires,
+            config: config.clone(),
+        }
+    }
+
+    /// Whether `claim` is still this mirror's current claim: no other worker claimed it since
+    /// (an expired lease nobody took over is still honoured).
+    fn check_claim(&self, claim: &Claim) -> Result<()> {
+        if self.lease_token == claim.token && self.lease_owner.as_deref() == Some(&claim.worker) {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "mirror {:?}: the claim of worker {:?} (token {}) was lost to another worker",
+                claim.mirror_id, claim.worker, claim.token
+            ),
+        ))
+    }
+
+    /// Extend `claim` to `now + lease`; returns the status, `CANCEL` telling the runner to stop.
+    pub fn renew(
+        &mut self,
+        claim: &Claim,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<SyncStatus> {
+        self.check_claim(claim)?;
+        self.lease_expires = Some(now + lease);
+        Ok(self.status)
+    }
+
+    /// End `claim` with the run's outcome (SEMANTICS.md §6):
+    /// - success: `SUCCESS`, retries reset, next start on the next grid slot;
+    /// - failure with retries left: `FAIL`, one retry used, start date kept, retried after
+    ///   [`retry_delay`] (never later than the next slot);
+    /// - failure on the last retry: `FAIL`, retries reset, next start on the next grid slot;
+    /// - interrupted (the worker stopped before finishing): `SYNC_NOW`, retries kept, so the next
+    ///   poll resumes or rolls back the run.
+    ///
+    /// A cancel requested during the run wins over its outcome (`CANCEL`, no retries), and a
+    /// "sync now" requested after that cancel stays pending.
+    pub fn release(
+        &mut self,
+        claim: &Claim,
+        outcome: &RunOutcome,
+        interval: Duration,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        self.check_claim(claim)?;
+        self.lease_owner = None;
+        self.lease_expires = None;
+        self.last_finished = Some(now);
+        self.last_error = match outcome {
+            RunOutcome::Failed { error } => Some(error.clone()),
+            _ => None,
+        };
+        match self.status {
+            SyncStatus::Cancel => self.retries_remaining = 0,
+            SyncStatus::SyncNow => {}
+            _ => match outcome {
+                RunOutcome::Success => self.finish_on_grid(SyncStatus::Success, interval, now),
+                RunOutcome::Failed { .. } => {
+                    let left = self.retries_remaining.saturating_sub(1);
+                    if left == 0 {
+                        self.finish_on_grid(SyncStatus::Fail, interval, now);
+                    } else {
+                        self.status = SyncStatus::Fail;
+                        self.retries_remaining = left;
+                        let retry = now + retry_delay(MAX_RETRIES.saturating_sub(left));
+                        self.next_start = retry.min(next_slot(self.start_date, interval, now));
+                    }
+                }
+                RunOutcome::Cancelled | RunOutcome::Interrupted => {
+                    self.status = SyncStatus::SyncNow;
+                    self.retries_remaining = self.retries_remaining.max(1);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn finish_on_grid(&mut self, status: SyncStatus, interval: Duration, now: OffsetDateTime) {
+        self.status = status;
+        self.retries_remaining = MAX_RETRIES;
+        self.start_date = next_slot(self.start_date, interval, now);
+        self.next_start = self.start_date;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn config() -> MirrorConfig {
+        let mut c = MirrorConfig::new("ns/app", "quay.io/coreos/etcd".parse().unwrap(), &["v3.*"]);
+        c.sync_start_date = Some(datetime!(2026-01-01 00:00 UTC));
+        c
+    }
+
+    fn claimed(state: &mut MirrorState, now: OffsetDateTime) -> Claim {
+        assert!(
+            state.is_claimable(true, now),
+            "{state:?} not claimable at {now}"
+        );
+        state.claim(&config(), "w1", now, Duration::from_secs(60))
+    }
+
+    fn failed() -> RunOutcome {
+        RunOutcome::Failed {
+            error: "source down".into(),
+        }
+    }
+
+    #[test]
+    fn next_slot_is_the_first_grid_point_strictly_after_now() {
+        let start = datetime!(2026-01-01 00:00 UTC);
+        assert_eq!(
+            next_slot(start, DAY, datetime!(2026-01-01 00:00 UTC)),
+            datetime!(2026-01-02 00:00 UTC)
+        );
+        assert_eq!(
+            next_slot(start, DAY, datetime!(2026-01-05 13:30 UTC)),
+            datetime!(2026-01-06 00:00 UTC)
+        );
+        assert_eq!(
+            next_slot(start, DAY, datetime!(2025-12-30 00:00 UTC)),
+            start
+        );
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            next_slot(start, hour, datetime!(2026-01-01 05:59:59 UTC)),
+            datetime!(2026-01-01 06:00 UTC)
+        );
+    }
+
+    #[test]
+    fn quay_release_sequence() {
+        let mut s = MirrorState::new(&config(), datetime!(2025-12-31 12:00 UTC));
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::NeverRun, 3));
+        let start = s.start_date;
+        let mut now = datetime!(2026-01-01 00:00:10 UTC);
+
+        for (left, delay_min) in [(2, 1), (1, 2)] {
+            let c = claimed(&mut s, now);
+            s.release(&c, &failed(), DAY, now).unwrap();
+            assert_eq!(
+                (s.status, s.retries_remaining, s.start_date),
+                (SyncStatus::Fail, left, start)
+            );
+            assert_eq!(s.next_start, now + Duration::from_secs(60 * delay_min));
+            assert_eq!(s.last_error.as_deref(), Some("source down"));
+            assert!(
+                !s.is_claimable(true, now),
+                "retried with backoff, not at the next poll"
+            );
+            now = s.next_start;
+        }
+
+        let c = claimed(&mut s, now);
+        s.release(&c, &failed(), DAY, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Fail, 3));
+        assert_eq!(s.start_date, datetime!(2026-01-02 00:00 UTC));
+        assert_eq!(s.next_start, s.start_date);
+
+        let now = datetime!(2026-01-02 00:00:05 UTC);
+        let c = claimed(&mut s, now);
+        s.release(&c, &RunOutcome::Success, DAY, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Success, 3));
+        assert_eq!(s.next_start, datetime!(2026-01-03 00:00 UTC));
+        assert_eq!(s.last_error, None);
+    }
+
+    #[test]
+    fn a_retry_never_waits_past_the_next_slot() {
+        let mut c = config();
+        c.sync_interval = Duration::from_secs(90);
+        let mut s = MirrorState::new(&c, datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:01 UTC);
+        let claim = claimed(&mut s, now);
+        s.release(&claim, &failed(), c.sync_interval, now).unwrap();
+        assert_eq!(s.next_start, datetime!(2026-01-01 00:01:30 UTC));
+    }
+
+    #[test]
+    fn cancel_stops_scheduling_until_sync_now() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        assert_eq!(s.cancel("ns/app").unwrap_err().kind(), ErrorKind::Conflict);
+        let c = claimed(&mut s, now);
+        s.cancel("ns/app").unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Cancel, 0));
+        assert_eq!(
+            s.renew(&c, now, Duration::from_secs(60)).unwrap(),
+            SyncStatus::Cancel
+        );
+        s.release(&c, &RunOutcome::Cancelled, DAY, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Cancel, 0));
+        let much_later = datetime!(2027-01-01 00:00 UTC);
+        assert!(!s.is_claimable(true, much_later));
+        s.sync_now("ns/app").unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::SyncNow, 1));
+        assert!(
+            s.is_claimable(false, now),
+            "sync now runs even a disabled mirror"
+        );
+    }
+
+    #[test]
+    fn a_successful_run_cancelled_meanwhile_stays_cancelled() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let c = claimed(&mut s, now);
+        s.cancel("ns/app").unwrap();
+        s.release(&c, &RunOutcome::Success, DAY, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Cancel, 0));
+    }
+
+    #[test]
+    fn sync_now_is_refused_while_syncing_and_waits_for_a_cancelled_run() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let c = claimed(&mut s, now);
+        let e = s.sync_now("ns/app").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.message().contains("SYNCING"), "{e}");
+        s.cancel("ns/app").unwrap();
+        s.sync_now("ns/app").unwrap();
+        assert!(
+            !s.is_claimable(true, now),
+            "the cancelled run still holds its lease"
+        );
+        s.release(&c, &RunOutcome::Cancelled, DAY, now).unwrap();
+        assert_eq!(s.status, SyncStatus::SyncNow);
+        assert!(s.is_claimable(true, now));
+    }
+
+    #[test]
+    fn an_expired_lease_is_claimable_and_fences_the_old_holder() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let old = claimed(&mut s, now);
+        assert!(!s.is_claimable(true, now + Duration::from_secs(59)));
+        let later = now + Duration::from_secs(61);
+        assert!(
+            s.is_claimable(false, later),
+            "a dead worker's run is recovered even if disabled"
+        );
+        let new = s.claim(&config(), "w2", later, Duration::from_secs(60));
+        assert!(new.token > old.token);
+        let lease = Duration::from_secs(60);
+        assert_eq!(
+            s.renew(&old, later, lease).unwrap_err().kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            s.release(&old, &RunOutcome::Success, DAY, later)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Conflict
+        );
+        s.release(&new, &RunOutcome::Success, DAY, later).unwrap();
+        assert_eq!(s.status, SyncStatus::Success);
+    }
+
+    #[test]
+    fn an_interrupted_run_is_due_again_with_its_retries() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let c = claimed(&mut s, now);
+        s.release(&c, &RunOutcome::Interrupted, DAY, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::SyncNow, 3));
+        assert!(s.is_claimable(true, now));
+    }
+
+    #[test]
+    fn disabled_or_not_yet_due_mirrors_are_not_claimable() {
+        let s = MirrorState::new(&config(), datetime!(2025-12-01 00:00 UTC));
+        assert!(!s.is_claimable(true, datetime!(2025-12-31 23:59 UTC)));
+        assert!(s.is_claimable(true, datetime!(2026-01-01 00:00 UTC)));
+        assert!(!s.is_claimable(false, datetime!(2026-01-01 00:00 UTC)));
+    }
+
+    #[test]
+    fn spread_starts_cover_the_interval_deterministically() {
+        let now = datetime!(2026-03-01 10:00 UTC);
+        let starts: Vec<_> = (0..1000)
+            .map(|i| spread_start(&format!("ns/repo{i}"), DAY, now))
+            .collect();
+        assert!(starts.iter().all(|s| *s >= now && *s < now + DAY));
+        // Count mirrors per hour of the day: evenly spread is ~42 each; all-at-once would be 1000.
+        let mut per_hour = [0u32; 24];
+        for s in &starts {
+            per_hour[((*s - now).whole_hours()) as usize] += 1;
+        }
+        assert!(
+            per_hour.iter().all(|n| (15..=80).contains(n)),
+            "{per_hour:?}"
+        );
+        assert_eq!(spread_start("ns/repo1", DAY, now), starts[1]);
+        // The same id keeps its time of day whenever it is created.
+        let tomorrow = spread_start("ns/repo1", DAY, now + DAY);
+        assert_eq!(tomorrow - starts[1], DAY);
+    }
+
+    #[test]
+    fn an_edited_interval_starts_a_new_grid() {
+        let old = config();
+        let mut s = MirrorState::new(&old, datetime!(2026-01-01 00:00 UTC));
+        let mut new = old.clone();
+        new.sync_start_date = Some(datetime!(2026-02-01 00:00 UTC));
+        s.reconfigure(&old, &new, datetime!(2026-01-10 00:00 UTC));
+        assert_eq!(s.next_start, datetime!(2026-02-01 00:00 UTC));
+        let mut tags_only = new.clone();
+        tags_only.tags = vec!["*".into()];
+        s.next_start = datetime!(2026-01-15 00:00 UTC);
+        s.reconfigure(&new, &tags_only, datetime!(2026-01-10 00:00 UTC));
+        assert_eq!(s.next_start, datetime!(2026-01-15 00:00 UTC));
+    }
+
+    #[test]
+    fn retry_delays_double() {
+        assert_eq!(retry_delay(1), Duration::from_secs(60));
+        assert_eq!(retry_delay(2), Duration::from_secs(120));
+        assert_eq!(retry_delay(3), Duration::from_secs(240));
+        assert_eq!(retry_delay(100), Duration::from_secs(60 << 16));
     }
 }

@@ -13,6 +13,10 @@ use crate::error::Result;
 use crate::reference::Digest;
 use crate::status::SyncStatus;
 
+mod memory;
+
+pub use memory::MemoryStateStore;
+
 /// The destination's tags before a run changed anything: tag → digest.
 pub type TagRecord = BTreeMap<String, Digest>;
 
@@ -22,7 +26,12 @@ pub struct MirrorState {
     pub status: SyncStatus,
     /// Retries left before the mirror waits for its next slot (Quay starts at 3).
     pub retries_remaining: u32,
-    /// When the mirror is next due.
+    /// The schedule's anchor (Quay's `sync_start_date`): runs are due on the grid
+    /// `start_date + k·sync_interval`; it moves only to later grid slots.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start_date: OffsetDateTime,
+    /// When the mirror is next due: `start_date`, or earlier-than-the-next-slot retry time after
+    /// a failure (retries back off, see [`crate::status::retry_delay`]).
     #[serde(with = "time::serde::rfc3339")]
     pub next_start: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -35,6 +44,8 @@ pub struct MirrorState {
     pub lease_owner: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub lease_expires: Option<OffsetDateTime>,
+    /// The fencing token of the latest claim (0 before the first); see [`Claim::token`].
+    pub lease_token: u64,
 }
 
 /// A mirror as stored.
@@ -60,8 +71,14 @@ pub struct Claim {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
     Success,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
+    /// The run stopped because the mirror was cancelled.
     Cancelled,
+    /// The worker stopped before the run finished (shutdown): the mirror is due again at once,
+    /// and the next run resumes or rolls back from the durable tag record.
+    Interrupted,
 }
 
 /// What a usage-log entry records.
@@ -91,6 +108,14 @@ pub struct LogEntry {
     pub message: String,
 }
 
+/// Strip what a listing must not carry: the source password (the username stays, so a listing
+/// still shows which identity a mirror uses).
+pub fn redact_secrets(config: &mut MirrorConfig) {
+    if let Some(credentials) = &mut config.source_credentials {
+        credentials.password.clear();
+    }
+}
+
 /// Durable mirror state. Every method is atomic; several workers (threads, processes, hosts)
 /// may share one store.
 #[async_trait]
@@ -106,7 +131,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord>;
     /// `NotFound` if absent.
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord>;
-    /// Every mirror, ordered by id.
+    /// Every mirror, ordered by id, with secrets removed: each `source_credentials` keeps its
+    /// username but its password is empty (see [`redact_secrets`]). [`StateStore::get_mirror`]
+    /// and claims return the full configuration; edit a mirror from what `get_mirror` returns.
     async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>>;
     /// Remove a mirror with its logs and record. `NotFound` if absent.
     async fn delete_mirror(&self, id: &str) -> Result<()>;
