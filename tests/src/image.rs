@@ -1,0 +1,227 @@
+//! Deterministic test images: pseudo-random layers from a seed, configs with os/architecture,
+//! OCI and Docker media types, multi-platform indexes. Everything is bytes plus digests, so the
+//! same seed always gives the same digests.
+
+use bytes::Bytes;
+use regmirror::Digest;
+use regmirror::registry::{Manifest, media_types};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+/// The OCI image config media type.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// The OCI gzip layer media type.
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The Docker image config media type.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The Docker gzip layer media type.
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Which family of media types an image uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    #[default]
+    Oci,
+    Docker,
+}
+
+impl Flavor {
+    fn manifest(self) -> &'static str {
+        match self {
+            Flavor::Oci => media_types::OCI_MANIFEST,
+            Flavor::Docker => media_types::DOCKER_MANIFEST,
+        }
+    }
+    fn index(self) -> &'static str {
+        match self {
+            Flavor::Oci => media_types::OCI_INDEX,
+            Flavor::Docker => media_types::DOCKER_LIST,
+        }
+    }
+    fn config(self) -> &'static str {
+        match self {
+            Flavor::Oci => OCI_CONFIG,
+            Flavor::Docker => DOCKER_CONFIG,
+        }
+    }
+    fn layer(self) -> &'static str {
+        match self {
+            Flavor::Oci => OCI_LAYER,
+            Flavor::Docker => DOCKER_LAYER,
+        }
+    }
+}
+
+/// Bytes with their digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: Digest,
+    pub bytes: Bytes,
+}
+
+impl Blob {
+    /// Wrap bytes, computing the digest.
+    pub fn new(bytes: impl Into<Bytes>) -> Blob {
+        let bytes = bytes.into();
+        Blob {
+            digest: Digest::of(&bytes),
+            bytes,
+        }
+    }
+
+    /// `size` pseudo-random bytes determined by `seed` (sha256 in counter mode: fast enough for
+    /// megabytes, identical on every machine).
+    pub fn random(seed: u64, size: usize) -> Blob {
+        let mut bytes = Vec::with_capacity(size + 32);
+        let mut counter = 0u64;
+        while bytes.len() < size {
+            let mut hasher = Sha256::new();
+            hasher.update(seed.to_le_bytes());
+            hasher.update(counter.to_le_bytes());
+            bytes.extend_from_slice(&hasher.finalize());
+            counter += 1;
+        }
+        bytes.truncate(size);
+        Blob::new(bytes)
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// A single-platform image: config, layers and the manifest that ties them.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub flavor: Flavor,
+    pub os: String,
+    pub architecture: String,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+    pub manifest: Manifest,
+}
+
+impl Image {
+    /// An image of `layers` whose config is made unique by `seed`; `linux/amd64`.
+    pub fn new(flavor: Flavor, seed: u64, layers: Vec<Blob>) -> Image {
+        Image::for_platform(flavor, seed, "linux", "amd64", layers)
+    }
+
+    /// An OCI image with `count` fresh layers of `size` bytes, all derived from `seed`.
+    pub fn simple(seed: u64, count: usize, size: usize) -> Image {
+        let layers = (0..count)
+            .map(|i| Blob::random(seed.wrapping_mul(1000).wrapping_add(i as u64), size))
+            .collect();
+        Image::new(Flavor::Oci, seed, layers)
+    }
+
+    /// An image for one platform.
+    pub fn for_platform(
+        flavor: Flavor,
+        seed: u64,
+        os: &str,
+        architecture: &str,
+        layers: Vec<Blob>,
+    ) -> Image {
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
+        let config = Blob::new(
+            serde_json::to_vec(&json!({
+                "architecture": architecture,
+                "os": os,
+                "config": { "Labels": { "regmirror.test.seed": seed.to_string() } },
+                "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            }))
+            .expect("a JSON value serializes"),
+        );
+        let descriptor = |media_type: &str, blob: &Blob| json!({ "mediaType": media_type, "digest": blob.digest.as_str(), "size": blob.size() });
+        let body = json!({
+            "schemaVersion": 2,
+            "mediaType": flavor.manifest(),
+            "config": descriptor(flavor.config(), &config),
+            "layers": layers.iter().map(|l| descriptor(flavor.layer(), l)).collect::<Vec<_>>(),
+        });
+        let manifest = manifest_of(&body, flavor.manifest());
+        Image {
+            flavor,
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            config,
+            layers,
+            manifest,
+        }
+    }
+
+    /// Every blob the image references (config first).
+    pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+/// A multi-platform index (OCI) or manifest list (Docker) and its child images.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub children: Vec<Image>,
+    pub manifest: Manifest,
+}
+
+impl Index {
+    /// An index over `children`, which must share the index's flavor.
+    pub fn new(flavor: Flavor, children: Vec<Image>) -> Index {
+        let entries: Vec<_> = children
+            .iter()
+            .map(|c| {
+                json!({
+                    "mediaType": c.manifest.media_type,
+                    "digest": c.manifest.digest.as_str(),
+                    "size": c.manifest.bytes.len(),
+                    "platform": { "os": c.os, "architecture": c.architecture },
+                })
+            })
+            .collect();
+        let body = json!({
+            "schemaVersion": 2,
+            "mediaType": flavor.index(),
+            "manifests": entries,
+        });
+        Index {
+            manifest: manifest_of(&body, flavor.index()),
+            children,
+        }
+    }
+
+    /// A `linux/amd64` + `linux/arm64` index; each child has one own layer of `size` bytes and
+    /// one layer shared between them.
+    pub fn two_platforms(flavor: Flavor, seed: u64, size: usize) -> Index {
+        let shared = Blob::random(seed.wrapping_mul(1000).wrapping_add(999), size);
+        let children = ["amd64", "arm64"]
+            .iter()
+            .enumerate()
+            .map(|(i, arch)| {
+                let own = Blob::random(seed.wrapping_mul(1000).wrapping_add(i as u64), size);
+                Image::for_platform(
+                    flavor,
+                    seed.wrapping_mul(10).wrapping_add(i as u64),
+                    "linux",
+                    arch,
+                    vec![shared.clone(), own],
+                )
+            })
+            .collect();
+        Index::new(flavor, children)
+    }
+}
+
+/// `count` images that differ only in their config and all share the same `layers`
+/// ("20 tags sharing 2 layers").
+pub fn images_sharing_layers(count: usize, layers: &[Blob]) -> Vec<Image> {
+    (0..count)
+        .map(|i| Image::new(Flavor::Oci, i as u64, layers.to_vec()))
+        .collect()
+}
+
+/// Pretty-printed, so byte-exact round trips are tested against non-canonical JSON.
+fn manifest_of(body: &serde_json::Value, media_type: &str) -> Manifest {
+    let bytes = serde_json::to_vec_pretty(body).expect("a JSON value serializes");
+    Manifest::from_bytes(bytes, media_type).expect("generated manifests are valid")
+}

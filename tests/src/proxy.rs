@@ -1,0 +1,285 @@
+//! A reverse proxy on a loopback port in front of a registry: it records every request (to prove
+//! what a client did or did not fetch) and injects faults (error statuses, connections cut
+//! mid-body). Absolute `Location` headers pointing at the registry are rewritten to the proxy, so
+//! upload sessions and redirects keep going through it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyDataStream, BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderName, HeaderValue, LOCATION};
+use hyper::{Request, Response, StatusCode};
+
+use crate::registry::Registry;
+use crate::server::{BackgroundServer, Body, BodyError, full};
+
+/// What to do instead of forwarding a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status (and a small JSON error body) without contacting the registry.
+    Status(u16),
+    /// Forward, but cut the connection after this many bytes of the response body.
+    CutBody { after: usize },
+}
+
+#[derive(Debug)]
+struct Rule {
+    method: String,
+    path_contains: String,
+    fault: Fault,
+    remaining: usize,
+}
+
+/// One request the proxy saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+}
+
+#[derive(Debug)]
+struct State {
+    upstream: String,
+    own_base: String,
+    client: reqwest::Client,
+    seen: Mutex<Vec<Seen>>,
+    rules: Mutex<Vec<Rule>>,
+}
+
+/// The running proxy; dropping it stops it.
+#[derive(Debug)]
+pub struct Proxy {
+    state: Arc<State>,
+    server: BackgroundServer,
+}
+
+impl Proxy {
+    /// A plain-HTTP proxy in front of `registry` (which may itself be TLS).
+    pub fn start(registry: &Registry) -> Proxy {
+        Proxy::to(&registry.base_url(), registry.ca_pem())
+    }
+
+    /// A plain-HTTP proxy in front of `upstream` (`http(s)://host:port`), trusting `ca_pem`.
+    pub fn to(upstream: &str, ca_pem: Option<&Path>) -> Proxy {
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = ca_pem {
+            let pem = std::fs::read(ca).expect("reading the test CA");
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).expect("the test CA is valid PEM"),
+            );
+        }
+        let client = builder.build().expect("building the proxy client");
+        // The listening address is known only once the server runs, and the handler needs it to
+        // rewrite Location headers: hand it over through a once-cell.
+        let cell: Arc<std::sync::OnceLock<Arc<State>>> = Arc::new(std::sync::OnceLock::new());
+        let handler_cell = cell.clone();
+        let server = BackgroundServer::start("proxy", move |req| {
+            let state = handler_cell
+                .get()
+                .expect("the proxy state is set before the address is published")
+                .clone();
+            async move { state.handle(req).await }
+        });
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            own_base: format!("http://{}", server.addr()),
+            client,
+            seen: Mutex::new(Vec::new()),
+            rules: Mutex::new(Vec::new()),
+        });
+        cell.set(state.clone())
+            .expect("the proxy state is set exactly once");
+        Proxy { state, server }
+    }
+
+    /// `127.0.0.1:PORT`, the host a client should use to go through the proxy.
+    pub fn host(&self) -> String {
+        self.server.addr().to_string()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.state.own_base.clone()
+    }
+
+    /// How many requests with `method` (e.g. `"GET"`; `"*"` for any) had a path containing
+    /// `path_contains` (e.g. `"/blobs/"`).
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|s| (method == "*" || s.method == method) && s.path.contains(path_contains))
+            .count()
+    }
+
+    /// Every request seen so far, in order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("proxy log lock").clone()
+    }
+
+    /// Forget the requests seen so far.
+    pub fn reset_counts(&self) {
+        self.state.seen.lock().expect("proxy log lock").clear();
+    }
+
+    /// Apply `fault` to the next `times` requests with `method` (`"*"` for any) whose path
+    /// contains `path_contains`. Rules are checked in the order they were added.
+    pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {
+        self.state
+            .rules
+            .lock()
+            .expect("proxy rules lock")
+            .push(Rule {
+                method: method.to_owned(),
+                path_contains: path_contains.to_owned(),
+                fault,
+                remaining: times,
+            });
+    }
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+impl State {
+    fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().expect("proxy rules lock");
+        let rule = rules.iter_mut().find(|r| {
+            r.remaining > 0
+                && (r.method == "*" || r.method == method)
+                && path.contains(&r.path_contains)
+        })?;
+        rule.remaining -= 1;
+        Some(rule.fault.clone())
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().as_str().to_owned();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned());
+        self.seen.lock().expect("proxy log lock").push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+        });
+        let fault = self.take_fault(&method, &path);
+        if let Some(Fault::Status(code)) = fault {
+            let status = StatusCode::from_u16(code).expect("injected statuses are valid");
+            return Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(full(format!(
+                    r#"{{"errors":[{{"code":"UNKNOWN","message":"injected fault {code}"}}]}}"#
+                )))
+                .expect("an injected response is valid");
+        }
+        match self.forward(req, &path).await {
+            Ok(response) => match fault {
+                Some(Fault::CutBody { after }) => cut_after(response, after),
+                _ => response,
+            },
+            Err(e) => Response::builder()
+                .status(StatusCode::BAD_GATEWAY)
+                .body(full(format!("proxy: {e}")))
+                .expect("an error response is valid"),
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+    ) -> Result<Response<Body>, reqwest::Error> {
+        let (parts, body) = req.into_parts();
+        let mut upstream = self
+            .client
+            .request(parts.method, format!("{}{path}", self.upstream));
+        for (name, value) in &parts.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let body = BodyDataStream::new(body);
+        let response = upstream
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        let mut builder = Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            if HOP_BY_HOP.contains(&name.as_str()) {
+                continue;
+            }
+            builder = builder.header(name, self.rewrite(name, value));
+        }
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map(Frame::data).map_err(|e| Box::new(e) as BodyError));
+        Ok(builder
+            .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+            .expect("copied headers are valid"))
+    }
+
+    /// Point absolute `Location`s at the registry back at the proxy.
+    fn rewrite(&self, name: &HeaderName, value: &HeaderValue) -> HeaderValue {
+        if name != LOCATION {
+            return value.clone();
+        }
+        match value.to_str() {
+            Ok(location) if location.starts_with(&self.upstream) => {
+                let rewritten = format!("{}{}", self.own_base, &location[self.upstream.len()..]);
+                HeaderValue::from_str(&rewritten).expect("a rewritten Location stays valid")
+            }
+            _ => value.clone(),
+        }
+    }
+}
+
+/// Pass `after` bytes of the body through, then fail the body so hyper drops the connection
+/// (the client sees a truncated response under the original Content-Length). The failure waits a
+/// moment so the status line and the partial body are flushed first, as on a real network.
+fn cut_after(response: Response<Body>, after: usize) -> Response<Body> {
+    type Frames = futures::stream::BoxStream<'static, Result<Frame<Bytes>, BodyError>>;
+    fn cut() -> Frames {
+        futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err::<Frame<Bytes>, BodyError>("connection cut by injected fault".into())
+        })
+        .boxed()
+    }
+    let (parts, body) = response.into_parts();
+    let mut left = after;
+    let stream = BodyDataStream::new(body).flat_map(move |chunk| -> Frames {
+        match chunk {
+            Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            Ok(_) if left == 0 => cut(),
+            Ok(bytes) if bytes.len() < left => {
+                left -= bytes.len();
+                futures::stream::iter([Ok(Frame::data(bytes))]).boxed()
+            }
+            Ok(bytes) => {
+                let head = bytes.slice(..left);
+                left = 0;
+                futures::stream::iter([Ok(Frame::data(head))])
+                    .chain(cut())
+                    .boxed()
+            }
+        }
+    });
+    Response::from_parts(parts, BodyExt::boxed_unsync(StreamBody::new(stream)))
+}

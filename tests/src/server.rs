@@ -1,0 +1,110 @@
+//! A small HTTP/1 server on a loopback port, running on its own thread and tokio runtime so that
+//! both sync and async tests can use it; stopped on drop. The token issuer and the proxy use it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+/// The error type of response bodies: a failing body aborts the connection mid-response.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body that may stream.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A whole response body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// A running server; dropping it stops accepting and joins its thread.
+#[derive(Debug)]
+pub struct BackgroundServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundServer {
+    /// Serve `handler` on a free port of 127.0.0.1.
+    pub fn start<H, F>(name: &str, handler: H) -> BackgroundServer
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        listener
+            .set_nonblocking(true)
+            .expect("tokio needs a non-blocking listener");
+        let (shutdown, mut stopped) = watch::channel(false);
+        let handler = Arc::new(handler);
+        let thread = std::thread::Builder::new()
+            .name(format!("testkit-{name}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("building the test server runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("registering the listener with tokio");
+                    loop {
+                        let (stream, _) = tokio::select! {
+                            accepted = listener.accept() => match accepted {
+                                Ok(conn) => conn,
+                                Err(_) => continue,
+                            },
+                            _ = stopped.changed() => break,
+                        };
+                        let handler = handler.clone();
+                        let service = service_fn(move |req| {
+                            let handler = handler.clone();
+                            async move { Ok::<_, Infallible>(handler(req).await) }
+                        });
+                        tokio::spawn(async move {
+                            // A connection error (e.g. a fault cut on purpose) ends that connection only.
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                });
+                // Dropping the runtime here cancels every connection still open.
+            })
+            .expect("spawning the test server thread");
+        BackgroundServer {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

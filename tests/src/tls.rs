@@ -1,0 +1,113 @@
+//! Certificates the tests generate: a CA and a server certificate for 127.0.0.1 (the TLS registry
+//! variant), and a self-signed signing certificate (the token issuer's JWT key).
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A CA plus one server certificate it signed for `127.0.0.1` and `localhost`, written as PEM
+/// files into a directory.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The CA certificate; clients trust this.
+    pub ca_pem: PathBuf,
+    /// The server certificate (leaf only).
+    pub cert_pem: PathBuf,
+    /// The server's private key (PKCS#8).
+    pub key_pem: PathBuf,
+}
+
+impl ServerTls {
+    /// Generate a fresh CA and server certificate and write them into `dir`.
+    pub fn generate(dir: &Path) -> ServerTls {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())
+            .expect("no subject alt names cannot be invalid");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "regmirror test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        set_validity(&mut ca_params);
+        let ca_key = KeyPair::generate().expect("generating a P-256 key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".into()])
+            .expect("127.0.0.1 and localhost are valid names");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        set_validity(&mut params);
+        let key = KeyPair::generate().expect("generating a P-256 key");
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("signing the server certificate");
+
+        let tls = ServerTls {
+            ca_pem: dir.join("ca.pem"),
+            cert_pem: dir.join("server.pem"),
+            key_pem: dir.join("server-key.pem"),
+        };
+        write(&tls.ca_pem, &ca_cert.pem());
+        write(&tls.cert_pem, &cert.pem());
+        write(&tls.key_pem, &key.serialize_pem());
+        tls
+    }
+}
+
+/// A self-signed certificate and its key, used to sign JWTs: distribution's token auth trusts
+/// tokens whose `x5c` chain ends in a certificate of its `rootcertbundle`.
+#[derive(Debug)]
+pub struct SigningCert {
+    /// The certificate in DER (goes base64-encoded into the JWT `x5c` header).
+    pub der: Vec<u8>,
+    /// The certificate as PEM, written to `path` for the registry's `rootcertbundle`.
+    pub path: PathBuf,
+    /// The private key as PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+impl SigningCert {
+    /// Generate a P-256 key and a self-signed certificate and write the certificate into `dir`.
+    pub fn generate(dir: &Path) -> SigningCert {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .expect("no subject alt names cannot be invalid");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "regmirror test token issuer");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params);
+        let key = KeyPair::generate().expect("generating a P-256 key");
+        let cert = params
+            .self_signed(&key)
+            .expect("self-signing the token certificate");
+        let path = dir.join("token-root.pem");
+        write(&path, &cert.pem());
+        SigningCert {
+            der: cert.der().to_vec(),
+            path,
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+fn set_validity(params: &mut CertificateParams) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(30);
+}
+
+fn write(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
