@@ -431,6 +431,14 @@ impl DestRegistry for MemoryRegistry {
         manifest: &Manifest,
     ) -> Result<Digest> {
         validate_repository(repo)?;
+        // `Manifest`'s fields are public, so the label may not match the bytes: trust the bytes.
+        let actual = Digest::of(&manifest.bytes);
+        if actual != manifest.digest {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!("manifest labelled {} hashes to {actual}", manifest.digest),
+            ));
+        }
         if is_digest(reference) {
             if reference != manifest.digest.as_str() {
                 return Err(Error::new(

@@ -4,6 +4,7 @@
 //! Both traits address repositories by path, so one value serves a whole registry (one HTTP
 //! client with one connection pool and token cache, one layout root, one in-memory map).
 
+pub mod layout;
 pub mod manifest;
 pub mod memory;
 
@@ -17,6 +18,7 @@ use futures::Stream;
 use crate::error::Result;
 use crate::reference::Digest;
 
+pub use layout::LayoutRegistry;
 pub use manifest::{Manifest, ManifestKind, Platform, media_types};
 pub use memory::MemoryRegistry;
 
