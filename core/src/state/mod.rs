@@ -14,8 +14,18 @@ use crate::reference::Digest;
 use crate::status::SyncStatus;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod row;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStateStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStateStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStateStore;
 
 /// The destination's tags before a run changed anything: tag → digest.
 pub type TagRecord = BTreeMap<String, Digest>;

@@ -1,0 +1,567 @@
+//! [`PostgresStateStore`]: many workers on many hosts sharing one PostgreSQL database through a
+//! connection pool. Connecting migrates the schema under an advisory lock (so workers starting
+//! together migrate once); claims lock due rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+//! workers take disjoint batches without waiting on each other. Tables are prefixed `regmirror_`
+//! so the database can be shared with other applications.
+//!
+//! Connections are made without TLS: run the database on the same host or a trusted network.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use time::OffsetDateTime;
+use tokio_postgres::{NoTls, Row, Transaction};
+
+use super::memory::{ensure_no_live_lease, not_found};
+use super::row::{
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
+    tag_record_from_json, tag_record_json, truncate,
+};
+use super::{
+    Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
+};
+use crate::config::MirrorConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::status::SyncStatus;
+
+/// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE regmirror_mirrors (
+        id TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        status TEXT NOT NULL,
+        retries_remaining BIGINT NOT NULL,
+        start_date_us BIGINT NOT NULL,
+        next_start_us BIGINT NOT NULL,
+        last_started_us BIGINT,
+        last_finished_us BIGINT,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_expires_us BIGINT,
+        lease_token BIGINT NOT NULL,
+        due_us BIGINT
+    );
+    CREATE INDEX regmirror_mirrors_due ON regmirror_mirrors (due_us, id) WHERE due_us IS NOT NULL;
+    CREATE TABLE regmirror_tag_records (
+        mirror_id TEXT PRIMARY KEY REFERENCES regmirror_mirrors (id) ON DELETE CASCADE,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE regmirror_usage_log (
+        seq BIGSERIAL PRIMARY KEY,
+        mirror_id TEXT NOT NULL REFERENCES regmirror_mirrors (id) ON DELETE CASCADE,
+        time_us BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        tag TEXT,
+        digest TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX regmirror_usage_log_mirror ON regmirror_usage_log (mirror_id, seq);
+"];
+
+/// The advisory lock key that serializes schema migrations ("regmirro" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7265_676d_6972_726f;
+
+/// Connections per store (per worker process).
+const POOL_SIZE: usize = 16;
+
+/// A [`StateStore`] in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStateStore {
+    pool: Pool,
+    /// `host:port/dbname`, for `Debug` (the connection string may hold a password).
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStateStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_error(e: tokio_postgres::Error) -> Error {
+    let kind = match e.code() {
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => ErrorKind::Conflict,
+        _ if e.is_closed() => ErrorKind::Network,
+        _ => ErrorKind::State,
+    };
+    Error::new(kind, format!("postgres: {e}")).with_source(e)
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> Error {
+    let kind = match e {
+        deadpool_postgres::PoolError::Timeout(_) => ErrorKind::Timeout,
+        _ => ErrorKind::Network,
+    };
+    Error::new(kind, format!("postgres connection pool: {e}")).with_source(e)
+}
+
+impl PostgresStateStore {
+    /// Connect to the database named by `url` (`postgres://user:pass@host:port/db` or
+    /// `host=… user=… dbname=…`) and migrate its schema.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("PostgreSQL connection string: {e}"),
+            )
+        })?;
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot build a PostgreSQL pool: {e}"),
+                )
+            })?;
+        let store = PostgresStateStore { pool, target };
+        store
+            .migrate()
+            .await
+            .map_err(|e| e.context(format!("PostgreSQL {}", store.target)))?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db_error)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS regmirror_schema (version BIGINT NOT NULL)")
+            .await
+            .map_err(db_error)?;
+        let version: i64 = match tx
+            .query_opt("SELECT version FROM regmirror_schema", &[])
+            .await
+            .map_err(db_error)?
+        {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO regmirror_schema (version) VALUES (0)", &[])
+                    .await
+                    .map_err(db_error)?;
+                0
+            }
+        };
+        let known = MIGRATIONS.len();
+        let from = usize::try_from(version).unwrap_or(usize::MAX);
+        if from > known {
+            return Err(Error::new(
+                ErrorKind::State,
+                format!(
+                    "the database has schema version {version}, newer than this regmirror knows ({known})"
+                ),
+            ));
+        }
+        for migration in &MIGRATIONS[from..] {
+            tx.batch_execute(migration).await.map_err(db_error)?;
+        }
+        let known = i64::try_from(known).expect("a handful of migrations");
+        tx.execute("UPDATE regmirror_schema SET version = $1", &[&known])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Apply `f` to one mirror's state under a row lock and store the result.
+    async fn transition(
+        &self,
+        id: &str,
+        f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()> + Send,
+    ) -> Result<MirrorRecord> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut record = load_for_update(&tx, id).await?;
+        f(&record.config, &mut record.state)?;
+        store(&tx, &record.config, &mut record.state, false).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(record)
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+fn select_mirrors(filter: &str) -> String {
+    format!("SELECT id, config, {STATE_COLUMNS} FROM regmirror_mirrors {filter}")
+}
+
+fn to_record(r: &Row) -> Result<MirrorRecord> {
+    let status: String = r.get(3);
+    MirrorRow {
+        id: r.get(0),
+        config: r.get(1),
+        enabled: r.get(2),
+        status: status_name(&status)?,
+        retries_remaining: r.get(4),
+        start_date_us: r.get(5),
+        next_start_us: r.get(6),
+        last_started_us: r.get(7),
+        last_finished_us: r.get(8),
+        last_error: r.get(9),
+        lease_owner: r.get(10),
+        lease_expires_us: r.get(11),
+        lease_token: r.get(12),
+        due_us: r.get(13),
+    }
+    .into_record()
+}
+
+async fn load_for_update(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord> {
+    let row = tx
+        .query_opt(&select_mirrors("WHERE id = $1 FOR UPDATE"), &[&id])
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+    to_record(&row)
+}
+
+/// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
+async fn store(
+    tx: &Transaction<'_>,
+    config: &MirrorConfig,
+    state: &mut MirrorState,
+    insert: bool,
+) -> Result<()> {
+    let row = MirrorRow::new(config, state)?;
+    let sql = if insert {
+        format!(
+            "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        )
+    } else {
+        "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
+         retries_remaining = $5, start_date_us = $6, next_start_us = $7, last_started_us = $8, \
+         last_finished_us = $9, last_error = $10, lease_owner = $11, lease_expires_us = $12, \
+         lease_token = $13, due_us = $14 WHERE id = $1"
+            .to_owned()
+    };
+    tx.execute(
+        &sql,
+        &[
+            &row.id,
+            &row.config,
+            &row.enabled,
+            &row.status,
+            &row.retries_remaining,
+            &row.start_date_us,
+            &row.next_start_us,
+            &row.last_started_us,
+            &row.last_finished_us,
+            &row.last_error,
+            &row.lease_owner,
+            &row.lease_expires_us,
+            &row.lease_token,
+            &row.due_us,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        let e = db_error(e);
+        if e.kind() == ErrorKind::Conflict {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("a mirror {:?} already exists", config.id),
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(())
+}
+
+/// `claim` with its expiry as stored.
+fn stored_claim(mut claim: Claim, state: &MirrorState) -> Claim {
+    claim.expires = state.lease_expires.unwrap_or(claim.expires);
+    claim
+}
+
+#[async_trait]
+impl StateStore for PostgresStateStore {
+    async fn create_mirror(
+        &self,
+        config: &MirrorConfig,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord> {
+        config.validate()?;
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut state = MirrorState::new(config, truncate(now));
+        store(&tx, config, &mut state, true).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(MirrorRecord {
+            config: config.clone(),
+            state,
+        })
+    }
+
+    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
+        config.validate()?;
+        let now = truncate(OffsetDateTime::now_utc());
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut record = load_for_update(&tx, &config.id).await?;
+        record.state.reconfigure(&record.config, config, now);
+        record.config = config.clone();
+        store(&tx, &record.config, &mut record.state, false).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(record)
+    }
+
+    async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(&select_mirrors("WHERE id = $1"), &[&id])
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
+        to_record(&row)
+    }
+
+    async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(&select_mirrors("ORDER BY id"), &[])
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let mut record = to_record(row)?;
+                redact_secrets(&mut record.config);
+                Ok(record)
+            })
+            .collect()
+    }
+
+    async fn delete_mirror(&self, id: &str) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let deleted = client
+            .execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        if deleted == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
+        self.transition(id, |_, state| state.sync_now(id)).await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
+        self.transition(id, |_, state| state.cancel(id)).await
+    }
+
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut record = load_for_update(&tx, id).await?;
+        record.config.enabled = enabled;
+        store(&tx, &record.config, &mut record.state, false).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(record)
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>> {
+        let now = truncate(now);
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // SKIP LOCKED: rows another worker is claiming right now are left to it, not waited on.
+        let rows = tx
+            .query(
+                &select_mirrors(
+                    "WHERE due_us <= $1 ORDER BY due_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                ),
+                &[&micros(now), &limit(max)],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut record = to_record(row)?;
+            // The due_us column is derived from the state; re-check with the rule itself.
+            if !record.state.is_claimable(record.config.enabled, now) {
+                continue;
+            }
+            let claim = record.state.claim(&record.config, worker, now, lease);
+            store(&tx, &record.config, &mut record.state, false).await?;
+            claims.push(stored_claim(claim, &record.state));
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(claims)
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let now = truncate(now);
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut record = load_for_update(&tx, id).await?;
+        ensure_no_live_lease(id, &record.state, now)?;
+        let claim = record.state.claim(&record.config, worker, now, lease);
+        store(&tx, &record.config, &mut record.state, false).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(stored_claim(claim, &record.state))
+    }
+
+    async fn renew(
+        &self,
+        claim: &Claim,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<SyncStatus> {
+        let now = truncate(now);
+        let record = self
+            .transition(&claim.mirror_id, |_, state| {
+                state.renew(claim, now, lease).map(|_| ())
+            })
+            .await?;
+        Ok(record.state.status)
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        outcome: &RunOutcome,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord> {
+        let now = truncate(now);
+        self.transition(&claim.mirror_id, |config, state| {
+            state.release(claim, outcome, config.sync_interval, now)
+        })
+        .await
+    }
+
+    async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let json = tag_record_json(record);
+        client
+            .execute(
+                "INSERT INTO regmirror_tag_records (mirror_id, record) VALUES ($1, $2) \
+                 ON CONFLICT (mirror_id) DO UPDATE SET record = excluded.record",
+                &[&id, &json],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => not_found(id),
+                _ => db_error(e),
+            })?;
+        Ok(())
+    }
+
+    async fn tag_record(&self, id: &str) -> Result<Option<TagRecord>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM regmirror_tag_records WHERE mirror_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|r| tag_record_from_json(id, r.get(0))).transpose()
+    }
+
+    async fn clear_tag_record(&self, id: &str) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client
+            .execute(
+                "DELETE FROM regmirror_tag_records WHERE mirror_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn append_log(&self, entries: &[LogEntry]) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO regmirror_usage_log (mirror_id, time_us, kind, tag, digest, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await
+            .map_err(db_error)?;
+        for e in entries {
+            tx.execute(
+                &stmt,
+                &[
+                    &e.mirror_id,
+                    &micros(e.time),
+                    &log_kind_name(e.kind),
+                    &e.tag,
+                    &e.digest.as_ref().map(|d| d.as_str()),
+                    &e.message,
+                ],
+            )
+            .await
+            .map_err(|err| match err.code() {
+                Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                    not_found(&e.mirror_id)
+                }
+                _ => db_error(err),
+            })?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn logs(&self, id: &str, max: usize, before: Option<u64>) -> Result<Vec<LogEntry>> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "SELECT seq, mirror_id, time_us, kind, tag, digest, message \
+                 FROM regmirror_usage_log WHERE mirror_id = $1 AND seq < $2 \
+                 ORDER BY seq DESC LIMIT $3",
+                &[&id, &before_seq(before), &limit(max)],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                LogRow {
+                    seq: r.get(0),
+                    mirror_id: r.get(1),
+                    time_us: r.get(2),
+                    kind: r.get(3),
+                    tag: r.get(4),
+                    digest: r.get(5),
+                    message: r.get(6),
+                }
+                .into_entry()
+            })
+            .collect()
+    }
+}

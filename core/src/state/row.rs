@@ -1,0 +1,195 @@
+//! The column form of a mirror's state, shared by the SQL stores: times as whole microseconds
+//! since the Unix epoch (both SQLite and PostgreSQL compare those exactly and index them), the
+//! status by Quay's name, and the configuration as JSON.
+
+use time::OffsetDateTime;
+
+use super::{LogEntry, LogKind, MirrorRecord, MirrorState, TagRecord};
+use crate::config::MirrorConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::status::SyncStatus;
+
+/// The columns of the `mirrors` table after `id` and `config`, in this order.
+pub(crate) const STATE_COLUMNS: &str = "enabled, status, retries_remaining, start_date_us, \
+     next_start_us, last_started_us, last_finished_us, last_error, lease_owner, \
+     lease_expires_us, lease_token, due_us";
+
+/// One `mirrors` row.
+#[derive(Debug)]
+pub(crate) struct MirrorRow {
+    pub id: String,
+    pub config: String,
+    pub enabled: bool,
+    pub status: &'static str,
+    pub retries_remaining: i64,
+    pub start_date_us: i64,
+    pub next_start_us: i64,
+    pub last_started_us: Option<i64>,
+    pub last_finished_us: Option<i64>,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_us: Option<i64>,
+    pub lease_token: i64,
+    /// [`MirrorState::due_at`]: the one column the claim query filters and orders on.
+    pub due_us: Option<i64>,
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::State, format!("corrupt state store: {what}"))
+}
+
+/// Whole microseconds since the epoch (both databases' time resolution).
+pub(crate) fn micros(t: OffsetDateTime) -> i64 {
+    let us = t.unix_timestamp_nanos().div_euclid(1000);
+    i64::try_from(us).expect("time's range (±9999 years) fits in i64 microseconds")
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .map_err(|e| corrupt(format!("time {us} µs is out of range: {e}")))
+}
+
+/// `t` at the resolution the SQL stores keep, so what a call returns equals what it stored.
+pub(crate) fn truncate(t: OffsetDateTime) -> OffsetDateTime {
+    from_micros(micros(t)).expect("a truncated valid time is valid")
+}
+
+fn truncate_state(state: &mut MirrorState) {
+    state.start_date = truncate(state.start_date);
+    state.next_start = truncate(state.next_start);
+    state.last_started = state.last_started.map(truncate);
+    state.last_finished = state.last_finished.map(truncate);
+    state.lease_expires = state.lease_expires.map(truncate);
+}
+
+fn to_i64(n: u64, what: &str) -> i64 {
+    i64::try_from(n).unwrap_or_else(|_| panic!("{what} {n} exceeds i64"))
+}
+
+fn to_u64(n: i64, what: &str) -> Result<u64> {
+    u64::try_from(n).map_err(|_| corrupt(format!("negative {what} {n}")))
+}
+
+impl MirrorRow {
+    /// The row for `config` and `state`; truncates `state`'s times to what is stored.
+    pub fn new(config: &MirrorConfig, state: &mut MirrorState) -> Result<MirrorRow> {
+        truncate_state(state);
+        Ok(MirrorRow {
+            id: config.id.clone(),
+            config: serde_json::to_string(config).map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot serialize mirror {:?}", config.id),
+                )
+                .with_source(e)
+            })?,
+            enabled: config.enabled,
+            status: state.status.as_str(),
+            retries_remaining: i64::from(state.retries_remaining),
+            start_date_us: micros(state.start_date),
+            next_start_us: micros(state.next_start),
+            last_started_us: state.last_started.map(micros),
+            last_finished_us: state.last_finished.map(micros),
+            last_error: state.last_error.clone(),
+            lease_owner: state.lease_owner.clone(),
+            lease_expires_us: state.lease_expires.map(micros),
+            lease_token: to_i64(state.lease_token, "lease token"),
+            due_us: state.due_at(config.enabled).map(micros),
+        })
+    }
+
+    pub fn into_record(self) -> Result<MirrorRecord> {
+        let config: MirrorConfig = serde_json::from_str(&self.config)
+            .map_err(|e| corrupt(format!("mirror {:?}: bad configuration: {e}", self.id)))?;
+        let state = MirrorState {
+            status: SyncStatus::parse(self.status)?,
+            retries_remaining: u32::try_from(self.retries_remaining)
+                .map_err(|_| corrupt(format!("retries {}", self.retries_remaining)))?,
+            start_date: from_micros(self.start_date_us)?,
+            next_start: from_micros(self.next_start_us)?,
+            last_started: self.last_started_us.map(from_micros).transpose()?,
+            last_finished: self.last_finished_us.map(from_micros).transpose()?,
+            last_error: self.last_error,
+            lease_owner: self.lease_owner,
+            lease_expires: self.lease_expires_us.map(from_micros).transpose()?,
+            lease_token: to_u64(self.lease_token, "lease token")?,
+        };
+        Ok(MirrorRecord { config, state })
+    }
+}
+
+/// The status column's text as the `&'static str` a [`MirrorRow`] holds.
+pub(crate) fn status_name(s: &str) -> Result<&'static str> {
+    Ok(SyncStatus::parse(s)?.as_str())
+}
+
+pub(crate) fn tag_record_json(record: &TagRecord) -> String {
+    serde_json::to_string(record).expect("a map of strings to digests always serializes")
+}
+
+pub(crate) fn tag_record_from_json(id: &str, json: &str) -> Result<TagRecord> {
+    serde_json::from_str(json).map_err(|e| corrupt(format!("mirror {id:?}: bad tag record: {e}")))
+}
+
+pub(crate) fn log_kind_name(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::SyncStarted => "sync_started",
+        LogKind::TagSynced => "tag_synced",
+        LogKind::TagFailed => "tag_failed",
+        LogKind::TagDeleted => "tag_deleted",
+        LogKind::SyncSucceeded => "sync_succeeded",
+        LogKind::SyncFailed => "sync_failed",
+        LogKind::SyncCancelled => "sync_cancelled",
+    }
+}
+
+fn log_kind(name: &str) -> Result<LogKind> {
+    Ok(match name {
+        "sync_started" => LogKind::SyncStarted,
+        "tag_synced" => LogKind::TagSynced,
+        "tag_failed" => LogKind::TagFailed,
+        "tag_deleted" => LogKind::TagDeleted,
+        "sync_succeeded" => LogKind::SyncSucceeded,
+        "sync_failed" => LogKind::SyncFailed,
+        "sync_cancelled" => LogKind::SyncCancelled,
+        other => return Err(corrupt(format!("unknown log kind {other:?}"))),
+    })
+}
+
+/// One `usage_log` row read back.
+pub(crate) struct LogRow {
+    pub seq: i64,
+    pub mirror_id: String,
+    pub time_us: i64,
+    pub kind: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub message: String,
+}
+
+impl LogRow {
+    pub fn into_entry(self) -> Result<LogEntry> {
+        Ok(LogEntry {
+            seq: to_u64(self.seq, "log sequence number")?,
+            mirror_id: self.mirror_id,
+            time: from_micros(self.time_us)?,
+            kind: log_kind(&self.kind)?,
+            tag: self.tag,
+            digest: self
+                .digest
+                .map(|d| Digest::parse(&d).map_err(|e| corrupt(format!("log digest: {e}"))))
+                .transpose()?,
+            message: self.message,
+        })
+    }
+}
+
+/// A `before` cursor as the SQL stores compare it (no cursor: everything).
+pub(crate) fn before_seq(before: Option<u64>) -> i64 {
+    before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,580 @@
+//! [`SqliteStateStore`]: the embedded default, one SQLite file. Several worker processes on one
+//! machine may share the file (WAL journal, busy timeout); every change is one transaction, and
+//! claims take the write lock up front (`BEGIN IMMEDIATE`) so two workers never claim the same
+//! mirror. The schema version lives in `PRAGMA user_version`; opening a file migrates it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::memory::{ensure_no_live_lease, not_found};
+use super::row::{
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
+    tag_record_from_json, tag_record_json, truncate,
+};
+use super::{
+    Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
+};
+use crate::config::MirrorConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::status::SyncStatus;
+
+/// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE mirrors (
+        id TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        retries_remaining INTEGER NOT NULL,
+        start_date_us INTEGER NOT NULL,
+        next_start_us INTEGER NOT NULL,
+        last_started_us INTEGER,
+        last_finished_us INTEGER,
+        last_error TEXT,
+        lease_owner TEXT,
+        lease_expires_us INTEGER,
+        lease_token INTEGER NOT NULL,
+        due_us INTEGER
+    );
+    CREATE INDEX mirrors_due ON mirrors (due_us, id) WHERE due_us IS NOT NULL;
+    CREATE TABLE tag_records (
+        mirror_id TEXT PRIMARY KEY REFERENCES mirrors (id) ON DELETE CASCADE,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE usage_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        mirror_id TEXT NOT NULL REFERENCES mirrors (id) ON DELETE CASCADE,
+        time_us INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        tag TEXT,
+        digest TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX usage_log_mirror ON usage_log (mirror_id, seq);
+"];
+
+/// How long a write waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A [`StateStore`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStateStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStateStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> Error {
+    let kind = match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            ErrorKind::Timeout
+        }
+        _ => ErrorKind::State,
+    };
+    Error::new(kind, format!("sqlite: {e}")).with_source(e)
+}
+
+impl SqliteStateStore {
+    /// Open (creating if needed) the store at `path` and migrate its schema.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || Self::open_blocking(&opened))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("sqlite open panicked: {e}")))??;
+        Ok(SqliteStateStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn open_blocking(path: &Path) -> Result<Connection> {
+        let context = |e: rusqlite::Error| db_error(e).context(format!("{}", path.display()));
+        let mut conn = Connection::open(path).map_err(context)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(context)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::new(
+                ErrorKind::State,
+                format!(
+                    "{}: SQLite refused WAL mode (journal_mode is {mode})",
+                    path.display()
+                ),
+            ));
+        }
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(context)?;
+        migrate(&mut conn).map_err(|e| e.context(path.display()))?;
+        Ok(conn)
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on the connection on the blocking pool (SQLite calls block).
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `f` rolls its transaction back (Transaction's Drop), so the
+            // connection behind a poisoned lock is still consistent.
+            let mut conn = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("sqlite call panicked: {e}")))?
+    }
+
+    /// Apply `f` to one mirror's state in a write transaction and store the result.
+    async fn transition(
+        &self,
+        id: &str,
+        f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()> + Send + 'static,
+    ) -> Result<MirrorRecord> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut record = load(&tx, &id)?;
+            f(&record.config, &mut record.state)?;
+            store(&tx, &record.config, &mut record.state, false)?;
+            tx.commit().map_err(db_error)?;
+            Ok(record)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = write_tx(conn)?;
+    let version: usize = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_error)?;
+    if version > MIGRATIONS.len() {
+        return Err(Error::new(
+            ErrorKind::State,
+            format!(
+                "the database has schema version {version}, newer than this regmirror knows ({})",
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for migration in &MIGRATIONS[version..] {
+        tx.execute_batch(migration).map_err(db_error)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())
+        .map_err(db_error)?;
+    tx.commit().map_err(db_error)
+}
+
+/// Every change takes the write lock at its start, so a read-then-write never fails half way
+/// with `SQLITE_BUSY` (which a deferred transaction can, and which no retry can fix).
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)
+}
+
+fn select_mirrors(filter: &str) -> String {
+    format!("SELECT id, config, {STATE_COLUMNS} FROM mirrors {filter}")
+}
+
+fn read_row(r: &Row<'_>) -> rusqlite::Result<(MirrorRow, String)> {
+    let status: String = r.get(3)?;
+    Ok((
+        MirrorRow {
+            id: r.get(0)?,
+            config: r.get(1)?,
+            enabled: r.get(2)?,
+            status: "",
+            retries_remaining: r.get(4)?,
+            start_date_us: r.get(5)?,
+            next_start_us: r.get(6)?,
+            last_started_us: r.get(7)?,
+            last_finished_us: r.get(8)?,
+            last_error: r.get(9)?,
+            lease_owner: r.get(10)?,
+            lease_expires_us: r.get(11)?,
+            lease_token: r.get(12)?,
+            due_us: r.get(13)?,
+        },
+        status,
+    ))
+}
+
+fn to_record((mut row, status): (MirrorRow, String)) -> Result<MirrorRecord> {
+    row.status = status_name(&status)?;
+    row.into_record()
+}
+
+fn load(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord> {
+    let row = tx
+        .query_row(&select_mirrors("WHERE id = ?1"), [id], read_row)
+        .optional()
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+    to_record(row)
+}
+
+/// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
+fn store(
+    tx: &Transaction<'_>,
+    config: &MirrorConfig,
+    state: &mut MirrorState,
+    insert: bool,
+) -> Result<()> {
+    let row = MirrorRow::new(config, state)?;
+    let sql = if insert {
+        format!(
+            "INSERT INTO mirrors (id, config, {STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        )
+    } else {
+        "UPDATE mirrors SET config = ?2, enabled = ?3, status = ?4, retries_remaining = ?5, \
+         start_date_us = ?6, next_start_us = ?7, last_started_us = ?8, last_finished_us = ?9, \
+         last_error = ?10, lease_owner = ?11, lease_expires_us = ?12, lease_token = ?13, \
+         due_us = ?14 WHERE id = ?1"
+            .to_owned()
+    };
+    tx.execute(
+        &sql,
+        params![
+            row.id,
+            row.config,
+            row.enabled,
+            row.status,
+            row.retries_remaining,
+            row.start_date_us,
+            row.next_start_us,
+            row.last_started_us,
+            row.last_finished_us,
+            row.last_error,
+            row.lease_owner,
+            row.lease_expires_us,
+            row.lease_token,
+            row.due_us,
+        ],
+    )
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) if insert => Error::new(
+            ErrorKind::Conflict,
+            format!("a mirror {:?} already exists", config.id),
+        ),
+        _ => db_error(e),
+    })?;
+    Ok(())
+}
+
+/// `claim` with its expiry as stored.
+fn stored_claim(mut claim: Claim, state: &MirrorState) -> Claim {
+    claim.expires = state.lease_expires.unwrap_or(claim.expires);
+    claim
+}
+
+#[async_trait]
+impl StateStore for SqliteStateStore {
+    async fn create_mirror(
+        &self,
+        config: &MirrorConfig,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord> {
+        config.validate()?;
+        let config = config.clone();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut state = MirrorState::new(&config, truncate(now));
+            store(&tx, &config, &mut state, true)?;
+            tx.commit().map_err(db_error)?;
+            Ok(MirrorRecord { config, state })
+        })
+        .await
+    }
+
+    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
+        config.validate()?;
+        let config = config.clone();
+        let now = truncate(OffsetDateTime::now_utc());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut record = load(&tx, &config.id)?;
+            record.state.reconfigure(&record.config, &config, now);
+            record.config = config;
+            store(&tx, &record.config, &mut record.state, false)?;
+            tx.commit().map_err(db_error)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(db_error)?;
+            load(&tx, &id)
+        })
+        .await
+    }
+
+    async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(&select_mirrors("ORDER BY id"))
+                .map_err(db_error)?;
+            let rows = stmt.query_map([], read_row).map_err(db_error)?;
+            rows.map(|row| {
+                let mut record = to_record(row.map_err(db_error)?)?;
+                redact_secrets(&mut record.config);
+                Ok(record)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn delete_mirror(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let deleted = conn
+                .execute("DELETE FROM mirrors WHERE id = ?1", [&id])
+                .map_err(db_error)?;
+            if deleted == 0 {
+                return Err(not_found(&id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
+        let owned = id.to_owned();
+        self.transition(id, move |_, state| state.sync_now(&owned))
+            .await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
+        let owned = id.to_owned();
+        self.transition(id, move |_, state| state.cancel(&owned))
+            .await
+    }
+
+    async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut record = load(&tx, &id)?;
+            record.config.enabled = enabled;
+            store(&tx, &record.config, &mut record.state, false)?;
+            tx.commit().map_err(db_error)?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>> {
+        let worker = worker.to_owned();
+        let now = truncate(now);
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let due: Vec<MirrorRecord> = {
+                let mut stmt = tx
+                    .prepare_cached(&select_mirrors(
+                        "WHERE due_us <= ?1 ORDER BY due_us, id LIMIT ?2",
+                    ))
+                    .map_err(db_error)?;
+                let rows = stmt
+                    .query_map(params![micros(now), limit(max)], read_row)
+                    .map_err(db_error)?;
+                rows.map(|row| to_record(row.map_err(db_error)?))
+                    .collect::<Result<_>>()?
+            };
+            let mut claims = Vec::with_capacity(due.len());
+            for mut record in due {
+                // The due_us column is derived from the state; re-check with the rule itself.
+                if !record.state.is_claimable(record.config.enabled, now) {
+                    continue;
+                }
+                let claim = record.state.claim(&record.config, &worker, now, lease);
+                store(&tx, &record.config, &mut record.state, false)?;
+                claims.push(stored_claim(claim, &record.state));
+            }
+            tx.commit().map_err(db_error)?;
+            Ok(claims)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let (id, worker) = (id.to_owned(), worker.to_owned());
+        let now = truncate(now);
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut record = load(&tx, &id)?;
+            ensure_no_live_lease(&id, &record.state, now)?;
+            let claim = record.state.claim(&record.config, &worker, now, lease);
+            store(&tx, &record.config, &mut record.state, false)?;
+            tx.commit().map_err(db_error)?;
+            Ok(stored_claim(claim, &record.state))
+        })
+        .await
+    }
+
+    async fn renew(
+        &self,
+        claim: &Claim,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<SyncStatus> {
+        let claim = claim.clone();
+        let now = truncate(now);
+        let record = self
+            .transition(&claim.mirror_id.clone(), move |_, state| {
+                state.renew(&claim, now, lease).map(|_| ())
+            })
+            .await?;
+        Ok(record.state.status)
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        outcome: &RunOutcome,
+        now: OffsetDateTime,
+    ) -> Result<MirrorRecord> {
+        let (claim, outcome) = (claim.clone(), outcome.clone());
+        let now = truncate(now);
+        self.transition(&claim.mirror_id.clone(), move |config, state| {
+            state.release(&claim, &outcome, config.sync_interval, now)
+        })
+        .await
+    }
+
+    async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {
+        let (id, json) = (id.to_owned(), tag_record_json(record));
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            load(&tx, &id)?;
+            tx.execute(
+                "INSERT INTO tag_records (mirror_id, record) VALUES (?1, ?2) \
+                 ON CONFLICT (mirror_id) DO UPDATE SET record = excluded.record",
+                params![id, json],
+            )
+            .map_err(db_error)?;
+            tx.commit().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn tag_record(&self, id: &str) -> Result<Option<TagRecord>> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let json: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM tag_records WHERE mirror_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            json.map(|j| tag_record_from_json(&id, &j)).transpose()
+        })
+        .await
+    }
+
+    async fn clear_tag_record(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM tag_records WHERE mirror_id = ?1", [&id])
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_log(&self, entries: &[LogEntry]) -> Result<()> {
+        let entries = entries.to_vec();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO usage_log (mirror_id, time_us, kind, tag, digest, message) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(db_error)?;
+                for e in &entries {
+                    stmt.execute(params![
+                        e.mirror_id,
+                        micros(e.time),
+                        log_kind_name(e.kind),
+                        e.tag,
+                        e.digest.as_ref().map(|d| d.as_str()),
+                        e.message,
+                    ])
+                    .map_err(|err| match err.sqlite_error_code() {
+                        Some(rusqlite::ErrorCode::ConstraintViolation) => not_found(&e.mirror_id),
+                        _ => db_error(err),
+                    })?;
+                }
+            }
+            tx.commit().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn logs(&self, id: &str, max: usize, before: Option<u64>) -> Result<Vec<LogEntry>> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message FROM usage_log \
+                     WHERE mirror_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                )
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![id, before_seq(before), limit(max)], |r| {
+                    Ok(LogRow {
+                        seq: r.get(0)?,
+                        mirror_id: r.get(1)?,
+                        time_us: r.get(2)?,
+                        kind: r.get(3)?,
+                        tag: r.get(4)?,
+                        digest: r.get(5)?,
+                        message: r.get(6)?,
+                    })
+                })
+                .map_err(db_error)?;
+            rows.map(|row| row.map_err(db_error)?.into_entry())
+                .collect()
+        })
+        .await
+    }
+}
