@@ -1,10 +1,12 @@
 //! The regmirror test kit: real CNCF distribution registries on loopback ([`Registry`]), test
-//! images and a seeder that pushes them without the client under test ([`image`], [`Seeder`]), and
-//! a counting, fault-injecting reverse proxy ([`Proxy`]).
+//! images and a seeder that pushes them without the client under test ([`image`], [`Seeder`]),
+//! a counting, fault-injecting reverse proxy ([`Proxy`]), and throwaway PostgreSQL clusters
+//! ([`Postgres`]).
 //!
 //! Every server binds 127.0.0.1 only and stops when its handle is dropped.
 
 pub mod image;
+pub mod postgres;
 pub mod proxy;
 pub mod registry;
 pub mod seed;
@@ -13,6 +15,7 @@ pub mod tls;
 pub mod token;
 
 pub use image::{Blob, Flavor, Image, Index};
+pub use postgres::Postgres;
 pub use proxy::{Fault, Proxy};
 pub use registry::{PASSWORD, Registry, RegistryBuilder, USERNAME};
 pub use seed::Seeder;

@@ -1,0 +1,628 @@
+//! One behaviour suite for every `StateStore` (memory, SQLite, PostgreSQL): the status machine
+//! and schedule of SEMANTICS.md §6, leases and fencing, secrets, the durable tag record and the
+//! usage log. Each test runs against each store through the `behaviour!` macro.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regmirror::state::{Claim, LogEntry, LogKind, RunOutcome, TagRecord};
+use regmirror::state::{PostgresStateStore, SqliteStateStore};
+use regmirror::{
+    Credentials, Digest, ErrorKind, MemoryStateStore, MirrorConfig, StateStore, SyncStatus,
+};
+use regmirror_tests::Postgres;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+/// A store under test and whatever must live as long as it (temp dir, database cluster).
+struct Harness {
+    store: Arc<dyn StateStore>,
+    _keep: Box<dyn Any + Send>,
+}
+
+async fn memory() -> Harness {
+    Harness {
+        store: Arc::new(MemoryStateStore::new()),
+        _keep: Box::new(()),
+    }
+}
+
+async fn sqlite() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStateStore::open(dir.path().join("state.db"))
+        .await
+        .expect("opening SQLite");
+    Harness {
+        store: Arc::new(store),
+        _keep: Box::new(dir),
+    }
+}
+
+async fn postgres() -> Harness {
+    let pg = Postgres::shared();
+    let store = PostgresStateStore::connect(&pg.create_database())
+        .await
+        .expect("connecting to PostgreSQL");
+    Harness {
+        store: Arc::new(store),
+        _keep: Box::new(pg),
+    }
+}
+
+const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+const DAY: Duration = Duration::from_secs(86_400);
+const LEASE: Duration = Duration::from_secs(60);
+const SECRET: &str = "p@$s\"';\\ü-secret";
+
+fn config(id: &str) -> MirrorConfig {
+    let mut c = MirrorConfig::new(id, "quay.io/coreos/etcd".parse().unwrap(), &["v3.*"]);
+    c.sync_start_date = Some(T0);
+    c
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn failed() -> RunOutcome {
+    RunOutcome::Failed {
+        error: "source unreachable".into(),
+    }
+}
+
+async fn claim_one(store: &dyn StateStore, worker: &str, now: OffsetDateTime) -> Claim {
+    let mut claims = store.claim_due(worker, now, 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1, "expected exactly one due mirror at {now}");
+    claims.pop().unwrap()
+}
+
+async fn nothing_due(store: &dyn StateStore, now: OffsetDateTime) {
+    let claims = store.claim_due("probe", now, 10, LEASE).await.unwrap();
+    assert!(
+        claims.is_empty(),
+        "nothing should be due at {now}: {claims:?}"
+    );
+}
+
+async fn create_get_list_delete(store: &dyn StateStore) {
+    let mut c = config("ns/app");
+    c.source_credentials = Some(Credentials::new("bot", SECRET));
+    let created = store.create_mirror(&c, T0).await.unwrap();
+    assert_eq!(created.config, c);
+    assert_eq!(created.state.status, SyncStatus::NeverRun);
+    assert_eq!(created.state.retries_remaining, 3);
+    assert_eq!(created.state.next_start, T0);
+    assert_eq!(store.get_mirror("ns/app").await.unwrap(), created);
+
+    let e = store.create_mirror(&c, T0).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let mut bad = config("ns/bad");
+    bad.tags = vec!["v3.[12".into()];
+    let e = store.create_mirror(&bad, T0).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidPattern, "{e}");
+    assert_eq!(
+        store.get_mirror("ns/bad").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    store.create_mirror(&config("aa/first"), T0).await.unwrap();
+    let listed = store.list_mirrors().await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|r| r.config.id.as_str()).collect();
+    assert_eq!(ids, ["aa/first", "ns/app"]);
+    let creds = listed[1].config.source_credentials.as_ref().unwrap();
+    assert_eq!(creds.username, "bot");
+    assert_eq!(creds.password, "", "listings never carry the secret");
+    assert!(!format!("{listed:?}").contains(SECRET));
+
+    store.delete_mirror("ns/app").await.unwrap();
+    let e = store.get_mirror("ns/app").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.message().contains("ns/app"), "{e}");
+    assert_eq!(
+        store.delete_mirror("ns/app").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn quay_release_sequence(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    nothing_due(store, T0 - secs(1)).await;
+    let mut now = T0 + secs(5);
+    for left in [2, 1] {
+        let claim = claim_one(store, "w1", now).await;
+        let r = store.release(&claim, &failed(), now).await.unwrap();
+        assert_eq!(r.state.status, SyncStatus::Fail);
+        assert_eq!(r.state.retries_remaining, left);
+        assert_eq!(
+            r.state.start_date, T0,
+            "the start date stays while retries are left"
+        );
+        assert_eq!(r.state.last_error.as_deref(), Some("source unreachable"));
+        nothing_due(store, now + secs(30)).await;
+        now = r.state.next_start;
+    }
+    let claim = claim_one(store, "w1", now).await;
+    let r = store.release(&claim, &failed(), now).await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::Fail);
+    assert_eq!(
+        r.state.retries_remaining, 3,
+        "the third failure resets retries"
+    );
+    assert_eq!(
+        r.state.start_date,
+        T0 + DAY,
+        "and moves to the next grid slot"
+    );
+    assert_eq!(r.state.next_start, T0 + DAY);
+    nothing_due(store, T0 + DAY - secs(1)).await;
+
+    let now = T0 + DAY + secs(7);
+    let claim = claim_one(store, "w1", now).await;
+    let r = store
+        .release(&claim, &RunOutcome::Success, now)
+        .await
+        .unwrap();
+    assert_eq!(r.state.status, SyncStatus::Success);
+    assert_eq!(r.state.retries_remaining, 3);
+    assert_eq!(r.state.next_start, T0 + DAY * 2);
+    assert_eq!(r.state.last_error, None);
+    assert_eq!(r.state.lease_owner, None);
+}
+
+async fn cancel_stops_runs_until_sync_now(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let e = store.cancel("ns/app").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "cancel from NEVER_RUN: {e}");
+    let claim = claim_one(store, "w1", T0).await;
+    let r = store.cancel("ns/app").await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::Cancel);
+    assert_eq!(r.state.retries_remaining, 0);
+    assert_eq!(
+        store.renew(&claim, T0 + secs(10), LEASE).await.unwrap(),
+        SyncStatus::Cancel,
+        "the running worker learns of the cancel when it renews"
+    );
+    let r = store
+        .release(&claim, &RunOutcome::Cancelled, T0 + secs(11))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.state.status, r.state.retries_remaining),
+        (SyncStatus::Cancel, 0)
+    );
+    nothing_due(store, T0 + DAY * 30).await;
+
+    let r = store.sync_now("ns/app").await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::SyncNow);
+    assert!(r.state.retries_remaining >= 1);
+    claim_one(store, "w1", T0 + secs(12)).await;
+}
+
+async fn sync_now_is_refused_while_syncing_and_runs_disabled_mirrors(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let claim = claim_one(store, "w1", T0).await;
+    let e = store.sync_now("ns/app").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.message().contains("SYNCING"), "{e}");
+    store
+        .release(&claim, &RunOutcome::Success, T0)
+        .await
+        .unwrap();
+
+    store.set_enabled("ns/app", false).await.unwrap();
+    nothing_due(store, T0 + DAY * 3).await;
+    store.sync_now("ns/app").await.unwrap();
+    let claim = claim_one(store, "w1", T0 + secs(1)).await;
+    let r = store
+        .release(&claim, &RunOutcome::Success, T0 + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(r.state.status, SyncStatus::Success);
+    assert!(!r.config.enabled);
+    nothing_due(store, T0 + DAY * 3).await;
+}
+
+async fn cancel_of_a_pending_sync_now(store: &dyn StateStore) {
+    let mut c = config("ns/app");
+    c.sync_start_date = Some(T0 + DAY);
+    store.create_mirror(&c, T0).await.unwrap();
+    store.sync_now("ns/app").await.unwrap();
+    let r = store.cancel("ns/app").await.unwrap();
+    assert_eq!(
+        (r.state.status, r.state.retries_remaining),
+        (SyncStatus::Cancel, 0)
+    );
+    nothing_due(store, T0 + DAY * 2).await;
+}
+
+async fn an_expired_lease_is_claimable_and_fences_the_old_worker(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let old = claim_one(store, "w1", T0).await;
+    assert_eq!(old.expires, T0 + LEASE);
+    assert_eq!(old.config, config("ns/app"));
+    nothing_due(store, T0 + LEASE - secs(1)).await;
+    assert_eq!(
+        store.renew(&old, T0 + secs(30), LEASE).await.unwrap(),
+        SyncStatus::Syncing
+    );
+    nothing_due(store, T0 + secs(89)).await;
+
+    let later = T0 + secs(91);
+    let new = claim_one(store, "w2", later).await;
+    assert!(new.token > old.token, "{} > {}", new.token, old.token);
+    let e = store.renew(&old, later, LEASE).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let e = store
+        .release(&old, &RunOutcome::Success, later)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let r = store.get_mirror("ns/app").await.unwrap();
+    assert_eq!(r.state.lease_owner.as_deref(), Some("w2"));
+    let r = store
+        .release(&new, &RunOutcome::Success, later)
+        .await
+        .unwrap();
+    assert_eq!(r.state.status, SyncStatus::Success);
+}
+
+async fn a_one_shot_claim_waits_for_a_live_lease(store: &dyn StateStore) {
+    store
+        .create_mirror(&config("ns/app"), T0 + DAY)
+        .await
+        .unwrap();
+    let first = store.claim("ns/app", "cli", T0, LEASE).await.unwrap();
+    let e = store.claim("ns/app", "other", T0, LEASE).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert!(e.message().contains("cli"), "{e}");
+    store
+        .release(&first, &RunOutcome::Success, T0)
+        .await
+        .unwrap();
+    store.claim("ns/app", "other", T0, LEASE).await.unwrap();
+    assert_eq!(
+        store
+            .claim("ns/none", "x", T0, LEASE)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn editing_a_running_mirror_never_wedges_it(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let claim = claim_one(store, "w1", T0).await;
+    let mut edited = config("ns/app");
+    edited.tags = vec!["*".into()];
+    edited.sync_interval = secs(3600);
+    let r = store.update_mirror(&edited).await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::Syncing, "the run goes on");
+    assert_eq!(r.config, edited);
+    assert_eq!(
+        claim.config.tags,
+        ["v3.*"],
+        "the claim keeps the config it started with"
+    );
+    assert_eq!(
+        store.renew(&claim, T0 + secs(20), LEASE).await.unwrap(),
+        SyncStatus::Syncing
+    );
+    let r = store
+        .release(&claim, &RunOutcome::Success, T0 + secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.state.status, SyncStatus::Success);
+    assert_eq!(
+        r.state.next_start,
+        T0 + secs(3600),
+        "the new interval applies"
+    );
+    let next = claim_one(store, "w1", T0 + secs(3600)).await;
+    assert_eq!(next.config.tags, ["*"]);
+
+    let mut missing = config("ns/none");
+    missing.tags = vec!["x".into()];
+    assert_eq!(
+        store.update_mirror(&missing).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+async fn a_sync_now_after_a_cancel_runs_once_the_cancelled_run_stops(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let claim = claim_one(store, "w1", T0).await;
+    store.cancel("ns/app").await.unwrap();
+    store.sync_now("ns/app").await.unwrap();
+    nothing_due(store, T0 + secs(10)).await;
+    let r = store
+        .release(&claim, &RunOutcome::Cancelled, T0 + secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.state.status, SyncStatus::SyncNow);
+    claim_one(store, "w2", T0 + secs(11)).await;
+}
+
+async fn an_interrupted_run_is_due_again_at_once(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let claim = claim_one(store, "w1", T0).await;
+    let r = store
+        .release(&claim, &RunOutcome::Interrupted, T0 + secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.state.status, r.state.retries_remaining),
+        (SyncStatus::SyncNow, 3)
+    );
+    claim_one(store, "w2", T0 + secs(6)).await;
+}
+
+async fn claims_take_the_most_overdue_first_up_to_the_batch_size(store: &dyn StateStore) {
+    for i in 0..5u64 {
+        let mut c = config(&format!("ns/m{i}"));
+        c.sync_start_date = Some(T0 + secs(100 - i * 10));
+        store.create_mirror(&c, T0).await.unwrap();
+    }
+    let mut off = config("ns/off");
+    off.enabled = false;
+    store.create_mirror(&off, T0).await.unwrap();
+    let claims = store
+        .claim_due("w1", T0 + secs(100), 3, LEASE)
+        .await
+        .unwrap();
+    let ids: Vec<_> = claims.iter().map(|c| c.mirror_id.as_str()).collect();
+    assert_eq!(ids, ["ns/m4", "ns/m3", "ns/m2"]);
+    let claims = store
+        .claim_due("w2", T0 + secs(100), 10, LEASE)
+        .await
+        .unwrap();
+    let ids: Vec<_> = claims.iter().map(|c| c.mirror_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["ns/m1", "ns/m0"],
+        "disabled mirrors are not scheduled"
+    );
+}
+
+async fn concurrent_claimers_never_share_a_mirror(store: Arc<dyn StateStore>) {
+    for i in 0..60 {
+        store
+            .create_mirror(&config(&format!("ns/m{i:02}")), T0)
+            .await
+            .unwrap();
+    }
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claims = store
+                    .claim_due(&format!("w{w}"), T0 + secs(1), 4, LEASE)
+                    .await
+                    .unwrap();
+                if claims.is_empty() {
+                    return mine;
+                }
+                mine.extend(claims.into_iter().map(|c| c.mirror_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    assert_eq!(all.len(), 60, "every mirror claimed once");
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 60, "none twice");
+}
+
+async fn the_tag_record_is_durable_until_cleared(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    assert_eq!(store.tag_record("ns/app").await.unwrap(), None);
+    let record: TagRecord = [
+        ("v1".to_owned(), Digest::of(b"one")),
+        ("v2".to_owned(), Digest::of(b"two")),
+    ]
+    .into();
+    store.save_tag_record("ns/app", &record).await.unwrap();
+    assert_eq!(store.tag_record("ns/app").await.unwrap(), Some(record));
+    let replaced: TagRecord = [("v3".to_owned(), Digest::of(b"three"))].into();
+    store.save_tag_record("ns/app", &replaced).await.unwrap();
+    assert_eq!(
+        store.tag_record("ns/app").await.unwrap(),
+        Some(replaced.clone())
+    );
+    store.clear_tag_record("ns/app").await.unwrap();
+    assert_eq!(store.tag_record("ns/app").await.unwrap(), None);
+
+    store.save_tag_record("ns/app", &replaced).await.unwrap();
+    store.delete_mirror("ns/app").await.unwrap();
+    assert_eq!(store.tag_record("ns/app").await.unwrap(), None);
+    assert_eq!(
+        store
+            .save_tag_record("ns/none", &replaced)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+fn entry(id: &str, n: u64) -> LogEntry {
+    LogEntry {
+        seq: 0,
+        mirror_id: id.to_owned(),
+        time: T0 + secs(n),
+        kind: if n % 2 == 0 {
+            LogKind::TagSynced
+        } else {
+            LogKind::TagFailed
+        },
+        tag: Some(format!("v{n}")),
+        digest: (n % 3 == 0).then(|| Digest::of(&n.to_be_bytes())),
+        message: format!("entry {n}"),
+    }
+}
+
+async fn the_usage_log_is_newest_first_and_paginated(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/a"), T0).await.unwrap();
+    store.create_mirror(&config("ns/b"), T0).await.unwrap();
+    for n in 0..25 {
+        store
+            .append_log(&[entry("ns/a", n), entry("ns/b", 100 + n)])
+            .await
+            .unwrap();
+    }
+    let page1 = store.logs("ns/a", 10, None).await.unwrap();
+    let messages: Vec<_> = page1.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages[..3], ["entry 24", "entry 23", "entry 22"]);
+    assert_eq!(page1.len(), 10);
+    assert!(page1.windows(2).all(|w| w[0].seq > w[1].seq));
+    let mut expected = entry("ns/a", 24);
+    expected.seq = page1[0].seq;
+    assert_eq!(page1[0], expected, "entries come back as stored");
+
+    let mut all = page1.clone();
+    let mut before = page1.last().map(|e| e.seq);
+    loop {
+        let page = store.logs("ns/a", 10, before).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.seq);
+        all.extend(page);
+    }
+    assert_eq!(all.len(), 25);
+    assert_eq!(all.last().unwrap().message, "entry 0");
+    assert!(all.iter().all(|e| e.mirror_id == "ns/a"));
+
+    let e = store.append_log(&[entry("ns/none", 1)]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    store.delete_mirror("ns/a").await.unwrap();
+    assert!(store.logs("ns/a", 10, None).await.unwrap().is_empty());
+    assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 25);
+}
+
+async fn mirrors_without_a_start_date_are_spread(store: &dyn StateStore) {
+    let mut starts = HashSet::new();
+    for i in 0..50 {
+        let mut c = config(&format!("ns/spread{i}"));
+        c.sync_start_date = None;
+        let r = store.create_mirror(&c, T0).await.unwrap();
+        assert!(r.state.next_start >= T0 && r.state.next_start < T0 + DAY);
+        starts.insert(r.state.next_start);
+    }
+    assert!(
+        starts.len() >= 45,
+        "50 daily mirrors start at {} distinct times",
+        starts.len()
+    );
+    let first_hour = starts.iter().filter(|s| **s < T0 + secs(3600)).count();
+    assert!(
+        first_hour < 15,
+        "{first_hour} of 50 start in the first hour"
+    );
+}
+
+macro_rules! behaviour {
+    ($backend:ident) => {
+        mod $backend {
+            behaviour!(@tests $backend:
+                create_get_list_delete,
+                quay_release_sequence,
+                cancel_stops_runs_until_sync_now,
+                sync_now_is_refused_while_syncing_and_runs_disabled_mirrors,
+                cancel_of_a_pending_sync_now,
+                an_expired_lease_is_claimable_and_fences_the_old_worker,
+                a_one_shot_claim_waits_for_a_live_lease,
+                editing_a_running_mirror_never_wedges_it,
+                a_sync_now_after_a_cancel_runs_once_the_cancelled_run_stops,
+                an_interrupted_run_is_due_again_at_once,
+                claims_take_the_most_overdue_first_up_to_the_batch_size,
+                the_tag_record_is_durable_until_cleared,
+                the_usage_log_is_newest_first_and_paginated,
+                mirrors_without_a_start_date_are_spread,
+            );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_claimers_never_share_a_mirror() {
+                let h = super::$backend().await;
+                super::concurrent_claimers_never_share_a_mirror(h.store.clone()).await;
+            }
+        }
+    };
+    (@tests $backend:ident: $($test:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                let h = super::$backend().await;
+                super::$test(&*h.store).await;
+            }
+        )*
+    };
+}
+
+behaviour!(memory);
+behaviour!(sqlite);
+behaviour!(postgres);
+
+#[tokio::test]
+async fn sqlite_keeps_state_across_reopening_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        let mut c = config("ns/app");
+        c.source_credentials = Some(Credentials::new("bot", SECRET));
+        store.create_mirror(&c, T0).await.unwrap();
+        claim_one(&store, "w1", T0).await;
+    }
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let r = store.get_mirror("ns/app").await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::Syncing);
+    assert_eq!(r.config.source_credentials.unwrap().password, SECRET);
+    drop(store);
+
+    // Pretend a newer regmirror migrated the file.
+    set_user_version(&path, 99);
+    let e = SqliteStateStore::open(&path).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::State);
+    assert!(e.message().contains("schema version 99"), "{e}");
+}
+
+fn set_user_version(path: &std::path::Path, version: u32) {
+    // Bump the header field directly: SQLite keeps user_version at byte offset 60, big-endian.
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(60)).unwrap();
+    file.write_all(&version.to_be_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_workers_connecting_together_migrate_once() {
+    let pg = Postgres::shared();
+    let url = pg.create_database();
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStateStore::connect(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for c in connects {
+        stores.push(
+            c.await
+                .unwrap()
+                .expect("every concurrent connect migrates or sees migrated"),
+        );
+    }
+    stores[0]
+        .create_mirror(&config("ns/app"), T0)
+        .await
+        .unwrap();
+    let r = stores[3].get_mirror("ns/app").await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::NeverRun);
+    assert!(!format!("{:?}", stores[0]).contains("password"));
+}
