@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pattern;
 pub mod reference;
 pub mod registry;
+pub mod settings;
 pub mod state;
 pub mod status;
 
@@ -23,5 +24,6 @@ pub use notify::{EventKind, MirrorEvent, Notifier};
 pub use pattern::TagFilter;
 pub use reference::{Digest, RepositoryRef};
 pub use registry::{DestRegistry, Manifest, SourceRegistry};
+pub use settings::{EngineSettings, may_push};
 pub use state::{MemoryStateStore, StateStore};
 pub use status::SyncStatus;

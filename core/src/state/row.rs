@@ -132,29 +132,17 @@ pub(crate) fn tag_record_from_json(id: &str, json: &str) -> Result<TagRecord> {
     serde_json::from_str(json).map_err(|e| corrupt(format!("mirror {id:?}: bad tag record: {e}")))
 }
 
-pub(crate) fn log_kind_name(kind: LogKind) -> &'static str {
-    match kind {
-        LogKind::SyncStarted => "sync_started",
-        LogKind::TagSynced => "tag_synced",
-        LogKind::TagFailed => "tag_failed",
-        LogKind::TagDeleted => "tag_deleted",
-        LogKind::SyncSucceeded => "sync_succeeded",
-        LogKind::SyncFailed => "sync_failed",
-        LogKind::SyncCancelled => "sync_cancelled",
-    }
+/// A log kind's stored name: its serde name (`tag_synced`, …), so new kinds need no code here.
+pub(crate) fn log_kind_name(kind: LogKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .expect("LogKind serializes as a plain string")
 }
 
 fn log_kind(name: &str) -> Result<LogKind> {
-    Ok(match name {
-        "sync_started" => LogKind::SyncStarted,
-        "tag_synced" => LogKind::TagSynced,
-        "tag_failed" => LogKind::TagFailed,
-        "tag_deleted" => LogKind::TagDeleted,
-        "sync_succeeded" => LogKind::SyncSucceeded,
-        "sync_failed" => LogKind::SyncFailed,
-        "sync_cancelled" => LogKind::SyncCancelled,
-        other => return Err(corrupt(format!("unknown log kind {other:?}"))),
-    })
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| corrupt(format!("unknown log kind {name:?}")))
 }
 
 /// One `usage_log` row read back.
