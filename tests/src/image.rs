@@ -3,6 +3,7 @@
 //! same seed always gives the same digests.
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use regmirror::Digest;
 use regmirror::registry::{Manifest, media_types};
 use serde_json::json;
@@ -88,6 +89,55 @@ impl Blob {
     /// The size in bytes.
     pub fn size(&self) -> u64 {
         self.bytes.len() as u64
+    }
+}
+
+/// A blob too large to hold in memory, generated on the fly: a 1 MiB pseudo-random block repeated,
+/// each repetition stamped with its index so no two chunks are equal.
+#[derive(Debug, Clone)]
+pub struct LargeBlob {
+    pub digest: Digest,
+    pub size: u64,
+    block: Bytes,
+}
+
+/// The chunk size [`LargeBlob::stream`] yields.
+pub const LARGE_CHUNK: usize = 1 << 20;
+
+impl LargeBlob {
+    /// A blob of `size` bytes derived from `seed`; computing its digest reads it once.
+    pub fn new(seed: u64, size: u64) -> LargeBlob {
+        let mut blob = LargeBlob {
+            digest: Digest::of(b""),
+            size,
+            block: Blob::random(seed, LARGE_CHUNK).bytes,
+        };
+        let mut hasher = Sha256::new();
+        for i in 0..blob.chunks() {
+            hasher.update(blob.chunk(i));
+        }
+        blob.digest = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))
+            .expect("a sha256 hex digest is a valid digest");
+        blob
+    }
+
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(LARGE_CHUNK as u64)
+    }
+
+    fn chunk(&self, i: u64) -> Bytes {
+        let len = (self.size - i * LARGE_CHUNK as u64).min(LARGE_CHUNK as u64) as usize;
+        let mut chunk = self.block[..len].to_vec();
+        let stamp = i.to_le_bytes();
+        let n = stamp.len().min(len);
+        chunk[..n].copy_from_slice(&stamp[..n]);
+        chunk.into()
+    }
+
+    /// The blob's bytes as a stream of 1 MiB chunks, produced only as they are polled.
+    pub fn stream(&self) -> regmirror::registry::BlobStream {
+        let blob = self.clone();
+        Box::pin(futures::stream::iter(0..self.chunks()).map(move |i| Ok(blob.chunk(i))))
     }
 }
 
