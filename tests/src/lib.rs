@@ -17,5 +17,7 @@ pub mod token;
 pub use image::{Blob, Flavor, Image, Index};
 pub use postgres::Postgres;
 pub use proxy::{Fault, Proxy};
-pub use registry::{PASSWORD, Registry, RegistryBuilder, USERNAME};
+pub use registry::{
+    PASSWORD, READER_PASSWORD, READER_USERNAME, Registry, RegistryBuilder, USERNAME,
+};
 pub use seed::Seeder;

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -23,6 +24,9 @@ pub enum Fault {
     Status(u16),
     /// Forward, but cut the connection after this many bytes of the response body.
     CutBody { after: usize },
+    /// Forward, but after this many bytes of the response body send nothing for `pause`, then
+    /// the rest (a stalled transfer, for timeout tests).
+    StallBody { after: usize, pause: Duration },
 }
 
 #[derive(Debug)]
@@ -191,7 +195,10 @@ impl State {
         }
         match self.forward(req, &path).await {
             Ok(response) => match fault {
-                Some(Fault::CutBody { after }) => cut_after(response, after),
+                Some(Fault::CutBody { after }) => interrupt_after(response, after, None),
+                Some(Fault::StallBody { after, pause }) => {
+                    interrupt_after(response, after, Some(pause))
+                }
                 _ => response,
             },
             Err(e) => Response::builder()
@@ -250,35 +257,58 @@ impl State {
     }
 }
 
-/// Pass `after` bytes of the body through, then fail the body so hyper drops the connection
-/// (the client sees a truncated response under the original Content-Length). The failure waits a
-/// moment so the status line and the partial body are flushed first, as on a real network.
-fn cut_after(response: Response<Body>, after: usize) -> Response<Body> {
+/// Pass `after` bytes of the body through, then either stall for `pause` and go on, or (no
+/// pause) fail the body so hyper drops the connection: the client sees a truncated response
+/// under the original Content-Length. A cut waits a moment first so the status line and the
+/// partial body are flushed, as on a real network.
+fn interrupt_after(
+    response: Response<Body>,
+    after: usize,
+    pause: Option<Duration>,
+) -> Response<Body> {
     type Frames = futures::stream::BoxStream<'static, Result<Frame<Bytes>, BodyError>>;
-    fn cut() -> Frames {
-        futures::stream::once(async {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            Err::<Frame<Bytes>, BodyError>("connection cut by injected fault".into())
-        })
-        .boxed()
-    }
+    let interruption = move || -> Frames {
+        match pause {
+            Some(pause) => futures::stream::once(async move {
+                tokio::time::sleep(pause).await;
+            })
+            .filter_map(|()| async { None })
+            .boxed(),
+            None => futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<Frame<Bytes>, BodyError>("connection cut by injected fault".into())
+            })
+            .boxed(),
+        }
+    };
     let (parts, body) = response.into_parts();
-    let mut left = after;
+    // `None` once the interruption has happened: the rest flows through unchanged.
+    let mut left = Some(after);
     let stream = BodyDataStream::new(body).flat_map(move |chunk| -> Frames {
-        match chunk {
-            Err(e) => futures::stream::iter([Err(e)]).boxed(),
-            Ok(_) if left == 0 => cut(),
-            Ok(bytes) if bytes.len() < left => {
-                left -= bytes.len();
+        let bytes = match chunk {
+            Err(e) => return futures::stream::iter([Err(e)]).boxed(),
+            Ok(bytes) => bytes,
+        };
+        match left {
+            Some(n) if bytes.len() < n => {
+                left = Some(n - bytes.len());
                 futures::stream::iter([Ok(Frame::data(bytes))]).boxed()
             }
-            Ok(bytes) => {
-                let head = bytes.slice(..left);
-                left = 0;
+            Some(n) => {
+                left = None;
+                let (head, tail) = (bytes.slice(..n), bytes.slice(n..));
+                let rest: Frames = match pause {
+                    Some(_) => futures::stream::iter([Ok(Frame::data(tail))]).boxed(),
+                    None => futures::stream::empty().boxed(),
+                };
                 futures::stream::iter([Ok(Frame::data(head))])
-                    .chain(cut())
+                    .chain(interruption())
+                    .chain(rest)
                     .boxed()
             }
+            None if pause.is_some() => futures::stream::iter([Ok(Frame::data(bytes))]).boxed(),
+            // After a cut, nothing more is sent (the cut's error ends the body anyway).
+            None => futures::stream::empty().boxed(),
         }
     });
     Response::from_parts(parts, BodyExt::boxed_unsync(StreamBody::new(stream)))

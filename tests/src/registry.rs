@@ -23,6 +23,10 @@ pub const REGISTRY_BINARY: &str = "docker-registry";
 pub const USERNAME: &str = "mirror-tester";
 /// That user's password (a test secret: assertions check it never shows up in messages).
 pub const PASSWORD: &str = "pw-Zq81-not-in-logs";
+/// A user the token variant grants `pull` only (pushing is refused for lack of scope).
+pub const READER_USERNAME: &str = "mirror-reader";
+/// That user's password.
+pub const READER_PASSWORD: &str = "pw-Rd55-not-in-logs";
 
 /// How a [`Registry`] is set up; build with [`Registry::builder`].
 #[derive(Debug, Clone, Default)]
@@ -45,11 +49,13 @@ impl RegistryBuilder {
         self
     }
 
-    /// Require bearer tokens from an in-process issuer that knows [`USERNAME`] / [`PASSWORD`] and
-    /// grants anonymous pull when `anonymous_pull`.
+    /// Require bearer tokens from an in-process issuer that grants everything to [`USERNAME`] /
+    /// [`PASSWORD`], pull to [`READER_USERNAME`] / [`READER_PASSWORD`], and pull to anonymous
+    /// callers when `anonymous_pull`.
     pub fn token_auth(mut self, anonymous_pull: bool) -> Self {
         self.token = Some(TokenPolicy {
             users: HashMap::from([(USERNAME.to_owned(), PASSWORD.to_owned())]),
+            readers: HashMap::from([(READER_USERNAME.to_owned(), READER_PASSWORD.to_owned())]),
             anonymous_pull,
         });
         self

@@ -28,8 +28,19 @@ pub const TOKEN_LIFETIME: i64 = 300;
 pub struct TokenPolicy {
     /// username → password; each user is granted every action it asks for.
     pub users: HashMap<String, String>,
+    /// username → password; these users are granted `pull` only.
+    pub readers: HashMap<String, String>,
     /// Whether callers without credentials get `pull` on any repository.
     pub anonymous_pull: bool,
+}
+
+/// Who asked for a token.
+enum Caller {
+    Anonymous,
+    /// Granted every action.
+    User(String),
+    /// Granted `pull` only.
+    Reader(String),
 }
 
 #[derive(Debug)]
@@ -128,10 +139,10 @@ impl Issuer {
         authorization: Option<&hyper::header::HeaderValue>,
     ) -> Response<crate::server::Body> {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        let subject = match authorization {
-            None => None,
+        let caller = match authorization {
+            None => Caller::Anonymous,
             Some(value) => match self.check_basic(value) {
-                Some(user) => Some(user),
+                Some(caller) => caller,
                 None => return plain(StatusCode::UNAUTHORIZED, "invalid credentials"),
             },
         };
@@ -140,14 +151,18 @@ impl Issuer {
         for (key, value) in url_pairs(query.unwrap_or("")) {
             match key.as_str() {
                 "service" => service_ok = value == SERVICE,
-                "scope" => access.extend(self.grant(subject.as_deref(), &value)),
+                "scope" => access.extend(self.grant(&caller, &value)),
                 _ => {}
             }
         }
         if !service_ok {
             return plain(StatusCode::BAD_REQUEST, "unknown service");
         }
-        let token = self.sign(subject.as_deref().unwrap_or(""), access);
+        let subject = match &caller {
+            Caller::Anonymous => "",
+            Caller::User(name) | Caller::Reader(name) => name,
+        };
+        let token = self.sign(subject, access);
         let body = serde_json::json!({
             "token": token,
             "access_token": token,
@@ -162,21 +177,31 @@ impl Issuer {
             .expect("a static response is valid")
     }
 
-    fn check_basic(&self, value: &hyper::header::HeaderValue) -> Option<String> {
+    fn check_basic(&self, value: &hyper::header::HeaderValue) -> Option<Caller> {
         let encoded = value.to_str().ok()?.strip_prefix("Basic ")?;
         let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        (self.policy.users.get(user)? == password).then(|| user.to_owned())
+        if self.policy.users.get(user).is_some_and(|p| p == password) {
+            Some(Caller::User(user.to_owned()))
+        } else if self.policy.readers.get(user).is_some_and(|p| p == password) {
+            Some(Caller::Reader(user.to_owned()))
+        } else {
+            None
+        }
     }
 
     /// `repository:NAME:ACTIONS` → what this caller gets of it.
-    fn grant(&self, subject: Option<&str>, scope: &str) -> Option<Access> {
+    fn grant(&self, caller: &Caller, scope: &str) -> Option<Access> {
         // Repository names may contain ':' only in a registry host, which scopes never carry.
         let mut parts = scope.splitn(3, ':');
         let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
         let actions: Vec<String> = actions
             .split(',')
-            .filter(|action| subject.is_some() || (self.policy.anonymous_pull && *action == "pull"))
+            .filter(|action| match caller {
+                Caller::User(_) => true,
+                Caller::Reader(_) => *action == "pull",
+                Caller::Anonymous => self.policy.anonymous_pull && *action == "pull",
+            })
             .map(str::to_owned)
             .collect();
         (!actions.is_empty()).then(|| Access {

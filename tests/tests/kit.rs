@@ -103,6 +103,31 @@ async fn token_registry_validates_issued_tokens() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
+    // The reader gets pull but not push.
+    let token: serde_json::Value = client
+        .get(format!(
+            "{realm}?service=regmirror-test-registry&scope=repository:kit/one:pull,push"
+        ))
+        .basic_auth(
+            regmirror_tests::READER_USERNAME,
+            Some(regmirror_tests::READER_PASSWORD),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = token["token"].as_str().unwrap().split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["access"][0]["actions"], serde_json::json!(["pull"]));
+    assert!(registry.token_server().unwrap().requests() >= 3);
 }
 
 #[tokio::test]
@@ -145,6 +170,27 @@ async fn proxy_counts_requests_and_injects_faults() {
     assert_eq!(cut.status(), 200);
     assert!(cut.bytes().await.is_err(), "a cut body must fail to read");
     assert_eq!(proxy.count("GET", "/blobs/sha256:"), 3);
+
+    proxy.inject(
+        "GET",
+        "/blobs/sha256:",
+        Fault::StallBody {
+            after: 100,
+            pause: std::time::Duration::from_secs(3),
+        },
+        1,
+    );
+    let impatient = reqwest::Client::builder()
+        .read_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let stalled = impatient.get(&blob_url).send().await.unwrap();
+    assert!(
+        stalled.bytes().await.is_err(),
+        "a stalled body must time out"
+    );
+    let ok = impatient.get(&blob_url).send().await.unwrap();
+    assert_eq!(ok.bytes().await.unwrap(), shared[0].bytes);
 }
 
 #[tokio::test]
