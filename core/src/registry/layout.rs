@@ -242,6 +242,9 @@ impl LayoutRegistry {
                 _ => {}
             }
         }
+        // Registries list tags in lexical order; do the same so output does not depend on
+        // the order tags were written.
+        tags.sort();
         Ok(Some(tags))
     }
 
@@ -399,8 +402,8 @@ impl LayoutRegistry {
 #[async_trait]
 impl SourceRegistry for LayoutRegistry {
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        let dir = self.layout_dir(repo)?;
         self.tags(repo).await?.ok_or_else(|| {
-            let dir = self.layout_dir(repo).unwrap_or_default();
             Error::new(
                 ErrorKind::NotFound,
                 format!("no OCI layout at {} (index.json is missing)", dir.display()),
@@ -589,5 +592,90 @@ impl DestRegistry for LayoutRegistry {
                 format!("tag {tag} not found in OCI layout {}", dir.display()),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Manifest {
+        // An image without layers whose config is the empty JSON object, pushed below.
+        let config = Digest::of(b"{}");
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[]}}"#,
+            media_types::OCI_MANIFEST
+        );
+        Manifest::from_bytes(json.into_bytes(), "").unwrap()
+    }
+
+    #[tokio::test]
+    async fn foreign_index_entries_and_fields_survive_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LayoutRegistry::single(dir.path());
+        let config = Bytes::from_static(b"{}");
+        let data = futures::stream::iter([Ok(config.clone())]).boxed();
+        layout
+            .push_blob("x", &Digest::of(&config), 2, data)
+            .await
+            .unwrap();
+        let manifest = image();
+        layout.push_manifest("x", "mine", &manifest).await.unwrap();
+        // Another tool adds a full-reference name, an untagged entry and a field of its own.
+        let path = dir.path().join("index.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut foreign = index["manifests"][0].clone();
+        foreign["annotations"][REF_NAME] = json!("docker.io/library/alpine:3.19");
+        let mut untagged = index["manifests"][0].clone();
+        untagged.as_object_mut().unwrap().remove("annotations");
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .extend([foreign, untagged]);
+        index["annotations"] = json!({"written.by": "someone else"});
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+        layout
+            .push_manifest("x", "second", &manifest)
+            .await
+            .unwrap();
+        layout.delete_tag("x", "mine").await.unwrap();
+        assert_eq!(
+            SourceRegistry::list_tags(&layout, "x").await.unwrap(),
+            ["second"]
+        );
+        let index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(index["annotations"]["written.by"], "someone else");
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 3);
+        let e = layout.delete_tag("x", "mine").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_tag_pointing_at_a_missing_blob_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LayoutRegistry::single(dir.path());
+        let manifest = image();
+        let entry = json!({"mediaType": manifest.media_type, "digest": manifest.digest.as_str(),
+            "size": manifest.bytes.len(), "annotations": {REF_NAME: "gone"}});
+        std::fs::write(
+            dir.path().join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [entry]})).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            SourceRegistry::list_tags(&layout, "x").await.unwrap(),
+            ["gone"]
+        );
+        assert!(
+            SourceRegistry::head_manifest(&layout, "x", "gone")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let e = SourceRegistry::get_manifest(&layout, "x", "gone")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 }
