@@ -22,6 +22,14 @@ use crate::server::{BackgroundServer, Body, BodyError, full};
 pub enum Fault {
     /// Answer with this status (and a small JSON error body) without contacting the registry.
     Status(u16),
+    /// Answer with this status, `Content-Type` and body without contacting the registry (to
+    /// serve what a real registry would refuse to store: schema 1, oversized manifests). A
+    /// `Docker-Content-Digest` of the body is added, as registries send for manifests.
+    Respond {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
     /// Forward, but cut the connection after this many bytes of the response body.
     CutBody { after: usize },
     /// Forward, but after this many bytes of the response body send nothing for `pause`, then
@@ -191,6 +199,21 @@ impl State {
                 .body(full(format!(
                     r#"{{"errors":[{{"code":"UNKNOWN","message":"injected fault {code}"}}]}}"#
                 )))
+                .expect("an injected response is valid");
+        }
+        if let Some(Fault::Respond {
+            status,
+            content_type,
+            body,
+        }) = fault
+        {
+            let digest = regmirror::Digest::of(&body);
+            return Response::builder()
+                .status(StatusCode::from_u16(status).expect("injected statuses are valid"))
+                .header("content-type", content_type)
+                .header("docker-content-digest", digest.as_str())
+                .header("content-length", body.len())
+                .body(full(body))
                 .expect("an injected response is valid");
         }
         match self.forward(req, &path).await {

@@ -191,6 +191,32 @@ async fn proxy_counts_requests_and_injects_faults() {
     );
     let ok = impatient.get(&blob_url).send().await.unwrap();
     assert_eq!(ok.bytes().await.unwrap(), shared[0].bytes);
+
+    let canned = bytes::Bytes::from_static(br#"{"schemaVersion":1,"name":"kit/shared"}"#);
+    proxy.inject(
+        "GET",
+        "/manifests/t0",
+        Fault::Respond {
+            status: 200,
+            content_type: "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+            body: canned.clone(),
+        },
+        1,
+    );
+    let url = format!("{}/v2/kit/shared/manifests/t0", proxy.base_url());
+    let served = client.get(&url).send().await.unwrap();
+    assert_eq!(
+        served.headers()["docker-content-digest"],
+        regmirror::Digest::of(&canned).as_str()
+    );
+    assert_eq!(served.bytes().await.unwrap(), canned);
+    let real = client
+        .get(&url)
+        .header("accept", regmirror::registry::media_types::ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.bytes().await.unwrap(), images[0].manifest.bytes);
 }
 
 #[tokio::test]
