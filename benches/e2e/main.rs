@@ -1,0 +1,459 @@
+//! The end-to-end comparison: `regmirror sync` against `skopeo sync --all`, in the same run, on
+//! real registries on loopback, directly and through a shaped slow link.
+//!
+//! For each dataset and link, every repetition starts two empty destination registries (one per
+//! tool) and runs, alternating which tool goes first: cold (empty destination), no-op (nothing
+//! changed), and incremental (one new tag on the source). After cold and incremental, both
+//! destinations must serve exactly the source's tag → digest map. Then the peak memory of
+//! mirroring one 1 GiB layer. Results: a Markdown table (medians, ratios, the link's floor) on
+//! stdout and in `--work-dir`, and every sample as JSON next to it.
+//!
+//! Run: `benches/e2e.sh` (builds both in release, then runs this with its arguments).
+
+mod client;
+mod dataset;
+mod proxy;
+mod registry;
+mod report;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::client::RegistryClient;
+use crate::dataset::{Dataset, Kind, ProbeBlob};
+use crate::proxy::{LinkShape, ShapingProxy};
+use crate::registry::Registry;
+use crate::report::{LinkProbe, Report, RssSample, Sample};
+use crate::tools::{Tool, Tools};
+
+#[derive(Parser, Debug)]
+#[command(about = "Time regmirror sync against skopeo sync --all on real loopback registries")]
+struct Args {
+    /// Datasets to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values = ["standard", "many-small"])]
+    dataset: Vec<Kind>,
+    /// Links to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values = ["loopback", "slow"])]
+    link: Vec<LinkKind>,
+    /// Repetitions of each scenario per tool.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Also measure peak RSS mirroring a 1 GiB layer (`--rss false` to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    rss: bool,
+    /// Keeps the seeded source registry between invocations, the logs, and the results.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// The regmirror binary (a release build).
+    #[arg(long)]
+    regmirror: Option<PathBuf>,
+    #[arg(long, default_value = "skopeo")]
+    skopeo: PathBuf,
+}
+
+/// How the tools reach the source registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// Directly, on 127.0.0.1.
+    Loopback,
+    /// Through the shaping proxy: 25 ms each way, 400 Mbit/s per direction.
+    Slow,
+}
+
+/// One measured step of a repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Cold,
+    Noop,
+    Incremental,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Cold => "cold",
+            Scenario::Noop => "no-op",
+            Scenario::Incremental => "incremental",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ is inside the workspace")
+        .to_path_buf();
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| workspace.join("target/e2e"));
+    // By default the regmirror built next to this harness (same profile and target directory).
+    let regmirror = match args.regmirror.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the harness binary has a directory")?
+            .join("regmirror"),
+    };
+    if !regmirror.is_file() {
+        bail!(
+            "no regmirror binary at {}: build it with `cargo build --release -p regmirror-cli` \
+             (or pass --regmirror PATH)",
+            regmirror.display()
+        );
+    }
+    let versions = vec![
+        version_of(&regmirror, "cargo build --release -p regmirror-cli").await?,
+        version_of(&args.skopeo, "sudo apt-get install -y skopeo").await?,
+        version_of(
+            Path::new("docker-registry"),
+            "sudo apt-get install -y docker-registry",
+        )
+        .await?,
+    ];
+    let scratch = work_dir.join("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let logs = work_dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let tools = Tools {
+        regmirror,
+        skopeo: args.skopeo.clone(),
+        skopeo_data: scratch.join("skopeo-data"),
+        logs,
+    };
+
+    let source = Registry::start(&work_dir.join("source")).await?;
+    let source_client = source.client()?;
+    let mut report = Report::new(LinkShape::SLOW, versions);
+    let mut bench = Bench {
+        tools: &tools,
+        source: &source,
+        source_client: &source_client,
+        scratch: &scratch,
+        report: &mut report,
+        runs: 0,
+    };
+
+    for &kind in &args.dataset {
+        if kind == Kind::Big {
+            bail!("`big` is the memory measurement's dataset; it runs with --rss");
+        }
+        let dataset = Dataset::ensure(kind, &source_client, &work_dir.join("source")).await?;
+        bench.report.datasets.insert(kind, dataset.clone());
+        for &link in &args.link {
+            let proxy = match link {
+                LinkKind::Loopback => None,
+                LinkKind::Slow => {
+                    let proxy = ShapingProxy::start(source.addr(), LinkShape::SLOW).await?;
+                    if bench.report.probe.is_none() {
+                        bench.report.probe = Some(probe_link(&source_client, &proxy).await?);
+                    }
+                    Some(proxy)
+                }
+            };
+            for rep in 0..args.reps {
+                bench
+                    .repetition(kind, &dataset, link, proxy.as_ref(), rep)
+                    .await?;
+            }
+        }
+    }
+    if args.rss {
+        let dataset = Dataset::ensure(Kind::Big, &source_client, &work_dir.join("source")).await?;
+        bench.report.datasets.insert(Kind::Big, dataset.clone());
+        bench.rss(&dataset).await?;
+    }
+    source.stop().await;
+
+    let markdown = report.markdown();
+    println!("{markdown}");
+    std::fs::write(work_dir.join("results.md"), &markdown)?;
+    std::fs::write(
+        work_dir.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    eprintln!(
+        "results in {0}/results.md and {0}/results.json, tool output in {0}/logs",
+        work_dir.display()
+    );
+    Ok(())
+}
+
+/// The first line of `program --version`; an error saying how to install it if it fails.
+async fn version_of(program: &Path, install: &str) -> Result<String> {
+    let output = tokio::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .await
+        .with_context(|| format!("running {} --version: {install}", program.display()))?;
+    if !output.status.success() {
+        bail!("{} --version failed: {install}", program.display());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// Shared state of one harness run.
+struct Bench<'a> {
+    tools: &'a Tools,
+    source: &'a Registry,
+    source_client: &'a RegistryClient,
+    scratch: &'a PathBuf,
+    report: &'a mut Report,
+    /// Numbers the log files.
+    runs: usize,
+}
+
+/// A destination registry and the tool that writes to it.
+struct Destination {
+    tool: Tool,
+    registry: Registry,
+}
+
+impl Bench<'_> {
+    /// Cold, no-op and incremental for both tools, each with a fresh destination.
+    async fn repetition(
+        &mut self,
+        kind: Kind,
+        dataset: &Dataset,
+        link: LinkKind,
+        proxy: Option<&ShapingProxy>,
+        rep: usize,
+    ) -> Result<()> {
+        // Alternate who goes first, so neither always runs on a warmer machine.
+        let order = if rep % 2 == 0 {
+            [Tool::Regmirror, Tool::Skopeo]
+        } else {
+            [Tool::Skopeo, Tool::Regmirror]
+        };
+        let mut destinations = Vec::new();
+        for tool in order {
+            let dir = self.scratch.join(format!("dest-{}", tool.name()));
+            let _ = std::fs::remove_dir_all(&dir);
+            destinations.push(Destination {
+                tool,
+                registry: Registry::start(&dir).await?,
+            });
+        }
+        let source_host = match proxy {
+            Some(proxy) => proxy.addr().to_string(),
+            None => self.source.host(),
+        };
+        for scenario in [Scenario::Cold, Scenario::Noop, Scenario::Incremental] {
+            if scenario == Scenario::Incremental {
+                dataset.add_new_tag(self.source_client).await?;
+            }
+            for destination in &destinations {
+                let sample = self
+                    .measure(
+                        kind,
+                        dataset,
+                        link,
+                        scenario,
+                        rep,
+                        destination,
+                        &source_host,
+                        proxy,
+                    )
+                    .await?;
+                eprintln!("{}", sample.line());
+                self.report.samples.push(sample);
+            }
+            if scenario == Scenario::Incremental {
+                dataset.remove_new_tag(self.source_client).await?;
+            }
+        }
+        for destination in destinations {
+            destination.registry.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Runs one tool once and checks its destination afterwards.
+    #[allow(clippy::too_many_arguments)]
+    async fn measure(
+        &mut self,
+        kind: Kind,
+        dataset: &Dataset,
+        link: LinkKind,
+        scenario: Scenario,
+        rep: usize,
+        destination: &Destination,
+        source_host: &str,
+        proxy: Option<&ShapingProxy>,
+    ) -> Result<Sample> {
+        self.runs += 1;
+        let log_name = format!(
+            "{:03}-{}-{}-{}-{}",
+            self.runs,
+            kind.short_name(),
+            link_name(link),
+            scenario.name(),
+            destination.tool.name()
+        );
+        let traffic_before = proxy.map(|p| p.traffic()).unwrap_or_default();
+        let source_log = self.source.log_position();
+        let dest_log = destination.registry.log_position();
+        let run = self
+            .tools
+            .sync(
+                destination.tool,
+                source_host,
+                &dataset.repo,
+                &destination.registry.host(),
+                &log_name,
+            )
+            .await?;
+        // The registries log a request just after answering it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let traffic = proxy.map(|p| p.traffic()).unwrap_or_default() - traffic_before;
+        let expected = match scenario {
+            Scenario::Incremental => dataset.tags_with_new(),
+            Scenario::Cold | Scenario::Noop => dataset.tags.clone(),
+        };
+        let found = destination
+            .registry
+            .client()?
+            .tag_digests(&format!("mirror/{}", kind.short_name()))
+            .await?;
+        let digests_match = found == expected;
+        if !digests_match {
+            eprintln!(
+                "DIGEST MISMATCH: {} {log_name}: expected {expected:?}, destination serves {found:?}",
+                destination.tool.name()
+            );
+        }
+        Ok(Sample {
+            dataset: kind,
+            link,
+            scenario,
+            tool: destination.tool,
+            rep,
+            seconds: run.elapsed.as_secs_f64(),
+            peak_rss_kib: run.peak_rss_kib,
+            link_down_bytes: proxy.map(|_| traffic.down_bytes),
+            link_connections: proxy.map(|_| traffic.connections),
+            source_requests: self.source.requests_since(source_log)?,
+            dest_requests: destination.registry.requests_since(dest_log)?,
+            digests_match,
+        })
+    }
+
+    /// Peak RSS of each tool mirroring the 1 GiB layer on loopback, fresh destination each.
+    async fn rss(&mut self, dataset: &Dataset) -> Result<()> {
+        for tool in [Tool::Regmirror, Tool::Skopeo] {
+            let dir = self.scratch.join(format!("dest-big-{}", tool.name()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let registry = Registry::start(&dir).await?;
+            let source_log = self.source.log_position();
+            let run = self
+                .tools
+                .sync(
+                    tool,
+                    &self.source.host(),
+                    &dataset.repo,
+                    &registry.host(),
+                    &format!("rss-{}", tool.name()),
+                )
+                .await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let found = registry
+                .client()?
+                .tag_digests(&format!("mirror/{}", Kind::Big.short_name()))
+                .await?;
+            let sample = RssSample {
+                tool,
+                seconds: run.elapsed.as_secs_f64(),
+                peak_rss_kib: run.peak_rss_kib,
+                source_requests: self.source.requests_since(source_log)?,
+                digests_match: found == dataset.tags,
+            };
+            eprintln!("{}", sample.line());
+            self.report.rss.push(sample);
+            registry.stop().await;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+}
+
+pub fn link_name(link: LinkKind) -> &'static str {
+    match link {
+        LinkKind::Loopback => "loopback",
+        LinkKind::Slow => "slow",
+    }
+}
+
+/// Checks the proxy does what it claims: round trip on a new and a reused connection, and
+/// throughput of one download and of four at once (which share the cap).
+async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<LinkProbe> {
+    let probe = ProbeBlob::ensure(source).await?;
+    let through = RegistryClient::new(&proxy.addr().to_string())?;
+    let started = Instant::now();
+    through.ping().await?;
+    let new_connection_rtt = started.elapsed();
+    let mut reused = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        through.ping().await?;
+        reused.push(started.elapsed().as_secs_f64());
+    }
+    let reused_connection_rtt = Duration::from_secs_f64(report::median(&reused));
+
+    let download = |client: RegistryClient| {
+        let probe = probe.clone();
+        async move {
+            let mut response = client.get_blob(probe.repo, &probe.digest).await?;
+            let mut bytes = 0u64;
+            while let Some(chunk) = response.chunk().await? {
+                bytes += chunk.len() as u64;
+            }
+            if bytes != probe.size {
+                bail!("probe download got {bytes} bytes of {}", probe.size);
+            }
+            anyhow::Ok(bytes)
+        }
+    };
+    let started = Instant::now();
+    let single = download(through.clone()).await?;
+    let single_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut parallel = Vec::new();
+    for _ in 0..4 {
+        // Separate clients: four connections, as a parallel mirror would open.
+        parallel.push(tokio::spawn(download(RegistryClient::new(
+            &proxy.addr().to_string(),
+        )?)));
+    }
+    let mut parallel_bytes = 0;
+    for task in parallel {
+        parallel_bytes += task.await??;
+    }
+    let parallel_secs = started.elapsed().as_secs_f64();
+    let probe = LinkProbe {
+        new_connection_rtt_ms: new_connection_rtt.as_secs_f64() * 1e3,
+        reused_connection_rtt_ms: reused_connection_rtt.as_secs_f64() * 1e3,
+        single_download_mbit_s: single as f64 * 8.0 / single_secs / 1e6,
+        parallel_download_mbit_s: parallel_bytes as f64 * 8.0 / parallel_secs / 1e6,
+        probe_bytes: single,
+    };
+    eprintln!("{}", probe.line());
+    Ok(probe)
+}

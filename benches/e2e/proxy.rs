@@ -1,0 +1,286 @@
+//! A TCP proxy that shapes loopback traffic like a slow wide-area link.
+//!
+//! There is no `tc netem` on the benchmark machine, so the "external registry" is reached through
+//! this proxy: every byte is delayed by a fixed one-way latency, and each direction shares one
+//! bandwidth cap across all connections (a link, not a per-connection limit, so opening more
+//! connections does not buy more bandwidth). A new connection also pays one round trip before its
+//! first byte moves, as a TCP handshake would.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until};
+
+/// How a link behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Added to every byte in each direction (the round-trip time is twice this).
+    pub one_way_delay: Duration,
+    /// Capacity of each direction, in bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+impl LinkShape {
+    /// The slow link: 25 ms each way, 400 Mbit/s per direction.
+    pub const SLOW: LinkShape = LinkShape {
+        one_way_delay: Duration::from_millis(25),
+        bytes_per_sec: 400_000_000 / 8,
+    };
+
+    /// The least time moving `bytes` in one direction can take on this link.
+    pub fn floor(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64)
+    }
+}
+
+/// Bytes and connections that went through a proxy.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Client to upstream.
+    pub up_bytes: AtomicU64,
+    /// Upstream to client.
+    pub down_bytes: AtomicU64,
+    /// Accepted client connections.
+    pub connections: AtomicU64,
+}
+
+/// A snapshot of [`Counters`], subtractable to get one run's traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub up_bytes: u64,
+    pub down_bytes: u64,
+    pub connections: u64,
+}
+
+impl std::ops::Sub for Traffic {
+    type Output = Traffic;
+    fn sub(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            up_bytes: self.up_bytes - earlier.up_bytes,
+            down_bytes: self.down_bytes - earlier.down_bytes,
+            connections: self.connections - earlier.connections,
+        }
+    }
+}
+
+/// One direction's bandwidth: a virtual clock of when the wire is next free, with a small
+/// bucket so that timer granularity (tokio sleeps in whole milliseconds) does not lose capacity.
+#[derive(Debug)]
+struct Pacer {
+    next_free: Mutex<Instant>,
+    bytes_per_sec: f64,
+    burst: Duration,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: u64) -> Self {
+        Pacer {
+            next_free: Mutex::new(Instant::now()),
+            bytes_per_sec: bytes_per_sec as f64,
+            // About 2 ms of capacity: one timer tick of oversleep is made up, no more.
+            burst: Duration::from_millis(2),
+        }
+    }
+
+    /// Books the wire for `n` bytes; returns when they start and when they have been sent.
+    fn reserve(&self, n: usize) -> (Instant, Instant) {
+        let now = Instant::now();
+        let mut next_free = self.next_free.lock().expect("pacer lock is never poisoned");
+        let start = (*next_free).max(now.checked_sub(self.burst).unwrap_or(now));
+        let done = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+        *next_free = done;
+        (start, done)
+    }
+}
+
+/// A running proxy; stops when dropped.
+#[derive(Debug)]
+pub struct ShapingProxy {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Drop for ShapingProxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+impl ShapingProxy {
+    /// Listens on an ephemeral 127.0.0.1 port and forwards every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr, shape: LinkShape) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let link = Arc::new(Link {
+            shape,
+            up: Pacer::new(shape.bytes_per_sec),
+            down: Pacer::new(shape.bytes_per_sec),
+            counters: counters.clone(),
+        });
+        let accept_loop = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                link.counters.connections.fetch_add(1, Ordering::Relaxed);
+                let link = link.clone();
+                tokio::spawn(async move {
+                    // A broken connection is the client's or registry's business, not the proxy's.
+                    let _ = link.serve(client, upstream).await;
+                });
+            }
+        });
+        Ok(ShapingProxy {
+            addr,
+            counters,
+            accept_loop,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            up_bytes: self.counters.up_bytes.load(Ordering::Relaxed),
+            down_bytes: self.counters.down_bytes.load(Ordering::Relaxed),
+            connections: self.counters.connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Link {
+    shape: LinkShape,
+    up: Pacer,
+    down: Pacer,
+    counters: Arc<Counters>,
+}
+
+/// Chunks are small enough that pacing is smooth (64 KiB is 1.3 ms at 400 Mbit/s).
+const CHUNK: usize = 64 * 1024;
+/// Chunks in flight per direction: well above the bandwidth-delay product (50 MB/s × 25 ms).
+const IN_FLIGHT: usize = 128;
+
+impl Link {
+    async fn serve(&self, client: TcpStream, upstream: SocketAddr) -> std::io::Result<()> {
+        // The handshake's round trip: a real client's first byte cannot arrive sooner.
+        sleep(self.shape.one_way_delay * 2).await;
+        let server = TcpStream::connect(upstream).await?;
+        client.set_nodelay(true)?;
+        server.set_nodelay(true)?;
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        let up = self.pump(client_read, server_write, &self.up, &self.counters.up_bytes);
+        let down = self.pump(
+            server_read,
+            client_write,
+            &self.down,
+            &self.counters.down_bytes,
+        );
+        tokio::try_join!(up, down)?;
+        Ok(())
+    }
+
+    /// Moves one direction: read, wait for the wire, deliver after the delay, in order.
+    async fn pump(
+        &self,
+        mut from: impl AsyncRead + Unpin,
+        mut to: impl AsyncWrite + Unpin,
+        pacer: &Pacer,
+        counter: &AtomicU64,
+    ) -> std::io::Result<()> {
+        let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+        let delay = self.shape.one_way_delay;
+        let read_side = async move {
+            loop {
+                // Take a slot first so a stalled receiver stops reading instead of booking wire time.
+                let Ok(slot) = tx.reserve().await else {
+                    return Ok::<(), std::io::Error>(());
+                };
+                let mut buf = vec![0u8; CHUNK];
+                let n = from.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                let (start, sent) = pacer.reserve(n);
+                sleep_until(start).await;
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                slot.send((sent + delay, buf));
+            }
+        };
+        let write_side = async move {
+            while let Some((deliver_at, buf)) = rx.recv().await {
+                sleep_until(deliver_at).await;
+                to.write_all(&buf).await?;
+            }
+            // The sender finished (end of stream): pass the half-close on.
+            to.shutdown().await
+        };
+        tokio::try_join!(read_side, write_side)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_pass_through_unchanged_and_are_counted() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        // An echo server that upper-cases, so the test sees both directions.
+        tokio::spawn(async move {
+            let (mut conn, _) = upstream.accept().await.unwrap();
+            let mut received = Vec::new();
+            conn.read_to_end(&mut received).await.unwrap();
+            conn.write_all(&received.to_ascii_uppercase())
+                .await
+                .unwrap();
+            conn.shutdown().await.unwrap();
+        });
+        let proxy = ShapingProxy::start(
+            upstream_addr,
+            LinkShape {
+                one_way_delay: Duration::from_millis(1),
+                bytes_per_sec: 100_000_000,
+            },
+        )
+        .await
+        .unwrap();
+        let payload: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+        conn.write_all(&payload).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        conn.read_to_end(&mut echoed).await.unwrap();
+        assert_eq!(echoed, payload.to_ascii_uppercase());
+        let traffic = proxy.traffic();
+        assert_eq!(traffic.up_bytes, payload.len() as u64);
+        assert_eq!(traffic.down_bytes, payload.len() as u64);
+        assert_eq!(traffic.connections, 1);
+    }
+
+    #[test]
+    fn the_pacer_books_the_wire_back_to_back() {
+        let pacer = Pacer::new(1_000_000);
+        let (_, first_done) = pacer.reserve(1_000);
+        let (second_start, second_done) = pacer.reserve(1_000);
+        assert_eq!(second_start, first_done);
+        assert_eq!(second_done - second_start, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_floor_is_bytes_over_bandwidth() {
+        assert_eq!(LinkShape::SLOW.floor(50_000_000), Duration::from_secs(1));
+    }
+}
