@@ -421,6 +421,7 @@ async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<Lin
         let probe = probe.clone();
         async move {
             let mut response = client.get_blob(probe.repo, &probe.digest).await?;
+            let first_byte = Instant::now();
             let mut bytes = 0u64;
             while let Some(chunk) = response.chunk().await? {
                 bytes += chunk.len() as u64;
@@ -428,11 +429,11 @@ async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<Lin
             if bytes != probe.size {
                 bail!("probe download got {bytes} bytes of {}", probe.size);
             }
-            anyhow::Ok(bytes)
+            anyhow::Ok((bytes, first_byte.elapsed()))
         }
     };
     let started = Instant::now();
-    let single = download(through.clone()).await?;
+    let (single, after_first_byte) = download(through.clone()).await?;
     let single_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut parallel = Vec::new();
@@ -444,13 +445,14 @@ async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<Lin
     }
     let mut parallel_bytes = 0;
     for task in parallel {
-        parallel_bytes += task.await??;
+        parallel_bytes += task.await??.0;
     }
     let parallel_secs = started.elapsed().as_secs_f64();
     let probe = LinkProbe {
         new_connection_rtt_ms: new_connection_rtt.as_secs_f64() * 1e3,
         reused_connection_rtt_ms: reused_connection_rtt.as_secs_f64() * 1e3,
         single_download_mbit_s: single as f64 * 8.0 / single_secs / 1e6,
+        single_download_steady_mbit_s: single as f64 * 8.0 / after_first_byte.as_secs_f64() / 1e6,
         parallel_download_mbit_s: parallel_bytes as f64 * 8.0 / parallel_secs / 1e6,
         probe_bytes: single,
     };
