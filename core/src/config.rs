@@ -59,12 +59,33 @@ pub enum PlatformIndexMode {
     Rewrite,
 }
 
-/// Proxies for reaching the source registry.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Proxies for reaching the source registry. `Debug` hides passwords in proxy URLs.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProxyConfig {
     pub http_proxy: Option<String>,
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A proxy URL may carry `user:password@`; show it without the password.
+        let redact = |url: &Option<String>| {
+            url.as_ref().map(|u| match url::Url::parse(u) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("redacted"));
+                    parsed.to_string()
+                }
+                Ok(_) => u.clone(),
+                Err(_) => "<unparsable>".to_owned(),
+            })
+        };
+        f.debug_struct("ProxyConfig")
+            .field("http_proxy", &redact(&self.http_proxy))
+            .field("https_proxy", &redact(&self.https_proxy))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// Architectures a platform filter may name (GOARCH values, as in image indexes).

@@ -4,6 +4,7 @@
 //! Both traits address repositories by path, so one value serves a whole registry (one HTTP
 //! client with one connection pool and token cache, one layout root, one in-memory map).
 
+pub mod http;
 pub mod layout;
 pub mod manifest;
 pub mod memory;

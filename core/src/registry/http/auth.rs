@@ -1,0 +1,470 @@
+//! Registry authentication: `WWW-Authenticate` challenges, Basic credentials, and the bearer
+//! token flow (anonymous or credentialed token requests, tokens cached per scope until they
+//! expire). Tokens and passwords live only in sensitive header values, never in messages.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use super::client::{Client, Failed, display_url, error_for_status};
+use super::docker_config;
+use super::retry::is_retryable_status;
+use crate::config::Credentials;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Tokens without `expires_in` live this long (distribution token spec: the minimum is 60 s).
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// A token is renewed this long before it expires, so it does not expire mid-request.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
+/// Token responses are small JSON documents.
+const MAX_TOKEN_BODY: usize = 1 << 20;
+/// The user name docker uses for an identity (OAuth2 refresh) token.
+const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// What a registry asks for in `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    Basic,
+    Bearer {
+        realm: Url,
+        service: Option<String>,
+        /// The scope the registry says this request needs, if it says.
+        scope: Option<String>,
+    },
+}
+
+/// The challenge we can answer from a `WWW-Authenticate` value (Bearer preferred over Basic;
+/// parameters may be quoted and contain commas, e.g. `scope="repository:a:pull,push"`).
+pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+    let challenges = http_auth::parse_challenges(header).ok()?;
+    let param = |c: &http_auth::ChallengeRef<'_>, name: &str| {
+        c.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_unescaped())
+    };
+    let bearer = challenges.iter().find_map(|c| {
+        if !c.scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let realm = Url::parse(&param(c, "realm")?).ok()?;
+        if !matches!(realm.scheme(), "http" | "https") {
+            return None;
+        }
+        Some(Challenge::Bearer {
+            realm,
+            service: param(c, "service"),
+            scope: param(c, "scope").filter(|s| !s.is_empty()),
+        })
+    });
+    bearer.or_else(|| {
+        challenges
+            .iter()
+            .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
+            .then_some(Challenge::Basic)
+    })
+}
+
+/// The token scope to read `repo`.
+pub(crate) fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// The token scope to write `repo`.
+pub(crate) fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+/// A bearer token and when to stop using it. Deliberately not `Debug`.
+struct CachedToken {
+    header: HeaderValue,
+    renew_at: Instant,
+}
+
+/// Which challenge the registry uses, the credentials to answer it, and the token cache.
+pub(crate) struct AuthState {
+    explicit: Option<Credentials>,
+    docker_config: bool,
+    /// Explicit credentials, or what the docker config yields, looked up on first need.
+    credentials: OnceCell<Option<Credentials>>,
+    challenge: Mutex<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+    /// One token request at a time, so a burst of requests does not fetch the same token often.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl AuthState {
+    pub(crate) fn new(explicit: Option<Credentials>, docker_config: bool) -> Self {
+        AuthState {
+            explicit,
+            docker_config,
+            credentials: OnceCell::new(),
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Remember the challenge a 401 carried. Returns it.
+    pub(crate) fn learn(&self, headers: &HeaderMap) -> Option<Challenge> {
+        let challenge = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(parse_challenge)?;
+        *self.challenge.lock().expect("no panics while locked") = Some(challenge.clone());
+        Some(challenge)
+    }
+
+    async fn credentials(&self, client: &Client) -> Result<Option<&Credentials>> {
+        let found = self
+            .credentials
+            .get_or_try_init(|| async {
+                if let Some(explicit) = &self.explicit {
+                    return Ok(Some(explicit.clone()));
+                }
+                if !self.docker_config {
+                    return Ok(None);
+                }
+                docker_config::lookup(&docker_config::Sources::from_env(), &client.host).await
+            })
+            .await?;
+        Ok(found.as_ref())
+    }
+
+    /// The `Authorization` value for a request needing `scopes`, fetching a token if needed.
+    pub(crate) async fn authorization(
+        &self,
+        client: &Client,
+        scopes: &[String],
+    ) -> Result<Option<HeaderValue>> {
+        let challenge = self
+            .challenge
+            .lock()
+            .expect("no panics while locked")
+            .clone();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credentials(client).await?.map(basic_header)),
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                if let Some(header) = self.cached(scopes) {
+                    return Ok(Some(header));
+                }
+                let _one_at_a_time = self.fetching.lock().await;
+                if let Some(header) = self.cached(scopes) {
+                    return Ok(Some(header));
+                }
+                let token = self
+                    .fetch_token(client, &realm, service.as_deref(), scopes)
+                    .await?;
+                let header = token.header.clone();
+                self.tokens
+                    .lock()
+                    .expect("no panics while locked")
+                    .insert(scopes.join(" "), token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// A cached, unexpired token for `scopes`. A push token also serves pulls of its repository.
+    fn cached(&self, scopes: &[String]) -> Option<HeaderValue> {
+        let tokens = self.tokens.lock().expect("no panics while locked");
+        let now = Instant::now();
+        let fresh = |key: &str| {
+            tokens
+                .get(key)
+                .filter(|t| t.renew_at > now)
+                .map(|t| t.header.clone())
+        };
+        fresh(&scopes.join(" ")).or_else(|| match scopes {
+            [only] => only
+                .strip_suffix(":pull")
+                .and_then(|repo_scope| fresh(&format!("{repo_scope}:pull,push"))),
+            _ => None,
+        })
+    }
+
+    /// After a 401: learn the challenge it carries and get fresh authorization. Returns whether
+    /// repeating the request can help (false when the credentials we sent were refused).
+    pub(crate) async fn reauthorize(
+        &self,
+        client: &Client,
+        headers: &HeaderMap,
+        scopes: &[String],
+        sent_authorization: bool,
+    ) -> Result<bool> {
+        match self.learn(headers) {
+            None => Ok(false),
+            Some(Challenge::Basic) => {
+                Ok(!sent_authorization && self.credentials(client).await?.is_some())
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let mut wanted = scopes.to_vec();
+                if let Some(scope) = scope
+                    && !wanted.contains(&scope)
+                {
+                    wanted.push(scope);
+                }
+                let _one_at_a_time = self.fetching.lock().await;
+                let token = self
+                    .fetch_token(client, &realm, service.as_deref(), &wanted)
+                    .await?;
+                self.tokens
+                    .lock()
+                    .expect("no panics while locked")
+                    .insert(scopes.join(" "), token);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Ask the token service for a token covering `scopes`: a GET with Basic credentials (or
+    /// none, for an anonymous token), or an OAuth2 refresh-token POST for identity tokens.
+    async fn fetch_token(
+        &self,
+        client: &Client,
+        realm: &Url,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<CachedToken> {
+        let credentials = self.credentials(client).await?;
+        let what = format!("token request to {}", display_url(realm));
+        let who = match credentials {
+            Some(c) if c.username == IDENTITY_TOKEN_USER => "with an identity token".to_owned(),
+            Some(c) => format!("for user {:?}", c.username),
+            None => "anonymously".to_owned(),
+        };
+        let mut retries = 0;
+        let resp = loop {
+            let request = match credentials {
+                Some(c) if c.username == IDENTITY_TOKEN_USER => {
+                    let mut form = url::form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("grant_type", "refresh_token")
+                        .append_pair("client_id", "regmirror")
+                        .append_pair("refresh_token", &c.password)
+                        .append_pair("scope", &scopes.join(" "));
+                    if let Some(service) = service {
+                        form.append_pair("service", service);
+                    }
+                    client
+                        .http
+                        .request(Method::POST, realm.clone())
+                        .header(
+                            CONTENT_TYPE,
+                            "application/x-www-form-urlencoded; charset=utf-8",
+                        )
+                        .body(form.finish())
+                }
+                _ => {
+                    let mut url = realm.clone();
+                    {
+                        let mut query = url.query_pairs_mut();
+                        if let Some(service) = service {
+                            query.append_pair("service", service);
+                        }
+                        for scope in scopes {
+                            query.append_pair("scope", scope);
+                        }
+                    }
+                    let mut request = client.http.get(url);
+                    if let Some(c) = credentials {
+                        request = request.header(reqwest::header::AUTHORIZATION, basic_header(c));
+                    }
+                    request
+                }
+            };
+            let request = request.header(ACCEPT, "application/json");
+            match client.timed(request.send()).await {
+                Ok(resp)
+                    if is_retryable_status(resp.status())
+                        && retries < client.options.retry.max_retries =>
+                {
+                    tokio::time::sleep(client.options.retry.backoff(retries)).await;
+                    retries += 1;
+                }
+                Ok(resp) => break resp,
+                Err(Failed { error, .. })
+                    if error.kind() != ErrorKind::Tls
+                        && retries < client.options.retry.max_retries =>
+                {
+                    tokio::time::sleep(client.options.retry.backoff(retries)).await;
+                    retries += 1;
+                }
+                Err(Failed { error, .. }) => return Err(error.context(what)),
+            }
+        };
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let e = error_for_status(resp, &what).await;
+                return Err(Error::new(
+                    ErrorKind::Unauthorized,
+                    format!("the token service refused access {who}: {}", e.message()),
+                ));
+            }
+            _ => return Err(error_for_status(resp, &what).await),
+        }
+        let body = client.read_limited(resp, MAX_TOKEN_BODY, &what).await?;
+        token_from_body(&body).map_err(|e| e.context(what))
+    }
+}
+
+/// The token service's answer (distribution token spec). Deliberately not `Debug`.
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+fn token_from_body(body: &[u8]) -> Result<CachedToken> {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        // serde's message names a position, never the content.
+        Error::new(
+            ErrorKind::Unauthorized,
+            format!("the token service's answer is not valid JSON: {e}"),
+        )
+    })?;
+    let token = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unauthorized,
+                "the token service answered without a token",
+            )
+        })?;
+    let mut header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        Error::new(
+            ErrorKind::Unauthorized,
+            "the token service sent a token that is not a valid header value",
+        )
+    })?;
+    header.set_sensitive(true);
+    let lifetime = Duration::from_secs(
+        parsed
+            .expires_in
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+            .max(DEFAULT_TOKEN_LIFETIME),
+    );
+    Ok(CachedToken {
+        header,
+        renew_at: Instant::now() + lifetime - TOKEN_RENEW_MARGIN,
+    })
+}
+
+/// `Basic base64(user:password)`, marked sensitive so it never shows in `Debug` output.
+fn basic_header(credentials: &Credentials) -> HeaderValue {
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", credentials.username, credentials.password));
+    let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .expect("base64 is always a valid header value");
+    header.set_sensitive(true);
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_with_quoted_commas() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:samalba/my-app:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: Url::parse("https://auth.example/token").unwrap(),
+                service: Some("registry.example".into()),
+                scope: Some("repository:samalba/my-app:pull,push".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn bearer_wins_over_basic_and_unknown_schemes_are_skipped() {
+        let c = parse_challenge(
+            r#"Basic realm="Registry", Negotiate, Bearer realm="http://127.0.0.1:9/t""#,
+        )
+        .unwrap();
+        assert!(matches!(
+            c,
+            Challenge::Bearer {
+                service: None,
+                scope: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(r#"Bearer realm="file:///etc/passwd""#),
+            None
+        );
+        assert_eq!(parse_challenge("Bearer realm=\"unterminated"), None);
+        assert_eq!(parse_challenge(""), None);
+    }
+
+    #[test]
+    fn tokens_come_from_token_or_access_token() {
+        let t = token_from_body(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.header.to_str().unwrap(), "Bearer abc");
+        assert!(t.header.is_sensitive());
+        let t = token_from_body(br#"{"access_token":"xyz"}"#).unwrap();
+        assert_eq!(t.header.to_str().unwrap(), "Bearer xyz");
+        let Err(e) = token_from_body(br#"{"token":""}"#) else {
+            panic!("an empty token was accepted")
+        };
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    }
+
+    #[test]
+    fn cached_push_token_serves_pulls_and_expired_tokens_do_not() {
+        let auth = AuthState::new(None, false);
+        let header = |s: &str| HeaderValue::from_str(s).unwrap();
+        auth.tokens.lock().unwrap().insert(
+            push_scope("a/b"),
+            CachedToken {
+                header: header("Bearer push"),
+                renew_at: Instant::now() + Duration::from_secs(60),
+            },
+        );
+        auth.tokens.lock().unwrap().insert(
+            pull_scope("c"),
+            CachedToken {
+                header: header("Bearer old"),
+                renew_at: Instant::now() - Duration::from_secs(1),
+            },
+        );
+        assert_eq!(
+            auth.cached(&[pull_scope("a/b")]),
+            Some(header("Bearer push"))
+        );
+        assert_eq!(auth.cached(&[pull_scope("c")]), None);
+        assert_eq!(auth.cached(&[push_scope("c")]), None);
+    }
+
+    #[test]
+    fn basic_header_is_sensitive_and_hidden_from_debug() {
+        let h = basic_header(&Credentials::new("alice", "s3cr3t:with\"quotes"));
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains("YWxp"));
+    }
+}

@@ -1,0 +1,669 @@
+//! The HTTP plumbing under [`super::HttpRegistry`]: one reqwest client per registry, scheme
+//! discovery, authorization on every request, retries, redirects, the per-host concurrency cap,
+//! stall timeouts, and turning registry answers into [`Error`]s.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use url::Url;
+
+use super::HttpOptions;
+use super::auth::AuthState;
+use super::retry::{is_retryable_status, parse_retry_after};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::BlobStream;
+
+/// At most this many redirects are followed for one request.
+const MAX_REDIRECTS: usize = 10;
+/// Error bodies are read up to this size for their `errors[]` (the rest is not worth holding).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// One registry's connection: what [`super::HttpRegistry`] wraps in an `Arc`.
+pub(crate) struct Client {
+    /// The registry as the user named it (`docker.io`, `127.0.0.1:5000`): used for credentials.
+    pub(crate) host: String,
+    /// Where its API lives (`registry-1.docker.io` for `docker.io`).
+    pub(crate) api_host: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) options: HttpOptions,
+    /// `https://api_host/` or, when TLS is not verified and the handshake fails, `http://…/`.
+    base: OnceCell<Url>,
+    pub(crate) auth: AuthState,
+    permits: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.host)
+            .field("api_host", &self.api_host)
+            .field("base", &self.base.get().map(Url::as_str))
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request as the registry methods describe it; [`Client::send`] adds authorization,
+/// retries and redirects.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub url: Url,
+    /// Token scopes this request needs (`repository:NAME:pull`, …).
+    pub scopes: &'a [String],
+    pub headers: HeaderMap,
+    /// Sent when non-empty (or for PUT/POST/PATCH, as an explicit empty body).
+    pub body: Bytes,
+    /// Whether the request may be repeated after it possibly reached the server.
+    pub retry: bool,
+    /// Follow 3xx answers (blob downloads and tag pages); never sends our authorization to
+    /// another host.
+    pub follow_redirects: bool,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, url: Url, scopes: &'a [String]) -> Self {
+        let retry = method != Method::PATCH && method != Method::POST;
+        Call {
+            method,
+            url,
+            scopes,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            retry,
+            follow_redirects: false,
+        }
+    }
+
+    pub fn header(mut self, name: reqwest::header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+
+    pub fn retry(mut self, retry: bool) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn follow_redirects(mut self) -> Self {
+        self.follow_redirects = true;
+        self
+    }
+}
+
+impl Client {
+    pub(crate) fn new(
+        host: String,
+        api_host: String,
+        http: reqwest::Client,
+        options: HttpOptions,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
+        let auth = AuthState::new(options.credentials.clone(), options.docker_config);
+        Client {
+            host,
+            api_host,
+            http,
+            options,
+            base: OnceCell::new(),
+            auth,
+            permits,
+        }
+    }
+
+    /// Wait for a free slot under the per-host cap. Held for a whole operation (a blob stream
+    /// holds it until dropped), never nested, so operations cannot deadlock on each other.
+    pub(crate) async fn permit(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// The registry's base URL, discovering the scheme on first use.
+    pub(crate) async fn base(&self) -> Result<&Url> {
+        self.base.get_or_try_init(|| self.discover()).await
+    }
+
+    /// `path` (starting with `/v2/`) on this registry.
+    pub(crate) async fn url(&self, path: &str) -> Result<Url> {
+        self.base().await?.join(path).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidReference,
+                format!("cannot build a URL for {path:?} on {}: {e}", self.host),
+            )
+        })
+    }
+
+    /// Resolve a `Location` (or `Link`) the registry sent, relative to `base_url`.
+    pub(crate) fn resolve(&self, base_url: &Url, location: &str) -> Result<Url> {
+        base_url.join(location).map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("{} sent an unusable location {location:?}: {e}", self.host),
+            )
+        })
+    }
+
+    /// https first; with `tls_verify = false`, plain http when https does not work (skopeo's
+    /// `--tls-verify=false`). The ping also learns which authentication the registry wants.
+    async fn discover(&self) -> Result<Url> {
+        let https = self.root_url("https")?;
+        if self.options.tls_verify {
+            self.ping(&https, true).await?;
+            return Ok(https);
+        }
+        match self.ping(&https, false).await {
+            Ok(()) => Ok(https),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Tls | ErrorKind::Network | ErrorKind::Timeout
+                ) =>
+            {
+                let http = self.root_url("http")?;
+                self.ping(&http, true).await.map_err(|plain| {
+                    plain.context(format!(
+                        "https failed ({}), and so did plain http",
+                        e.message()
+                    ))
+                })?;
+                Ok(http)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn root_url(&self, scheme: &str) -> Result<Url> {
+        Url::parse(&format!("{scheme}://{}/", self.api_host)).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("registry host {:?} is not a valid host: {e}", self.host),
+            )
+        })
+    }
+
+    /// `GET /v2/`: is this a registry, and which challenge does it send?
+    async fn ping(&self, root: &Url, retry: bool) -> Result<()> {
+        let url = root.join("/v2/").expect("a fixed path joins any base");
+        let what = format!("GET {}", display_url(&url));
+        let mut retries = 0;
+        loop {
+            let sent = self.timed(self.http.get(url.clone()).send()).await;
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if retry
+                        && is_retryable_status(status)
+                        && let Some(wait) = self.retry_wait(retries, &resp)
+                    {
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    if status == StatusCode::UNAUTHORIZED {
+                        self.auth.learn(resp.headers());
+                    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        return Err(error_for_status(resp, &what).await);
+                    }
+                    return Ok(());
+                }
+                Err(Failed { error: e, .. }) => {
+                    if retry
+                        && e.kind() != ErrorKind::Tls
+                        && retries < self.options.retry.max_retries
+                    {
+                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
+                        retries += 1;
+                        continue;
+                    }
+                    return Err(e.context(what));
+                }
+            }
+        }
+    }
+
+    /// Run a request future under the stall timeout (nothing back for that long is a timeout).
+    pub(crate) async fn timed(
+        &self,
+        fut: impl Future<Output = reqwest::Result<Response>>,
+    ) -> Result<Response, Failed> {
+        match tokio::time::timeout(self.options.stall_timeout, fut).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Failed {
+                unsent: e.is_connect(),
+                error: map_reqwest_error(e, &self.host),
+            }),
+            Err(_) => Err(Failed {
+                unsent: false,
+                error: Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{} did not answer within {:?}",
+                        self.host, self.options.stall_timeout
+                    ),
+                ),
+            }),
+        }
+    }
+
+    /// How long to wait before retry number `retries` after `resp`, or `None` to give up.
+    fn retry_wait(&self, retries: u32, resp: &Response) -> Option<Duration> {
+        if retries >= self.options.retry.max_retries {
+            return None;
+        }
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
+        self.options.retry.delay_for(retries, retry_after)
+    }
+
+    /// Send a call: authorize it, retry what may be retried, re-authorize once on 401, follow
+    /// redirects when asked. Returns the final response whatever its status.
+    pub(crate) async fn send(&self, call: Call<'_>) -> Result<Response> {
+        let base = self.base().await?.clone();
+        let mut url = call.url.clone();
+        let mut retries = 0u32;
+        let mut reauthorized = false;
+        let mut redirects = 0usize;
+        loop {
+            // Our credentials and tokens go to the registry only, never to a redirect target
+            // such as object storage.
+            let ours = url.origin() == base.origin();
+            let authorization = if ours {
+                self.auth.authorization(self, call.scopes).await?
+            } else {
+                None
+            };
+            let mut request = self
+                .http
+                .request(call.method.clone(), url.clone())
+                .headers(call.headers.clone());
+            if let Some(value) = &authorization {
+                request = request.header(AUTHORIZATION, value.clone());
+            }
+            if !call.body.is_empty()
+                || matches!(call.method, Method::PUT | Method::POST | Method::PATCH)
+            {
+                request = request.body(call.body.clone());
+            }
+            let what = format!("{} {}", call.method, display_url(&url));
+            let resp = match self.timed(request.send()).await {
+                Ok(resp) => resp,
+                Err(Failed { error: e, unsent }) => {
+                    if e.kind() != ErrorKind::Tls
+                        && (call.retry || unsent)
+                        && retries < self.options.retry.max_retries
+                    {
+                        tracing::debug!(target: "regmirror::http", "{what}: {e}; retrying");
+                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
+                        retries += 1;
+                        continue;
+                    }
+                    return Err(e.context(what));
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && ours && !reauthorized {
+                reauthorized = true;
+                if self
+                    .auth
+                    .reauthorize(self, resp.headers(), call.scopes, authorization.is_some())
+                    .await?
+                {
+                    continue;
+                }
+            }
+            // 429 and 503 mean the request was not processed, so even a POST may go again.
+            let unprocessed = status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE;
+            if is_retryable_status(status)
+                && (call.retry || unprocessed)
+                && let Some(wait) = self.retry_wait(retries, &resp)
+            {
+                tracing::debug!(target: "regmirror::http", "{what}: {status}; retrying in {wait:?}");
+                retries += 1;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            if status.is_redirection() && call.follow_redirects {
+                let Some(location) = resp.headers().get(LOCATION) else {
+                    return Ok(resp);
+                };
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(Error::new(
+                        ErrorKind::Network,
+                        format!("{what}: more than {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                let location = location.to_str().map_err(|_| {
+                    Error::new(ErrorKind::Network, format!("{what}: unreadable redirect"))
+                })?;
+                url = self.resolve(&url, location)?;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// `resp` if its status is one of `ok`, else the error it stands for.
+    pub(crate) async fn expect(
+        &self,
+        resp: Response,
+        ok: &[StatusCode],
+        what: &str,
+    ) -> Result<Response> {
+        if ok.contains(&resp.status()) {
+            Ok(resp)
+        } else {
+            Err(error_for_status(resp, what).await)
+        }
+    }
+
+    /// Read a whole (small) body, refusing it as soon as it grows past `limit` bytes.
+    pub(crate) async fn read_limited(
+        &self,
+        resp: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes> {
+        let too_big = || {
+            Error::new(
+                ErrorKind::InvalidManifest,
+                format!("{what}: the response is larger than the {limit}-byte limit"),
+            )
+        };
+        if resp.content_length().is_some_and(|len| len > limit as u64) {
+            return Err(too_big());
+        }
+        let mut body = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(self.options.stall_timeout, stream.next())
+                .await
+                .map_err(|_| self.stalled(what))?;
+            match next {
+                None => return Ok(body.freeze()),
+                Some(Err(e)) => return Err(map_reqwest_error(e, &self.host).context(what)),
+                Some(Ok(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_big());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    fn stalled(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{what}: no data from {} for {:?}",
+                self.host, self.options.stall_timeout
+            ),
+        )
+    }
+
+    /// A response body as a blob stream that fails with `Timeout` when it stalls and keeps
+    /// `permit` (this request's slot under the per-host cap) until it is dropped.
+    pub(crate) fn body_stream(
+        &self,
+        resp: Response,
+        permit: OwnedSemaphorePermit,
+        what: String,
+    ) -> BlobStream {
+        let stall = self.options.stall_timeout;
+        let host = self.host.clone();
+        let inner = resp.bytes_stream();
+        let state = (inner, permit, false);
+        Box::pin(futures::stream::unfold(
+            state,
+            move |(mut inner, permit, done)| {
+                let what = what.clone();
+                let host = host.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    match tokio::time::timeout(stall, inner.next()).await {
+                        Err(_) => Some((
+                            Err(Error::new(
+                                ErrorKind::Timeout,
+                                format!("{what}: no data from {host} for {stall:?}"),
+                            )),
+                            (inner, permit, true),
+                        )),
+                        Ok(None) => None,
+                        Ok(Some(Err(e))) => Some((
+                            Err(map_reqwest_error(e, &host).context(&what)),
+                            (inner, permit, true),
+                        )),
+                        Ok(Some(Ok(bytes))) => Some((Ok(bytes), (inner, permit, false))),
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// A URL fit for messages and logs: no query string (upload states, signed redirect URLs).
+pub(crate) fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
+}
+
+/// The `{"errors":[{"code","message"}]}` body of a registry error (distribution spec), or the
+/// `details`/`error` field token services use.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+    details: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// The registry's error codes and messages from an error body, joined for a message.
+pub(crate) fn parse_error_body(body: &[u8]) -> (Vec<String>, String) {
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        return (Vec::new(), String::new());
+    };
+    let codes: Vec<String> = parsed
+        .errors
+        .iter()
+        .filter_map(|e| e.code.clone())
+        .collect();
+    let mut parts: Vec<String> = parsed
+        .errors
+        .iter()
+        .map(|e| match (&e.code, &e.message) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => String::new(),
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    parts.extend(parsed.details);
+    parts.extend(parsed.error);
+    let mut text = parts.join("; ");
+    if text.len() > 500 {
+        let mut end = 500;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    (codes, text.replace(['\n', '\r'], " "))
+}
+
+/// The error kind an HTTP status stands for, refined by the registry's error codes.
+pub(crate) fn kind_for_status(status: StatusCode, codes: &[String]) -> ErrorKind {
+    let has = |code: &str| codes.iter().any(|c| c == code);
+    match status.as_u16() {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        408 => ErrorKind::Timeout,
+        409 => ErrorKind::Conflict,
+        429 => ErrorKind::RateLimited,
+        400 if has("DIGEST_INVALID") || has("SIZE_INVALID") => ErrorKind::DigestMismatch,
+        400 if has("NAME_INVALID") || has("TAG_INVALID") => ErrorKind::InvalidReference,
+        400 | 413 | 415 => ErrorKind::InvalidManifest,
+        405 | 501 => ErrorKind::Unsupported,
+        504 => ErrorKind::Timeout,
+        500..=599 => ErrorKind::Network,
+        _ if status.is_client_error() => ErrorKind::Unsupported,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The error a non-success response stands for, with the registry's error codes and messages.
+pub(crate) async fn error_for_status(resp: Response, what: &str) -> Error {
+    let status = resp.status();
+    let mut body = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    // A short read: the body is only decoration for the message.
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+    {
+        let room = MAX_ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let (codes, text) = parse_error_body(&body);
+    let kind = kind_for_status(status, &codes);
+    let mut message = format!("{what}: {status}");
+    if !text.is_empty() {
+        message.push_str(": ");
+        message.push_str(&text);
+    }
+    Error::new(kind, message)
+}
+
+/// Map a transport error: TLS failures, timeouts, connection problems. The URL (which may carry
+/// upload state or a signed query) is left out.
+pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
+    let e = e.without_url();
+    let mut chain = Vec::new();
+    let mut tls = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !chain.iter().any(|seen: &String| seen.contains(&text)) {
+            chain.push(text);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(rustls) = inner.downcast_ref::<rustls::Error>()
+        {
+            tls = Some(rustls.to_string());
+        }
+        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
+            tls = Some(rustls.to_string());
+        }
+        source = err.source();
+    }
+    let detail = chain.join(": ");
+    let (kind, message) = if let Some(tls) = tls {
+        (
+            ErrorKind::Tls,
+            format!("TLS with {host} failed: {tls} (set a CA bundle, or tls_verify = false)"),
+        )
+    } else if e.is_timeout() {
+        (ErrorKind::Timeout, format!("{host} timed out: {detail}"))
+    } else if e.is_connect() {
+        (
+            ErrorKind::Network,
+            format!("cannot connect to {host}: {detail}"),
+        )
+    } else {
+        (ErrorKind::Network, format!("talking to {host}: {detail}"))
+    };
+    Error::new(kind, message).with_source(e)
+}
+
+/// A request that got no response.
+pub(crate) struct Failed {
+    pub error: Error,
+    /// It failed while connecting, so the server never saw it and repeating it is always safe.
+    pub unsent: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let none: &[String] = &[];
+        let k = |code: u16| kind_for_status(StatusCode::from_u16(code).unwrap(), none);
+        assert_eq!(k(401), ErrorKind::Unauthorized);
+        assert_eq!(k(403), ErrorKind::Forbidden);
+        assert_eq!(k(404), ErrorKind::NotFound);
+        assert_eq!(k(429), ErrorKind::RateLimited);
+        assert_eq!(k(503), ErrorKind::Network);
+        assert_eq!(k(405), ErrorKind::Unsupported);
+        let digest = ["DIGEST_INVALID".to_owned()];
+        assert_eq!(
+            kind_for_status(StatusCode::BAD_REQUEST, &digest),
+            ErrorKind::DigestMismatch
+        );
+        let manifest = ["MANIFEST_BLOB_UNKNOWN".to_owned()];
+        assert_eq!(
+            kind_for_status(StatusCode::BAD_REQUEST, &manifest),
+            ErrorKind::InvalidManifest
+        );
+    }
+
+    #[test]
+    fn registry_error_bodies_become_messages() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}},
+            {"code":"NAME_UNKNOWN","message":"repository name not known\nto registry"}]}"#;
+        let (codes, text) = parse_error_body(body);
+        assert_eq!(codes, ["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]);
+        assert_eq!(
+            text,
+            "MANIFEST_UNKNOWN: manifest unknown; NAME_UNKNOWN: repository name not known to registry"
+        );
+        let (_, text) = parse_error_body(br#"{"details":"incorrect username or password"}"#);
+        assert_eq!(text, "incorrect username or password");
+        assert_eq!(parse_error_body(b"<html>oops</html>").1, "");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_query() {
+        let url = Url::parse("https://u:p@s3.example/bucket/blob?X-Amz-Signature=secret&_state=s")
+            .unwrap();
+        let shown = display_url(&url);
+        assert_eq!(shown, "https://s3.example/bucket/blob");
+    }
+}

@@ -1,0 +1,477 @@
+//! An OCI distribution client: [`HttpRegistry`] reads from and writes to any registry that
+//! speaks the distribution API (Quay, Docker Hub, GHCR, Harbor, ECR, CNCF distribution).
+//!
+//! One value serves one registry host: one connection pool, one token cache, one cap on
+//! concurrent requests. It is cheap to clone.
+//!
+//! ```no_run
+//! # async fn demo() -> regmirror::Result<()> {
+//! use regmirror::SourceRegistry;
+//! use regmirror::registry::http::{HttpOptions, HttpRegistry};
+//!
+//! let quay = HttpRegistry::new("quay.io", HttpOptions::default())?;
+//! let tags = SourceRegistry::list_tags(&quay, "coreos/etcd").await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod blobs;
+mod client;
+mod docker_config;
+mod manifests;
+mod retry;
+mod tags;
+mod upload;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use retry::RetryPolicy;
+
+use self::auth::{pull_scope, push_scope};
+use self::client::Client;
+use crate::config::{Credentials, ProxyConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::{Digest, validate_repository};
+use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRegistry};
+
+/// How to reach one registry. Every field has a sensible default.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// Username and password (or token). Explicit credentials win over the docker config.
+    pub credentials: Option<Credentials>,
+    /// Verify the registry's certificate (default). `false` skips verification *and* permits
+    /// plain HTTP when the TLS handshake fails: skopeo's meaning of `--tls-verify=false`.
+    pub tls_verify: bool,
+    /// Extra PEM CA bundles to trust, or directories of `*.crt` files (docker's `certs.d`).
+    pub ca_certs: Vec<PathBuf>,
+    /// Proxies for reaching the registry. All unset: the usual `*_proxy` environment variables.
+    pub proxy: ProxyConfig,
+    /// At most this many requests in flight to this registry at once.
+    pub max_concurrent_requests: usize,
+    /// Connecting (TCP and TLS) may take at most this long.
+    pub connect_timeout: Duration,
+    /// No bytes moving for this long fails a request with `Timeout`.
+    pub stall_timeout: Duration,
+    /// Look up credentials as docker and podman store them (`$REGISTRY_AUTH_FILE`,
+    /// `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG` or `~/.docker/config.json`,
+    /// credential helpers) when none are given.
+    pub docker_config: bool,
+    /// The `User-Agent` header.
+    pub user_agent: String,
+    /// Retries of requests that are safe to repeat (connection errors, 5xx, 429).
+    pub retry: RetryPolicy,
+    /// Tags asked for per page when listing (`n`); registries may send fewer.
+    pub tags_page_size: usize,
+    /// Upload blobs in `PATCH` chunks of this size instead of one streamed `PUT`. Chunks are
+    /// used anyway when a registry asks for them (`OCI-Chunk-Min-Length`).
+    pub upload_chunk_size: Option<usize>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            credentials: None,
+            tls_verify: true,
+            ca_certs: Vec::new(),
+            proxy: ProxyConfig::default(),
+            max_concurrent_requests: 8,
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            docker_config: true,
+            user_agent: format!("regmirror/{}", env!("CARGO_PKG_VERSION")),
+            retry: RetryPolicy::default(),
+            tags_page_size: 1000,
+            upload_chunk_size: None,
+        }
+    }
+}
+
+impl fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("credentials", &self.credentials)
+            .field("tls_verify", &self.tls_verify)
+            .field("ca_certs", &self.ca_certs)
+            .field("proxy", &self.proxy)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("docker_config", &self.docker_config)
+            .field("user_agent", &self.user_agent)
+            .field("retry", &self.retry)
+            .field("tags_page_size", &self.tags_page_size)
+            .field("upload_chunk_size", &self.upload_chunk_size)
+            .finish()
+    }
+}
+
+/// A registry reached over the OCI distribution API; implements [`SourceRegistry`] and
+/// [`DestRegistry`]. Cheap to clone; `Debug` never shows credentials or tokens.
+#[derive(Clone)]
+pub struct HttpRegistry {
+    client: Arc<Client>,
+}
+
+impl fmt::Debug for HttpRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRegistry")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl HttpRegistry {
+    /// A client for registry `host` (`quay.io`, `127.0.0.1:5000`, `docker.io`), no scheme.
+    /// Nothing is contacted until the first request; invalid settings (a CA file that does not
+    /// exist, a malformed proxy) fail here.
+    pub fn new(host: &str, options: HttpOptions) -> Result<Self> {
+        check_host(host)?;
+        let api_host = match host {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            other => other,
+        };
+        let http = build_http(host, &options)?;
+        Ok(HttpRegistry {
+            client: Arc::new(Client::new(
+                host.to_owned(),
+                api_host.to_owned(),
+                http,
+                options,
+            )),
+        })
+    }
+
+    /// The registry host as given to [`HttpRegistry::new`].
+    pub fn host(&self) -> &str {
+        &self.client.host
+    }
+}
+
+fn check_host(host: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("registry host {host:?} is not valid: {why} (expected host[:port])"),
+        ))
+    };
+    if host.is_empty() {
+        return bad("it is empty");
+    }
+    if host.contains("://") {
+        return bad("it has a scheme");
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
+        return bad("it has a path, user or query");
+    }
+    match url::Url::parse(&format!("https://{host}/")) {
+        Ok(url) if url.host_str().is_some() => Ok(()),
+        Ok(_) => bad("it has no host"),
+        Err(e) => bad(&e.to_string()),
+    }
+}
+
+/// The reqwest client for one registry: TLS trust, proxies, timeouts, no automatic redirects
+/// (they are followed by hand, so credentials never leave the registry's origin).
+fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
+    let invalid = |what: String| Error::new(ErrorKind::InvalidConfig, what);
+    let mut builder = reqwest::Client::builder()
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(options.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90));
+    if !options.tls_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    let mut certs = Vec::new();
+    for path in &options.ca_certs {
+        for file in ca_files(path)? {
+            let pem = std::fs::read(&file)
+                .map_err(|e| invalid(format!("cannot read CA bundle {}: {e}", file.display())))?;
+            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                invalid(format!(
+                    "CA bundle {} is not valid PEM: {e}",
+                    file.display()
+                ))
+            })?;
+            if found.is_empty() {
+                return Err(invalid(format!(
+                    "CA bundle {} holds no certificate",
+                    file.display()
+                )));
+            }
+            certs.extend(found);
+        }
+    }
+    if !certs.is_empty() {
+        builder = builder.tls_certs_merge(certs);
+    }
+    let proxy = &options.proxy;
+    if proxy.http_proxy.is_some() || proxy.https_proxy.is_some() {
+        // Explicit proxies replace the environment's.
+        builder = builder.no_proxy();
+        let no_proxy = proxy
+            .no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string);
+        let make = |field: &str, url: &str, scheme_http: bool| {
+            let made = if scheme_http {
+                reqwest::Proxy::http(url)
+            } else {
+                reqwest::Proxy::https(url)
+            };
+            // The URL may hold proxy credentials: name the field, not the value.
+            made.map(|p| p.no_proxy(no_proxy.clone()))
+                .map_err(|e| invalid(format!("{field} for {host} is not a valid proxy URL: {e}")))
+        };
+        if let Some(url) = &proxy.http_proxy {
+            builder = builder.proxy(make("http_proxy", url, true)?);
+        }
+        if let Some(url) = &proxy.https_proxy {
+            builder = builder.proxy(make("https_proxy", url, false)?);
+        }
+    }
+    builder.build().map_err(|e| {
+        invalid(format!(
+            "cannot set up an HTTP client for {host}: {}",
+            e.without_url()
+        ))
+    })
+}
+
+/// A CA path: a PEM file, or a directory whose `*.crt` files are CA certificates.
+fn ca_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!("cannot read CA directory {}: {e}", path.display()),
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "crt"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn check_repo(repo: &str) -> Result<()> {
+    validate_repository(repo)
+}
+
+#[async_trait]
+impl SourceRegistry for HttpRegistry {
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client.list_tags(repo).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("repository {repo} not found on {}", self.client.host),
+            )
+        })
+    }
+
+    async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .head_manifest(repo, reference, &[pull_scope(repo)])
+            .await
+    }
+
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .get_manifest(repo, reference, &[pull_scope(repo)])
+            .await
+    }
+
+    async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
+        check_repo(repo)?;
+        let permit = self.client.permit().await;
+        self.client
+            .get_blob(repo, digest, &[pull_scope(repo)], permit)
+            .await
+    }
+}
+
+/// Destination operations ask for push access from the start, so one token serves a whole
+/// repository's copy.
+#[async_trait]
+impl DestRegistry for HttpRegistry {
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        Ok(self.client.list_tags(repo).await?.unwrap_or_default())
+    }
+
+    async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .head_manifest(repo, reference, &[push_scope(repo)])
+            .await
+    }
+
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .get_manifest(repo, reference, &[push_scope(repo)])
+            .await
+    }
+
+    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .has_blob(repo, digest, &[push_scope(repo)])
+            .await
+    }
+
+    async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+        check_repo(repo)?;
+        check_repo(from)?;
+        let _permit = self.client.permit().await;
+        self.client.mount_blob(repo, digest, from).await
+    }
+
+    /// Streams `data` to the registry without holding it in memory (blobs up to 1 MiB are
+    /// checked before sending, so their upload can be retried). An error of a temporary kind
+    /// ([`ErrorKind::is_temporary`]) means the upload was abandoned cleanly: open the source
+    /// stream again and call this again, which starts a new upload session.
+    async fn push_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        data: BlobStream,
+    ) -> Result<()> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client.push_blob(repo, digest, size, data).await
+    }
+
+    async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<Digest> {
+        check_repo(repo)?;
+        let _permit = self.client.permit().await;
+        self.client
+            .put_manifest(repo, reference, manifest, &[push_scope(repo)])
+            .await
+    }
+
+    /// Deleting a tag that does not exist succeeds.
+    async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
+        check_repo(repo)?;
+        crate::reference::validate_tag(tag)?;
+        let _permit = self.client.permit().await;
+        self.client.delete_tag(repo, tag).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_checked() {
+        for good in [
+            "quay.io",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "localhost",
+            "docker.io",
+        ] {
+            assert!(
+                HttpRegistry::new(good, HttpOptions::default()).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "",
+            "https://quay.io",
+            "quay.io/ns",
+            "user@quay.io",
+            "a b",
+            "quay.io:x",
+        ] {
+            let e = HttpRegistry::new(bad, HttpOptions::default()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_io_means_registry_1() {
+        let r = HttpRegistry::new("docker.io", HttpOptions::default()).unwrap();
+        assert_eq!(r.host(), "docker.io");
+        assert_eq!(r.client.api_host, "registry-1.docker.io");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let options = HttpOptions {
+            credentials: Some(Credentials::new("robot", "pa55-w0rd")),
+            proxy: ProxyConfig {
+                https_proxy: Some("http://proxyuser:proxy-secret@127.0.0.1:3128".into()),
+                ..ProxyConfig::default()
+            },
+            ..HttpOptions::default()
+        };
+        let r = HttpRegistry::new("127.0.0.1:5000", options.clone()).unwrap();
+        for shown in [format!("{r:?}"), format!("{options:?}"), format!("{r:#?}")] {
+            assert!(shown.contains("robot"), "{shown}");
+            assert!(!shown.contains("pa55-w0rd"), "{shown}");
+            assert!(!shown.contains("proxy-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn bad_ca_and_proxy_settings_fail_early_and_name_the_problem() {
+        let options = HttpOptions {
+            ca_certs: vec![PathBuf::from("/nonexistent/ca.pem")],
+            ..HttpOptions::default()
+        };
+        let e = HttpRegistry::new("quay.io", options).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().contains("/nonexistent/ca.pem"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.crt");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let options = HttpOptions {
+            ca_certs: vec![dir.path().to_owned()],
+            ..HttpOptions::default()
+        };
+        let e = HttpRegistry::new("quay.io", options).unwrap_err();
+        assert!(e.message().contains("junk.crt"), "{e}");
+
+        let options = HttpOptions {
+            proxy: ProxyConfig {
+                http_proxy: Some("::not a url with secret::".into()),
+                ..ProxyConfig::default()
+            },
+            ..HttpOptions::default()
+        };
+        let e = HttpRegistry::new("quay.io", options).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().contains("http_proxy"), "{e}");
+        assert!(!e.message().contains("secret"), "{e}");
+    }
+}
