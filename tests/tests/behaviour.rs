@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::registry::memory::{Fault as MemoryFault, MemoryRegistry};
 use regmirror::registry::{BlobStream, LayoutRegistry, Manifest};
 use regmirror::{DestRegistry, Digest, ErrorKind, SourceRegistry};
 use regmirror_tests::image::images_sharing_layers;
-use regmirror_tests::{Blob, Flavor, Image, Index};
+use regmirror_tests::{Blob, Flavor, Image, Index, Registry};
 
 /// Makes the stored copy of a blob in a repository differ from its digest.
 type Corrupter = Box<dyn Fn(&str, &Digest) + Send + Sync>;
@@ -68,6 +69,28 @@ impl Backend {
                 flip_file(&root.join(repo).join("blobs/sha256").join(digest.hex()))
             }),
             _keep: Box::new(dir),
+        }
+    }
+
+    /// A real distribution registry over plain HTTP, through the HTTP client.
+    fn http() -> Backend {
+        let registry = Arc::new(Registry::start());
+        let options = HttpOptions {
+            tls_verify: false,
+            docker_config: false,
+            tags_page_size: 100,
+            ..HttpOptions::default()
+        };
+        let client = HttpRegistry::new(&registry.host(), options).unwrap();
+        let (dest, source) = Backend::of(client);
+        let handle = Arc::clone(&registry);
+        Backend {
+            dest,
+            source,
+            mounts: true,
+            sparse_index: false,
+            corrupt: Box::new(move |_repo, digest| handle.corrupt_blob(digest)),
+            _keep: Box::new(registry),
         }
     }
 
@@ -536,6 +559,12 @@ macro_rules! suite {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(&super::Backend::layout_root()).await;
+            })*
+        }
+        mod http {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::http()).await;
             })*
         }
         mod memory {

@@ -149,6 +149,16 @@ impl Client {
         manifest: &Manifest,
         scopes: &[String],
     ) -> Result<Digest> {
+        let actual = Digest::of(&manifest.bytes);
+        if actual != manifest.digest {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "manifest labelled {} hashes to {actual}; refusing to push it",
+                    manifest.digest
+                ),
+            ));
+        }
         if let Some(digest) = check_reference(reference)?
             && digest != manifest.digest
         {

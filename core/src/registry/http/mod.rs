@@ -377,7 +377,6 @@ impl DestRegistry for HttpRegistry {
             .await
     }
 
-    /// Deleting a tag that does not exist succeeds.
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
         check_repo(repo)?;
         crate::reference::validate_tag(tag)?;

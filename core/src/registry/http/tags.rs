@@ -131,7 +131,7 @@ impl Client {
         }
     }
 
-    /// Remove tag `tag` of `repo` and nothing else. An absent tag is not an error.
+    /// Remove tag `tag` of `repo` and nothing else; `NotFound` if there is no such tag.
     ///
     /// A registry that supports `DELETE` by tag does it. Distribution 2.8 and others can only
     /// delete a manifest by digest, which also removes every other tag on that manifest; for
@@ -140,7 +140,10 @@ impl Client {
         let scopes = [push_scope(repo)];
         let what = format!("delete tag {repo}:{tag}");
         let Some(original) = self.head_manifest(repo, tag, &scopes).await? else {
-            return Ok(());
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{what}: there is no such tag"),
+            ));
         };
         let url = self.url(&format!("/v2/{repo}/manifests/{tag}")).await?;
         let resp = self
