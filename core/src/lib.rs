@@ -9,6 +9,7 @@
 //! ```
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod notify;
 pub mod pattern;
@@ -19,6 +20,7 @@ pub mod state;
 pub mod status;
 
 pub use config::{Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode};
+pub use engine::{Mirror, SyncOptions, SyncReport};
 pub use error::{Error, ErrorKind, Result};
 pub use notify::{EventKind, MirrorEvent, Notifier};
 pub use pattern::TagFilter;

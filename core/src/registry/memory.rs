@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +33,8 @@ pub enum Fault {
     UnreadableBlob(Digest),
     /// This blob is served with one byte flipped, so it no longer matches its digest.
     CorruptBlob(Digest),
+    /// Reading this blob yields nothing until the fault is healed (a stalled connection).
+    StallBlob(Digest),
     /// Pushing a manifest to this repository under `reference` (tag or digest) fails with `Network`.
     PushManifest { repo: String, reference: String },
     /// Deleting this tag fails with `Network`.
@@ -277,6 +280,43 @@ impl MemoryRegistry {
         })
     }
 
+    /// The blob's bytes from `repo`, corrupted if a fault says so, in chunks.
+    fn serve_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
+        let inner = self.lock();
+        let linked = inner
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.contains(digest));
+        let bytes = match inner.blobs.get(digest) {
+            Some(b) if linked => b.clone(),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("blob {digest} not found in {repo}"),
+                ));
+            }
+        };
+        let bytes = if inner.faults.contains(&Fault::CorruptBlob(digest.clone())) {
+            let mut v = bytes.to_vec();
+            if let Some(last) = v.last_mut() {
+                *last ^= 0xff;
+            }
+            Bytes::from(v)
+        } else {
+            bytes
+        };
+        let chunks: Vec<Result<Bytes>> = (0..bytes.len())
+            .step_by(CHUNK)
+            .map(|start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))))
+            .collect();
+        Ok(futures::stream::iter(chunks).boxed())
+    }
+
+    /// The manifest `reference` (tag or digest) of `repo`, if present.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<Manifest> {
+        Self::resolve(&self.lock(), repo, reference)
+    }
+
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let inner = self.lock();
         if inner.faults.contains(&Fault::ListTags {
@@ -313,41 +353,32 @@ impl SourceRegistry for MemoryRegistry {
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let mut inner = self.lock();
-        *inner.counters.blob_reads.entry(digest.clone()).or_default() += 1;
-        if inner
-            .faults
-            .contains(&Fault::UnreadableBlob(digest.clone()))
-        {
-            return Err(injected(format!("reading blob {digest}")));
+        let stalled = {
+            let mut inner = self.lock();
+            *inner.counters.blob_reads.entry(digest.clone()).or_default() += 1;
+            if inner
+                .faults
+                .contains(&Fault::UnreadableBlob(digest.clone()))
+            {
+                return Err(injected(format!("reading blob {digest}")));
+            }
+            inner.faults.contains(&Fault::StallBlob(digest.clone()))
+        };
+        if !stalled {
+            return self.serve_blob(repo, digest);
         }
-        let linked = inner
-            .repos
-            .get(repo)
-            .is_some_and(|r| r.blobs.contains(digest));
-        let bytes = match inner.blobs.get(digest) {
-            Some(b) if linked => b.clone(),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("blob {digest} not found in {repo}"),
-                ));
+        let (reg, repo, digest) = (self.clone(), repo.to_owned(), digest.clone());
+        let resumed = async move {
+            let fault = Fault::StallBlob(digest.clone());
+            while reg.lock().faults.contains(&fault) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            match reg.serve_blob(&repo, &digest) {
+                Ok(stream) => stream,
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
             }
         };
-        let bytes = if inner.faults.contains(&Fault::CorruptBlob(digest.clone())) {
-            let mut v = bytes.to_vec();
-            if let Some(last) = v.last_mut() {
-                *last ^= 0xff;
-            }
-            Bytes::from(v)
-        } else {
-            bytes
-        };
-        let chunks: Vec<Result<Bytes>> = (0..bytes.len())
-            .step_by(CHUNK)
-            .map(|start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))))
-            .collect();
-        Ok(futures::stream::iter(chunks).boxed())
+        Ok(futures::stream::once(resumed).flatten().boxed())
     }
 }
 

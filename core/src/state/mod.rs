@@ -99,6 +99,8 @@ pub enum LogKind {
     TagSynced,
     TagFailed,
     TagDeleted,
+    /// A rollback put a tag back at its pre-run digest (a created tag's removal is `TagDeleted`).
+    TagRestored,
     SyncSucceeded,
     SyncFailed,
     SyncCancelled,

@@ -1,0 +1,550 @@
+//! Staging (SEMANTICS.md §3 step 4, §4): copying each tag's blobs and child manifests into the
+//! destination by digest, before any tag moves.
+//!
+//! All tags are staged at once, sharing the run's one bounded pool. Each blob and each manifest
+//! is handled at most once per run, however many tags share it. For each blob: HEAD the
+//! destination; else mount it from another destination repository known to hold it; else
+//! stream it from the source to the destination, verifying size and sha256 on the fly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, join_all, try_join_all};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use sha2::{Digest as _, Sha256};
+
+use super::plan::{Action, Plan};
+use super::progress::{BlobTransfer, Progress, ProgressEvent};
+use super::run::{Run, cell, lock};
+use crate::config::PlatformIndexMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::registry::manifest::{ManifestKind, Reference, media_types};
+use crate::registry::{BlobStream, Manifest};
+
+/// Annotation on a rewritten index: the digest of the source index it was made from.
+pub(crate) const SOURCE_DIGEST_ANNOTATION: &str = "io.regmirror.source.digest";
+/// Annotation on a rewritten index: the architectures it was filtered to.
+pub(crate) const ARCHITECTURES_ANNOTATION: &str = "io.regmirror.architectures";
+/// Config blobs larger than this are refused when read to learn an image's architecture.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Progress reports a streaming blob about this often.
+const PROGRESS_EVERY: u64 = 1 << 20;
+/// The known-blob index forgets everything beyond this many entries (it is only a hint).
+const MAX_KNOWN_BLOBS: usize = 200_000;
+
+/// Which destination repository was last seen holding each blob: where to mount from.
+/// Shared by every run of one `Mirror`.
+#[derive(Debug, Default)]
+pub(crate) struct KnownBlobs(Mutex<HashMap<Digest, String>>);
+
+impl KnownBlobs {
+    fn note(&self, digest: &Digest, repo: &str) {
+        let mut map = lock(&self.0);
+        if map.len() >= MAX_KNOWN_BLOBS {
+            map.clear();
+        }
+        map.insert(digest.clone(), repo.to_owned());
+    }
+
+    fn elsewhere(&self, digest: &Digest, repo: &str) -> Option<String> {
+        lock(&self.0).get(digest).filter(|r| *r != repo).cloned()
+    }
+}
+
+/// A tag's content, staged and ready to be published.
+#[derive(Debug, Clone)]
+pub(crate) enum Staged {
+    /// Push `manifest` under the tag. Its digest differs from `source_digest` only for a
+    /// rewritten index.
+    Ready {
+        manifest: Manifest,
+        source_digest: Digest,
+    },
+    /// A single-platform image the architecture filter excludes: a success with nothing to do.
+    Skipped { reason: String },
+}
+
+/// The sorted comma-joined architectures, as recorded on rewritten indexes.
+pub(crate) fn architectures_label(architectures: &[String]) -> String {
+    let mut a = architectures.to_vec();
+    a.sort();
+    a.join(",")
+}
+
+impl Run {
+    /// Stage every tag the plan copies, concurrently. The result maps each such tag to its
+    /// outcome.
+    pub(crate) async fn stage_all(
+        self: &Arc<Self>,
+        plan: &Plan,
+    ) -> BTreeMap<String, Result<Staged>> {
+        let work = plan.tags.iter().filter_map(|(tag, action)| match action {
+            Action::Copy(digest) => Some((tag.clone(), digest.clone())),
+            _ => None,
+        });
+        let tasks = work.map(|(tag, digest)| {
+            let run = Arc::clone(self);
+            let name = tag.clone();
+            // Each tag on its own task, so hashing of different blobs uses every core.
+            let task = tokio::spawn(async move {
+                run.progress.emit(ProgressEvent::TagStarted { tag: name });
+                run.stage_top(&digest).await
+            });
+            task.map(move |joined| {
+                let staged = joined.unwrap_or_else(|e| {
+                    Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("staging panicked: {e}"),
+                    ))
+                });
+                (tag, staged)
+            })
+        });
+        join_all(tasks).await.into_iter().collect()
+    }
+
+    /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
+    async fn stage_top(self: &Arc<Self>, digest: &Digest) -> Result<Staged> {
+        let cell = cell(&self.tops, digest);
+        let staged = cell
+            .get_or_init(|| async { self.stage_manifest(digest).await.map_err(Into::into) })
+            .await;
+        staged.clone().map_err(Into::into)
+    }
+
+    async fn stage_manifest(self: &Arc<Self>, digest: &Digest) -> Result<Staged> {
+        let manifest = self.fetch_manifest(digest).await?;
+        let ready = |manifest: Manifest| Staged::Ready {
+            manifest,
+            source_digest: digest.clone(),
+        };
+        let architectures = &self.config.architectures;
+        match manifest.kind()? {
+            ManifestKind::Image { config, layers } => {
+                let mut preloaded = None;
+                if !architectures.is_empty() {
+                    let bytes = self.read_config(&config).await?;
+                    let arch = image_architecture(&bytes, &config.digest)?;
+                    if !architectures.contains(&arch) {
+                        return Ok(Staged::Skipped {
+                            reason: format!(
+                                "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
+                            ),
+                        });
+                    }
+                    preloaded = Some(bytes);
+                }
+                self.stage_image_content(&config, &layers, preloaded)
+                    .await?;
+                self.push_by_digest(&manifest).await?;
+                Ok(ready(manifest))
+            }
+            ManifestKind::Index { manifests } => {
+                let chosen: Vec<&Reference> = if architectures.is_empty() {
+                    manifests.iter().collect()
+                } else {
+                    manifests
+                        .iter()
+                        .filter(|c| {
+                            c.platform
+                                .as_ref()
+                                .is_some_and(|p| architectures.contains(&p.architecture))
+                        })
+                        .collect()
+                };
+                if chosen.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "index {digest} has no platform matching the architecture filter {architectures:?} (it has {})",
+                            platforms(&manifests)
+                        ),
+                    ));
+                }
+                try_join_all(chosen.iter().map(|c| self.stage_child(c))).await?;
+                if chosen.len() == manifests.len() {
+                    self.push_by_digest(&manifest).await?;
+                    return Ok(ready(manifest));
+                }
+                match self.push_by_digest(&manifest).await {
+                    Ok(()) => Ok(ready(manifest)),
+                    Err(e) if e.kind() == ErrorKind::Cancelled || self.is_aborted() => Err(e),
+                    Err(e) if self.config.platform_index == PlatformIndexMode::Rewrite => {
+                        let rewritten = rewrite_index(&manifest, &chosen, architectures)?;
+                        self.push_by_digest(&rewritten).await.map_err(|e2| {
+                            e2.context(format!(
+                                "the destination refused the sparse index ({e}) and the rewritten index"
+                            ))
+                        })?;
+                        Ok(ready(rewritten))
+                    }
+                    Err(e) => Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "the destination refused the sparse index {digest} ({} of {} platforms copied): {}; \
+                             set platform_index = rewrite to push an index of the selected platforms instead",
+                            chosen.len(),
+                            manifests.len(),
+                            e.message()
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A child manifest of an index, staged by digest once per run.
+    fn stage_child<'a>(self: &'a Arc<Self>, child: &'a Reference) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let cell = cell(&self.children, &child.digest);
+            let done = cell
+                .get_or_init(|| async { self.stage_child_once(child).await.map_err(Into::into) })
+                .await;
+            done.clone().map_err(Into::into)
+        }
+        .boxed()
+    }
+
+    async fn stage_child_once(self: &Arc<Self>, child: &Reference) -> Result<()> {
+        let digest = &child.digest;
+        let present = self
+            .unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
+            .await?;
+        if present.is_some() {
+            // The destination accepted it before, so everything it references is there.
+            return Ok(());
+        }
+        let manifest = self.fetch_manifest(digest).await?;
+        match manifest.kind()? {
+            ManifestKind::Image { config, layers } => {
+                self.stage_image_content(&config, &layers, None).await?;
+            }
+            ManifestKind::Index { manifests } => {
+                try_join_all(manifests.iter().map(|c| self.stage_child(c))).await?;
+            }
+        }
+        self.push_manifest_digest(&manifest).await
+    }
+
+    /// The source manifest `digest`, verified.
+    async fn fetch_manifest(&self, digest: &Digest) -> Result<Manifest> {
+        let manifest = self
+            .unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
+            .await?;
+        if &manifest.digest != digest {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "the source served manifest {digest} with bytes that hash to {}",
+                    manifest.digest
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Store `manifest` untagged, unless the destination already has it.
+    async fn push_by_digest(&self, manifest: &Manifest) -> Result<()> {
+        let present = self
+            .unit(
+                self.dest
+                    .head_manifest(&self.dest_repo, manifest.digest.as_str()),
+            )
+            .await?;
+        if present.is_some() {
+            return Ok(());
+        }
+        self.push_manifest_digest(manifest).await
+    }
+
+    async fn push_manifest_digest(&self, manifest: &Manifest) -> Result<()> {
+        self.unit(
+            self.dest
+                .push_manifest(&self.dest_repo, manifest.digest.as_str(), manifest),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn stage_image_content(
+        self: &Arc<Self>,
+        config: &Reference,
+        layers: &[Reference],
+        preloaded_config: Option<Bytes>,
+    ) -> Result<()> {
+        let config = self.copy_blob(config, preloaded_config);
+        let layers = layers.iter().map(|l| self.copy_blob(l, None));
+        futures::future::try_join(config, try_join_all(layers))
+            .await
+            .map(drop)
+    }
+
+    /// Read a config blob whole (it is small) to learn the image's platform, verified.
+    async fn read_config(&self, config: &Reference) -> Result<Bytes> {
+        if config.size > MAX_CONFIG_BYTES {
+            return Err(Error::new(
+                ErrorKind::InvalidManifest,
+                format!(
+                    "config blob {} is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
+                    config.digest, config.size
+                ),
+            ));
+        }
+        self.unit(async {
+            let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
+            let verified = Verified::new(stream, config, Progress::default());
+            let chunks: Vec<Bytes> = verified.try_collect().await?;
+            Ok(Bytes::from(chunks.concat()))
+        })
+        .await
+    }
+
+    /// Make `blob` present in the destination repository, once per run.
+    async fn copy_blob(self: &Arc<Self>, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
+        let cell = cell(&self.blobs, &blob.digest);
+        let done = cell
+            .get_or_init(|| async {
+                let run = Arc::clone(self);
+                let blob = blob.clone();
+                // On its own task so that hashing runs in parallel with other blobs.
+                let task =
+                    tokio::spawn(
+                        async move { run.unit(run.transfer_blob(&blob, preloaded)).await },
+                    );
+                match task.await {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(e) => Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("copying a blob panicked: {e}"),
+                    )
+                    .into()),
+                }
+            })
+            .await;
+        done.clone()
+            .map_err(|e| Error::from(e).context(format!("blob {}", blob.digest)))
+    }
+
+    async fn transfer_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
+        let digest = &blob.digest;
+        let finished = |transfer| {
+            self.progress.emit(ProgressEvent::BlobFinished {
+                digest: digest.clone(),
+                transfer,
+            });
+        };
+        if self.dest.has_blob(&self.dest_repo, digest).await? {
+            self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
+            self.known.note(digest, &self.dest_repo);
+            finished(BlobTransfer::Present);
+            return Ok(());
+        }
+        if let Some(from) = self.known.elsewhere(digest, &self.dest_repo) {
+            // A failed mount is only a missed shortcut: fall through to copying.
+            if let Ok(true) = self.dest.mount_blob(&self.dest_repo, digest, &from).await {
+                self.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
+                self.known.note(digest, &self.dest_repo);
+                finished(BlobTransfer::Mounted);
+                return Ok(());
+            }
+        }
+        let stream: BlobStream = match preloaded {
+            Some(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
+            None => self.source.get_blob(&self.src_repo, digest).await?,
+        };
+        let verified = Verified::new(stream, blob, self.progress.clone());
+        self.dest
+            .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
+            .await?;
+        self.stats.blobs_copied.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_copied
+            .fetch_add(blob.size, Ordering::Relaxed);
+        self.known.note(digest, &self.dest_repo);
+        finished(BlobTransfer::Copied);
+        Ok(())
+    }
+}
+
+/// `os/arch` of each index entry, for messages.
+fn platforms(manifests: &[Reference]) -> String {
+    let list: Vec<String> = manifests
+        .iter()
+        .map(|m| match &m.platform {
+            Some(p) => format!("{}/{}", p.os, p.architecture),
+            None => "unknown".to_owned(),
+        })
+        .collect();
+    if list.is_empty() {
+        "no entries".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// The `architecture` field of an image config.
+fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        architecture: String,
+    }
+    serde_json::from_slice::<Config>(config)
+        .map(|c| c.architecture)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidManifest,
+                format!("config blob {digest} is not a valid image config: {e}"),
+            )
+        })
+}
+
+/// A new index holding only `chosen` of `index`'s entries, annotated with where it came from.
+fn rewrite_index(
+    index: &Manifest,
+    chosen: &[&Reference],
+    architectures: &[String],
+) -> Result<Manifest> {
+    let invalid = |e: serde_json::Error| {
+        Error::new(
+            ErrorKind::InvalidManifest,
+            format!("index {} cannot be rewritten: {e}", index.digest),
+        )
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes).map_err(invalid)?;
+    let object = value.as_object_mut().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidManifest,
+            format!("index {} is not a JSON object", index.digest),
+        )
+    })?;
+    if let Some(serde_json::Value::Array(entries)) = object.get_mut("manifests") {
+        entries.retain(|entry| {
+            entry
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .is_some_and(|d| chosen.iter().any(|c| c.digest.as_str() == d))
+        });
+    }
+    let annotations = object
+        .entry("annotations")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let Some(annotations) = annotations.as_object_mut() {
+        annotations.insert(
+            SOURCE_DIGEST_ANNOTATION.to_owned(),
+            index.digest.to_string().into(),
+        );
+        annotations.insert(
+            ARCHITECTURES_ANNOTATION.to_owned(),
+            architectures_label(architectures).into(),
+        );
+    }
+    let bytes = serde_json::to_vec(&value).map_err(invalid)?;
+    let media_type = if index.media_type.is_empty() {
+        media_types::OCI_INDEX
+    } else {
+        &index.media_type
+    };
+    Manifest::from_bytes(bytes, media_type)
+}
+
+/// A blob stream checked against its descriptor as it flows: more bytes than declared, fewer,
+/// or a different sha256 end the stream with `DigestMismatch` instead of a clean end, so the
+/// destination never completes the upload.
+struct Verified {
+    inner: BlobStream,
+    hasher: Sha256,
+    digest: Digest,
+    size: u64,
+    seen: u64,
+    reported: u64,
+    progress: Progress,
+    done: bool,
+}
+
+impl Verified {
+    fn new(inner: BlobStream, blob: &Reference, progress: Progress) -> Self {
+        Verified {
+            inner,
+            hasher: Sha256::new(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            seen: 0,
+            reported: 0,
+            progress,
+            done: false,
+        }
+    }
+
+    fn mismatch(&self, why: String) -> Error {
+        Error::new(
+            ErrorKind::DigestMismatch,
+            format!("blob {} from the source is corrupt: {why}", self.digest),
+        )
+    }
+
+    fn report(&mut self) {
+        self.reported = self.seen;
+        self.progress.emit(ProgressEvent::BlobBytes {
+            digest: self.digest.clone(),
+            done: self.seen,
+            total: self.size,
+        });
+    }
+}
+
+impl Stream for Verified {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if self.seen > self.size {
+                    self.done = true;
+                    let e = self.mismatch(format!("more than the declared {} bytes", self.size));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                self.hasher.update(&chunk);
+                if self.seen - self.reported >= PROGRESS_EVERY {
+                    self.report();
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                if self.seen != self.size {
+                    let e = self.mismatch(format!(
+                        "{} bytes instead of the declared {}",
+                        self.seen, self.size
+                    ));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                let actual = format!(
+                    "sha256:{}",
+                    hex::encode(std::mem::take(&mut self.hasher).finalize())
+                );
+                if actual != self.digest.as_str() {
+                    let e = self.mismatch(format!("its bytes hash to {actual}"));
+                    return Poll::Ready(Some(Err(e)));
+                }
+                self.report();
+                Poll::Ready(None)
+            }
+        }
+    }
+}

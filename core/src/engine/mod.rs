@@ -1,0 +1,532 @@
+//! The engine: [`Mirror`], a cheap-to-clone handle that manages mirrors in a state store and
+//! runs syncs (SEMANTICS.md §3–§5, §7).
+//!
+//! A sync is list → select → plan → stage → publish → prune → finish; see [`Mirror::sync`].
+
+mod connector;
+mod copy;
+mod events;
+mod plan;
+mod progress;
+mod publish;
+mod report;
+mod run;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+pub use connector::{SourceConnector, StaticConnector};
+pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
+pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
+
+use copy::KnownBlobs;
+use events::EventQueue;
+use run::{Run, RunParts};
+
+use crate::config::MirrorConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::notify::{EventKind, MirrorEvent, Notifier};
+use crate::registry::DestRegistry;
+use crate::state::{Claim, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore};
+use crate::status::SyncStatus;
+
+/// How many units of network work (blob copies, manifest requests) one run has in flight.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// How long a notifier may take per event.
+pub const DEFAULT_NOTIFIER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claim lasts without renewal; renewed every third of it while a run goes on.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// Per-run options of a sync.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Cancelling it stops the run after the units of work in flight (no rollback).
+    pub cancel: CancellationToken,
+    /// Where progress events go.
+    pub progress: Progress,
+}
+
+/// Keeps destination repositories in sync with external repositories.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use regmirror::engine::{Mirror, StaticConnector, SyncOptions};
+/// use regmirror::registry::MemoryRegistry;
+/// use regmirror::MirrorConfig;
+///
+/// let source = MemoryRegistry::new();
+/// source.seed_image("library/app", Some("v1"), "amd64", &[b"layer"]);
+/// let dest = MemoryRegistry::new();
+/// let mirror = Mirror::builder()
+///     .connector(Arc::new(StaticConnector(Arc::new(source))))
+///     .destination(Arc::new(dest.clone()))
+///     .build()
+///     .unwrap();
+/// let config = MirrorConfig::new("mirror/app", "example.com/library/app".parse().unwrap(), &["v*"]);
+/// let report = mirror.sync_config(&config, SyncOptions::default()).await.unwrap();
+/// assert!(report.is_success());
+/// assert_eq!(report.tags_synced, ["v1"]);
+/// assert!(dest.tag_map("mirror/app").contains_key("v1"));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Option<Arc<dyn StateStore>>,
+    destination: Arc<dyn DestRegistry>,
+    connector: Arc<dyn SourceConnector>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    concurrency: usize,
+    notifier_timeout: Duration,
+    lease: Duration,
+    worker_id: String,
+    known: Arc<KnownBlobs>,
+}
+
+impl fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("Mirror")
+            .field("state", &i.state)
+            .field("destination", &i.destination)
+            .field("connector", &i.connector)
+            .field("notifiers", &i.notifiers)
+            .field("concurrency", &i.concurrency)
+            .field("worker_id", &i.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Mirror`]. A destination and a source connector are required; a state store is
+/// required for everything but [`Mirror::sync_config`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct MirrorBuilder {
+    state: Option<Arc<dyn StateStore>>,
+    destination: Option<Arc<dyn DestRegistry>>,
+    connector: Option<Arc<dyn SourceConnector>>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    concurrency: Option<usize>,
+    notifier_timeout: Option<Duration>,
+    lease: Option<Duration>,
+    worker_id: Option<String>,
+}
+
+impl MirrorBuilder {
+    /// Where mirrors, status, tag records and logs are kept.
+    pub fn state(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.state = Some(store);
+        self
+    }
+
+    /// The registry mirrors write to; each mirror's id is its repository there.
+    pub fn destination(mut self, destination: Arc<dyn DestRegistry>) -> Self {
+        self.destination = Some(destination);
+        self
+    }
+
+    /// How a mirror's source settings become a registry client.
+    pub fn connector(mut self, connector: Arc<dyn SourceConnector>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Add a notifier (several may be added; each gets every event).
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
+    }
+
+    /// Units of network work in flight per run (default [`DEFAULT_CONCURRENCY`]).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// How long one notifier may take per event (default [`DEFAULT_NOTIFIER_TIMEOUT`]).
+    pub fn notifier_timeout(mut self, timeout: Duration) -> Self {
+        self.notifier_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a claim lasts without renewal (default [`DEFAULT_LEASE`]).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// This engine's name on the claims it takes (default: process id and a random suffix).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    pub fn build(self) -> Result<Mirror> {
+        let missing = |what: &str| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("Mirror::builder(): {what} is required"),
+            )
+        };
+        let invalid = |what: &str| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                format!("Mirror::builder(): {what} must be greater than 0"),
+            )
+        };
+        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(invalid("concurrency"));
+        }
+        let lease = self.lease.unwrap_or(DEFAULT_LEASE);
+        if lease.is_zero() {
+            return Err(invalid("lease"));
+        }
+        let notifier_timeout = self.notifier_timeout.unwrap_or(DEFAULT_NOTIFIER_TIMEOUT);
+        if notifier_timeout.is_zero() {
+            return Err(invalid("notifier_timeout"));
+        }
+        Ok(Mirror {
+            inner: Arc::new(Inner {
+                state: self.state,
+                destination: self.destination.ok_or_else(|| missing("destination"))?,
+                connector: self.connector.ok_or_else(|| missing("connector"))?,
+                notifiers: self.notifiers,
+                concurrency,
+                notifier_timeout,
+                lease,
+                worker_id: self.worker_id.unwrap_or_else(|| {
+                    format!(
+                        "regmirror-{}-{:08x}",
+                        std::process::id(),
+                        rand::random::<u32>()
+                    )
+                }),
+                known: Arc::default(),
+            }),
+        })
+    }
+}
+
+impl Mirror {
+    pub fn builder() -> MirrorBuilder {
+        MirrorBuilder::default()
+    }
+
+    fn store(&self) -> Result<&Arc<dyn StateStore>> {
+        self.inner.state.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                "this Mirror has no state store; build it with .state(...)",
+            )
+        })
+    }
+
+    /// This engine's worker name on claims.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// The lease duration claims are taken with.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// The state store, if one was configured.
+    pub fn state(&self) -> Option<&Arc<dyn StateStore>> {
+        self.inner.state.as_ref()
+    }
+
+    /// Create a mirror after validating its configuration (invalid patterns, references,
+    /// architectures or intervals are refused here, never at sync time).
+    pub async fn create_mirror(&self, config: MirrorConfig) -> Result<MirrorRecord> {
+        config.validate()?;
+        self.store()?
+            .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// Replace a mirror's configuration (validated); a running sync finishes with the old one.
+    pub async fn update_mirror(&self, config: MirrorConfig) -> Result<MirrorRecord> {
+        config.validate()?;
+        self.store()?.update_mirror(&config).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<MirrorRecord> {
+        self.store()?.get_mirror(id).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<MirrorRecord>> {
+        self.store()?.list_mirrors().await
+    }
+
+    /// Ask for a sync at the next worker poll, even if disabled or not due.
+    pub async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
+        self.store()?.sync_now(id).await
+    }
+
+    /// Cancel a pending or running sync; a running one stops after its unit in flight.
+    pub async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
+        self.store()?.cancel(id).await
+    }
+
+    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
+        self.store()?.set_enabled(id, enabled).await
+    }
+
+    /// A mirror's usage log, newest first.
+    pub async fn logs(&self, id: &str, limit: usize, before: Option<u64>) -> Result<Vec<LogEntry>> {
+        self.store()?.logs(id, limit, before).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.store()?.delete_mirror(id).await
+    }
+
+    /// Claim mirror `id` now and sync it. The run's failures are in the report; `Err` means
+    /// it could not run at all (unknown mirror, another worker holds it, store failure).
+    pub async fn sync(&self, id: &str) -> Result<SyncReport> {
+        self.sync_with(id, SyncOptions::default()).await
+    }
+
+    /// [`Mirror::sync`] with a cancellation token and a progress callback.
+    pub async fn sync_with(&self, id: &str, options: SyncOptions) -> Result<SyncReport> {
+        let claim = self
+            .store()?
+            .claim(
+                id,
+                &self.inner.worker_id,
+                OffsetDateTime::now_utc(),
+                self.inner.lease,
+            )
+            .await?;
+        self.run_claimed_with(claim, options).await
+    }
+
+    /// Run a sync for a claim already taken (the worker loop's entry point): renews the lease
+    /// while running (a `CANCEL` status stops the run), then releases with the outcome.
+    pub async fn run_claimed(&self, claim: Claim) -> Result<SyncReport> {
+        self.run_claimed_with(claim, SyncOptions::default()).await
+    }
+
+    /// [`Mirror::run_claimed`] with a cancellation token and a progress callback.
+    pub async fn run_claimed_with(&self, claim: Claim, options: SyncOptions) -> Result<SyncReport> {
+        let store = Arc::clone(self.store()?);
+        let report = self
+            .execute(&claim.config, options, Some((&store, &claim)))
+            .await;
+        let outcome = match report.outcome {
+            Outcome::Success => RunOutcome::Success,
+            Outcome::Cancelled => RunOutcome::Cancelled,
+            Outcome::Failed => RunOutcome::Failed {
+                error: report.error.clone().unwrap_or_else(|| "failed".to_owned()),
+            },
+        };
+        if let Err(e) = store
+            .release(&claim, &outcome, OffsetDateTime::now_utc())
+            .await
+        {
+            // The lease expires on its own; the next claim picks the mirror up again.
+            tracing::warn!(mirror = %claim.mirror_id, "could not release the claim: {e}");
+        }
+        Ok(report)
+    }
+
+    /// Sync `config` once without a state store (the CLI's `regmirror sync SRC --to DEST`):
+    /// no claim, no durable tag record, no usage log; notifiers still get the events.
+    pub async fn sync_config(
+        &self,
+        config: &MirrorConfig,
+        options: SyncOptions,
+    ) -> Result<SyncReport> {
+        config.validate()?;
+        Ok(self.execute(config, options, None).await)
+    }
+
+    async fn execute(
+        &self,
+        config: &MirrorConfig,
+        options: SyncOptions,
+        claimed: Option<(&Arc<dyn StateStore>, &Claim)>,
+    ) -> SyncReport {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let events = EventQueue::start(&inner.notifiers, inner.notifier_timeout);
+        events.send(event(EventKind::SyncStarted, config, None));
+        let store = claimed.map(|(s, _)| s);
+
+        let source = match inner.connector.connect(config) {
+            Ok(source) => source,
+            Err(e) => {
+                let mut report = SyncReport::new(&config.id, &config.source.to_string());
+                report.outcome = Outcome::Failed;
+                report.error = Some(e.context("connecting to the source").to_string());
+                return self
+                    .finish(config, report, Vec::new(), started, store, events)
+                    .await;
+            }
+        };
+        let run = match Run::new(RunParts {
+            config: config.clone(),
+            source,
+            dest: Arc::clone(&inner.destination),
+            concurrency: inner.concurrency,
+            known: Arc::clone(&inner.known),
+            progress: options.progress,
+            cancel: options.cancel.child_token(),
+        }) {
+            Ok(run) => Arc::new(run),
+            Err(e) => {
+                let mut report = SyncReport::new(&config.id, &config.source.to_string());
+                report.outcome = Outcome::Failed;
+                report.error = Some(e.to_string());
+                return self
+                    .finish(config, report, Vec::new(), started, store, events)
+                    .await;
+            }
+        };
+        run.log(
+            LogKind::SyncStarted,
+            None,
+            None,
+            format!("sync of {} started", config.source),
+        );
+        if let Some(store) = store {
+            let entries = run.take_entries();
+            if let Err(e) = store.append_log(&entries).await {
+                tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
+            }
+        }
+
+        let watchdogs = CancellationToken::new();
+        let _stop_watchdogs = watchdogs.clone().drop_guard();
+        tokio::spawn(timeout_watchdog(Arc::clone(&run), watchdogs.clone()));
+        if let Some((store, claim)) = claimed {
+            tokio::spawn(renew_lease(
+                Arc::clone(&run),
+                Arc::clone(store),
+                claim.clone(),
+                inner.lease,
+                watchdogs.clone(),
+            ));
+        }
+        let report = run.execute(store).await;
+        watchdogs.cancel();
+        let entries = run.take_entries();
+        self.finish(config, report, entries, started, store, events)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        config: &MirrorConfig,
+        mut report: SyncReport,
+        mut entries: Vec<LogEntry>,
+        started: Instant,
+        store: Option<&Arc<dyn StateStore>>,
+        events: EventQueue,
+    ) -> SyncReport {
+        report.duration_ms = started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+        let (kind, log_kind) = match report.outcome {
+            Outcome::Success => (EventKind::SyncSucceeded, LogKind::SyncSucceeded),
+            Outcome::Failed => (EventKind::SyncFailed, LogKind::SyncFailed),
+            Outcome::Cancelled => (EventKind::SyncCancelled, LogKind::SyncCancelled),
+        };
+        if let Some(store) = store {
+            entries.push(LogEntry {
+                seq: 0,
+                mirror_id: config.id.clone(),
+                time: OffsetDateTime::now_utc(),
+                kind: log_kind,
+                tag: None,
+                digest: None,
+                message: summary(&report),
+            });
+            if let Err(e) = store.append_log(&entries).await {
+                tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
+            }
+        }
+        events.send(event(kind, config, Some(&report)));
+        events.finish().await;
+        report
+    }
+}
+
+/// Abort the run once it has taken longer than the mirror's timeout.
+async fn timeout_watchdog(run: Arc<Run>, stop: CancellationToken) {
+    let timeout = run.config.timeout;
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(timeout) => run.abort(Error::new(
+            ErrorKind::Timeout,
+            format!("the sync took longer than its timeout of {}s", timeout.as_secs()),
+        )),
+    }
+}
+
+/// Renew the claim every third of the lease; `CANCEL` cancels the run, a lost claim aborts it.
+async fn renew_lease(
+    run: Arc<Run>,
+    store: Arc<dyn StateStore>,
+    claim: Claim,
+    lease: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(lease / 3) => {}
+        }
+        match store.renew(&claim, OffsetDateTime::now_utc(), lease).await {
+            Ok(SyncStatus::Cancel) => run.cancel.cancel(),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                run.abort(e.context("the claim on the mirror was lost"));
+                return;
+            }
+            Err(e) => tracing::warn!(mirror = %claim.mirror_id, "could not renew the lease: {e}"),
+        }
+    }
+}
+
+fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) -> MirrorEvent {
+    MirrorEvent {
+        event: kind,
+        mirror_id: config.id.clone(),
+        source: config.source.to_string(),
+        patterns: config.tags.clone(),
+        tags_synced: report.map(|r| r.tags_synced.clone()).unwrap_or_default(),
+        tags_failed: report.map(SyncReport::failed_tags).unwrap_or_default(),
+        tags_deleted: report.map(|r| r.tags_deleted.clone()).unwrap_or_default(),
+        bytes_copied: report.map_or(0, |r| r.bytes_copied),
+        duration_ms: report.map_or(0, |r| r.duration_ms),
+        error: report.and_then(|r| r.error.clone()),
+    }
+}
+
+fn summary(report: &SyncReport) -> String {
+    let head = format!(
+        "{} synced, {} current, {} failed, {} deleted, {} bytes copied in {} ms",
+        report.tags_synced.len(),
+        report.tags_current.len(),
+        report.tags_failed.len(),
+        report.tags_deleted.len(),
+        report.bytes_copied,
+        report.duration_ms
+    );
+    match &report.error {
+        Some(e) => format!("{head}: {e}"),
+        None => head,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! Deciding what a run must do (SEMANTICS.md §3 steps 2–4): the destination's tags before the
+//! run, and for each selected tag whether it is already current or must be copied. Only HEAD
+//! requests: a tag that is already current costs no blob traffic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::copy::{ARCHITECTURES_ANNOTATION, SOURCE_DIGEST_ANNOTATION, architectures_label};
+use super::run::Run;
+use crate::config::PlatformIndexMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::state::TagRecord;
+
+/// What to do with one selected tag.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// The destination already points at this digest.
+    Current(Digest),
+    /// Copy the source manifest with this digest.
+    Copy(Digest),
+    /// The tag could not be planned.
+    Failed(Error),
+}
+
+/// The work of one run.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The destination's tags before the run changed anything.
+    pub prior: TagRecord,
+    /// Every selected tag in sorted order, with its action.
+    pub tags: Vec<(String, Action)>,
+}
+
+/// The destination repository's tags and their digests. Any failure fails the run: without
+/// this record nothing could be pruned or rolled back safely.
+pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
+    let tags = run
+        .unit(run.dest.list_tags(&run.dest_repo))
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "listing the destination's tags of {}",
+                run.dest_repo
+            ))
+        })?;
+    let heads = join_all(tags.iter().map(|tag| async move {
+        let head = run.unit(run.dest.head_manifest(&run.dest_repo, tag)).await;
+        (tag, head)
+    }))
+    .await;
+    let mut record = BTreeMap::new();
+    for (tag, head) in heads {
+        // A tag deleted between listing and HEAD is simply not there.
+        if let Some(head) = head.map_err(|e| e.context(format!("reading destination tag {tag}")))? {
+            record.insert(tag.clone(), head.digest);
+        }
+    }
+    Ok(record)
+}
+
+/// Plan the run for `selected` (sorted) tags.
+pub(crate) async fn plan(run: &Arc<Run>, selected: Vec<String>) -> Result<Plan> {
+    let prior = destination_tags(run).await?;
+    let actions = join_all(selected.iter().map(|tag| plan_tag(run, tag, &prior))).await;
+    let plan = Plan {
+        tags: selected.into_iter().zip(actions).collect(),
+        prior,
+    };
+    let to_copy = plan
+        .tags
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Copy(_)))
+        .count();
+    run.progress.emit(super::progress::ProgressEvent::Planned {
+        selected: plan.tags.len(),
+        to_copy,
+    });
+    Ok(plan)
+}
+
+async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
+    let head = match run.unit(run.source.head_manifest(&run.src_repo, tag)).await {
+        Ok(Some(head)) => head,
+        Ok(None) => {
+            return Action::Failed(Error::new(
+                ErrorKind::NotFound,
+                format!("tag {tag} disappeared from the source after it was listed"),
+            ));
+        }
+        Err(e) => return Action::Failed(e.context(format!("reading source tag {tag}"))),
+    };
+    match prior.get(tag) {
+        Some(current) if *current == head.digest => Action::Current(head.digest),
+        Some(current) if rewritten_from(run, current, &head.digest).await => {
+            Action::Current(current.clone())
+        }
+        _ => Action::Copy(head.digest),
+    }
+}
+
+/// Whether the destination's `current` manifest is an index this engine rewrote from the
+/// source's `source` digest for the same architectures (`platform_index = rewrite`), which
+/// makes the tag current.
+async fn rewritten_from(run: &Run, current: &Digest, source: &Digest) -> bool {
+    if run.config.platform_index != PlatformIndexMode::Rewrite
+        || run.config.architectures.is_empty()
+    {
+        return false;
+    }
+    let Ok(manifest) = run
+        .unit(run.dest.get_manifest(&run.dest_repo, current.as_str()))
+        .await
+    else {
+        return false;
+    };
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<Annotated>(&manifest.bytes).is_ok_and(|m| {
+        m.annotations.get(SOURCE_DIGEST_ANNOTATION) == Some(&source.to_string())
+            && m.annotations.get(ARCHITECTURES_ANNOTATION)
+                == Some(&architectures_label(&run.config.architectures))
+    })
+}

@@ -1,0 +1,90 @@
+//! Live progress of a run, for CLIs and bindings: a callback receiving typed events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::reference::Digest;
+
+/// What happened to one tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagStatus {
+    Synced,
+    Current,
+    Failed,
+    Skipped,
+}
+
+/// How a blob reached the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobTransfer {
+    Copied,
+    Mounted,
+    Present,
+}
+
+/// One progress event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// The tags to work on are known.
+    Planned { selected: usize, to_copy: usize },
+    /// Copying a tag's content started.
+    TagStarted { tag: String },
+    /// A tag is done (published, already current, failed or skipped).
+    TagFinished {
+        tag: String,
+        status: TagStatus,
+        digest: Option<Digest>,
+        error: Option<String>,
+    },
+    /// Bytes of a blob streamed so far (sent about every MiB and at the end).
+    BlobBytes {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
+    /// A blob is in the destination.
+    BlobFinished {
+        digest: Digest,
+        transfer: BlobTransfer,
+    },
+}
+
+/// Where progress events go. Cheap to clone; the default discards events.
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(ProgressEvent) + Send + Sync>>);
+
+impl Progress {
+    /// Call `f` for every event. It runs on the engine's tasks: keep it quick.
+    pub fn new(f: impl Fn(ProgressEvent) + Send + Sync + 'static) -> Self {
+        Progress(Some(Arc::new(f)))
+    }
+
+    /// Send every event into a channel (events are dropped if the receiver is gone).
+    pub fn channel(tx: tokio::sync::mpsc::UnboundedSender<ProgressEvent>) -> Self {
+        Progress::new(move |e| {
+            // A caller that stopped listening does not want the events any more.
+            let _ = tx.send(e);
+        })
+    }
+
+    pub(crate) fn emit(&self, event: ProgressEvent) {
+        if let Some(f) = &self.0 {
+            f(event);
+        }
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(callback)"
+        } else {
+            "Progress(none)"
+        })
+    }
+}

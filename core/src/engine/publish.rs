@@ -1,0 +1,396 @@
+//! Publishing (SEMANTICS.md §3 steps 5–6, §5): moving tags to their staged manifests, pruning
+//! tags the mirror no longer selects, and rolling back per the mirror's mode.
+//!
+//! Before the first tag changes, the destination's pre-run tags are saved in the state store,
+//! so that a worker that dies mid-publish is rolled back (or completed) by the next one. With
+//! `all_or_nothing`, a tag that failed before publishing means nothing is published at all (no
+//! undo needed); a failure while publishing or pruning undoes every change of the run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::copy::Staged;
+use super::plan::{Action, Plan, destination_tags};
+use super::progress::{ProgressEvent, TagStatus};
+use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
+use super::run::Run;
+use crate::config::RollbackMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::registry::Manifest;
+use crate::state::{LogKind, StateStore, TagRecord};
+
+/// One destination change of this run, as needed to undo it.
+#[derive(Debug)]
+enum Change {
+    /// The tag was pointed at a new manifest; it pointed at `old` before (or did not exist).
+    Tagged { tag: String, old: Option<Digest> },
+    /// The tag was pruned; it pointed at `old`.
+    Pruned { tag: String, old: Digest },
+}
+
+/// The changes of a run and the manifests needed to undo them.
+#[derive(Debug)]
+struct Undo<'a> {
+    run: &'a Run,
+    changes: Vec<Change>,
+    saved: BTreeMap<Digest, Manifest>,
+}
+
+impl<'a> Undo<'a> {
+    fn new(run: &'a Run) -> Self {
+        Undo {
+            run,
+            changes: Vec::new(),
+            saved: BTreeMap::new(),
+        }
+    }
+
+    /// Keep the bytes of manifest `digest` so a tag can be put back on it even if the
+    /// destination drops the manifest once no tag references it.
+    async fn save(&mut self, digest: &Digest) -> Result<()> {
+        if !self.saved.contains_key(digest) {
+            let manifest = fetch_previous(self.run, digest).await?;
+            self.saved.insert(digest.clone(), manifest);
+        }
+        Ok(())
+    }
+
+    async fn point(&self, tag: &str, digest: &Digest) -> Result<()> {
+        let manifest = match self.saved.get(digest) {
+            Some(m) => m.clone(),
+            None => fetch_previous(self.run, digest).await?,
+        };
+        self.run
+            .dest
+            .push_manifest(&self.run.dest_repo, tag, &manifest)
+            .await
+            .map(drop)
+    }
+
+    /// Undo every change, newest first. Keeps going past failures and reports them all.
+    async fn roll_back(&self) -> Result<()> {
+        let run = self.run;
+        let mut errors = Vec::new();
+        for change in self.changes.iter().rev() {
+            let (tag, result) = match change {
+                Change::Tagged {
+                    tag,
+                    old: Some(old),
+                } => (tag, self.point(tag, old).await.map(|()| Some(old))),
+                Change::Tagged { tag, old: None } => (
+                    tag,
+                    run.dest
+                        .delete_tag(&run.dest_repo, tag)
+                        .await
+                        .map(|()| None),
+                ),
+                Change::Pruned { tag, old } => {
+                    (tag, self.point(tag, old).await.map(|()| Some(old)))
+                }
+            };
+            match result {
+                Ok(Some(old)) => run.log(
+                    LogKind::TagRestored,
+                    Some(tag),
+                    Some(old),
+                    "rolled back to its pre-run manifest".into(),
+                ),
+                Ok(None) => run.log(
+                    LogKind::TagDeleted,
+                    Some(tag),
+                    None,
+                    "removed by rollback: it did not exist before the run".into(),
+                ),
+                Err(e) => errors.push(format!("{tag}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Network,
+                format!("rollback incomplete: {}", errors.join("; ")),
+            ))
+        }
+    }
+}
+
+/// The manifest `digest` the destination had before: from the destination, or else from the
+/// source (which it was mirrored from), verified either way.
+async fn fetch_previous(run: &Run, digest: &Digest) -> Result<Manifest> {
+    let manifest = match run.dest.get_manifest(&run.dest_repo, digest.as_str()).await {
+        Ok(m) => m,
+        Err(dest_error) => run
+            .source
+            .get_manifest(&run.src_repo, digest.as_str())
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "manifest {digest} is gone from the destination ({dest_error}) and the source"
+                ))
+            })?,
+    };
+    if &manifest.digest != digest {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "manifest {digest} was served with bytes hashing to {}",
+                manifest.digest
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Put the destination's tags back exactly as `record` says (a dead worker's run).
+pub(crate) async fn restore(run: &Run, record: &TagRecord) -> Result<()> {
+    let current = destination_tags(run).await?;
+    let undo = Undo::new(run);
+    for (tag, digest) in record {
+        if current.get(tag) != Some(digest) {
+            undo.point(tag, digest).await?;
+            run.log(
+                LogKind::TagRestored,
+                Some(tag),
+                Some(digest),
+                "restored after an interrupted run".into(),
+            );
+        }
+    }
+    for tag in current.keys().filter(|t| !record.contains_key(*t)) {
+        run.dest.delete_tag(&run.dest_repo, tag).await?;
+        run.log(
+            LogKind::TagDeleted,
+            Some(tag),
+            None,
+            "removed after an interrupted run: it did not exist before it".into(),
+        );
+    }
+    Ok(())
+}
+
+fn finished(
+    run: &Run,
+    tag: &str,
+    status: TagStatus,
+    digest: Option<&Digest>,
+    error: Option<&Error>,
+) {
+    run.progress.emit(ProgressEvent::TagFinished {
+        tag: tag.to_owned(),
+        status,
+        digest: digest.cloned(),
+        error: error.map(ToString::to_string),
+    });
+}
+
+/// Publish the staged tags, prune, and roll back as the mode says; fill `report`.
+pub(crate) async fn publish(
+    run: &Arc<Run>,
+    plan: Plan,
+    mut staged: BTreeMap<String, Result<Staged>>,
+    store: Option<&Arc<dyn StateStore>>,
+    report: &mut SyncReport,
+) -> Result<()> {
+    let Plan { prior, tags } = plan;
+    let selected = tags.len();
+    // Tags the destination keeps: every selected tag except skipped ones (failed tags keep
+    // their previous value, so they are not pruned either).
+    let mut keep = BTreeSet::new();
+    let mut to_publish = Vec::new();
+    let mut failures: Vec<(String, Error)> = Vec::new();
+    for (tag, action) in tags {
+        match action {
+            Action::Current(digest) => {
+                finished(run, &tag, TagStatus::Current, Some(&digest), None);
+                keep.insert(tag.clone());
+                report.tags_current.push(tag);
+            }
+            Action::Failed(e) => {
+                keep.insert(tag.clone());
+                failures.push((tag, e));
+            }
+            Action::Copy(_) => match staged.remove(&tag) {
+                Some(Ok(Staged::Ready {
+                    manifest,
+                    source_digest,
+                })) => {
+                    if manifest.digest != source_digest {
+                        report.tags_rewritten.push(RewrittenTag {
+                            tag: tag.clone(),
+                            source_digest,
+                            digest: manifest.digest.clone(),
+                        });
+                    }
+                    keep.insert(tag.clone());
+                    to_publish.push((tag, manifest));
+                }
+                Some(Ok(Staged::Skipped { reason })) => {
+                    finished(run, &tag, TagStatus::Skipped, None, None);
+                    tracing::info!(mirror = %run.config.id, %tag, "skipped: {reason}");
+                    report.tags_skipped.push(tag);
+                }
+                Some(Err(e)) => {
+                    keep.insert(tag.clone());
+                    failures.push((tag, e));
+                }
+                None => {
+                    keep.insert(tag.clone());
+                    let e = Error::new(ErrorKind::Internal, "the tag was planned but not staged");
+                    failures.push((tag, e));
+                }
+            },
+        }
+    }
+    // A cancelled run stops here: units cut short report `Cancelled`, which is no failure.
+    failures.retain(|(_, e)| e.kind() != ErrorKind::Cancelled);
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    let prune: Vec<(String, Digest)> = prior
+        .iter()
+        .filter(|(tag, _)| !keep.contains(*tag))
+        .map(|(t, d)| (t.clone(), d.clone()))
+        .collect();
+
+    let mut synced: Vec<(String, Digest)> = Vec::new();
+    let mut deleted: Vec<(String, Digest)> = Vec::new();
+    let mut keep_record = false;
+    let blocked = run.is_stopped() || (aon && !failures.is_empty());
+    if !blocked && (!to_publish.is_empty() || !prune.is_empty()) {
+        if let Some(store) = store {
+            store
+                .save_tag_record(&run.config.id, &prior)
+                .await
+                .map_err(|e| e.context("saving the destination's tags before changing them"))?;
+        }
+        let mut undo = Undo::new(run);
+        for (tag, manifest) in to_publish {
+            if run.is_stopped() {
+                break;
+            }
+            let old = prior.get(&tag).cloned();
+            if aon && let Some(old) = &old {
+                if let Err(e) = undo.save(old).await {
+                    failures.push((tag, e.context("saving its previous manifest for rollback")));
+                    break;
+                }
+            }
+            match run
+                .unit(run.dest.push_manifest(&run.dest_repo, &tag, &manifest))
+                .await
+            {
+                Ok(_) => {
+                    finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
+                    undo.changes.push(Change::Tagged {
+                        tag: tag.clone(),
+                        old,
+                    });
+                    synced.push((tag, manifest.digest));
+                }
+                Err(e) if e.kind() == ErrorKind::Cancelled => break,
+                Err(e) => {
+                    failures.push((tag, e.context("publishing")));
+                    if aon {
+                        break;
+                    }
+                }
+            }
+        }
+        if !run.is_stopped() && (!aon || failures.is_empty()) {
+            for (tag, old) in prune {
+                if run.is_stopped() {
+                    break;
+                }
+                if aon && let Err(e) = undo.save(&old).await {
+                    failures.push((tag, e.context("saving its manifest for rollback")));
+                    break;
+                }
+                match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
+                    Ok(()) => {
+                        undo.changes.push(Change::Pruned {
+                            tag: tag.clone(),
+                            old: old.clone(),
+                        });
+                        deleted.push((tag, old));
+                    }
+                    Err(e) if e.kind() == ErrorKind::Cancelled => break,
+                    Err(e) => {
+                        failures.push((tag, e.context("pruning")));
+                        if aon {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if aon && (!failures.is_empty() || run.is_aborted()) {
+            match undo.roll_back().await {
+                Ok(()) => {
+                    report.rolled_back = !undo.changes.is_empty();
+                    synced.clear();
+                    deleted.clear();
+                }
+                Err(e) => {
+                    // The record stays in the store: the next run restores from it.
+                    keep_record = true;
+                    report.error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    if let Some(store) = store
+        && !keep_record
+        && let Err(e) = store.clear_tag_record(&run.config.id).await
+    {
+        tracing::warn!(mirror = %run.config.id, "could not clear the pre-run tag record: {e}");
+    }
+
+    for (tag, digest) in synced {
+        run.log(LogKind::TagSynced, Some(&tag), Some(&digest), String::new());
+        report.tags_synced.push(tag);
+    }
+    for (tag, digest) in deleted {
+        run.log(
+            LogKind::TagDeleted,
+            Some(&tag),
+            Some(&digest),
+            "pruned: not selected by the mirror".into(),
+        );
+        report.tags_deleted.push(tag);
+    }
+    for (tag, e) in &failures {
+        finished(run, tag, TagStatus::Failed, None, Some(e));
+        run.log(LogKind::TagFailed, Some(tag), None, e.to_string());
+        report.tags_failed.push(TagFailure {
+            tag: tag.clone(),
+            reason: e.to_string(),
+        });
+    }
+    if !failures.is_empty() {
+        report.outcome = Outcome::Failed;
+        report.partial =
+            !aon && (!report.tags_synced.is_empty() || !report.tags_deleted.is_empty());
+        let names: Vec<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
+        let mut message = format!(
+            "{} of {selected} selected tags failed: {}",
+            failures.len(),
+            names.join(", ")
+        );
+        if aon {
+            message.push_str(if report.rolled_back {
+                "; the destination was rolled back (all_or_nothing)"
+            } else {
+                "; nothing was published (all_or_nothing)"
+            });
+        } else if report.partial {
+            message.push_str("; partial sync: the other tags and pruning stand");
+        }
+        if let Some(rollback_error) = report.error.take() {
+            message.push_str("; ");
+            message.push_str(&rollback_error);
+        }
+        report.error = Some(message);
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! What a sync run did: the [`SyncReport`] returned to callers (and printed by `--json`).
+
+use serde::Serialize;
+
+use crate::reference::Digest;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every selected tag is current (or skipped by the platform filter), pruning done.
+    Success,
+    /// The listing failed, a tag failed, or the run timed out (`error` says which).
+    Failed,
+    /// Stopped on request after the unit of work in flight; not rolled back.
+    Cancelled,
+}
+
+/// A tag that failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagFailure {
+    pub tag: String,
+    pub reason: String,
+}
+
+/// A tag whose index was rewritten to the selected platforms (`platform_index = rewrite`):
+/// the destination's digest differs from the source's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RewrittenTag {
+    pub tag: String,
+    pub source_digest: Digest,
+    pub digest: Digest,
+}
+
+/// The result of one sync run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[must_use]
+pub struct SyncReport {
+    pub mirror_id: String,
+    /// The source reference, `host/path`.
+    pub source: String,
+    pub outcome: Outcome,
+    /// Why the run failed, or a note such as "no tags matched".
+    pub error: Option<String>,
+    /// A failed run whose successful tags and pruning stand (`failed_tags_only`).
+    pub partial: bool,
+    /// The destination was put back as it was before the run (`all_or_nothing`).
+    pub rolled_back: bool,
+    /// Tags moved or created by this run (after a rollback: none).
+    pub tags_synced: Vec<String>,
+    /// Tags whose destination already pointed at the source's digest.
+    pub tags_current: Vec<String>,
+    pub tags_failed: Vec<TagFailure>,
+    /// Tags pruned from the destination (after a rollback: none).
+    pub tags_deleted: Vec<String>,
+    /// Single-platform tags whose architecture the filter excludes.
+    pub tags_skipped: Vec<String>,
+    pub tags_rewritten: Vec<RewrittenTag>,
+    /// Blobs streamed from the source to the destination.
+    pub blobs_copied: u64,
+    /// Blobs linked from another destination repository without copying.
+    pub blobs_mounted: u64,
+    /// Blobs the destination repository already held.
+    pub blobs_present: u64,
+    pub bytes_copied: u64,
+    pub duration_ms: u64,
+}
+
+impl SyncReport {
+    pub(crate) fn new(mirror_id: &str, source: &str) -> Self {
+        SyncReport {
+            mirror_id: mirror_id.to_owned(),
+            source: source.to_owned(),
+            outcome: Outcome::Success,
+            error: None,
+            partial: false,
+            rolled_back: false,
+            tags_synced: Vec::new(),
+            tags_current: Vec::new(),
+            tags_failed: Vec::new(),
+            tags_deleted: Vec::new(),
+            tags_skipped: Vec::new(),
+            tags_rewritten: Vec::new(),
+            blobs_copied: 0,
+            blobs_mounted: 0,
+            blobs_present: 0,
+            bytes_copied: 0,
+            duration_ms: 0,
+        }
+    }
+
+    /// Whether the run succeeded.
+    pub fn is_success(&self) -> bool {
+        self.outcome == Outcome::Success
+    }
+
+    /// The failed tags' names.
+    pub fn failed_tags(&self) -> Vec<String> {
+        self.tags_failed.iter().map(|f| f.tag.clone()).collect()
+    }
+}

@@ -1,0 +1,271 @@
+//! One sync run from listing to finish (SEMANTICS.md §3): the shared context every step works
+//! through ([`Run`]), and the order of the steps ([`Run::execute`]).
+//!
+//! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's one
+//! bounded pool, is not started once the run is cancelled (so a cancelled run stops after the
+//! units in flight), and is abandoned when the run is aborted (timeout, lost lease).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::copy::{KnownBlobs, Staged};
+use super::progress::Progress;
+use super::report::{Outcome, SyncReport};
+use super::{plan, publish};
+use crate::config::{MirrorConfig, RollbackMode};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pattern::TagFilter;
+use crate::reference::Digest;
+use crate::registry::{DestRegistry, SourceRegistry};
+use crate::state::{LogEntry, LogKind, StateStore};
+
+/// An error that several waiters share (the first attempt's result is reused).
+#[derive(Debug, Clone)]
+pub(crate) struct SharedError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl From<Error> for SharedError {
+    fn from(e: Error) -> Self {
+        SharedError {
+            kind: e.kind(),
+            message: e.message().to_owned(),
+        }
+    }
+}
+
+impl From<SharedError> for Error {
+    fn from(e: SharedError) -> Self {
+        Error::new(e.kind, e.message)
+    }
+}
+
+pub(crate) type Shared<T> = std::result::Result<T, SharedError>;
+/// A once-per-run result keyed by digest: the first caller does the work, the rest wait for it.
+pub(crate) type OnceMap<T> = Mutex<HashMap<Digest, Arc<OnceCell<Shared<T>>>>>;
+
+/// Counters of the run, filled concurrently.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub blobs_copied: AtomicU64,
+    pub blobs_mounted: AtomicU64,
+    pub blobs_present: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+/// Everything one run works with.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub config: MirrorConfig,
+    pub filter: TagFilter,
+    pub source: Arc<dyn SourceRegistry>,
+    pub dest: Arc<dyn DestRegistry>,
+    /// The source repository path.
+    pub src_repo: String,
+    /// The destination repository path (the mirror's id).
+    pub dest_repo: String,
+    pool: Semaphore,
+    pub known: Arc<KnownBlobs>,
+    pub progress: Progress,
+    /// Stop starting new units (cancel requested).
+    pub cancel: CancellationToken,
+    /// Abandon units in flight too (timeout, lease lost); `abort_reason` says why.
+    abort: CancellationToken,
+    abort_reason: Mutex<Option<Error>>,
+    pub stats: Stats,
+    pub blobs: OnceMap<()>,
+    pub children: OnceMap<()>,
+    pub tops: OnceMap<Staged>,
+    entries: Mutex<Vec<LogEntry>>,
+}
+
+/// What [`Run::new`] needs.
+pub(crate) struct RunParts {
+    pub config: MirrorConfig,
+    pub source: Arc<dyn SourceRegistry>,
+    pub dest: Arc<dyn DestRegistry>,
+    pub concurrency: usize,
+    pub known: Arc<KnownBlobs>,
+    pub progress: Progress,
+    pub cancel: CancellationToken,
+}
+
+impl Run {
+    pub fn new(parts: RunParts) -> Result<Self> {
+        let filter = parts.config.tag_filter()?;
+        Ok(Run {
+            filter,
+            src_repo: parts.config.source.repository().to_owned(),
+            dest_repo: parts.config.id.clone(),
+            config: parts.config,
+            source: parts.source,
+            dest: parts.dest,
+            pool: Semaphore::new(parts.concurrency.max(1)),
+            known: parts.known,
+            progress: parts.progress,
+            cancel: parts.cancel,
+            abort: CancellationToken::new(),
+            abort_reason: Mutex::new(None),
+            stats: Stats::default(),
+            blobs: OnceMap::default(),
+            children: OnceMap::default(),
+            tops: OnceMap::default(),
+            entries: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Stop the run now, abandoning units in flight, because of `reason` (first reason wins).
+    pub fn abort(&self, reason: Error) {
+        lock(&self.abort_reason).get_or_insert(reason);
+        self.abort.cancel();
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.abort.is_cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Whether no new work may start.
+    pub fn is_stopped(&self) -> bool {
+        self.is_aborted() || self.is_cancelled()
+    }
+
+    fn abort_error(&self) -> Error {
+        match &*lock(&self.abort_reason) {
+            Some(e) => Error::new(e.kind(), e.message()),
+            None => Error::new(ErrorKind::Internal, "run aborted without a reason"),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.is_aborted() {
+            return Err(self.abort_error());
+        }
+        if self.is_cancelled() {
+            return Err(Error::new(ErrorKind::Cancelled, "the sync was cancelled"));
+        }
+        Ok(())
+    }
+
+    /// Run one unit of network work under the pool, the cancel token and the abort token.
+    pub async fn unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.check()?;
+        let _permit = tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => return Err(self.abort_error()),
+            _ = self.cancel.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "the sync was cancelled")),
+            permit = self.pool.acquire() => permit.expect("the run's pool is never closed"),
+        };
+        self.check()?;
+        tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => Err(self.abort_error()),
+            result = work => result,
+        }
+    }
+
+    /// Add a usage-log entry (stored when the run finishes).
+    pub fn log(&self, kind: LogKind, tag: Option<&str>, digest: Option<&Digest>, message: String) {
+        lock(&self.entries).push(LogEntry {
+            seq: 0,
+            mirror_id: self.config.id.clone(),
+            time: OffsetDateTime::now_utc(),
+            kind,
+            tag: tag.map(str::to_owned),
+            digest: digest.cloned(),
+            message,
+        });
+    }
+
+    /// The usage-log entries gathered so far, leaving none behind.
+    pub fn take_entries(&self) -> Vec<LogEntry> {
+        std::mem::take(&mut *lock(&self.entries))
+    }
+
+    /// Run every step and say how it went. Never fails: failures are in the report.
+    pub async fn execute(self: &Arc<Self>, store: Option<&Arc<dyn StateStore>>) -> SyncReport {
+        let mut report = SyncReport::new(&self.config.id, &self.config.source.to_string());
+        if let Err(e) = self.steps(store, &mut report).await {
+            report.outcome = Outcome::Failed;
+            report.error = Some(e.to_string());
+        }
+        let stats = &self.stats;
+        report.blobs_copied = stats.blobs_copied.load(Ordering::Relaxed);
+        report.blobs_mounted = stats.blobs_mounted.load(Ordering::Relaxed);
+        report.blobs_present = stats.blobs_present.load(Ordering::Relaxed);
+        report.bytes_copied = stats.bytes_copied.load(Ordering::Relaxed);
+        if self.is_aborted() {
+            report.outcome = Outcome::Failed;
+            let reason = self.abort_error().to_string();
+            report.error = Some(match report.error.take() {
+                Some(more) => format!("{reason}; {more}"),
+                _ => reason,
+            });
+        } else if self.is_cancelled() {
+            report.outcome = Outcome::Cancelled;
+            report.error = Some("the sync was cancelled".to_owned());
+        }
+        report
+    }
+
+    async fn steps(
+        self: &Arc<Self>,
+        store: Option<&Arc<dyn StateStore>>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        if let Some(store) = store {
+            self.recover(store.as_ref()).await?;
+        }
+        let tags = self
+            .unit(self.source.list_tags(&self.src_repo))
+            .await
+            .map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
+        let selected = self.filter.select(&tags);
+        if selected.is_empty() {
+            report.error = Some(format!(
+                "no tags matched (the source has {} tags; patterns {:?})",
+                tags.len(),
+                self.filter.patterns()
+            ));
+            return Ok(());
+        }
+        let plan = plan::plan(self, selected).await?;
+        let staged = self.stage_all(&plan).await;
+        publish::publish(self, plan, staged, store, report).await
+    }
+
+    /// Finish what a dead worker left: a pre-run record still in the store means a run stopped
+    /// between recording and finishing. `all_or_nothing` puts the destination back as recorded;
+    /// `failed_tags_only` lets this run proceed (its successful tags would stand anyway).
+    async fn recover(&self, store: &dyn StateStore) -> Result<()> {
+        let Some(record) = store.tag_record(&self.config.id).await? else {
+            return Ok(());
+        };
+        if self.config.rollback == RollbackMode::AllOrNothing {
+            publish::restore(self, &record)
+                .await
+                .map_err(|e| e.context("restoring the destination after an interrupted run"))?;
+        }
+        store.clear_tag_record(&self.config.id).await
+    }
+}
+
+/// Lock a mutex whose data stays consistent even if a holder panicked (every update is one step).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The once-cell for `digest` in `map`, created if needed.
+pub(crate) fn cell<T>(map: &OnceMap<T>, digest: &Digest) -> Arc<OnceCell<Shared<T>>> {
+    lock(map).entry(digest.clone()).or_default().clone()
+}

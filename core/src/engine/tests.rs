@@ -1,0 +1,590 @@
+//! Behaviour of one run against in-memory registries: planning, staging, publishing, pruning,
+//! rollback, cancellation, events and the usage log.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::config::{PlatformIndexMode, RollbackMode};
+use crate::registry::Manifest;
+use crate::registry::manifest::ManifestKind;
+use crate::registry::memory::{Fault, MemoryRegistry};
+use crate::state::MemoryStateStore;
+use crate::state::TagRecord;
+
+const SRC: &str = "lib/app";
+const DEST: &str = "mirror/app";
+
+struct Setup {
+    source: MemoryRegistry,
+    dest: MemoryRegistry,
+    store: Arc<MemoryStateStore>,
+    mirror: Mirror,
+}
+
+fn setup() -> Setup {
+    setup_with(|b| b)
+}
+
+fn setup_with(f: impl FnOnce(MirrorBuilder) -> MirrorBuilder) -> Setup {
+    let source = MemoryRegistry::new();
+    let dest = MemoryRegistry::new();
+    let store = Arc::new(MemoryStateStore::new());
+    let builder = Mirror::builder()
+        .state(store.clone())
+        .connector(Arc::new(StaticConnector(Arc::new(source.clone()))))
+        .destination(Arc::new(dest.clone()))
+        .concurrency(4);
+    let mirror = f(builder).build().unwrap();
+    Setup {
+        source,
+        dest,
+        store,
+        mirror,
+    }
+}
+
+fn config(patterns: &[&str]) -> MirrorConfig {
+    MirrorConfig::new(
+        DEST,
+        format!("src.example/{SRC}").parse().unwrap(),
+        patterns,
+    )
+}
+
+fn blobs_of(m: &Manifest) -> Vec<crate::reference::Digest> {
+    match m.kind().unwrap() {
+        ManifestKind::Image { config, layers } => std::iter::once(config.digest)
+            .chain(layers.into_iter().map(|l| l.digest))
+            .collect(),
+        ManifestKind::Index { .. } => panic!("an image"),
+    }
+}
+
+impl Setup {
+    async fn run(&self, config: &MirrorConfig) -> SyncReport {
+        self.mirror
+            .sync_config(config, SyncOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// Quay's rollback case: destination {updated, deleted}; source {latest, zzerror, created,
+    /// updated} with zzerror unreadable. Returns (old updated, new updated) digests.
+    fn quay_case(&self) -> (crate::reference::Digest, crate::reference::Digest) {
+        let old = self
+            .dest
+            .seed_image(DEST, Some("updated"), "amd64", &[b"old updated"]);
+        self.dest
+            .seed_image(DEST, Some("deleted"), "amd64", &[b"deleted"]);
+        self.source
+            .seed_image(SRC, Some("latest"), "amd64", &[b"latest"]);
+        self.source
+            .seed_image(SRC, Some("created"), "amd64", &[b"created"]);
+        let new = self
+            .source
+            .seed_image(SRC, Some("updated"), "amd64", &[b"new updated"]);
+        let bad = self
+            .source
+            .seed_image(SRC, Some("zzerror"), "amd64", &[b"unreadable"]);
+        self.source
+            .inject(Fault::UnreadableBlob(blobs_of(&bad)[1].clone()));
+        (old.digest, new.digest)
+    }
+}
+
+#[tokio::test]
+async fn first_run_copies_and_second_run_reads_no_blob() {
+    let s = setup();
+    let a = s
+        .source
+        .seed_image(SRC, Some("v1"), "amd64", &[b"base", b"one"]);
+    let b = s
+        .source
+        .seed_image(SRC, Some("v2"), "amd64", &[b"base", b"two"]);
+    s.source.seed_image(SRC, Some("other"), "amd64", &[b"x"]);
+    let c = config(&["v*"]);
+
+    let first = s.run(&c).await;
+    assert!(first.is_success(), "{first:?}");
+    assert_eq!(first.tags_synced, ["v1", "v2"]);
+    // Two configs, one shared base, two own layers.
+    assert_eq!(first.blobs_copied, 5);
+    let tags = s.dest.tag_map(DEST);
+    assert_eq!(tags.len(), 2);
+    assert_eq!(tags["v1"], a.digest);
+    assert_eq!(tags["v2"], b.digest);
+
+    s.source.reset_counters();
+    let second = s.run(&c).await;
+    assert!(second.is_success(), "{second:?}");
+    assert!(second.tags_synced.is_empty());
+    assert_eq!(second.tags_current, ["v1", "v2"]);
+    assert_eq!(
+        second.blobs_copied + second.blobs_present + second.blobs_mounted,
+        0
+    );
+    assert_eq!(s.source.total_blob_reads(), 0);
+    assert_eq!(s.source.counters().manifest_reads, 0);
+}
+
+#[tokio::test]
+async fn a_blob_shared_by_twenty_tags_is_read_once() {
+    let s = setup();
+    let shared = vec![42u8; 100_000];
+    let mut first = None;
+    for i in 0..20 {
+        let own = format!("own layer {i}");
+        let m = s.source.seed_image(
+            SRC,
+            Some(&format!("t{i:02}")),
+            "amd64",
+            &[&shared, own.as_bytes()],
+        );
+        first.get_or_insert(m);
+    }
+    let report = s.run(&config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_synced.len(), 20);
+    let shared_digest = &blobs_of(first.as_ref().unwrap())[1];
+    assert_eq!(s.source.blob_reads(shared_digest), 1);
+    assert_eq!(s.dest.counters().blob_pushes[shared_digest], 1);
+}
+
+#[tokio::test]
+async fn quay_rollback_all_or_nothing_leaves_destination_as_before() {
+    let s = setup();
+    let (old, _) = s.quay_case();
+    let before = s.dest.tag_map(DEST);
+    let mut c = config(&["updated", "created", "zzerror"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    let report = s.run(&c).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.failed_tags(), ["zzerror"]);
+    assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+    assert!(!report.partial);
+    let after = s.dest.tag_map(DEST);
+    assert_eq!(after, before);
+    assert_eq!(after["updated"], old);
+    assert!(!after.contains_key("created"));
+}
+
+#[tokio::test]
+async fn quay_rollback_failed_tags_only_is_partial() {
+    let s = setup();
+    let (_, new) = s.quay_case();
+    let report = s.run(&config(&["updated", "created", "zzerror"])).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.partial, "{report:?}");
+    assert_eq!(report.failed_tags(), ["zzerror"]);
+    assert_eq!(report.tags_synced, ["created", "updated"]);
+    assert_eq!(report.tags_deleted, ["deleted"]);
+    assert!(report.error.as_deref().unwrap().contains("partial"));
+    let after = s.dest.tag_map(DEST);
+    assert_eq!(after["updated"], new.clone());
+    assert!(after.contains_key("created"));
+    assert!(!after.contains_key("deleted"));
+    assert!(!after.contains_key("zzerror"));
+    assert!(!after.contains_key("latest"));
+}
+
+#[tokio::test]
+async fn publish_failure_with_all_or_nothing_undoes_moves_creations_and_prunes() {
+    let s = setup();
+    let (old, _) = s.quay_case();
+    s.source
+        .heal(&Fault::UnreadableBlob(crate::reference::Digest::of(
+            b"unreadable",
+        )));
+    // zzerror stages fine but cannot be tagged: the failure happens mid-publish, after
+    // "created" and "updated" moved (sorted order), so they must be undone.
+    s.dest.inject(Fault::PushManifest {
+        repo: DEST.into(),
+        reference: "zzerror".into(),
+    });
+    let before = s.dest.tag_map(DEST);
+    let mut c = config(&["updated", "created", "zzerror"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    let report = s.run(&c).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.rolled_back);
+    assert_eq!(report.failed_tags(), ["zzerror"]);
+    assert_eq!(s.dest.tag_map(DEST), before);
+    assert_eq!(s.dest.tag_map(DEST)["updated"], old);
+}
+
+#[tokio::test]
+async fn prune_failure_with_all_or_nothing_restores_everything() {
+    let s = setup();
+    s.quay_case();
+    s.dest.inject(Fault::DeleteTag {
+        repo: DEST.into(),
+        tag: "deleted".into(),
+    });
+    let before = s.dest.tag_map(DEST);
+    let mut c = config(&["updated", "created"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    let report = s.run(&c).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.failed_tags(), ["deleted"]);
+    assert!(report.rolled_back);
+    assert_eq!(s.dest.tag_map(DEST), before);
+}
+
+#[tokio::test]
+async fn narrowing_patterns_prunes_but_listing_failure_and_empty_match_do_not() {
+    let s = setup();
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
+    s.source.seed_image(SRC, Some("v2"), "amd64", &[b"2"]);
+    assert!(s.run(&config(&["v*"])).await.is_success());
+    assert_eq!(s.dest.tag_map(DEST).len(), 2);
+
+    let none = s.run(&config(&["nomatch*"])).await;
+    assert!(none.is_success());
+    assert!(none.error.as_deref().unwrap().contains("no tags matched"));
+    assert_eq!(s.dest.tag_map(DEST).len(), 2);
+
+    s.source.inject(Fault::ListTags { repo: SRC.into() });
+    let failed = s.run(&config(&["v1"])).await;
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(
+        failed.error.as_deref().unwrap().contains("listing"),
+        "{failed:?}"
+    );
+    assert_eq!(s.dest.tag_map(DEST).len(), 2);
+    s.source.heal(&Fault::ListTags { repo: SRC.into() });
+
+    let narrowed = s.run(&config(&["v1"])).await;
+    assert!(narrowed.is_success());
+    assert_eq!(narrowed.tags_deleted, ["v2"]);
+    assert_eq!(s.dest.tag_map(DEST).keys().collect::<Vec<_>>(), ["v1"]);
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_fails_its_tag_only_and_is_never_published() {
+    let s = setup();
+    let good = s.source.seed_image(SRC, Some("good"), "amd64", &[b"fine"]);
+    let bad = s
+        .source
+        .seed_image(SRC, Some("bad"), "amd64", &[b"will be corrupted"]);
+    let layer = blobs_of(&bad)[1].clone();
+    s.source.inject(Fault::CorruptBlob(layer.clone()));
+    let report = s.run(&config(&["*"])).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.tags_synced, ["good"]);
+    assert_eq!(report.failed_tags(), ["bad"]);
+    assert!(
+        report.tags_failed[0].reason.contains("DigestMismatch"),
+        "{report:?}"
+    );
+    let tags = s.dest.tag_map(DEST);
+    assert_eq!(tags.len(), 1);
+    assert_eq!(tags["good"], good.digest);
+    assert!(!s.dest.has_blob(DEST, &layer).await.unwrap());
+    assert!(!s.dest.has_manifest(DEST, &bad.digest));
+}
+
+fn seed_multiarch(s: &Setup) -> (Manifest, Manifest, Manifest) {
+    let amd = s.source.seed_image(SRC, None, "amd64", &[b"amd layer"]);
+    let arm = s.source.seed_image(SRC, None, "arm64", &[b"arm layer"]);
+    let index = s
+        .source
+        .seed_index(SRC, Some("multi"), &[("amd64", &amd), ("arm64", &arm)]);
+    (index, amd, arm)
+}
+
+#[tokio::test]
+async fn a_multiarch_index_is_copied_whole_by_default() {
+    let s = setup();
+    let (index, amd, arm) = seed_multiarch(&s);
+    let report = s.run(&config(&["multi"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(s.dest.tag_map(DEST)["multi"], index.digest);
+    assert!(s.dest.has_manifest(DEST, &amd.digest));
+    assert!(s.dest.has_manifest(DEST, &arm.digest));
+}
+
+#[tokio::test]
+async fn a_filtered_index_is_sparse_or_fails_or_is_rewritten() {
+    // Accepted sparse: the tag points at the original index bytes, one platform copied.
+    let s = setup();
+    s.dest.set_accept_sparse_index(true);
+    let (index, amd, arm) = seed_multiarch(&s);
+    let mut c = config(&["multi"]);
+    c.architectures = vec!["arm64".into()];
+    let report = s.run(&c).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(s.dest.tag_map(DEST)["multi"], index.digest);
+    assert!(s.dest.has_manifest(DEST, &arm.digest));
+    assert!(!s.dest.has_manifest(DEST, &amd.digest));
+    assert_eq!(s.source.blob_reads(&blobs_of(&amd)[1]), 0);
+
+    // Refused sparse (like distribution 2.8), default mode: the tag fails and says why.
+    let s = setup();
+    seed_multiarch(&s);
+    let report = s.run(&c).await;
+    assert_eq!(report.failed_tags(), ["multi"]);
+    let reason = &report.tags_failed[0].reason;
+    assert!(
+        reason.contains("sparse index") && reason.contains("platform_index = rewrite"),
+        "{reason}"
+    );
+    assert!(s.dest.tag_map(DEST).is_empty());
+
+    // Refused sparse, rewrite allowed: a new index of the selected platforms, reported.
+    c.platform_index = PlatformIndexMode::Rewrite;
+    let report = s.run(&c).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_rewritten.len(), 1);
+    let rewritten = &report.tags_rewritten[0];
+    assert_eq!(rewritten.source_digest, index.digest);
+    let dest_digest = s.dest.tag_map(DEST)["multi"].clone();
+    assert_eq!(rewritten.digest, dest_digest);
+    let pushed = s.dest.manifest(DEST, "multi").unwrap();
+    let ManifestKind::Index { manifests } = pushed.kind().unwrap() else {
+        panic!("an index")
+    };
+    assert_eq!(manifests.len(), 1);
+    assert_eq!(manifests[0].digest, arm.digest);
+    // The rewritten tag counts as current next time.
+    let again = s.run(&c).await;
+    assert_eq!(again.tags_current, ["multi"], "{again:?}");
+    assert_eq!(again.blobs_copied, 0);
+}
+
+#[tokio::test]
+async fn platform_filter_skips_single_arch_and_fails_index_without_match() {
+    let s = setup();
+    s.source
+        .seed_image(SRC, Some("armonly"), "arm64", &[b"arm"]);
+    s.source
+        .seed_image(SRC, Some("amdonly"), "amd64", &[b"amd"]);
+    let mut c = config(&["*only"]);
+    c.architectures = vec!["amd64".into()];
+    let report = s.run(&c).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_skipped, ["armonly"]);
+    assert_eq!(report.tags_synced, ["amdonly"]);
+
+    let s = setup();
+    seed_multiarch(&s);
+    let mut c = config(&["multi"]);
+    c.architectures = vec!["s390x".into()];
+    let report = s.run(&c).await;
+    assert_eq!(report.failed_tags(), ["multi"]);
+    assert!(
+        report.tags_failed[0]
+            .reason
+            .contains("no platform matching")
+    );
+}
+
+#[tokio::test]
+async fn blobs_known_in_another_destination_repository_are_mounted() {
+    let s = setup();
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"common"]);
+    assert!(s.run(&config(&["v1"])).await.is_success());
+    let mut other = config(&["v1"]);
+    other.id = "mirror/other".into();
+    s.source.reset_counters();
+    let report = s.run(&other).await;
+    assert!(report.is_success());
+    assert_eq!(report.blobs_mounted, 2);
+    assert_eq!(report.blobs_copied, 0);
+    assert_eq!(s.source.total_blob_reads(), 0);
+}
+
+#[tokio::test]
+async fn cancelling_stops_after_the_tag_in_flight_without_rollback() {
+    let s = setup();
+    s.dest.seed_image(DEST, Some("gone"), "amd64", &[b"gone"]);
+    for t in ["a", "b", "c"] {
+        s.source.seed_image(SRC, Some(t), "amd64", &[t.as_bytes()]);
+    }
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let options = SyncOptions {
+        cancel,
+        progress: Progress::new(move |e| {
+            if let ProgressEvent::TagFinished {
+                status: TagStatus::Synced,
+                ..
+            } = e
+            {
+                trigger.cancel();
+            }
+        }),
+    };
+    let mut c = config(&["*"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    let report = s.mirror.sync_config(&c, options).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+    assert_eq!(report.tags_synced, ["a"]);
+    assert!(!report.rolled_back);
+    let tags = s.dest.tag_map(DEST);
+    assert!(tags.contains_key("a") && tags.contains_key("gone"));
+    assert!(!tags.contains_key("b"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_bounds_a_stalled_run() {
+    let s = setup();
+    let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
+    s.source.inject(Fault::StallBlob(blobs_of(&m)[1].clone()));
+    let mut c = config(&["v1"]);
+    c.timeout = Duration::from_secs(5);
+    let report = s.run(&c).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(
+        report.error.as_deref().unwrap().contains("timeout"),
+        "{report:?}"
+    );
+    assert!(s.dest.tag_map(DEST).is_empty());
+}
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<MirrorEvent>>);
+
+#[async_trait]
+impl Notifier for Recorder {
+    async fn notify(&self, event: &MirrorEvent) -> Result<()> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Broken;
+
+#[async_trait]
+impl Notifier for Broken {
+    async fn notify(&self, _: &MirrorEvent) -> Result<()> {
+        Err(Error::new(ErrorKind::Network, "down"))
+    }
+}
+
+#[tokio::test]
+async fn events_carry_the_payload_and_a_failing_notifier_changes_nothing() {
+    let recorder = Arc::new(Recorder::default());
+    let s = setup_with(|b| b.notifier(Arc::new(Broken)).notifier(recorder.clone()));
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
+    let mut c = config(&["v1"]);
+    c.source_credentials = Some(crate::config::Credentials::new("robot", "s3cr3t-pass"));
+    let report = s.run(&c).await;
+    assert!(report.is_success());
+    let events = recorder.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event, EventKind::SyncStarted);
+    let done = &events[1];
+    assert_eq!(done.event, EventKind::SyncSucceeded);
+    assert_eq!(done.mirror_id, DEST);
+    assert_eq!(done.source, format!("src.example/{SRC}"));
+    assert_eq!(done.patterns, ["v1"]);
+    assert_eq!(done.tags_synced, ["v1"]);
+    assert_eq!(done.bytes_copied, report.bytes_copied);
+    assert!(done.bytes_copied > 0);
+    assert!(!serde_json::to_string(&events).unwrap().contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn stored_sync_claims_logs_and_releases() {
+    let recorder = Arc::new(Recorder::default());
+    let s = setup_with(|b| b.notifier(recorder.clone()));
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
+    s.source.seed_image(SRC, Some("bad"), "amd64", &[b"2"]);
+    s.source
+        .inject(Fault::UnreadableBlob(crate::reference::Digest::of(b"2")));
+    let invalid = s
+        .mirror
+        .create_mirror(config(&["v3.[12"]))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.kind(), ErrorKind::InvalidPattern);
+    s.mirror.create_mirror(config(&["*"])).await.unwrap();
+
+    let report = s.mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.failed_tags(), ["bad"]);
+    let record = s.mirror.get(DEST).await.unwrap();
+    assert_eq!(record.state.status, SyncStatus::Fail);
+    assert!(record.state.lease_owner.is_none());
+    assert!(s.store.tag_record(DEST).await.unwrap().is_none());
+    let kinds: Vec<LogKind> = s
+        .mirror
+        .logs(DEST, 10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            LogKind::SyncFailed,
+            LogKind::TagFailed,
+            LogKind::TagSynced,
+            LogKind::SyncStarted
+        ]
+    );
+    let events = recorder.0.lock().unwrap().clone();
+    assert_eq!(events[1].event, EventKind::SyncFailed);
+    assert_eq!(events[1].tags_failed, ["bad"]);
+    assert!(events[1].error.as_deref().unwrap().contains("bad"));
+}
+
+#[tokio::test]
+async fn a_dead_workers_run_is_restored_with_all_or_nothing() {
+    let s = setup();
+    let old = s.dest.seed_image(DEST, Some("v1"), "amd64", &[b"old"]);
+    let mut c = config(&["v*"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    s.mirror.create_mirror(c).await.unwrap();
+    // A dead worker recorded {v1: old}, then moved v1 and created v2.
+    let record: TagRecord = [("v1".to_owned(), old.digest.clone())].into();
+    s.store.save_tag_record(DEST, &record).await.unwrap();
+    let moved = s
+        .dest
+        .seed_image(DEST, Some("v1"), "amd64", &[b"half-done"]);
+    s.dest.put_manifest(DEST, Some("v2"), &moved);
+    // This run cannot list the source, so the destination shows only the restore.
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"new"]);
+    s.source.inject(Fault::ListTags { repo: SRC.into() });
+
+    let report = s.mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(s.dest.tag_map(DEST), record);
+    assert!(s.store.tag_record(DEST).await.unwrap().is_none());
+    let logs = s.mirror.logs(DEST, 10, None).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|e| e.kind == LogKind::TagRestored && e.tag.as_deref() == Some("v1"))
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_status_seen_on_renewal_stops_the_run() {
+    let s = setup_with(|b| b.lease(Duration::from_millis(30)));
+    let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
+    s.source.inject(Fault::StallBlob(blobs_of(&m)[1].clone()));
+    s.mirror.create_mirror(config(&["v1"])).await.unwrap();
+    let mirror = s.mirror.clone();
+    let run = tokio::spawn(async move { mirror.sync(DEST).await });
+    // Wait until the run holds the claim, then cancel it through the store.
+    loop {
+        if s.mirror.get(DEST).await.unwrap().state.status == SyncStatus::Syncing {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    s.mirror.cancel(DEST).await.unwrap();
+    // Give the renewal (every 10 ms) time to see CANCEL, then let the unit in flight finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.source.heal(&Fault::StallBlob(blobs_of(&m)[1].clone()));
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+    assert_eq!(
+        s.mirror.get(DEST).await.unwrap().state.status,
+        SyncStatus::Cancel
+    );
+}
