@@ -181,6 +181,7 @@ async fn run(args: Args) -> Result<()> {
         bench.rss(&dataset).await?;
     }
     source.stop().await;
+    report.load_at_end = report::load_average();
 
     let markdown = report.markdown();
     println!("{markdown}");

@@ -117,6 +117,10 @@ impl LinkProbe {
 pub struct Report {
     pub date: String,
     pub machine: String,
+    /// `/proc/loadavg` when the run started and when it ended: other work on the machine
+    /// skews timings, so the table says how busy it was.
+    pub load_at_start: String,
+    pub load_at_end: String,
     pub versions: Vec<String>,
     #[serde(skip)]
     pub shape: LinkShape,
@@ -167,6 +171,8 @@ impl Report {
         Report {
             date: utc_now(),
             machine: machine(),
+            load_at_start: load_average(),
+            load_at_end: String::new(),
             versions,
             shape,
             slow_link: format!(
@@ -230,6 +236,11 @@ impl Report {
         let _ = writeln!(out, "### Run of {}\n", self.date);
         let _ = writeln!(out, "- Machine: {}", self.machine);
         let _ = writeln!(out, "- Versions: {}", self.versions.join("; "));
+        let _ = writeln!(
+            out,
+            "- Load average (1/5/15 min): {} at the start, {} at the end",
+            self.load_at_start, self.load_at_end
+        );
         let _ = writeln!(
             out,
             "- Repetitions: {reps} per tool and scenario, medians shown; tools alternate which goes first"
@@ -411,6 +422,16 @@ impl Report {
 fn utc_now() -> String {
     let now = time::OffsetDateTime::now_utc();
     format!("{} {:02}:{:02} UTC", now.date(), now.hour(), now.minute())
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// CPU model, core count and memory, from `/proc`.
