@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use regmirror::registry::LayoutRegistry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::{DestRegistry, Digest, SourceRegistry};
+use regmirror_tests::Registry;
 use regmirror_tests::image::LargeBlob;
 use sha2::{Digest as _, Sha256};
 
@@ -99,4 +101,13 @@ async fn a_256_mib_blob_streams_with_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
     let layout = LayoutRegistry::single(dir.path());
     stream_through("layout", &layout, &layout, &blob).await;
+
+    let registry = Registry::start();
+    let options = HttpOptions {
+        tls_verify: false,
+        docker_config: false,
+        ..HttpOptions::default()
+    };
+    let http = HttpRegistry::new(&registry.host(), options).unwrap();
+    stream_through("http", &http, &http, &blob).await;
 }

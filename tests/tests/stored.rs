@@ -4,8 +4,10 @@
 //! front of a real registry), then the same cases read them through `SourceRegistry`.
 
 use regmirror::registry::LayoutRegistry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::registry::manifest::{MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, media_types};
 use regmirror::{Digest, ErrorKind, SourceRegistry};
+use regmirror_tests::{Fault, Proxy, Registry};
 use serde_json::json;
 
 /// Stores raw manifest bytes under a tag (and under their digest), bypassing every check.
@@ -46,6 +48,35 @@ impl Planter for LayoutFiles {
     }
 }
 
+/// Canned answers from a proxy in front of a real registry, for what the registry would refuse
+/// to store.
+struct ProxyAnswers(Proxy);
+
+impl Planter for ProxyAnswers {
+    fn plant(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
+        self.plant_at(&format!("/v2/{repo}/manifests/{tag}"), media_type, bytes);
+    }
+
+    fn plant_by_digest(&self, repo: &str, claimed: &Digest, media_type: &str, bytes: &[u8]) {
+        self.plant_at(
+            &format!("/v2/{repo}/manifests/{claimed}"),
+            media_type,
+            bytes,
+        );
+    }
+}
+
+impl ProxyAnswers {
+    fn plant_at(&self, path: &str, media_type: &str, bytes: &[u8]) {
+        let answer = Fault::Respond {
+            status: 200,
+            content_type: media_type.to_owned(),
+            body: bytes.to_vec().into(),
+        };
+        self.0.inject("*", path, answer, usize::MAX);
+    }
+}
+
 struct Backend {
     source: Box<dyn SourceRegistry>,
     planter: Box<dyn Planter>,
@@ -53,6 +84,22 @@ struct Backend {
 }
 
 impl Backend {
+    /// The HTTP client, through a proxy in front of a real distribution registry.
+    fn http() -> Backend {
+        let registry = Registry::start();
+        let proxy = Proxy::start(&registry);
+        let options = HttpOptions {
+            tls_verify: false,
+            docker_config: false,
+            ..HttpOptions::default()
+        };
+        Backend {
+            source: Box::new(HttpRegistry::new(&proxy.host(), options).unwrap()),
+            planter: Box::new(ProxyAnswers(proxy)),
+            _keep: Box::new(registry),
+        }
+    }
+
     fn layout_single() -> Backend {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
@@ -186,6 +233,12 @@ async fn manifest_not_matching_its_digest_is_refused(backend: &Backend) {
 
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
+        mod http {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::http()).await;
+            })*
+        }
         mod layout_single {
             $(#[tokio::test]
             async fn $case() {
