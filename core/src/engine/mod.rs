@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use connector::{SourceConnector, StaticConnector};
+pub use connector::{HttpConnector, SourceConnector, StaticConnector};
 pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
 pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 
@@ -105,8 +105,8 @@ impl fmt::Debug for Mirror {
     }
 }
 
-/// Builds a [`Mirror`]. A destination and a source connector are required; a state store is
-/// required for everything but [`Mirror::sync_config`].
+/// Builds a [`Mirror`]. A destination is required; a state store is required for everything
+/// but [`Mirror::sync_config`].
 #[derive(Debug, Default)]
 #[must_use]
 pub struct MirrorBuilder {
@@ -133,7 +133,7 @@ impl MirrorBuilder {
         self
     }
 
-    /// How a mirror's source settings become a registry client.
+    /// How a mirror's source settings become a registry client (default: [`HttpConnector`]).
     pub fn connector(mut self, connector: Arc<dyn SourceConnector>) -> Self {
         self.connector = Some(connector);
         self
@@ -198,7 +198,9 @@ impl MirrorBuilder {
             inner: Arc::new(Inner {
                 state: self.state,
                 destination: self.destination.ok_or_else(|| missing("destination"))?,
-                connector: self.connector.ok_or_else(|| missing("connector"))?,
+                connector: self
+                    .connector
+                    .unwrap_or_else(|| Arc::new(HttpConnector::default())),
                 notifiers: self.notifiers,
                 concurrency,
                 notifier_timeout,

@@ -1,5 +1,13 @@
 //! Telling people what happened (SEMANTICS.md §7): the [`Notifier`] trait and its events.
 
+mod log;
+#[cfg(feature = "webhook")]
+mod webhook;
+
+pub use log::LogNotifier;
+#[cfg(feature = "webhook")]
+pub use webhook::{EVENT_HEADER, SIGNATURE_HEADER, WebhookBuilder, WebhookNotifier};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
