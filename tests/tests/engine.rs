@@ -1,0 +1,510 @@
+//! The engine against real distribution registries (issue 4's "Must show"): the source is read
+//! through the kit's counting, fault-injecting proxy; the destination is a second registry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regmirror::engine::{HttpConnector, Mirror, MirrorBuilder, Outcome, SyncOptions, SyncReport};
+use regmirror::notify::{SIGNATURE_HEADER, WebhookNotifier};
+use regmirror::registry::LayoutRegistry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::{
+    DestRegistry, Digest, MemoryStateStore, MirrorConfig, PlatformIndexMode, RollbackMode,
+    StateStore,
+};
+use regmirror_tests::image::images_sharing_layers;
+use regmirror_tests::proxy::Fault;
+use regmirror_tests::{Blob, Flavor, Image, Index, Proxy, Registry, Seeder, WebhookReceiver};
+
+const SRC: &str = "upstream/app";
+const DEST: &str = "mirror/app";
+
+fn http_options() -> HttpOptions {
+    HttpOptions {
+        tls_verify: false,
+        docker_config: false,
+        ..HttpOptions::default()
+    }
+}
+
+/// A source registry behind a counting proxy, a destination registry, a memory state store.
+struct Env {
+    source: Registry,
+    proxy: Proxy,
+    dest_registry: Registry,
+    dest: HttpRegistry,
+    store: Arc<MemoryStateStore>,
+}
+
+impl Env {
+    fn start() -> Env {
+        let source = Registry::start();
+        let proxy = Proxy::start(&source);
+        let dest_registry = Registry::start();
+        let dest = HttpRegistry::new(&dest_registry.host(), http_options()).unwrap();
+        Env {
+            source,
+            proxy,
+            dest_registry,
+            dest,
+            store: Arc::new(MemoryStateStore::new()),
+        }
+    }
+
+    fn builder(&self) -> MirrorBuilder {
+        Mirror::builder()
+            .state(self.store.clone())
+            .destination(Arc::new(self.dest.clone()))
+            .connector(Arc::new(HttpConnector::new(http_options())))
+    }
+
+    fn mirror(&self) -> Mirror {
+        self.builder().build().unwrap()
+    }
+
+    /// A mirror of the source repository (through the proxy) into [`DEST`].
+    fn config(&self, patterns: &[&str]) -> MirrorConfig {
+        let mut c = MirrorConfig::new(
+            DEST,
+            format!("{}/{SRC}", self.proxy.host()).parse().unwrap(),
+            patterns,
+        );
+        c.verify_tls = false;
+        c
+    }
+
+    fn src(&self) -> Seeder {
+        self.source.seeder()
+    }
+
+    fn dst(&self) -> Seeder {
+        self.dest_registry.seeder()
+    }
+
+    /// The destination's tags and the digests they point at.
+    async fn dest_tags(&self) -> BTreeMap<String, Digest> {
+        let mut map = BTreeMap::new();
+        for tag in self.dst().tags(DEST).await {
+            let head = self.dest.head_manifest(DEST, &tag).await.unwrap().unwrap();
+            map.insert(tag, head.digest);
+        }
+        map
+    }
+
+    async fn sync_once(&self, mirror: &Mirror, config: &MirrorConfig) -> SyncReport {
+        mirror
+            .sync_config(config, SyncOptions::default())
+            .await
+            .unwrap()
+    }
+
+    fn blob_gets(&self, digest: &Digest) -> usize {
+        self.proxy
+            .count("GET", &format!("/v2/{SRC}/blobs/{digest}"))
+    }
+}
+
+fn image(seed: u64, layer: &[u8]) -> Image {
+    Image::new(Flavor::Oci, seed, vec![Blob::new(layer.to_vec())])
+}
+
+/// Quay's case: destination {updated, deleted}; source {latest, zzerror, created, updated}
+/// where zzerror's layer cannot be read. Returns (updated before, updated in the source).
+async fn quay_case(env: &Env) -> (Digest, Digest) {
+    let old = env
+        .dst()
+        .push_image(DEST, "updated", &image(1, b"old updated"))
+        .await;
+    env.dst()
+        .push_image(DEST, "deleted", &image(2, b"deleted"))
+        .await;
+    let src = env.src();
+    src.push_image(SRC, "latest", &image(3, b"latest")).await;
+    src.push_image(SRC, "created", &image(4, b"created")).await;
+    let new = src
+        .push_image(SRC, "updated", &image(5, b"new updated"))
+        .await;
+    let bad = image(6, b"zzerror layer nobody can read");
+    src.push_image(SRC, "zzerror", &bad).await;
+    env.source.remove_blob(&bad.layers[0].digest);
+    (old, new)
+}
+
+#[tokio::test]
+async fn quay_rollback_case_all_or_nothing_restores_the_destination_exactly() {
+    let env = Env::start();
+    let (old, _) = quay_case(&env).await;
+    let before = env.dest_tags().await;
+    let mirror = env.mirror();
+    let mut config = env.config(&["updated", "created", "zzerror"]);
+    config.rollback = RollbackMode::AllOrNothing;
+    mirror.create_mirror(config).await.unwrap();
+
+    let report = mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.failed_tags(), ["zzerror"]);
+    assert!(!report.partial);
+    let after = env.dest_tags().await;
+    assert_eq!(after, before);
+    assert_eq!(after["updated"], old);
+    assert!(after.contains_key("deleted"));
+    assert!(!after.contains_key("created"));
+    assert!(env.store.tag_record(DEST).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn quay_rollback_case_failed_tags_only_keeps_the_good_tags() {
+    let env = Env::start();
+    let (_, new) = quay_case(&env).await;
+    let mirror = env.mirror();
+    mirror
+        .create_mirror(env.config(&["updated", "created", "zzerror"]))
+        .await
+        .unwrap();
+
+    let report = mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.partial);
+    assert!(report.error.as_deref().unwrap().contains("partial"));
+    assert_eq!(report.failed_tags(), ["zzerror"]);
+    assert_eq!(report.tags_deleted, ["deleted"]);
+    let after = env.dest_tags().await;
+    assert_eq!(after["updated"], new);
+    assert!(after.contains_key("created"));
+    assert!(!after.contains_key("deleted"));
+    assert!(!after.contains_key("zzerror"));
+    assert!(!after.contains_key("latest"));
+}
+
+#[tokio::test]
+async fn listing_failure_and_empty_match_prune_nothing() {
+    let env = Env::start();
+    for (i, tag) in ["v1", "v2", "v3"].iter().enumerate() {
+        env.src()
+            .push_image(SRC, tag, &image(i as u64, tag.as_bytes()))
+            .await;
+    }
+    let mirror = env.mirror();
+    assert!(
+        env.sync_once(&mirror, &env.config(&["v*"]))
+            .await
+            .is_success()
+    );
+    assert_eq!(env.dest_tags().await.len(), 3);
+
+    let none = env.sync_once(&mirror, &env.config(&["release-*"])).await;
+    assert!(none.is_success(), "{none:?}");
+    assert!(none.error.as_deref().unwrap().contains("no tags matched"));
+    assert_eq!(env.dest_tags().await.len(), 3);
+
+    env.proxy
+        .inject("GET", "/tags/list", Fault::Status(500), usize::MAX);
+    let failed = env.sync_once(&mirror, &env.config(&["v1"])).await;
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
+    assert!(failed.tags_deleted.is_empty());
+    assert_eq!(env.dest_tags().await.len(), 3);
+}
+
+#[tokio::test]
+async fn narrowing_the_patterns_prunes() {
+    let env = Env::start();
+    for (i, tag) in ["v1", "v2", "v3"].iter().enumerate() {
+        env.src()
+            .push_image(SRC, tag, &image(i as u64, tag.as_bytes()))
+            .await;
+    }
+    let mirror = env.mirror();
+    assert!(
+        env.sync_once(&mirror, &env.config(&["v*"]))
+            .await
+            .is_success()
+    );
+    let narrowed = env.sync_once(&mirror, &env.config(&["v1"])).await;
+    assert!(narrowed.is_success(), "{narrowed:?}");
+    assert_eq!(narrowed.tags_deleted, ["v2", "v3"]);
+    assert_eq!(env.dest_tags().await.keys().collect::<Vec<_>>(), ["v1"]);
+}
+
+#[tokio::test]
+async fn a_multiarch_index_is_mirrored_whole_with_the_source_digests() {
+    let env = Env::start();
+    let index = Index::two_platforms(Flavor::Oci, 11, 2000);
+    let docker = Index::two_platforms(Flavor::Docker, 12, 2000);
+    env.src().push_index(SRC, "oci", &index).await;
+    env.src().push_index(SRC, "docker", &docker).await;
+    let mirror = env.mirror();
+    let report = env.sync_once(&mirror, &env.config(&["*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    let tags = env.dest_tags().await;
+    assert_eq!(tags["oci"], index.manifest.digest);
+    assert_eq!(tags["docker"], docker.manifest.digest);
+    for child in index.children.iter().chain(&docker.children) {
+        let bytes = env
+            .dst()
+            .manifest(DEST, child.manifest.digest.as_str())
+            .await
+            .expect("every child is copied");
+        assert_eq!(bytes, child.manifest.bytes);
+    }
+    // The layer both platforms share was fetched once.
+    let shared = &index.children[0].layers[0].digest;
+    assert_eq!(env.blob_gets(shared), 1);
+}
+
+#[tokio::test]
+async fn a_filtered_index_is_refused_sparse_by_distribution_then_rewritten() {
+    let env = Env::start();
+    let index = Index::two_platforms(Flavor::Oci, 21, 2000);
+    env.src().push_index(SRC, "multi", &index).await;
+    let (amd, arm) = (&index.children[0], &index.children[1]);
+    let mirror = env.mirror();
+    let mut config = env.config(&["multi"]);
+    config.architectures = vec!["arm64".into()];
+
+    // distribution 2.8 answers MANIFEST_BLOB_UNKNOWN for a sparse index: the tag fails, saying so.
+    let refused = env.sync_once(&mirror, &config).await;
+    assert_eq!(refused.failed_tags(), ["multi"], "{refused:?}");
+    let reason = &refused.tags_failed[0].reason;
+    assert!(reason.contains("sparse index"), "{reason}");
+    assert!(env.dest_tags().await.is_empty());
+    // Only the selected platform's content was copied, with its source digest.
+    assert!(
+        env.dst()
+            .manifest(DEST, arm.manifest.digest.as_str())
+            .await
+            .is_some()
+    );
+    assert!(
+        env.dst()
+            .manifest(DEST, amd.manifest.digest.as_str())
+            .await
+            .is_none()
+    );
+    assert_eq!(env.blob_gets(&amd.layers[1].digest), 0);
+
+    config.platform_index = PlatformIndexMode::Rewrite;
+    let rewritten = env.sync_once(&mirror, &config).await;
+    assert!(rewritten.is_success(), "{rewritten:?}");
+    assert_eq!(rewritten.tags_rewritten.len(), 1);
+    assert_eq!(
+        rewritten.tags_rewritten[0].source_digest,
+        index.manifest.digest
+    );
+    let tag_digest = env.dest_tags().await["multi"].clone();
+    assert_eq!(rewritten.tags_rewritten[0].digest, tag_digest);
+    let bytes = env.dst().manifest(DEST, "multi").await.unwrap();
+    let pushed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let entries = pushed["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["digest"], arm.manifest.digest.as_str());
+
+    // Nothing changed upstream: the rewritten tag is current, no blob is read.
+    env.proxy.reset_counts();
+    let again = env.sync_once(&mirror, &config).await;
+    assert_eq!(again.tags_current, ["multi"], "{again:?}");
+    assert_eq!(env.proxy.count("GET", "/blobs/"), 0);
+}
+
+#[tokio::test]
+async fn a_filtered_index_keeps_the_source_digest_where_sparse_indexes_are_accepted() {
+    let env = Env::start();
+    let index = Index::two_platforms(Flavor::Oci, 31, 2000);
+    env.src().push_index(SRC, "multi", &index).await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = LayoutRegistry::new(dir.path());
+    let mirror = Mirror::builder()
+        .destination(Arc::new(layout.clone()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let mut config = env.config(&["multi"]);
+    config.architectures = vec!["amd64".into()];
+    let report = env.sync_once(&mirror, &config).await;
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.tags_rewritten.is_empty());
+    let head = layout.head_manifest(DEST, "multi").await.unwrap().unwrap();
+    assert_eq!(head.digest, index.manifest.digest);
+    let amd = &index.children[0].manifest.digest;
+    let arm = &index.children[1].manifest.digest;
+    assert!(
+        layout
+            .head_manifest(DEST, amd.as_str())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        layout
+            .head_manifest(DEST, arm.as_str())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_with_nothing_changed_reads_no_blob() {
+    let env = Env::start();
+    env.src()
+        .push_image(SRC, "a", &Image::simple(41, 3, 50_000))
+        .await;
+    env.src()
+        .push_index(SRC, "b", &Index::two_platforms(Flavor::Docker, 42, 10_000))
+        .await;
+    let mirror = env.mirror();
+    mirror.create_mirror(env.config(&["*"])).await.unwrap();
+    let first = mirror.sync(DEST).await.unwrap();
+    assert!(first.is_success(), "{first:?}");
+    assert!(first.blobs_copied > 0);
+
+    env.proxy.reset_counts();
+    let second = mirror.sync(DEST).await.unwrap();
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(second.tags_current, ["a", "b"]);
+    assert_eq!(second.blobs_copied, 0);
+    assert_eq!(second.bytes_copied, 0);
+    assert_eq!(env.proxy.count("*", "/blobs/"), 0);
+    assert_eq!(env.proxy.count("GET", "/manifests/"), 0);
+}
+
+#[tokio::test]
+async fn a_blob_shared_by_twenty_tags_is_fetched_once() {
+    let env = Env::start();
+    let shared = Blob::random(51, 512 * 1024);
+    let images = images_sharing_layers(20, std::slice::from_ref(&shared));
+    for (i, img) in images.iter().enumerate() {
+        env.src().push_image(SRC, &format!("t{i:02}"), img).await;
+    }
+    let mirror = env.builder().concurrency(8).build().unwrap();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_synced.len(), 20);
+    assert_eq!(env.blob_gets(&shared.digest), 1);
+    // 20 configs and the shared layer.
+    assert_eq!(report.blobs_copied, 21);
+}
+
+#[tokio::test]
+async fn a_corrupt_source_blob_fails_its_tag_and_no_tag_points_at_it() {
+    let env = Env::start();
+    let good = image(61, b"good layer");
+    let bad = image(62, b"this layer will be corrupted on disk");
+    env.src().push_image(SRC, "good", &good).await;
+    env.src().push_image(SRC, "bad", &bad).await;
+    env.source.corrupt_blob(&bad.layers[0].digest);
+    let mirror = env.mirror();
+    let report = env.sync_once(&mirror, &env.config(&["*"])).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.failed_tags(), ["bad"]);
+    assert!(
+        report.tags_failed[0].reason.contains("DigestMismatch"),
+        "{report:?}"
+    );
+    let tags = env.dest_tags().await;
+    assert_eq!(tags.keys().collect::<Vec<_>>(), ["good"]);
+    assert!(!env.dst().has_blob(DEST, &bad.layers[0].digest).await);
+    assert!(
+        env.dst()
+            .manifest(DEST, bad.manifest.digest.as_str())
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn blobs_of_another_destination_repository_are_mounted() {
+    let env = Env::start();
+    env.src()
+        .push_image(SRC, "v1", &Image::simple(71, 2, 20_000))
+        .await;
+    let mirror = env.mirror();
+    assert!(
+        env.sync_once(&mirror, &env.config(&["v1"]))
+            .await
+            .is_success()
+    );
+    let mut other = env.config(&["v1"]);
+    other.id = "mirror/other".into();
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &other).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.blobs_mounted, 3, "{report:?}");
+    assert_eq!(env.proxy.count("GET", "/blobs/"), 0);
+}
+
+#[tokio::test]
+async fn a_webhook_receives_signed_events_with_the_payload() {
+    let env = Env::start();
+    let receiver = WebhookReceiver::start();
+    let webhook = WebhookNotifier::builder(receiver.url())
+        .secret("hook-secret")
+        .build()
+        .unwrap();
+    let mirror = env.builder().notifier(Arc::new(webhook)).build().unwrap();
+    env.src().push_image(SRC, "v1", &image(81, b"one")).await;
+    let bad = image(82, b"unreadable");
+    env.src().push_image(SRC, "v2", &bad).await;
+    env.source.remove_blob(&bad.layers[0].digest);
+    let mut config = env.config(&["v*"]);
+    config.source_credentials = Some(regmirror::Credentials::new(
+        "someone",
+        "src-pass-never-sent",
+    ));
+    mirror.create_mirror(config).await.unwrap();
+
+    let report = mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.failed_tags(), ["v2"]);
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    for r in &got {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(
+            r.headers[&SIGNATURE_HEADER.to_ascii_lowercase()],
+            WebhookNotifier::signature("hook-secret", &r.body)
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("src-pass-never-sent"));
+    }
+    assert_eq!(got[0].json()["event"], "sync_started");
+    let done = got[1].json();
+    assert_eq!(done["event"], "sync_failed");
+    assert_eq!(done["mirror_id"], DEST);
+    assert_eq!(done["source"], format!("{}/{SRC}", env.proxy.host()));
+    assert_eq!(done["patterns"], serde_json::json!(["v*"]));
+    assert_eq!(done["tags_synced"], serde_json::json!(["v1"]));
+    assert_eq!(done["tags_failed"], serde_json::json!(["v2"]));
+    assert_eq!(done["tags_deleted"], serde_json::json!([]));
+    assert_eq!(done["bytes_copied"], report.bytes_copied);
+    assert!(done["bytes_copied"].as_u64().unwrap() > 0);
+    assert!(done["duration_ms"].is_u64());
+    assert!(done["error"].as_str().unwrap().contains("v2"));
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_delays_the_end_by_at_most_its_timeout() {
+    let env = Env::start();
+    env.src().push_image(SRC, "v1", &image(91, b"one")).await;
+    let receiver = WebhookReceiver::hanging();
+    let webhook = WebhookNotifier::builder(receiver.url())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let timeout = Duration::from_secs(1);
+    let mirror = env
+        .builder()
+        .notifier(Arc::new(webhook))
+        .notifier_timeout(timeout)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let report = env.sync_once(&mirror, &env.config(&["v1"])).await;
+    let elapsed = started.elapsed();
+    assert!(report.is_success(), "{report:?}");
+    assert!(!receiver.received().is_empty(), "the webhook was called");
+    let work = Duration::from_millis(report.duration_ms);
+    assert!(
+        elapsed <= work + timeout + Duration::from_millis(500),
+        "the run took {elapsed:?} for {work:?} of work with a {timeout:?} notifier timeout"
+    );
+}
