@@ -314,7 +314,9 @@ impl Mirror {
     }
 
     /// Run a sync for a claim already taken (the worker loop's entry point): renews the lease
-    /// while running (a `CANCEL` status stops the run), then releases with the outcome.
+    /// while running (a `CANCEL` status stops the run), then releases with the outcome. A run
+    /// stopped through `options.cancel` (e.g. worker shutdown) is released as interrupted: the
+    /// mirror is due again and the next run rolls back or completes from the durable tag record.
     pub async fn run_claimed(&self, claim: Claim) -> Result<SyncReport> {
         self.run_claimed_with(claim, SyncOptions::default()).await
     }
@@ -322,11 +324,14 @@ impl Mirror {
     /// [`Mirror::run_claimed`] with a cancellation token and a progress callback.
     pub async fn run_claimed_with(&self, claim: Claim, options: SyncOptions) -> Result<SyncReport> {
         let store = Arc::clone(self.store()?);
+        let caller_cancel = options.cancel.clone();
         let report = self
             .execute(&claim.config, options, Some((&store, &claim)))
             .await;
         let outcome = match report.outcome {
             Outcome::Success => RunOutcome::Success,
+            // Stopped by this process (shutdown): due again, resumed from the tag record.
+            Outcome::Cancelled if caller_cancel.is_cancelled() => RunOutcome::Interrupted,
             Outcome::Cancelled => RunOutcome::Cancelled,
             Outcome::Failed => RunOutcome::Failed {
                 error: report.error.clone().unwrap_or_else(|| "failed".to_owned()),
@@ -488,7 +493,7 @@ async fn renew_lease(
             _ = tokio::time::sleep(lease / 3) => {}
         }
         match store.renew(&claim, OffsetDateTime::now_utc(), lease).await {
-            Ok(SyncStatus::Cancel) => run.cancel.cancel(),
+            Ok(SyncStatus::Cancel) => run.cancel_by_status(),
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 run.abort(e.context("the claim on the mirror was lost"));
@@ -510,7 +515,10 @@ fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) ->
         tags_deleted: report.map(|r| r.tags_deleted.clone()).unwrap_or_default(),
         bytes_copied: report.map_or(0, |r| r.bytes_copied),
         duration_ms: report.map_or(0, |r| r.duration_ms),
-        error: report.and_then(|r| r.error.clone()),
+        // A successful run's note ("no tags matched") is not an error.
+        error: report
+            .filter(|r| r.outcome != Outcome::Success)
+            .and_then(|r| r.error.clone()),
     }
 }
 

@@ -254,6 +254,7 @@ pub(crate) async fn publish(
 
     let mut synced: Vec<(String, Digest)> = Vec::new();
     let mut deleted: Vec<(String, Digest)> = Vec::new();
+    let mut saved_record = false;
     let mut keep_record = false;
     let blocked = run.is_stopped() || (aon && !failures.is_empty());
     if !blocked && (!to_publish.is_empty() || !prune.is_empty()) {
@@ -262,6 +263,7 @@ pub(crate) async fn publish(
                 .save_tag_record(&run.config.id, &prior)
                 .await
                 .map_err(|e| e.context("saving the destination's tags before changing them"))?;
+            saved_record = true;
         }
         let mut undo = Undo::new(run);
         for (tag, manifest) in to_publish {
@@ -339,8 +341,13 @@ pub(crate) async fn publish(
         }
     }
 
+    // A run interrupted from this side (shutdown, caller's token) rather than cancelled
+    // through the store keeps its record: the next run rolls back or completes from it.
+    let interrupted = run.is_cancelled() && !run.is_cancelled_by_status();
     if let Some(store) = store
+        && saved_record
         && !keep_record
+        && !interrupted
         && let Err(e) = store.clear_tag_record(&run.config.id).await
     {
         tracing::warn!(mirror = %run.config.id, "could not clear the pre-run tag record: {e}");

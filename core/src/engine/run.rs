@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
@@ -76,6 +76,7 @@ pub(crate) struct Run {
     pub progress: Progress,
     /// Stop starting new units (cancel requested).
     pub cancel: CancellationToken,
+    cancelled_by_status: AtomicBool,
     /// Abandon units in flight too (timeout, lease lost); `abort_reason` says why.
     abort: CancellationToken,
     abort_reason: Mutex<Option<Error>>,
@@ -111,6 +112,7 @@ impl Run {
             known: parts.known,
             progress: parts.progress,
             cancel: parts.cancel,
+            cancelled_by_status: AtomicBool::new(false),
             abort: CancellationToken::new(),
             abort_reason: Mutex::new(None),
             stats: Stats::default(),
@@ -133,6 +135,17 @@ impl Run {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Stop after the units in flight because the mirror's status became `CANCEL`.
+    pub fn cancel_by_status(&self) {
+        self.cancelled_by_status.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+
+    /// Whether the cancel came from the mirror's status (not from this process).
+    pub fn is_cancelled_by_status(&self) -> bool {
+        self.cancelled_by_status.load(Ordering::SeqCst)
     }
 
     /// Whether no new work may start.

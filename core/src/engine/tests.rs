@@ -588,3 +588,52 @@ async fn a_cancel_status_seen_on_renewal_stops_the_run() {
         SyncStatus::Cancel
     );
 }
+
+#[tokio::test]
+async fn an_interrupted_run_keeps_its_record_and_the_next_run_completes_from_it() {
+    let s = setup();
+    let old = s.dest.seed_image(DEST, Some("a"), "amd64", &[b"old a"]);
+    for t in ["a", "b", "c"] {
+        s.source.seed_image(SRC, Some(t), "amd64", &[t.as_bytes()]);
+    }
+    let mut c = config(&["*"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    s.mirror.create_mirror(c).await.unwrap();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let options = SyncOptions {
+        cancel,
+        progress: Progress::new(move |e| {
+            if let ProgressEvent::TagFinished {
+                status: TagStatus::Synced,
+                ..
+            } = e
+            {
+                trigger.cancel();
+            }
+        }),
+    };
+    let report = s.mirror.sync_with(DEST, options).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!(report.tags_synced, ["a"]);
+    let record = s
+        .store
+        .tag_record(DEST)
+        .await
+        .unwrap()
+        .expect("record kept");
+    assert_eq!(record, [("a".to_owned(), old.digest.clone())].into());
+    // Interrupted, not cancelled: due again at once.
+    assert_eq!(
+        s.mirror.get(DEST).await.unwrap().state.status,
+        SyncStatus::SyncNow
+    );
+
+    let report = s.mirror.sync(DEST).await.unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_synced, ["a", "b", "c"]);
+    assert_eq!(s.dest.tag_map(DEST).len(), 3);
+    assert!(s.store.tag_record(DEST).await.unwrap().is_none());
+    let logs = s.mirror.logs(DEST, 20, None).await.unwrap();
+    assert!(logs.iter().any(|e| e.kind == LogKind::TagRestored));
+}
