@@ -574,24 +574,15 @@ pub(crate) async fn error_for_status(resp: Response, what: &str) -> Error {
 pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
     let e = e.without_url();
     let mut chain = Vec::new();
-    let mut tls = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
         let text = err.to_string();
         if !chain.iter().any(|seen: &String| seen.contains(&text)) {
             chain.push(text);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(rustls) = inner.downcast_ref::<rustls::Error>()
-        {
-            tls = Some(rustls.to_string());
-        }
-        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
-            tls = Some(rustls.to_string());
-        }
         source = err.source();
     }
+    let tls = find_rustls_error(&e).map(ToString::to_string);
     let detail = chain.join(": ");
     let (kind, message) = if let Some(tls) = tls {
         (
@@ -609,6 +600,21 @@ pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
         (ErrorKind::Network, format!("talking to {host}: {detail}"))
     };
     Error::new(kind, message).with_source(e)
+}
+
+/// The rustls error behind a transport error, if any. `io::Error::source` skips the error it
+/// wraps, so wrapped errors are opened with `get_ref`.
+fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(found) = err.downcast_ref::<rustls::Error>() {
+        return Some(found);
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>()
+        && let Some(inner) = io.get_ref()
+        && let Some(found) = find_rustls_error(inner)
+    {
+        return Some(found);
+    }
+    err.source().and_then(find_rustls_error)
 }
 
 /// A request that got no response.

@@ -84,7 +84,7 @@ pub(crate) fn throwaway_manifest() -> Manifest {
 }
 
 impl Client {
-    /// Every tag of `repo`, page by page. `None` when the repository does not exist.
+    /// Every tag of `repo`, page by page, sorted. `None` when the repository does not exist.
     pub(crate) async fn list_tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
         let scopes = [pull_scope(repo)];
         let mut url = self.url(&format!("/v2/{repo}/tags/list")).await?;
@@ -119,6 +119,10 @@ impl Client {
             tags.extend(page.tags.unwrap_or_default());
             seen.insert(url.clone());
             let Some(next) = next else {
+                // Lexical order, as the distribution spec asks of registries and as the other
+                // backends answer (distribution 2.8 pages are not sorted).
+                tags.sort();
+                tags.dedup();
                 return Ok(Some(tags));
             };
             url = self.resolve(&page_url, &next)?;

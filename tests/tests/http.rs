@@ -1,0 +1,624 @@
+//! The HTTP client against real distribution registries: TLS with the kit's CA, basic and bearer
+//! token auth (right, wrong and read-only credentials), cross-repository mounts with tokens,
+//! pagination and retries seen through the counting proxy, chunked uploads, interrupted and
+//! stalled transfers. The backend-neutral contract lives in `behaviour.rs`, `stored.rs` and
+//! `large_blob.rs`, which run this client too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Request, Response};
+use regmirror_tests::server::{BackgroundServer, full};
+
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use regmirror::registry::BlobStream;
+use regmirror::registry::http::{HttpOptions, HttpRegistry, RetryPolicy};
+use regmirror::{Credentials, DestRegistry, Digest, ErrorKind, SourceRegistry};
+use regmirror_tests::{
+    Blob, Fault, Flavor, Image, Index, PASSWORD, Proxy, READER_PASSWORD, READER_USERNAME, Registry,
+    USERNAME,
+};
+
+/// Options for a loopback test registry: plain HTTP allowed, no docker config from the machine,
+/// quick retries.
+fn options() -> HttpOptions {
+    HttpOptions {
+        tls_verify: false,
+        docker_config: false,
+        retry: RetryPolicy {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        },
+        ..HttpOptions::default()
+    }
+}
+
+fn with_credentials(user: &str, password: &str) -> HttpOptions {
+    HttpOptions {
+        credentials: Some(Credentials::new(user, password)),
+        ..options()
+    }
+}
+
+fn stream_of(bytes: Bytes) -> BlobStream {
+    let chunks: Vec<regmirror::Result<Bytes>> = (0..bytes.len())
+        .step_by(64 << 10)
+        .map(|start| Ok(bytes.slice(start..(start + (64 << 10)).min(bytes.len()))))
+        .collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+async fn push_blob(dest: &dyn DestRegistry, repo: &str, blob: &Blob) -> regmirror::Result<()> {
+    dest.push_blob(
+        repo,
+        &blob.digest,
+        blob.size(),
+        stream_of(blob.bytes.clone()),
+    )
+    .await
+}
+
+async fn push_image(dest: &dyn DestRegistry, repo: &str, tag: &str, image: &Image) {
+    for blob in image.blobs() {
+        if !dest.has_blob(repo, &blob.digest).await.unwrap() {
+            push_blob(dest, repo, blob).await.unwrap();
+        }
+    }
+    let digest = dest
+        .push_manifest(repo, tag, &image.manifest)
+        .await
+        .unwrap();
+    assert_eq!(digest, image.manifest.digest);
+}
+
+async fn read_blob(
+    source: &dyn SourceRegistry,
+    repo: &str,
+    digest: &Digest,
+) -> regmirror::Result<Bytes> {
+    let chunks: Vec<Bytes> = source.get_blob(repo, digest).await?.try_collect().await?;
+    Ok(chunks.concat().into())
+}
+
+/// `Display` and `Debug` of `e` do not contain `secret`.
+fn assert_no_secret(e: &regmirror::Error, secret: &str) {
+    for shown in [e.to_string(), format!("{e:?}")] {
+        assert!(!shown.contains(secret), "secret in error: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_is_used_only_when_tls_verification_is_off() {
+    let registry = Registry::start();
+    let strict = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            tls_verify: true,
+            ..options()
+        },
+    )
+    .unwrap();
+    let e = SourceRegistry::list_tags(&strict, "any/repo")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+
+    let lax = HttpRegistry::new(&registry.host(), options()).unwrap();
+    let image = Image::simple(1, 1, 100);
+    push_image(&lax, "plain/app", "v1", &image).await;
+    assert_eq!(
+        SourceRegistry::list_tags(&lax, "plain/app").await.unwrap(),
+        ["v1"]
+    );
+}
+
+#[tokio::test]
+async fn tls_registry_is_verified_with_its_ca_and_refused_without() {
+    let registry = Registry::builder().tls().start();
+    let ca = registry
+        .ca_pem()
+        .expect("the TLS variant has a CA")
+        .to_owned();
+    let trusted = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            tls_verify: true,
+            ca_certs: vec![ca],
+            ..options()
+        },
+    )
+    .unwrap();
+    let index = Index::two_platforms(Flavor::Oci, 2, 1000);
+    for child in &index.children {
+        push_image(&trusted, "tls/app", child.manifest.digest.as_str(), child).await;
+    }
+    trusted
+        .push_manifest("tls/app", "multi", &index.manifest)
+        .await
+        .unwrap();
+    let got = SourceRegistry::get_manifest(&trusted, "tls/app", "multi")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, index.manifest.bytes);
+
+    let untrusted = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            tls_verify: true,
+            ..options()
+        },
+    )
+    .unwrap();
+    let e = SourceRegistry::list_tags(&untrusted, "tls/app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    assert!(e.message().contains("TLS"), "{e}");
+
+    // Not verifying still speaks TLS to a TLS registry (it does not fall back to plain HTTP).
+    let unverified = HttpRegistry::new(&registry.host(), options()).unwrap();
+    assert_eq!(
+        SourceRegistry::list_tags(&unverified, "tls/app")
+            .await
+            .unwrap(),
+        ["multi"]
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_the_right_password_and_hides_a_wrong_one() {
+    let registry = Registry::builder().basic_auth().start();
+    let right = HttpRegistry::new(&registry.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    let image = Image::simple(3, 2, 500);
+    push_image(&right, "basic/app", "v1", &image).await;
+    assert_eq!(
+        read_blob(&right, "basic/app", &image.layers[0].digest)
+            .await
+            .unwrap(),
+        image.layers[0].bytes
+    );
+
+    let wrong_password = "Wr0ng-p4ss-\"quoted\"-$;";
+    let wrong =
+        HttpRegistry::new(&registry.host(), with_credentials(USERNAME, wrong_password)).unwrap();
+    let e = SourceRegistry::list_tags(&wrong, "basic/app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert_no_secret(&e, wrong_password);
+    assert!(!format!("{wrong:?}").contains(wrong_password));
+
+    let anonymous = HttpRegistry::new(&registry.host(), options()).unwrap();
+    let e = SourceRegistry::get_manifest(&anonymous, "basic/app", "v1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+}
+
+#[tokio::test]
+async fn bearer_tokens_for_users_readers_and_anonymous_callers() {
+    let registry = Registry::builder().token_auth(true).start();
+    let tokens = registry
+        .token_server()
+        .expect("the token variant has an issuer");
+    let writer = HttpRegistry::new(&registry.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    let image = Image::simple(4, 3, 300);
+    push_image(&writer, "token/app", "v1", &image).await;
+    writer
+        .push_manifest("token/app", "v2", &image.manifest)
+        .await
+        .unwrap();
+    let mut tags = DestRegistry::list_tags(&writer, "token/app").await.unwrap();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2"]);
+    // One push token serves every request on the repository.
+    let issued = tokens.requests();
+    assert!(issued <= 2, "{issued} token requests for one repository");
+
+    let reader = HttpRegistry::new(
+        &registry.host(),
+        with_credentials(READER_USERNAME, READER_PASSWORD),
+    )
+    .unwrap();
+    let got = SourceRegistry::get_manifest(&reader, "token/app", "v1")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, image.manifest.bytes);
+    let other = Image::simple(5, 1, 100);
+    let e = push_blob(&reader, "token/app", &other.config)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::Forbidden),
+        "{e}"
+    );
+    assert_no_secret(&e, READER_PASSWORD);
+
+    let anonymous = HttpRegistry::new(&registry.host(), options()).unwrap();
+    assert_eq!(
+        read_blob(&anonymous, "token/app", &image.config.digest)
+            .await
+            .unwrap(),
+        image.config.bytes
+    );
+
+    let wrong_password = "n0t-The-Password-\u{1F511}";
+    let wrong =
+        HttpRegistry::new(&registry.host(), with_credentials(USERNAME, wrong_password)).unwrap();
+    let e = SourceRegistry::list_tags(&wrong, "token/app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(e.message().contains("token"), "{e}");
+    assert_no_secret(&e, wrong_password);
+    assert_no_secret(&e, PASSWORD);
+}
+
+#[tokio::test]
+async fn blobs_mount_across_repositories_with_tokens() {
+    let registry = Registry::builder().token_auth(false).start();
+    let client = HttpRegistry::new(&registry.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    let blob = Blob::random(6, 3000);
+    push_blob(&client, "mount/from", &blob).await.unwrap();
+    assert!(
+        client
+            .mount_blob("mount/to", &blob.digest, "mount/from")
+            .await
+            .unwrap()
+    );
+    assert!(client.has_blob("mount/to", &blob.digest).await.unwrap());
+    assert_eq!(
+        read_blob(&client, "mount/to", &blob.digest).await.unwrap(),
+        blob.bytes
+    );
+    let unknown = Digest::of(b"nowhere");
+    assert!(
+        !client
+            .mount_blob("mount/to", &unknown, "mount/from")
+            .await
+            .unwrap()
+    );
+}
+
+/// A minimal spec-following registry front for two things distribution 2.8 cannot show: tag
+/// pagination (2.8 ignores `n` on tag lists) and blob downloads redirected to object storage.
+/// It requires basic auth; the "object storage" behind it records the `Authorization` it gets.
+struct SpecFront {
+    front: BackgroundServer,
+    _storage: BackgroundServer,
+    front_seen: Arc<Mutex<Vec<(String, bool)>>>,
+    storage_auth: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+const SPEC_TAGS: usize = 25;
+const STORED_BYTES: &[u8] = b"bytes served by object storage";
+
+impl SpecFront {
+    fn start() -> SpecFront {
+        let storage_auth = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&storage_auth);
+        let storage = BackgroundServer::start("storage", move |req: Request<Incoming>| {
+            let auth = req
+                .headers()
+                .get(AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push(auth);
+            async move { Response::new(full(STORED_BYTES)) }
+        });
+        let storage_base = format!("http://{}", storage.addr());
+        let expected_auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"))
+        );
+        let front_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&front_seen);
+        let front = BackgroundServer::start("spec-front", move |req: Request<Incoming>| {
+            let authorized = req
+                .headers()
+                .get(AUTHORIZATION)
+                .is_some_and(|v| v.to_str().unwrap() == expected_auth);
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            seen.lock().unwrap().push((path.clone(), authorized));
+            let storage_base = storage_base.clone();
+            async move {
+                if !authorized {
+                    return Response::builder()
+                        .status(401)
+                        .header(WWW_AUTHENTICATE, r#"Basic realm="spec""#)
+                        .body(full(
+                            r#"{"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}"#,
+                        ))
+                        .unwrap();
+                }
+                if path == "/v2/paged/app/tags/list" {
+                    return tag_page(&query);
+                }
+                if let Some(digest) = path.strip_prefix("/v2/paged/app/blobs/") {
+                    return Response::builder()
+                        .status(307)
+                        .header(
+                            LOCATION,
+                            format!("{storage_base}/bucket/{digest}?X-Amz-Signature=s1gn3d"),
+                        )
+                        .body(full(""))
+                        .unwrap();
+                }
+                Response::new(full("{}"))
+            }
+        });
+        SpecFront {
+            front,
+            _storage: storage,
+            front_seen,
+            storage_auth,
+        }
+    }
+}
+
+/// A page of tags `t00`..`t24` after `last`, at most `n`, with a relative `Link` to the next.
+fn tag_page(query: &str) -> Response<regmirror_tests::server::Body> {
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let n: usize = params.get("n").map_or(SPEC_TAGS, |n| n.parse().unwrap());
+    let all: Vec<String> = (0..SPEC_TAGS).map(|i| format!("t{i:02}")).collect();
+    let after: Vec<&String> = all
+        .iter()
+        .filter(|t| params.get("last").is_none_or(|last| *t > last))
+        .collect();
+    let page: Vec<&String> = after.iter().take(n).copied().collect();
+    let mut response = Response::builder().header(CONTENT_TYPE, "application/json");
+    if after.len() > n {
+        let last = page.last().unwrap();
+        response = response.header(
+            LINK,
+            format!(r#"</v2/paged/app/tags/list?n={n}&last={last}>; rel="next""#),
+        );
+    }
+    response
+        .body(full(
+            serde_json::json!({"name": "paged/app", "tags": page}).to_string(),
+        ))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tag_lists_follow_link_pages() {
+    let spec = SpecFront::start();
+    let client = HttpRegistry::new(
+        &spec.front.addr().to_string(),
+        HttpOptions {
+            tags_page_size: 10,
+            ..with_credentials(USERNAME, PASSWORD)
+        },
+    )
+    .unwrap();
+    let tags = SourceRegistry::list_tags(&client, "paged/app")
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..SPEC_TAGS).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(tags, expected);
+    let pages = spec
+        .front_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(path, authorized)| path.ends_with("/tags/list") && *authorized)
+        .count();
+    assert_eq!(pages, 3);
+}
+
+#[tokio::test]
+async fn redirected_downloads_do_not_take_the_credentials_along() {
+    let spec = SpecFront::start();
+    let client = HttpRegistry::new(
+        &spec.front.addr().to_string(),
+        with_credentials(USERNAME, PASSWORD),
+    )
+    .unwrap();
+    let digest = Digest::of(STORED_BYTES);
+    assert_eq!(
+        read_blob(&client, "paged/app", &digest).await.unwrap(),
+        STORED_BYTES
+    );
+    assert!(
+        spec.front_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(path, authorized)| path.contains("/blobs/") && *authorized),
+        "the registry got the credentials"
+    );
+    assert_eq!(
+        *spec.storage_auth.lock().unwrap(),
+        [None],
+        "object storage got no Authorization"
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_persistent_ones_reported() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), options()).unwrap();
+    let image = Image::simple(8, 1, 1000);
+    push_image(&client, "retry/app", "v1", &image).await;
+
+    proxy.reset_counts();
+    proxy.inject("GET", "/manifests/v1", Fault::Status(503), 2);
+    let got = SourceRegistry::get_manifest(&client, "retry/app", "v1")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, image.manifest.bytes);
+    assert_eq!(proxy.count("GET", "/manifests/v1"), 3);
+
+    proxy.inject("HEAD", "/blobs/", Fault::Status(429), 1);
+    assert!(
+        client
+            .has_blob("retry/app", &image.config.digest)
+            .await
+            .unwrap()
+    );
+
+    proxy.reset_counts();
+    proxy.inject("GET", "/tags/list", Fault::Status(500), 100);
+    let e = SourceRegistry::list_tags(&client, "retry/app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert!(e.message().contains("injected fault 500"), "{e}");
+    assert_eq!(
+        proxy.count("GET", "/tags/list"),
+        4,
+        "one try and three retries"
+    );
+
+    proxy.inject("GET", "/manifests/v1", Fault::Status(429), 100);
+    let e = SourceRegistry::get_manifest(&client, "retry/app", "v1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_upload_leaves_nothing_and_a_new_one_succeeds() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), options()).unwrap();
+    // Larger than what is buffered for retries, so the upload streams.
+    let blob = Blob::random(9, 3 << 20);
+    proxy.inject("PUT", "/blobs/uploads/", Fault::Status(500), 1);
+    let e = push_blob(&client, "upload/app", &blob).await.unwrap_err();
+    assert!(e.kind().is_temporary(), "{e}");
+    assert!(!client.has_blob("upload/app", &blob.digest).await.unwrap());
+    assert_eq!(
+        proxy.count("DELETE", "/blobs/uploads/"),
+        1,
+        "the session is cancelled"
+    );
+
+    push_blob(&client, "upload/app", &blob).await.unwrap();
+    assert_eq!(
+        read_blob(&client, "upload/app", &blob.digest)
+            .await
+            .unwrap(),
+        blob.bytes
+    );
+}
+
+#[tokio::test]
+async fn chunked_uploads_verify_the_content_too() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(
+        &proxy.host(),
+        HttpOptions {
+            upload_chunk_size: Some(256 << 10),
+            ..options()
+        },
+    )
+    .unwrap();
+    let blob = Blob::random(10, (3 << 19) + 17);
+    push_blob(&client, "chunks/app", &blob).await.unwrap();
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 7);
+    assert_eq!(
+        read_blob(&client, "chunks/app", &blob.digest)
+            .await
+            .unwrap(),
+        blob.bytes
+    );
+
+    let claimed = Blob::random(11, 1 << 20);
+    let wrong = Blob::random(12, 1 << 20);
+    let e = client
+        .push_blob(
+            "chunks/app",
+            &claimed.digest,
+            claimed.size(),
+            stream_of(wrong.bytes.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+    assert!(
+        !client
+            .has_blob("chunks/app", &claimed.digest)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_corrupt_blob_is_refused_and_not_stored() {
+    let registry = Registry::start();
+    let client = HttpRegistry::new(&registry.host(), options()).unwrap();
+    let claimed = Blob::random(13, 4 << 20);
+    let mut wrong = claimed.bytes.to_vec();
+    let last = wrong.len() - 1;
+    wrong[last] ^= 1;
+    let e = client
+        .push_blob(
+            "corrupt/app",
+            &claimed.digest,
+            claimed.size(),
+            stream_of(wrong.into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+    assert!(
+        !client
+            .has_blob("corrupt/app", &claimed.digest)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn interrupted_and_stalled_downloads_fail() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(
+        &proxy.host(),
+        HttpOptions {
+            stall_timeout: Duration::from_millis(500),
+            ..options()
+        },
+    )
+    .unwrap();
+    let blob = Blob::random(14, 200_000);
+    push_blob(&client, "cut/app", &blob).await.unwrap();
+
+    proxy.inject("GET", "/blobs/sha256:", Fault::CutBody { after: 1000 }, 1);
+    let e = read_blob(&client, "cut/app", &blob.digest)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+
+    proxy.inject(
+        "GET",
+        "/blobs/sha256:",
+        Fault::StallBody {
+            after: 1000,
+            pause: Duration::from_secs(3),
+        },
+        1,
+    );
+    let e = read_blob(&client, "cut/app", &blob.digest)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+
+    // Nothing sticks: the next download is whole.
+    assert_eq!(
+        read_blob(&client, "cut/app", &blob.digest).await.unwrap(),
+        blob.bytes
+    );
+}
