@@ -504,7 +504,7 @@ async fn a_hanging_webhook_delays_the_end_by_at_most_its_timeout() {
     assert!(!receiver.received().is_empty(), "the webhook was called");
     let work = Duration::from_millis(report.duration_ms);
     assert!(
-        elapsed <= work + timeout + Duration::from_millis(500),
+        elapsed <= work + timeout + Duration::from_secs(1),
         "the run took {elapsed:?} for {work:?} of work with a {timeout:?} notifier timeout"
     );
 }

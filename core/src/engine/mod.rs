@@ -95,7 +95,8 @@ impl fmt::Debug for Mirror {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         f.debug_struct("Mirror")
-            .field("state", &i.state)
+            // Only whether there is one: a store's Debug may show its connection settings.
+            .field("state", &i.state.is_some())
             .field("destination", &i.destination)
             .field("connector", &i.connector)
             .field("notifiers", &i.notifiers)
