@@ -14,7 +14,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue, LOCATION};
 use hyper::{Request, Response, StatusCode};
 
-use crate::registry::Registry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
+
+use crate::registry::{Registry, client_options};
 use crate::server::{BackgroundServer, Body, BodyError, full};
 
 /// What to do instead of forwarding a matching request.
@@ -55,6 +57,8 @@ pub struct Seen {
 
 #[derive(Debug)]
 struct State {
+    /// Whether the registry behind wants the kit user's credentials.
+    auth: bool,
     upstream: String,
     own_base: String,
     client: reqwest::Client,
@@ -72,11 +76,19 @@ pub struct Proxy {
 impl Proxy {
     /// A plain-HTTP proxy in front of `registry` (which may itself be TLS).
     pub fn start(registry: &Registry) -> Proxy {
-        Proxy::to(&registry.base_url(), registry.ca_pem())
+        Proxy::with_auth(
+            &registry.base_url(),
+            registry.ca_pem(),
+            registry.requires_auth(),
+        )
     }
 
     /// A plain-HTTP proxy in front of `upstream` (`http(s)://host:port`), trusting `ca_pem`.
     pub fn to(upstream: &str, ca_pem: Option<&Path>) -> Proxy {
+        Proxy::with_auth(upstream, ca_pem, false)
+    }
+
+    fn with_auth(upstream: &str, ca_pem: Option<&Path>, auth: bool) -> Proxy {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none());
@@ -99,6 +111,7 @@ impl Proxy {
             async move { state.handle(req).await }
         });
         let state = Arc::new(State {
+            auth,
             upstream: upstream.trim_end_matches('/').to_owned(),
             own_base: format!("http://{}", server.addr()),
             client,
@@ -118,6 +131,18 @@ impl Proxy {
     /// `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         self.state.own_base.clone()
+    }
+
+    /// Options for regmirror's HTTP client to go through the proxy (plain HTTP; the registry's
+    /// credentials when it needs them).
+    pub fn http_options(&self) -> HttpOptions {
+        client_options(None, self.state.auth)
+    }
+
+    /// A client of regmirror's HTTP backend that goes through the proxy.
+    pub fn client(&self) -> HttpRegistry {
+        HttpRegistry::new(&self.host(), self.http_options())
+            .expect("the kit's client options are valid")
     }
 
     /// How many requests with `method` (e.g. `"GET"`; `"*"` for any) had a path containing

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use regmirror::Digest;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::{Credentials, Digest, ProxyConfig};
 use tempfile::TempDir;
 
 use crate::seed::{SeedAuth, Seeder};
@@ -102,7 +103,7 @@ impl Registry {
     fn try_start(options: &RegistryBuilder) -> Result<Registry, String> {
         let dir = tempfile::Builder::new()
             .prefix("regmirror-registry-")
-            .tempdir()
+            .tempdir_in(scratch_dir())
             .map_err(|e| format!("creating a temp dir: {e}"))?;
         let port = free_port();
         let storage = dir.path().join("storage");
@@ -263,6 +264,30 @@ impl Registry {
         self.token.as_ref()
     }
 
+    /// Options for regmirror's HTTP client to reach this registry: plain HTTP permitted
+    /// (`tls_verify = false`) or the generated CA trusted, the kit user's credentials for auth
+    /// variants, no docker config, no environment proxies for loopback.
+    pub fn http_options(&self) -> HttpOptions {
+        client_options(
+            self.tls.as_ref().map(|t| t.ca_pem.clone()),
+            self.requires_auth(),
+        )
+    }
+
+    /// Like [`Registry::http_options`] with other credentials (e.g. wrong ones).
+    pub fn http_options_as(&self, username: &str, password: &str) -> HttpOptions {
+        HttpOptions {
+            credentials: Some(Credentials::new(username, password)),
+            ..self.http_options()
+        }
+    }
+
+    /// A client of regmirror's HTTP backend for this registry, set up by [`Registry::http_options`].
+    pub fn client(&self) -> HttpRegistry {
+        HttpRegistry::new(&self.host(), self.http_options())
+            .expect("the kit's client options are valid")
+    }
+
     /// The directory holding the registry's storage (`docker/registry/v2/...`).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
@@ -322,6 +347,34 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// HTTP client options for a kit server: trust `ca_pem` if given (else allow plain HTTP), send
+/// the kit user's credentials when `auth`.
+pub(crate) fn client_options(ca_pem: Option<PathBuf>, auth: bool) -> HttpOptions {
+    HttpOptions {
+        credentials: auth.then(|| Credentials::new(USERNAME, PASSWORD)),
+        tls_verify: ca_pem.is_some(),
+        ca_certs: ca_pem.into_iter().collect(),
+        proxy: ProxyConfig {
+            no_proxy: Some("127.0.0.1,localhost".to_owned()),
+            ..ProxyConfig::default()
+        },
+        docker_config: false,
+        ..HttpOptions::default()
+    }
+}
+
+/// Where registry storage goes: tmpfs when the machine has one, because distribution's many
+/// small file writes per push are 5-8x slower on a disk shared with parallel builds (measured:
+/// 18-29 ms vs 3.5-5 ms per manifest PUT).
+fn scratch_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
 

@@ -12,7 +12,7 @@ use regmirror::registry::memory::{Fault as MemoryFault, MemoryRegistry};
 use regmirror::registry::{BlobStream, LayoutRegistry, Manifest};
 use regmirror::{DestRegistry, Digest, ErrorKind, SourceRegistry};
 use regmirror_tests::image::images_sharing_layers;
-use regmirror_tests::{Blob, Flavor, Image, Index, Registry};
+use regmirror_tests::{Blob, Flavor, Image, Index, Registry, RegistryBuilder};
 
 /// Makes the stored copy of a blob in a repository differ from its digest.
 type Corrupter = Box<dyn Fn(&str, &Digest) + Send + Sync>;
@@ -74,12 +74,30 @@ impl Backend {
 
     /// A real distribution registry over plain HTTP, through the HTTP client.
     fn http() -> Backend {
-        let registry = Arc::new(Registry::start());
+        Backend::http_with(Registry::builder())
+    }
+
+    /// The same over TLS with a CA the test generated.
+    fn http_tls() -> Backend {
+        Backend::http_with(Registry::builder().tls())
+    }
+
+    /// The same with htpasswd basic auth.
+    fn http_basic() -> Backend {
+        Backend::http_with(Registry::builder().basic_auth())
+    }
+
+    /// The same with bearer tokens from the kit's issuer (no anonymous access), over TLS.
+    fn http_token() -> Backend {
+        Backend::http_with(Registry::builder().tls().token_auth(false))
+    }
+
+    fn http_with(builder: RegistryBuilder) -> Backend {
+        let registry = Arc::new(builder.start());
         let options = HttpOptions {
-            tls_verify: false,
-            docker_config: false,
+            // Small pages, so listing 250 tags takes several requests.
             tags_page_size: 100,
-            ..HttpOptions::default()
+            ..registry.http_options()
         };
         let client = HttpRegistry::new(&registry.host(), options).unwrap();
         let (dest, source) = Backend::of(client);
@@ -565,6 +583,24 @@ macro_rules! suite {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(&super::Backend::http()).await;
+            })*
+        }
+        mod http_tls {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::http_tls()).await;
+            })*
+        }
+        mod http_basic {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::http_basic()).await;
+            })*
+        }
+        mod http_token {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::http_token()).await;
             })*
         }
         mod memory {
