@@ -67,7 +67,11 @@ impl BackgroundServer {
                         let (stream, _) = tokio::select! {
                             accepted = listener.accept() => match accepted {
                                 Ok(conn) => conn,
-                                Err(_) => continue,
+                                // E.g. out of file descriptors: back off instead of spinning.
+                                Err(_) => {
+                                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                                    continue;
+                                }
                             },
                             _ = stopped.changed() => break,
                         };
