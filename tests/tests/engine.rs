@@ -508,3 +508,69 @@ async fn a_hanging_webhook_delays_the_end_by_at_most_its_timeout() {
         "the run took {elapsed:?} for {work:?} of work with a {timeout:?} notifier timeout"
     );
 }
+
+#[tokio::test]
+async fn cancelling_lets_the_blob_in_flight_finish_and_publishes_nothing() {
+    let env = Env::start();
+    let slow = Image::simple(111, 1, 300_000);
+    env.src().push_image(SRC, "a", &slow).await;
+    env.src()
+        .push_image(SRC, "b", &Image::simple(112, 1, 1000))
+        .await;
+    let stalled = format!("/blobs/{}", slow.layers[0].digest);
+    let pause = Duration::from_secs(2);
+    env.proxy
+        .inject("GET", &stalled, Fault::StallBody { after: 1000, pause }, 1);
+    let mirror = env.mirror();
+    let options = SyncOptions::default();
+    let cancel = options.cancel.clone();
+    let config = env.config(&["*"]);
+    let run = tokio::spawn(async move { mirror.sync_config(&config, options).await });
+    let waiting = Instant::now();
+    while env.proxy.count("GET", &stalled) == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the blob was never requested"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+    assert!(report.tags_synced.is_empty());
+    assert!(env.dest_tags().await.is_empty());
+    // The unit in flight (the stalled blob) was completed, not torn down.
+    assert!(env.dst().has_blob(DEST, &slow.layers[0].digest).await);
+}
+
+#[tokio::test]
+async fn the_mirror_timeout_bounds_a_stalled_run() {
+    let env = Env::start();
+    let slow = Image::simple(121, 1, 300_000);
+    env.src().push_image(SRC, "a", &slow).await;
+    env.proxy.inject(
+        "GET",
+        &format!("/blobs/{}", slow.layers[0].digest),
+        Fault::StallBody {
+            after: 1000,
+            pause: Duration::from_secs(30),
+        },
+        1,
+    );
+    let mirror = env.mirror();
+    let mut config = env.config(&["*"]);
+    config.timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let report = env.sync_once(&mirror, &config).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("timeout"),
+        "{report:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(env.dest_tags().await.is_empty());
+}
