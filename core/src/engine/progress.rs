@@ -74,7 +74,11 @@ impl Progress {
 
     pub(crate) fn emit(&self, event: ProgressEvent) {
         if let Some(f) = &self.0 {
-            f(event);
+            // A callback that panics (a binding's bug) must not take a sync down with it.
+            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(event)));
+            if delivered.is_err() {
+                tracing::warn!("a progress callback panicked; the event was dropped");
+            }
         }
     }
 }
@@ -86,5 +90,16 @@ impl fmt::Debug for Progress {
         } else {
             "Progress(none)"
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_callback_is_contained() {
+        let progress = Progress::new(|_| panic!("callback bug"));
+        progress.emit(ProgressEvent::TagStarted { tag: "v1".into() });
     }
 }

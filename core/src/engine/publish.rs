@@ -354,7 +354,12 @@ pub(crate) async fn publish(
     }
 
     for (tag, digest) in synced {
-        run.log(LogKind::TagSynced, Some(&tag), Some(&digest), String::new());
+        run.log(
+            LogKind::TagSynced,
+            Some(&tag),
+            Some(&digest),
+            "synced from the source".into(),
+        );
         report.tags_synced.push(tag);
     }
     for (tag, digest) in deleted {
