@@ -118,8 +118,11 @@ impl LayoutRegistry {
 }
 
 fn io_error(what: impl std::fmt::Display, path: &Path, e: std::io::Error) -> Error {
-    let kind = Error::from(e).kind();
-    Error::new(kind, format!("{what} {}", path.display()))
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Io,
+    };
+    Error::new(kind, format!("{what} {}: {e}", path.display())).with_source(e)
 }
 
 fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
@@ -152,7 +155,10 @@ fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| io_error("writing", temp.path(), e))?;
     temp.persist(target)
         .map_err(|e| io_error("replacing", target, e.error))?;
-    Ok(())
+    // The rename is durable only once the directory entry is on disk.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("syncing", dir, e))
 }
 
 fn read_index_sync(dir: &Path) -> Result<Option<Value>> {
