@@ -325,7 +325,10 @@ pub(crate) async fn publish(
                 }
             }
         }
-        if aon && (!failures.is_empty() || run.is_aborted()) {
+        if run.is_claim_lost() {
+            // The new holder recovers from the record this run saved.
+            keep_record = true;
+        } else if aon && (!failures.is_empty() || run.is_aborted()) {
             match undo.roll_back().await {
                 Ok(()) => {
                     report.rolled_back = !undo.changes.is_empty();

@@ -133,6 +133,15 @@ impl Run {
         self.abort.is_cancelled()
     }
 
+    /// Whether the run was aborted because another worker took the mirror over: the
+    /// destination is then that worker's to finish or roll back, not this run's.
+    pub fn is_claim_lost(&self) -> bool {
+        self.is_aborted()
+            && lock(&self.abort_reason)
+                .as_ref()
+                .is_some_and(|e| e.kind() == ErrorKind::Conflict)
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

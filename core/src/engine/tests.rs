@@ -637,3 +637,32 @@ async fn an_interrupted_run_keeps_its_record_and_the_next_run_completes_from_it(
     let logs = s.mirror.logs(DEST, 20, None).await.unwrap();
     assert!(logs.iter().any(|e| e.kind == LogKind::TagRestored));
 }
+
+#[tokio::test]
+async fn a_lost_claim_aborts_the_run_and_leaves_the_destination_to_the_new_holder() {
+    let s = setup_with(|b| b.lease(Duration::from_millis(30)));
+    let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
+    let layer = blobs_of(&m)[1].clone();
+    s.source.inject(Fault::StallBlob(layer.clone()));
+    s.mirror.create_mirror(config(&["v1"])).await.unwrap();
+    let mirror = s.mirror.clone();
+    let run = tokio::spawn(async move { mirror.sync(DEST).await });
+    while s.source.blob_reads(&layer) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Another worker claims the mirror once the lease looks expired to it.
+    let later = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+    s.store
+        .claim(DEST, "other-worker", later, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("lost"),
+        "{report:?}"
+    );
+    assert!(s.dest.tag_map(DEST).is_empty());
+    let record = s.mirror.get(DEST).await.unwrap();
+    assert_eq!(record.state.lease_owner.as_deref(), Some("other-worker"));
+}
