@@ -260,6 +260,64 @@ async fn bearer_tokens_for_users_readers_and_anonymous_callers() {
 }
 
 #[tokio::test]
+async fn a_refused_token_is_replaced_once() {
+    let registry = Registry::builder().token_auth(false).start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    let image = Image::simple(17, 1, 100);
+    push_image(&client, "fresh/app", "v1", &image).await;
+    let tokens = registry.token_server().unwrap();
+    let before = tokens.requests();
+    // As if the cached token had expired early: one 401, then a fresh token works.
+    proxy.inject("GET", "/manifests/v1", Fault::Status(401), 1);
+    let got = SourceRegistry::get_manifest(&client, "fresh/app", "v1")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, image.manifest.bytes);
+    assert_eq!(tokens.requests(), before + 1);
+    // Refused again after the fresh token: no loop, Unauthorized.
+    proxy.inject("GET", "/manifests/v1", Fault::Status(401), 2);
+    let e = SourceRegistry::get_manifest(&client, "fresh/app", "v1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert_no_secret(&e, PASSWORD);
+}
+
+#[tokio::test]
+async fn oci_artifacts_round_trip_byte_for_byte() {
+    let registry = Registry::start();
+    let client = HttpRegistry::new(&registry.host(), options()).unwrap();
+    let config = Blob::new(&b"{\"tool\":\"sbom\"}"[..]);
+    let payload = Blob::random(18, 4000);
+    for blob in [&config, &payload] {
+        push_blob(&client, "artifact/app", blob).await.unwrap();
+    }
+    let descriptor = |media_type: &str, blob: &Blob| serde_json::json!({"mediaType": media_type, "digest": blob.digest.as_str(), "size": blob.size()});
+    let bytes = serde_json::to_vec_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom.v1",
+        "config": descriptor("application/vnd.example.sbom.config.v1+json", &config),
+        "layers": [descriptor("application/spdx+json", &payload)],
+        "annotations": {"org.opencontainers.image.created": "2026-11-27T00:00:00Z"},
+    }))
+    .unwrap();
+    let manifest =
+        regmirror::Manifest::from_bytes(bytes, "application/vnd.oci.image.manifest.v1+json")
+            .unwrap();
+    client
+        .push_manifest("artifact/app", "sbom", &manifest)
+        .await
+        .unwrap();
+    let got = SourceRegistry::get_manifest(&client, "artifact/app", "sbom")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, manifest.bytes);
+    assert_eq!(got.digest, manifest.digest);
+}
+
+#[tokio::test]
 async fn blobs_mount_across_repositories_with_tokens() {
     let registry = Registry::builder().token_auth(false).start();
     let client = HttpRegistry::new(&registry.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
@@ -511,6 +569,61 @@ async fn a_failed_upload_leaves_nothing_and_a_new_one_succeeds() {
             .unwrap(),
         blob.bytes
     );
+}
+
+#[tokio::test]
+async fn a_small_upload_restarts_in_a_new_session_by_itself() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), options()).unwrap();
+    let blob = Blob::random(15, 10_000);
+    proxy.inject("PUT", "/blobs/uploads/", Fault::Status(500), 1);
+    push_blob(&client, "restart/app", &blob).await.unwrap();
+    assert_eq!(
+        proxy.count("POST", "/blobs/uploads/"),
+        2,
+        "a second session"
+    );
+    assert_eq!(
+        proxy.count("DELETE", "/blobs/uploads/"),
+        1,
+        "the first is cancelled"
+    );
+    assert_eq!(
+        read_blob(&client, "restart/app", &blob.digest)
+            .await
+            .unwrap(),
+        blob.bytes
+    );
+}
+
+#[tokio::test]
+async fn requests_wait_for_a_slot_under_the_per_host_cap() {
+    let registry = Registry::start();
+    let client = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            max_concurrent_requests: 1,
+            ..options()
+        },
+    )
+    .unwrap();
+    let blob = Blob::random(16, 100_000);
+    push_blob(&client, "cap/app", &blob).await.unwrap();
+    // An open download holds the only slot until it is dropped.
+    let download = client.get_blob("cap/app", &blob.digest).await.unwrap();
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let digest = blob.digest.clone();
+        async move { client.has_blob("cap/app", &digest).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second request ran beside the first"
+    );
+    drop(download);
+    assert!(waiting.await.unwrap().unwrap());
 }
 
 #[tokio::test]

@@ -201,7 +201,14 @@ impl AuthState {
         scopes: &[String],
         sent_authorization: bool,
     ) -> Result<bool> {
-        match self.learn(headers) {
+        // A 401 without a challenge (some proxies strip it) still means "authorize afresh".
+        let challenge = self.learn(headers).or_else(|| {
+            self.challenge
+                .lock()
+                .expect("no panics while locked")
+                .clone()
+        });
+        match challenge {
             None => Ok(false),
             Some(Challenge::Basic) => {
                 Ok(!sent_authorization && self.credentials(client).await?.is_some())

@@ -78,16 +78,7 @@ impl Client {
 
         if size <= SMALL_BLOB && self.options.upload_chunk_size.is_none() {
             let body = read_all(verified).await.map_err(|e| e.context(&what))?;
-            let session = self.start_upload(repo, &scopes, &what).await?;
-            let url = with_digest(&session.location, digest);
-            let resp = self
-                .send(
-                    Call::new(Method::PUT, url, &scopes)
-                        .header(CONTENT_TYPE, octet_stream())
-                        .body(body),
-                )
-                .await;
-            return self.finish(resp, &session.location, &scopes, &what).await;
+            return self.put_small(repo, &scopes, digest, body, &what).await;
         }
 
         let session = self.start_upload(repo, &scopes, &what).await?;
@@ -114,6 +105,35 @@ impl Client {
                 // the aborted request does.
                 let cause = failure.lock().expect("no panics while locked").take();
                 Err(cause.map(|c| c.context(&what)).unwrap_or(e))
+            }
+        }
+    }
+
+    /// Upload verified bytes in one `PUT`. A temporary failure restarts from a new session
+    /// (repeating a completing `PUT` itself could report a stored blob as failed).
+    async fn put_small(
+        &self,
+        repo: &str,
+        scopes: &[String],
+        digest: &Digest,
+        body: Bytes,
+        what: &str,
+    ) -> Result<()> {
+        let mut retries = 0;
+        loop {
+            let session = self.start_upload(repo, scopes, what).await?;
+            let call = Call::new(Method::PUT, with_digest(&session.location, digest), scopes)
+                .header(CONTENT_TYPE, octet_stream())
+                .body(body.clone())
+                .retry(false);
+            let resp = self.send(call).await;
+            match self.finish(resp, &session.location, scopes, what).await {
+                Err(e) if e.kind().is_temporary() && retries < self.options.retry.max_retries => {
+                    tracing::debug!(target: "regmirror::http", "{e}; restarting the upload");
+                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
+                    retries += 1;
+                }
+                result => return result,
             }
         }
     }
