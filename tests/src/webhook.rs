@@ -1,7 +1,9 @@
 //! A webhook receiver on a loopback port: records every POST (headers and body) and answers
-//! 200, or never answers at all ([`WebhookReceiver::hanging`]) to test notifier timeouts.
+//! 200, fails the first requests ([`WebhookReceiver::failing`]) to test retries, or never
+//! answers at all ([`WebhookReceiver::hanging`]) to test notifier timeouts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,19 +40,26 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Answers every request with 200.
     pub fn start() -> WebhookReceiver {
-        WebhookReceiver::with_delay(None)
+        WebhookReceiver::serve(None, 0)
+    }
+
+    /// Answers the first `failures` requests with 503, then 200.
+    pub fn failing(failures: usize) -> WebhookReceiver {
+        WebhookReceiver::serve(None, failures)
     }
 
     /// Records every request and then never answers (until the receiver is dropped).
     pub fn hanging() -> WebhookReceiver {
-        WebhookReceiver::with_delay(Some(Duration::from_secs(3600)))
+        WebhookReceiver::serve(Some(Duration::from_secs(3600)), 0)
     }
 
-    fn with_delay(delay: Option<Duration>) -> WebhookReceiver {
+    fn serve(delay: Option<Duration>, failures: usize) -> WebhookReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
+        let failures_left = Arc::new(AtomicUsize::new(failures));
         let server = BackgroundServer::start("webhook", move |req| {
             let sink = sink.clone();
+            let failures_left = failures_left.clone();
             async move {
                 let (parts, body) = req.into_parts();
                 let body = body
@@ -77,8 +86,15 @@ impl WebhookReceiver {
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
                 }
+                let fail = failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
                 let mut response = Response::new(full(Bytes::new()));
-                *response.status_mut() = StatusCode::OK;
+                *response.status_mut() = if fail {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
                 response
             }
         });

@@ -574,3 +574,49 @@ async fn the_mirror_timeout_bounds_a_stalled_run() {
     );
     assert!(env.dest_tags().await.is_empty());
 }
+
+fn sample_event() -> regmirror::MirrorEvent {
+    regmirror::MirrorEvent {
+        event: regmirror::EventKind::SyncSucceeded,
+        mirror_id: DEST.into(),
+        source: "registry.example/upstream/app".into(),
+        patterns: vec!["v*".into()],
+        tags_synced: vec!["v1".into()],
+        tags_failed: vec![],
+        tags_deleted: vec![],
+        bytes_copied: 10,
+        duration_ms: 5,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_retries_until_the_receiver_answers() {
+    use regmirror::Notifier;
+    let receiver = WebhookReceiver::failing(2);
+    let webhook = WebhookNotifier::builder(receiver.url())
+        .retries(2)
+        .backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    webhook.notify(&sample_event()).await.unwrap();
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2].json()["tags_synced"], serde_json::json!(["v1"]));
+
+    let down = WebhookReceiver::failing(10);
+    let url = down.url().replace("http://", "http://user:hook-password@") + "?token=qs-secret";
+    let webhook = WebhookNotifier::builder(url)
+        .retries(1)
+        .backoff(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let e = webhook.notify(&sample_event()).await.unwrap_err();
+    assert_eq!(down.received().len(), 2);
+    let shown = format!("{e} {e:?}");
+    assert!(shown.contains("503"), "{shown}");
+    assert!(
+        !shown.contains("hook-password") && !shown.contains("qs-secret"),
+        "{shown}"
+    );
+}
