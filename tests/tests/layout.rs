@@ -269,3 +269,58 @@ async fn skopeo_reads_what_we_write_and_we_read_what_skopeo_writes() {
         assert_eq!(pushed, child.manifest.bytes);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_synced_into_a_layout_is_readable_by_skopeo() {
+    use std::sync::Arc;
+
+    use regmirror::MirrorConfig;
+    use regmirror::engine::{HttpConnector, Mirror, SyncOptions};
+
+    let source = Registry::start();
+    // OCI-typed: skopeo 1.9's oci: transport looks tags up among OCI-typed index.json entries
+    // only (Docker-typed entries are kept with their true media type, as crane and containerd do).
+    let index = Index::two_platforms(Flavor::Oci, 8, 3000);
+    source.seeder().push_index("up/app", "multi", &index).await;
+    let image = Image::simple(9, 2, 2000);
+    source.seeder().push_image("up/app", "single", &image).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let layout = LayoutRegistry::single(dir.path());
+    let mirror = Mirror::builder()
+        .destination(Arc::new(layout.clone()))
+        .connector(Arc::new(HttpConnector::new(source.http_options())))
+        .build()
+        .unwrap();
+    let mut config = MirrorConfig::new(
+        "mirror/app",
+        format!("{}/up/app", source.host()).parse().unwrap(),
+        &["*"],
+    );
+    config.verify_tls = false;
+    let report = mirror
+        .sync_config(&config, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+
+    // skopeo copies the layout into a fresh registry, digests preserved.
+    let target = Registry::start();
+    for (tag, manifest) in [("multi", &index.manifest), ("single", &image.manifest)] {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:{tag}", dir.path().display()),
+            &format!("docker://{}/copied/app:{tag}", target.host()),
+        ]);
+        let copied = target.seeder().manifest("copied/app", tag).await.unwrap();
+        assert_eq!(copied, manifest.bytes, "{tag}");
+    }
+    for child in &index.children {
+        for blob in child.blobs() {
+            assert!(target.seeder().has_blob("copied/app", &blob.digest).await);
+        }
+    }
+}

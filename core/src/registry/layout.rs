@@ -13,6 +13,10 @@
 //!   concurrent writers never lose each other's tags and readers never see a torn file.
 //! - Tags, digests and repository paths are validated before they touch a path, so nothing
 //!   escapes the layout directory.
+//! - Entries keep the manifest's own media type, Docker ones included (as crane and containerd
+//!   write them). skopeo 1.9's `oci:` transport finds tags among OCI-typed entries only, so a
+//!   Docker-typed image mirrored into a layout is readable by regmirror, crane and containerd
+//!   but not by that skopeo.
 //! - Indexes whose children are absent ("sparse", SEMANTICS.md §4) are accepted; an image
 //!   manifest whose config or layers are absent is refused, as registries do.
 
