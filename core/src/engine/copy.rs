@@ -85,16 +85,16 @@ impl Run {
         plan: &Plan,
     ) -> BTreeMap<String, Result<Staged>> {
         let work = plan.tags.iter().filter_map(|(tag, action)| match action {
-            Action::Copy(digest) => Some((tag.clone(), digest.clone())),
+            Action::Copy(digest, fetched) => Some((tag.clone(), digest.clone(), fetched.clone())),
             _ => None,
         });
-        let tasks = work.map(|(tag, digest)| {
+        let tasks = work.map(|(tag, digest, fetched)| {
             let run = Arc::clone(self);
             let name = tag.clone();
             // Each tag on its own task, so hashing of different blobs uses every core.
             let task = tokio::spawn(async move {
                 run.progress.emit(ProgressEvent::TagStarted { tag: name });
-                run.stage_top(&digest).await
+                run.stage_top(&digest, fetched).await
             });
             task.map(move |joined| {
                 let staged = joined.unwrap_or_else(|e| {
@@ -110,16 +110,31 @@ impl Run {
     }
 
     /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
-    async fn stage_top(self: &Arc<Self>, digest: &Digest) -> Result<Staged> {
+    async fn stage_top(
+        self: &Arc<Self>,
+        digest: &Digest,
+        fetched: Option<Manifest>,
+    ) -> Result<Staged> {
         let cell = cell(&self.tops, digest);
         let staged = cell
-            .get_or_init(|| async { self.stage_manifest(digest).await.map_err(Into::into) })
+            .get_or_init(|| async {
+                self.stage_manifest(digest, fetched)
+                    .await
+                    .map_err(Into::into)
+            })
             .await;
         staged.clone().map_err(Into::into)
     }
 
-    async fn stage_manifest(self: &Arc<Self>, digest: &Digest) -> Result<Staged> {
-        let manifest = self.fetch_manifest(digest).await?;
+    async fn stage_manifest(
+        self: &Arc<Self>,
+        digest: &Digest,
+        fetched: Option<Manifest>,
+    ) -> Result<Staged> {
+        let manifest = match fetched {
+            Some(manifest) => manifest,
+            None => self.fetch_manifest(digest).await?,
+        };
         let ready = |manifest: Manifest| Staged::Ready {
             manifest,
             source_digest: digest.clone(),

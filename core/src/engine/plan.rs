@@ -1,6 +1,7 @@
 //! Deciding what a run must do (SEMANTICS.md §3 steps 2–4): the destination's tags before the
-//! run, and for each selected tag whether it is already current or must be copied. Only HEAD
-//! requests: a tag that is already current costs no blob traffic.
+//! run, and for each selected tag whether it is already current or must be copied. A tag the
+//! destination has is compared by a HEAD of the source manifest, so a tag that is already
+//! current costs neither a manifest GET nor any blob traffic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::run::Run;
 use crate::config::PlatformIndexMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
+use crate::registry::Manifest;
 use crate::state::TagRecord;
 
 /// What to do with one selected tag.
@@ -19,8 +21,8 @@ use crate::state::TagRecord;
 pub(crate) enum Action {
     /// The destination already points at this digest.
     Current(Digest),
-    /// Copy the source manifest with this digest.
-    Copy(Digest),
+    /// Copy the source manifest with this digest (its bytes, when already fetched).
+    Copy(Digest, Option<Manifest>),
     /// The tag could not be planned.
     Failed(Error),
 }
@@ -72,7 +74,7 @@ pub(crate) async fn plan(run: &Arc<Run>, selected: Vec<String>) -> Result<Plan> 
     let to_copy = plan
         .tags
         .iter()
-        .filter(|(_, a)| matches!(a, Action::Copy(_)))
+        .filter(|(_, a)| matches!(a, Action::Copy(..)))
         .count();
     run.progress.emit(super::progress::ProgressEvent::Planned {
         selected: plan.tags.len(),
@@ -82,6 +84,18 @@ pub(crate) async fn plan(run: &Arc<Run>, selected: Vec<String>) -> Result<Plan> 
 }
 
 async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
+    if !prior.contains_key(tag) {
+        // A tag the destination lacks is copied whatever its digest: fetch the manifest now
+        // instead of a HEAD now and a GET later (one round trip less per new tag).
+        return match run.unit(run.source.get_manifest(&run.src_repo, tag)).await {
+            Ok(manifest) => Action::Copy(manifest.digest.clone(), Some(manifest)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Action::Failed(Error::new(
+                ErrorKind::NotFound,
+                format!("tag {tag} disappeared from the source after it was listed"),
+            )),
+            Err(e) => Action::Failed(e.context(format!("reading source tag {tag}"))),
+        };
+    }
     let head = match run.unit(run.source.head_manifest(&run.src_repo, tag)).await {
         Ok(Some(head)) => head,
         Ok(None) => {
@@ -97,7 +111,7 @@ async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
         Some(current) if rewritten_from(run, current, &head.digest).await => {
             Action::Current(current.clone())
         }
-        _ => Action::Copy(head.digest),
+        _ => Action::Copy(head.digest, None),
     }
 }
 

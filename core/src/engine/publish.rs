@@ -211,7 +211,7 @@ pub(crate) async fn publish(
                 keep.insert(tag.clone());
                 failures.push((tag, e));
             }
-            Action::Copy(_) => match staged.remove(&tag) {
+            Action::Copy(..) => match staged.remove(&tag) {
                 Some(Ok(Staged::Ready {
                     manifest,
                     source_digest,
