@@ -1,15 +1,34 @@
-//! The `regmirror` command.
+//! The `regmirror` command: one-shot syncs (`sync`), the mirroring worker (`worker`), mirror
+//! management in a state store (`mirror`), and tag-pattern checks (`tags`).
+//!
+//! Exit status: 0 success, 1 a tag (or the run, or a registry or the store) failed, 2 invalid
+//! input — clap's own usage errors exit 2 as well.
+
+mod credentials;
+mod failure;
+mod location;
+mod manage;
+mod output;
+mod store;
+mod sync;
+mod worker;
+mod worker_config;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use regmirror::TagFilter;
 
+use crate::failure::{CliResult, Failure};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "regmirror",
     version,
-    about = "Mirror container repositories between registries"
+    about = "Mirror container repositories between registries",
+    long_about = "Mirror container repositories between registries (Quay-style repository \
+                  mirroring): one-shot with `regmirror sync`, on a schedule with \
+                  `regmirror worker` and mirrors managed by `regmirror mirror`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,6 +37,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Mirror one repository once: copy the tags the patterns select, delete the others.
+    Sync(sync::SyncArgs),
+    /// Run the mirroring worker: sync the mirrors in the state store on their schedules.
+    Worker(worker::WorkerArgs),
+    /// Manage the mirrors in a state store.
+    Mirror(manage::MirrorArgs),
     /// Print which of TAGS the patterns select, sorted, one per line.
     Tags {
         /// Tag patterns: a comma-separated list of globs, `regex:`, `semver:` and `!` exclusions.
@@ -30,18 +55,37 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("regmirror: cannot start the async runtime: {e}");
+            return ExitCode::from(failure::EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("regmirror: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
-        Command::Tags { patterns, tags } => match TagFilter::parse(&patterns) {
-            Ok(filter) => {
-                for tag in filter.select(&tags) {
-                    println!("{tag}");
-                }
-                ExitCode::SUCCESS
+        Command::Sync(args) => sync::run(args).await,
+        Command::Worker(args) => worker::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Mirror(args) => manage::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Tags { patterns, tags } => {
+            let filter =
+                TagFilter::parse(&patterns).map_err(|e| Failure::from(e).context("--patterns"))?;
+            for tag in filter.select(&tags) {
+                println!("{tag}");
             }
-            Err(e) => {
-                eprintln!("regmirror: {e}");
-                ExitCode::from(2)
-            }
-        },
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,447 @@
+//! `regmirror mirror …`: manage mirrors in a state store (Quay's mirroring settings page, on the
+//! command line). Workers (`regmirror worker`) pick the changes up at their next poll.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::state::{LogKind, MirrorRecord};
+use regmirror::{ErrorKind, MirrorConfig, ProxyConfig, RepositoryRef, StateStore, TagFilter};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::credentials::CredentialSources;
+use crate::failure::{CliResult, Failure};
+use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
+use crate::store::StateUrl;
+use crate::sync::{PlatformIndex, Rollback, parse_duration};
+use crate::worker_config::WorkerConfig;
+
+/// Environment variable naming the state store when neither --state nor --config is given.
+pub const STATE_ENV: &str = "REGMIRROR_STATE";
+
+#[derive(Args, Debug)]
+pub struct MirrorArgs {
+    /// The state store: sqlite:PATH or postgres://USER@HOST:PORT/DB (default: $REGMIRROR_STATE).
+    #[arg(long, global = true, value_name = "URL")]
+    pub state: Option<String>,
+    /// Use the state store of this worker config file.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "state")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: MirrorCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MirrorCommand {
+    /// Create a mirror: keep repository ID (in the workers' destination) in sync with --source.
+    Add(AddArgs),
+    /// Change a mirror's settings; a running sync finishes with the old ones.
+    Update(UpdateArgs),
+    /// Every mirror with its status and schedule.
+    List,
+    /// One mirror: settings, status, retries, last and next run, last report.
+    Show { id: String },
+    /// Run the mirror at the workers' next poll, even if disabled or not due.
+    SyncNow { id: String },
+    /// Stop a pending or running sync (after its current tag); no runs until sync-now.
+    Cancel { id: String },
+    /// Let the schedule run the mirror again.
+    Enable { id: String },
+    /// Keep the schedule from running the mirror (sync-now still runs it).
+    Disable { id: String },
+    /// The mirror's usage log, newest first.
+    Logs {
+        id: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only entries older than this sequence number (to page back).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+    },
+    /// Remove the mirror, its status and its log (the destination's images stay).
+    Delete { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The destination repository (namespace/name); one mirror per repository.
+    pub id: String,
+    /// The repository to mirror: host[:port]/path.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: String,
+    /// Tag patterns (comma-separated globs, regex:, semver:, ! exclusions); may be repeated.
+    #[arg(long, value_name = "PATTERNS", required = true)]
+    pub tags: Vec<String>,
+    /// Create the mirror disabled (only sync-now runs it).
+    #[arg(long)]
+    pub disabled: bool,
+    #[command(flatten)]
+    pub settings: MirrorSettings,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// A new source repository: host[:port]/path.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// New tag patterns, replacing the old ones; may be repeated.
+    #[arg(long, value_name = "PATTERNS")]
+    pub tags: Vec<String>,
+    #[command(flatten)]
+    pub settings: MirrorSettings,
+}
+
+/// Settings `add` and `update` share; each one given replaces the mirror's value.
+#[derive(Args, Debug)]
+pub struct MirrorSettings {
+    /// Architectures to copy from multi-arch images (comma-separated), or `all`.
+    #[arg(long, value_name = "ARCHS", value_delimiter = ',')]
+    pub arch: Option<Vec<String>>,
+    /// Time between scheduled syncs (e.g. 30m, 6h, 1day; default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// The first scheduled sync, RFC 3339 (e.g. 2026-12-01T03:00:00Z); default: spread over the
+    /// interval from now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub start: Option<OffsetDateTime>,
+    /// Source credentials USER:PASS (split at the first colon).
+    #[arg(long, value_name = "USER:PASS")]
+    pub src_creds: Option<String>,
+    /// Read the source's USER:PASS from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "src_creds")]
+    pub src_creds_file: Option<PathBuf>,
+    /// Remove the source credentials (anonymous access).
+    #[arg(long, conflicts_with_all = ["src_creds", "src_creds_file"])]
+    pub src_no_creds: bool,
+    /// Verify the source's TLS certificate; `=false` also permits plain HTTP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub src_tls_verify: Option<bool>,
+    /// Proxy for http:// sources.
+    #[arg(long, value_name = "URL")]
+    pub http_proxy: Option<String>,
+    /// Proxy for https:// sources.
+    #[arg(long, value_name = "URL")]
+    pub https_proxy: Option<String>,
+    /// Hosts reached without a proxy (comma-separated).
+    #[arg(long, value_name = "HOSTS")]
+    pub no_proxy: Option<String>,
+    /// Upper bound for one sync run (default 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// What happens to the destination when a tag fails.
+    #[arg(long, value_enum)]
+    pub rollback: Option<Rollback>,
+    /// With --arch, what to do when the destination refuses a sparse index.
+    #[arg(long, value_enum)]
+    pub platform_index: Option<PlatformIndex>,
+    /// The only identity allowed to push to the destination repository while it is mirrored.
+    #[arg(long, value_name = "NAME")]
+    pub robot: Option<String>,
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-12-01T03:00:00Z)"))
+}
+
+impl MirrorSettings {
+    fn apply(&self, config: &mut MirrorConfig) -> CliResult<()> {
+        if let Some(archs) = &self.arch {
+            let archs: Vec<String> = archs
+                .iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if archs.iter().any(|a| a == "all") {
+                config.architectures.clear();
+            } else {
+                if let Some(a) = archs
+                    .iter()
+                    .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
+                {
+                    return Err(Failure::invalid(format!(
+                        "--arch: unknown architecture {a:?} (known: {}, or all)",
+                        KNOWN_ARCHITECTURES.join(", ")
+                    )));
+                }
+                config.architectures = archs;
+            }
+        }
+        if let Some(interval) = self.interval {
+            config.sync_interval = interval;
+        }
+        if let Some(start) = self.start {
+            config.sync_start_date = Some(start);
+        }
+        if self.src_no_creds {
+            config.source_credentials = None;
+        } else if let Some(credentials) = (CredentialSources {
+            flag: "--src-creds",
+            inline: self.src_creds.as_deref(),
+            file_flag: "--src-creds-file",
+            file: self.src_creds_file.as_deref(),
+            // Stored credentials change only when asked on the command line.
+            env: None,
+        })
+        .resolve()?
+        {
+            config.source_credentials = Some(credentials);
+        }
+        if let Some(verify) = self.src_tls_verify {
+            config.verify_tls = verify;
+        }
+        let set = |value: &Option<String>, field: &mut Option<String>| {
+            if let Some(v) = value {
+                *field = (!v.is_empty()).then(|| v.clone());
+            }
+        };
+        let ProxyConfig {
+            http_proxy,
+            https_proxy,
+            no_proxy,
+        } = &mut config.proxy;
+        set(&self.http_proxy, http_proxy);
+        set(&self.https_proxy, https_proxy);
+        set(&self.no_proxy, no_proxy);
+        if let Some(timeout) = self.timeout {
+            config.timeout = timeout;
+        }
+        if let Some(rollback) = self.rollback {
+            config.rollback = rollback.into();
+        }
+        if let Some(mode) = self.platform_index {
+            config.platform_index = mode.into();
+        }
+        set(&self.robot, &mut config.robot);
+        Ok(())
+    }
+}
+
+fn parse_source(s: &str) -> CliResult<RepositoryRef> {
+    RepositoryRef::parse(s.strip_prefix("docker://").unwrap_or(s))
+        .map_err(|e| Failure::invalid(format!("--source: {}", e.message())))
+}
+
+fn parse_tags(tags: &[String]) -> CliResult<Vec<String>> {
+    TagFilter::new(tags)
+        .map(|f| f.patterns().to_vec())
+        .map_err(|e| Failure::from(e).context("--tags"))
+}
+
+/// The state store these arguments name: --state, else --config's `state`, else $REGMIRROR_STATE.
+pub fn state_url(state: Option<&str>, config: Option<&std::path::Path>) -> CliResult<StateUrl> {
+    if let Some(s) = state {
+        return StateUrl::parse(s, "--state");
+    }
+    if let Some(path) = config {
+        return Ok(WorkerConfig::load(path)?.state);
+    }
+    match std::env::var(STATE_ENV) {
+        Ok(s) if !s.is_empty() => StateUrl::parse(&s, STATE_ENV),
+        _ => Err(Failure::invalid("no state store given")
+            .hint("pass --state sqlite:PATH or --config regmirror.toml, or set $REGMIRROR_STATE")),
+    }
+}
+
+/// Map a store error about mirror `id` to a message that says what to do.
+fn about(id: &str, e: regmirror::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::NotFound => Failure::failed(format!("no mirror {id:?} in the state store"))
+            .hint("see `regmirror mirror list`"),
+        ErrorKind::Conflict => Failure::failed(e.message().to_owned()),
+        _ => Failure::from(e),
+    }
+}
+
+pub async fn run(args: MirrorArgs) -> CliResult<()> {
+    let url = state_url(args.state.as_deref(), args.config.as_deref())?;
+    // Check the arguments before touching the store, so a typo never creates a database file.
+    let prepared = prepare(&args.command)?;
+    let store = url.open().await?;
+    let json = args.json;
+    match args.command {
+        MirrorCommand::Add(add) => {
+            let config = prepared.expect("add always prepares a configuration");
+            let record = store
+                .create_mirror(&config, OffsetDateTime::now_utc())
+                .await
+                .map_err(|e| match e.kind() {
+                    ErrorKind::Conflict => {
+                        Failure::failed(format!("a mirror {:?} already exists", add.id))
+                            .hint("change it with `regmirror mirror update`")
+                    }
+                    _ => Failure::from(e),
+                })?;
+            show(&record, None, json);
+        }
+        MirrorCommand::Update(update) => {
+            let mut config = store
+                .get_mirror(&update.id)
+                .await
+                .map_err(|e| about(&update.id, e))?
+                .config;
+            if let Some(source) = &update.source {
+                config.source = parse_source(source)?;
+            }
+            if !update.tags.is_empty() {
+                config.tags = parse_tags(&update.tags)?;
+            }
+            update.settings.apply(&mut config)?;
+            config.validate()?;
+            let record = store
+                .update_mirror(&config)
+                .await
+                .map_err(|e| about(&update.id, e))?;
+            show(&record, None, json);
+        }
+        MirrorCommand::List => {
+            let records = store.list_mirrors().await?;
+            if json {
+                let views: Vec<MirrorView> =
+                    records.iter().map(|r| MirrorView::new(r, None)).collect();
+                print_json(&views);
+            } else if records.is_empty() {
+                println!("no mirrors yet (add one with `regmirror mirror add`)");
+            } else {
+                print_table(&mirrors_table(&records));
+            }
+        }
+        MirrorCommand::Show { id } => {
+            let record = store.get_mirror(&id).await.map_err(|e| about(&id, e))?;
+            let report = last_report(&*store, &id).await?;
+            show(&record, report, json);
+        }
+        MirrorCommand::SyncNow { id } => {
+            let record = store.sync_now(&id).await.map_err(|e| about(&id, e))?;
+            status_line(&record, "a worker runs it at its next poll", json);
+        }
+        MirrorCommand::Cancel { id } => {
+            let record = store.cancel(&id).await.map_err(|e| about(&id, e))?;
+            status_line(&record, "no further runs until sync-now", json);
+        }
+        MirrorCommand::Enable { id } => {
+            let record = store
+                .set_enabled(&id, true)
+                .await
+                .map_err(|e| about(&id, e))?;
+            status_line(&record, "enabled", json);
+        }
+        MirrorCommand::Disable { id } => {
+            let record = store
+                .set_enabled(&id, false)
+                .await
+                .map_err(|e| about(&id, e))?;
+            status_line(&record, "disabled; sync-now still runs it", json);
+        }
+        MirrorCommand::Logs { id, limit, before } => {
+            // Tell "no such mirror" apart from "no entries yet".
+            store.get_mirror(&id).await.map_err(|e| about(&id, e))?;
+            let entries = store.logs(&id, limit, before).await?;
+            if json {
+                print_json(&entries);
+            } else if entries.is_empty() {
+                println!("{id}: no log entries yet");
+            } else {
+                print_table(&logs_table(&entries));
+            }
+        }
+        MirrorCommand::Delete { id } => {
+            store.delete_mirror(&id).await.map_err(|e| about(&id, e))?;
+            if json {
+                print_json(&serde_json::json!({ "id": id, "deleted": true }));
+            } else {
+                println!("{id}: deleted (the destination's images stay)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The configuration `add` will create, checked; `None` for the other commands.
+fn prepare(command: &MirrorCommand) -> CliResult<Option<MirrorConfig>> {
+    let MirrorCommand::Add(add) = command else {
+        return Ok(None);
+    };
+    let source = parse_source(&add.source)?;
+    let tags = parse_tags(&add.tags)?;
+    let patterns: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mut config = MirrorConfig::new(add.id.clone(), source, &patterns);
+    config.enabled = !add.disabled;
+    add.settings.apply(&mut config)?;
+    config.validate()?;
+    Ok(Some(config))
+}
+
+/// The summary of the newest finished run, from the usage log.
+async fn last_report(store: &dyn StateStore, id: &str) -> CliResult<Option<String>> {
+    // The finish entry is the last of a run; a page this long reaches it unless one run logged
+    // more tags than that, and then the report is simply not shown.
+    let entries = store.logs(id, 500, None).await?;
+    Ok(entries
+        .into_iter()
+        .find(|e| {
+            matches!(
+                e.kind,
+                LogKind::SyncSucceeded | LogKind::SyncFailed | LogKind::SyncCancelled
+            )
+        })
+        .map(|e| {
+            let outcome = match e.kind {
+                LogKind::SyncSucceeded => "succeeded",
+                LogKind::SyncFailed => "failed",
+                _ => "cancelled",
+            };
+            format!("{outcome}: {}", e.message)
+        }))
+}
+
+fn show(record: &MirrorRecord, report: Option<String>, json: bool) {
+    let view = MirrorView::new(record, report);
+    if json {
+        print_json(&view);
+    } else {
+        view.print_text();
+    }
+}
+
+fn status_line(record: &MirrorRecord, note: &str, json: bool) {
+    if json {
+        print_json(&MirrorView::new(record, None));
+    } else {
+        println!("{}: {} ({note})", record.config.id, record.state.status);
+    }
+}
+
+/// Create the mirrors of a worker config file, or update those that differ (status, schedule
+/// and logs stay). Mirrors in the store but not in the file are left alone.
+pub async fn apply_declared(
+    store: &Arc<dyn StateStore>,
+    mirrors: &[MirrorConfig],
+) -> CliResult<()> {
+    for config in mirrors {
+        match store.get_mirror(&config.id).await {
+            Ok(existing) if existing.config == *config => {}
+            Ok(_) => {
+                store.update_mirror(config).await?;
+                tracing::info!(mirror = %config.id, "updated from the config file");
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                store
+                    .create_mirror(config, OffsetDateTime::now_utc())
+                    .await?;
+                tracing::info!(mirror = %config.id, "created from the config file");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

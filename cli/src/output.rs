@@ -1,0 +1,274 @@
+//! How mirrors, usage logs and times are shown: plain tables for people, JSON for programs.
+//! Neither form ever carries a password: [`MirrorView`] holds the source *username* only, and
+//! proxy URLs lose their passwords.
+
+use std::time::Duration;
+
+use comfy_table::presets::NOTHING;
+use comfy_table::{ContentArrangement, Table};
+use regmirror::state::{LogEntry, LogKind, MirrorRecord, MirrorState};
+use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// A mirror as `mirror show --json` and `mirror list --json` print it.
+#[derive(Debug, Serialize)]
+pub struct MirrorView {
+    pub id: String,
+    pub source: String,
+    /// The source username, if the mirror has credentials (the password is never shown).
+    pub source_username: Option<String>,
+    pub tags: Vec<String>,
+    pub architectures: Vec<String>,
+    pub sync_interval_secs: u64,
+    pub enabled: bool,
+    pub verify_tls: bool,
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub timeout_secs: u64,
+    pub rollback: RollbackMode,
+    pub platform_index: PlatformIndexMode,
+    pub robot: Option<String>,
+    #[serde(flatten)]
+    pub state: MirrorState,
+    /// The summary line of the newest finished run, from the usage log.
+    pub last_report: Option<String>,
+}
+
+impl MirrorView {
+    pub fn new(record: &MirrorRecord, last_report: Option<String>) -> Self {
+        let c: &MirrorConfig = &record.config;
+        MirrorView {
+            id: c.id.clone(),
+            source: c.source.to_string(),
+            source_username: c.source_credentials.as_ref().map(|c| c.username.clone()),
+            tags: c.tags.clone(),
+            architectures: c.architectures.clone(),
+            sync_interval_secs: c.sync_interval.as_secs(),
+            enabled: c.enabled,
+            verify_tls: c.verify_tls,
+            http_proxy: c.proxy.http_proxy.as_deref().map(redact_url),
+            https_proxy: c.proxy.https_proxy.as_deref().map(redact_url),
+            no_proxy: c.proxy.no_proxy.clone(),
+            timeout_secs: c.timeout.as_secs(),
+            rollback: c.rollback,
+            platform_index: c.platform_index,
+            robot: c.robot.clone(),
+            state: record.state.clone(),
+            last_report,
+        }
+    }
+
+    /// `key: value` lines for `mirror show`.
+    pub fn print_text(&self) {
+        let s = &self.state;
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        let mut rows: Vec<(&str, String)> = vec![
+            ("id", self.id.clone()),
+            ("source", self.source.clone()),
+            (
+                "credentials",
+                match &self.source_username {
+                    Some(user) => format!("{user} (password stored, not shown)"),
+                    None => "none (anonymous, or the docker login config)".to_owned(),
+                },
+            ),
+            ("tags", self.tags.join(", ")),
+            (
+                "architectures",
+                if self.architectures.is_empty() {
+                    "all".to_owned()
+                } else {
+                    self.architectures.join(", ")
+                },
+            ),
+            ("enabled", yes_no(self.enabled).to_owned()),
+            (
+                "interval",
+                human_duration(Duration::from_secs(self.sync_interval_secs)),
+            ),
+            ("verify tls", yes_no(self.verify_tls).to_owned()),
+            ("rollback", rollback_name(self.rollback).to_owned()),
+            ("status", s.status.to_string()),
+            ("retries left", s.retries_remaining.to_string()),
+            ("last started", time_or_never(s.last_started)),
+            ("last finished", time_or_never(s.last_finished)),
+            ("next run", next_run(&self.state, self.enabled)),
+        ];
+        if let Some(proxy) = &self.https_proxy {
+            rows.push(("https proxy", proxy.clone()));
+        }
+        if let Some(proxy) = &self.http_proxy {
+            rows.push(("http proxy", proxy.clone()));
+        }
+        if let Some(robot) = &self.robot {
+            rows.push(("robot", robot.clone()));
+        }
+        if let Some(owner) = &s.lease_owner {
+            rows.push((
+                "running on",
+                format!("{owner} (lease until {})", time_or_never(s.lease_expires)),
+            ));
+        }
+        if let Some(error) = &s.last_error {
+            rows.push(("last error", error.clone()));
+        }
+        if let Some(report) = &self.last_report {
+            rows.push(("last report", report.clone()));
+        }
+        for (key, value) in rows {
+            println!("{:<14} {value}", format!("{key}:"));
+        }
+    }
+}
+
+/// The table of `mirror list`.
+pub fn mirrors_table(records: &[MirrorRecord]) -> Table {
+    let mut table = plain_table(&[
+        "ID",
+        "SOURCE",
+        "TAGS",
+        "STATUS",
+        "ENABLED",
+        "LAST FINISHED",
+        "NEXT RUN",
+    ]);
+    for r in records {
+        let c = &r.config;
+        table.add_row(vec![
+            c.id.clone(),
+            c.source.to_string(),
+            c.tags.join(","),
+            r.state.status.to_string(),
+            if c.enabled { "yes" } else { "no" }.to_owned(),
+            time_or_never(r.state.last_finished),
+            next_run(&r.state, c.enabled),
+        ]);
+    }
+    table
+}
+
+/// The table of `mirror logs`.
+pub fn logs_table(entries: &[LogEntry]) -> Table {
+    let mut table = plain_table(&["SEQ", "TIME", "EVENT", "TAG", "DIGEST", "MESSAGE"]);
+    for e in entries {
+        table.add_row(vec![
+            e.seq.to_string(),
+            time_or_never(Some(e.time)),
+            log_kind_name(e.kind).to_owned(),
+            e.tag.clone().unwrap_or_default(),
+            // The first 12 hex digits identify an image as `docker images` shows it.
+            e.digest
+                .as_ref()
+                .map(|d| format!("sha256:{}", &d.hex()[..12]))
+                .unwrap_or_default(),
+            e.message.clone(),
+        ]);
+    }
+    table
+}
+
+fn plain_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    // Flush left with two spaces between columns, as `kubectl get` and `docker ps` print.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+}
+
+/// Print a table without the trailing blanks of its last column.
+pub fn print_table(table: &Table) {
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
+}
+
+/// The serde name of a usage-log kind (`tag_synced`), as the stores and `--json` spell it.
+pub fn log_kind_name(kind: LogKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
+}
+
+fn rollback_name(mode: RollbackMode) -> &'static str {
+    match mode {
+        RollbackMode::FailedTagsOnly => "failed-tags-only",
+        RollbackMode::AllOrNothing => "all-or-nothing",
+    }
+}
+
+/// When the mirror runs next, or why it does not.
+fn next_run(state: &MirrorState, enabled: bool) -> String {
+    match state.due_at(enabled) {
+        Some(due) if due <= OffsetDateTime::now_utc() => "due now".to_owned(),
+        Some(due) => format_time(due),
+        None if state.status == regmirror::SyncStatus::Cancel => {
+            "none (cancelled; use sync-now)".to_owned()
+        }
+        None if !enabled => "none (disabled)".to_owned(),
+        None => "none".to_owned(),
+    }
+}
+
+pub fn format_time(t: OffsetDateTime) -> String {
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    utc.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_else(|_| utc.to_string())
+}
+
+fn time_or_never(t: Option<OffsetDateTime>) -> String {
+    t.map_or_else(|| "never".to_owned(), format_time)
+}
+
+/// `1day`, `6h`, `90s`: a duration as it would be typed.
+pub fn human_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// A URL without its password (proxies may carry `user:pass@`).
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut url) if url.password().is_some() => {
+            // Replacing an existing password cannot fail.
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(_) => s.to_owned(),
+        // Not a URL we can read: it might still hold a secret, so show nothing of it.
+        Err(_) => "(set)".to_owned(),
+    }
+}
+
+/// Print `value` as pretty JSON on stdout.
+pub fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("regmirror: cannot encode the output as JSON: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_passwords_are_hidden() {
+        assert_eq!(
+            redact_url("http://u:secret@proxy:3128"),
+            "http://u:***@proxy:3128/"
+        );
+        assert_eq!(redact_url("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(redact_url("not a url secret"), "(set)");
+        assert_eq!(log_kind_name(LogKind::TagSynced), "tag_synced");
+    }
+}
