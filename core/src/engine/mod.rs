@@ -48,6 +48,9 @@ pub struct SyncOptions {
     pub cancel: CancellationToken,
     /// Where progress events go.
     pub progress: Progress,
+    /// Keep destination tags the patterns do not select instead of pruning them (SEMANTICS.md
+    /// §3 step 6): a one-shot copy in the manner of `skopeo sync`, `regmirror sync --no-prune`.
+    pub keep_unselected: bool,
 }
 
 /// Keeps destination repositories in sync with external repositories.
@@ -390,6 +393,7 @@ impl Mirror {
             known: Arc::clone(&inner.known),
             progress: options.progress,
             cancel: options.cancel.child_token(),
+            prune: !options.keep_unselected,
         }) {
             Ok(run) => Arc::new(run),
             Err(e) => {

@@ -248,7 +248,7 @@ pub(crate) async fn publish(
     let aon = run.config.rollback == RollbackMode::AllOrNothing;
     let prune: Vec<(String, Digest)> = prior
         .iter()
-        .filter(|(tag, _)| !keep.contains(*tag))
+        .filter(|(tag, _)| run.prune && !keep.contains(*tag))
         .map(|(t, d)| (t.clone(), d.clone()))
         .collect();
 

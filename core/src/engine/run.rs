@@ -74,6 +74,8 @@ pub(crate) struct Run {
     pool: Semaphore,
     pub known: Arc<KnownBlobs>,
     pub progress: Progress,
+    /// Delete destination tags the patterns do not select.
+    pub prune: bool,
     /// Stop starting new units (cancel requested).
     pub cancel: CancellationToken,
     cancelled_by_status: AtomicBool,
@@ -96,6 +98,7 @@ pub(crate) struct RunParts {
     pub known: Arc<KnownBlobs>,
     pub progress: Progress,
     pub cancel: CancellationToken,
+    pub prune: bool,
 }
 
 impl Run {
@@ -111,6 +114,7 @@ impl Run {
             pool: Semaphore::new(parts.concurrency.max(1)),
             known: parts.known,
             progress: parts.progress,
+            prune: parts.prune,
             cancel: parts.cancel,
             cancelled_by_status: AtomicBool::new(false),
             abort: CancellationToken::new(),

@@ -263,6 +263,31 @@ async fn narrowing_patterns_prunes_but_listing_failure_and_empty_match_do_not() 
 }
 
 #[tokio::test]
+async fn keep_unselected_copies_without_pruning() {
+    let s = setup();
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
+    s.dest.seed_image(DEST, Some("local"), "amd64", &[b"local"]);
+    let options = SyncOptions {
+        keep_unselected: true,
+        ..SyncOptions::default()
+    };
+    let report = s
+        .mirror
+        .sync_config(&config(&["v*"]), options)
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.tags_deleted.is_empty());
+    assert_eq!(
+        s.dest.tag_map(DEST).keys().collect::<Vec<_>>(),
+        ["local", "v1"]
+    );
+
+    let pruning = s.run(&config(&["v*"])).await;
+    assert_eq!(pruning.tags_deleted, ["local"]);
+}
+
+#[tokio::test]
 async fn a_corrupt_blob_fails_its_tag_only_and_is_never_published() {
     let s = setup();
     let good = s.source.seed_image(SRC, Some("good"), "amd64", &[b"fine"]);
@@ -416,6 +441,7 @@ async fn cancelling_stops_after_the_tag_in_flight_without_rollback() {
                 trigger.cancel();
             }
         }),
+        ..SyncOptions::default()
     };
     let mut c = config(&["*"]);
     c.rollback = RollbackMode::AllOrNothing;
@@ -612,6 +638,7 @@ async fn an_interrupted_run_keeps_its_record_and_the_next_run_completes_from_it(
                 trigger.cancel();
             }
         }),
+        ..SyncOptions::default()
     };
     let report = s.mirror.sync_with(DEST, options).await.unwrap();
     assert_eq!(report.outcome, Outcome::Cancelled);
