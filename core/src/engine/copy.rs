@@ -301,7 +301,7 @@ impl Run {
     }
 
     /// Read a config blob whole (it is small) to learn the image's platform, verified.
-    async fn read_config(&self, config: &Reference) -> Result<Bytes> {
+    pub(crate) async fn read_config(&self, config: &Reference) -> Result<Bytes> {
         if config.size > MAX_CONFIG_BYTES {
             return Err(Error::new(
                 ErrorKind::InvalidManifest,
@@ -404,7 +404,7 @@ fn platforms(manifests: &[Reference]) -> String {
 }
 
 /// The `architecture` field of an image config.
-fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
+pub(crate) fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
     #[derive(serde::Deserialize)]
     struct Config {
         #[serde(default)]

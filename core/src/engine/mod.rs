@@ -7,6 +7,7 @@ mod connector;
 mod copy;
 mod events;
 mod plan;
+mod preview;
 mod progress;
 mod publish;
 mod report;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 pub use connector::{HttpConnector, SourceConnector, StaticConnector};
+pub use preview::{PreviewAction, PreviewTag, SyncPreview};
 pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
 pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 
@@ -360,6 +362,33 @@ impl Mirror {
     ) -> Result<SyncReport> {
         config.validate()?;
         Ok(self.execute(config, options, None).await)
+    }
+
+    /// What [`Mirror::sync_config`] would do with `config` now, changing nothing: each selected
+    /// tag's action, the destination tags it would prune, the blob bytes it would copy. Only
+    /// `options.keep_unselected` and `options.cancel` matter here.
+    pub async fn preview_config(
+        &self,
+        config: &MirrorConfig,
+        options: SyncOptions,
+    ) -> Result<SyncPreview> {
+        config.validate()?;
+        let inner = &self.inner;
+        let source = inner
+            .connector
+            .connect(config)
+            .map_err(|e| e.context("connecting to the source"))?;
+        let run = Arc::new(Run::new(RunParts {
+            config: config.clone(),
+            source,
+            dest: Arc::clone(&inner.destination),
+            concurrency: inner.concurrency,
+            known: Arc::clone(&inner.known),
+            progress: options.progress,
+            cancel: options.cancel.child_token(),
+            prune: !options.keep_unselected,
+        })?);
+        preview::preview(&run).await
     }
 
     async fn execute(

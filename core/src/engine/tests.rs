@@ -287,6 +287,84 @@ async fn keep_unselected_copies_without_pruning() {
     assert_eq!(pruning.tags_deleted, ["local"]);
 }
 
+/// The bytes of an image's config and layers.
+fn image_bytes(m: &Manifest) -> u64 {
+    match m.kind().unwrap() {
+        ManifestKind::Image { config, layers } => {
+            config.size + layers.iter().map(|l| l.size).sum::<u64>()
+        }
+        ManifestKind::Index { .. } => panic!("an image"),
+    }
+}
+
+#[tokio::test]
+async fn a_preview_matches_the_sync_and_changes_nothing() {
+    let s = setup();
+    let shared = vec![7u8; 1000];
+    s.source
+        .seed_image(SRC, Some("v1"), "amd64", &[&shared, &[1u8; 300]]);
+    let v2 = s
+        .source
+        .seed_image(SRC, Some("v2"), "amd64", &[&shared, &[2u8; 200]]);
+    let (_, amd, arm) = seed_multiarch(&s);
+    s.source
+        .seed_index(SRC, Some("amdonly"), &[("amd64", &amd)]);
+    assert!(s.run(&config(&["v1"])).await.is_success());
+    s.dest.seed_image(DEST, Some("stale"), "amd64", &[b"stale"]);
+    let before = s.dest.tag_map(DEST);
+    s.dest.reset_counters();
+
+    let mut c = config(&["v*", "multi", "amdonly"]);
+    c.architectures = vec!["arm64".into()];
+    let preview = s
+        .mirror
+        .preview_config(&c, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.dest.tag_map(DEST), before);
+    assert!(s.dest.counters().blob_pushes.is_empty());
+    let actions: Vec<(&str, PreviewAction)> = preview
+        .tags
+        .iter()
+        .map(|t| (t.tag.as_str(), t.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("amdonly", PreviewAction::Fail),
+            ("multi", PreviewAction::Copy),
+            // Already current: planning compares digests before any filter applies.
+            ("v1", PreviewAction::Current),
+            ("v2", PreviewAction::Skip),
+        ]
+    );
+    // Only the arm64 child's config and layer are to be copied.
+    assert_eq!(preview.bytes_to_copy, image_bytes(&arm));
+    assert_eq!(preview.blobs_to_copy, 2);
+    // A failed tag keeps its value; the unselected one goes.
+    assert_eq!(preview.tags_to_delete, ["stale"]);
+
+    let c = config(&["v1", "v2"]);
+    let preview = s
+        .mirror
+        .preview_config(&c, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(preview.tags[0].action, PreviewAction::Current);
+    assert_eq!(preview.tags[1].action, PreviewAction::Copy);
+    // The shared layer is already in the destination (from v1).
+    assert_eq!(preview.tags[1].bytes, image_bytes(&v2) - 1000);
+    let keep = SyncOptions {
+        keep_unselected: true,
+        ..SyncOptions::default()
+    };
+    let kept = s.mirror.preview_config(&c, keep).await.unwrap();
+    assert!(kept.tags_to_delete.is_empty());
+    let report = s.run(&c).await;
+    assert_eq!(report.bytes_copied, preview.bytes_to_copy);
+    assert_eq!(report.tags_deleted, preview.tags_to_delete);
+}
+
 #[tokio::test]
 async fn a_corrupt_blob_fails_its_tag_only_and_is_never_published() {
     let s = setup();

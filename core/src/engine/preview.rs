@@ -1,0 +1,218 @@
+//! What a sync would do, without doing it (`regmirror sync --dry-run`): each selected tag's
+//! action, the tags that would be pruned, and the blob bytes that would be copied.
+//!
+//! Read-only: it lists tags, HEADs manifests, GETs source manifests (and the small configs a
+//! platform filter needs) and asks the destination which blobs it holds. The planning is the
+//! run's own ([`super::plan`]), so a preview and the sync that follows agree.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::copy::image_architecture;
+use super::plan::{self, Action};
+use super::run::Run;
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::registry::manifest::{ManifestKind, Reference};
+
+/// What a sync would do with one selected tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewAction {
+    /// Copy the source's manifest (and whatever blobs the destination lacks).
+    Copy,
+    /// The destination already points at the source's digest: nothing to move.
+    Current,
+    /// A single-platform image the architecture filter excludes.
+    Skip,
+    /// The tag cannot be read; the sync would fail it.
+    Fail,
+}
+
+/// One selected tag in a [`SyncPreview`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewTag {
+    pub tag: String,
+    pub action: PreviewAction,
+    /// The source's digest (for `Current`, the destination's, which may be a rewritten index).
+    pub digest: Option<Digest>,
+    /// Bytes of blobs this tag needs that the destination lacks and no earlier tag (in sorted
+    /// order) already brings. Blobs the engine would mount from another repository count too.
+    pub bytes: u64,
+    /// Why the tag fails or is skipped.
+    pub reason: Option<String>,
+}
+
+/// The plan of one sync: see [`crate::engine::Mirror::preview_config`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[must_use]
+pub struct SyncPreview {
+    pub mirror_id: String,
+    /// The source reference, `host/path`.
+    pub source: String,
+    /// Every selected tag, sorted.
+    pub tags: Vec<PreviewTag>,
+    /// Destination tags the sync would delete (not selected, or skipped by the filter).
+    pub tags_to_delete: Vec<String>,
+    pub blobs_to_copy: u64,
+    pub bytes_to_copy: u64,
+    /// A remark such as "no tags matched" (then nothing would be pruned either).
+    pub note: Option<String>,
+}
+
+/// Plan `run` without changing anything.
+pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
+    let mut preview = SyncPreview {
+        mirror_id: run.config.id.clone(),
+        source: run.config.source.to_string(),
+        tags: Vec::new(),
+        tags_to_delete: Vec::new(),
+        blobs_to_copy: 0,
+        bytes_to_copy: 0,
+        note: None,
+    };
+    let tags = run
+        .unit(run.source.list_tags(&run.src_repo))
+        .await
+        .map_err(|e| e.context(format!("listing the tags of {}", run.config.source)))?;
+    let selected = run.filter.select(&tags);
+    if selected.is_empty() {
+        preview.note = Some(format!(
+            "no tags matched (the source has {} tags; patterns {:?})",
+            tags.len(),
+            run.filter.patterns()
+        ));
+        return Ok(preview);
+    }
+    let plan = plan::plan(run, selected).await?;
+    let mut seen = HashSet::new();
+    let mut keep = BTreeSet::new();
+    for (tag, action) in plan.tags {
+        let entry = |action, digest, bytes, reason| PreviewTag {
+            tag: tag.clone(),
+            action,
+            digest,
+            bytes,
+            reason,
+        };
+        let entry = match action {
+            Action::Current(digest) => entry(PreviewAction::Current, Some(digest), 0, None),
+            Action::Failed(e) => entry(PreviewAction::Fail, None, 0, Some(e.to_string())),
+            Action::Copy(digest) => match needs(run, &digest, &mut seen).await {
+                Ok(Needs::Blobs { count, bytes }) => {
+                    preview.blobs_to_copy += count;
+                    preview.bytes_to_copy += bytes;
+                    entry(PreviewAction::Copy, Some(digest), bytes, None)
+                }
+                Ok(Needs::Skip(reason)) => {
+                    entry(PreviewAction::Skip, Some(digest), 0, Some(reason))
+                }
+                Err(e) => entry(PreviewAction::Fail, Some(digest), 0, Some(e.to_string())),
+            },
+        };
+        // As in the run: failed tags keep their old value, skipped tags are pruned.
+        if entry.action != PreviewAction::Skip {
+            keep.insert(entry.tag.clone());
+        }
+        preview.tags.push(entry);
+    }
+    if run.prune {
+        preview.tags_to_delete = plan
+            .prior
+            .keys()
+            .filter(|t| !keep.contains(*t))
+            .cloned()
+            .collect();
+    }
+    Ok(preview)
+}
+
+enum Needs {
+    Blobs { count: u64, bytes: u64 },
+    Skip(String),
+}
+
+/// The blobs the manifest `digest` needs that the destination lacks (not counting those in
+/// `seen`, which collects every blob looked at).
+async fn needs(run: &Arc<Run>, digest: &Digest, seen: &mut HashSet<Digest>) -> Result<Needs> {
+    let architectures = &run.config.architectures;
+    let manifest = run
+        .unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
+        .await?;
+    let mut images: Vec<(Reference, Vec<Reference>)> = Vec::new();
+    let mut children: Vec<Reference> = Vec::new();
+    match manifest.kind()? {
+        ManifestKind::Image { config, layers } => {
+            if !architectures.is_empty() {
+                let bytes = run.read_config(&config).await?;
+                let arch = image_architecture(&bytes, &config.digest)?;
+                if !architectures.contains(&arch) {
+                    return Ok(Needs::Skip(format!(
+                        "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
+                    )));
+                }
+            }
+            images.push((config, layers));
+        }
+        ManifestKind::Index { manifests } => {
+            children = manifests
+                .into_iter()
+                .filter(|c| {
+                    architectures.is_empty()
+                        || c.platform
+                            .as_ref()
+                            .is_some_and(|p| architectures.contains(&p.architecture))
+                })
+                .collect();
+            if children.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "index {digest} has no platform matching the architecture filter {architectures:?}"
+                    ),
+                ));
+            }
+        }
+    }
+    // Child manifests the destination holds bring their blobs along already (as in staging).
+    while let Some(child) = children.pop() {
+        let present = run
+            .unit(
+                run.dest
+                    .head_manifest(&run.dest_repo, child.digest.as_str()),
+            )
+            .await?;
+        if present.is_some() {
+            continue;
+        }
+        let manifest = run
+            .unit(
+                run.source
+                    .get_manifest(&run.src_repo, child.digest.as_str()),
+            )
+            .await?;
+        match manifest.kind()? {
+            ManifestKind::Image { config, layers } => images.push((config, layers)),
+            ManifestKind::Index { manifests } => children.extend(manifests),
+        }
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for blob in images
+        .into_iter()
+        .flat_map(|(config, layers)| std::iter::once(config).chain(layers))
+    {
+        if !seen.insert(blob.digest.clone()) {
+            continue;
+        }
+        if !run
+            .unit(run.dest.has_blob(&run.dest_repo, &blob.digest))
+            .await?
+        {
+            count += 1;
+            bytes += blob.size;
+        }
+    }
+    Ok(Needs::Blobs { count, bytes })
+}
