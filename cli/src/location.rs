@@ -40,14 +40,6 @@ impl Location {
                     .hint("give a registry repository (host[:port]/path) or oci:DIRECTORY")
             })
     }
-
-    /// The registry reference, if this is one.
-    pub fn registry(&self) -> Option<&RepositoryRef> {
-        match self {
-            Location::Registry(r) => Some(r),
-            Location::Layout(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for Location {
@@ -65,8 +57,10 @@ mod tests {
 
     #[test]
     fn registries_and_layouts() {
-        let l = Location::parse("127.0.0.1:5000/mirror/app", "SOURCE").unwrap();
-        let r = l.registry().unwrap();
+        let Ok(Location::Registry(r)) = Location::parse("127.0.0.1:5000/mirror/app", "SOURCE")
+        else {
+            panic!("a registry location")
+        };
         assert_eq!(
             (r.registry(), r.repository()),
             ("127.0.0.1:5000", "mirror/app")

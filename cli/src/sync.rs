@@ -2,17 +2,27 @@
 //! store, with skopeo's option names where skopeo has them.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::engine::{Mirror, PreviewAction, StaticConnector, SyncOptions};
+use regmirror::registry::LayoutRegistry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::{
-    Credentials, MirrorConfig, PlatformIndexMode, RepositoryRef, RollbackMode, TagFilter,
+    Credentials, DestRegistry, MirrorConfig, PlatformIndexMode, RepositoryRef, RollbackMode,
+    SourceRegistry, TagFilter,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialSources;
-use crate::failure::{CliResult, Failure};
+use crate::failure::{CliResult, EXIT_FAILED, Failure};
 use crate::location::Location;
+use crate::output::print_json;
+use crate::progress::TtyProgress;
+use crate::summary::{JsonPreview, JsonReport, preview_text, report_text};
 
 /// The mirror id of a one-shot sync into a layout: any valid repository name works, because a
 /// single layout directory serves every repository path.
@@ -359,10 +369,140 @@ impl SyncArgs {
     }
 }
 
-/// Run `regmirror sync`.
-pub async fn run(args: SyncArgs) -> CliResult<std::process::ExitCode> {
-    let _checked = args.check()?;
-    Err(Failure::failed("the sync engine is not wired in yet"))
+/// Run `regmirror sync`: exit status 0 when every selected tag is current afterwards, 1 when a
+/// tag (or the run) failed or was cancelled.
+pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
+    let checked = args.check()?;
+    let concurrency = usize::from(args.concurrency);
+    let source: Arc<dyn SourceRegistry> = open(
+        &checked.source,
+        &checked.source_access,
+        concurrency,
+        "SOURCE",
+    )?;
+    let dest: Arc<dyn DestRegistry> =
+        open(&checked.dest, &checked.dest_access, concurrency, "--to")?;
+    let mirror = Mirror::builder()
+        .connector(Arc::new(StaticConnector(source)))
+        .destination(dest)
+        .concurrency(concurrency)
+        .build()?;
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_ctrl_c(cancel.clone()));
+    let bars = TtyProgress::start(!args.json);
+    let options = SyncOptions {
+        cancel,
+        progress: bars.as_ref().map(TtyProgress::sink).unwrap_or_default(),
+        keep_unselected: args.no_prune,
+    };
+    let destination = checked.dest.to_string();
+    let source_name = checked.source.to_string();
+
+    if args.dry_run {
+        let preview = mirror.preview_config(&checked.config, options).await;
+        if let Some(bars) = &bars {
+            bars.finish();
+        }
+        let mut preview = preview.map_err(|e| Failure::from(e).context("planning the sync"))?;
+        preview.source = source_name;
+        if args.json {
+            print_json(&JsonPreview {
+                dry_run: true,
+                preview: &preview,
+                destination,
+            });
+        } else {
+            println!("{}", preview_text(&preview, &destination));
+        }
+        let fails = preview.tags.iter().any(|t| t.action == PreviewAction::Fail);
+        return Ok(exit(!fails));
+    }
+
+    let report = mirror.sync_config(&checked.config, options).await;
+    if let Some(bars) = &bars {
+        bars.finish();
+    }
+    let mut report = report?;
+    // A layout source has no registry name; say which directory it was.
+    report.source = source_name;
+    if args.json {
+        print_json(&JsonReport {
+            report: &report,
+            destination,
+        });
+    } else {
+        println!("{}", report_text(&report, &destination));
+    }
+    Ok(exit(report.is_success()))
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// The registry client (or layout) for one side.
+fn open<T>(
+    location: &Location,
+    access: &Access,
+    concurrency: usize,
+    what: &str,
+) -> CliResult<Arc<T>>
+where
+    T: ?Sized,
+    HttpRegistry: IntoArc<T>,
+    LayoutRegistry: IntoArc<T>,
+{
+    match location {
+        Location::Layout(dir) => Ok(LayoutRegistry::single(dir).into_arc()),
+        Location::Registry(reference) => {
+            let options = HttpOptions {
+                credentials: access.credentials.clone(),
+                tls_verify: access.tls_verify,
+                ca_certs: access.cert_dir.iter().cloned().collect(),
+                docker_config: access.docker_config,
+                max_concurrent_requests: concurrency,
+                ..HttpOptions::default()
+            };
+            HttpRegistry::new(reference.registry(), options)
+                .map(IntoArc::into_arc)
+                .map_err(|e| Failure::from(e).context(what))
+        }
+    }
+}
+
+/// Registries become either trait object the engine takes.
+trait IntoArc<T: ?Sized> {
+    fn into_arc(self) -> Arc<T>;
+}
+
+impl<R: SourceRegistry + 'static> IntoArc<dyn SourceRegistry> for R {
+    fn into_arc(self) -> Arc<dyn SourceRegistry> {
+        Arc::new(self)
+    }
+}
+
+impl<R: DestRegistry + 'static> IntoArc<dyn DestRegistry> for R {
+    fn into_arc(self) -> Arc<dyn DestRegistry> {
+        Arc::new(self)
+    }
+}
+
+/// The first Ctrl-C stops the run after the work in flight (the report says what was done);
+/// a second one quits at once.
+async fn stop_on_ctrl_c(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("regmirror: stopping after the work in flight (Ctrl-C again to quit now)");
+    cancel.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,183 @@
+//! What `regmirror sync` prints at the end: the run's report (or, with `--dry-run`, its plan)
+//! as a short summary for people, or as JSON for programs (`--json`).
+
+use std::time::Duration;
+
+use indicatif::HumanBytes;
+use regmirror::engine::{Outcome, PreviewAction, SyncPreview, SyncReport};
+use serde::Serialize;
+
+/// Tag names listed per line before the rest are counted.
+const MAX_NAMES: usize = 8;
+
+/// The report as `--json` prints it: the engine's report plus where it went.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    #[serde(flatten)]
+    pub report: &'a SyncReport,
+    /// The destination as given (`host/path` or `oci:DIR`).
+    pub destination: String,
+}
+
+/// The plan as `--dry-run --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct JsonPreview<'a> {
+    pub dry_run: bool,
+    #[serde(flatten)]
+    pub preview: &'a SyncPreview,
+    pub destination: String,
+}
+
+/// `v1, v2, v3 and 4 more`.
+fn names<S: AsRef<str>>(tags: &[S]) -> String {
+    let shown: Vec<&str> = tags.iter().take(MAX_NAMES).map(AsRef::as_ref).collect();
+    let mut out = shown.join(", ");
+    if tags.len() > MAX_NAMES {
+        out.push_str(&format!(" and {} more", tags.len() - MAX_NAMES));
+    }
+    out
+}
+
+fn line<S: AsRef<str>>(label: &str, tags: &[S]) -> String {
+    if tags.is_empty() {
+        format!("  {label:<9}0")
+    } else {
+        format!("  {label:<9}{:<4}{}", tags.len(), names(tags))
+    }
+}
+
+/// The summary of a finished run, ready to print.
+pub fn report_text(report: &SyncReport, destination: &str) -> String {
+    let mut out = vec![format!("{} -> {destination}", report.source)];
+    let touched = !(report.tags_synced.is_empty()
+        && report.tags_current.is_empty()
+        && report.tags_failed.is_empty()
+        && report.tags_deleted.is_empty()
+        && report.tags_skipped.is_empty());
+    // A run that failed before reaching any tag (listing, connecting) has only its error to say.
+    if touched || report.outcome == Outcome::Success {
+        out.push(line("synced", &report.tags_synced));
+        out.push(line("current", &report.tags_current));
+        let failed: Vec<&str> = report.tags_failed.iter().map(|f| f.tag.as_str()).collect();
+        out.push(line("failed", &failed));
+        out.push(line("deleted", &report.tags_deleted));
+        if !report.tags_skipped.is_empty() {
+            out.push(line("skipped", &report.tags_skipped));
+        }
+        for r in &report.tags_rewritten {
+            out.push(format!(
+                "  rewritten {} (index of the selected platforms: {} instead of the source's {})",
+                r.tag, r.digest, r.source_digest
+            ));
+        }
+        for f in &report.tags_failed {
+            out.push(format!("  {}: {}", f.tag, f.reason));
+        }
+        out.push(format!(
+            "copied {} in {} blobs ({} mounted, {} already present) in {:.1}s",
+            HumanBytes(report.bytes_copied),
+            report.blobs_copied,
+            report.blobs_mounted,
+            report.blobs_present,
+            Duration::from_millis(report.duration_ms).as_secs_f64(),
+        ));
+    }
+    out.push(match report.outcome {
+        Outcome::Success => match &report.error {
+            Some(note) => format!("success: {note}"),
+            None => "success".to_owned(),
+        },
+        Outcome::Failed => {
+            let mut s = format!(
+                "FAILED: {}",
+                report.error.as_deref().unwrap_or("see the failed tags")
+            );
+            if report.rolled_back {
+                s.push_str(" (rolled back: the destination is as it was)");
+            } else if report.partial {
+                s.push_str(" (partial: the other tags were synced)");
+            }
+            s
+        }
+        Outcome::Cancelled => "cancelled (the tags synced so far stay)".to_owned(),
+    });
+    if let Some(hint) = hint(report) {
+        out.push(format!("hint: {hint}"));
+    }
+    out.join("\n")
+}
+
+/// What to try when the whole run failed on the way to a registry.
+fn hint(report: &SyncReport) -> Option<&'static str> {
+    let error = report.error.as_deref()?;
+    if report.outcome != Outcome::Failed {
+        return None;
+    }
+    if error.starts_with("Unauthorized") {
+        Some("check --src-creds / --dest-creds (or the docker login config)")
+    } else if error.starts_with("Tls") || error.starts_with("Network") {
+        Some(
+            "check that the registry is running and reachable; a plain-HTTP registry needs \
+             --src-tls-verify=false / --dest-tls-verify=false, a private CA --src-cert-dir / --dest-cert-dir",
+        )
+    } else {
+        None
+    }
+}
+
+/// The plan of a dry run, ready to print.
+pub fn preview_text(preview: &SyncPreview, destination: &str) -> String {
+    let mut out = vec![format!(
+        "dry run: {} -> {destination} (nothing was changed)",
+        preview.source
+    )];
+    for t in &preview.tags {
+        let what = match t.action {
+            PreviewAction::Copy => format!("copy      {} ({} to move)", t.tag, HumanBytes(t.bytes)),
+            PreviewAction::Current => format!("current   {}", t.tag),
+            PreviewAction::Skip => format!(
+                "skip      {} ({})",
+                t.tag,
+                t.reason.as_deref().unwrap_or("platform filter")
+            ),
+            PreviewAction::Fail => format!(
+                "fail      {}: {}",
+                t.tag,
+                t.reason.as_deref().unwrap_or("unknown error")
+            ),
+        };
+        out.push(format!("  {what}"));
+    }
+    for tag in &preview.tags_to_delete {
+        out.push(format!("  delete    {tag}"));
+    }
+    if let Some(note) = &preview.note {
+        out.push(format!("  {note}"));
+    }
+    let count = |a: PreviewAction| preview.tags.iter().filter(|t| t.action == a).count();
+    out.push(format!(
+        "would copy {} tags ({} in {} blobs), keep {} current, delete {}, fail {}",
+        count(PreviewAction::Copy),
+        HumanBytes(preview.bytes_to_copy),
+        preview.blobs_to_copy,
+        count(PreviewAction::Current),
+        preview.tags_to_delete.len(),
+        count(PreviewAction::Fail),
+    ));
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_tag_lists_are_shortened() {
+        let tags: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        assert_eq!(
+            line("synced", &tags),
+            "  synced   10  v0, v1, v2, v3, v4, v5, v6, v7 and 2 more"
+        );
+        assert_eq!(line::<&str>("deleted", &[]), "  deleted  0");
+    }
+}
