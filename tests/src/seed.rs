@@ -11,13 +11,23 @@ use reqwest::{Method, RequestBuilder, StatusCode, header};
 use crate::image::{Image, Index};
 use crate::token::TokenMinter;
 
-/// How the seeder authenticates.
-#[derive(Debug, Clone)]
+/// How the seeder authenticates. `Debug` leaves the password out.
+#[derive(Clone)]
 pub enum SeedAuth {
     None,
     Basic(String, String),
     /// Tokens signed directly by the test issuer.
     Token(TokenMinter),
+}
+
+impl std::fmt::Debug for SeedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SeedAuth::None => f.write_str("None"),
+            SeedAuth::Basic(user, _) => write!(f, "Basic({user:?}, <redacted>)"),
+            SeedAuth::Token(_) => f.write_str("Token"),
+        }
+    }
 }
 
 /// Pushes blobs, manifests and whole images into one registry. Panics on any failure: seeding

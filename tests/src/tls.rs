@@ -67,8 +67,8 @@ impl ServerTls {
 }
 
 /// A self-signed certificate and its key, used to sign JWTs: distribution's token auth trusts
-/// tokens whose `x5c` chain ends in a certificate of its `rootcertbundle`.
-#[derive(Debug)]
+/// tokens whose `x5c` chain ends in a certificate of its `rootcertbundle`. `Debug` leaves the
+/// key out.
 pub struct SigningCert {
     /// The certificate in DER (goes base64-encoded into the JWT `x5c` header).
     pub der: Vec<u8>,
@@ -76,6 +76,14 @@ pub struct SigningCert {
     pub path: PathBuf,
     /// The private key as PKCS#8 PEM.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for SigningCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCert")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SigningCert {

@@ -23,8 +23,8 @@ pub const SERVICE: &str = "regmirror-test-registry";
 /// How long issued tokens live, in seconds.
 pub const TOKEN_LIFETIME: i64 = 300;
 
-/// Who the issuer accepts and what anonymous callers get.
-#[derive(Debug, Clone, Default)]
+/// Who the issuer accepts and what anonymous callers get. `Debug` shows user names only.
+#[derive(Clone, Default)]
 pub struct TokenPolicy {
     /// username → password; each user is granted every action it asks for.
     pub users: HashMap<String, String>,
@@ -32,6 +32,16 @@ pub struct TokenPolicy {
     pub readers: HashMap<String, String>,
     /// Whether callers without credentials get `pull` on any repository.
     pub anonymous_pull: bool,
+}
+
+impl std::fmt::Debug for TokenPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPolicy")
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("readers", &self.readers.keys().collect::<Vec<_>>())
+            .field("anonymous_pull", &self.anonymous_pull)
+            .finish()
+    }
 }
 
 /// Who asked for a token.

@@ -44,6 +44,8 @@ async fn tls_registry_serves_with_the_generated_ca() {
 async fn basic_auth_registry_refuses_anonymous_and_wrong_password() {
     let registry = Registry::builder().basic_auth().start();
     seed_and_read_back(&registry).await;
+    let debug = format!("{:?}", registry.seeder());
+    assert!(!debug.contains(regmirror_tests::PASSWORD), "{debug}");
     let url = format!("{}/v2/kit/one/tags/list", registry.base_url());
     let client = reqwest::Client::new();
     let anonymous = client.get(&url).send().await.unwrap();
@@ -61,6 +63,10 @@ async fn basic_auth_registry_refuses_anonymous_and_wrong_password() {
 async fn token_registry_validates_issued_tokens() {
     let registry = Registry::builder().token_auth(true).start();
     seed_and_read_back(&registry).await;
+    for debug in [format!("{registry:?}"), format!("{:?}", registry.seeder())] {
+        assert!(!debug.contains(regmirror_tests::PASSWORD), "{debug}");
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    }
     let client = reqwest::Client::new();
     let url = format!("{}/v2/kit/one/tags/list", registry.base_url());
     let challenge = client.get(&url).send().await.unwrap();
