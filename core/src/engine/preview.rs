@@ -15,6 +15,7 @@ use super::plan::{self, Action};
 use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
+use crate::registry::Manifest;
 use crate::registry::manifest::{ManifestKind, Reference};
 
 /// What a sync would do with one selected tag.
@@ -100,7 +101,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         let entry = match action {
             Action::Current(digest) => entry(PreviewAction::Current, Some(digest), 0, None),
             Action::Failed(e) => entry(PreviewAction::Fail, None, 0, Some(e.to_string())),
-            Action::Copy(digest) => match needs(run, &digest, &mut seen).await {
+            Action::Copy(digest, fetched) => match needs(run, &digest, fetched, &mut seen).await {
                 Ok(Needs::Blobs { count, bytes }) => {
                     preview.blobs_to_copy += count;
                     preview.bytes_to_copy += bytes;
@@ -135,12 +136,21 @@ enum Needs {
 }
 
 /// The blobs the manifest `digest` needs that the destination lacks (not counting those in
-/// `seen`, which collects every blob looked at).
-async fn needs(run: &Arc<Run>, digest: &Digest, seen: &mut HashSet<Digest>) -> Result<Needs> {
+/// `seen`, which collects every blob looked at). `fetched` is the manifest if planning read it.
+async fn needs(
+    run: &Arc<Run>,
+    digest: &Digest,
+    fetched: Option<Manifest>,
+    seen: &mut HashSet<Digest>,
+) -> Result<Needs> {
     let architectures = &run.config.architectures;
-    let manifest = run
-        .unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
-        .await?;
+    let manifest = match fetched {
+        Some(manifest) => manifest,
+        None => {
+            run.unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
+                .await?
+        }
+    };
     let mut images: Vec<(Reference, Vec<Reference>)> = Vec::new();
     let mut children: Vec<Reference> = Vec::new();
     match manifest.kind()? {
