@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 use super::plan::{Action, Plan};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
 use super::run::{Run, cell, lock};
-use crate::config::PlatformIndexMode;
+use crate::config::{PlatformIndexMode, RollbackMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
 use crate::registry::manifest::{ManifestKind, Reference, media_types};
@@ -157,7 +157,7 @@ impl Run {
                 }
                 self.stage_image_content(&config, &layers, preloaded)
                     .await?;
-                self.push_by_digest(&manifest).await?;
+                self.stage_top_manifest(&manifest).await?;
                 Ok(ready(manifest))
             }
             ManifestKind::Index { manifests } => {
@@ -184,9 +184,11 @@ impl Run {
                 }
                 try_join_all(chosen.iter().map(|c| self.stage_child(c))).await?;
                 if chosen.len() == manifests.len() {
-                    self.push_by_digest(&manifest).await?;
+                    self.stage_top_manifest(&manifest).await?;
                     return Ok(ready(manifest));
                 }
+                // A sparse index is always staged: whether the destination accepts it must be
+                // known before any tag moves.
                 match self.push_by_digest(&manifest).await {
                     Ok(()) => Ok(ready(manifest)),
                     Err(e) if e.kind() == ErrorKind::Cancelled || self.is_aborted() => Err(e),
@@ -262,6 +264,17 @@ impl Run {
             ));
         }
         Ok(manifest)
+    }
+
+    /// With `all_or_nothing`, store a tag's manifest untagged before publishing, so that a
+    /// destination refusing it fails the run before any tag moves (nothing to undo). Otherwise
+    /// publishing it under the tag is the first push (one round trip less per tag).
+    async fn stage_top_manifest(&self, manifest: &Manifest) -> Result<()> {
+        if self.config.rollback == RollbackMode::AllOrNothing {
+            self.push_by_digest(manifest).await
+        } else {
+            Ok(())
+        }
     }
 
     /// Store `manifest` untagged, unless the destination already has it.
