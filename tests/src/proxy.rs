@@ -37,6 +37,9 @@ pub enum Fault {
     /// Forward, but after this many bytes of the response body send nothing for `pause`, then
     /// the rest (a stalled transfer, for timeout tests).
     StallBody { after: usize, pause: Duration },
+    /// Never answer: the request hangs until the client gives up or the proxy stops (a worker
+    /// stuck mid-run, to be killed there).
+    Hang,
 }
 
 #[derive(Debug)]
@@ -216,6 +219,9 @@ impl State {
             path: path.clone(),
         });
         let fault = self.take_fault(&method, &path);
+        if fault == Some(Fault::Hang) {
+            return std::future::pending().await;
+        }
         if let Some(Fault::Status(code)) = fault {
             let status = StatusCode::from_u16(code).expect("injected statuses are valid");
             return Response::builder()
