@@ -58,6 +58,7 @@ pub mod registry;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod worker;
 
 pub use config::{Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode};
 pub use engine::{Mirror, SyncOptions, SyncReport};

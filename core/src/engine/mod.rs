@@ -33,6 +33,7 @@ use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
+use crate::settings::{EngineSettings, may_push};
 use crate::state::{Claim, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore};
 use crate::status::SyncStatus;
 
@@ -93,6 +94,7 @@ struct Inner {
     notifier_timeout: Duration,
     lease: Duration,
     worker_id: String,
+    settings: EngineSettings,
     known: Arc<KnownBlobs>,
 }
 
@@ -124,6 +126,7 @@ pub struct MirrorBuilder {
     notifier_timeout: Option<Duration>,
     lease: Option<Duration>,
     worker_id: Option<String>,
+    settings: EngineSettings,
 }
 
 impl MirrorBuilder {
@@ -175,6 +178,12 @@ impl MirrorBuilder {
         self
     }
 
+    /// Engine-wide settings (Quay's config fields); default: mirroring on, Quay's defaults.
+    pub fn settings(mut self, settings: EngineSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
     pub fn build(self) -> Result<Mirror> {
         let missing = |what: &str| {
             Error::new(
@@ -218,6 +227,7 @@ impl MirrorBuilder {
                         rand::random::<u32>()
                     )
                 }),
+                settings: self.settings,
                 known: Arc::default(),
             }),
         })
@@ -246,6 +256,29 @@ impl Mirror {
     /// The lease duration claims are taken with.
     pub fn lease(&self) -> Duration {
         self.inner.lease
+    }
+
+    /// The engine-wide settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    /// May `principal` push to `repository`? False for anyone but the mirror's robot while the
+    /// repository is mirrored (SEMANTICS.md §8); see [`crate::settings::may_push`]. Without a
+    /// state store nothing is mirrored, so every push is allowed.
+    pub async fn may_push(&self, repository: &str, principal: &str) -> bool {
+        match &self.inner.state {
+            Some(store) => {
+                may_push(
+                    &**store,
+                    repository,
+                    principal,
+                    self.inner.settings.robot.as_deref(),
+                )
+                .await
+            }
+            None => true,
+        }
     }
 
     /// The state store, if one was configured.

@@ -1,0 +1,258 @@
+//! The daemon side of the engine: a [`Worker`] polls the state store for due mirrors, claims a
+//! batch with a lease, runs each claim with [`Mirror::run_claimed_with`] (which renews the lease
+//! and releases with the outcome), and shuts down gracefully (SEMANTICS.md §6).
+//!
+//! Any number of workers — tasks in one process, processes on one host, hosts sharing one
+//! PostgreSQL — may poll one store: claims are atomic, so no mirror runs twice at once, and a
+//! worker that dies leaves leases that expire and let another worker take over.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Mirror, Outcome, SyncOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::{Claim, RunOutcome};
+
+/// Quay's default poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Syncs one worker runs at a time by default.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// How long a shutting-down worker may take by default.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How a [`Worker`] polls and runs. The lease length and the worker's name on claims are the
+/// [`Mirror`]'s (its builder's `lease` and `worker_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// The wait between polls while nothing finishes (default 30 s). A run that finishes
+    /// triggers a poll at once, so a backlog drains without waiting.
+    pub poll_interval: Duration,
+    /// The most mirrors claimed per poll (default: `max_concurrent`); never more than free slots.
+    pub batch_size: usize,
+    /// The most syncs running at once in this worker (default 4).
+    pub max_concurrent: usize,
+    /// After the shutdown signal: runs still going at two thirds of this are cancelled (they stop
+    /// after their unit in flight and release the mirror as due again); runs still going at the
+    /// deadline are abandoned and released by the worker (default 30 s).
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            batch_size: DEFAULT_MAX_CONCURRENT,
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+        }
+    }
+}
+
+/// One finished (or abandoned) run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRun {
+    pub mirror_id: String,
+    /// The claim's fencing token.
+    pub token: u64,
+    /// `None` when the run was abandoned at the shutdown deadline or panicked.
+    pub outcome: Option<Outcome>,
+}
+
+/// What a worker did between start and shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Every run it started, in the order they ended.
+    pub runs: Vec<WorkerRun>,
+    /// Polls whose claim failed (the store was unreachable); each was retried at the next poll.
+    pub failed_polls: u64,
+}
+
+/// A polling loop over one [`Mirror`]; build with [`Mirror::worker`], start with [`Worker::run`].
+#[derive(Debug, Clone)]
+#[must_use = "a worker does nothing until run"]
+pub struct Worker {
+    mirror: Mirror,
+    options: WorkerOptions,
+}
+
+impl Mirror {
+    /// A worker that runs this engine's due mirrors; see [`Worker::run`].
+    pub fn worker(&self, options: WorkerOptions) -> Worker {
+        Worker {
+            mirror: self.clone(),
+            options,
+        }
+    }
+}
+
+impl Worker {
+    fn validate(&self) -> Result<()> {
+        let invalid = |what: &str| {
+            Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("WorkerOptions: {what} must be greater than 0"),
+            ))
+        };
+        if self.options.poll_interval.is_zero() {
+            return invalid("poll_interval");
+        }
+        if self.options.batch_size == 0 {
+            return invalid("batch_size");
+        }
+        if self.options.max_concurrent == 0 {
+            return invalid("max_concurrent");
+        }
+        if self.mirror.state().is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "a worker needs a Mirror with a state store; build it with .state(...)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Poll, claim and sync until `shutdown` completes, then stop claiming and wind down within
+    /// [`WorkerOptions::shutdown_deadline`]. Store failures while polling are logged and retried
+    /// at the next poll; they never stop the worker. `Err` only for invalid options.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport> {
+        self.validate()?;
+        let mut state = Running {
+            tasks: JoinSet::new(),
+            claims: HashMap::new(),
+            cancel: CancellationToken::new(),
+            report: WorkerReport::default(),
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let free = self.options.max_concurrent - state.tasks.len();
+            if free > 0 && self.mirror.settings().mirroring_enabled {
+                self.claim_and_start(&mut state, free).await;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = state.tasks.join_next_with_id() => state.finished(done),
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+        self.wind_down(&mut state).await;
+        Ok(state.report)
+    }
+
+    async fn claim_and_start(&self, state: &mut Running, free: usize) {
+        let store = self
+            .mirror
+            .state()
+            .expect("validated: the mirror has a state store");
+        let claims = store
+            .claim_due(
+                self.mirror.worker_id(),
+                OffsetDateTime::now_utc(),
+                free.min(self.options.batch_size),
+                self.mirror.lease(),
+            )
+            .await;
+        match claims {
+            Ok(claims) => {
+                for claim in claims {
+                    let mirror = self.mirror.clone();
+                    let options = SyncOptions {
+                        cancel: state.cancel.child_token(),
+                        ..SyncOptions::default()
+                    };
+                    let run_claim = claim.clone();
+                    let handle = state.tasks.spawn(async move {
+                        mirror
+                            .run_claimed_with(run_claim, options)
+                            .await
+                            .map(|report| report.outcome)
+                    });
+                    state.claims.insert(handle.id(), (claim, handle));
+                }
+            }
+            Err(e) => {
+                state.report.failed_polls += 1;
+                tracing::warn!(
+                    worker = self.mirror.worker_id(),
+                    "claiming due mirrors failed: {e}"
+                );
+            }
+        }
+    }
+
+    /// Let runs finish; cancel those left at two thirds of the deadline; abandon and release
+    /// those left at the deadline, so the next poll of any worker picks them up at once.
+    async fn wind_down(&self, state: &mut Running) {
+        let deadline = tokio::time::Instant::now() + self.options.shutdown_deadline;
+        let cancel_at = tokio::time::Instant::now() + self.options.shutdown_deadline * 2 / 3;
+        while !state.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = state.tasks.join_next_with_id() => state.finished(done),
+                () = tokio::time::sleep_until(cancel_at), if !state.cancel.is_cancelled() => {
+                    state.cancel.cancel();
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let store = self
+            .mirror
+            .state()
+            .expect("validated: the mirror has a state store");
+        for (_, (claim, handle)) in state.claims.drain() {
+            handle.abort();
+            let released = store
+                .release(&claim, &RunOutcome::Interrupted, OffsetDateTime::now_utc())
+                .await;
+            if let Err(e) = released {
+                // The lease expires on its own; another worker takes the mirror over then.
+                tracing::warn!(mirror = %claim.mirror_id, "could not release at shutdown: {e}");
+            }
+            state.report.runs.push(WorkerRun {
+                mirror_id: claim.mirror_id,
+                token: claim.token,
+                outcome: None,
+            });
+        }
+        state.tasks.shutdown().await;
+    }
+}
+
+/// The worker's in-flight runs.
+struct Running {
+    tasks: JoinSet<Result<Outcome>>,
+    claims: HashMap<tokio::task::Id, (Claim, AbortHandle)>,
+    cancel: CancellationToken,
+    report: WorkerReport,
+}
+
+impl Running {
+    fn finished(
+        &mut self,
+        done: std::result::Result<(tokio::task::Id, Result<Outcome>), tokio::task::JoinError>,
+    ) {
+        let (id, outcome) = match done {
+            Ok((id, Ok(outcome))) => (id, Some(outcome)),
+            Ok((id, Err(e))) => {
+                tracing::warn!("a sync could not run: {e}");
+                (id, None)
+            }
+            Err(e) => {
+                // A panicking run never released its claim; its lease expires and another
+                // worker recovers the mirror.
+                tracing::error!("a sync panicked: {e}");
+                (e.id(), None)
+            }
+        };
+        if let Some((claim, _)) = self.claims.remove(&id) {
+            self.report.runs.push(WorkerRun {
+                mirror_id: claim.mirror_id,
+                token: claim.token,
+                outcome,
+            });
+        }
+    }
+}

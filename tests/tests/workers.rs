@@ -1,0 +1,576 @@
+//! Workers as separate processes sharing one state store (SEMANTICS.md §6): a worker killed
+//! with SIGKILL mid-publish is taken over once its lease expires, and `all_or_nothing` never
+//! leaves the destination half updated (SQLite and PostgreSQL); three workers on one PostgreSQL
+//! share 100 due mirrors, each synced exactly once. In-process: a finished run frees its slot at
+//! once, shutdown releases what the worker holds within its deadline, the engine-wide switch.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regmirror::engine::{Mirror, Outcome, StaticConnector};
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::state::{LogKind, PostgresStateStore, SqliteStateStore};
+use regmirror::worker::WorkerOptions;
+use regmirror::{
+    Digest, EngineSettings, ErrorKind, MemoryStateStore, MirrorConfig, RollbackMode, StateStore,
+    SyncStatus,
+};
+use regmirror_tests::proxy::Fault;
+use regmirror_tests::{Image, Postgres, Proxy, Registry};
+use time::OffsetDateTime;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_regmirror-test-worker");
+
+/// A `regmirror-test-worker` process; killed on drop if still running.
+struct WorkerProcess {
+    name: String,
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl WorkerProcess {
+    fn start(name: &str, store: &str, source: &str, dest: &str, extra: &[&str]) -> WorkerProcess {
+        let mut child = Command::new(WORKER)
+            .args([
+                "--id", name, "--store", store, "--source", source, "--dest", dest,
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {WORKER}: {e}"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("reading the worker's stdout");
+        assert_eq!(line.trim(), "ready", "worker {name} did not start");
+        WorkerProcess {
+            name: name.to_owned(),
+            child,
+            stdout,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no release, leases left to expire.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+
+    /// SIGTERM, wait for the graceful shutdown, and return the runs it reports:
+    /// mirror id → outcomes.
+    fn terminate(mut self) -> Vec<(String, Option<String>)> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let mut rest = String::new();
+        self.stdout
+            .read_to_string(&mut rest)
+            .expect("reading the worker's report");
+        let exit = self.child.wait().expect("reap the worker");
+        assert!(exit.success(), "worker {} exited with {exit}", self.name);
+        rest.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad report line {line:?}: {e}"));
+                (
+                    v["mirror"].as_str().expect("mirror id").to_owned(),
+                    v["outcome"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn dest_tags(registry: &Registry, repo: &str) -> BTreeMap<String, Digest> {
+    let seeder = registry.seeder();
+    let mut tags = BTreeMap::new();
+    for tag in seeder.tags(repo).await {
+        let bytes = seeder
+            .manifest(repo, &tag)
+            .await
+            .expect("listed tag exists");
+        tags.insert(tag, Digest::of(&bytes));
+    }
+    tags
+}
+
+fn mirror_config(id: &str, source: &Registry, repo: &str) -> MirrorConfig {
+    let mut c = MirrorConfig::new(
+        id,
+        format!("{}/{repo}", source.host()).parse().unwrap(),
+        &["v*"],
+    );
+    c.verify_tls = false;
+    c.sync_start_date = Some(OffsetDateTime::now_utc() - Duration::from_secs(1));
+    c
+}
+
+/// Worker A is killed while publishing tag v3 of four (v1 and v2 already moved, v3 and v4 not):
+/// after A's lease expires worker B claims the mirror, puts the destination back from the
+/// durable pre-run record and completes the sync. The destination ends fully updated.
+async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str) {
+    let source = Registry::start();
+    let dest = Registry::start();
+    let proxy = Proxy::start(&dest);
+    let seeder = source.seeder();
+    let dest_seeder = dest.seeder();
+    let mut old = BTreeMap::new();
+    let mut new = BTreeMap::new();
+    for (i, tag) in ["v1", "v2", "v3", "v4"].into_iter().enumerate() {
+        let i = i as u64;
+        new.insert(
+            tag.to_owned(),
+            seeder
+                .push_image("src/app", tag, &Image::simple(10 + i, 2, 2000))
+                .await,
+        );
+        old.insert(
+            tag.to_owned(),
+            dest_seeder
+                .push_image("mirror/app", tag, &Image::simple(20 + i, 2, 2000))
+                .await,
+        );
+    }
+    old.insert(
+        "v0-gone".to_owned(),
+        dest_seeder
+            .push_image("mirror/app", "v0-gone", &Image::simple(30, 1, 500))
+            .await,
+    );
+    let mut config = mirror_config("mirror/app", &source, "src/app");
+    config.rollback = RollbackMode::AllOrNothing;
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    proxy.inject("PUT", "/manifests/v3", Fault::Hang, 1);
+
+    let lease = "3000";
+    let mut a = WorkerProcess::start(
+        "worker-a",
+        store_arg,
+        &source.host(),
+        &proxy.host(),
+        &["--lease-ms", lease, "--poll-ms", "100"],
+    );
+    wait_for(
+        "worker A to reach tag v3",
+        Duration::from_secs(60),
+        async || (proxy.count("PUT", "/manifests/v3") > 0).then_some(()),
+    )
+    .await;
+    let midway = dest_tags(&dest, "mirror/app").await;
+    assert_eq!(midway["v1"], new["v1"], "A had published v1");
+    assert_eq!(midway["v2"], new["v2"], "A had published v2");
+    assert_eq!(midway["v3"], old["v3"], "A was stuck on v3");
+    assert_eq!(midway["v4"], old["v4"]);
+    let record = store.tag_record("mirror/app").await.unwrap();
+    assert_eq!(record.as_ref(), Some(&old), "the pre-run record is durable");
+
+    a.kill();
+    let held = store.get_mirror("mirror/app").await.unwrap();
+    assert_eq!(held.state.status, SyncStatus::Syncing);
+    assert_eq!(held.state.lease_owner.as_deref(), Some("worker-a"));
+    let a_expires = held.state.lease_expires.expect("A's lease");
+
+    let b = WorkerProcess::start(
+        "worker-b",
+        store_arg,
+        &source.host(),
+        &dest.host(),
+        &["--lease-ms", lease, "--poll-ms", "100"],
+    );
+    let done = wait_for(
+        "worker B to finish the mirror",
+        Duration::from_secs(60),
+        async || {
+            let r = store.get_mirror("mirror/app").await.unwrap();
+            (r.state.lease_owner.is_none() && r.state.status != SyncStatus::Syncing).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        done.state.status,
+        SyncStatus::Success,
+        "{:?}",
+        done.state.last_error
+    );
+    assert_eq!(done.state.lease_token, 2, "claimed by A, then once by B");
+    assert!(
+        done.state.last_started.expect("B started") >= a_expires,
+        "B claimed only after A's lease expired"
+    );
+    assert_eq!(
+        dest_tags(&dest, "mirror/app").await,
+        new,
+        "fully updated, v0-gone pruned"
+    );
+    assert_eq!(store.tag_record("mirror/app").await.unwrap(), None);
+
+    let runs = b.terminate();
+    assert_eq!(
+        runs,
+        [("mirror/app".to_owned(), Some("Success".to_owned()))]
+    );
+    let started = store
+        .logs("mirror/app", 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == LogKind::SyncStarted)
+        .count();
+    assert_eq!(started, 2, "A's run and B's run are both in the usage log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_taken_over_after_its_lease_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Arc::new(SqliteStateStore::open(&path).await.unwrap());
+    killed_worker_is_taken_over(store, &format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_taken_over_after_its_lease_postgres() {
+    let pg = Postgres::shared();
+    let url = pg.create_database();
+    let store = Arc::new(PostgresStateStore::connect(&url).await.unwrap());
+    killed_worker_is_taken_over(store, &format!("postgres:{url}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_share_100_due_mirrors_on_postgres() {
+    let pg = Postgres::shared();
+    let url = pg.create_database();
+    let store = PostgresStateStore::connect(&url).await.unwrap();
+    let source = Registry::start();
+    let dest = Registry::start();
+    let seeder = source.seeder();
+    let v1 = seeder
+        .push_image("src/app", "v1", &Image::simple(1, 2, 1000))
+        .await;
+    let v2 = seeder
+        .push_image("src/app", "v2", &Image::simple(2, 1, 1000))
+        .await;
+    let ids: Vec<String> = (0..100).map(|i| format!("fleet/m{i:03}")).collect();
+    for id in &ids {
+        store
+            .create_mirror(
+                &mirror_config(id, &source, "src/app"),
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+    }
+
+    let store_arg = format!("postgres:{url}");
+    let args = [
+        "--poll-ms",
+        "200",
+        "--max-concurrent",
+        "3",
+        "--batch",
+        "2",
+        "--lease-ms",
+        "10000",
+    ];
+    let workers: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| WorkerProcess::start(name, &store_arg, &source.host(), &dest.host(), &args))
+        .collect();
+    let records = wait_for(
+        "all 100 mirrors to be synced",
+        Duration::from_secs(180),
+        async || {
+            let all = store.list_mirrors().await.unwrap();
+            all.iter()
+                .all(|r| r.state.status == SyncStatus::Success && r.state.lease_owner.is_none())
+                .then_some(all)
+        },
+    )
+    .await;
+    // Give any wrongly due mirror the chance to be claimed a second time before looking.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let mut per_worker = HashMap::new();
+    let mut runs = Vec::new();
+    for w in workers {
+        let name = w.name.clone();
+        let mine = w.terminate();
+        per_worker.insert(name, mine.len());
+        runs.extend(mine);
+    }
+    assert_eq!(runs.len(), 100, "100 runs in all: {per_worker:?}");
+    let distinct: HashSet<_> = runs.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(distinct.len(), 100, "no mirror synced twice");
+    assert!(
+        runs.iter().all(|(_, o)| o.as_deref() == Some("Success")),
+        "{runs:?}"
+    );
+    assert!(
+        per_worker.values().all(|n| *n > 0),
+        "every worker took a share: {per_worker:?}"
+    );
+    for r in &records {
+        assert_eq!(
+            r.state.lease_token, 1,
+            "{} claimed exactly once",
+            r.config.id
+        );
+    }
+    for r in store.list_mirrors().await.unwrap() {
+        assert_eq!(
+            r.state.lease_token, 1,
+            "{} claimed again after finishing",
+            r.config.id
+        );
+        let log = store.logs(&r.config.id, 100, None).await.unwrap();
+        let started = log
+            .iter()
+            .filter(|e| e.kind == LogKind::SyncStarted)
+            .count();
+        let succeeded = log
+            .iter()
+            .filter(|e| e.kind == LogKind::SyncSucceeded)
+            .count();
+        assert_eq!((started, succeeded), (1, 1), "{}", r.config.id);
+    }
+    for id in ids.iter().step_by(9) {
+        let tags = dest_tags(&dest, id).await;
+        assert_eq!(
+            tags,
+            BTreeMap::from([("v1".to_owned(), v1.clone()), ("v2".to_owned(), v2.clone())]),
+            "{id}"
+        );
+    }
+}
+
+/// An engine in this process over plain-HTTP registries on loopback.
+fn engine(
+    store: Arc<dyn StateStore>,
+    source: &str,
+    dest: &str,
+    settings: EngineSettings,
+) -> Mirror {
+    let plain_http = || HttpOptions {
+        tls_verify: false,
+        docker_config: false,
+        ..HttpOptions::default()
+    };
+    Mirror::builder()
+        .state(store)
+        .connector(Arc::new(StaticConnector(Arc::new(
+            HttpRegistry::new(source, plain_http()).unwrap(),
+        ))))
+        .destination(Arc::new(HttpRegistry::new(dest, plain_http()).unwrap()))
+        .lease(Duration::from_secs(30))
+        .worker_id("in-process")
+        .settings(settings)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_finished_run_frees_its_slot_without_waiting_for_the_next_poll() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    source
+        .seeder()
+        .push_image("src/app", "v1", &Image::simple(1, 1, 500))
+        .await;
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    for i in 0..3 {
+        let config = mirror_config(&format!("ns/m{i}"), &source, "src/app");
+        store
+            .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    }
+    let mirror = engine(
+        store.clone(),
+        &source.host(),
+        &dest.host(),
+        EngineSettings::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        mirror
+            .worker(WorkerOptions {
+                poll_interval: Duration::from_secs(3600),
+                max_concurrent: 1,
+                batch_size: 1,
+                ..WorkerOptions::default()
+            })
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    wait_for(
+        "three runs one after another",
+        Duration::from_secs(30),
+        async || {
+            let all = store.list_mirrors().await.unwrap();
+            all.iter()
+                .all(|r| r.state.status == SyncStatus::Success)
+                .then_some(())
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap().unwrap();
+    let ids: Vec<_> = report.runs.iter().map(|r| r.mirror_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["ns/m0", "ns/m1", "ns/m2"],
+        "one at a time, oldest first"
+    );
+    assert!(
+        report
+            .runs
+            .iter()
+            .all(|r| r.outcome == Some(Outcome::Success))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_releases_a_stuck_run_within_the_deadline() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    source
+        .seeder()
+        .push_image("src/app", "v1", &Image::simple(1, 1, 500))
+        .await;
+    let proxy = Proxy::start(&source);
+    proxy.inject("GET", "/tags/list", Fault::Hang, 1);
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let config = mirror_config("ns/stuck", &source, "src/app");
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let mirror = engine(
+        store.clone(),
+        &proxy.host(),
+        &dest.host(),
+        EngineSettings::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        mirror
+            .worker(WorkerOptions {
+                poll_interval: Duration::from_millis(50),
+                shutdown_deadline: Duration::from_secs(3),
+                ..WorkerOptions::default()
+            })
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    wait_for(
+        "the run to hang on the tag list",
+        Duration::from_secs(30),
+        async || (proxy.count("GET", "/tags/list") > 0).then_some(()),
+    )
+    .await;
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops within its shutdown deadline")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.runs.len(), 1);
+    assert_ne!(report.runs[0].outcome, Some(Outcome::Success));
+    let r = store.get_mirror("ns/stuck").await.unwrap();
+    assert_eq!(
+        r.state.lease_owner, None,
+        "the claim was released, not left to expire"
+    );
+    assert_eq!(
+        r.state.status,
+        SyncStatus::SyncNow,
+        "due again at once for the next worker"
+    );
+    assert_eq!(
+        r.state.retries_remaining, 3,
+        "an interrupted run costs no retry"
+    );
+}
+
+#[tokio::test]
+async fn with_mirroring_switched_off_a_worker_claims_nothing() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let config = mirror_config("ns/app", &source, "src/app");
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    store.sync_now("ns/app").await.unwrap();
+    let settings = EngineSettings {
+        mirroring_enabled: false,
+        ..EngineSettings::default()
+    };
+    let mirror = engine(store.clone(), &source.host(), &dest.host(), settings);
+    let report = mirror
+        .worker(WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            ..WorkerOptions::default()
+        })
+        .run(tokio::time::sleep(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(report.runs.is_empty());
+    let r = store.get_mirror("ns/app").await.unwrap();
+    assert_eq!(r.state.status, SyncStatus::SyncNow);
+    assert_eq!(r.state.lease_token, 0, "never claimed");
+}
+
+#[tokio::test]
+async fn invalid_worker_options_are_named() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let mirror = engine(
+        store,
+        "127.0.0.1:1",
+        "127.0.0.1:1",
+        EngineSettings::default(),
+    );
+    let e = mirror
+        .worker(WorkerOptions {
+            max_concurrent: 0,
+            ..WorkerOptions::default()
+        })
+        .run(std::future::ready(()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+    assert!(e.message().contains("max_concurrent"), "{e}");
+}
