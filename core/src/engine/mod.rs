@@ -435,6 +435,16 @@ impl Mirror {
         let events = EventQueue::start(&inner.notifiers, inner.notifier_timeout);
         events.send(event(EventKind::SyncStarted, config, None));
         let store = claimed.map(|(s, _)| s);
+        if let Some(store) = store {
+            let entry = log_entry(
+                config,
+                LogKind::SyncStarted,
+                format!("sync of {} started", config.source),
+            );
+            if let Err(e) = store.append_log(&[entry]).await {
+                tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
+            }
+        }
 
         let source = match inner.connector.connect(config) {
             Ok(source) => source,
@@ -467,19 +477,6 @@ impl Mirror {
                     .await;
             }
         };
-        run.log(
-            LogKind::SyncStarted,
-            None,
-            None,
-            format!("sync of {} started", config.source),
-        );
-        if let Some(store) = store {
-            let entries = run.take_entries();
-            if let Err(e) = store.append_log(&entries).await {
-                tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
-            }
-        }
-
         let watchdogs = CancellationToken::new();
         let _stop_watchdogs = watchdogs.clone().drop_guard();
         tokio::spawn(timeout_watchdog(Arc::clone(&run), watchdogs.clone()));
@@ -515,15 +512,7 @@ impl Mirror {
             Outcome::Cancelled => (EventKind::SyncCancelled, LogKind::SyncCancelled),
         };
         if let Some(store) = store {
-            entries.push(LogEntry {
-                seq: 0,
-                mirror_id: config.id.clone(),
-                time: OffsetDateTime::now_utc(),
-                kind: log_kind,
-                tag: None,
-                digest: None,
-                message: summary(&report),
-            });
+            entries.push(log_entry(config, log_kind, summary(&report)));
             if let Err(e) = store.append_log(&entries).await {
                 tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
             }
@@ -568,6 +557,19 @@ async fn renew_lease(
             }
             Err(e) => tracing::warn!(mirror = %claim.mirror_id, "could not renew the lease: {e}"),
         }
+    }
+}
+
+/// A usage-log entry about the whole run.
+fn log_entry(config: &MirrorConfig, kind: LogKind, message: String) -> LogEntry {
+    LogEntry {
+        seq: 0,
+        mirror_id: config.id.clone(),
+        time: OffsetDateTime::now_utc(),
+        kind,
+        tag: None,
+        digest: None,
+        message,
     }
 }
 

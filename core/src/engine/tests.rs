@@ -771,3 +771,43 @@ async fn a_lost_claim_aborts_the_run_and_leaves_the_destination_to_the_new_holde
     let record = s.mirror.get(DEST).await.unwrap();
     assert_eq!(record.state.lease_owner.as_deref(), Some("other-worker"));
 }
+
+#[derive(Debug)]
+struct Unreachable;
+
+impl SourceConnector for Unreachable {
+    fn connect(&self, _: &MirrorConfig) -> Result<Arc<dyn crate::registry::SourceRegistry>> {
+        Err(Error::new(
+            ErrorKind::InvalidConfig,
+            "proxy URL is malformed",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_be_connected_fails_the_run_with_a_full_log() {
+    let s = setup_with(|b| b.connector(Arc::new(Unreachable)));
+    s.mirror.create_mirror(config(&["*"])).await.unwrap();
+    let report = s.mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("connecting to the source")
+    );
+    let kinds: Vec<LogKind> = s
+        .mirror
+        .logs(DEST, 10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [LogKind::SyncFailed, LogKind::SyncStarted]);
+    assert_eq!(
+        s.mirror.get(DEST).await.unwrap().state.status,
+        SyncStatus::Fail
+    );
+}
