@@ -70,3 +70,8 @@ pub use registry::{DestRegistry, Manifest, SourceRegistry};
 pub use settings::{EngineSettings, may_push};
 pub use state::{MemoryStateStore, StateStore};
 pub use status::SyncStatus;
+
+// The README's Rust examples run as doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,7 @@
+//! Node.js bindings of regmirror (npm package `regmirror`). Thin: argument conversion and
+//! error mapping only; the generated `index.d.ts` documents the API for TypeScript.
+
+mod errors;
+mod tag_filter;
+
+pub use tag_filter::TagFilter;

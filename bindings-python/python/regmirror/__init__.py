@@ -1,0 +1,53 @@
+"""regmirror: keep a repository in your registry in sync with one in an external registry.
+
+Quay's "repository mirroring" as an embeddable engine. The behaviour lives in Rust; this
+package re-exports the native module ``regmirror._native``.
+"""
+
+from regmirror._native import (
+    CancelledError,
+    ConflictError,
+    DigestMismatchError,
+    ForbiddenError,
+    InternalError,
+    InvalidConfigError,
+    InvalidManifestError,
+    InvalidPatternError,
+    InvalidReferenceError,
+    IoError,
+    MirrorError,
+    NetworkError,
+    NotFoundError,
+    RateLimitedError,
+    StateError,
+    TagFilter,
+    TimeoutError,
+    TlsError,
+    UnauthorizedError,
+    UnsupportedError,
+    __version__,
+)
+
+__all__ = [
+    "CancelledError",
+    "ConflictError",
+    "DigestMismatchError",
+    "ForbiddenError",
+    "InternalError",
+    "InvalidConfigError",
+    "InvalidManifestError",
+    "InvalidPatternError",
+    "InvalidReferenceError",
+    "IoError",
+    "MirrorError",
+    "NetworkError",
+    "NotFoundError",
+    "RateLimitedError",
+    "StateError",
+    "TagFilter",
+    "TimeoutError",
+    "TlsError",
+    "UnauthorizedError",
+    "UnsupportedError",
+    "__version__",
+]

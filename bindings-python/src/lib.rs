@@ -1,0 +1,15 @@
+//! The native module `regmirror._native`, re-exported by the pure-Python package `regmirror`
+//! (`python/regmirror/__init__.py`). Thin: argument conversion and error mapping only.
+
+use pyo3::prelude::*;
+
+mod errors;
+mod tag_filter;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<tag_filter::TagFilter>()?;
+    errors::register(m)?;
+    Ok(())
+}

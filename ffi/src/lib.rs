@@ -1,0 +1,28 @@
+//! The C ABI of regmirror (`include/regmirror.h`), in the style of rustls-ffi.
+//!
+//! - Handles are opaque (`regmirror_tag_filter *`), made by `_new` and released by `_free`;
+//!   `_free(NULL)` does nothing.
+//! - Every fallible function returns a [`regmirror_result`]; outputs go through pointer
+//!   parameters and are written only on success.
+//! - Every export runs inside one guard ([`guard::guard`]) that turns NULL arguments, invalid
+//!   UTF-8 and panics into result codes; no panic crosses the boundary. After a failure,
+//!   `regmirror_last_error_message()` says what was wrong, on the thread that called.
+//!
+//! The header is generated from these sources by cbindgen (`cbindgen.toml`); `scripts/test.sh`
+//! fails when the checked-in header is out of date.
+
+// The Rust names of exported types are their C names.
+#![allow(non_camel_case_types)]
+
+mod guard;
+mod result_code;
+mod strings;
+mod tag_filter;
+
+pub use guard::regmirror_last_error_message;
+pub use result_code::{regmirror_result, regmirror_result_name};
+pub use strings::regmirror_string_free;
+pub use tag_filter::{
+    regmirror_tag_filter, regmirror_tag_filter_free, regmirror_tag_filter_matches,
+    regmirror_tag_filter_new, regmirror_tag_filter_select,
+};
