@@ -160,6 +160,25 @@ async fn tls_registry_is_verified_with_its_ca_and_refused_without() {
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
     assert!(e.message().contains("TLS"), "{e}");
 
+    // A docker-style certs.d directory of *.crt files works as well.
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(registry.ca_pem().unwrap(), certs.path().join("ca.crt")).unwrap();
+    let from_dir = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            tls_verify: true,
+            ca_certs: vec![certs.path().to_owned()],
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        SourceRegistry::list_tags(&from_dir, "tls/app")
+            .await
+            .unwrap(),
+        ["multi"]
+    );
+
     // Not verifying still speaks TLS to a TLS registry (it does not fall back to plain HTTP).
     let unverified = HttpRegistry::new(&registry.host(), options()).unwrap();
     assert_eq!(
@@ -733,5 +752,130 @@ async fn interrupted_and_stalled_downloads_fail() {
     assert_eq!(
         read_blob(&client, "cut/app", &blob.digest).await.unwrap(),
         blob.bytes
+    );
+}
+
+#[tokio::test]
+async fn credentials_come_from_an_auth_file() {
+    let registry = Registry::builder().basic_auth().start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let client = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            auth_file: Some(file.clone()),
+            ..options()
+        },
+    )
+    .unwrap();
+    let image = Image::simple(19, 1, 100);
+    push_image(&client, "authfile/app", "v1", &image).await;
+
+    // Explicit credentials win over the file.
+    let explicit = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            auth_file: Some(file),
+            ..with_credentials(USERNAME, "explicitly-wrong")
+        },
+    )
+    .unwrap();
+    let e = SourceRegistry::list_tags(&explicit, "authfile/app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+}
+
+/// A forward HTTP proxy on loopback that records the absolute URLs it is asked for.
+fn forward_proxy() -> (BackgroundServer, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let server = BackgroundServer::start("forward-proxy", move |req: Request<Incoming>| {
+        log.lock().unwrap().push(req.uri().to_string());
+        let client = client.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .unwrap()
+                .to_bytes();
+            let mut upstream = client.request(parts.method, parts.uri.to_string());
+            for (name, value) in &parts.headers {
+                if !matches!(name.as_str(), "host" | "proxy-connection" | "connection") {
+                    upstream = upstream.header(name, value);
+                }
+            }
+            let answer = upstream.body(body).send().await.unwrap();
+            let mut response = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if !matches!(name.as_str(), "transfer-encoding" | "connection") {
+                    response = response.header(name, value);
+                }
+            }
+            response.body(full(answer.bytes().await.unwrap())).unwrap()
+        }
+    });
+    (server, seen)
+}
+
+#[tokio::test]
+async fn requests_go_through_the_configured_proxy_unless_excluded() {
+    let registry = Registry::start();
+    let (proxy, seen) = forward_proxy();
+    let proxied = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            proxy: regmirror::ProxyConfig {
+                http_proxy: Some(format!("http://{}", proxy.addr())),
+                ..regmirror::ProxyConfig::default()
+            },
+            ..options()
+        },
+    )
+    .unwrap();
+    let image = Image::simple(20, 1, 100);
+    push_image(&proxied, "proxied/app", "v1", &image).await;
+    let through = seen.lock().unwrap().clone();
+    assert!(
+        through.iter().any(|u| u.starts_with(&format!(
+            "http://{}/v2/proxied/app/manifests/v1",
+            registry.host()
+        ))),
+        "{through:?}"
+    );
+
+    let excluded = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            proxy: regmirror::ProxyConfig {
+                http_proxy: Some(format!("http://{}", proxy.addr())),
+                no_proxy: Some("example.com, 127.0.0.1".into()),
+                ..regmirror::ProxyConfig::default()
+            },
+            ..options()
+        },
+    )
+    .unwrap();
+    let before = seen.lock().unwrap().len();
+    assert_eq!(
+        SourceRegistry::list_tags(&excluded, "proxied/app")
+            .await
+            .unwrap(),
+        ["v1"]
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "no_proxy bypasses the proxy"
     );
 }

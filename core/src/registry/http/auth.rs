@@ -91,7 +91,8 @@ struct CachedToken {
 /// Which challenge the registry uses, the credentials to answer it, and the token cache.
 pub(crate) struct AuthState {
     explicit: Option<Credentials>,
-    docker_config: bool,
+    /// Where stored credentials are looked up when none are explicit; `None`: anonymous.
+    stored: Option<docker_config::Sources>,
     /// Explicit credentials, or what the docker config yields, looked up on first need.
     credentials: OnceCell<Option<Credentials>>,
     challenge: Mutex<Option<Challenge>>,
@@ -101,10 +102,13 @@ pub(crate) struct AuthState {
 }
 
 impl AuthState {
-    pub(crate) fn new(explicit: Option<Credentials>, docker_config: bool) -> Self {
+    pub(crate) fn new(
+        explicit: Option<Credentials>,
+        stored: Option<docker_config::Sources>,
+    ) -> Self {
         AuthState {
             explicit,
-            docker_config,
+            stored,
             credentials: OnceCell::new(),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
@@ -130,10 +134,10 @@ impl AuthState {
                 if let Some(explicit) = &self.explicit {
                     return Ok(Some(explicit.clone()));
                 }
-                if !self.docker_config {
-                    return Ok(None);
+                match &self.stored {
+                    Some(sources) => docker_config::lookup(sources, &client.host).await,
+                    None => Ok(None),
                 }
-                docker_config::lookup(&docker_config::Sources::from_env(), &client.host).await
             })
             .await?;
         Ok(found.as_ref())
@@ -444,7 +448,7 @@ mod tests {
 
     #[test]
     fn cached_push_token_serves_pulls_and_expired_tokens_do_not() {
-        let auth = AuthState::new(None, false);
+        let auth = AuthState::new(None, None);
         let header = |s: &str| HeaderValue::from_str(s).unwrap();
         auth.tokens.lock().unwrap().insert(
             push_scope("a/b"),

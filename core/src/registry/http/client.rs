@@ -17,6 +17,7 @@ use url::Url;
 
 use super::HttpOptions;
 use super::auth::AuthState;
+use super::docker_config::Sources;
 use super::retry::{is_retryable_status, parse_retry_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::BlobStream;
@@ -111,7 +112,15 @@ impl Client {
         options: HttpOptions,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
-        let auth = AuthState::new(options.credentials.clone(), options.docker_config);
+        let stored = match (&options.auth_file, options.docker_config) {
+            (Some(file), _) => Some(Sources {
+                files: vec![file.clone()],
+                helper_path: None,
+            }),
+            (None, true) => Some(Sources::from_env()),
+            (None, false) => None,
+        };
+        let auth = AuthState::new(options.credentials.clone(), stored);
         Client {
             host,
             api_host,
@@ -429,14 +438,15 @@ impl Client {
         what: String,
     ) -> BlobStream {
         let stall = self.options.stall_timeout;
-        let host = self.host.clone();
+        let host: Arc<str> = self.host.as_str().into();
+        let what: Arc<str> = what.into();
         let inner = resp.bytes_stream();
         let state = (inner, permit, false);
         Box::pin(futures::stream::unfold(
             state,
             move |(mut inner, permit, done)| {
-                let what = what.clone();
-                let host = host.clone();
+                let what = Arc::clone(&what);
+                let host = Arc::clone(&host);
                 async move {
                     if done {
                         return None;
@@ -451,7 +461,7 @@ impl Client {
                         )),
                         Ok(None) => None,
                         Ok(Some(Err(e))) => Some((
-                            Err(map_reqwest_error(e, &host).context(&what)),
+                            Err(map_reqwest_error(e, &host).context(&*what)),
                             (inner, permit, true),
                         )),
                         Ok(Some(Ok(bytes))) => Some((Ok(bytes), (inner, permit, false))),

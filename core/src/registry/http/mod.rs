@@ -61,6 +61,9 @@ pub struct HttpOptions {
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG` or `~/.docker/config.json`,
     /// credential helpers) when none are given.
     pub docker_config: bool,
+    /// Read stored credentials from this auth file (`auth.json` / `config.json` format,
+    /// skopeo's `--authfile`) instead of the default locations.
+    pub auth_file: Option<PathBuf>,
     /// The `User-Agent` header.
     pub user_agent: String,
     /// Retries of requests that are safe to repeat (connection errors, 5xx, 429).
@@ -83,6 +86,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             docker_config: true,
+            auth_file: None,
             user_agent: format!("regmirror/{}", env!("CARGO_PKG_VERSION")),
             retry: RetryPolicy::default(),
             tags_page_size: 1000,
@@ -102,6 +106,7 @@ impl fmt::Debug for HttpOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("stall_timeout", &self.stall_timeout)
             .field("docker_config", &self.docker_config)
+            .field("auth_file", &self.auth_file)
             .field("user_agent", &self.user_agent)
             .field("retry", &self.retry)
             .field("tags_page_size", &self.tags_page_size)

@@ -233,6 +233,8 @@ impl Client {
             request = request.header(AUTHORIZATION, value);
         }
         let stall = self.options.stall_timeout;
+        // The watchdog counts from now, not from when the session was opened.
+        progress.touch();
         let sent = tokio::select! {
             sent = request.send() => sent.map_err(|e| Failed {
                 unsent: e.is_connect(),
