@@ -54,6 +54,9 @@ struct Args {
     regmirror: Option<PathBuf>,
     #[arg(long, default_value = "skopeo")]
     skopeo: PathBuf,
+    /// Names the results files: `WORK_DIR/NAME.md` and `WORK_DIR/NAME.json`.
+    #[arg(long, default_value = "results")]
+    results: String,
 }
 
 /// How the tools reach the source registry.
@@ -185,13 +188,15 @@ async fn run(args: Args) -> Result<()> {
 
     let markdown = report.markdown();
     println!("{markdown}");
-    std::fs::write(work_dir.join("results.md"), &markdown)?;
+    let results = work_dir.join(&args.results);
+    std::fs::write(results.with_extension("md"), &markdown)?;
     std::fs::write(
-        work_dir.join("results.json"),
+        results.with_extension("json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     eprintln!(
-        "results in {0}/results.md and {0}/results.json, tool output in {0}/logs",
+        "results in {0}.md and {0}.json, tool output in {1}/logs",
+        results.display(),
         work_dir.display()
     );
     Ok(())
