@@ -576,3 +576,47 @@ impl Stream for Verified {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verify(data: &'static [u8], digest: Digest, size: u64) -> Result<Vec<u8>> {
+        let chunks: Vec<Result<Bytes>> =
+            data.chunks(3).map(|c| Ok(Bytes::from_static(c))).collect();
+        let blob = Reference {
+            media_type: String::new(),
+            digest,
+            size,
+            platform: None,
+        };
+        let stream = Verified::new(
+            futures::stream::iter(chunks).boxed(),
+            &blob,
+            Progress::default(),
+        );
+        futures::executor::block_on(stream.try_collect::<Vec<Bytes>>()).map(|c| c.concat())
+    }
+
+    #[test]
+    fn verified_stream_passes_matching_bytes_through() {
+        let data = b"hello, blob";
+        let out = verify(data, Digest::of(data), data.len() as u64).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn verified_stream_refuses_wrong_digest_and_sizes() {
+        let data = b"hello, blob";
+        let len = data.len() as u64;
+        for (digest, size, why) in [
+            (Digest::of(b"other"), len, "hash to"),
+            (Digest::of(data), len - 1, "more than the declared"),
+            (Digest::of(data), len + 1, "instead of the declared"),
+        ] {
+            let e = verify(data, digest, size).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DigestMismatch);
+            assert!(e.message().contains(why), "{e}");
+        }
+    }
+}
