@@ -489,7 +489,9 @@ impl Mirror {
                 watchdogs.clone(),
             ));
         }
+        let mut dropped = AbortOnDrop(Some(Arc::clone(&run)));
         let report = run.execute(store).await;
+        dropped.0 = None;
         watchdogs.cancel();
         let entries = run.take_entries();
         self.finish(config, report, entries, started, store, events)
@@ -520,6 +522,21 @@ impl Mirror {
         events.send(event(kind, config, Some(&report)));
         events.finish().await;
         report
+    }
+}
+
+/// Stops a run's background tasks (staging, blob copies) if the caller drops the sync future
+/// before it finishes, instead of letting them copy on with nobody waiting.
+struct AbortOnDrop(Option<Arc<Run>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run.abort(Error::new(
+                ErrorKind::Cancelled,
+                "the sync was dropped before it finished",
+            ));
+        }
     }
 }
 

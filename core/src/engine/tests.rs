@@ -811,3 +811,28 @@ async fn a_source_that_cannot_be_connected_fails_the_run_with_a_full_log() {
         SyncStatus::Fail
     );
 }
+
+#[tokio::test]
+async fn dropping_the_sync_future_stops_its_background_copies() {
+    let s = setup();
+    let m = s
+        .source
+        .seed_image(SRC, Some("v1"), "amd64", &[b"stalls", b"second"]);
+    let blobs = blobs_of(&m);
+    s.source.inject(Fault::StallBlob(blobs[1].clone()));
+    let c = config(&["v1"]);
+    let sync = s.mirror.sync_config(&c, SyncOptions::default());
+    // Run it until the stalled blob is being read, then drop it.
+    tokio::select! {
+        _ = sync => panic!("the sync cannot finish while its blob stalls"),
+        _ = async {
+            while s.source.blob_reads(&blobs[1]) == 0 {
+                tokio::task::yield_now().await;
+            }
+        } => {}
+    }
+    s.source.heal(&Fault::StallBlob(blobs[1].clone()));
+    // Give any task that kept running ample time to push the blob.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!s.dest.has_blob(DEST, &blobs[1]).await.unwrap());
+}
