@@ -882,3 +882,53 @@ async fn requests_go_through_the_configured_proxy_unless_excluded() {
         "no_proxy bypasses the proxy"
     );
 }
+
+/// A log sink for the test's thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_at_trace_level_hold_no_credentials_or_tokens() {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(move || sink.clone())
+        .finish()
+        .set_default();
+
+    let basic = Registry::builder().basic_auth().start();
+    let proxy = Proxy::start(&basic);
+    let client = HttpRegistry::new(&proxy.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    proxy.inject("HEAD", "/blobs/", Fault::Status(503), 1);
+    push_image(&client, "logs/app", "v1", &Image::simple(21, 1, 100)).await;
+    let wrong_password = "l0gged-n0where-pw";
+    let wrong =
+        HttpRegistry::new(&proxy.host(), with_credentials(USERNAME, wrong_password)).unwrap();
+    SourceRegistry::list_tags(&wrong, "logs/app")
+        .await
+        .unwrap_err();
+
+    let token = Registry::builder().token_auth(false).start();
+    let client = HttpRegistry::new(&token.host(), with_credentials(USERNAME, PASSWORD)).unwrap();
+    push_image(&client, "logs/app", "v1", &Image::simple(22, 1, 100)).await;
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("retrying"), "the retry was logged:\n{text}");
+    let basic_value =
+        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"));
+    for secret in [PASSWORD, wrong_password, basic_value.as_str(), "Bearer ey"] {
+        assert!(!text.contains(secret), "{secret:?} in the logs:\n{text}");
+    }
+}
