@@ -252,10 +252,13 @@ impl Run {
         if let Some(store) = store {
             self.recover(store.as_ref()).await?;
         }
-        let tags = self
-            .unit(self.source.list_tags(&self.src_repo))
-            .await
-            .map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
+        // The destination's inventory does not depend on the source's tags: take both at once.
+        let (tags, prior) = tokio::join!(
+            self.unit(self.source.list_tags(&self.src_repo)),
+            plan::destination_tags(self)
+        );
+        let tags =
+            tags.map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
         let selected = self.filter.select(&tags);
         if selected.is_empty() {
             report.error = Some(format!(
@@ -265,7 +268,7 @@ impl Run {
             ));
             return Ok(());
         }
-        let plan = plan::plan(self, selected).await?;
+        let plan = plan::plan_with_prior(self, selected, prior?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
     }
