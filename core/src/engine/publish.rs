@@ -216,15 +216,8 @@ pub(crate) async fn publish(
                     manifest,
                     source_digest,
                 })) => {
-                    if manifest.digest != source_digest {
-                        report.tags_rewritten.push(RewrittenTag {
-                            tag: tag.clone(),
-                            source_digest,
-                            digest: manifest.digest.clone(),
-                        });
-                    }
                     keep.insert(tag.clone());
-                    to_publish.push((tag, manifest));
+                    to_publish.push((tag, manifest, source_digest));
                 }
                 Some(Ok(Staged::Skipped { reason })) => {
                     finished(run, &tag, TagStatus::Skipped, None, None);
@@ -266,7 +259,7 @@ pub(crate) async fn publish(
             saved_record = true;
         }
         let mut undo = Undo::new(run);
-        for (tag, manifest) in to_publish {
+        for (tag, manifest, source_digest) in to_publish {
             if run.is_stopped() {
                 break;
             }
@@ -283,6 +276,13 @@ pub(crate) async fn publish(
             {
                 Ok(_) => {
                     finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
+                    if manifest.digest != source_digest {
+                        report.tags_rewritten.push(RewrittenTag {
+                            tag: tag.clone(),
+                            source_digest,
+                            digest: manifest.digest.clone(),
+                        });
+                    }
                     undo.changes.push(Change::Tagged {
                         tag: tag.clone(),
                         old,
@@ -334,6 +334,7 @@ pub(crate) async fn publish(
                     report.rolled_back = !undo.changes.is_empty();
                     synced.clear();
                     deleted.clear();
+                    report.tags_rewritten.clear();
                 }
                 Err(e) => {
                     // The record stays in the store: the next run restores from it.
