@@ -932,3 +932,65 @@ async fn logs_at_trace_level_hold_no_credentials_or_tokens() {
         assert!(!text.contains(secret), "{secret:?} in the logs:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn identity_tokens_use_the_oauth2_refresh_grant() {
+    let forms = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&forms);
+    let issuer = BackgroundServer::start("oauth", move |req: Request<Incoming>| {
+        let log = Arc::clone(&log);
+        async move {
+            let method = req.method().to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
+            let granted = method == "POST"
+                && form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                && form.get("refresh_token").map(String::as_str) == Some("refresh-me");
+            log.lock().unwrap().push((method, form));
+            if granted {
+                Response::new(full(r#"{"access_token":"access-xyz","expires_in":300}"#))
+            } else {
+                Response::builder().status(401).body(full("{}")).unwrap()
+            }
+        }
+    });
+    let realm = format!("http://{}/token", issuer.addr());
+    let front = BackgroundServer::start("bearer-front", move |req: Request<Incoming>| {
+        let ok = req
+            .headers()
+            .get(AUTHORIZATION)
+            .is_some_and(|v| v.to_str().unwrap() == "Bearer access-xyz");
+        let challenge = format!(r#"Bearer realm="{realm}",service="svc""#);
+        async move {
+            if !ok {
+                return Response::builder()
+                    .status(401)
+                    .header(WWW_AUTHENTICATE, challenge)
+                    .body(full("{}"))
+                    .unwrap();
+            }
+            Response::builder()
+                .header(CONTENT_TYPE, "application/json")
+                .body(full(r#"{"name":"id/app","tags":["a"]}"#))
+                .unwrap()
+        }
+    });
+    let client = HttpRegistry::new(
+        &front.addr().to_string(),
+        with_credentials("<token>", "refresh-me"),
+    )
+    .unwrap();
+    assert_eq!(
+        SourceRegistry::list_tags(&client, "id/app").await.unwrap(),
+        ["a"]
+    );
+    let forms = forms.lock().unwrap();
+    let (method, form) = &forms[0];
+    assert_eq!(method, "POST");
+    assert_eq!(form["service"], "svc");
+    assert_eq!(form["scope"], "repository:id/app:pull");
+}

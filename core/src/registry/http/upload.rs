@@ -82,12 +82,7 @@ impl Client {
         }
 
         let session = self.start_upload(repo, &scopes, &what).await?;
-        let chunk = match (self.options.upload_chunk_size, session.chunk_min) {
-            (None, None) => None,
-            (Some(size), min) => Some(size.max(min.unwrap_or(0))),
-            (None, Some(min)) => Some(min.max(DEFAULT_CHUNK)),
-        };
-        let result = match chunk {
+        let result = match chunk_size(self.options.upload_chunk_size, session.chunk_min) {
             None => {
                 self.put_streamed(&session, &scopes, digest, size, verified, &what)
                     .await
@@ -312,6 +307,16 @@ impl Client {
     }
 }
 
+/// `PATCH` chunk size for an upload: `None` streams one `PUT`. Chunks are used when configured
+/// or when the registry announces a minimum chunk length, and never below that minimum.
+fn chunk_size(configured: Option<usize>, registry_min: Option<usize>) -> Option<usize> {
+    match (configured, registry_min) {
+        (None, None) => None,
+        (Some(size), min) => Some(size.max(min.unwrap_or(0))),
+        (None, Some(min)) => Some(min.max(DEFAULT_CHUNK)),
+    }
+}
+
 fn octet_stream() -> HeaderValue {
     HeaderValue::from_static("application/octet-stream")
 }
@@ -489,6 +494,18 @@ mod tests {
             }
         }
         (out, None)
+    }
+
+    #[test]
+    fn chunks_when_configured_or_required_and_never_below_the_minimum() {
+        assert_eq!(chunk_size(None, None), None);
+        assert_eq!(chunk_size(Some(1000), None), Some(1000));
+        assert_eq!(chunk_size(Some(1000), Some(5000)), Some(5000));
+        assert_eq!(chunk_size(None, Some(5000)), Some(DEFAULT_CHUNK));
+        assert_eq!(
+            chunk_size(None, Some(DEFAULT_CHUNK * 2)),
+            Some(DEFAULT_CHUNK * 2)
+        );
     }
 
     #[tokio::test]
