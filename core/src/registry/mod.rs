@@ -19,6 +19,7 @@ use futures::Stream;
 use crate::error::Result;
 use crate::reference::Digest;
 
+pub use http::{HttpOptions, HttpRegistry};
 pub use layout::LayoutRegistry;
 pub use manifest::{Manifest, ManifestKind, Platform, media_types};
 pub use memory::MemoryRegistry;
