@@ -836,3 +836,18 @@ async fn dropping_the_sync_future_stops_its_background_copies() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!s.dest.has_blob(DEST, &blobs[1]).await.unwrap());
 }
+
+#[tokio::test(start_paused = true)]
+async fn blobs_of_many_tags_stream_at_once_within_the_pool() {
+    let s = setup_with(|b| b.concurrency(3));
+    s.source.set_chunk_delay(Some(Duration::from_millis(5)));
+    let big = |i: u8| vec![i; 40_000];
+    for i in 0..10u8 {
+        s.source
+            .seed_image(SRC, Some(&format!("t{i}")), "amd64", &[&big(i)]);
+    }
+    let report = s.run(&config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    // One pool for the whole run: several tags' blobs at once, never more than the pool.
+    assert_eq!(s.source.counters().max_concurrent_blob_reads, 3);
+}

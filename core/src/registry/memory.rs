@@ -54,6 +54,8 @@ pub struct Counters {
     pub manifest_reads: usize,
     /// Successful `push_manifest` calls.
     pub manifest_pushes: usize,
+    /// The most blob reads that were streaming at the same time.
+    pub max_concurrent_blob_reads: usize,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +73,19 @@ struct Inner {
     faults: HashSet<Fault>,
     counters: Counters,
     accept_sparse_index: bool,
+    /// Blob streams handed out and not yet dropped.
+    open_blob_reads: usize,
+    /// A pause before each chunk of a blob read, so that reads overlap like network transfers.
+    chunk_delay: Option<Duration>,
+}
+
+/// Counts one open blob read until the stream holding it is dropped.
+struct OpenRead(MemoryRegistry);
+
+impl Drop for OpenRead {
+    fn drop(&mut self) {
+        self.0.lock().open_blob_reads -= 1;
+    }
 }
 
 /// An in-memory, multi-repository registry. Cloning shares the same contents.
@@ -101,6 +116,11 @@ impl MemoryRegistry {
     /// Let pushes of an index whose children are missing succeed (as Quay and OCI layouts do).
     pub fn set_accept_sparse_index(&self, accept: bool) {
         self.lock().accept_sparse_index = accept;
+    }
+
+    /// Pause this long before each chunk of every blob read (chunks are 16 KiB).
+    pub fn set_chunk_delay(&self, delay: Option<Duration>) {
+        self.lock().chunk_delay = delay;
     }
 
     /// Start producing `fault`.
@@ -282,7 +302,7 @@ impl MemoryRegistry {
 
     /// The blob's bytes from `repo`, corrupted if a fault says so, in chunks.
     fn serve_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let linked = inner
             .repos
             .get(repo)
@@ -309,7 +329,25 @@ impl MemoryRegistry {
             .step_by(CHUNK)
             .map(|start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))))
             .collect();
-        Ok(futures::stream::iter(chunks).boxed())
+        inner.open_blob_reads += 1;
+        inner.counters.max_concurrent_blob_reads = inner
+            .counters
+            .max_concurrent_blob_reads
+            .max(inner.open_blob_reads);
+        let open = OpenRead(self.clone());
+        let delay = inner.chunk_delay;
+        let stream = futures::stream::iter(chunks).then(move |chunk| async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            chunk
+        });
+        Ok(stream
+            .map(move |chunk| {
+                let _counted = &open;
+                chunk
+            })
+            .boxed())
     }
 
     /// The manifest `reference` (tag or digest) of `repo`, if present.
