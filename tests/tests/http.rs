@@ -994,3 +994,46 @@ async fn identity_tokens_use_the_oauth2_refresh_grant() {
     assert_eq!(form["service"], "svc");
     assert_eq!(form["scope"], "repository:id/app:pull");
 }
+
+#[tokio::test]
+async fn deleting_a_tag_on_distribution_leaves_no_placeholder_behind() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), options()).unwrap();
+    let image = Image::simple(23, 1, 100);
+    push_image(&client, "del/app", "old", &image).await;
+    client
+        .push_manifest("del/app", "keep", &image.manifest)
+        .await
+        .unwrap();
+    proxy.reset_counts();
+    client.delete_tag("del/app", "old").await.unwrap();
+
+    // Distribution 2.8 refuses DELETE by tag; deletes by digest then remove exactly the probe and
+    // the placeholder the tag was moved onto.
+    assert_eq!(proxy.count("DELETE", "/manifests/old"), 1);
+    let deleted: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/manifests/sha256:"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    for digest in &deleted {
+        assert_ne!(digest, image.manifest.digest.as_str());
+        assert!(
+            DestRegistry::head_manifest(&client, "del/app", digest)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(
+        DestRegistry::list_tags(&client, "del/app").await.unwrap(),
+        ["keep"]
+    );
+    let kept = SourceRegistry::get_manifest(&client, "del/app", "keep")
+        .await
+        .unwrap();
+    assert_eq!(kept.bytes, image.manifest.bytes);
+}
