@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Mirror, Outcome, SyncOptions};
 use crate::error::{Error, ErrorKind, Result};
-use crate::state::{Claim, RunOutcome};
+use crate::state::{Claim, RunOutcome, StateStore};
 
 /// Quay's default poll interval.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
@@ -127,6 +128,10 @@ impl Worker {
             cancel: CancellationToken::new(),
             report: WorkerReport::default(),
         };
+        let store = self
+            .mirror
+            .state()
+            .expect("validated: the mirror has a state store");
         tokio::pin!(shutdown);
         loop {
             let free = self.options.max_concurrent - state.tasks.len();
@@ -135,7 +140,7 @@ impl Worker {
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(done) = state.tasks.join_next_with_id() => state.finished(done),
+                Some(done) = state.tasks.join_next_with_id() => state.finished(done, store).await,
                 () = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }
@@ -187,11 +192,15 @@ impl Worker {
     /// Let runs finish; cancel those left at two thirds of the deadline; abandon and release
     /// those left at the deadline, so the next poll of any worker picks them up at once.
     async fn wind_down(&self, state: &mut Running) {
+        let store = self
+            .mirror
+            .state()
+            .expect("validated: the mirror has a state store");
         let deadline = tokio::time::Instant::now() + self.options.shutdown_deadline;
         let cancel_at = tokio::time::Instant::now() + self.options.shutdown_deadline * 2 / 3;
         while !state.tasks.is_empty() {
             tokio::select! {
-                Some(done) = state.tasks.join_next_with_id() => state.finished(done),
+                Some(done) = state.tasks.join_next_with_id() => state.finished(done, store).await,
                 () = tokio::time::sleep_until(cancel_at), if !state.cancel.is_cancelled() => {
                     state.cancel.cancel();
                 }
@@ -230,29 +239,40 @@ struct Running {
 }
 
 impl Running {
-    fn finished(
+    /// Record a run that ended. A run that panicked never released its claim: release it as
+    /// failed (a retry used, so a mirror that crashes its run cannot loop forever).
+    async fn finished(
         &mut self,
         done: std::result::Result<(tokio::task::Id, Result<Outcome>), tokio::task::JoinError>,
+        store: &Arc<dyn StateStore>,
     ) {
-        let (id, outcome) = match done {
-            Ok((id, Ok(outcome))) => (id, Some(outcome)),
+        let (id, outcome, panicked) = match done {
+            Ok((id, Ok(outcome))) => (id, Some(outcome), false),
             Ok((id, Err(e))) => {
                 tracing::warn!("a sync could not run: {e}");
-                (id, None)
+                (id, None, false)
             }
-            Err(e) => {
-                // A panicking run never released its claim; its lease expires and another
-                // worker recovers the mirror.
-                tracing::error!("a sync panicked: {e}");
-                (e.id(), None)
-            }
+            Err(e) => (e.id(), None, e.is_panic()),
         };
-        if let Some((claim, _)) = self.claims.remove(&id) {
-            self.report.runs.push(WorkerRun {
-                mirror_id: claim.mirror_id,
-                token: claim.token,
-                outcome,
-            });
+        let Some((claim, _)) = self.claims.remove(&id) else {
+            return;
+        };
+        if panicked {
+            tracing::error!(mirror = %claim.mirror_id, "a sync panicked");
+            let failed = RunOutcome::Failed {
+                error: "the sync stopped on an internal error (a panic)".to_owned(),
+            };
+            if let Err(e) = store
+                .release(&claim, &failed, OffsetDateTime::now_utc())
+                .await
+            {
+                tracing::warn!(mirror = %claim.mirror_id, "could not release after a panic: {e}");
+            }
         }
+        self.report.runs.push(WorkerRun {
+            mirror_id: claim.mirror_id,
+            token: claim.token,
+            outcome,
+        });
     }
 }

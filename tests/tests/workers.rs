@@ -10,7 +10,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regmirror::engine::{Mirror, Outcome, StaticConnector};
+use regmirror::engine::{Mirror, Outcome, SourceConnector, StaticConnector};
+use regmirror::registry::SourceRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::state::{LogKind, PostgresStateStore, SqliteStateStore};
 use regmirror::worker::WorkerOptions;
@@ -573,4 +574,69 @@ async fn invalid_worker_options_are_named() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     assert!(e.message().contains("max_concurrent"), "{e}");
+}
+
+/// Builds no source at all: it panics, as a bug in a run would.
+#[derive(Debug)]
+struct PanickingConnector;
+
+impl SourceConnector for PanickingConnector {
+    fn connect(&self, _config: &MirrorConfig) -> regmirror::Result<Arc<dyn SourceRegistry>> {
+        panic!("a bug in the run");
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_panics_is_released_as_failed_and_the_worker_goes_on() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let config = mirror_config("ns/app", &source, "src/app");
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let mirror = Mirror::builder()
+        .state(store.clone())
+        .connector(Arc::new(PanickingConnector))
+        .destination(Arc::new(
+            HttpRegistry::new(
+                &dest.host(),
+                HttpOptions {
+                    tls_verify: false,
+                    docker_config: false,
+                    ..HttpOptions::default()
+                },
+            )
+            .unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        mirror
+            .worker(WorkerOptions {
+                poll_interval: Duration::from_millis(20),
+                ..WorkerOptions::default()
+            })
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    let r = wait_for(
+        "the panicked run to be released",
+        Duration::from_secs(30),
+        async || {
+            let r = store.get_mirror("ns/app").await.unwrap();
+            (r.state.status == SyncStatus::Fail).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.state.lease_owner, None);
+    assert_eq!(r.state.retries_remaining, 2, "a panic costs a retry");
+    assert!(r.state.last_error.unwrap().contains("panic"));
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap().unwrap();
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.runs[0].outcome, None);
 }
