@@ -34,7 +34,18 @@ pub const READER_PASSWORD: &str = "pw-Rd55-not-in-logs";
 pub struct RegistryBuilder {
     tls: bool,
     basic_auth: bool,
+    password: Option<TestPassword>,
     token: Option<TokenPolicy>,
+}
+
+/// A password chosen by a test; `Debug` keeps it out, like every secret.
+#[derive(Clone, Copy)]
+struct TestPassword(&'static str);
+
+impl std::fmt::Debug for TestPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestPassword(<redacted>)")
+    }
 }
 
 impl RegistryBuilder {
@@ -47,6 +58,14 @@ impl RegistryBuilder {
     /// Require htpasswd basic auth for [`USERNAME`] / [`PASSWORD`].
     pub fn basic_auth(mut self) -> Self {
         self.basic_auth = true;
+        self
+    }
+
+    /// Require htpasswd basic auth for [`USERNAME`] with `password` instead of [`PASSWORD`]
+    /// (to test passwords with colons, quotes, `$`, backslashes, non-ASCII).
+    pub fn basic_auth_password(mut self, password: &'static str) -> Self {
+        self.basic_auth = true;
+        self.password = Some(TestPassword(password));
         self
     }
 
@@ -86,6 +105,7 @@ pub struct Registry {
     dir: TempDir,
     tls: Option<ServerTls>,
     basic_auth: bool,
+    password: TestPassword,
     token: Option<TokenServer>,
 }
 
@@ -130,7 +150,8 @@ impl Registry {
             let htpasswd = dir.path().join("htpasswd");
             // Cost 4 (the minimum) keeps each authenticated request cheap; distribution only
             // accepts bcrypt entries.
-            let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt hashing a short password");
+            let password = options.password.map_or(PASSWORD, |p| p.0);
+            let hash = bcrypt::hash(password, 4).expect("bcrypt hashing a short password");
             std::fs::write(&htpasswd, format!("{USERNAME}:{hash}\n"))
                 .map_err(|e| format!("writing htpasswd: {e}"))?;
             write!(
@@ -176,6 +197,7 @@ impl Registry {
             dir,
             tls,
             basic_auth: options.basic_auth,
+            password: options.password.unwrap_or(TestPassword(PASSWORD)),
             token,
         };
         registry.wait_ready(&log_path)?;
@@ -268,10 +290,19 @@ impl Registry {
     /// (`tls_verify = false`) or the generated CA trusted, the kit user's credentials for auth
     /// variants, no docker config, no environment proxies for loopback.
     pub fn http_options(&self) -> HttpOptions {
-        client_options(
+        let mut options = client_options(
             self.tls.as_ref().map(|t| t.ca_pem.clone()),
             self.requires_auth(),
-        )
+        );
+        if let Some(credentials) = options.credentials.as_mut().filter(|_| self.basic_auth) {
+            credentials.password = self.password.0.to_owned();
+        }
+        options
+    }
+
+    /// The password of [`USERNAME`] on a basic-auth registry.
+    pub fn password(&self) -> &'static str {
+        self.password.0
     }
 
     /// Like [`Registry::http_options`] with other credentials (e.g. wrong ones).
@@ -302,7 +333,7 @@ impl Registry {
     /// independent of the client under test.
     pub fn seeder(&self) -> Seeder {
         let auth = if self.basic_auth {
-            SeedAuth::Basic(USERNAME.to_owned(), PASSWORD.to_owned())
+            SeedAuth::Basic(USERNAME.to_owned(), self.password.0.to_owned())
         } else if let Some(token) = &self.token {
             SeedAuth::Token(token.issuer_handle())
         } else {

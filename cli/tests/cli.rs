@@ -1,0 +1,661 @@
+//! The `regmirror` binary against real registries (CNCF distribution on loopback, from the kit):
+//! syncs with patterns, dry runs, JSON reports, exit statuses, `oci:` layouts, mirror
+//! management, and credentials that never show up in any output.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use regmirror::Digest;
+use regmirror_tests::image::{Flavor, Index};
+use regmirror_tests::registry::{Registry, USERNAME};
+use serde_json::Value;
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A command for the built binary, isolated from the machine's docker logins and proxies.
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_regmirror"));
+    c.args(args)
+        .env("DOCKER_CONFIG", "/nonexistent/regmirror-test-docker-config")
+        .env(
+            "REGISTRY_AUTH_FILE",
+            "/nonexistent/regmirror-test-auth.json",
+        )
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("REGMIRROR_SRC_CREDS")
+        .env_remove("REGMIRROR_DEST_CREDS")
+        .env_remove("REGMIRROR_STATE");
+    c
+}
+
+fn output(mut c: Command) -> Output {
+    let out = c.output().expect("running the regmirror binary");
+    Output {
+        code: out
+            .status
+            .code()
+            .expect("regmirror exits, it is not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn regmirror(args: &[&str]) -> Output {
+    output(command(args))
+}
+
+/// Push a two-platform index under each tag (each its own content); returns tag → digest.
+async fn seed(registry: &Registry, repo: &str, tags: &[&str]) -> BTreeMap<String, Digest> {
+    let seeder = registry.seeder();
+    let mut digests = BTreeMap::new();
+    for tag in tags {
+        // Content follows the tag name, so equal names (and only those) share images.
+        let seed = tag
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let index = Index::two_platforms(Flavor::Oci, seed, 4096);
+        digests.insert(
+            (*tag).to_owned(),
+            seeder.push_index(repo, tag, &index).await,
+        );
+    }
+    digests
+}
+
+/// The destination's tag → digest, read with the kit's own client.
+async fn tags_of(registry: &Registry, repo: &str) -> BTreeMap<String, Digest> {
+    let seeder = registry.seeder();
+    let mut out = BTreeMap::new();
+    for tag in seeder.tags(repo).await {
+        let bytes = seeder
+            .manifest(repo, &tag)
+            .await
+            .expect("a listed tag has a manifest");
+        out.insert(tag, Digest::of(&bytes));
+    }
+    out
+}
+
+fn subset(all: &BTreeMap<String, Digest>, tags: &[&str]) -> BTreeMap<String, Digest> {
+    tags.iter()
+        .map(|t| ((*t).to_owned(), all[*t].clone()))
+        .collect()
+}
+
+const PLAIN: [&str; 2] = ["--src-tls-verify=false", "--dest-tls-verify=false"];
+
+fn sync_args<'a>(src: &'a str, dest: &'a str, tags: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["sync", src, "--to", dest, "--tags", tags];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test]
+async fn sync_between_two_registries_selects_by_pattern_and_prunes() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(
+        &source,
+        "lib/app",
+        &["v1.0", "v1.1", "v2.0-rc1", "v2.0", "latest"],
+    )
+    .await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(&src, &dst, "v1.*, v2.*, !*-rc*", &PLAIN));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("synced   3   v1.0, v1.1, v2.0"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.lines().last().unwrap().starts_with("success"),
+        "{out:?}"
+    );
+    // Digests are preserved: the mirror serves the source's exact manifests.
+    assert_eq!(
+        tags_of(&dest, "mirror/app").await,
+        subset(&seeded, &["v1.0", "v1.1", "v2.0"])
+    );
+
+    let out = regmirror(&sync_args(&src, &dst, "v2.*,!*-rc*", &PLAIN));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("deleted  2   v1.0, v1.1"), "{out:?}");
+    assert!(out.stdout.contains("current  1   v2.0"), "{out:?}");
+    assert_eq!(
+        tags_of(&dest, "mirror/app").await,
+        subset(&seeded, &["v2.0"])
+    );
+
+    // --no-prune copies without deleting what the patterns leave out.
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "latest",
+        &[PLAIN[0], PLAIN[1], "--no-prune"],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        tags_of(&dest, "mirror/app").await,
+        subset(&seeded, &["latest", "v2.0"])
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_changes_nothing() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1", "v2"]).await;
+    seed(&dest, "mirror/app", &["stale"]).await;
+    let before = tags_of(&dest, "mirror/app").await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "v*",
+        &[PLAIN[0], PLAIN[1], "--dry-run"],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("nothing was changed"), "{out:?}");
+    assert!(out.stdout.contains("copy      v1 ("), "{out:?}");
+    assert!(out.stdout.contains("delete    stale"), "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, before);
+
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "v*",
+        &[PLAIN[0], PLAIN[1], "--dry-run", "--json"],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan = out.json();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["tags_to_delete"], serde_json::json!(["stale"]));
+    let actions: Vec<&str> = plan["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["copy", "copy"]);
+    // Two platforms × (config + own layer) + one shared layer per tag, 4096-byte layers.
+    assert!(plan["bytes_to_copy"].as_u64().unwrap() > 4 * 4096, "{plan}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, before);
+}
+
+#[tokio::test]
+async fn json_report_has_the_fields_scripts_read() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["a", "b"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let json_args = [PLAIN[0], PLAIN[1], "--json"];
+
+    let out = regmirror(&sync_args(&src, &dst, "*", &json_args));
+    assert_eq!(out.code, 0, "{out:?}");
+    let r = out.json();
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["source"], src);
+    assert_eq!(r["destination"], dst);
+    assert_eq!(r["mirror_id"], "mirror/app");
+    assert_eq!(r["tags_synced"], serde_json::json!(["a", "b"]));
+    assert_eq!(r["tags_failed"], serde_json::json!([]));
+    assert!(r["bytes_copied"].as_u64().unwrap() > 0);
+    assert!(r["blobs_copied"].as_u64().unwrap() > 0);
+    for field in [
+        "tags_current",
+        "tags_deleted",
+        "duration_ms",
+        "error",
+        "partial",
+        "rolled_back",
+    ] {
+        assert!(r.get(field).is_some(), "{field} missing from {r}");
+    }
+
+    let out = regmirror(&sync_args(&src, &dst, "a", &json_args));
+    let r = out.json();
+    assert_eq!(r["tags_current"], serde_json::json!(["a"]));
+    assert_eq!(r["tags_deleted"], serde_json::json!(["b"]));
+    assert_eq!(r["bytes_copied"], 0);
+}
+
+#[tokio::test]
+async fn exit_status_is_0_success_1_failure_2_invalid_input() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeder = source.seeder();
+    let good = Index::two_platforms(Flavor::Oci, 1, 4096);
+    let bad = Index::two_platforms(Flavor::Oci, 2, 4096);
+    seeder.push_index("lib/app", "good", &good).await;
+    seeder.push_index("lib/app", "bad", &bad).await;
+    source.corrupt_blob(&bad.children[0].layers[1].digest);
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    assert_eq!(regmirror(&sync_args(&src, &dst, "good", &PLAIN)).code, 0);
+
+    let out = regmirror(&sync_args(&src, &dst, "*", &PLAIN));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("failed   1   bad"), "{out:?}");
+    assert!(out.stdout.contains("FAILED: "), "{out:?}");
+    // failed_tags_only: the good tag stands, the bad one never appears.
+    assert_eq!(
+        tags_of(&dest, "mirror/app")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        ["good"]
+    );
+
+    // A registry nobody listens on fails the run (1), with a hint.
+    let nowhere = format!(
+        "127.0.0.1:{}/lib/app",
+        regmirror_tests::registry::free_port()
+    );
+    let out = regmirror(&sync_args(&nowhere, &dst, "*", &PLAIN));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("hint: "), "{out:?}");
+
+    for (args, needle) in [
+        (
+            sync_args(&src, &dst, "v1.[12", &PLAIN),
+            "--tags: invalid tag pattern \"v1.[12\"",
+        ),
+        (
+            sync_args(&src, &dst, "*", &["--arch", "amd65"]),
+            "--arch: unknown architecture",
+        ),
+        (sync_args("https://x.io/a", &dst, "*", &[]), "SOURCE: "),
+        (
+            sync_args(&src, "oci:", "*", &[]),
+            "--to: \"oci:\" needs a directory",
+        ),
+        (vec!["sync", &src, "--tags", "*"], "--to <DEST>"),
+        (
+            vec!["sync", &src, "--to", &dst, "--tags", "*", "--bogus"],
+            "--bogus",
+        ),
+        (vec!["frobnicate"], "frobnicate"),
+    ] {
+        let out = regmirror(&args);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(needle), "{needle:?} not in {out:?}");
+        assert_eq!(
+            out.stderr.trim().lines().next().map(str::is_empty),
+            Some(false)
+        );
+    }
+}
+
+#[tokio::test]
+async fn oci_layouts_as_destination_and_source() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(&source, "lib/app", &["v1", "v2", "other"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let oci = format!("oci:{}", layout.display());
+    let src = format!("{}/lib/app", source.host());
+
+    let out = regmirror(&sync_args(&src, &oci, "v*", &["--src-tls-verify=false"]));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(layout.join("oci-layout").is_file());
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut names: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("v1".to_owned(), seeded["v1"].to_string()),
+            ("v2".to_owned(), seeded["v2"].to_string())
+        ]
+    );
+
+    // And back out of the layout into another registry, digests intact.
+    let dst = format!("{}/from/layout", dest.host());
+    let out = regmirror(&sync_args(
+        &oci,
+        &dst,
+        "*",
+        &["--dest-tls-verify=false", "--json"],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["source"], oci);
+    assert_eq!(
+        tags_of(&dest, "from/layout").await,
+        subset(&seeded, &["v1", "v2"])
+    );
+
+    let out = regmirror(&sync_args(
+        &format!("oci:{}", dir.path().join("absent").display()),
+        &dst,
+        "*",
+        &[],
+    ));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is not an OCI image layout"), "{out:?}");
+}
+
+/// A password with the characters that break naive handling: colons (USER:PASS is split at the
+/// first one), quotes, `$`, `;`, a backslash, spaces and non-ASCII.
+const NASTY: &str = "s3:cr$t;'\"\\ pässwörd:";
+
+#[tokio::test]
+async fn credentials_never_appear_in_any_output() {
+    let source = Registry::builder().basic_auth_password(NASTY).start();
+    let dest = Registry::builder().basic_auth_password(NASTY).start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let creds = format!("{USERNAME}:{NASTY}");
+    let wrong = format!("{USERNAME}:{NASTY}-but-wrong");
+    let dir = tempfile::tempdir().unwrap();
+    let creds_file = dir.path().join("creds");
+    std::fs::write(&creds_file, format!("{creds}\n")).unwrap();
+    let creds_file = creds_file.to_str().unwrap();
+    let mut outputs = Vec::new();
+
+    // Inline, from a file, and from the environment: all work.
+    let inline = [
+        PLAIN[0],
+        PLAIN[1],
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+    ];
+    let out = regmirror(&sync_args(&src, &dst, "*", &inline));
+    assert_eq!(out.code, 0, "{out:?}");
+    outputs.push(out);
+    let files = [
+        PLAIN[0],
+        PLAIN[1],
+        "--src-creds-file",
+        creds_file,
+        "--dest-creds-file",
+        creds_file,
+        "--json",
+    ];
+    let out = regmirror(&sync_args(&src, &dst, "*", &files));
+    assert_eq!(out.code, 0, "{out:?}");
+    outputs.push(out);
+    let mut c = command(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &[PLAIN[0], PLAIN[1], "--dry-run"],
+    ));
+    c.env("REGMIRROR_SRC_CREDS", &creds)
+        .env("REGMIRROR_DEST_CREDS", &creds);
+    let out = output(c);
+    assert_eq!(out.code, 0, "{out:?}");
+    outputs.push(out);
+
+    // Wrong or missing credentials fail with a message that names the problem, not the secret.
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &[
+            PLAIN[0],
+            PLAIN[1],
+            "--src-creds",
+            &wrong,
+            "--dest-creds",
+            &creds,
+        ],
+    ));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("Unauthorized"), "{out:?}");
+    outputs.push(out);
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &[PLAIN[0], PLAIN[1], "--src-creds", "pässwörd"],
+    ));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--src-creds: expected USER:PASS"),
+        "{out:?}"
+    );
+    outputs.push(out);
+    outputs.push(regmirror(&sync_args(
+        &src,
+        &dst,
+        "[",
+        &["--src-creds", &creds],
+    )));
+    outputs.push(regmirror(&[
+        "sync",
+        &src,
+        "--to",
+        &dst,
+        "--tags",
+        "*",
+        "--src-creds",
+        &creds,
+        "--src-creds-file",
+        creds_file,
+    ]));
+
+    // Stored with a mirror, shown by nothing.
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    let out = regmirror(&[
+        "mirror",
+        "--state",
+        &state,
+        "add",
+        "mirror/app",
+        "--source",
+        &src,
+        "--tags",
+        "*",
+        "--src-creds",
+        &creds,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(USERNAME), "{out:?}");
+    outputs.push(out);
+    for args in [
+        vec!["mirror", "--state", &state, "show", "mirror/app"],
+        vec!["mirror", "--state", &state, "show", "mirror/app", "--json"],
+        vec!["mirror", "--state", &state, "list"],
+        vec!["mirror", "--state", &state, "list", "--json"],
+        vec![
+            "mirror",
+            "--state",
+            &state,
+            "update",
+            "mirror/app",
+            "--tags",
+            "v*",
+            "--json",
+        ],
+    ] {
+        let out = regmirror(&args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        outputs.push(out);
+    }
+
+    for out in &outputs {
+        let all = out.all();
+        for secret in ["s3:cr", "pässwörd", NASTY] {
+            assert!(!all.contains(secret), "{secret:?} printed: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn mirror_commands_round_trip_through_the_state_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let state = format!("sqlite:{}", db.display());
+    let m = |args: &[&str]| {
+        let mut all = vec!["mirror", "--state", state.as_str()];
+        all.extend_from_slice(args);
+        regmirror(&all)
+    };
+
+    // Invalid input is refused before the store is touched.
+    let out = m(&[
+        "add",
+        "mirror/etcd",
+        "--source",
+        "quay.io/coreos/etcd",
+        "--tags",
+        "v3.[12",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--tags: invalid tag pattern"),
+        "{out:?}"
+    );
+    assert!(!db.exists());
+
+    let out = m(&[
+        "add",
+        "mirror/etcd",
+        "--source",
+        "quay.io/coreos/etcd",
+        "--tags",
+        "v3.*,!*-rc*",
+        "--arch",
+        "amd64,arm64",
+        "--interval",
+        "6h",
+        "--start",
+        "2030-01-01T03:00:00Z",
+        "--rollback",
+        "all-or-nothing",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("status:        NEVER_RUN"), "{out:?}");
+    let out = m(&[
+        "add",
+        "mirror/etcd",
+        "--source",
+        "quay.io/coreos/etcd",
+        "--tags",
+        "*",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("already exists"), "{out:?}");
+    assert_eq!(
+        m(&[
+            "add",
+            "mirror/alpine",
+            "--source",
+            "alpine",
+            "--tags",
+            "3.*",
+            "--disabled"
+        ])
+        .code,
+        0
+    );
+
+    let out = m(&["list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{out:?}");
+    assert!(
+        lines[1].starts_with("mirror/alpine  docker.io/library/alpine"),
+        "{out:?}"
+    );
+    assert!(
+        lines[2].starts_with("mirror/etcd    quay.io/coreos/etcd"),
+        "{out:?}"
+    );
+
+    let show = m(&["show", "mirror/etcd", "--json"]).json();
+    assert_eq!(show["tags"], serde_json::json!(["v3.*", "!*-rc*"]));
+    assert_eq!(show["architectures"], serde_json::json!(["amd64", "arm64"]));
+    assert_eq!(show["sync_interval_secs"], 6 * 3600);
+    assert_eq!(show["rollback"], "all_or_nothing");
+    assert_eq!(show["status"], "NEVER_RUN");
+    assert_eq!(show["retries_remaining"], 3);
+    assert_eq!(show["next_start"], "2030-01-01T03:00:00Z");
+
+    let out = m(&[
+        "update",
+        "mirror/etcd",
+        "--tags",
+        "v3.5.*",
+        "--arch",
+        "all",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let updated = out.json();
+    assert_eq!(updated["tags"], serde_json::json!(["v3.5.*"]));
+    assert_eq!(updated["architectures"], serde_json::json!([]));
+    assert_eq!(
+        updated["rollback"], "all_or_nothing",
+        "untouched settings stay"
+    );
+
+    let status = |args: &[&str]| {
+        let out = m(args);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        out.stdout
+    };
+    assert!(status(&["sync-now", "mirror/etcd"]).starts_with("mirror/etcd: SYNC_NOW"));
+    assert!(status(&["cancel", "mirror/etcd"]).starts_with("mirror/etcd: CANCEL"));
+    let out = m(&["cancel", "mirror/etcd"]);
+    assert_eq!(out.code, 1, "cancel is refused from CANCEL: {out:?}");
+    assert!(status(&["disable", "mirror/etcd"]).contains("disabled"));
+    assert_eq!(
+        m(&["show", "mirror/etcd", "--json"]).json()["enabled"],
+        false
+    );
+    assert!(status(&["enable", "mirror/etcd"]).contains("enabled"));
+    assert!(status(&["logs", "mirror/etcd"]).contains("no log entries yet"));
+    assert_eq!(
+        m(&["logs", "mirror/etcd", "--json"]).json(),
+        serde_json::json!([])
+    );
+
+    assert!(status(&["delete", "mirror/etcd"]).contains("deleted"));
+    let out = m(&["show", "mirror/etcd"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no mirror \"mirror/etcd\""), "{out:?}");
+    let listed = m(&["list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let out = regmirror(&["mirror", "list"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no state store given"), "{out:?}");
+}
