@@ -1037,3 +1037,34 @@ async fn deleting_a_tag_on_distribution_leaves_no_placeholder_behind() {
         .unwrap();
     assert_eq!(kept.bytes, image.manifest.bytes);
 }
+
+#[tokio::test]
+async fn an_upload_whose_source_stalls_times_out_and_is_abandoned() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(
+        &proxy.host(),
+        HttpOptions {
+            stall_timeout: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .unwrap();
+    let blob = Blob::random(24, 3 << 20);
+    // The first MiB arrives, then the source goes silent.
+    let first = blob.bytes.slice(..1 << 20);
+    let stalled: BlobStream = futures::stream::once(async move { Ok(first) })
+        .chain(futures::stream::pending())
+        .boxed();
+    let e = client
+        .push_blob("stall/app", &blob.digest, blob.size(), stalled)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert_eq!(
+        proxy.count("DELETE", "/blobs/uploads/"),
+        1,
+        "the session is cancelled"
+    );
+    assert!(!client.has_blob("stall/app", &blob.digest).await.unwrap());
+}
