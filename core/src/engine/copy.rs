@@ -386,7 +386,10 @@ impl Run {
             Some(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
             None => self.source.get_blob(&self.src_repo, digest).await?,
         };
-        let verified = Verified::new(stream, blob, self.progress.clone());
+        let mut verified = Verified::new(stream, blob, self.progress.clone());
+        if self.dest.verifies_blobs() {
+            verified.hasher = None;
+        }
         self.dest
             .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
             .await?;
@@ -484,10 +487,11 @@ fn rewrite_index(
 
 /// A blob stream checked against its descriptor as it flows: more bytes than declared, fewer,
 /// or a different sha256 end the stream with `DigestMismatch` instead of a clean end, so the
-/// destination never completes the upload.
+/// destination never completes the upload. Without a hasher only the size is checked (for
+/// destinations that hash uploads themselves).
 struct Verified {
     inner: BlobStream,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     digest: Digest,
     size: u64,
     seen: u64,
@@ -500,7 +504,7 @@ impl Verified {
     fn new(inner: BlobStream, blob: &Reference, progress: Progress) -> Self {
         Verified {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             digest: blob.digest.clone(),
             size: blob.size,
             seen: 0,
@@ -543,7 +547,9 @@ impl Stream for Verified {
                     let e = self.mismatch(format!("more than the declared {} bytes", self.size));
                     return Poll::Ready(Some(Err(e)));
                 }
-                self.hasher.update(&chunk);
+                if let Some(hasher) = &mut self.hasher {
+                    hasher.update(&chunk);
+                }
                 if self.seen - self.reported >= PROGRESS_EVERY {
                     self.report();
                 }
@@ -562,13 +568,12 @@ impl Stream for Verified {
                     ));
                     return Poll::Ready(Some(Err(e)));
                 }
-                let actual = format!(
-                    "sha256:{}",
-                    hex::encode(std::mem::take(&mut self.hasher).finalize())
-                );
-                if actual != self.digest.as_str() {
-                    let e = self.mismatch(format!("its bytes hash to {actual}"));
-                    return Poll::Ready(Some(Err(e)));
+                if let Some(hasher) = self.hasher.take() {
+                    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+                    if actual != self.digest.as_str() {
+                        let e = self.mismatch(format!("its bytes hash to {actual}"));
+                        return Poll::Ready(Some(Err(e)));
+                    }
                 }
                 self.report();
                 Poll::Ready(None)

@@ -851,3 +851,86 @@ async fn blobs_of_many_tags_stream_at_once_within_the_pool() {
     // One pool for the whole run: several tags' blobs at once, never more than the pool.
     assert_eq!(s.source.counters().max_concurrent_blob_reads, 3);
 }
+
+/// A destination that stores whatever it is sent (it trusts the engine to verify).
+#[derive(Debug)]
+struct Careless(MemoryRegistry);
+
+#[async_trait]
+impl crate::registry::DestRegistry for Careless {
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        crate::registry::DestRegistry::list_tags(&self.0, repo).await
+    }
+    async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<crate::registry::ManifestHead>> {
+        crate::registry::DestRegistry::head_manifest(&self.0, repo, reference).await
+    }
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        crate::registry::DestRegistry::get_manifest(&self.0, repo, reference).await
+    }
+    async fn has_blob(&self, repo: &str, digest: &crate::reference::Digest) -> Result<bool> {
+        self.0.has_blob(repo, digest).await
+    }
+    async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: &crate::reference::Digest,
+        from: &str,
+    ) -> Result<bool> {
+        self.0.mount_blob(repo, digest, from).await
+    }
+    async fn push_blob(
+        &self,
+        repo: &str,
+        digest: &crate::reference::Digest,
+        _size: u64,
+        data: crate::registry::BlobStream,
+    ) -> Result<()> {
+        use futures::TryStreamExt;
+        let chunks: Vec<bytes::Bytes> = data.try_collect().await?;
+        // Stored under the claimed digest, unchecked.
+        self.0.put_blob_as(repo, digest, chunks.concat());
+        Ok(())
+    }
+    async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<crate::reference::Digest> {
+        self.0.push_manifest(repo, reference, manifest).await
+    }
+    async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
+        self.0.delete_tag(repo, tag).await
+    }
+}
+
+#[tokio::test]
+async fn the_engine_verifies_blobs_for_destinations_that_do_not() {
+    let s = setup();
+    let dest = MemoryRegistry::new();
+    let mirror = Mirror::builder()
+        .connector(Arc::new(StaticConnector(Arc::new(s.source.clone()))))
+        .destination(Arc::new(Careless(dest.clone())))
+        .build()
+        .unwrap();
+    let bad = s
+        .source
+        .seed_image(SRC, Some("bad"), "amd64", &[b"to be corrupted"]);
+    let layer = blobs_of(&bad)[1].clone();
+    s.source.inject(Fault::CorruptBlob(layer.clone()));
+    let report = mirror
+        .sync_config(&config(&["*"]), SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed_tags(), ["bad"]);
+    assert!(
+        report.tags_failed[0].reason.contains("corrupt"),
+        "{report:?}"
+    );
+    assert!(!dest.has_blob(DEST, &layer).await.unwrap());
+    assert!(dest.tag_map(DEST).is_empty());
+}

@@ -449,6 +449,11 @@ impl SourceRegistry for LayoutRegistry {
 
 #[async_trait]
 impl DestRegistry for LayoutRegistry {
+    /// Uploads are hashed and a mismatch is never stored.
+    fn verifies_blobs(&self) -> bool {
+        true
+    }
+
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         Ok(self.tags(repo).await?.unwrap_or_default())
     }

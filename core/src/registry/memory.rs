@@ -190,6 +190,19 @@ impl MemoryRegistry {
         digest
     }
 
+    /// Store bytes in `repo` under `digest` without checking that they match it (to model a
+    /// destination that does not verify uploads).
+    pub fn put_blob_as(&self, repo: &str, digest: &Digest, bytes: impl Into<Bytes>) {
+        let mut inner = self.lock();
+        inner.blobs.insert(digest.clone(), bytes.into());
+        inner
+            .repos
+            .entry(repo.to_owned())
+            .or_default()
+            .blobs
+            .insert(digest.clone());
+    }
+
     /// Store a manifest in `repo`, tagged `tag` if given, without checking what it references.
     pub fn put_manifest(&self, repo: &str, tag: Option<&str>, manifest: &Manifest) {
         let mut inner = self.lock();
@@ -422,6 +435,11 @@ impl SourceRegistry for MemoryRegistry {
 
 #[async_trait]
 impl DestRegistry for MemoryRegistry {
+    /// Uploads are hashed and a mismatch is never stored.
+    fn verifies_blobs(&self) -> bool {
+        true
+    }
+
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         self.tags(repo)
     }

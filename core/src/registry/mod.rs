@@ -71,6 +71,13 @@ pub trait DestRegistry: Send + Sync + fmt::Debug {
     /// copying. `Ok(false)` when the registry cannot or will not mount it.
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool>;
 
+    /// Whether [`DestRegistry::push_blob`] hashes what it uploads itself (every built-in backend
+    /// does). The engine then checks only sizes while streaming instead of hashing each blob a
+    /// second time; with the default `false` it hashes too.
+    fn verifies_blobs(&self) -> bool {
+        false
+    }
+
     /// Upload a blob from a stream, verifying `digest` and `size` as it flows. On a mismatch the
     /// upload is not completed and the error is `DigestMismatch`.
     async fn push_blob(

@@ -316,6 +316,11 @@ impl SourceRegistry for HttpRegistry {
 /// repository's copy.
 #[async_trait]
 impl DestRegistry for HttpRegistry {
+    /// Uploads are hashed and a mismatch is never stored.
+    fn verifies_blobs(&self) -> bool {
+        true
+    }
+
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         check_repo(repo)?;
         let _permit = self.client.permit().await;
