@@ -23,6 +23,7 @@ mod retry;
 mod tags;
 mod upload;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ use crate::config::{Credentials, ProxyConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::{Digest, validate_repository};
 use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRegistry};
+
+/// Where Docker Hub's API lives (`docker.io` is only its name).
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
 /// How to reach one registry. Every field has a sensible default.
 #[derive(Clone)]
@@ -137,7 +141,7 @@ impl HttpRegistry {
     pub fn new(host: &str, options: HttpOptions) -> Result<Self> {
         check_host(host)?;
         let api_host = match host {
-            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            "docker.io" | "index.docker.io" => DOCKER_HUB_API,
             other => other,
         };
         let http = build_http(host, &options)?;
@@ -270,14 +274,24 @@ fn ca_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn check_repo(repo: &str) -> Result<()> {
-    validate_repository(repo)
+impl HttpRegistry {
+    /// `repo` validated, and on Docker Hub a single name gets `library/` (`alpine` →
+    /// `library/alpine`), as `docker pull` does.
+    fn repo<'a>(&self, repo: &'a str) -> Result<Cow<'a, str>> {
+        validate_repository(repo)?;
+        if self.client.api_host == DOCKER_HUB_API && !repo.contains('/') {
+            Ok(Cow::Owned(format!("library/{repo}")))
+        } else {
+            Ok(Cow::Borrowed(repo))
+        }
+    }
 }
 
 #[async_trait]
 impl SourceRegistry for HttpRegistry {
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client.list_tags(repo).await?.ok_or_else(|| {
             Error::new(
@@ -288,7 +302,8 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .head_manifest(repo, reference, &[pull_scope(repo)])
@@ -296,7 +311,8 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .get_manifest(repo, reference, &[pull_scope(repo)])
@@ -304,7 +320,8 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let permit = self.client.permit().await;
         self.client
             .get_blob(repo, digest, &[pull_scope(repo)], permit)
@@ -322,13 +339,15 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         Ok(self.client.list_tags(repo).await?.unwrap_or_default())
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .head_manifest(repo, reference, &[push_scope(repo)])
@@ -336,7 +355,8 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .get_manifest(repo, reference, &[push_scope(repo)])
@@ -344,7 +364,8 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .has_blob(repo, digest, &[push_scope(repo)])
@@ -352,8 +373,8 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
-        check_repo(repo)?;
-        check_repo(from)?;
+        let (repo, from) = (self.repo(repo)?, self.repo(from)?);
+        let (repo, from) = (&*repo, &*from);
         let _permit = self.client.permit().await;
         self.client.mount_blob(repo, digest, from).await
     }
@@ -369,7 +390,8 @@ impl DestRegistry for HttpRegistry {
         size: u64,
         data: BlobStream,
     ) -> Result<()> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client.push_blob(repo, digest, size, data).await
     }
@@ -380,7 +402,8 @@ impl DestRegistry for HttpRegistry {
         reference: &str,
         manifest: &Manifest,
     ) -> Result<Digest> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         let _permit = self.client.permit().await;
         self.client
             .put_manifest(repo, reference, manifest, &[push_scope(repo)])
@@ -388,7 +411,8 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
-        check_repo(repo)?;
+        let repo = self.repo(repo)?;
+        let repo = &*repo;
         crate::reference::validate_tag(tag)?;
         let _permit = self.client.permit().await;
         self.client.delete_tag(repo, tag).await
@@ -427,10 +451,18 @@ mod tests {
     }
 
     #[test]
-    fn docker_io_means_registry_1() {
+    fn docker_io_means_registry_1_and_single_names_mean_library() {
         let r = HttpRegistry::new("docker.io", HttpOptions::default()).unwrap();
         assert_eq!(r.host(), "docker.io");
         assert_eq!(r.client.api_host, "registry-1.docker.io");
+        assert_eq!(r.repo("alpine").unwrap(), "library/alpine");
+        assert_eq!(r.repo("bitnami/redis").unwrap(), "bitnami/redis");
+        let quay = HttpRegistry::new("quay.io", HttpOptions::default()).unwrap();
+        assert_eq!(quay.repo("alpine").unwrap(), "alpine");
+        assert_eq!(
+            quay.repo("../etc").unwrap_err().kind(),
+            ErrorKind::InvalidReference
+        );
     }
 
     #[test]
