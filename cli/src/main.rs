@@ -1,5 +1,5 @@
-//! The `regmirror` command: one-shot syncs (`sync`), mirror management in a state store
-//! (`mirror`), and tag-pattern checks (`tags`).
+//! The `regmirror` command: one-shot syncs (`sync`), the mirroring worker (`worker`), mirror
+//! management in a state store (`mirror`), and tag-pattern checks (`tags`).
 //!
 //! Exit status: 0 success, 1 a tag (or the run, or a registry or the store) failed, 2 invalid
 //! input — clap's own usage errors exit 2 as well.
@@ -13,6 +13,8 @@ mod progress;
 mod store;
 mod summary;
 mod sync;
+mod worker;
+mod worker_config;
 
 use std::process::ExitCode;
 
@@ -27,8 +29,8 @@ use crate::failure::{CliResult, Failure};
     version,
     about = "Mirror container repositories between registries",
     long_about = "Mirror container repositories between registries (Quay-style repository \
-                  mirroring): one-shot with `regmirror sync`; mirrors kept in a state \
-                  store are managed with `regmirror mirror`."
+                  mirroring): one-shot with `regmirror sync`, on a schedule with \
+                  `regmirror worker`, and mirrors managed with `regmirror mirror`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +41,8 @@ struct Cli {
 enum Command {
     /// Mirror one repository once: copy the tags the patterns select, delete the others.
     Sync(sync::SyncArgs),
+    /// Run the mirroring worker: sync the mirrors in the state store on their schedules.
+    Worker(worker::WorkerArgs),
     /// Manage the mirrors in a state store.
     Mirror(manage::MirrorArgs),
     /// Print which of TAGS the patterns select, sorted, one per line.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
         Command::Sync(args) => sync::run(args).await,
+        Command::Worker(args) => worker::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Mirror(args) => manage::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Tags { patterns, tags } => {
             let filter =

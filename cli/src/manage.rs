@@ -16,8 +16,9 @@ use crate::failure::{CliResult, Failure};
 use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
 use crate::store::StateUrl;
 use crate::sync::{PlatformIndex, Rollback, parse_duration};
+use crate::worker_config::WorkerConfig;
 
-/// Environment variable naming the state store when --state is not given.
+/// Environment variable naming the state store when neither --state nor --config is given.
 pub const STATE_ENV: &str = "REGMIRROR_STATE";
 
 #[derive(Args, Debug)]
@@ -25,6 +26,9 @@ pub struct MirrorArgs {
     /// The state store: sqlite:PATH or postgres://USER@HOST:PORT/DB (default: $REGMIRROR_STATE).
     #[arg(long, global = true, value_name = "URL")]
     pub state: Option<String>,
+    /// Use the state store of this worker config file.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "state")]
+    pub config: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -232,15 +236,18 @@ fn parse_tags(tags: &[String]) -> CliResult<Vec<String>> {
         .map_err(|e| Failure::from(e).context("--tags"))
 }
 
-/// The state store these arguments name: --state, else $REGMIRROR_STATE.
-pub fn state_url(state: Option<&str>) -> CliResult<StateUrl> {
+/// The state store these arguments name: --state, else --config's `state`, else $REGMIRROR_STATE.
+pub fn state_url(state: Option<&str>, config: Option<&std::path::Path>) -> CliResult<StateUrl> {
     if let Some(s) = state {
         return StateUrl::parse(s, "--state");
+    }
+    if let Some(path) = config {
+        return Ok(WorkerConfig::load(path)?.state);
     }
     match std::env::var(STATE_ENV) {
         Ok(s) if !s.is_empty() => StateUrl::parse(&s, STATE_ENV),
         _ => Err(Failure::invalid("no state store given")
-            .hint("pass --state sqlite:PATH or set $REGMIRROR_STATE")),
+            .hint("pass --state sqlite:PATH or --config regmirror.toml, or set $REGMIRROR_STATE")),
     }
 }
 
@@ -255,7 +262,7 @@ fn about(id: &str, e: regmirror::Error) -> Failure {
 }
 
 pub async fn run(args: MirrorArgs) -> CliResult<()> {
-    let url = state_url(args.state.as_deref())?;
+    let url = state_url(args.state.as_deref(), args.config.as_deref())?;
     // Check the arguments before touching the store, so a typo never creates a database file.
     let prepared = prepare(&args.command)?;
     let store = url.open().await?;

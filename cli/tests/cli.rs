@@ -659,3 +659,147 @@ fn mirror_commands_round_trip_through_the_state_store() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("no state store given"), "{out:?}");
 }
+
+/// Wait (up to a generous bound) until `done` holds, checking every 100 ms.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn worker_runs_a_due_mirror_from_its_config_and_stops_on_sigterm() {
+    let source = Registry::start();
+    let dest = Registry::builder().basic_auth_password(NASTY).start();
+    let hook = regmirror_tests::webhook::WebhookReceiver::start();
+    let seeded = seed(&source, "lib/app", &["v1", "v2", "other"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("robot-password"), format!("{NASTY}\n")).unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+state = "sqlite:state.db"
+poll_interval = "1s"
+
+[destination]
+registry = "{dest}"
+username = "{USERNAME}"
+password_file = "robot-password"
+tls_verify = false
+
+[[webhook]]
+url = "{hook}"
+
+[[mirror]]
+id = "mirror/app"
+source = "{src}/lib/app"
+tags = "v*"
+verify_tls = false
+interval = "1h"
+start = 2020-01-01T00:00:00Z
+"#,
+            dest = dest.host(),
+            src = source.host(),
+            hook = hook.url(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
+    let mut worker = command(&["worker", "--config", config.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+
+    eventually("the mirror to be synced", async || {
+        tags_of(&dest, "mirror/app").await == subset(&seeded, &["v1", "v2"])
+    })
+    .await;
+    let config_arg = config.to_str().unwrap();
+    eventually("the run to be recorded", async || {
+        let out = regmirror(&[
+            "mirror",
+            "--config",
+            config_arg,
+            "show",
+            "mirror/app",
+            "--json",
+        ]);
+        out.code == 0 && out.json()["status"] == "SUCCESS"
+    })
+    .await;
+    let shown = regmirror(&[
+        "mirror",
+        "--config",
+        config_arg,
+        "show",
+        "mirror/app",
+        "--json",
+    ])
+    .json();
+    assert_eq!(shown["retries_remaining"], 3);
+    // The next run is on the hourly grid from the configured start, not right away.
+    let next = shown["next_start"].as_str().unwrap();
+    assert!(next.ends_with(":00:00Z"), "{shown}");
+    assert!(
+        shown["last_report"]
+            .as_str()
+            .unwrap()
+            .starts_with("succeeded: 2 synced"),
+        "{shown}"
+    );
+    let logs = regmirror(&[
+        "mirror",
+        "--config",
+        config_arg,
+        "logs",
+        "mirror/app",
+        "--json",
+    ])
+    .json();
+    let kinds: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"sync_succeeded"), "{logs}");
+    assert!(kinds.contains(&"tag_synced"), "{logs}");
+    eventually("the webhook", async || {
+        hook.received()
+            .iter()
+            .any(|r| r.json()["event"] == "sync_succeeded")
+    })
+    .await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = worker.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
+    assert!(exit.success(), "{exit}: {log}");
+    assert!(log.contains("worker started"), "{log}");
+    assert!(log.contains("worker stopped"), "{log}");
+    for secret in ["s3:cr", "pässwörd"] {
+        assert!(!log.contains(secret), "{secret:?} in the worker log: {log}");
+    }
+}

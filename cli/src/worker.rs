@@ -1,0 +1,158 @@
+//! `regmirror worker --config regmirror.toml`: the mirroring daemon. It declares the file's
+//! mirrors in the state store, then polls for due mirrors and syncs them until SIGINT/SIGTERM,
+//! when it stops claiming and lets the runs in flight finish (or releases them) before exiting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use regmirror::engine::{HttpConnector, Mirror};
+use regmirror::notify::{LogNotifier, WebhookNotifier};
+use regmirror::registry::LayoutRegistry;
+use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::worker::WorkerOptions;
+use regmirror::{DestRegistry, EngineSettings, ErrorKind, MirrorConfig, StateStore};
+use time::OffsetDateTime;
+use tracing_subscriber::EnvFilter;
+
+use crate::failure::{CliResult, Failure};
+use crate::worker_config::{Destination, DestinationTarget, WorkerConfig};
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The worker's config file (TOML): state store, destination, webhooks, mirrors.
+    #[arg(long, value_name = "FILE", default_value = "regmirror.toml")]
+    pub config: PathBuf,
+}
+
+pub async fn run(args: WorkerArgs) -> CliResult<()> {
+    // Logs go to stderr; RUST_LOG picks the level (info by default).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = WorkerConfig::load(&args.config)?;
+    let store = config.state.open().await?;
+    let mirror = engine(&config, Arc::clone(&store))?;
+    declare(&store, &config.mirrors).await?;
+    tracing::info!(
+        worker = mirror.worker_id(),
+        state = %config.state,
+        destination = ?config.destination.target,
+        poll_interval_secs = config.poll_interval.as_secs(),
+        mirrors_declared = config.mirrors.len(),
+        "worker started"
+    );
+    let report = mirror
+        .worker(WorkerOptions {
+            poll_interval: config.poll_interval,
+            batch_size: config.max_concurrent_syncs,
+            max_concurrent: config.max_concurrent_syncs,
+            ..WorkerOptions::default()
+        })
+        .run(shutdown_signal())
+        .await?;
+    tracing::info!(
+        runs = report.runs.len(),
+        failed_polls = report.failed_polls,
+        "worker stopped"
+    );
+    Ok(())
+}
+
+/// The engine the file describes: its store, destination, robot, notifiers and limits.
+fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror> {
+    let dest = &config.destination;
+    let mut builder = Mirror::builder()
+        .state(store)
+        .destination(destination(dest, config.concurrency)?)
+        .connector(Arc::new(HttpConnector::default()))
+        .concurrency(config.concurrency)
+        .settings(EngineSettings {
+            destination_host: match &dest.target {
+                DestinationTarget::Registry(host) => Some(host.clone()),
+                DestinationTarget::Layouts(_) => None,
+            },
+            destination_verify_tls: dest.tls_verify,
+            default_rollback: config.default_rollback,
+            robot: dest.credentials.as_ref().map(|c| c.username.clone()),
+            ..EngineSettings::default()
+        })
+        .notifier(Arc::new(LogNotifier));
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        let mut webhook = WebhookNotifier::builder(&hook.url);
+        if let Some(secret) = &hook.secret {
+            webhook = webhook.secret(secret);
+        }
+        let webhook = webhook
+            .build()
+            .map_err(|e| Failure::from(e).context(format!("webhook {}", i + 1)))?;
+        builder = builder.notifier(Arc::new(webhook));
+    }
+    Ok(builder.build()?)
+}
+
+fn destination(dest: &Destination, concurrency: usize) -> CliResult<Arc<dyn DestRegistry>> {
+    Ok(match &dest.target {
+        DestinationTarget::Layouts(root) => Arc::new(LayoutRegistry::new(root)),
+        DestinationTarget::Registry(host) => {
+            let options = HttpOptions {
+                credentials: dest.credentials.clone(),
+                tls_verify: dest.tls_verify,
+                ca_certs: dest.cert_dir.iter().cloned().collect(),
+                // The robot is the only identity that writes; never a login lying around.
+                docker_config: false,
+                max_concurrent_requests: concurrency,
+                ..HttpOptions::default()
+            };
+            Arc::new(
+                HttpRegistry::new(host, options)
+                    .map_err(|e| Failure::from(e).context("destination"))?,
+            )
+        }
+    })
+}
+
+/// Create the file's mirrors, or update those whose configuration differs (status, schedule
+/// and logs stay). Mirrors in the store but not in the file are left alone: they may have been
+/// added with `regmirror mirror add`.
+async fn declare(store: &Arc<dyn StateStore>, mirrors: &[MirrorConfig]) -> CliResult<()> {
+    for config in mirrors {
+        match store.get_mirror(&config.id).await {
+            Ok(existing) if existing.config == *config => {}
+            Ok(_) => {
+                store.update_mirror(config).await?;
+                tracing::info!(mirror = %config.id, "updated from the config file");
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                store
+                    .create_mirror(config, OffsetDateTime::now_utc())
+                    .await?;
+                tracing::info!(mirror = %config.id, "created from the config file");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM (what `systemctl stop` and `docker stop` send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C stops the worker.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: no new syncs; waiting for the runs in flight");
+}

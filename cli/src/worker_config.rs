@@ -1,0 +1,550 @@
+//! The worker's config file (`regmirror.toml`): the state store, the poll interval, the
+//! destination registry and its robot credentials, webhooks, and the mirrors to declare.
+//!
+//! Unknown keys are errors (a typo must not silently drop a setting). Secrets can stay out of
+//! the file: every password has `_file` and `_env` alternatives. Error messages give the line
+//! and the problem but never quote the file, which may hold passwords.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL};
+use regmirror::{
+    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::failure::{CliResult, Failure};
+use crate::store::StateUrl;
+
+/// Where the state lives when the file does not say: next to the config file.
+const DEFAULT_STATE: &str = "sqlite:regmirror.db";
+
+/// A checked worker configuration.
+#[derive(Debug)]
+pub struct WorkerConfig {
+    pub state: StateUrl,
+    pub poll_interval: Duration,
+    /// Blob copies and requests in flight per sync run.
+    pub concurrency: usize,
+    /// Syncs one worker runs at once.
+    pub max_concurrent_syncs: usize,
+    /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors that do not set one.
+    pub default_rollback: RollbackMode,
+    pub destination: Destination,
+    pub webhooks: Vec<Webhook>,
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// Where every mirror writes (Quay's `REPO_MIRROR_SERVER_HOSTNAME` and robot).
+#[derive(Debug)]
+pub struct Destination {
+    /// A registry host (each mirror's id is its repository there) or a directory of layouts
+    /// (mirror `a/b` is the layout `DIR/a/b`).
+    pub target: DestinationTarget,
+    pub credentials: Option<Credentials>,
+    pub tls_verify: bool,
+    pub cert_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationTarget {
+    Registry(String),
+    Layouts(PathBuf),
+}
+
+/// A webhook receiving `sync started/succeeded/failed/cancelled` as JSON POSTs.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// Key for the HMAC-SHA256 signature header, if the receiver checks one.
+    pub secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state: Option<String>,
+    #[serde(default, deserialize_with = "duration::option")]
+    poll_interval: Option<Duration>,
+    concurrency: Option<usize>,
+    max_concurrent_syncs: Option<usize>,
+    default_rollback: Option<RollbackMode>,
+    destination: RawDestination,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    mirror: Vec<RawMirror>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    registry: String,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    tls_verify: Option<bool>,
+    cert_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+}
+
+/// A secret given inline, in a file, or in an environment variable. (Not flattened into the
+/// tables above: serde cannot deny unknown fields next to a flattened struct.)
+struct RawSecret {
+    value: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    id: String,
+    source: String,
+    tags: Patterns,
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(default, deserialize_with = "duration::option")]
+    interval: Option<Duration>,
+    start: Option<toml::value::Datetime>,
+    enabled: Option<bool>,
+    verify_tls: Option<bool>,
+    #[serde(default, deserialize_with = "duration::option")]
+    timeout: Option<Duration>,
+    rollback: Option<RollbackMode>,
+    platform_index: Option<PlatformIndexMode>,
+    robot: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    http_proxy: Option<String>,
+    https_proxy: Option<String>,
+    no_proxy: Option<String>,
+}
+
+/// `tags = "v3.*, !*-rc*"` or `tags = ["v3.*", "!*-rc*"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Patterns {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl WorkerConfig {
+    /// Read and check the file at `path`.
+    pub fn load(path: &Path) -> CliResult<WorkerConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::invalid(format!("--config: cannot read {}: {e}", path.display()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|f| f.context(format!("config file {}", path.display())))
+    }
+
+    /// Parse `text`; relative paths in it are relative to `base` (the file's directory).
+    pub fn parse(text: &str, base: &Path) -> CliResult<WorkerConfig> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let state = raw.state.as_deref().unwrap_or(DEFAULT_STATE);
+        let state = match StateUrl::parse(state, "state")? {
+            StateUrl::Sqlite(path) => StateUrl::Sqlite(base.join(path)),
+            postgres => postgres,
+        };
+        let positive = |value: Option<usize>, key: &str, default: usize| match value {
+            Some(0) => Err(Failure::invalid(format!("{key}: must be at least 1"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let destination = destination(raw.destination, base)?;
+        let webhooks = raw
+            .webhook
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| webhook(w, base).map_err(|f| f.context(format!("webhook {}", i + 1))))
+            .collect::<CliResult<Vec<_>>>()?;
+        let default_rollback = raw.default_rollback.unwrap_or_default();
+        let mut mirrors = Vec::with_capacity(raw.mirror.len());
+        for m in raw.mirror {
+            let id = m.id.clone();
+            let config = mirror(m, base, default_rollback)
+                .map_err(|f| f.context(format!("mirror {id:?}")))?;
+            if mirrors.iter().any(|c: &MirrorConfig| c.id == config.id) {
+                return Err(Failure::invalid(format!(
+                    "mirror {id:?} is declared twice; one mirror per destination repository"
+                )));
+            }
+            mirrors.push(config);
+        }
+        Ok(WorkerConfig {
+            state,
+            poll_interval: raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+            concurrency: positive(raw.concurrency, "concurrency", 8)?,
+            max_concurrent_syncs: positive(
+                raw.max_concurrent_syncs,
+                "max_concurrent_syncs",
+                DEFAULT_MAX_CONCURRENT,
+            )?,
+            default_rollback,
+            destination,
+            webhooks,
+            mirrors,
+        })
+    }
+}
+
+/// The line and message of a TOML error, without the source excerpt (it may show a password).
+fn toml_error(text: &str, e: &toml::de::Error) -> Failure {
+    let at = e
+        .span()
+        .map(|span| {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: ")
+        })
+        .unwrap_or_default();
+    Failure::invalid(format!("{at}{}", e.message().trim_end()))
+}
+
+fn destination(raw: RawDestination, base: &Path) -> CliResult<Destination> {
+    let context = |f: Failure| f.context("destination");
+    let target = if let Some(dir) = raw.registry.strip_prefix("oci:") {
+        if dir.is_empty() {
+            return Err(context(Failure::invalid(
+                "registry: \"oci:\" needs a directory, as in oci:/srv/mirrors",
+            )));
+        }
+        DestinationTarget::Layouts(base.join(dir))
+    } else {
+        let host = &raw.registry;
+        if host.is_empty() || host.contains("://") || host.contains('/') {
+            return Err(context(Failure::invalid(format!(
+                "registry: {host:?} is not host[:port]; give only the registry host (each mirror's id is its repository there), or oci:DIRECTORY"
+            ))));
+        }
+        DestinationTarget::Registry(host.clone())
+    };
+    let password = RawSecret {
+        value: raw.password,
+        file: raw.password_file,
+        env: raw.password_env,
+    };
+    let credentials = credentials(raw.username, password, base).map_err(context)?;
+    if let (DestinationTarget::Layouts(_), Some(_)) = (&target, &credentials) {
+        return Err(context(Failure::invalid(
+            "username/password apply to a registry, not to oci: layouts",
+        )));
+    }
+    let cert_dir = raw.cert_dir.map(|d| base.join(d));
+    if let Some(dir) = &cert_dir
+        && !dir.is_dir()
+    {
+        return Err(context(Failure::invalid(format!(
+            "cert_dir: {} is not a directory",
+            dir.display()
+        ))));
+    }
+    Ok(Destination {
+        target,
+        credentials,
+        tls_verify: raw.tls_verify.unwrap_or(true),
+        cert_dir,
+    })
+}
+
+fn webhook(raw: RawWebhook, base: &Path) -> CliResult<Webhook> {
+    match url::Url::parse(&raw.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(Failure::invalid("url: not an http:// or https:// URL"));
+        }
+    }
+    let secret = secret(
+        RawSecret {
+            value: raw.secret,
+            file: raw.secret_file,
+            env: raw.secret_env,
+        },
+        "secret",
+        base,
+    )?;
+    Ok(Webhook {
+        url: raw.url,
+        secret,
+    })
+}
+
+fn mirror(raw: RawMirror, base: &Path, default_rollback: RollbackMode) -> CliResult<MirrorConfig> {
+    let source = raw.source.strip_prefix("docker://").unwrap_or(&raw.source);
+    let source = regmirror::RepositoryRef::parse(source)
+        .map_err(|e| Failure::invalid(format!("source: {}", e.message())))?;
+    let tags = match raw.tags {
+        Patterns::One(s) => vec![s],
+        Patterns::Many(v) => v,
+    };
+    let tags = TagFilter::new(&tags)
+        .map_err(|e| Failure::from(e).context("tags"))?
+        .patterns()
+        .to_vec();
+    if let Some(a) = raw
+        .architectures
+        .iter()
+        .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
+    {
+        return Err(Failure::invalid(format!(
+            "architectures: unknown architecture {a:?} (known: {})",
+            KNOWN_ARCHITECTURES.join(", ")
+        )));
+    }
+    let patterns: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let mut config = MirrorConfig::new(raw.id, source, &patterns);
+    config.architectures = raw.architectures;
+    if let Some(interval) = raw.interval {
+        config.sync_interval = interval;
+    }
+    if let Some(start) = raw.start {
+        config.sync_start_date = Some(
+            OffsetDateTime::parse(&start.to_string(), &Rfc3339).map_err(|e| {
+                Failure::invalid(format!(
+                    "start: {start} is not a full date and time with an offset ({e}); write e.g. 2026-12-01T03:00:00Z"
+                ))
+            })?,
+        );
+    }
+    config.enabled = raw.enabled.unwrap_or(true);
+    config.verify_tls = raw.verify_tls.unwrap_or(true);
+    if let Some(timeout) = raw.timeout {
+        config.timeout = timeout;
+    }
+    config.rollback = raw.rollback.unwrap_or(default_rollback);
+    if let Some(mode) = raw.platform_index {
+        config.platform_index = mode;
+    }
+    config.robot = raw.robot;
+    let password = RawSecret {
+        value: raw.password,
+        file: raw.password_file,
+        env: raw.password_env,
+    };
+    config.source_credentials = credentials(raw.username, password, base)?;
+    config.proxy = ProxyConfig {
+        http_proxy: raw.http_proxy,
+        https_proxy: raw.https_proxy,
+        no_proxy: raw.no_proxy,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn credentials(
+    username: Option<String>,
+    password: RawSecret,
+    base: &Path,
+) -> CliResult<Option<Credentials>> {
+    let password = secret(password, "password", base)?;
+    match (username, password) {
+        (Some(user), _) if user.is_empty() => Err(Failure::invalid("username: is empty")),
+        (Some(user), Some(password)) => Ok(Some(Credentials::new(user, password))),
+        (Some(_), None) => Err(Failure::invalid(
+            "username is set but no password (password, password_file or password_env)",
+        )),
+        (None, Some(_)) => Err(Failure::invalid("a password is set but no username")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A secret from exactly one of `KEY`, `KEY_file`, `KEY_env`.
+fn secret(raw: RawSecret, key: &str, base: &Path) -> CliResult<Option<String>> {
+    match (raw.value, raw.file, raw.env) {
+        (None, None, None) => Ok(None),
+        (Some(value), None, None) => Ok(Some(value)),
+        (None, Some(file), None) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Failure::invalid(format!("{key}_file: cannot read {}: {e}", path.display()))
+            })?;
+            // The line ending an editor adds is not part of the secret.
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            Ok(Some(value.strip_suffix('\r').unwrap_or(value).to_owned()))
+        }
+        (None, None, Some(var)) => match std::env::var(&var) {
+            Ok(value) if !value.is_empty() => Ok(Some(value)),
+            _ => Err(Failure::invalid(format!(
+                "{key}_env: the environment variable {var} is not set"
+            ))),
+        },
+        _ => Err(Failure::invalid(format!(
+            "give only one of {key}, {key}_file and {key}_env"
+        ))),
+    }
+}
+
+/// Durations written as whole seconds (`30`) or with units (`"30s"`, `"6h"`, `"1day"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let duration = match Raw::deserialize(d)? {
+            Raw::Secs(secs) => Duration::from_secs(secs),
+            Raw::Text(text) => humantime::parse_duration(&text).map_err(|e| {
+                D::Error::custom(format!(
+                    "{text:?} is not a duration ({e}); write e.g. \"30s\" or \"6h\""
+                ))
+            })?,
+        };
+        if duration.is_zero() {
+            return Err(D::Error::custom("a duration must be greater than zero"));
+        }
+        Ok(Some(duration))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+state = "sqlite:state/regmirror.db"
+poll_interval = "10s"
+
+[destination]
+registry = "127.0.0.1:5000"
+username = "robot"
+password = "robot:pa$$"
+tls_verify = false
+
+[[webhook]]
+url = "http://127.0.0.1:9000/hook"
+
+[[mirror]]
+id = "mirror/etcd"
+source = "quay.io/coreos/etcd"
+tags = "v3.5.*, !*-rc*"
+architectures = ["amd64", "arm64"]
+interval = "6h"
+start = 2026-12-01T03:00:00Z
+rollback = "all_or_nothing"
+
+[[mirror]]
+id = "mirror/alpine"
+source = "docker.io/library/alpine"
+tags = ["3.*"]
+interval = 3600
+username = "me"
+password_env = "REGMIRROR_TEST_CFG_PW"
+"#;
+
+    #[test]
+    fn a_full_file() {
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("REGMIRROR_TEST_CFG_PW", "env:secret") };
+        let c = WorkerConfig::parse(EXAMPLE, Path::new("/etc/regmirror")).unwrap();
+        assert_eq!(
+            c.state,
+            StateUrl::Sqlite("/etc/regmirror/state/regmirror.db".into())
+        );
+        assert_eq!(c.poll_interval, Duration::from_secs(10));
+        assert_eq!(
+            c.destination.target,
+            DestinationTarget::Registry("127.0.0.1:5000".into())
+        );
+        assert_eq!(
+            c.destination.credentials.as_ref().unwrap().password,
+            "robot:pa$$"
+        );
+        assert!(!c.destination.tls_verify);
+        assert_eq!(c.webhooks.len(), 1);
+        let etcd = &c.mirrors[0];
+        assert_eq!(etcd.tags, ["v3.5.*", "!*-rc*"]);
+        assert_eq!(etcd.sync_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(etcd.rollback, RollbackMode::AllOrNothing);
+        assert_eq!(
+            etcd.sync_start_date.unwrap(),
+            time::macros::datetime!(2026-12-01 03:00 UTC)
+        );
+        let alpine = &c.mirrors[1];
+        assert_eq!(alpine.sync_interval, Duration::from_secs(3600));
+        assert_eq!(
+            alpine.source_credentials.as_ref().unwrap().password,
+            "env:secret"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_without_quoting_secrets() {
+        let cases = [
+            (
+                "[destination]\nregistry = \"r.io\"\npasword = \"hunter2\"\n",
+                "unknown field `pasword`",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\nusername = \"u\"\n",
+                "no password",
+            ),
+            (
+                "[destination]\nregistry = \"r.io/ns\"\n",
+                "is not host[:port]",
+            ),
+            (
+                "poll_interval = \"soon\"\n[destination]\nregistry = \"r.io\"\n",
+                "is not a duration",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"v3.[12\"\n",
+                "mirror \"m/a\": tags: ",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/b\"\ntags = \"*\"\n",
+                "declared twice",
+            ),
+            (
+                "state = \"redis://x\"\n[destination]\nregistry = \"r.io\"\n",
+                "unknown state store",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\npassword = \"hunter2\n",
+                "line 3",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = WorkerConfig::parse(text, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle:?} not in {e:?}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_layout_destination() {
+        let c = WorkerConfig::parse(
+            "[destination]\nregistry = \"oci:mirrors\"\n",
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.destination.target,
+            DestinationTarget::Layouts("/srv/mirrors".into())
+        );
+        assert_eq!(c.state, StateUrl::Sqlite("/srv/regmirror.db".into()));
+    }
+}
