@@ -59,7 +59,9 @@ pub struct HttpOptions {
     pub max_concurrent_requests: usize,
     /// Connecting (TCP and TLS) may take at most this long.
     pub connect_timeout: Duration,
-    /// No bytes moving for this long fails a request with `Timeout`.
+    /// No answer, or no body bytes moving, for this long fails a request with `Timeout`.
+    /// Small requests (and each `PATCH` chunk) must be sent and answered within it; a streamed
+    /// upload or download only needs to keep bytes moving.
     pub stall_timeout: Duration,
     /// Look up credentials as docker and podman store them (`$REGISTRY_AUTH_FILE`,
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG` or `~/.docker/config.json`,
