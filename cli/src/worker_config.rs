@@ -535,6 +535,25 @@ password_env = "REGMIRROR_TEST_CFG_PW"
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\n# regmirror.toml\n")
+            .expect("the README shows a worker config");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").unwrap()];
+        // Every key is known (unknown ones are refused) ...
+        let raw: RawConfig = toml::from_str(block).unwrap();
+        assert_eq!(raw.mirror.len(), 2);
+        // ... and every mirror is valid, secrets coming from where the example says.
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("DOCKERHUB_TOKEN", "token") };
+        for m in raw.mirror {
+            mirror(m, Path::new("/"), RollbackMode::default()).unwrap();
+        }
+    }
+
+    #[test]
     fn a_layout_destination() {
         let c = WorkerConfig::parse(
             "[destination]\nregistry = \"oci:mirrors\"\n",
