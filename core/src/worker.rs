@@ -5,6 +5,43 @@
 //! Any number of workers — tasks in one process, processes on one host, hosts sharing one
 //! PostgreSQL — may poll one store: claims are atomic, so no mirror runs twice at once, and a
 //! worker that dies leaves leases that expire and let another worker take over.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use regmirror::engine::{Mirror, StaticConnector};
+//! use regmirror::registry::MemoryRegistry;
+//! use regmirror::worker::WorkerOptions;
+//! use regmirror::{MemoryStateStore, MirrorConfig, SyncStatus};
+//!
+//! let source = MemoryRegistry::new();
+//! source.seed_image("library/app", Some("v1"), "amd64", &[b"layer"]);
+//! let dest = MemoryRegistry::new();
+//! let mirror = Mirror::builder()
+//!     .state(Arc::new(MemoryStateStore::new()))
+//!     .connector(Arc::new(StaticConnector(Arc::new(source))))
+//!     .destination(Arc::new(dest.clone()))
+//!     .build()
+//!     .unwrap();
+//! let config = MirrorConfig::new("mirror/app", "example.com/library/app".parse().unwrap(), &["v*"]);
+//! mirror.create_mirror(config).await.unwrap();
+//! // Due at the worker's next poll, whatever the schedule says.
+//! mirror.sync_now("mirror/app").await.unwrap();
+//!
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let worker = tokio::spawn(mirror.worker(WorkerOptions::default()).run(async {
+//!     let _ = stopped.await;
+//! }));
+//! while mirror.get("mirror/app").await.unwrap().state.status != SyncStatus::Success {
+//!     tokio::time::sleep(Duration::from_millis(10)).await;
+//! }
+//! stop.send(()).unwrap();
+//! let report = worker.await.unwrap().unwrap();
+//! assert_eq!(report.runs.len(), 1);
+//! assert!(dest.tag_map("mirror/app").contains_key("v1"));
+//! # });
+//! ```
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,5 +1,36 @@
 //! Where mirrors live between runs: configs, status, schedule, leases, the pre-run tag record
 //! used for rollback, and the usage log (SEMANTICS.md §5–§7).
+//!
+//! Three stores behave identically (one behaviour suite runs against all of them): the
+//! [`MemoryStateStore`], the [`SqliteStateStore`] (feature `sqlite`, the default: one file,
+//! several processes on one host) and the `PostgresStateStore` (feature `postgres`: many workers
+//! on many hosts). Each applies the status machine of [`crate::status`].
+//!
+//! Secrets: a store keeps each mirror's source credentials in full and hands them out with
+//! [`StateStore::get_mirror`] and with claims (a run needs them); [`StateStore::list_mirrors`]
+//! blanks the passwords. Nothing a store logs or puts in an error contains them.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use regmirror::state::RunOutcome;
+//! use regmirror::{MemoryStateStore, MirrorConfig, StateStore, SyncStatus};
+//! use time::macros::datetime;
+//!
+//! let store = MemoryStateStore::new();
+//! let mut config = MirrorConfig::new("mirror/app", "quay.io/org/app".parse().unwrap(), &["v*"]);
+//! config.sync_start_date = Some(datetime!(2026-01-01 00:00 UTC));
+//! store.create_mirror(&config, datetime!(2025-12-31 00:00 UTC)).await.unwrap();
+//!
+//! let now = datetime!(2026-01-01 00:00:05 UTC);
+//! let claims = store.claim_due("worker-1", now, 10, Duration::from_secs(60)).await.unwrap();
+//! assert_eq!(claims.len(), 1);
+//! let record = store.release(&claims[0], &RunOutcome::Success, now).await.unwrap();
+//! assert_eq!(record.state.status, SyncStatus::Success);
+//! // Next run: the next slot of the daily grid.
+//! assert_eq!(record.state.next_start, datetime!(2026-01-02 00:00 UTC));
+//! # });
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
