@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub struct TtyProgress {
     bytes: ProgressBar,
     /// Bytes reported so far per blob, to turn "done of this blob" into increments.
     blobs: Arc<Mutex<HashMap<Digest, u64>>>,
+    /// Tags whose copy has started (they are staged together, so a count says more than a name).
+    started: Arc<AtomicUsize>,
 }
 
 impl TtyProgress {
@@ -48,6 +51,7 @@ impl TtyProgress {
             tags,
             bytes,
             blobs: Arc::default(),
+            started: Arc::default(),
         })
     }
 
@@ -64,7 +68,10 @@ impl TtyProgress {
                 self.tags
                     .set_message(format!("{to_copy} to copy, {} current", selected - to_copy));
             }
-            ProgressEvent::TagStarted { tag } => self.tags.set_message(format!("copying {tag}")),
+            ProgressEvent::TagStarted { .. } => {
+                let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+                self.tags.set_message(format!("copying {n} tags"));
+            }
             ProgressEvent::TagFinished {
                 tag, status, error, ..
             } => {

@@ -803,3 +803,46 @@ start = 2020-01-01T00:00:00Z
         assert!(!log.contains(secret), "{secret:?} in the worker log: {log}");
     }
 }
+
+#[test]
+fn mirror_commands_work_on_postgresql() {
+    let pg = regmirror_tests::Postgres::shared();
+    let conn = pg.create_database();
+    let db = conn
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .expect("the kit names the database");
+    let state = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port());
+    let m = |args: &[&str]| {
+        let mut all = vec!["mirror", "--state", state.as_str()];
+        all.extend_from_slice(args);
+        regmirror(&all)
+    };
+    let out = m(&[
+        "add",
+        "mirror/etcd",
+        "--source",
+        "quay.io/coreos/etcd",
+        "--tags",
+        "v3.*",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(m(&["sync-now", "mirror/etcd"]).stdout.contains("SYNC_NOW"));
+    let listed = m(&["list", "--json"]).json();
+    assert_eq!(listed[0]["id"], "mirror/etcd");
+    assert_eq!(listed[0]["status"], "SYNC_NOW");
+
+    // A password in the URL never shows, not even when the connection fails.
+    let wrong = format!(
+        "postgres://postgres:hunter2-pg@127.0.0.1:{}/{db}",
+        regmirror_tests::registry::free_port()
+    );
+    let out = regmirror(&["mirror", "--state", &wrong, "list"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("opening the state store postgres://postgres:***@127.0.0.1"),
+        "{out:?}"
+    );
+    assert!(!out.all().contains("hunter2-pg"), "{out:?}");
+}
