@@ -1,7 +1,7 @@
 //! `regmirror sync SOURCE --to DEST --tags PATTERNS`: mirror one repository once, without a state
 //! store, with skopeo's option names where skopeo has them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,11 @@ pub struct SyncArgs {
     /// exclusions. May be repeated.
     #[arg(long, value_name = "PATTERNS", required = true)]
     pub tags: Vec<String>,
+
+    /// Logins to use for both sides (docker `config.json` / podman `auth.json` format) instead
+    /// of the default locations, as skopeo's --authfile.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 
     #[command(flatten)]
     pub src: SourceAccess,
@@ -100,6 +105,9 @@ pub struct SourceAccess {
     /// Access the source anonymously, ignoring the docker/podman login config.
     #[arg(long, conflicts_with_all = ["src_creds", "src_creds_file"])]
     pub src_no_creds: bool,
+    /// Source logins from this auth file instead of --authfile or the default locations.
+    #[arg(long, value_name = "FILE", conflicts_with = "src_no_creds")]
+    pub src_authfile: Option<PathBuf>,
     /// Verify the source's TLS certificate; `--src-tls-verify=false` also permits plain HTTP.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
@@ -122,6 +130,9 @@ pub struct DestAccess {
     /// Access the destination anonymously, ignoring the docker/podman login config.
     #[arg(long, conflicts_with_all = ["dest_creds", "dest_creds_file"])]
     pub dest_no_creds: bool,
+    /// Destination logins from this auth file instead of --authfile or the default locations.
+    #[arg(long, value_name = "FILE", conflicts_with = "dest_no_creds")]
+    pub dest_authfile: Option<PathBuf>,
     /// Verify the destination's TLS certificate; `--dest-tls-verify=false` also permits plain HTTP.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
@@ -183,12 +194,15 @@ pub struct Access {
     pub credentials: Option<Credentials>,
     /// Fall back to the docker/podman login config when no credentials are given.
     pub docker_config: bool,
+    /// Read that login config from this file instead of the default locations.
+    pub auth_file: Option<PathBuf>,
     pub tls_verify: bool,
     pub cert_dir: Option<PathBuf>,
 }
 
 impl SourceAccess {
-    pub fn resolve(&self, location: &Location) -> CliResult<Access> {
+    /// `authfile` is the --authfile both sides share.
+    pub fn resolve(&self, location: &Location, authfile: Option<&Path>) -> CliResult<Access> {
         resolve_access(
             location,
             "source",
@@ -199,6 +213,10 @@ impl SourceAccess {
                 file: self.src_creds_file.as_deref(),
                 env: "REGMIRROR_SRC_CREDS",
                 no_creds: self.src_no_creds,
+                authfile: match &self.src_authfile {
+                    Some(file) => Some(("--src-authfile", file.as_path())),
+                    None => authfile.map(|file| ("--authfile", file)),
+                },
                 tls_flag: "--src-tls-verify",
                 tls_verify: self.src_tls_verify,
                 cert_flag: "--src-cert-dir",
@@ -209,7 +227,8 @@ impl SourceAccess {
 }
 
 impl DestAccess {
-    pub fn resolve(&self, location: &Location) -> CliResult<Access> {
+    /// `authfile` is the --authfile both sides share.
+    pub fn resolve(&self, location: &Location, authfile: Option<&Path>) -> CliResult<Access> {
         resolve_access(
             location,
             "destination",
@@ -220,6 +239,10 @@ impl DestAccess {
                 file: self.dest_creds_file.as_deref(),
                 env: "REGMIRROR_DEST_CREDS",
                 no_creds: self.dest_no_creds,
+                authfile: match &self.dest_authfile {
+                    Some(file) => Some(("--dest-authfile", file.as_path())),
+                    None => authfile.map(|file| ("--authfile", file)),
+                },
                 tls_flag: "--dest-tls-verify",
                 tls_verify: self.dest_tls_verify,
                 cert_flag: "--dest-cert-dir",
@@ -234,13 +257,15 @@ struct RawAccess<'a> {
     creds_flag: &'a str,
     creds: Option<&'a str>,
     file_flag: &'a str,
-    file: Option<&'a std::path::Path>,
+    file: Option<&'a Path>,
     env: &'a str,
     no_creds: bool,
+    /// The auth file and the flag that gave it.
+    authfile: Option<(&'a str, &'a Path)>,
     tls_flag: &'a str,
     tls_verify: Option<bool>,
     cert_flag: &'a str,
-    cert_dir: Option<&'a std::path::Path>,
+    cert_dir: Option<&'a Path>,
 }
 
 fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliResult<Access> {
@@ -250,6 +275,10 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         let given = [
             (raw.creds_flag, raw.creds.is_some()),
             (raw.file_flag, raw.file.is_some()),
+            (
+                raw.authfile.map_or("--authfile", |(flag, _)| flag),
+                raw.authfile.is_some_and(|(flag, _)| flag != "--authfile"),
+            ),
             (raw.tls_flag, raw.tls_verify.is_some()),
             (raw.cert_flag, raw.cert_dir.is_some()),
         ];
@@ -263,6 +292,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         return Ok(Access {
             credentials: None,
             docker_config: false,
+            auth_file: None,
             tls_verify: true,
             cert_dir: None,
         });
@@ -274,6 +304,14 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
             "{}: {} is not a directory",
             raw.cert_flag,
             dir.display()
+        )));
+    }
+    if let Some((flag, file)) = raw.authfile
+        && !file.is_file()
+    {
+        return Err(Failure::invalid(format!(
+            "{flag}: {} is not a file",
+            file.display()
         )));
     }
     let credentials = if raw.no_creds {
@@ -291,6 +329,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     Ok(Access {
         credentials,
         docker_config: !raw.no_creds,
+        auth_file: raw.authfile.map(|(_, file)| file.to_owned()),
         tls_verify: raw.tls_verify.unwrap_or(true),
         cert_dir: raw.cert_dir.map(ToOwned::to_owned),
     })
@@ -324,8 +363,8 @@ impl SyncArgs {
                 "SOURCE and --to name the same repository; mirroring it onto itself would change nothing",
             ));
         }
-        let source_access = self.src.resolve(&source)?;
-        let dest_access = self.dest.resolve(&dest)?;
+        let source_access = self.src.resolve(&source, self.authfile.as_deref())?;
+        let dest_access = self.dest.resolve(&dest, self.authfile.as_deref())?;
         let filter = TagFilter::new(&self.tags).map_err(|e| Failure::from(e).context("--tags"))?;
         if let Some(arch) = self
             .arch
@@ -465,6 +504,7 @@ where
                 tls_verify: access.tls_verify,
                 ca_certs: access.cert_dir.iter().cloned().collect(),
                 docker_config: access.docker_config,
+                auth_file: access.auth_file.clone(),
                 max_concurrent_requests: concurrency,
                 ..HttpOptions::default()
             };

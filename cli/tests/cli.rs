@@ -42,7 +42,8 @@ fn command(args: &[&str]) -> Command {
         .env("no_proxy", "127.0.0.1,localhost")
         .env_remove("REGMIRROR_SRC_CREDS")
         .env_remove("REGMIRROR_DEST_CREDS")
-        .env_remove("REGMIRROR_STATE");
+        .env_remove("REGMIRROR_STATE")
+        .env_remove("XDG_RUNTIME_DIR");
     c
 }
 
@@ -845,4 +846,71 @@ fn mirror_commands_work_on_postgresql() {
         "{out:?}"
     );
     assert!(!out.all().contains("hunter2-pg"), "{out:?}");
+}
+
+#[tokio::test]
+async fn logins_from_docker_config_or_authfile_and_a_private_ca() {
+    use base64::Engine as _;
+
+    let source = Registry::builder().tls().basic_auth().start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(source.ca_pem().unwrap(), certs.join("ca.crt")).unwrap();
+    let certs = certs.to_str().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{USERNAME}:{}", source.password()));
+    let logins = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+        source.host()
+    );
+    let docker_dir = dir.path().join("docker");
+    std::fs::create_dir(&docker_dir).unwrap();
+    std::fs::write(docker_dir.join("config.json"), &logins).unwrap();
+    let authfile = dir.path().join("auth.json");
+    std::fs::write(&authfile, &logins).unwrap();
+    let trusted = ["--src-cert-dir", certs, "--dest-tls-verify=false"];
+
+    // The docker login is used when no credentials are given ...
+    let mut c = command(&sync_args(&src, &dst, "*", &trusted));
+    c.env("DOCKER_CONFIG", &docker_dir);
+    let out = output(c);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("synced   1   v1"), "{out:?}");
+
+    // ... or the --authfile given, and --src-no-creds uses none.
+    let mut with_authfile = trusted.to_vec();
+    with_authfile.extend(["--authfile", authfile.to_str().unwrap()]);
+    let out = regmirror(&sync_args(&src, &dst, "*", &with_authfile));
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut anonymous = trusted.to_vec();
+    anonymous.push("--src-no-creds");
+    let out = regmirror(&sync_args(&src, &dst, "*", &anonymous));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("Unauthorized"), "{out:?}");
+
+    // Without the CA, verification fails and the hint says what to do.
+    let mut c = command(&sync_args(&src, &dst, "*", &["--dest-tls-verify=false"]));
+    c.env("DOCKER_CONFIG", &docker_dir);
+    let out = output(c);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("FAILED: Tls"), "{out:?}");
+    assert!(out.stdout.contains("--src-cert-dir"), "{out:?}");
+
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &["--authfile", "/nonexistent/auth.json"],
+    ));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--authfile: /nonexistent/auth.json is not a file"),
+        "{out:?}"
+    );
 }
