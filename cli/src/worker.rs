@@ -156,3 +156,41 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: no new syncs; waiting for the runs in flight");
 }
+
+#[cfg(test)]
+mod tests {
+    use regmirror::state::SqliteStateStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn declaring_again_changes_nothing_and_an_edit_keeps_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(
+            SqliteStateStore::open(dir.path().join("s.db"))
+                .await
+                .unwrap(),
+        );
+        let config = WorkerConfig::parse(
+            "[destination]\nregistry = \"r.io\"\n\
+             [[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"v*\"\n\
+             username = \"u\"\npassword = \"p:w\"\n",
+            dir.path(),
+        )
+        .unwrap();
+        declare(&store, &config.mirrors).await.unwrap();
+        store.sync_now("m/a").await.unwrap();
+        let before = store.get_mirror("m/a").await.unwrap();
+
+        // A restart with the same file: the stored mirror (and its schedule) stay as they are.
+        declare(&store, &config.mirrors).await.unwrap();
+        assert_eq!(store.get_mirror("m/a").await.unwrap(), before);
+
+        let mut edited = config.mirrors.clone();
+        edited[0].tags = vec!["v2*".into()];
+        declare(&store, &edited).await.unwrap();
+        let after = store.get_mirror("m/a").await.unwrap();
+        assert_eq!(after.config.tags, ["v2*"]);
+        assert_eq!(after.state.status, before.state.status);
+    }
+}
