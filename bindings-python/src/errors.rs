@@ -1,5 +1,6 @@
-//! Python exceptions: `MirrorError` and one subclass per `regmirror::ErrorKind`, and the one
-//! place a Rust error becomes a Python exception ([`to_py`]).
+//! Python exceptions: `MirrorError` and one subclass per `regmirror::ErrorKind`, each with a
+//! `kind` class attribute, and the one place a Rust error becomes a Python exception
+//! ([`to_py`]). Building the exception needs no GIL, so async code can fail from any thread.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -13,47 +14,51 @@ create_exception!(
     "Base class of every regmirror error. `.kind` is the error kind's name (e.g. 'InvalidPattern')."
 );
 
-/// One exception class per error kind, each a subclass of `MirrorError`.
+/// One exception class per error kind, each a subclass of `MirrorError` whose `kind` class
+/// attribute names the kind.
 macro_rules! kind_exceptions {
-    ($($name:ident: $doc:literal),* $(,)?) => {
+    ($($name:ident = $kind:ident: $doc:literal),* $(,)?) => {
         $(create_exception!(regmirror, $name, MirrorError, $doc);)*
 
         /// Add `MirrorError` and every subclass to the module.
         pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             let py = m.py();
             m.add("MirrorError", py.get_type::<MirrorError>())?;
-            $(m.add(stringify!($name), py.get_type::<$name>())?;)*
+            $(
+                let class = py.get_type::<$name>();
+                class.setattr("kind", ErrorKind::$kind.as_str())?;
+                m.add(stringify!($name), class)?;
+            )*
             Ok(())
         }
     };
 }
 
 kind_exceptions! {
-    InvalidConfigError: "A mirror or engine setting is invalid.",
-    InvalidPatternError: "A tag pattern is invalid; the message names the pattern.",
-    InvalidReferenceError: "A registry, repository, tag or digest reference is malformed.",
-    UnauthorizedError: "The registry refused the credentials.",
-    ForbiddenError: "Authenticated, but not allowed.",
-    NotFoundError: "The repository, tag, manifest, blob or mirror does not exist.",
-    DigestMismatchError: "Content did not hash to the digest (or size) it claimed.",
-    InvalidManifestError: "A manifest could not be parsed, or breaks a limit.",
-    UnsupportedError: "Valid, but not handled by regmirror.",
-    RateLimitedError: "The registry asked to slow down and retries ran out.",
-    NetworkError: "A network failure after retries.",
-    TimeoutError: "An operation took longer than allowed.",
-    TlsError: "The TLS handshake or certificate verification failed.",
-    ConflictError: "The operation conflicts with the current state.",
-    CancelledError: "The run was cancelled.",
-    StateError: "The state store failed.",
-    IoError: "A local filesystem error.",
-    InternalError: "A bug inside regmirror.",
+    InvalidConfigError = InvalidConfig: "A mirror or engine setting is invalid.",
+    InvalidPatternError = InvalidPattern: "A tag pattern is invalid; the message names the pattern.",
+    InvalidReferenceError = InvalidReference: "A registry, repository, tag or digest reference is malformed.",
+    UnauthorizedError = Unauthorized: "The registry refused the credentials.",
+    ForbiddenError = Forbidden: "Authenticated, but not allowed.",
+    NotFoundError = NotFound: "The repository, tag, manifest, blob or mirror does not exist.",
+    DigestMismatchError = DigestMismatch: "Content did not hash to the digest (or size) it claimed.",
+    InvalidManifestError = InvalidManifest: "A manifest could not be parsed, or breaks a limit.",
+    UnsupportedError = Unsupported: "Valid, but not handled by regmirror.",
+    RateLimitedError = RateLimited: "The registry asked to slow down and retries ran out.",
+    NetworkError = Network: "A network failure after retries.",
+    TimeoutError = Timeout: "An operation took longer than allowed.",
+    TlsError = Tls: "The TLS handshake or certificate verification failed.",
+    ConflictError = Conflict: "The operation conflicts with the current state.",
+    CancelledError = Cancelled: "The run was cancelled.",
+    StateError = State: "The state store failed.",
+    IoError = Io: "A local filesystem error.",
+    InternalError = Internal: "A bug inside regmirror.",
 }
 
-/// The one place a regmirror error becomes a Python exception, with `.kind` set.
-pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
-    let kind = e.kind();
+/// The one place a regmirror error becomes a Python exception.
+pub(crate) fn to_py(e: Error) -> PyErr {
     let message = e.message().to_owned();
-    let err = match kind {
+    match e.kind() {
         ErrorKind::InvalidConfig => InvalidConfigError::new_err(message),
         ErrorKind::InvalidPattern => InvalidPatternError::new_err(message),
         ErrorKind::InvalidReference => InvalidReferenceError::new_err(message),
@@ -72,12 +77,8 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
         ErrorKind::State => StateError::new_err(message),
         ErrorKind::Io => IoError::new_err(message),
         ErrorKind::Internal => InternalError::new_err(message),
-        // ErrorKind is non-exhaustive: a kind added in core without a class here is still a
-        // MirrorError, and `.kind` still names it.
-        _ => MirrorError::new_err(message),
-    };
-    err.value(py)
-        .setattr("kind", kind.as_str())
-        .expect("exception instances have a __dict__ to hold .kind");
-    err
+        // ErrorKind is non-exhaustive: a kind added in core without a class here arrives as
+        // InternalError, its name kept in the message (as the C ABI does).
+        _ => InternalError::new_err(e.to_string()),
+    }
 }

@@ -4,12 +4,16 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod mirror;
 mod tag_filter;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<tag_filter::TagFilter>()?;
+    m.add_class::<mirror::Mirror>()?;
+    m.add_class::<mirror::AsyncMirror>()?;
+    m.add_class::<mirror::SyncReport>()?;
     errors::register(m)?;
     Ok(())
 }

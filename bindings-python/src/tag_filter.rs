@@ -16,14 +16,12 @@ pub(crate) struct TagFilter {
 impl TagFilter {
     /// `patterns` is one comma-separated string or a sequence of patterns.
     #[new]
-    fn new(py: Python<'_>, patterns: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn new(patterns: &Bound<'_, PyAny>) -> PyResult<Self> {
         let inner = match patterns.cast::<PyString>() {
             Ok(list) => regmirror::TagFilter::parse(list.to_str()?),
             Err(_) => regmirror::TagFilter::new(strings(patterns, "patterns")?),
         };
-        inner
-            .map(|inner| TagFilter { inner })
-            .map_err(|e| to_py(py, e))
+        inner.map(|inner| TagFilter { inner }).map_err(to_py)
     }
 
     /// Whether `tag` is selected (whole tag, case-sensitive).
@@ -50,7 +48,7 @@ impl TagFilter {
 }
 
 /// An iterable of `str` as strings. A lone `str` is refused: iterating it would give characters.
-fn strings(items: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+pub(crate) fn strings(items: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
     if items.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!(
             "{what} must be an iterable of str, not a single str"

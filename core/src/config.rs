@@ -59,6 +59,38 @@ pub enum PlatformIndexMode {
     Rewrite,
 }
 
+impl std::str::FromStr for RollbackMode {
+    type Err = Error;
+
+    /// The serialized names: `failed_tags_only`, `all_or_nothing`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "failed_tags_only" => Ok(RollbackMode::FailedTagsOnly),
+            "all_or_nothing" => Ok(RollbackMode::AllOrNothing),
+            _ => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("rollback: {s:?} is neither \"failed_tags_only\" nor \"all_or_nothing\""),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for PlatformIndexMode {
+    type Err = Error;
+
+    /// The serialized names: `sparse`, `rewrite`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sparse" => Ok(PlatformIndexMode::Sparse),
+            "rewrite" => Ok(PlatformIndexMode::Rewrite),
+            _ => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("platform_index: {s:?} is neither \"sparse\" nor \"rewrite\""),
+            )),
+        }
+    }
+}
+
 /// Proxies for reaching the source registry. `Debug` hides passwords in proxy URLs.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProxyConfig {

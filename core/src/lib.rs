@@ -52,6 +52,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod notify;
+pub mod oneshot;
 pub mod pattern;
 pub mod reference;
 pub mod registry;

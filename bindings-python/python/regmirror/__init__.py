@@ -5,6 +5,7 @@ package re-exports the native module ``regmirror._native``.
 """
 
 from regmirror._native import (
+    AsyncMirror,
     CancelledError,
     ConflictError,
     DigestMismatchError,
@@ -15,11 +16,13 @@ from regmirror._native import (
     InvalidPatternError,
     InvalidReferenceError,
     IoError,
+    Mirror,
     MirrorError,
     NetworkError,
     NotFoundError,
     RateLimitedError,
     StateError,
+    SyncReport,
     TagFilter,
     TimeoutError,
     TlsError,
@@ -29,6 +32,7 @@ from regmirror._native import (
 )
 
 __all__ = [
+    "AsyncMirror",
     "CancelledError",
     "ConflictError",
     "DigestMismatchError",
@@ -39,11 +43,13 @@ __all__ = [
     "InvalidPatternError",
     "InvalidReferenceError",
     "IoError",
+    "Mirror",
     "MirrorError",
     "NetworkError",
     "NotFoundError",
     "RateLimitedError",
     "StateError",
+    "SyncReport",
     "TagFilter",
     "TimeoutError",
     "TlsError",

@@ -1,6 +1,7 @@
 """Type stubs for regmirror (the native module regmirror._native, re-exported)."""
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 __version__: str
 
@@ -25,6 +26,103 @@ class TagFilter:
     @property
     def patterns(self) -> list[str]:
         """The patterns, split and trimmed, in the order given."""
+
+class SyncReport:
+    """What one sync run did. A failed tag is reported here, not raised."""
+
+    mirror_id: str
+    """The destination repository the run was named after."""
+    source: str
+    outcome: Literal["success", "failed", "cancelled"]
+    error: str | None
+    """Why the run failed, or a note such as "no tags matched"."""
+    partial: bool
+    """A failed run whose successful tags and pruning stand (``failed_tags_only``)."""
+    rolled_back: bool
+    """The destination was put back as it was (``all_or_nothing``)."""
+    tags_synced: list[str]
+    tags_current: list[str]
+    tags_failed: list[tuple[str, str]]
+    """``(tag, reason)`` pairs."""
+    tags_deleted: list[str]
+    tags_skipped: list[str]
+    tags_rewritten: list[tuple[str, str, str]]
+    """``(tag, source_digest, digest)`` of indexes rewritten to the selected platforms."""
+    blobs_copied: int
+    blobs_mounted: int
+    blobs_present: int
+    bytes_copied: int
+    duration_ms: int
+    @property
+    def success(self) -> bool:
+        """Whether every selected tag is current now."""
+
+class Mirror:
+    """One mirror: ``source``'s tags selected by ``tags``, kept in ``to``.
+
+    ``source`` and ``to`` are registry repositories (``host[:port]/path``) or OCI image layout
+    directories (``oci:PATH``). The destination's tags end up exactly the selected ones unless
+    ``keep_unselected``. Settings are checked here: an invalid pattern raises
+    ``InvalidPatternError``, a bad reference ``InvalidReferenceError``, a bad option
+    ``InvalidConfigError``. Credentials are ``(username, password)`` and never shown.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        to: str,
+        tags: str | Sequence[str],
+        *,
+        architectures: Sequence[str] = (),
+        rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
+        platform_index: Literal["sparse", "rewrite"] = "sparse",
+        keep_unselected: bool = False,
+        source_credentials: tuple[str, str] | None = None,
+        source_tls_verify: bool = True,
+        dest_credentials: tuple[str, str] | None = None,
+        dest_tls_verify: bool = True,
+        docker_config: bool = False,
+        concurrency: int = 8,
+        timeout: float = 3600.0,
+    ) -> None: ...
+    def sync(self) -> SyncReport:
+        """Run one sync, blocking (the GIL is released meanwhile)."""
+    @property
+    def source(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
+
+class AsyncMirror:
+    """``Mirror`` for asyncio: the same arguments; ``await mirror.sync()``."""
+
+    def __init__(
+        self,
+        source: str,
+        to: str,
+        tags: str | Sequence[str],
+        *,
+        architectures: Sequence[str] = (),
+        rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
+        platform_index: Literal["sparse", "rewrite"] = "sparse",
+        keep_unselected: bool = False,
+        source_credentials: tuple[str, str] | None = None,
+        source_tls_verify: bool = True,
+        dest_credentials: tuple[str, str] | None = None,
+        dest_tls_verify: bool = True,
+        docker_config: bool = False,
+        concurrency: int = 8,
+        timeout: float = 3600.0,
+    ) -> None: ...
+    async def sync(self) -> SyncReport:
+        """Run one sync on regmirror's tokio runtime."""
+    @property
+    def source(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
 
 class MirrorError(Exception):
     """Base class of every regmirror error."""
@@ -52,6 +150,7 @@ class IoError(MirrorError): ...
 class InternalError(MirrorError): ...
 
 __all__ = [
+    "AsyncMirror",
     "CancelledError",
     "ConflictError",
     "DigestMismatchError",
@@ -62,11 +161,13 @@ __all__ = [
     "InvalidPatternError",
     "InvalidReferenceError",
     "IoError",
+    "Mirror",
     "MirrorError",
     "NetworkError",
     "NotFoundError",
     "RateLimitedError",
     "StateError",
+    "SyncReport",
     "TagFilter",
     "TimeoutError",
     "TlsError",

@@ -1,0 +1,271 @@
+//! `regmirror.Mirror` (blocking, releases the GIL) and `regmirror.AsyncMirror` (asyncio): one
+//! mirror from a source to a destination, synced on demand without a state store
+//! ([`regmirror::oneshot::OneShotSync`]), and the `SyncReport` a run returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use regmirror::engine::{Outcome, SyncOptions};
+use regmirror::oneshot::{Access, Location, OneShotSync};
+use regmirror::{Credentials, Error, ErrorKind};
+
+use crate::errors::to_py;
+use crate::tag_filter::strings;
+
+/// One mirror: `source`'s tags selected by `tags`, kept in `to`. `sync()` runs once, blocking.
+#[pyclass(frozen, module = "regmirror")]
+pub(crate) struct Mirror {
+    sync: Arc<OneShotSync>,
+}
+
+#[pymethods]
+impl Mirror {
+    /// Settings are checked here: an invalid pattern, reference or option raises at once.
+    #[new]
+    #[pyo3(signature = (
+        source, to, tags, *,
+        architectures = Vec::new(),
+        rollback = "failed_tags_only",
+        platform_index = "sparse",
+        keep_unselected = false,
+        source_credentials = None,
+        source_tls_verify = true,
+        dest_credentials = None,
+        dest_tls_verify = true,
+        docker_config = false,
+        concurrency = 8,
+        timeout = 3600.0,
+    ))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
+    fn new(
+        source: &str,
+        to: &str,
+        tags: &Bound<'_, PyAny>,
+        architectures: Vec<String>,
+        rollback: &str,
+        platform_index: &str,
+        keep_unselected: bool,
+        source_credentials: Option<(String, String)>,
+        source_tls_verify: bool,
+        dest_credentials: Option<(String, String)>,
+        dest_tls_verify: bool,
+        docker_config: bool,
+        concurrency: usize,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        let tags = match tags.cast::<PyString>() {
+            Ok(list) => vec![list.to_str()?.to_owned()],
+            Err(_) => strings(tags, "tags")?,
+        };
+        let access = |credentials: Option<(String, String)>, tls_verify| Access {
+            credentials: credentials.map(|(user, password)| Credentials::new(user, password)),
+            tls_verify,
+            docker_config,
+        };
+        let build = || -> regmirror::Result<OneShotSync> {
+            let mut sync = OneShotSync::new(source.parse::<Location>()?, to.parse()?, tags);
+            sync.architectures = architectures;
+            sync.rollback = rollback.parse()?;
+            sync.platform_index = platform_index.parse()?;
+            sync.keep_unselected = keep_unselected;
+            sync.source_access = access(source_credentials, source_tls_verify);
+            sync.dest_access = access(dest_credentials, dest_tls_verify);
+            sync.concurrency = concurrency;
+            sync.timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("timeout: {timeout} is not a number of seconds"),
+                )
+            })?;
+            sync.config()?;
+            Ok(sync)
+        };
+        Ok(Mirror {
+            sync: Arc::new(build().map_err(to_py)?),
+        })
+    }
+
+    /// Run one sync and return its report; a failed tag is in the report, not an exception.
+    fn sync(&self, py: Python<'_>) -> PyResult<SyncReport> {
+        let sync = Arc::clone(&self.sync);
+        py.detach(|| {
+            pyo3_async_runtimes::tokio::get_runtime().block_on(sync.run(SyncOptions::default()))
+        })
+        .map(SyncReport::from)
+        .map_err(to_py)
+    }
+
+    /// Where the images come from.
+    #[getter]
+    fn source(&self) -> String {
+        self.sync.source.to_string()
+    }
+
+    /// Where they go.
+    #[getter]
+    fn to(&self) -> String {
+        self.sync.to.to_string()
+    }
+
+    /// The tag patterns, as given.
+    #[getter]
+    fn tags(&self) -> Vec<String> {
+        self.sync.tags.clone()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        describe(py, "Mirror", &self.sync)
+    }
+}
+
+/// [`Mirror`] for asyncio: the same arguments; `await mirror.sync()`.
+#[pyclass(frozen, module = "regmirror")]
+pub(crate) struct AsyncMirror {
+    sync: Arc<OneShotSync>,
+}
+
+#[pymethods]
+impl AsyncMirror {
+    #[new]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        // Mirror's constructor checks the arguments; one signature to keep up to date.
+        let mirror = py.get_type::<Mirror>().call(args, kwargs)?;
+        let mirror = mirror.cast::<Mirror>()?;
+        Ok(AsyncMirror {
+            sync: Arc::clone(&mirror.get().sync),
+        })
+    }
+
+    /// Run one sync on regmirror's tokio runtime; the awaitable gives its report.
+    fn sync<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let sync = Arc::clone(&self.sync);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            sync.run(SyncOptions::default())
+                .await
+                .map(SyncReport::from)
+                .map_err(to_py)
+        })
+    }
+
+    #[getter]
+    fn source(&self) -> String {
+        self.sync.source.to_string()
+    }
+
+    #[getter]
+    fn to(&self) -> String {
+        self.sync.to.to_string()
+    }
+
+    #[getter]
+    fn tags(&self) -> Vec<String> {
+        self.sync.tags.clone()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        describe(py, "AsyncMirror", &self.sync)
+    }
+}
+
+/// `Mirror('quay.io/a/b' -> 'oci:out', tags=['v*'])`; credentials never appear.
+fn describe(py: Python<'_>, class: &str, sync: &OneShotSync) -> PyResult<String> {
+    let text = |s: String| PyString::new(py, &s).repr();
+    Ok(format!(
+        "{class}({} -> {}, tags={})",
+        text(sync.source.to_string())?,
+        text(sync.to.to_string())?,
+        PyList::new(py, &sync.tags)?.repr()?
+    ))
+}
+
+/// What one sync run did.
+#[pyclass(frozen, get_all, module = "regmirror")]
+pub(crate) struct SyncReport {
+    /// The destination repository the run was named after.
+    mirror_id: String,
+    source: String,
+    /// `"success"`, `"failed"` or `"cancelled"`.
+    outcome: &'static str,
+    /// Why the run failed, or a note such as "no tags matched".
+    error: Option<String>,
+    partial: bool,
+    rolled_back: bool,
+    tags_synced: Vec<String>,
+    tags_current: Vec<String>,
+    /// `(tag, reason)` pairs.
+    tags_failed: Vec<(String, String)>,
+    tags_deleted: Vec<String>,
+    tags_skipped: Vec<String>,
+    /// `(tag, source_digest, digest)` of indexes rewritten to the selected platforms.
+    tags_rewritten: Vec<(String, String, String)>,
+    blobs_copied: u64,
+    blobs_mounted: u64,
+    blobs_present: u64,
+    bytes_copied: u64,
+    duration_ms: u64,
+}
+
+#[pymethods]
+impl SyncReport {
+    /// Whether every selected tag is current now.
+    #[getter]
+    fn success(&self) -> bool {
+        self.outcome == "success"
+    }
+
+    fn __repr__(&self) -> String {
+        let failed: Vec<&str> = self.tags_failed.iter().map(|(t, _)| t.as_str()).collect();
+        format!(
+            "<SyncReport {}: {} synced, {} current, {} failed {:?}, {} deleted>",
+            self.outcome,
+            self.tags_synced.len(),
+            self.tags_current.len(),
+            failed.len(),
+            failed,
+            self.tags_deleted.len()
+        )
+    }
+}
+
+impl From<regmirror::SyncReport> for SyncReport {
+    fn from(r: regmirror::SyncReport) -> Self {
+        SyncReport {
+            mirror_id: r.mirror_id,
+            source: r.source,
+            outcome: match r.outcome {
+                Outcome::Success => "success",
+                Outcome::Failed => "failed",
+                Outcome::Cancelled => "cancelled",
+            },
+            error: r.error,
+            partial: r.partial,
+            rolled_back: r.rolled_back,
+            tags_synced: r.tags_synced,
+            tags_current: r.tags_current,
+            tags_failed: r
+                .tags_failed
+                .into_iter()
+                .map(|f| (f.tag, f.reason))
+                .collect(),
+            tags_deleted: r.tags_deleted,
+            tags_skipped: r.tags_skipped,
+            tags_rewritten: r
+                .tags_rewritten
+                .into_iter()
+                .map(|t| (t.tag, t.source_digest.to_string(), t.digest.to_string()))
+                .collect(),
+            blobs_copied: r.blobs_copied,
+            blobs_mounted: r.blobs_mounted,
+            blobs_present: r.blobs_present,
+            bytes_copied: r.bytes_copied,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
