@@ -10,6 +10,24 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * One mirror: `source`'s tags selected by `tags`, kept in `to`. The constructor checks every
+ * setting and throws (`err.code`: `'InvalidPattern'`, `'InvalidReference'`,
+ * `'InvalidConfig'`).
+ */
+export declare class Mirror {
+  /** Check the settings; throws when one is invalid. */
+  constructor(options: MirrorOptions)
+  /** Run one sync on regmirror's runtime. */
+  sync(): Promise<SyncReport>
+  /** Where the images come from. */
+  get source(): string
+  /** Where they go. */
+  get to(): string
+  /** The tag patterns, as given. */
+  get tags(): Array<string>
+}
+
+/**
  * A compiled list of tag patterns: shell-style globs matched against the whole tag,
  * case-sensitively (`*`, `?`, `[seq]`, `[!seq]`), plus `regex:`, `semver:` and `!`
  * exclusions. Invalid patterns throw an Error with `code === 'InvalidPattern'`.
@@ -23,4 +41,80 @@ export declare class TagFilter {
   select(tags: Array<string>): Array<string>
   /** The patterns, split and trimmed, in the order given. */
   get patterns(): Array<string>
+}
+
+/** A username and a password or token. The password is never shown. */
+export interface Credentials {
+  username: string
+  password: string
+}
+
+/** What a `Mirror` copies, from where to where, and how. */
+export interface MirrorOptions {
+  /** A registry repository `host[:port]/path`, or an OCI image layout `oci:DIRECTORY`. */
+  source: string
+  /** Same forms as `source`; its tags end up exactly the selected ones. */
+  to: string
+  /** Tag patterns: one comma-separated string or an array. */
+  tags: string | Array<string>
+  /** Copy only these platforms of multi-arch images (default: all). */
+  architectures?: Array<string>
+  /** `'failed_tags_only'` (default) or `'all_or_nothing'`. */
+  rollback?: 'failed_tags_only' | 'all_or_nothing'
+  /** `'sparse'` (default) or `'rewrite'`. */
+  platformIndex?: 'sparse' | 'rewrite'
+  /** Keep destination tags the patterns do not select (default: prune them). */
+  keepUnselected?: boolean
+  sourceCredentials?: Credentials
+  /** Verify the source's TLS certificate (default true); `false` also permits plain HTTP. */
+  sourceTlsVerify?: boolean
+  destCredentials?: Credentials
+  /** Verify the destination's TLS certificate (default true); `false` also permits plain HTTP. */
+  destTlsVerify?: boolean
+  /** Use docker/podman stored credentials when none are given (default false). */
+  dockerConfig?: boolean
+  /** Blob copies and registry requests in flight at once (default 8). */
+  concurrency?: number
+  /** Upper bound for one run, in seconds (default 3600). */
+  timeoutSeconds?: number
+}
+
+/** A tag whose index was rewritten to the selected platforms (its digest differs). */
+export interface RewrittenTag {
+  tag: string
+  sourceDigest: string
+  digest: string
+}
+
+/**
+ * What one sync run did. A failed tag is reported here; the promise rejects only when the
+ * run could not start.
+ */
+export interface SyncReport {
+  /** The destination repository the run was named after. */
+  mirrorId: string
+  source: string
+  /** `'success'`, `'failed'` or `'cancelled'`. */
+  outcome: 'success' | 'failed' | 'cancelled'
+  /** Why the run failed, or a note such as "no tags matched". */
+  error?: string
+  partial: boolean
+  rolledBack: boolean
+  tagsSynced: Array<string>
+  tagsCurrent: Array<string>
+  tagsFailed: Array<TagFailure>
+  tagsDeleted: Array<string>
+  tagsSkipped: Array<string>
+  tagsRewritten: Array<RewrittenTag>
+  blobsCopied: number
+  blobsMounted: number
+  blobsPresent: number
+  bytesCopied: number
+  durationMs: number
+}
+
+/** A tag that failed, and why. */
+export interface TagFailure {
+  tag: string
+  reason: string
 }

@@ -1,7 +1,9 @@
-//! The one place a regmirror error becomes a thrown JavaScript error.
+//! The one place a regmirror error becomes a JavaScript error: an `Error` whose `code` is the
+//! error kind's name (`'InvalidPattern'`), so callers test `err.code`, never messages.
 
-/// The `code` of a thrown error: the error kind's name (`'InvalidPattern'`), so callers can
-/// test `err.code` without parsing messages.
+use napi::{Env, JsError};
+
+/// The `code` of a thrown error: the error kind's name.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(&'static str);
 
@@ -11,7 +13,13 @@ impl AsRef<str> for ErrorCode {
     }
 }
 
-/// A thrown `Error` whose `code` is the kind's name and whose message is regmirror's.
+/// For functions that throw synchronously (`Result<T, ErrorCode>`).
 pub(crate) fn to_js(e: regmirror::Error) -> napi::Error<ErrorCode> {
     napi::Error::new(ErrorCode(e.kind().as_str()), e.message())
+}
+
+/// For promises settled on the JavaScript thread (a task's `resolve`): napi rejects with the
+/// very JS object an error was made from, so the object built here keeps its `code`.
+pub(crate) fn to_js_rejection(env: Env, e: regmirror::Error) -> napi::Error {
+    napi::Error::from(JsError::from(to_js(e)).into_unknown(env))
 }

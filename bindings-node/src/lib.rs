@@ -2,6 +2,8 @@
 //! error mapping only; the generated `index.d.ts` documents the API for TypeScript.
 
 mod errors;
+mod mirror;
 mod tag_filter;
 
+pub use mirror::{Mirror, SyncReport};
 pub use tag_filter::TagFilter;

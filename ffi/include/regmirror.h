@@ -69,6 +69,12 @@ typedef uint32_t regmirror_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A mirror, ready to sync.
+typedef struct regmirror_mirror regmirror_mirror;
+
+// Settings for a mirror, before it is built.
+typedef struct regmirror_mirror_builder regmirror_mirror_builder;
+
 // A compiled list of tag patterns. Immutable: one filter may be used from many threads.
 typedef struct regmirror_tag_filter regmirror_tag_filter;
 
@@ -79,6 +85,84 @@ extern "C" {
 // The message of the last failed call on this thread (`""` if the last call succeeded). The
 // pointer stays valid until the next regmirror call on the same thread; never free it.
 const char *regmirror_last_error_message(void);
+
+// Start a mirror of `source` into `to` selecting `tags` (comma-separated patterns). `source`
+// and `to` are registry repositories (`host[:port]/path`) or OCI image layouts
+// (`oci:DIRECTORY`). `*out` receives a builder to pass to `regmirror_mirror_builder_build`
+// (or `regmirror_mirror_builder_free`).
+//
+// # Safety
+// The strings are NULL or NUL-terminated; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirror_builder_new(const char *source,
+                                              const char *to,
+                                              const char *tags,
+                                              regmirror_mirror_builder **out);
+
+// Credentials for the source registry (`username`, `password` or token). Never shown in
+// messages or reports.
+//
+// # Safety
+// `builder` is NULL or a live builder; the strings are NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_source_credentials(regmirror_mirror_builder *builder,
+                                                                 const char *username,
+                                                                 const char *password);
+
+// Credentials for the destination registry.
+//
+// # Safety
+// As `regmirror_mirror_builder_set_source_credentials`.
+regmirror_result regmirror_mirror_builder_set_dest_credentials(regmirror_mirror_builder *builder,
+                                                               const char *username,
+                                                               const char *password);
+
+// Whether to verify each side's TLS certificate (default true); false also permits plain
+// HTTP.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_tls_verify(regmirror_mirror_builder *builder,
+                                                         bool source,
+                                                         bool dest);
+
+// Keep destination tags the patterns do not select (default false: prune them).
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_keep_unselected(regmirror_mirror_builder *builder,
+                                                              bool keep);
+
+// Check the settings and build the mirror. The builder is consumed whatever the result
+// (do not free it afterwards). On success `*out` receives a mirror to release with
+// `regmirror_mirror_free`; an invalid pattern is `REGMIRROR_INVALID_PATTERN`, an invalid
+// setting `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirror_builder_build(regmirror_mirror_builder *builder,
+                                                regmirror_mirror **out);
+
+// Release a builder that was not built. `NULL` does nothing.
+//
+// # Safety
+// `builder` is NULL or a live builder not passed to `_build`.
+void regmirror_mirror_builder_free(regmirror_mirror_builder *builder);
+
+// Run one sync, blocking the calling thread until it ends. `*out` receives the report as a
+// JSON object (`outcome`: `"success"`, `"failed"` or `"cancelled"`; `tags_synced`,
+// `tags_current`, `tags_failed`, `tags_deleted`, `error`, byte and blob counts), to release
+// with `regmirror_string_free`. A failed tag is in the report with `REGMIRROR_OK`; an error
+// code means the run could not start.
+//
+// # Safety
+// `mirror` is NULL or a live mirror; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirror_sync(const regmirror_mirror *mirror, char **out);
+
+// Release a mirror. `NULL` does nothing.
+//
+// # Safety
+// `mirror` is NULL or a mirror from `regmirror_mirror_builder_build` not freed yet, and no
+// sync on it is running.
+void regmirror_mirror_free(regmirror_mirror *mirror);
 
 // The name of a result code (`"REGMIRROR_INVALID_PATTERN"`), or `"REGMIRROR_UNKNOWN"` for a
 // number that is not a code. The string is static: never free it.

@@ -1,7 +1,7 @@
 //! The C ABI of regmirror (`include/regmirror.h`), in the style of rustls-ffi.
 //!
-//! - Handles are opaque (`regmirror_tag_filter *`), made by `_new` and released by `_free`;
-//!   `_free(NULL)` does nothing.
+//! - Handles are opaque (`regmirror_tag_filter *`, `regmirror_mirror *`), made by `_new` (or
+//!   a builder's `_build`) and released by `_free`; `_free(NULL)` does nothing.
 //! - Every fallible function returns a [`regmirror_result`]; outputs go through pointer
 //!   parameters and are written only on success.
 //! - Every export runs inside one guard ([`guard::guard`]) that turns NULL arguments, invalid
@@ -15,11 +15,19 @@
 #![allow(non_camel_case_types)]
 
 mod guard;
+mod mirror;
 mod result_code;
 mod strings;
 mod tag_filter;
 
 pub use guard::regmirror_last_error_message;
+pub use mirror::{
+    regmirror_mirror, regmirror_mirror_builder, regmirror_mirror_builder_build,
+    regmirror_mirror_builder_free, regmirror_mirror_builder_new,
+    regmirror_mirror_builder_set_dest_credentials, regmirror_mirror_builder_set_keep_unselected,
+    regmirror_mirror_builder_set_source_credentials, regmirror_mirror_builder_set_tls_verify,
+    regmirror_mirror_free, regmirror_mirror_sync,
+};
 pub use result_code::{regmirror_result, regmirror_result_name};
 pub use strings::regmirror_string_free;
 pub use tag_filter::{

@@ -1,0 +1,102 @@
+// Mirror from JavaScript: one-shot syncs between real OCI image layouts on disk.
+'use strict'
+
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const { execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+
+const { Mirror } = require('..')
+
+const MAKE_LAYOUT = path.join(__dirname, '..', '..', 'scripts', 'make-test-layout.sh')
+
+function tempDir() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'regmirror-node-'))
+}
+
+function makeSource(dir) {
+  const source = path.join(dir, 'source')
+  execFileSync('bash', [MAKE_LAYOUT, source, 'v1.0', 'v1.1', 'v2.0-rc1', 'latest'])
+  return source
+}
+
+// The layout's tags and the manifest digest each points at.
+function layoutTags(dir) {
+  const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8'))
+  const tags = {}
+  for (const m of index.manifests) {
+    const name = m.annotations && m.annotations['org.opencontainers.image.ref.name']
+    if (name) tags[name] = m.digest
+  }
+  return tags
+}
+
+test('sync copies the selected tags with their digests, then finds them current', async () => {
+  const dir = tempDir()
+  const source = makeSource(dir)
+  const dest = path.join(dir, 'dest')
+  const mirror = new Mirror({ source: `oci:${source}`, to: `oci:${dest}`, tags: ['v1.*', '!*-rc*'] })
+  const report = await mirror.sync()
+  assert.equal(report.outcome, 'success', report.error)
+  assert.deepEqual(report.tagsSynced, ['v1.0', 'v1.1'])
+  assert.deepEqual(report.tagsFailed, [])
+  assert.equal(report.blobsCopied, 4) // a config and a layer per tag
+  const { 'v1.0': a, 'v1.1': b } = layoutTags(source)
+  assert.deepEqual(layoutTags(dest), { 'v1.0': a, 'v1.1': b })
+
+  const again = await mirror.sync()
+  assert.deepEqual(again.tagsSynced, [])
+  assert.deepEqual(again.tagsCurrent, ['v1.0', 'v1.1'])
+  assert.equal(again.blobsCopied, 0)
+})
+
+test('narrowed patterns prune the destination unless keepUnselected', async () => {
+  const dir = tempDir()
+  const source = makeSource(dir)
+  const to = `oci:${path.join(dir, 'dest')}`
+  await new Mirror({ source: `oci:${source}`, to, tags: 'v1.*' }).sync()
+  const report = await new Mirror({ source: `oci:${source}`, to, tags: 'v1.0' }).sync()
+  assert.deepEqual(report.tagsDeleted, ['v1.1'])
+  const kept = await new Mirror({ source: `oci:${source}`, to, tags: 'latest', keepUnselected: true }).sync()
+  assert.deepEqual(kept.tagsDeleted, [])
+  assert.deepEqual(Object.keys(layoutTags(path.join(dir, 'dest'))).sort(), ['latest', 'v1.0'])
+})
+
+test('a source that cannot be listed fails the run (reported, not thrown)', async () => {
+  const dir = tempDir()
+  const report = await new Mirror({ source: `oci:${path.join(dir, 'missing')}`, to: `oci:${dir}/d`, tags: 'v*' }).sync()
+  assert.equal(report.outcome, 'failed')
+  assert.ok(report.error)
+})
+
+test('invalid settings throw with err.code when the mirror is created', () => {
+  const base = { source: 'oci:/tmp/a', to: 'oci:/tmp/b', tags: 'v*' }
+  const cases = [
+    [{ tags: 'v3.[12' }, 'InvalidPattern', /v3\.\[12/],
+    [{ tags: [] }, 'InvalidPattern', /empty/],
+    [{ source: 'quay.io/app:v1' }, 'InvalidReference', /quay\.io\/app:v1/],
+    [{ rollback: 'sometimes' }, 'InvalidConfig', /sometimes/],
+    [{ architectures: ['z80'] }, 'InvalidConfig', /architecture/],
+    [{ concurrency: 0 }, 'InvalidConfig', /concurrency/],
+    [{ to: 'oci:/tmp/a' }, 'InvalidConfig', /nothing to sync/],
+    [{ timeoutSeconds: -1 }, 'InvalidConfig', /timeoutSeconds/],
+  ]
+  for (const [override, code, message] of cases) {
+    assert.throws(() => new Mirror({ ...base, ...override }), { code, message }, JSON.stringify(override))
+  }
+})
+
+test('getters show the settings, never the credentials', () => {
+  const mirror = new Mirror({
+    source: '127.0.0.1:5000/app',
+    to: 'oci:/tmp/out',
+    tags: ['v*'],
+    sourceCredentials: { username: 'robot', password: 's3cr3t-pa55' },
+  })
+  assert.equal(mirror.source, '127.0.0.1:5000/app')
+  assert.equal(mirror.to, 'oci:/tmp/out')
+  assert.deepEqual(mirror.tags, ['v*'])
+  assert.ok(!require('node:util').inspect(mirror).includes('s3cr3t'))
+})

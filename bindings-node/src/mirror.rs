@@ -1,0 +1,274 @@
+//! `Mirror`: one mirror from a source to a destination, synced on demand without a state store
+//! ([`regmirror::oneshot::OneShotSync`]); `sync()` returns a Promise of a `SyncReport`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Either, Env, Task};
+use napi_derive::napi;
+use regmirror::engine::{Outcome, SyncOptions};
+use regmirror::oneshot::{Access, Location, OneShotSync};
+use regmirror::{Credentials as CoreCredentials, Error, ErrorKind};
+
+use crate::errors::{ErrorCode, to_js, to_js_rejection};
+
+/// A username and a password or token. The password is never shown.
+#[napi(object)]
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a `Mirror` copies, from where to where, and how.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// A registry repository `host[:port]/path`, or an OCI image layout `oci:DIRECTORY`.
+    pub source: String,
+    /// Same forms as `source`; its tags end up exactly the selected ones.
+    pub to: String,
+    /// Tag patterns: one comma-separated string or an array.
+    pub tags: Either<String, Vec<String>>,
+    /// Copy only these platforms of multi-arch images (default: all).
+    pub architectures: Option<Vec<String>>,
+    /// `'failed_tags_only'` (default) or `'all_or_nothing'`.
+    #[napi(ts_type = "'failed_tags_only' | 'all_or_nothing'")]
+    pub rollback: Option<String>,
+    /// `'sparse'` (default) or `'rewrite'`.
+    #[napi(ts_type = "'sparse' | 'rewrite'")]
+    pub platform_index: Option<String>,
+    /// Keep destination tags the patterns do not select (default: prune them).
+    pub keep_unselected: Option<bool>,
+    pub source_credentials: Option<Credentials>,
+    /// Verify the source's TLS certificate (default true); `false` also permits plain HTTP.
+    pub source_tls_verify: Option<bool>,
+    pub dest_credentials: Option<Credentials>,
+    /// Verify the destination's TLS certificate (default true); `false` also permits plain HTTP.
+    pub dest_tls_verify: Option<bool>,
+    /// Use docker/podman stored credentials when none are given (default false).
+    pub docker_config: Option<bool>,
+    /// Blob copies and registry requests in flight at once (default 8).
+    pub concurrency: Option<u32>,
+    /// Upper bound for one run, in seconds (default 3600).
+    pub timeout_seconds: Option<f64>,
+}
+
+/// A tag that failed, and why.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct TagFailure {
+    pub tag: String,
+    pub reason: String,
+}
+
+/// A tag whose index was rewritten to the selected platforms (its digest differs).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct RewrittenTag {
+    pub tag: String,
+    pub source_digest: String,
+    pub digest: String,
+}
+
+/// What one sync run did. A failed tag is reported here; the promise rejects only when the
+/// run could not start.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// The destination repository the run was named after.
+    pub mirror_id: String,
+    pub source: String,
+    /// `'success'`, `'failed'` or `'cancelled'`.
+    #[napi(ts_type = "'success' | 'failed' | 'cancelled'")]
+    pub outcome: String,
+    /// Why the run failed, or a note such as "no tags matched".
+    pub error: Option<String>,
+    pub partial: bool,
+    pub rolled_back: bool,
+    pub tags_synced: Vec<String>,
+    pub tags_current: Vec<String>,
+    pub tags_failed: Vec<TagFailure>,
+    pub tags_deleted: Vec<String>,
+    pub tags_skipped: Vec<String>,
+    pub tags_rewritten: Vec<RewrittenTag>,
+    pub blobs_copied: f64,
+    pub blobs_mounted: f64,
+    pub blobs_present: f64,
+    pub bytes_copied: f64,
+    pub duration_ms: f64,
+}
+
+/// One mirror: `source`'s tags selected by `tags`, kept in `to`. The constructor checks every
+/// setting and throws (`err.code`: `'InvalidPattern'`, `'InvalidReference'`,
+/// `'InvalidConfig'`).
+#[napi]
+#[derive(Debug)]
+pub struct Mirror {
+    sync: Arc<OneShotSync>,
+}
+
+#[napi]
+impl Mirror {
+    /// Check the settings; throws when one is invalid.
+    #[napi(constructor)]
+    pub fn new(options: MirrorOptions) -> napi::Result<Self, ErrorCode> {
+        build(options).map(|sync| Mirror {
+            sync: Arc::new(sync),
+        })
+    }
+
+    /// Run one sync on regmirror's runtime.
+    #[napi(ts_return_type = "Promise<SyncReport>")]
+    pub fn sync(&self) -> AsyncTask<SyncTask> {
+        AsyncTask::new(SyncTask {
+            sync: Arc::clone(&self.sync),
+        })
+    }
+
+    /// Where the images come from.
+    #[napi(getter)]
+    pub fn source(&self) -> String {
+        self.sync.source.to_string()
+    }
+
+    /// Where they go.
+    #[napi(getter)]
+    pub fn to(&self) -> String {
+        self.sync.to.to_string()
+    }
+
+    /// The tag patterns, as given.
+    #[napi(getter)]
+    pub fn tags(&self) -> Vec<String> {
+        self.sync.tags.clone()
+    }
+}
+
+fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
+    let tags = match o.tags {
+        Either::A(list) => vec![list],
+        Either::B(tags) => tags,
+    };
+    let docker_config = o.docker_config.unwrap_or(false);
+    let access = |credentials: Option<Credentials>, tls_verify: Option<bool>| Access {
+        credentials: credentials.map(|c| CoreCredentials::new(c.username, c.password)),
+        tls_verify: tls_verify.unwrap_or(true),
+        docker_config,
+    };
+    let build = || -> regmirror::Result<OneShotSync> {
+        let mut sync = OneShotSync::new(o.source.parse::<Location>()?, o.to.parse()?, tags);
+        sync.architectures = o.architectures.unwrap_or_default();
+        if let Some(rollback) = &o.rollback {
+            sync.rollback = rollback.parse()?;
+        }
+        if let Some(platform_index) = &o.platform_index {
+            sync.platform_index = platform_index.parse()?;
+        }
+        sync.keep_unselected = o.keep_unselected.unwrap_or(false);
+        sync.source_access = access(o.source_credentials, o.source_tls_verify);
+        sync.dest_access = access(o.dest_credentials, o.dest_tls_verify);
+        if let Some(n) = o.concurrency {
+            sync.concurrency = n as usize;
+        }
+        if let Some(secs) = o.timeout_seconds {
+            sync.timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("timeoutSeconds: {secs} is not a number of seconds"),
+                )
+            })?;
+        }
+        sync.config()?;
+        Ok(sync)
+    };
+    build().map_err(to_js)
+}
+
+/// The runtime syncs run on; each `sync()` blocks one libuv worker thread until it is done.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("regmirror")
+            .build()
+            .expect("a tokio runtime can be built (threads and an I/O driver)")
+    })
+}
+
+/// A `Mirror.sync()` call in flight.
+#[derive(Debug)]
+pub struct SyncTask {
+    sync: Arc<OneShotSync>,
+}
+
+impl Task for SyncTask {
+    type Output = regmirror::Result<regmirror::SyncReport>;
+    type JsValue = SyncReport;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(runtime().block_on(self.sync.run(SyncOptions::default())))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<SyncReport> {
+        output
+            .map(SyncReport::from)
+            .map_err(|e| to_js_rejection(env, e))
+    }
+}
+
+impl From<regmirror::SyncReport> for SyncReport {
+    fn from(r: regmirror::SyncReport) -> Self {
+        // JavaScript numbers hold integers exactly up to 2^53: far beyond any count or size here.
+        let number = |n: u64| n as f64;
+        SyncReport {
+            mirror_id: r.mirror_id,
+            source: r.source,
+            outcome: match r.outcome {
+                Outcome::Success => "success",
+                Outcome::Failed => "failed",
+                Outcome::Cancelled => "cancelled",
+            }
+            .to_owned(),
+            error: r.error,
+            partial: r.partial,
+            rolled_back: r.rolled_back,
+            tags_synced: r.tags_synced,
+            tags_current: r.tags_current,
+            tags_failed: r
+                .tags_failed
+                .into_iter()
+                .map(|f| TagFailure {
+                    tag: f.tag,
+                    reason: f.reason,
+                })
+                .collect(),
+            tags_deleted: r.tags_deleted,
+            tags_skipped: r.tags_skipped,
+            tags_rewritten: r
+                .tags_rewritten
+                .into_iter()
+                .map(|t| RewrittenTag {
+                    tag: t.tag,
+                    source_digest: t.source_digest.to_string(),
+                    digest: t.digest.to_string(),
+                })
+                .collect(),
+            blobs_copied: number(r.blobs_copied),
+            blobs_mounted: number(r.blobs_mounted),
+            blobs_present: number(r.blobs_present),
+            bytes_copied: number(r.bytes_copied),
+            duration_ms: number(r.duration_ms),
+        }
+    }
+}
