@@ -1,5 +1,6 @@
 //! Live progress of a sync on a terminal: a tag bar, a byte bar, and one line per finished tag.
-//! Drawn on stderr, and only when stderr is a terminal, so pipes and logs stay clean.
+//! Drawn on stderr, and only when both stdout and stderr are terminals, so pipes, redirected
+//! output and logs stay clean.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -24,9 +25,9 @@ pub struct TtyProgress {
 }
 
 impl TtyProgress {
-    /// Bars on stderr if it is a terminal and `wanted`; `None` otherwise.
+    /// Bars on stderr if `wanted` and both stdout and stderr are terminals; `None` otherwise.
     pub fn start(wanted: bool) -> Option<TtyProgress> {
-        if !wanted || !std::io::stderr().is_terminal() {
+        if !wanted || !std::io::stderr().is_terminal() || !std::io::stdout().is_terminal() {
             return None;
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());

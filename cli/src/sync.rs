@@ -337,7 +337,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
 
 /// A one-shot sync, checked: where from, where to, how to reach each, and the mirror settings.
 #[derive(Debug)]
-pub struct SyncPlanArgs {
+pub struct CheckedSync {
     pub source: Location,
     pub dest: Location,
     pub source_access: Access,
@@ -347,7 +347,7 @@ pub struct SyncPlanArgs {
 
 impl SyncArgs {
     /// Check every argument and build the mirror configuration; any problem is exit status 2.
-    pub fn check(&self) -> CliResult<SyncPlanArgs> {
+    pub fn check(&self) -> CliResult<CheckedSync> {
         let source = Location::parse(&self.source, "SOURCE")?;
         let dest = Location::parse(&self.to, "--to")?;
         if let Location::Layout(path) = &source
@@ -398,7 +398,7 @@ impl SyncArgs {
         config.source_credentials = source_access.credentials.clone();
         config.timeout = self.timeout;
         config.validate()?;
-        Ok(SyncPlanArgs {
+        Ok(CheckedSync {
             source,
             dest,
             source_access,
