@@ -72,7 +72,7 @@ impl MirrorView {
                 "credentials",
                 match &self.source_username {
                     Some(user) => format!("{user} (password stored, not shown)"),
-                    None => "none (anonymous, or the docker login config)".to_owned(),
+                    None => "none (anonymous)".to_owned(),
                 },
             ),
             ("tags", self.tags.join(", ")),

@@ -2,6 +2,7 @@
 //! mirrors in the state store, then polls for due mirrors and syncs them until SIGINT/SIGTERM,
 //! when it stops claiming and lets the runs in flight finish (or releases them) before exiting.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let config = WorkerConfig::load(&args.config)?;
