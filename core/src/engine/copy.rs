@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, join_all, try_join_all};
@@ -37,6 +38,12 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const PROGRESS_EVERY: u64 = 1 << 20;
 /// The known-blob index forgets everything beyond this many entries (it is only a hint).
 const MAX_KNOWN_BLOBS: usize = 200_000;
+/// A blob whose source stream breaks mid-body (a cut connection, a stall) is read again from a
+/// fresh stream this many times. Only such breaks are retried here: the HTTP client already
+/// repeats failed requests up to their response headers, and restarts failed uploads itself.
+const BLOB_RETRIES: u32 = 2;
+/// The wait before the first re-read of a broken blob stream; it doubles each time.
+const BLOB_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Which destination repository was last seen holding each blob: where to mount from.
 /// Shared by every run of one `Mirror`.
@@ -325,12 +332,39 @@ impl Run {
             ));
         }
         self.unit(async {
-            let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
-            let verified = Verified::new(stream, config, Progress::default());
-            let chunks: Vec<Bytes> = verified.try_collect().await?;
-            Ok(Bytes::from(chunks.concat()))
+            let mut retries = 0;
+            loop {
+                let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
+                let verified = Verified::new(stream, config, Progress::default());
+                let source_broke = Arc::clone(&verified.source_broke);
+                match verified.try_collect::<Vec<Bytes>>().await {
+                    Ok(chunks) => return Ok(Bytes::from(chunks.concat())),
+                    Err(e) => match self.reread_wait(&e, &source_broke, retries) {
+                        Some(wait) => {
+                            retries += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => return Err(e),
+                    },
+                }
+            }
         })
         .await
+    }
+
+    /// How long to wait before reading a blob again after a copy failed with `e`, or `None` to
+    /// give up. Only a source stream that broke for a temporary reason is read again.
+    fn reread_wait(&self, e: &Error, source_broke: &AtomicBool, retries: u32) -> Option<Duration> {
+        if !source_broke.load(Ordering::SeqCst)
+            || !e.kind().is_temporary()
+            || retries >= BLOB_RETRIES
+            || self.is_stopped()
+        {
+            return None;
+        }
+        let wait = BLOB_RETRY_DELAY * 2u32.pow(retries);
+        tracing::debug!(mirror = %self.config.id, "{e}; reading the blob again in {wait:?}");
+        Some(wait)
     }
 
     /// Make `blob` present in the destination repository, once per run.
@@ -382,17 +416,34 @@ impl Run {
                 return Ok(());
             }
         }
-        let stream: BlobStream = match preloaded {
-            Some(bytes) => futures::stream::once(async { Ok(bytes) }).boxed(),
-            None => self.source.get_blob(&self.src_repo, digest).await?,
-        };
-        let mut verified = Verified::new(stream, blob, self.progress.clone());
-        if self.dest.verifies_blobs() {
-            verified.hasher = None;
+        let mut retries = 0;
+        loop {
+            let stream: BlobStream = match &preloaded {
+                Some(bytes) => {
+                    futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed()
+                }
+                None => self.source.get_blob(&self.src_repo, digest).await?,
+            };
+            let mut verified = Verified::new(stream, blob, self.progress.clone());
+            if self.dest.verifies_blobs() {
+                verified.hasher = None;
+            }
+            let source_broke = Arc::clone(&verified.source_broke);
+            match self
+                .dest
+                .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => match self.reread_wait(&e, &source_broke, retries) {
+                    Some(wait) => {
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e),
+                },
+            }
         }
-        self.dest
-            .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
-            .await?;
         self.stats.blobs_copied.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_copied
@@ -498,6 +549,9 @@ struct Verified {
     reported: u64,
     progress: Progress,
     done: bool,
+    /// Set when the source stream itself failed (as opposed to the checks here, or the
+    /// destination): such a blob may be read again from a new stream.
+    source_broke: Arc<AtomicBool>,
 }
 
 impl Verified {
@@ -511,6 +565,7 @@ impl Verified {
             reported: 0,
             progress,
             done: false,
+            source_broke: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -557,6 +612,7 @@ impl Stream for Verified {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
+                self.source_broke.store(true, Ordering::SeqCst);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

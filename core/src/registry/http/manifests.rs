@@ -123,17 +123,31 @@ impl Client {
             .url(&format!("/v2/{repo}/manifests/{reference}"))
             .await?;
         let what = format!("GET {}", display_url(&url));
-        let resp = self
-            .send(Call::new(Method::GET, url, scopes).header(ACCEPT, accept()))
-            .await?;
-        let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
-        let media_type = content_type(resp.headers());
-        if is_schema1(&media_type) {
-            return Err(schema1_error(repo, reference));
-        }
-        let bytes = self
-            .read_limited(resp, body_limit(&media_type), &what)
-            .await?;
+        let mut retries = 0;
+        let (bytes, media_type) = loop {
+            let resp = self
+                .send(Call::new(Method::GET, url.clone(), scopes).header(ACCEPT, accept()))
+                .await?;
+            let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
+            let media_type = content_type(resp.headers());
+            if is_schema1(&media_type) {
+                return Err(schema1_error(repo, reference));
+            }
+            // `send` repeats a request until its headers arrive; a body cut off after that is
+            // repeated here.
+            match self
+                .read_limited(resp, body_limit(&media_type), &what)
+                .await
+            {
+                Ok(bytes) => break (bytes, media_type),
+                Err(e) if e.kind().is_temporary() && retries < self.options.retry.max_retries => {
+                    tracing::debug!(target: "regmirror::http", "{e}; retrying");
+                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let manifest = match &by_digest {
             Some(digest) => Manifest::from_bytes_verified(bytes, &media_type, digest),
             None => Manifest::from_bytes(bytes, &media_type),
