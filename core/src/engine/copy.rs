@@ -77,6 +77,14 @@ pub(crate) enum Staged {
     Skipped { reason: String },
 }
 
+/// What the architecture filter makes of a single-platform manifest.
+pub(crate) enum PlatformFit {
+    /// Copy it; the config's verified bytes when they had to be read.
+    Selected(Option<Bytes>),
+    /// Skip it, for this reason.
+    Excluded(String),
+}
+
 /// The sorted comma-joined architectures, as recorded on rewritten indexes.
 pub(crate) fn architectures_label(architectures: &[String]) -> String {
     let mut a = architectures.to_vec();
@@ -149,19 +157,10 @@ impl Run {
         let architectures = &self.config.architectures;
         match manifest.kind()? {
             ManifestKind::Image { config, layers } => {
-                let mut preloaded = None;
-                if !architectures.is_empty() {
-                    let bytes = self.read_config(&config).await?;
-                    let arch = image_architecture(&bytes, &config.digest)?;
-                    if !architectures.contains(&arch) {
-                        return Ok(Staged::Skipped {
-                            reason: format!(
-                                "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
-                            ),
-                        });
-                    }
-                    preloaded = Some(bytes);
-                }
+                let preloaded = match self.platform_fit(&config).await? {
+                    PlatformFit::Selected(preloaded) => preloaded,
+                    PlatformFit::Excluded(reason) => return Ok(Staged::Skipped { reason }),
+                };
                 self.stage_image_content(&config, &layers, preloaded)
                     .await?;
                 self.stage_top_manifest(&manifest).await?;
@@ -320,8 +319,33 @@ impl Run {
             .map(drop)
     }
 
+    /// Whether the architecture filter selects a single-platform manifest with `config`. An
+    /// image config names the architecture; an artifact's config (any other media type, and
+    /// not necessarily JSON) is not read: an artifact has no platform, so a filter excludes it.
+    pub(crate) async fn platform_fit(&self, config: &Reference) -> Result<PlatformFit> {
+        let architectures = &self.config.architectures;
+        if architectures.is_empty() {
+            return Ok(PlatformFit::Selected(None));
+        }
+        if !media_types::is_image_config(&config.media_type) {
+            return Ok(PlatformFit::Excluded(format!(
+                "an artifact (config type {:?}) has no platform, so the architecture filter {architectures:?} excludes it",
+                config.media_type
+            )));
+        }
+        let bytes = self.read_config(config).await?;
+        let arch = image_architecture(&bytes, &config.digest)?;
+        if architectures.contains(&arch) {
+            Ok(PlatformFit::Selected(Some(bytes)))
+        } else {
+            Ok(PlatformFit::Excluded(format!(
+                "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
+            )))
+        }
+    }
+
     /// Read a config blob whole (it is small) to learn the image's platform, verified.
-    pub(crate) async fn read_config(&self, config: &Reference) -> Result<Bytes> {
+    async fn read_config(&self, config: &Reference) -> Result<Bytes> {
         if config.size > MAX_CONFIG_BYTES {
             return Err(Error::new(
                 ErrorKind::InvalidManifest,
@@ -471,7 +495,7 @@ fn platforms(manifests: &[Reference]) -> String {
 }
 
 /// The `architecture` field of an image config.
-pub(crate) fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
+fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
     #[derive(serde::Deserialize)]
     struct Config {
         #[serde(default)]

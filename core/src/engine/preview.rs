@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::copy::image_architecture;
+use super::copy::PlatformFit;
 use super::plan::{self, Action};
 use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
@@ -155,14 +155,8 @@ async fn needs(
     let mut children: Vec<Reference> = Vec::new();
     match manifest.kind()? {
         ManifestKind::Image { config, layers } => {
-            if !architectures.is_empty() {
-                let bytes = run.read_config(&config).await?;
-                let arch = image_architecture(&bytes, &config.digest)?;
-                if !architectures.contains(&arch) {
-                    return Ok(Needs::Skip(format!(
-                        "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
-                    )));
-                }
+            if let PlatformFit::Excluded(reason) = run.platform_fit(&config).await? {
+                return Ok(Needs::Skip(reason));
             }
             images.push((config, layers));
         }

@@ -25,6 +25,15 @@ pub mod media_types {
         application/vnd.oci.image.manifest.v1+json, \
         application/vnd.docker.distribution.manifest.v2+json";
 
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+    /// Whether a config blob of `media_type` is an image config (with a platform), rather than
+    /// an artifact's. An empty type is taken for an image config, as old clients left it out.
+    pub fn is_image_config(media_type: &str) -> bool {
+        media_type.is_empty() || media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+    }
+
     /// Whether `media_type` is an index / manifest list.
     pub fn is_index(media_type: &str) -> bool {
         media_type == OCI_INDEX || media_type == DOCKER_LIST

@@ -142,7 +142,7 @@ impl Client {
     /// them the tag is first moved onto a unique throwaway manifest, which is then deleted.
     pub(crate) async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
         let scopes = [push_scope(repo)];
-        let what = format!("delete tag {repo}:{tag}");
+        let what = format!("delete tag {repo}:{tag} on {}", self.host);
         let Some(original) = self.head_manifest(repo, tag, &scopes).await? else {
             return Err(Error::new(
                 ErrorKind::NotFound,

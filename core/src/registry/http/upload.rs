@@ -46,7 +46,7 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", from);
-        let what = format!("mount {digest} from {from} into {repo}");
+        let what = format!("mount {digest} from {from} into {repo} on {}", self.host);
         let resp = self
             .send(Call::new(Method::POST, url, &scopes).retry(true))
             .await
@@ -72,7 +72,7 @@ impl Client {
         data: BlobStream,
     ) -> Result<()> {
         let scopes = [push_scope(repo)];
-        let what = format!("upload of blob {digest} to {repo}");
+        let what = format!("upload of blob {digest} to {repo} on {}", self.host);
         let verified = Verified::new(data, digest.clone(), size);
         let failure = Arc::clone(&verified.failure);
 
