@@ -914,3 +914,35 @@ async fn logins_from_docker_config_or_authfile_and_a_private_ca() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn large_blobs_from_a_tls_source_reach_a_registry() {
+    // Over TLS distribution speaks HTTP/2, which can end a body larger than one flow-control
+    // window (64 KiB) with an empty frame; that must not fail the digest check of the upload.
+    let source = Registry::builder().tls().basic_auth().start();
+    let dest = Registry::start();
+    let index = Index::two_platforms(Flavor::Oci, 42, 256 * 1024);
+    let digest = source.seeder().push_index("lib/big", "v1", &index).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(source.ca_pem().unwrap(), dir.path().join("ca.crt")).unwrap();
+    let src = format!("{}/lib/big", source.host());
+    let dst = format!("{}/mirror/big", dest.host());
+    let creds = format!("{USERNAME}:{}", source.password());
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &[
+            "--src-cert-dir",
+            dir.path().to_str().unwrap(),
+            "--src-creds",
+            &creds,
+            "--dest-tls-verify=false",
+        ],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        tags_of(&dest, "mirror/big").await,
+        BTreeMap::from([("v1".to_owned(), digest)])
+    );
+}

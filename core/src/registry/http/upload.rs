@@ -431,6 +431,9 @@ impl Stream for Verified {
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Err(e))) => self.fail(e),
+            // HTTP/2 may end a body with an empty DATA frame, after the digest was checked:
+            // it changes nothing, and checking again would hash nothing.
+            Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => Poll::Ready(Some(Ok(chunk))),
             Poll::Ready(Some(Ok(chunk))) => {
                 self.received += chunk.len() as u64;
                 if self.received > self.size {
@@ -514,6 +517,16 @@ mod tests {
         let (out, err) = collect(Verified::new(stream(vec![b"hello ", b"world"]), d, 11)).await;
         assert_eq!(out, b"hello world");
         assert!(err.is_none());
+    }
+
+    #[tokio::test]
+    async fn empty_chunks_after_the_last_byte_change_nothing() {
+        // What a TLS (HTTP/2) source sends for a blob larger than one flow-control window.
+        let d = Digest::of(b"hello world");
+        let v = Verified::new(stream(vec![b"", b"hello ", b"", b"world", b""]), d, 11);
+        let (out, err) = collect(v).await;
+        assert_eq!(out, b"hello world");
+        assert!(err.is_none(), "{err:?}");
     }
 
     #[tokio::test]
