@@ -143,6 +143,18 @@ pub struct RepositoryRef {
     repository: String,
 }
 
+/// `localhost`, `HOST:PORT` or `[IPv6]:PORT`: a registry, where `NAME:TAG` would be an image.
+fn looks_like_host(s: &str) -> bool {
+    if s == "localhost" || s.starts_with('[') {
+        return true;
+    }
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (host.contains('.') || host == "localhost")
+    })
+}
+
 impl RepositoryRef {
     /// Parse `host[:port]/path`. A reference without a registry host (`library/alpine`, `alpine`)
     /// means Docker Hub, as with `docker pull`; `docker.io` single names get `library/`.
@@ -158,6 +170,11 @@ impl RepositoryRef {
         }
         if s.contains('@') {
             return bad("it has a digest; a mirror source is a repository, not one image");
+        }
+        if !s.contains('/') && looks_like_host(s) {
+            return bad(
+                "it names a registry but no repository; add the path, as in HOST/namespace/name",
+            );
         }
         let (first, rest) = match s.split_once('/') {
             Some((first, rest))
@@ -266,11 +283,31 @@ mod tests {
             "quay.io/a@sha256:00",
             "quay.io/A",
             "quay.io/",
+            "127.0.0.1:5000",
+            "[::1]:5000",
         ] {
             let e = RepositoryRef::parse(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidReference, "{bad}");
             assert!(e.message().contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn a_registry_without_a_repository_is_named_so() {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            let e = RepositoryRef::parse(host).unwrap_err();
+            assert!(e.message().contains("no repository"), "{e}");
+        }
+        // A Docker Hub name with a tag is still a tag.
+        let e = RepositoryRef::parse("alpine:3.19").unwrap_err();
+        assert!(e.message().contains("has a tag"), "{e}");
+        let r = RepositoryRef::parse("[::1]:5000/a/b").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("[::1]:5000", "a/b"));
     }
 
     #[test]
