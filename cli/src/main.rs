@@ -6,6 +6,7 @@
 
 mod credentials;
 mod failure;
+mod hint;
 mod location;
 mod manage;
 mod output;

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use indicatif::HumanBytes;
+use regmirror::ErrorKind;
 use regmirror::engine::{Outcome, PreviewAction, SyncPreview, SyncReport};
 use serde::Serialize;
+
+use crate::hint::{self, Sides};
 
 /// Tag names listed per line before the rest are counted.
 const MAX_NAMES: usize = 8;
@@ -47,7 +50,7 @@ fn line<S: AsRef<str>>(label: &str, tags: &[S]) -> String {
 }
 
 /// The summary of a finished run, ready to print.
-pub fn report_text(report: &SyncReport, destination: &str) -> String {
+pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> String {
     let mut out = vec![format!("{} -> {destination}", report.source)];
     let touched = !(report.tags_synced.is_empty()
         && report.tags_current.is_empty()
@@ -101,28 +104,29 @@ pub fn report_text(report: &SyncReport, destination: &str) -> String {
         }
         Outcome::Cancelled => "cancelled (the tags synced so far stay)".to_owned(),
     });
-    if let Some(hint) = hint(report) {
+    if let Some(hint) = hint(report, sides) {
         out.push(format!("hint: {hint}"));
     }
     out.join("\n")
 }
 
-/// What to try when the whole run failed on the way to a registry.
-fn hint(report: &SyncReport) -> Option<&'static str> {
+/// What to try when the whole run failed on the way to a registry. The report's error reads
+/// `Kind: message`.
+fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
     let error = report.error.as_deref()?;
     if report.outcome != Outcome::Failed {
         return None;
     }
-    if error.starts_with("Unauthorized") {
-        Some("check --src-creds / --dest-creds (or the docker login config)")
-    } else if error.starts_with("Tls") || error.starts_with("Network") {
-        Some(
-            "check that the registry is running and reachable; a plain-HTTP registry needs \
-             --src-tls-verify=false / --dest-tls-verify=false, a private CA --src-cert-dir / --dest-cert-dir",
-        )
-    } else {
-        None
-    }
+    let (kind, _) = error.split_once(": ")?;
+    let kind = [
+        ErrorKind::Unauthorized,
+        ErrorKind::Tls,
+        ErrorKind::Network,
+        ErrorKind::Timeout,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == kind)?;
+    hint::for_error(kind, error, sides)
 }
 
 /// The plan of a dry run, ready to print.

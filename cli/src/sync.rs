@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, EXIT_FAILED, Failure};
+use crate::hint::{self, Sides};
 use crate::location::Location;
 use crate::output::print_json;
 use crate::progress::TtyProgress;
@@ -437,13 +438,21 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
     };
     let destination = checked.dest.to_string();
     let source_name = checked.source.to_string();
+    let sides = Sides::new(&checked.source, &checked.dest);
 
     if args.dry_run {
         let preview = mirror.preview_config(&checked.config, options).await;
         if let Some(bars) = &bars {
             bars.finish();
         }
-        let mut preview = preview.map_err(|e| Failure::from(e).context("planning the sync"))?;
+        let mut preview = preview.map_err(|e| {
+            let hint = hint::for_error(e.kind(), e.message(), &sides);
+            let failure = Failure::from(e).context("planning the sync");
+            match hint {
+                Some(hint) => failure.hint(hint),
+                None => failure,
+            }
+        })?;
         preview.source = source_name;
         if args.json {
             print_json(&JsonPreview {
@@ -471,7 +480,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
             destination,
         });
     } else {
-        println!("{}", report_text(&report, &destination));
+        println!("{}", report_text(&report, &destination, &sides));
     }
     Ok(exit(report.is_success()))
 }

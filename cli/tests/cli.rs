@@ -946,3 +946,35 @@ async fn large_blobs_from_a_tls_source_reach_a_registry() {
         BTreeMap::from([("v1".to_owned(), digest)])
     );
 }
+
+#[tokio::test]
+async fn a_plain_http_registry_is_named_and_the_hint_gives_its_sides_flag() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(&src, &dst, "*", &["--dest-tls-verify=false"]));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("answered in plain HTTP"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("hint: for a registry on plain HTTP add --src-tls-verify=false"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("--dest-tls-verify"), "{out:?}");
+
+    // The dry run fails before any report, with the same hint for the other side.
+    let out = regmirror(&sync_args(
+        &src,
+        &dst,
+        "*",
+        &["--src-tls-verify=false", "--dry-run"],
+    ));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("(for a registry on plain HTTP add --dest-tls-verify=false)"),
+        "{out:?}"
+    );
+}

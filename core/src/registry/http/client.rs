@@ -592,13 +592,10 @@ pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
         }
         source = err.source();
     }
-    let tls = find_rustls_error(&e).map(ToString::to_string);
+    let tls = find_rustls_error(&e).map(tls_problem);
     let detail = chain.join(": ");
     let (kind, message) = if let Some(tls) = tls {
-        (
-            ErrorKind::Tls,
-            format!("TLS with {host} failed: {tls} (set a CA bundle, or tls_verify = false)"),
-        )
+        (ErrorKind::Tls, format!("TLS with {host} failed: {tls}"))
     } else if e.is_timeout() {
         (ErrorKind::Timeout, format!("{host} timed out: {detail}"))
     } else if e.is_connect() {
@@ -610,6 +607,22 @@ pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
         (ErrorKind::Network, format!("talking to {host}: {detail}"))
     };
     Error::new(kind, message).with_source(e)
+}
+
+/// What went wrong in a TLS handshake, with what to do about it. A server that answers a TLS
+/// hello in plain HTTP shows up as a record of an invalid content type; say so plainly, since a
+/// registry on plain HTTP is the usual local setup.
+fn tls_problem(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            "it answered in plain HTTP, not TLS (turn TLS verification off for it to allow plain HTTP)"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            format!("{e} (trust its CA certificate, or turn TLS verification off for it)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The rustls error behind a transport error, if any. `io::Error::source` skips the error it
@@ -637,6 +650,15 @@ pub(crate) struct Failed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_problems_say_what_to_do() {
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(tls_problem(&plain).contains("plain HTTP"));
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(tls_problem(&unknown).contains("UnknownIssuer"));
+        assert!(tls_problem(&unknown).contains("trust its CA"));
+    }
 
     #[test]
     fn statuses_map_to_kinds() {

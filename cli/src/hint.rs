@@ -1,0 +1,114 @@
+//! What to do about a registry error, naming the flags of the side it came from: a sync talks to
+//! two registries, and "--src-tls-verify=false / --dest-tls-verify=false" leaves the user to
+//! guess which. The side is found by the registry host the error names.
+
+use regmirror::ErrorKind;
+
+use crate::location::Location;
+
+/// The registry hosts of a sync's two sides (`None` for an `oci:` layout).
+#[derive(Debug, Clone, Default)]
+pub struct Sides {
+    source: Option<String>,
+    dest: Option<String>,
+}
+
+impl Sides {
+    pub fn new(source: &Location, dest: &Location) -> Sides {
+        let host = |l: &Location| match l {
+            Location::Registry(r) => Some(r.registry().to_owned()),
+            Location::Layout(_) => None,
+        };
+        Sides {
+            source: host(source),
+            dest: host(dest),
+        }
+    }
+
+    /// The flag prefixes (`src`, `dest`) of the registries `message` names; both when it names
+    /// neither, or one host serves both sides.
+    fn flags(&self, message: &str) -> Vec<&'static str> {
+        let names = |host: &Option<String>| host.as_deref().is_some_and(|h| message.contains(h));
+        match (names(&self.source), names(&self.dest)) {
+            (true, false) => vec!["src"],
+            (false, true) => vec!["dest"],
+            _ => [("src", &self.source), ("dest", &self.dest)]
+                .into_iter()
+                .filter(|(_, host)| host.is_some())
+                .map(|(flag, _)| flag)
+                .collect(),
+        }
+    }
+}
+
+/// What to try after an error of `kind` saying `message`, if there is anything to try.
+pub fn for_error(kind: ErrorKind, message: &str, sides: &Sides) -> Option<String> {
+    let flags = sides.flags(message);
+    let each = |pattern: &str| {
+        flags
+            .iter()
+            .map(|side| pattern.replace("SIDE", side))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    match kind {
+        ErrorKind::Unauthorized => Some(format!(
+            "check {} (or the docker login for that registry)",
+            each("--SIDE-creds")
+        )),
+        ErrorKind::Tls if message.contains("plain HTTP") => Some(format!(
+            "for a registry on plain HTTP add {}",
+            each("--SIDE-tls-verify=false")
+        )),
+        ErrorKind::Tls => Some(format!(
+            "trust the registry's CA with {}, or skip verification with {}",
+            each("--SIDE-cert-dir DIR"),
+            each("--SIDE-tls-verify=false")
+        )),
+        ErrorKind::Network | ErrorKind::Timeout => Some(format!(
+            "check that the registry is running and reachable; a plain-HTTP registry needs {}",
+            each("--SIDE-tls-verify=false")
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sides(source: &str, dest: &str) -> Sides {
+        Sides::new(
+            &Location::parse(source, "SOURCE").unwrap(),
+            &Location::parse(dest, "--to").unwrap(),
+        )
+    }
+
+    #[test]
+    fn hints_name_the_side_the_error_came_from() {
+        let s = sides("127.0.0.1:5000/a", "127.0.0.1:6000/b");
+        let plain = "GET https://127.0.0.1:6000/v2/: TLS with 127.0.0.1:6000 failed: it answered \
+                     in plain HTTP, not TLS";
+        assert_eq!(
+            for_error(ErrorKind::Tls, plain, &s).unwrap(),
+            "for a registry on plain HTTP add --dest-tls-verify=false"
+        );
+        let cert = "TLS with 127.0.0.1:5000 failed: invalid peer certificate: UnknownIssuer";
+        let hint = for_error(ErrorKind::Tls, cert, &s).unwrap();
+        assert!(hint.contains("--src-cert-dir DIR"), "{hint}");
+        assert!(!hint.contains("--dest"), "{hint}");
+        let hint = for_error(ErrorKind::Unauthorized, "401 from 127.0.0.1:5000", &s).unwrap();
+        assert!(hint.starts_with("check --src-creds "), "{hint}");
+        assert_eq!(for_error(ErrorKind::NotFound, "127.0.0.1:5000", &s), None);
+    }
+
+    #[test]
+    fn both_sides_when_the_error_names_neither_or_both() {
+        let s = sides("127.0.0.1:5000/a", "127.0.0.1:5000/b");
+        let hint = for_error(ErrorKind::Unauthorized, "127.0.0.1:5000: 401", &s).unwrap();
+        assert!(hint.contains("--src-creds / --dest-creds"), "{hint}");
+        let s = sides("quay.io/a/b", "oci:/tmp/x");
+        let hint = for_error(ErrorKind::Network, "connection reset", &s).unwrap();
+        assert!(hint.ends_with("needs --src-tls-verify=false"), "{hint}");
+    }
+}
