@@ -709,3 +709,60 @@ async fn dest_tags(registry: &Registry) -> BTreeMap<String, Digest> {
     }
     tags
 }
+
+#[tokio::test]
+async fn a_blob_shared_with_a_failing_tag_is_still_fetched_once() {
+    let env = Env::start();
+    let shared = Blob::random(60, 1 << 20);
+    let failing = Image::new(Flavor::Oci, 61, vec![shared.clone()]);
+    let fine = Image::new(Flavor::Oci, 62, vec![shared.clone()]);
+    env.src().push_image(SRC, "a-failing", &failing).await;
+    env.src().push_image(SRC, "b-fine", &fine).await;
+    // Tag a's config is gone while the shared layer (whose copy tag a started) still streams.
+    env.source().remove_blob(&failing.config.digest);
+    env.proxy.inject(
+        "GET",
+        &format!("/blobs/{}", shared.digest),
+        Fault::StallBody {
+            after: 1000,
+            pause: Duration::from_millis(500),
+        },
+        1,
+    );
+    let report = env.sync_once(&env.mirror(), &env.config(&["*"])).await;
+    assert_eq!(report.failed_tags(), ["a-failing"], "{report:?}");
+    assert_eq!(report.tags_synced, ["b-fine"]);
+    assert_eq!(env.blob_gets(&shared.digest), 1);
+    assert_eq!(env.dest_tags().await["b-fine"], fine.manifest.digest);
+}
+
+#[tokio::test]
+async fn one_http_client_as_both_source_and_destination_does_not_deadlock() {
+    let registry = Registry::start();
+    let img = Image::simple(70, 12, 20_000);
+    registry.seeder().push_image(SRC, "v1", &img).await;
+    // The same client (and so the same per-host request cap) on both sides, as when mirroring
+    // between two repositories of one registry.
+    let options = HttpOptions {
+        max_concurrent_requests: 2,
+        ..http_options()
+    };
+    let client = Arc::new(HttpRegistry::new(&registry.host(), options).unwrap());
+    let mirror = Mirror::builder()
+        .destination(client.clone())
+        .connector(Arc::new(regmirror::engine::StaticConnector(client)))
+        .build()
+        .unwrap();
+    let mut config = MirrorConfig::new(
+        DEST,
+        format!("{}/{SRC}", registry.host()).parse().unwrap(),
+        &["v1"],
+    );
+    config.timeout = Duration::from_secs(20);
+    let report = mirror
+        .sync_config(&config, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.blobs_copied + report.blobs_mounted, 13);
+}

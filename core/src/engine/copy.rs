@@ -7,6 +7,7 @@
 //! stream it from the source to the destination, verifying size and sha256 on the fly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, join_all, try_join_all};
+use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
@@ -188,7 +189,7 @@ impl Run {
                         ),
                     ));
                 }
-                try_join_all(chosen.iter().map(|c| self.stage_child(c))).await?;
+                all_ok(chosen.iter().map(|c| self.stage_child(c))).await?;
                 if chosen.len() == manifests.len() {
                     self.stage_top_manifest(&manifest).await?;
                     return Ok(ready(manifest));
@@ -249,7 +250,7 @@ impl Run {
                 self.stage_image_content(&config, &layers, None).await?;
             }
             ManifestKind::Index { manifests } => {
-                try_join_all(manifests.iter().map(|c| self.stage_child(c))).await?;
+                all_ok(manifests.iter().map(|c| self.stage_child(c))).await?;
             }
         }
         self.push_manifest_digest(&manifest).await
@@ -314,9 +315,7 @@ impl Run {
     ) -> Result<()> {
         let config = self.copy_blob(config, preloaded_config);
         let layers = layers.iter().map(|l| self.copy_blob(l, None));
-        futures::future::try_join(config, try_join_all(layers))
-            .await
-            .map(drop)
+        all_ok(std::iter::once(config).chain(layers)).await
     }
 
     /// Whether the architecture filter selects a single-platform manifest with `config`. An
@@ -476,6 +475,14 @@ impl Run {
         finished(BlobTransfer::Copied);
         Ok(())
     }
+}
+
+/// Wait for every one of `work`, then fail with the first error. Unlike `try_join_all`, no
+/// sibling is dropped half-way: it may be the one initializing a once-per-run cell other tags
+/// wait on, and dropping it would make a waiter start the same copy again while the first one
+/// runs on, detached.
+async fn all_ok<F: Future<Output = Result<()>>>(work: impl IntoIterator<Item = F>) -> Result<()> {
+    join_all(work).await.into_iter().collect()
 }
 
 /// `os/arch` of each index entry, for messages.

@@ -39,6 +39,10 @@ pub(crate) struct Client {
     base: OnceCell<Url>,
     pub(crate) auth: AuthState,
     permits: Arc<Semaphore>,
+    /// Blob uploads have their own slots: an upload reads a stream that may be a download
+    /// from this same registry holding a slot of `permits`, and waiting for a second slot of
+    /// the same cap would deadlock once every slot is held by such a download.
+    upload_permits: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Client {
@@ -112,6 +116,7 @@ impl Client {
         options: HttpOptions,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
+        let upload_permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
         let stored = match (&options.auth_file, options.docker_config) {
             (Some(file), _) => Some(Sources {
                 files: vec![file.clone()],
@@ -129,13 +134,23 @@ impl Client {
             base: OnceCell::new(),
             auth,
             permits,
+            upload_permits,
         }
     }
 
     /// Wait for a free slot under the per-host cap. Held for a whole operation (a blob stream
-    /// holds it until dropped), never nested, so operations cannot deadlock on each other.
+    /// holds it until dropped), never nested, so operations cannot deadlock on each other; an
+    /// upload, which may read a download's stream, takes an `upload_permit` instead.
     pub(crate) async fn permit(&self) -> OwnedSemaphorePermit {
         Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Wait for a free slot under the per-host cap of blob uploads (see `upload_permits`).
+    pub(crate) async fn upload_permit(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.upload_permits)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")

@@ -55,7 +55,8 @@ pub struct HttpOptions {
     pub ca_certs: Vec<PathBuf>,
     /// Proxies for reaching the registry. All unset: the usual `*_proxy` environment variables.
     pub proxy: ProxyConfig,
-    /// At most this many requests in flight to this registry at once.
+    /// At most this many requests in flight to this registry at once (a blob download counts
+    /// until its stream is dropped), and apart from those, at most this many blob uploads.
     pub max_concurrent_requests: usize,
     /// Connecting (TCP and TLS) may take at most this long.
     pub connect_timeout: Duration,
@@ -394,7 +395,7 @@ impl DestRegistry for HttpRegistry {
     ) -> Result<()> {
         let repo = self.repo(repo)?;
         let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let _permit = self.client.upload_permit().await;
         self.client.push_blob(repo, digest, size, data).await
     }
 
