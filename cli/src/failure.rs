@@ -60,6 +60,12 @@ impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.status)
     }
+
+    /// Print this failure as `--json` output: a command that asked for JSON gets JSON on stdout
+    /// even when it stops before it has a report.
+    pub fn print_json(&self) {
+        crate::output::print_json_error(&self.message, self.hint.as_deref(), self.status);
+    }
 }
 
 impl fmt::Display for Failure {

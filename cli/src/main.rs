@@ -57,7 +57,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A script that asked for JSON reads stdout: a usage error is JSON there too.
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                output::print_json_error(&usage_error(&e), None, failure::EXIT_INVALID);
+            }
+            e.exit();
+        }
+    };
+    let json = match &cli.command {
+        Command::Sync(args) => args.json,
+        Command::Mirror(args) => args.json,
+        Command::Worker(_) | Command::Tags { .. } => false,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,9 +86,24 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("regmirror: {failure}");
+            if json {
+                failure.print_json();
+            }
             failure.exit_code()
         }
     }
+}
+
+/// clap's error as one line: the text before the usage block, without its `error: ` prefix.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .flat_map(str::split_whitespace)
+        .collect();
+    let line = words.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
 async fn run(cli: Cli) -> CliResult<ExitCode> {

@@ -978,3 +978,44 @@ async fn a_plain_http_registry_is_named_and_the_hint_gives_its_sides_flag() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn json_output_is_json_even_when_the_command_stops_early() {
+    let source = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = "127.0.0.1:9/mirror/app";
+    for (args, code, outcome, needle) in [
+        // Bad input: exit 2, the message names the flag.
+        (
+            sync_args(&src, dst, "v1.[2", &["--json"]),
+            2,
+            "invalid",
+            "--tags: invalid tag pattern",
+        ),
+        // A usage error from the argument parser.
+        (
+            vec!["sync", &src, "--tags", "*", "--json"],
+            2,
+            "invalid",
+            "--to <DEST>",
+        ),
+        // A dry run that cannot reach the destination (port 9: nothing listens).
+        (
+            sync_args(&src, dst, "*", &["--json", "--dry-run", PLAIN[0], PLAIN[1]]),
+            1,
+            "failed",
+            "127.0.0.1:9",
+        ),
+    ] {
+        let out = regmirror(&args);
+        assert_eq!(out.code, code, "{out:?}");
+        let json = out.json();
+        assert_eq!(json["outcome"], outcome, "{out:?}");
+        assert_eq!(json["exit_status"], code, "{out:?}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{out:?}");
+        // People still read the error on stderr.
+        assert!(out.stderr.contains(needle), "{out:?}");
+    }
+}
