@@ -16,6 +16,7 @@ use regmirror::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use toml::Spanned;
 
 use crate::failure::{CliResult, Failure};
 use crate::store::StateUrl;
@@ -73,11 +74,11 @@ struct RawConfig {
     concurrency: Option<usize>,
     max_concurrent_syncs: Option<usize>,
     default_rollback: Option<RollbackMode>,
-    destination: RawDestination,
+    destination: Spanned<RawDestination>,
     #[serde(default)]
-    webhook: Vec<RawWebhook>,
+    webhook: Vec<Spanned<RawWebhook>>,
     #[serde(default)]
-    mirror: Vec<RawMirror>,
+    mirror: Vec<Spanned<RawMirror>>,
 }
 
 #[derive(Deserialize)]
@@ -167,22 +168,34 @@ impl WorkerConfig {
             Some(n) => Ok(n),
             None => Ok(default),
         };
-        let destination = destination(raw.destination, base)?;
+        // Checks after parsing name the line of the table they are about.
+        let line = |span: std::ops::Range<usize>| format!("line {}", line_of(text, span.start));
+        let at = line(raw.destination.span());
+        let destination =
+            destination(raw.destination.into_inner(), base).map_err(|f| f.context(&at))?;
         let webhooks = raw
             .webhook
             .into_iter()
             .enumerate()
-            .map(|(i, w)| webhook(w, base).map_err(|f| f.context(format!("webhook {}", i + 1))))
+            .map(|(i, w)| {
+                let at = line(w.span());
+                webhook(w.into_inner(), base)
+                    .map_err(|f| f.context(format!("{at}: webhook {}", i + 1)))
+            })
             .collect::<CliResult<Vec<_>>>()?;
         let default_rollback = raw.default_rollback.unwrap_or_default();
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
         for m in raw.mirror {
+            let at = line(m.span());
+            let m = m.into_inner();
             let id = m.id.clone();
-            let config = mirror(m, base, default_rollback)
-                .map_err(|f| f.context(format!("mirror {id:?}")))?;
+            let config = mirror(m, base, default_rollback).map_err(|f| {
+                // The core's checks name the mirror already.
+                f.context_if_new(format!("mirror {id:?}")).context(&at)
+            })?;
             if mirrors.iter().any(|c: &MirrorConfig| c.id == config.id) {
                 return Err(Failure::invalid(format!(
-                    "mirror {id:?} is declared twice; one mirror per destination repository"
+                    "{at}: mirror {id:?} is declared twice; one mirror per destination repository"
                 )));
             }
             mirrors.push(config);
@@ -204,13 +217,70 @@ impl WorkerConfig {
     }
 }
 
-/// The line and message of a TOML error, without the source excerpt (it may show a password).
+/// Every key of the file, the only text of a line an error message may repeat.
+const KEYS: &[&str] = &[
+    "state",
+    "poll_interval",
+    "concurrency",
+    "max_concurrent_syncs",
+    "default_rollback",
+    "registry",
+    "username",
+    "password",
+    "password_file",
+    "password_env",
+    "tls_verify",
+    "cert_dir",
+    "url",
+    "secret",
+    "secret_file",
+    "secret_env",
+    "id",
+    "source",
+    "tags",
+    "architectures",
+    "interval",
+    "start",
+    "enabled",
+    "verify_tls",
+    "timeout",
+    "rollback",
+    "platform_index",
+    "robot",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line, key and message of a TOML error, without the source excerpt (it may show a
+/// password). The key is read from the start of the line, never the value after it.
 fn toml_error(text: &str, e: &toml::de::Error) -> Failure {
     let at = e
         .span()
         .map(|span| {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: ")
+            let line = line_of(text, span.start);
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(key, _)| key.trim())
+                // Only a key the file format has: a line inside a multi-line string could be
+                // part of a password.
+                .filter(|key| KEYS.contains(key))
+                .filter(|key| !e.message().contains(&format!("`{key}`")));
+            match key {
+                Some(key) => format!("line {line}: {key}: "),
+                None => format!("line {line}: "),
+            }
         })
         .unwrap_or_default();
     Failure::invalid(format!("{at}{}", e.message().trim_end()))
@@ -524,6 +594,32 @@ password_env = "REGMIRROR_TEST_CFG_PW"
                 "[destination]\nregistry = \"r.io\"\npassword = \"hunter2\n",
                 "line 3",
             ),
+            // Checks after parsing name the line of the table, the key and the mirror once.
+            (
+                "[destination]\nregistry = \"r.io\"\n\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\n\n[[mirror]]\nid = \"m/b\"\nsource = \"q.io/a\"\ntags = \"v3.[12\"\n",
+                "line 9: mirror \"m/b\": tags: invalid tag pattern",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"M/A\"\nsource = \"q.io/a\"\ntags = \"*\"\n",
+                "line 3: mirror \"M/A\": id: repository \"M/A\" is not valid",
+            ),
+            (
+                "state = \"sqlite:x\"\n\n[destination]\nregistry = \"r.io\"\npassword = \"hunter2\"\n",
+                "line 3: destination: a password is set but no username",
+            ),
+            // An unclosed multi-line password: its lines are never shown as keys.
+            (
+                "[destination]\nregistry = \"r.io\"\npassword = \"\"\"\nhunter2 = x\n",
+                "line ",
+            ),
+            (
+                "poll_interval = \"0s\"\n[destination]\nregistry = \"r.io\"\n",
+                "line 1: poll_interval: a duration must be greater than zero",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\nusername = \"u\"\npassword = \"\"\"\nhunter2 = \"\"\"\n[[webhook]]\nurl = \"ftp://x\"\n",
+                "line 6: webhook 1: url: not an http",
+            ),
         ];
         for (text, needle) in cases {
             let e = WorkerConfig::parse(text, Path::new("/"))
@@ -549,7 +645,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         // SAFETY: no other test reads or writes this variable.
         unsafe { std::env::set_var("DOCKERHUB_TOKEN", "token") };
         for m in raw.mirror {
-            mirror(m, Path::new("/"), RollbackMode::default()).unwrap();
+            mirror(m.into_inner(), Path::new("/"), RollbackMode::default()).unwrap();
         }
     }
 
