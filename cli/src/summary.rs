@@ -110,23 +110,28 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
     out.join("\n")
 }
 
-/// What to try when the whole run failed on the way to a registry. The report's error reads
-/// `Kind: message`.
+/// What to try when the run or its tags failed on the way to a registry (credentials, TLS, a
+/// registry out of reach). Errors read `Kind: message`; the run's error comes first.
 fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
-    let error = report.error.as_deref()?;
     if report.outcome != Outcome::Failed {
         return None;
     }
-    let (kind, _) = error.split_once(": ")?;
-    let kind = [
-        ErrorKind::Unauthorized,
-        ErrorKind::Tls,
-        ErrorKind::Network,
-        ErrorKind::Timeout,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == kind)?;
-    hint::for_error(kind, error, sides)
+    let errors = report
+        .error
+        .iter()
+        .chain(report.tags_failed.iter().map(|f| &f.reason));
+    errors.into_iter().find_map(|error| {
+        let (kind, _) = error.split_once(": ")?;
+        let kind = [
+            ErrorKind::Unauthorized,
+            ErrorKind::Tls,
+            ErrorKind::Network,
+            ErrorKind::Timeout,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)?;
+        hint::for_error(kind, error, sides)
+    })
 }
 
 /// The plan of a dry run, ready to print.

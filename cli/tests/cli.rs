@@ -1019,3 +1019,64 @@ async fn json_output_is_json_even_when_the_command_stops_early() {
         assert!(out.stderr.contains(needle), "{out:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth_registries_on_both_sides() {
+    use regmirror_tests::registry::{PASSWORD, READER_PASSWORD, READER_USERNAME};
+
+    // Bearer tokens from the kit's issuer (in this process, so the binary runs off the runtime's
+    // threads): the source lets a reader pull, the destination only the robot push.
+    let source = Registry::builder().token_auth(false).start();
+    let dest = Registry::builder().token_auth(false).start();
+    let seeded = seed(&source, "lib/app", &["v1", "v2"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let reader = format!("{READER_USERNAME}:{READER_PASSWORD}");
+    let robot = format!("{USERNAME}:{PASSWORD}");
+    let run = |extra: Vec<String>| {
+        let mut args: Vec<String> = sync_args(&src, &dst, "*", &PLAIN)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            regmirror(&args)
+        })
+    };
+
+    let out = run(vec![
+        "--src-creds".into(),
+        reader.clone(),
+        "--dest-creds".into(),
+        robot.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, seeded);
+
+    // The reader may not push: the destination refuses the new tag, and only that one.
+    seed(&source, "lib/app", &["v3"]).await;
+    let out = run(vec![
+        "--src-creds".into(),
+        reader.clone(),
+        "--dest-creds".into(),
+        reader.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("failed   1   v3"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("hint: check --dest-creds (or the docker login"),
+        "{out:?}"
+    );
+    assert!(!out.all().contains(READER_PASSWORD), "{out:?}");
+    assert_eq!(
+        tags_of(&dest, "mirror/app").await,
+        seeded,
+        "nothing changed"
+    );
+}
