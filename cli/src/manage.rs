@@ -242,7 +242,7 @@ pub fn state_url(state: Option<&str>, config: Option<&std::path::Path>) -> CliRe
         return StateUrl::parse(s, "--state");
     }
     if let Some(path) = config {
-        return Ok(WorkerConfig::load(path)?.state);
+        return WorkerConfig::load_state(path);
     }
     match std::env::var(STATE_ENV) {
         Ok(s) if !s.is_empty() => StateUrl::parse(&s, STATE_ENV),

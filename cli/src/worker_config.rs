@@ -148,21 +148,24 @@ enum Patterns {
 impl WorkerConfig {
     /// Read and check the file at `path`.
     pub fn load(path: &Path) -> CliResult<WorkerConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::invalid(format!("--config: cannot read {}: {e}", path.display()))
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let (text, base) = read(path)?;
         Self::parse(&text, base).map_err(|f| f.context(format!("config file {}", path.display())))
+    }
+
+    /// Only the state store of the file at `path`, for the mirror commands: they need no
+    /// secrets, so the file's passwords (files, environment variables) are not read.
+    pub fn load_state(path: &Path) -> CliResult<StateUrl> {
+        let (text, base) = read(path)?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            toml_error(&text, &e).context(format!("config file {}", path.display()))
+        })?;
+        state(&raw, base)
     }
 
     /// Parse `text`; relative paths in it are relative to `base` (the file's directory).
     pub fn parse(text: &str, base: &Path) -> CliResult<WorkerConfig> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        let state = raw.state.as_deref().unwrap_or(DEFAULT_STATE);
-        let state = match StateUrl::parse(state, "state")? {
-            StateUrl::Sqlite(path) => StateUrl::Sqlite(base.join(path)),
-            postgres => postgres,
-        };
+        let state = state(&raw, base)?;
         let positive = |value: Option<usize>, key: &str, default: usize| match value {
             Some(0) => Err(Failure::invalid(format!("{key}: must be at least 1"))),
             Some(n) => Ok(n),
@@ -215,6 +218,22 @@ impl WorkerConfig {
             mirrors,
         })
     }
+}
+
+/// The file's text and the directory its relative paths start from.
+fn read(path: &Path) -> CliResult<(String, &Path)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("--config: cannot read {}: {e}", path.display())))?;
+    Ok((text, path.parent().unwrap_or(Path::new("."))))
+}
+
+/// The state store the file names (a relative SQLite path is relative to the file).
+fn state(raw: &RawConfig, base: &Path) -> CliResult<StateUrl> {
+    let state = raw.state.as_deref().unwrap_or(DEFAULT_STATE);
+    Ok(match StateUrl::parse(state, "state")? {
+        StateUrl::Sqlite(path) => StateUrl::Sqlite(base.join(path)),
+        postgres => postgres,
+    })
 }
 
 /// Every key of the file, the only text of a line an error message may repeat.

@@ -1080,3 +1080,42 @@ async fn token_auth_registries_on_both_sides() {
         "nothing changed"
     );
 }
+
+#[test]
+fn mirror_commands_read_only_the_state_store_from_a_worker_config() {
+    // The robot's password lives where the worker runs; managing mirrors elsewhere with the
+    // same file must not need it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        "state = \"sqlite:state.db\"\n\n[destination]\nregistry = \"127.0.0.1:9\"\n\
+         username = \"robot\"\npassword_env = \"REGMIRROR_QA_UNSET_PASSWORD\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = regmirror(&["mirror", "--config", config, "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(dir.path().join("state.db").exists(), "{out:?}");
+    // The worker does need it, and says which key.
+    let out = regmirror(&["worker", "--config", config]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "destination: password_env: the environment variable REGMIRROR_QA_UNSET_PASSWORD"
+        ),
+        "{out:?}"
+    );
+    // A typo is still an error for both.
+    std::fs::write(
+        dir.path().join("regmirror.toml"),
+        "stat = \"sqlite:x.db\"\n",
+    )
+    .unwrap();
+    let out = regmirror(&["mirror", "--config", config, "list"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("line 1: unknown field `stat`"),
+        "{out:?}"
+    );
+}
