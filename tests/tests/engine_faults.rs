@@ -766,3 +766,63 @@ async fn one_http_client_as_both_source_and_destination_does_not_deadlock() {
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.blobs_copied + report.blobs_mounted, 13);
 }
+
+#[tokio::test]
+async fn a_destination_failing_a_streamed_upload_once_is_uploaded_again() {
+    let source = Registry::start();
+    let dest_registry = Registry::start();
+    let dest_proxy = Proxy::start(&dest_registry);
+    let img = Image::simple(80, 1, 3 << 20);
+    let layer = img.layers[0].digest.clone();
+    source.seeder().push_image(SRC, "v1", &img).await;
+    // The upload's request fails once, refused before its body went through (a storage
+    // hiccup behind the registry, a proxy dropping the connection).
+    let final_put = format!("digest={}", layer.as_str().replace(':', "%3A"));
+    dest_proxy.inject("PUT", &final_put, Fault::Status(500), 1);
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let mut config = MirrorConfig::new(
+        DEST,
+        format!("{}/{SRC}", source.host()).parse().unwrap(),
+        &["v1"],
+    );
+    config.verify_tls = false;
+    let report = mirror
+        .sync_config(&config, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert!(dest_registry.seeder().has_blob(DEST, &layer).await);
+    assert_eq!(dest_proxy.count("PUT", &final_put), 2);
+}
+
+#[tokio::test]
+async fn a_destination_refusing_every_upload_is_not_retried_on_top_of_the_client() {
+    let source = Registry::start();
+    let dest_registry = Registry::start();
+    let dest_proxy = Proxy::start(&dest_registry);
+    let img = Image::simple(81, 1, 3 << 20);
+    source.seeder().push_image(SRC, "v1", &img).await;
+    dest_proxy.inject("POST", "/blobs/uploads/", Fault::Status(500), usize::MAX);
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let mut config = MirrorConfig::new(
+        DEST,
+        format!("{}/{SRC}", source.host()).parse().unwrap(),
+        &["v1"],
+    );
+    config.verify_tls = false;
+    let report = mirror
+        .sync_config(&config, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed_tags(), ["v1"], "{report:?}");
+    // Config and layer: the client's first try and 4 retries each, nothing more.
+    assert_eq!(dest_proxy.count("POST", "/blobs/uploads/"), 10);
+}

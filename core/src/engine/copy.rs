@@ -39,11 +39,12 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const PROGRESS_EVERY: u64 = 1 << 20;
 /// The known-blob index forgets everything beyond this many entries (it is only a hint).
 const MAX_KNOWN_BLOBS: usize = 200_000;
-/// A blob whose source stream breaks mid-body (a cut connection, a stall) is read again from a
-/// fresh stream this many times. Only such breaks are retried here: the HTTP client already
-/// repeats failed requests up to their response headers, and restarts failed uploads itself.
+/// A blob copy cut short while its stream flowed (the source's connection cut or stalled, or
+/// the destination dropping the upload) is started again from a fresh source stream this many
+/// times. Failures before the stream flowed or after it ended are not repeated here: the HTTP
+/// client already repeats requests up to their response headers, and uploads it could buffer.
 const BLOB_RETRIES: u32 = 2;
-/// The wait before the first re-read of a broken blob stream; it doubles each time.
+/// The wait before the first new attempt of a cut-short copy; it doubles each time.
 const BLOB_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Which destination repository was last seen holding each blob: where to mount from.
@@ -359,10 +360,10 @@ impl Run {
             loop {
                 let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
                 let verified = Verified::new(stream, config, Progress::default());
-                let source_broke = Arc::clone(&verified.source_broke);
+                let cut_short = Arc::clone(&verified.cut_short);
                 match verified.try_collect::<Vec<Bytes>>().await {
                     Ok(chunks) => return Ok(Bytes::from(chunks.concat())),
-                    Err(e) => match self.reread_wait(&e, &source_broke, retries) {
+                    Err(e) => match self.reread_wait(&e, &cut_short, retries) {
                         Some(wait) => {
                             retries += 1;
                             tokio::time::sleep(wait).await;
@@ -376,9 +377,9 @@ impl Run {
     }
 
     /// How long to wait before reading a blob again after a copy failed with `e`, or `None` to
-    /// give up. Only a source stream that broke for a temporary reason is read again.
-    fn reread_wait(&self, e: &Error, source_broke: &AtomicBool, retries: u32) -> Option<Duration> {
-        if !source_broke.load(Ordering::SeqCst)
+    /// give up. Only a stream cut short for a temporary reason is read again.
+    fn reread_wait(&self, e: &Error, cut_short: &AtomicBool, retries: u32) -> Option<Duration> {
+        if !cut_short.load(Ordering::SeqCst)
             || !e.kind().is_temporary()
             || retries >= BLOB_RETRIES
             || self.is_stopped()
@@ -451,14 +452,14 @@ impl Run {
             if self.dest.verifies_blobs() {
                 verified.hasher = None;
             }
-            let source_broke = Arc::clone(&verified.source_broke);
+            let cut_short = Arc::clone(&verified.cut_short);
             match self
                 .dest
                 .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
                 .await
             {
                 Ok(()) => break,
-                Err(e) => match self.reread_wait(&e, &source_broke, retries) {
+                Err(e) => match self.reread_wait(&e, &cut_short, retries) {
                     Some(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
@@ -580,9 +581,12 @@ struct Verified {
     reported: u64,
     progress: Progress,
     done: bool,
-    /// Set when the source stream itself failed (as opposed to the checks here, or the
-    /// destination): such a blob may be read again from a new stream.
-    source_broke: Arc<AtomicBool>,
+    /// Whether any bytes were asked for.
+    started: bool,
+    /// Set when the stream stopped midway: the source failed, or the reader dropped it after
+    /// starting and before all bytes went through (not when the checks here refused it). Such
+    /// a copy may be tried again from a new stream.
+    cut_short: Arc<AtomicBool>,
 }
 
 impl Verified {
@@ -596,7 +600,8 @@ impl Verified {
             reported: 0,
             progress,
             done: false,
-            source_broke: Arc::new(AtomicBool::new(false)),
+            started: false,
+            cut_short: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -624,6 +629,7 @@ impl Stream for Verified {
         if self.done {
             return Poll::Ready(None);
         }
+        self.started = true;
         match self.inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
@@ -643,7 +649,7 @@ impl Stream for Verified {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                self.source_broke.store(true, Ordering::SeqCst);
+                self.cut_short.store(true, Ordering::SeqCst);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
@@ -665,6 +671,16 @@ impl Stream for Verified {
                 self.report();
                 Poll::Ready(None)
             }
+        }
+    }
+}
+
+impl Drop for Verified {
+    fn drop(&mut self) {
+        // Dropped with every byte delivered, the copy failed on the destination's answer to
+        // the whole blob, which is not a broken stream.
+        if self.started && !self.done && self.seen < self.size {
+            self.cut_short.store(true, Ordering::SeqCst);
         }
     }
 }
