@@ -826,3 +826,37 @@ async fn a_destination_refusing_every_upload_is_not_retried_on_top_of_the_client
     // Config and layer: the client's first try and 4 retries each, nothing more.
     assert_eq!(dest_proxy.count("POST", "/blobs/uploads/"), 10);
 }
+
+#[tokio::test]
+async fn a_source_listing_invalid_tag_names_fails_those_tags_and_writes_nothing_for_them() {
+    let env = Env::start();
+    let img = image(90, b"v1");
+    env.src().push_image(SRC, "v1", &img).await;
+    let long = "x".repeat(129);
+    let listing = serde_json::json!({
+        "name": SRC,
+        "tags": ["v1", "../../evil", "a b", "-dash", long, "v1"],
+    });
+    env.proxy.inject(
+        "GET",
+        "/tags/list",
+        Fault::Respond {
+            status: 200,
+            content_type: "application/json".into(),
+            body: serde_json::to_vec(&listing).unwrap().into(),
+        },
+        1,
+    );
+    let report = env.sync_once(&env.mirror(), &env.config(&["*"])).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.tags_synced, ["v1"], "{report:?}");
+    let mut failed = report.failed_tags();
+    failed.sort();
+    let mut expected = vec!["../../evil".to_owned(), "a b".into(), "-dash".into(), long];
+    expected.sort();
+    assert_eq!(failed, expected);
+    for failure in &report.tags_failed {
+        assert!(failure.reason.contains("InvalidReference"), "{failure:?}");
+    }
+    assert_eq!(env.dst().tags(DEST).await, ["v1"]);
+}
