@@ -359,6 +359,15 @@ impl SyncArgs {
                 path.display()
             )));
         }
+        if let Location::Layout(path) = &dest
+            && path.exists()
+            && !path.is_dir()
+        {
+            return Err(Failure::invalid(format!(
+                "--to: {} is a file, not a directory for an OCI image layout",
+                path.display()
+            )));
+        }
         if source == dest {
             return Err(Failure::invalid(
                 "SOURCE and --to name the same repository; mirroring it onto itself would change nothing",
@@ -686,6 +695,10 @@ mod tests {
             "*",
         ]);
         assert!(e.contains("is not an OCI image layout"), "{e}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let to = format!("oci:{}", file.path().display());
+        let e = check_err(&["quay.io/a/b", "--to", &to, "--tags", "*"]);
+        assert!(e.contains("is a file, not a directory"), "{e}");
         let e = check_err(&["quay.io/a/b", "--to", "quay.io/a/b", "--tags", "*"]);
         assert!(e.contains("same repository"), "{e}");
     }
