@@ -10,7 +10,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold on a terminal; plain when the output goes to a file or a pipe.
+if [ -t 1 ]; then
+    say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    say() { printf '\n== %s\n' "$*"; }
+fi
 # Echo a command as one would type it (arguments with shell characters in single quotes), then run it.
 run() {
     local shown='$' arg

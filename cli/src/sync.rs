@@ -438,7 +438,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
         .build()?;
 
     let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_ctrl_c(cancel.clone()));
+    tokio::spawn(stop_on_signal(cancel.clone()));
     let bars = TtyProgress::start(!args.json);
     let options = SyncOptions {
         cancel,
@@ -550,15 +550,30 @@ impl<R: DestRegistry + 'static> IntoArc<dyn DestRegistry> for R {
     }
 }
 
-/// The first Ctrl-C stops the run after the work in flight (the report says what was done);
-/// a second one quits at once.
-async fn stop_on_ctrl_c(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
+/// The first Ctrl-C (or SIGTERM, as `timeout`, systemd and container runtimes send) stops the
+/// run after the work in flight, so no tag is left half-published and the report says what was
+/// done; a second signal quits at once.
+async fn stop_on_signal(cancel: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut signalled = async || {
+        let term = async {
+            match term.as_mut() {
+                Some(term) => term.recv().await,
+                // Without a SIGTERM handler only Ctrl-C stops the run cleanly.
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            _ = term => true,
+        }
+    };
+    if !signalled().await {
         return;
     }
     eprintln!("regmirror: stopping after the work in flight (Ctrl-C again to quit now)");
     cancel.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
+    if signalled().await {
         std::process::exit(130);
     }
 }

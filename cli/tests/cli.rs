@@ -1119,3 +1119,56 @@ fn mirror_commands_read_only_the_state_store_from_a_worker_config() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_the_sync_cleanly_with_nothing_half_published() {
+    use regmirror_tests::proxy::{Fault, Proxy};
+
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(&source, "lib/app", &["v1", "v2"]).await;
+    // Every blob read stalls for a while, so the run is surely mid-copy when the signal comes.
+    // (A read that hangs for good is only interrupted by a second signal: the run finishes
+    // the work in flight.)
+    let proxy = Proxy::start(&source);
+    let stall = Fault::StallBody {
+        after: 100,
+        pause: std::time::Duration::from_secs(2),
+    };
+    proxy.inject("GET", "/blobs/", stall, 1000);
+    let src = format!("{}/lib/app", proxy.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    for signal in ["-TERM", "-INT"] {
+        proxy.reset_counts();
+        let std_command = command(&sync_args(&src, &dst, "*", &PLAIN));
+        let child = tokio::process::Command::from(std_command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        eventually("a blob read reaches the source", async || {
+            proxy.count("GET", "/blobs/") > 0
+        })
+        .await;
+        let pid = child.id().unwrap().to_string();
+        let kill = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(kill.success());
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+                .await
+                .expect("regmirror stops soon after the signal")
+                .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{signal}: {stdout}{stderr}");
+        assert!(stdout.contains("cancelled"), "{signal}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("stopping after the work in flight"),
+            "{signal}: {stderr}"
+        );
+        // Whatever was published is the source's image, digest unchanged.
+        for (tag, digest) in tags_of(&dest, "mirror/app").await {
+            assert_eq!(seeded[&tag], digest, "{signal}: {tag}");
+        }
+    }
+}
