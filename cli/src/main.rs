@@ -49,8 +49,9 @@ enum Command {
     /// Print which of TAGS the patterns select, sorted, one per line.
     Tags {
         /// Tag patterns: a comma-separated list of globs, `regex:`, `semver:` and `!` exclusions.
-        #[arg(long, short)]
-        patterns: String,
+        /// May be repeated.
+        #[arg(long, short, required = true)]
+        patterns: Vec<String>,
         /// Candidate tags.
         tags: Vec<String>,
     },
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Mirror(args) => manage::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Tags { patterns, tags } => {
             let filter =
-                TagFilter::parse(&patterns).map_err(|e| Failure::from(e).context("--patterns"))?;
+                TagFilter::new(&patterns).map_err(|e| Failure::from(e).context("--patterns"))?;
             for tag in filter.select(&tags) {
                 println!("{tag}");
             }

@@ -116,6 +116,19 @@ fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
     if report.outcome != Outcome::Failed {
         return None;
     }
+    // The engine says how to allow an index rewrite in its own terms (`platform_index`).
+    if report
+        .tags_failed
+        .iter()
+        .any(|f| f.reason.contains("refused the sparse index"))
+    {
+        return Some(
+            "this registry refuses an index whose other platforms are missing; add \
+             --platform-index rewrite to push an index of the selected platforms (its digest \
+             differs from the source's)"
+                .to_owned(),
+        );
+    }
     let errors = report
         .error
         .iter()

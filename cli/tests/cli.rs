@@ -1172,3 +1172,51 @@ async fn a_signal_stops_the_sync_cleanly_with_nothing_half_published() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_platform_filter_into_distribution_needs_a_rewritten_index_and_says_so() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let mut args = PLAIN.to_vec();
+    args.extend(["--arch", "arm64"]);
+
+    // distribution 2.8 refuses the source's index with a platform missing: the hint gives the
+    // flag, not the library's option name.
+    let out = regmirror(&sync_args(&src, &dst, "*", &args));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("hint: this registry refuses an index")
+            && out.stdout.contains("add --platform-index rewrite"),
+        "{out:?}"
+    );
+    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+
+    args.extend(["--platform-index", "rewrite"]);
+    let out = regmirror(&sync_args(&src, &dst, "*", &args));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("rewritten v1"), "{out:?}");
+    let mirrored = tags_of(&dest, "mirror/app").await;
+    assert_ne!(
+        mirrored["v1"], seeded["v1"],
+        "a new index of the arm64 image"
+    );
+}
+
+#[test]
+fn tags_takes_repeated_patterns_like_sync() {
+    let out = regmirror(&[
+        "tags",
+        "--patterns",
+        "v1.*,!*-rc*",
+        "--patterns",
+        r"regex:^v\d{1,2}$",
+        "v1.0",
+        "v1.1-rc1",
+        "v12",
+        "v123",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "v1.0\nv12\n");
+}
