@@ -164,6 +164,7 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
         credentials: credentials.map(|c| CoreCredentials::new(c.username, c.password)),
         tls_verify: tls_verify.unwrap_or(true),
         docker_config,
+        ..Access::default()
     };
     let build = || -> regmirror::Result<OneShotSync> {
         let mut sync = OneShotSync::new(o.source.parse::<Location>()?, o.to.parse()?, tags);

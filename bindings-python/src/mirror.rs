@@ -63,6 +63,7 @@ impl Mirror {
             credentials: credentials.map(|(user, password)| Credentials::new(user, password)),
             tls_verify,
             docker_config,
+            ..Access::default()
         };
         let build = || -> regmirror::Result<OneShotSync> {
             let mut sync = OneShotSync::new(source.parse::<Location>()?, to.parse()?, tags);

@@ -79,8 +79,8 @@ mod tests {
 
     fn sides(source: &str, dest: &str) -> Sides {
         Sides::new(
-            &Location::parse(source, "SOURCE").unwrap(),
-            &Location::parse(dest, "--to").unwrap(),
+            &crate::location::parse(source, "SOURCE").unwrap(),
+            &crate::location::parse(dest, "--to").unwrap(),
         )
     }
 

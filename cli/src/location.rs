@@ -1,73 +1,44 @@
 //! Where images come from or go to on the command line: a repository in a registry
 //! (`host[:port]/path`, skopeo's `docker://` prefix allowed) or an OCI image layout directory
-//! (`oci:PATH`).
+//! (`oci:PATH`), parsed by the core's [`Location`] with errors naming the argument.
 
-use std::fmt;
-use std::path::PathBuf;
-
-use regmirror::RepositoryRef;
+pub use regmirror::oneshot::Location;
 
 use crate::failure::Failure;
 
-/// A `SOURCE` or `--to DEST` argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A repository in a registry; the path is the repository.
-    Registry(RepositoryRef),
-    /// An OCI image layout directory; its `index.json` names the tags.
-    Layout(PathBuf),
-}
-
-impl Location {
-    /// Parse `arg` given as `what` (`SOURCE`, `--to`), naming it in the error.
-    pub fn parse(arg: &str, what: &str) -> Result<Location, Failure> {
-        if let Some(path) = arg.strip_prefix("oci:") {
-            if path.is_empty() {
-                return Err(Failure::invalid(format!(
-                    "{what}: \"oci:\" needs a directory, as in oci:./images/app"
-                )));
-            }
-            return Ok(Location::Layout(PathBuf::from(path)));
+/// Parse `arg` given as `what` (`SOURCE`, `--to`), naming it in the error.
+pub fn parse(arg: &str, what: &str) -> Result<Location, Failure> {
+    arg.parse().map_err(|e: regmirror::Error| {
+        // The core names every reference a "source reference"; here it may be the
+        // destination, so say which argument it was instead.
+        let why = e.message().replacen("source reference", "reference", 1);
+        let failure = Failure::invalid(format!("{what}: {why}"));
+        if arg.starts_with("oci:") {
+            failure
+        } else {
+            failure.hint("give a registry repository (host[:port]/path) or oci:DIRECTORY")
         }
-        let reference = arg.strip_prefix("docker://").unwrap_or(arg);
-        RepositoryRef::parse(reference)
-            .map(Location::Registry)
-            .map_err(|e| {
-                // The core names every reference a "source reference"; here it may be the
-                // destination, so say which argument it was instead.
-                let why = e.message().replacen("source reference", "reference", 1);
-                Failure::invalid(format!("{what}: {why}"))
-                    .hint("give a registry repository (host[:port]/path) or oci:DIRECTORY")
-            })
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::Registry(r) => write!(f, "{r}"),
-            Location::Layout(p) => write!(f, "oci:{}", p.display()),
-        }
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
     fn registries_and_layouts() {
-        let Ok(Location::Registry(r)) = Location::parse("127.0.0.1:5000/mirror/app", "SOURCE")
-        else {
+        let Ok(Location::Registry(r)) = parse("127.0.0.1:5000/mirror/app", "SOURCE") else {
             panic!("a registry location")
         };
         assert_eq!(
             (r.registry(), r.repository()),
             ("127.0.0.1:5000", "mirror/app")
         );
-        let l = Location::parse("docker://quay.io/coreos/etcd", "SOURCE").unwrap();
+        let l = parse("docker://quay.io/coreos/etcd", "SOURCE").unwrap();
         assert_eq!(l.to_string(), "quay.io/coreos/etcd");
-        let l = Location::parse("oci:./out/app", "--to").unwrap();
+        let l = parse("oci:./out/app", "--to").unwrap();
         assert_eq!(l, Location::Layout(PathBuf::from("./out/app")));
         assert_eq!(l.to_string(), "oci:./out/app");
     }
@@ -79,7 +50,7 @@ mod tests {
             ("quay.io/coreos/etcd:v3", "has a tag"),
             ("https://quay.io/a", "has a scheme"),
         ] {
-            let e = Location::parse(arg, "--to").unwrap_err().to_string();
+            let e = parse(arg, "--to").unwrap_err().to_string();
             assert!(e.starts_with("--to: "), "{e}");
             assert!(e.contains(needle), "{e}");
             assert!(!e.contains("source reference"), "{e}");

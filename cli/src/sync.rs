@@ -3,31 +3,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use regmirror::config::KNOWN_ARCHITECTURES;
-use regmirror::engine::{Mirror, PreviewAction, StaticConnector, SyncOptions};
-use regmirror::registry::LayoutRegistry;
-use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::{
-    Credentials, DestRegistry, MirrorConfig, PlatformIndexMode, RepositoryRef, RollbackMode,
-    SourceRegistry, TagFilter,
-};
+use regmirror::engine::{PreviewAction, SyncOptions};
+use regmirror::oneshot::{Access, OneShotSync};
+use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode, TagFilter};
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, EXIT_FAILED, Failure};
 use crate::hint::{self, Sides};
-use crate::location::Location;
+use crate::location::{self, Location};
 use crate::output::print_json;
 use crate::progress::TtyProgress;
 use crate::summary::{JsonPreview, JsonReport, preview_text, report_text};
-
-/// The mirror id of a one-shot sync into a layout: any valid repository name works, because a
-/// single layout directory serves every repository path.
-const LAYOUT_REPOSITORY: &str = "oci-layout";
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
@@ -189,18 +180,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Settings for reaching one side's registry, resolved from the arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
-    pub credentials: Option<Credentials>,
-    /// Fall back to the docker/podman login config when no credentials are given.
-    pub docker_config: bool,
-    /// Read that login config from this file instead of the default locations.
-    pub auth_file: Option<PathBuf>,
-    pub tls_verify: bool,
-    pub cert_dir: Option<PathBuf>,
-}
-
 impl SourceAccess {
     /// `authfile` is the --authfile both sides share.
     pub fn resolve(&self, location: &Location, authfile: Option<&Path>) -> CliResult<Access> {
@@ -290,13 +269,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
             ))
             .hint(format!("drop {flag}")));
         }
-        return Ok(Access {
-            credentials: None,
-            docker_config: false,
-            auth_file: None,
-            tls_verify: true,
-            cert_dir: None,
-        });
+        return Ok(Access::default());
     }
     if let Some(dir) = raw.cert_dir
         && !dir.is_dir()
@@ -332,25 +305,23 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         docker_config: !raw.no_creds,
         auth_file: raw.authfile.map(|(_, file)| file.to_owned()),
         tls_verify: raw.tls_verify.unwrap_or(true),
-        cert_dir: raw.cert_dir.map(ToOwned::to_owned),
+        ca_certs: raw.cert_dir.map(ToOwned::to_owned).into_iter().collect(),
     })
 }
 
-/// A one-shot sync, checked: where from, where to, how to reach each, and the mirror settings.
+/// A one-shot sync, checked: where from, where to, how to reach each, and the mirror settings
+/// the engine runs.
 #[derive(Debug)]
 pub struct CheckedSync {
-    pub source: Location,
-    pub dest: Location,
-    pub source_access: Access,
-    pub dest_access: Access,
+    pub sync: OneShotSync,
     pub config: MirrorConfig,
 }
 
 impl SyncArgs {
     /// Check every argument and build the mirror configuration; any problem is exit status 2.
     pub fn check(&self) -> CliResult<CheckedSync> {
-        let source = Location::parse(&self.source, "SOURCE")?;
-        let dest = Location::parse(&self.to, "--to")?;
+        let source = location::parse(&self.source, "SOURCE")?;
+        let dest = location::parse(&self.to, "--to")?;
         if let Location::Layout(path) = &source
             && !path.join("index.json").is_file()
         {
@@ -387,55 +358,31 @@ impl SyncArgs {
             )));
         }
 
-        // The engine names a run by its destination repository; a layout serves any name.
-        let id = match (&dest, &source) {
-            (Location::Registry(d), _) => d.repository().to_owned(),
-            (Location::Layout(_), Location::Registry(s)) => s.repository().to_owned(),
-            (Location::Layout(_), Location::Layout(_)) => LAYOUT_REPOSITORY.to_owned(),
-        };
-        // A layout source answers for any repository path; the engine still needs a reference.
-        let source_ref = match &source {
-            Location::Registry(r) => r.clone(),
-            Location::Layout(_) => RepositoryRef::new("localhost", LAYOUT_REPOSITORY)
-                .expect("a constant, valid reference"),
-        };
-        let patterns: Vec<&str> = filter.patterns().iter().map(String::as_str).collect();
-        let mut config = MirrorConfig::new(id, source_ref, &patterns);
-        config.architectures = self.arch.clone();
-        config.rollback = self.rollback.into();
-        config.platform_index = self.platform_index.into();
-        config.verify_tls = source_access.tls_verify;
-        config.source_credentials = source_access.credentials.clone();
-        config.timeout = self.timeout;
-        config.validate()?;
-        Ok(CheckedSync {
-            source,
-            dest,
-            source_access,
-            dest_access,
-            config,
-        })
+        let mut sync = OneShotSync::new(source, dest, filter.patterns());
+        sync.architectures = self.arch.clone();
+        sync.rollback = self.rollback.into();
+        sync.platform_index = self.platform_index.into();
+        sync.keep_unselected = self.no_prune;
+        sync.source_access = source_access;
+        sync.dest_access = dest_access;
+        sync.concurrency = usize::from(self.concurrency);
+        sync.timeout = self.timeout;
+        let config = sync.config()?;
+        Ok(CheckedSync { sync, config })
     }
 }
 
 /// Run `regmirror sync`: exit status 0 when every selected tag is current afterwards, 1 when a
 /// tag (or the run) failed or was cancelled.
 pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
-    let checked = args.check()?;
-    let concurrency = usize::from(args.concurrency);
-    let source: Arc<dyn SourceRegistry> = open(
-        &checked.source,
-        &checked.source_access,
-        concurrency,
-        "SOURCE",
-    )?;
-    let dest: Arc<dyn DestRegistry> =
-        open(&checked.dest, &checked.dest_access, concurrency, "--to")?;
-    let mirror = Mirror::builder()
-        .connector(Arc::new(StaticConnector(source)))
-        .destination(dest)
-        .concurrency(concurrency)
-        .build()?;
+    let CheckedSync { sync, config } = args.check()?;
+    let source = sync
+        .source_registry()
+        .map_err(|e| Failure::from(e).context("SOURCE"))?;
+    let dest = sync
+        .dest_registry()
+        .map_err(|e| Failure::from(e).context("--to"))?;
+    let mirror = sync.mirror(source, dest)?;
 
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
@@ -443,14 +390,14 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
     let options = SyncOptions {
         cancel,
         progress: bars.as_ref().map(TtyProgress::sink).unwrap_or_default(),
-        keep_unselected: args.no_prune,
+        keep_unselected: sync.keep_unselected,
     };
-    let destination = checked.dest.to_string();
-    let source_name = checked.source.to_string();
-    let sides = Sides::new(&checked.source, &checked.dest);
+    let destination = sync.to.to_string();
+    let source_name = sync.source.to_string();
+    let sides = Sides::new(&sync.source, &sync.to);
 
     if args.dry_run {
-        let preview = mirror.preview_config(&checked.config, options).await;
+        let preview = mirror.preview_config(&config, options).await;
         if let Some(bars) = &bars {
             bars.finish();
         }
@@ -476,7 +423,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
         return Ok(exit(!fails));
     }
 
-    let report = mirror.sync_config(&checked.config, options).await;
+    let report = mirror.sync_config(&config, options).await;
     if let Some(bars) = &bars {
         bars.finish();
     }
@@ -499,54 +446,6 @@ fn exit(success: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
-    }
-}
-
-/// The registry client (or layout) for one side.
-fn open<T>(
-    location: &Location,
-    access: &Access,
-    concurrency: usize,
-    what: &str,
-) -> CliResult<Arc<T>>
-where
-    T: ?Sized,
-    HttpRegistry: IntoArc<T>,
-    LayoutRegistry: IntoArc<T>,
-{
-    match location {
-        Location::Layout(dir) => Ok(LayoutRegistry::single(dir).into_arc()),
-        Location::Registry(reference) => {
-            let options = HttpOptions {
-                credentials: access.credentials.clone(),
-                tls_verify: access.tls_verify,
-                ca_certs: access.cert_dir.iter().cloned().collect(),
-                docker_config: access.docker_config,
-                auth_file: access.auth_file.clone(),
-                max_concurrent_requests: concurrency,
-                ..HttpOptions::default()
-            };
-            HttpRegistry::new(reference.registry(), options)
-                .map(IntoArc::into_arc)
-                .map_err(|e| Failure::from(e).context(what))
-        }
-    }
-}
-
-/// Registries become either trait object the engine takes.
-trait IntoArc<T: ?Sized> {
-    fn into_arc(self) -> Arc<T>;
-}
-
-impl<R: SourceRegistry + 'static> IntoArc<dyn SourceRegistry> for R {
-    fn into_arc(self) -> Arc<dyn SourceRegistry> {
-        Arc::new(self)
-    }
-}
-
-impl<R: DestRegistry + 'static> IntoArc<dyn DestRegistry> for R {
-    fn into_arc(self) -> Arc<dyn DestRegistry> {
-        Arc::new(self)
     }
 }
 
@@ -632,13 +531,13 @@ mod tests {
         assert_eq!(c.rollback, RollbackMode::AllOrNothing);
         assert_eq!(c.timeout, Duration::from_secs(90));
         assert!(!c.verify_tls);
-        let creds = checked.source_access.credentials.unwrap();
+        let creds = checked.sync.source_access.credentials.unwrap();
         assert_eq!(
             (creds.username.as_str(), creds.password.as_str()),
             ("robot", "pa:ss")
         );
-        assert!(!checked.source_access.tls_verify);
-        assert!(checked.dest_access.tls_verify);
+        assert!(!checked.sync.source_access.tls_verify);
+        assert!(checked.sync.dest_access.tls_verify);
         assert_eq!(args.concurrency, 3);
     }
 
@@ -672,7 +571,7 @@ mod tests {
             .check()
             .unwrap();
         assert_eq!(checked.config.id, "a/b");
-        assert_eq!(checked.dest, Location::Layout("/tmp/out".into()));
+        assert_eq!(checked.sync.to, Location::Layout("/tmp/out".into()));
     }
 
     #[test]

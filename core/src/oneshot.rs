@@ -65,6 +65,10 @@ pub struct Access {
     pub tls_verify: bool,
     /// Look up credentials as docker and podman store them when none are given.
     pub docker_config: bool,
+    /// Read those stored logins from this file instead of the default locations.
+    pub auth_file: Option<PathBuf>,
+    /// Extra CA certificates to trust: PEM files, or directories of `*.crt` files.
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl Default for Access {
@@ -73,6 +77,8 @@ impl Default for Access {
             credentials: None,
             tls_verify: true,
             docker_config: false,
+            auth_file: None,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -170,30 +176,51 @@ impl OneShotSync {
             ..options
         };
         let config = self.config()?;
-        let source: Arc<dyn SourceRegistry> = match &self.source {
-            Location::Layout(dir) => Arc::new(LayoutRegistry::single(dir)),
-            Location::Registry(r) => Arc::new(self.http(r, &self.source_access)?),
-        };
-        let dest: Arc<dyn DestRegistry> = match &self.to {
-            Location::Layout(dir) => Arc::new(LayoutRegistry::single(dir)),
-            Location::Registry(r) => Arc::new(self.http(r, &self.dest_access)?),
-        };
-        let mirror = Mirror::builder()
-            .connector(Arc::new(StaticConnector(source)))
-            .destination(dest)
-            .concurrency(self.concurrency)
-            .build()?;
+        let mirror = self.mirror(self.source_registry()?, self.dest_registry()?)?;
         let mut report = mirror.sync_config(&config, options).await?;
         // A layout source has no registry name; say which directory it was.
         report.source = self.source.to_string();
         Ok(report)
     }
 
+    /// The source's registry client, or its layout directory.
+    pub fn source_registry(&self) -> Result<Arc<dyn SourceRegistry>> {
+        Ok(match &self.source {
+            Location::Layout(dir) => Arc::new(LayoutRegistry::single(dir)),
+            Location::Registry(r) => Arc::new(self.http(r, &self.source_access)?),
+        })
+    }
+
+    /// The destination's registry client, or its layout directory.
+    pub fn dest_registry(&self) -> Result<Arc<dyn DestRegistry>> {
+        Ok(match &self.to {
+            Location::Layout(dir) => Arc::new(LayoutRegistry::single(dir)),
+            Location::Registry(r) => Arc::new(self.http(r, &self.dest_access)?),
+        })
+    }
+
+    /// The engine that runs this sync between `source` and `dest` (from
+    /// [`OneShotSync::source_registry`] and [`OneShotSync::dest_registry`], taken apart so a
+    /// caller can say which side failed to open).
+    pub fn mirror(
+        &self,
+        source: Arc<dyn SourceRegistry>,
+        dest: Arc<dyn DestRegistry>,
+    ) -> Result<Mirror> {
+        Mirror::builder()
+            .connector(Arc::new(StaticConnector(source)))
+            .destination(dest)
+            .concurrency(self.concurrency)
+            .build()
+    }
+
     fn http(&self, reference: &RepositoryRef, access: &Access) -> Result<HttpRegistry> {
         let options = HttpOptions {
             credentials: access.credentials.clone(),
             tls_verify: access.tls_verify,
+            ca_certs: access.ca_certs.clone(),
             docker_config: access.docker_config,
+            auth_file: access.auth_file.clone(),
             max_concurrent_requests: self.concurrency,
             ..HttpOptions::default()
         };
