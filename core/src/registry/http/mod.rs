@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use retry::RetryPolicy;
 
@@ -288,15 +289,20 @@ impl HttpRegistry {
             Ok(Cow::Borrowed(repo))
         }
     }
+
+    /// `repo` as [`HttpRegistry::repo`] gives it, and a slot under the per-host request cap for
+    /// the caller to hold while its request runs.
+    async fn slot<'a>(&self, repo: &'a str) -> Result<(Cow<'a, str>, OwnedSemaphorePermit)> {
+        let repo = self.repo(repo)?;
+        Ok((repo, self.client.permit().await))
+    }
 }
 
 #[async_trait]
 impl SourceRegistry for HttpRegistry {
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
-        self.client.list_tags(repo).await?.ok_or_else(|| {
+        let (repo, _permit) = self.slot(repo).await?;
+        self.client.list_tags(&repo).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("repository {repo} not found on {}", self.client.host),
@@ -305,29 +311,23 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .head_manifest(repo, reference, &[pull_scope(repo)])
+            .head_manifest(&repo, reference, &[pull_scope(&repo)])
             .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .get_manifest(repo, reference, &[pull_scope(repo)])
+            .get_manifest(&repo, reference, &[pull_scope(&repo)])
             .await
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let permit = self.client.permit().await;
+        let (repo, permit) = self.slot(repo).await?;
         self.client
-            .get_blob(repo, digest, &[pull_scope(repo)], permit)
+            .get_blob(&repo, digest, &[pull_scope(&repo)], permit)
             .await
     }
 }
@@ -342,36 +342,28 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
-        Ok(self.client.list_tags(repo).await?.unwrap_or_default())
+        let (repo, _permit) = self.slot(repo).await?;
+        Ok(self.client.list_tags(&repo).await?.unwrap_or_default())
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .head_manifest(repo, reference, &[push_scope(repo)])
+            .head_manifest(&repo, reference, &[push_scope(&repo)])
             .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .get_manifest(repo, reference, &[push_scope(repo)])
+            .get_manifest(&repo, reference, &[push_scope(&repo)])
             .await
     }
 
     async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .has_blob(repo, digest, &[push_scope(repo)])
+            .has_blob(&repo, digest, &[push_scope(&repo)])
             .await
     }
 
@@ -405,11 +397,9 @@ impl DestRegistry for HttpRegistry {
         reference: &str,
         manifest: &Manifest,
     ) -> Result<Digest> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.permit().await;
+        let (repo, _permit) = self.slot(repo).await?;
         self.client
-            .put_manifest(repo, reference, manifest, &[push_scope(repo)])
+            .put_manifest(&repo, reference, manifest, &[push_scope(&repo)])
             .await
     }
 
