@@ -16,7 +16,7 @@ use tokio_postgres::{NoTls, Row, Transaction};
 use super::memory::{ensure_no_live_lease, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    tag_record_from_json, tag_record_json, truncate,
+    stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
     Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
@@ -288,12 +288,6 @@ async fn store(
         }
     })?;
     Ok(())
-}
-
-/// `claim` with its expiry as stored.
-fn stored_claim(mut claim: Claim, state: &MirrorState) -> Claim {
-    claim.expires = state.lease_expires.unwrap_or(claim.expires);
-    claim
 }
 
 #[async_trait]
