@@ -55,3 +55,22 @@ pub use registry::{
 };
 pub use seed::Seeder;
 pub use webhook::WebhookReceiver;
+
+/// One `#[tokio::test]` per backend and case, for suites that run the same cases against every
+/// backend. `backend_suite!([http, memory], [round_trip])` makes `mod http` holding a test
+/// `round_trip` that runs `super::round_trip(&super::Backend::http()).await`, and the same for
+/// `memory`; the calling file defines the cases and `Backend` with one constructor per module.
+#[macro_export]
+macro_rules! backend_suite {
+    ([$($backend:ident),* $(,)?], $cases:tt) => {
+        $($crate::backend_suite!(@backend $backend $cases);)*
+    };
+    (@backend $backend:ident [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(&super::Backend::$backend()).await;
+            })*
+        }
+    };
+}

@@ -565,63 +565,27 @@ async fn invalid_references_are_refused(backend: &Backend) {
     assert_eq!(dest.list_tags("refs/app").await.unwrap(), ["ok"]);
 }
 
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod layout_single {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::layout_single()).await;
-            })*
-        }
-        mod layout_root {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::layout_root()).await;
-            })*
-        }
-        mod http {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::http()).await;
-            })*
-        }
-        mod http_tls {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::http_tls()).await;
-            })*
-        }
-        mod http_basic {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::http_basic()).await;
-            })*
-        }
-        mod http_token {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::http_token()).await;
-            })*
-        }
-        mod memory {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::memory()).await;
-            })*
-        }
-    };
-}
-
-suite!(
-    manifests_round_trip,
-    untagged_manifest_is_reachable_by_digest_only,
-    absent_things,
-    blob_mount,
-    pagination_returns_every_tag,
-    deleting_a_tag_keeps_tags_sharing_its_digest,
-    retagging_moves_the_tag,
-    corrupt_blob_is_refused,
-    manifest_with_missing_blobs_is_refused,
-    sparse_index,
-    invalid_references_are_refused,
+regmirror_tests::backend_suite!(
+    [
+        layout_single,
+        layout_root,
+        http,
+        http_tls,
+        http_basic,
+        http_token,
+        memory
+    ],
+    [
+        manifests_round_trip,
+        untagged_manifest_is_reachable_by_digest_only,
+        absent_things,
+        blob_mount,
+        pagination_returns_every_tag,
+        deleting_a_tag_keeps_tags_sharing_its_digest,
+        retagging_moves_the_tag,
+        corrupt_blob_is_refused,
+        manifest_with_missing_blobs_is_refused,
+        sparse_index,
+        invalid_references_are_refused,
+    ]
 );

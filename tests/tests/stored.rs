@@ -231,31 +231,11 @@ async fn manifest_not_matching_its_digest_is_refused(backend: &Backend) {
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
 }
 
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod http {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::http()).await;
-            })*
-        }
-        mod layout_single {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::layout_single()).await;
-            })*
-        }
-        mod layout_root {
-            $(#[tokio::test]
-            async fn $case() {
-                super::$case(&super::Backend::layout_root()).await;
-            })*
-        }
-    };
-}
-
-suite!(
-    schema1_is_unsupported,
-    oversized_manifests_are_refused,
-    manifest_not_matching_its_digest_is_refused,
+regmirror_tests::backend_suite!(
+    [http, layout_single, layout_root],
+    [
+        schema1_is_unsupported,
+        oversized_manifests_are_refused,
+        manifest_not_matching_its_digest_is_refused,
+    ]
 );
