@@ -1220,3 +1220,55 @@ fn tags_takes_repeated_patterns_like_sync() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "v1.0\nv12\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
+    use regmirror_tests::proxy::{Fault, Proxy};
+
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    // The source accepts the connection and never answers: without a prompt cancel, the run
+    // would wait out the stall timeout and its retries (minutes).
+    let proxy = Proxy::start(&source);
+    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let src = format!("{}/lib/app", proxy.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    for dry_run in [false, true] {
+        proxy.reset_counts();
+        let mut args = sync_args(&src, &dst, "*", &PLAIN);
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let child = tokio::process::Command::from(command(&args))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        eventually("the listing reaches the source", async || {
+            proxy.count("GET", "/tags/list") > 0
+        })
+        .await;
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+                .await
+                .expect("one Ctrl-C stops the run, well before the stall timeout")
+                .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("cancelled"), "{all}");
+    }
+    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+}

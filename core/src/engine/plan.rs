@@ -40,7 +40,7 @@ pub(crate) struct Plan {
 /// this record nothing could be pruned or rolled back safely.
 pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
     let tags = run
-        .unit(run.dest.list_tags(&run.dest_repo))
+        .read_only_unit(run.dest.list_tags(&run.dest_repo))
         .await
         .map_err(|e| {
             e.context(format!(

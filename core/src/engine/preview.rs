@@ -75,7 +75,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         note: None,
     };
     let tags = run
-        .unit(run.source.list_tags(&run.src_repo))
+        .read_only_unit(run.source.list_tags(&run.src_repo))
         .await
         .map_err(|e| e.context(format!("listing the tags of {}", run.config.source)))?;
     let selected = run.filter.select(&tags);

@@ -200,6 +200,19 @@ impl Run {
         }
     }
 
+    /// Like [`Run::unit`], for work that changes nothing (listing tags): a cancel stops it at
+    /// once instead of waiting for it, since there is nothing to finish. A registry that
+    /// accepts connections but never answers would otherwise hold a cancelled run for the
+    /// stall timeout and every retry.
+    pub async fn read_only_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let cancelled = || Error::new(ErrorKind::Cancelled, "the sync was cancelled");
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(cancelled()),
+            result = self.unit(work) => result,
+        }
+    }
+
     /// Add a usage-log entry (stored when the run finishes).
     pub fn log(&self, kind: LogKind, tag: Option<&str>, digest: Option<&Digest>, message: String) {
         lock(&self.entries).push(LogEntry {
@@ -254,7 +267,7 @@ impl Run {
         }
         // The destination's inventory does not depend on the source's tags: take both at once.
         let (tags, prior) = tokio::join!(
-            self.unit(self.source.list_tags(&self.src_repo)),
+            self.read_only_unit(self.source.list_tags(&self.src_repo)),
             plan::destination_tags(self)
         );
         let tags =
