@@ -271,14 +271,8 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         }
         return Ok(Access::default());
     }
-    if let Some(dir) = raw.cert_dir
-        && !dir.is_dir()
-    {
-        return Err(Failure::invalid(format!(
-            "{}: {} is not a directory",
-            raw.cert_flag,
-            dir.display()
-        )));
+    if let Some(dir) = raw.cert_dir {
+        check_cert_dir(dir).map_err(|f| f.context(raw.cert_flag))?;
     }
     if let Some((flag, file)) = raw.authfile
         && !file.is_file()
@@ -307,6 +301,27 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         tls_verify: raw.tls_verify.unwrap_or(true),
         ca_certs: raw.cert_dir.map(ToOwned::to_owned).into_iter().collect(),
     })
+}
+
+/// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files are read, so one without
+/// any (a `ca.pem`, a typo) would silently trust nothing and fail later as an unknown issuer.
+pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Failure::invalid(format!(
+            "{} is not a readable directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let has_crt = entries
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().is_some_and(|ext| ext == "crt"));
+    if !has_crt {
+        return Err(Failure::invalid(format!(
+            "{} holds no *.crt file; put the registry's CA certificate (PEM) there as ca.crt",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A one-shot sync, checked: where from, where to, how to reach each, and the mirror settings
@@ -588,9 +603,15 @@ mod tests {
         assert!(!with(&["--tags", "*", "--src-creds", "secret"]).contains("secret"));
         let e = with(&["--tags", "*", "--dest-cert-dir", "/nonexistent/certs"]);
         assert!(
-            e.contains("--dest-cert-dir: /nonexistent/certs is not a directory"),
+            e.contains("--dest-cert-dir: /nonexistent/certs is not a readable directory"),
             "{e}"
         );
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::write(certs.path().join("ca.pem"), "not read").unwrap();
+        let dir = certs.path().to_str().unwrap();
+        let e = with(&["--tags", "*", "--src-cert-dir", dir]);
+        assert!(e.starts_with("--src-cert-dir: "), "{e}");
+        assert!(e.contains("holds no *.crt file"), "{e}");
         let e = check_err(&[
             "quay.io/a/b",
             "--to",

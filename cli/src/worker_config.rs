@@ -335,13 +335,8 @@ fn destination(raw: RawDestination, base: &Path) -> CliResult<Destination> {
         )));
     }
     let cert_dir = raw.cert_dir.map(|d| base.join(d));
-    if let Some(dir) = &cert_dir
-        && !dir.is_dir()
-    {
-        return Err(context(Failure::invalid(format!(
-            "cert_dir: {} is not a directory",
-            dir.display()
-        ))));
+    if let Some(dir) = &cert_dir {
+        crate::sync::check_cert_dir(dir).map_err(|f| context(f.context("cert_dir")))?;
     }
     Ok(Destination {
         target,
