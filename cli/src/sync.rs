@@ -303,6 +303,34 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     })
 }
 
+/// Whether two locations are one repository under different names: loopback spellings of one
+/// port, Docker Hub's aliases, or paths to one directory. Mirroring a repository onto itself
+/// would prune its own unselected tags.
+fn same_place(a: &Location, b: &Location) -> bool {
+    fn host(registry: &str) -> String {
+        let registry = registry.to_ascii_lowercase();
+        let (name, port) = match registry.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
+            _ => (registry.clone(), None),
+        };
+        let name = match name.as_str() {
+            "localhost" | "127.0.0.1" | "[::1]" => "loopback",
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            other => other,
+        };
+        format!("{name}:{}", port.unwrap_or_default())
+    }
+    match (a, b) {
+        (Location::Registry(a), Location::Registry(b)) => {
+            a.repository() == b.repository() && host(a.registry()) == host(b.registry())
+        }
+        (Location::Layout(a), Location::Layout(b)) => {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        }
+        _ => false,
+    }
+}
+
 /// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files are read, so one without
 /// any (a `ca.pem`, a typo) would silently trust nothing and fail later as an unknown issuer.
 pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
@@ -354,9 +382,10 @@ impl SyncArgs {
                 path.display()
             )));
         }
-        if source == dest {
+        if same_place(&source, &dest) {
             return Err(Failure::invalid(
-                "SOURCE and --to name the same repository; mirroring it onto itself would change nothing",
+                "SOURCE and --to name the same repository; mirroring it onto itself would only \
+                 delete the tags the patterns do not select",
             ));
         }
         let source_access = self.src.resolve(&source, self.authfile.as_deref())?;
@@ -634,7 +663,43 @@ mod tests {
         let to = format!("oci:{}", file.path().display());
         let e = check_err(&["quay.io/a/b", "--to", &to, "--tags", "*"]);
         assert!(e.contains("is a file, not a directory"), "{e}");
-        let e = check_err(&["quay.io/a/b", "--to", "quay.io/a/b", "--tags", "*"]);
+        for (src, to) in [
+            ("quay.io/a/b", "quay.io/a/b"),
+            ("127.0.0.1:5000/a/b", "localhost:5000/a/b"),
+            ("[::1]:5000/a/b", "docker://127.0.0.1:5000/a/b"),
+            ("alpine", "registry-1.docker.io/library/alpine"),
+        ] {
+            let e = check_err(&[src, "--to", to, "--tags", "*"]);
+            assert!(e.contains("same repository"), "{src} {to}: {e}");
+        }
+        // Another port or repository is another place.
+        parse(&[
+            "127.0.0.1:5000/a/b",
+            "--to",
+            "localhost:5001/a/b",
+            "--tags",
+            "*",
+        ])
+        .check()
+        .unwrap();
+        parse(&[
+            "127.0.0.1:5000/a/b",
+            "--to",
+            "localhost:5000/a/c",
+            "--tags",
+            "*",
+        ])
+        .check()
+        .unwrap();
+        let layout = tempfile::tempdir().unwrap();
+        std::fs::write(layout.path().join("index.json"), "{}").unwrap();
+        let direct = format!("oci:{}", layout.path().display());
+        let roundabout = format!(
+            "oci:{}/../{}",
+            layout.path().display(),
+            layout.path().file_name().unwrap().to_str().unwrap()
+        );
+        let e = check_err(&[&direct, "--to", &roundabout, "--tags", "*"]);
         assert!(e.contains("same repository"), "{e}");
     }
 }
