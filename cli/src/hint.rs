@@ -65,6 +65,10 @@ pub fn for_error(kind: ErrorKind, message: &str, sides: &Sides) -> Option<String
             each("--SIDE-cert-dir DIR"),
             each("--SIDE-tls-verify=false")
         )),
+        // The bound on the whole run (`--timeout`), not a registry that stopped answering.
+        ErrorKind::Timeout if message.contains("longer than its timeout") => {
+            Some("give the run more time with --timeout (e.g. --timeout 3h)".to_owned())
+        }
         ErrorKind::Network | ErrorKind::Timeout => Some(format!(
             "check that the registry is running and reachable; a plain-HTTP registry needs {}",
             each("--SIDE-tls-verify=false")
@@ -100,6 +104,10 @@ mod tests {
         let hint = for_error(ErrorKind::Unauthorized, "401 from 127.0.0.1:5000", &s).unwrap();
         assert!(hint.starts_with("check --src-creds "), "{hint}");
         assert_eq!(for_error(ErrorKind::NotFound, "127.0.0.1:5000", &s), None);
+        let run = "the sync took longer than its timeout of 1s";
+        let hint = for_error(ErrorKind::Timeout, run, &s).unwrap();
+        assert!(hint.contains("--timeout"), "{hint}");
+        assert!(!hint.contains("reachable"), "{hint}");
     }
 
     #[test]
