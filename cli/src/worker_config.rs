@@ -120,7 +120,7 @@ struct RawMirror {
     architectures: Vec<String>,
     #[serde(default, deserialize_with = "duration::option")]
     interval: Option<Duration>,
-    start: Option<toml::value::Datetime>,
+    start: Option<StartTime>,
     enabled: Option<bool>,
     verify_tls: Option<bool>,
     #[serde(default, deserialize_with = "duration::option")]
@@ -135,6 +135,23 @@ struct RawMirror {
     http_proxy: Option<String>,
     https_proxy: Option<String>,
     no_proxy: Option<String>,
+}
+
+/// `start = 2026-12-01T03:00:00Z` (a TOML date-time) or the same quoted, as many write it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StartTime {
+    Toml(toml::value::Datetime),
+    Text(String),
+}
+
+impl std::fmt::Display for StartTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartTime::Toml(t) => write!(f, "{t}"),
+            StartTime::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// `tags = "v3.*, !*-rc*"` or `tags = ["v3.*", "!*-rc*"]`.
@@ -533,6 +550,7 @@ id = "mirror/alpine"
 source = "docker.io/library/alpine"
 tags = ["3.*"]
 interval = 3600
+start = "2026-12-01T04:30:00+01:00"
 username = "me"
 password_env = "REGMIRROR_TEST_CFG_PW"
 "#;
@@ -567,6 +585,11 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         );
         let alpine = &c.mirrors[1];
         assert_eq!(alpine.sync_interval, Duration::from_secs(3600));
+        // A quoted start time works as well as a TOML date-time.
+        assert_eq!(
+            alpine.sync_start_date.unwrap(),
+            time::macros::datetime!(2026-12-01 03:30 UTC)
+        );
         assert_eq!(
             alpine.source_credentials.as_ref().unwrap().password,
             "env:secret"
