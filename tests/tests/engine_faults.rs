@@ -607,12 +607,7 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
             dst.push_image(DEST, tag, &image(50 + i, b"old")).await,
         );
     }
-    let mut config = MirrorConfig::new(
-        DEST,
-        format!("{}/{SRC}", source.host()).parse().unwrap(),
-        &["v*"],
-    );
-    config.verify_tls = false;
+    let mut config = source_config(&source, &["v*"]);
     config.rollback = RollbackMode::AllOrNothing;
     let builder = |dest: HttpRegistry, worker: &str| {
         Mirror::builder()
@@ -767,6 +762,30 @@ async fn one_http_client_as_both_source_and_destination_does_not_deadlock() {
     assert_eq!(report.blobs_copied + report.blobs_mounted, 13);
 }
 
+/// A mirror of `source`'s [`SRC`] into [`DEST`] selecting `patterns`.
+fn source_config(source: &Registry, patterns: &[&str]) -> MirrorConfig {
+    let mut config = MirrorConfig::new(
+        DEST,
+        format!("{}/{SRC}", source.host()).parse().unwrap(),
+        patterns,
+    );
+    config.verify_tls = false;
+    config
+}
+
+/// Sync tag v1 of `source`'s [`SRC`] once to [`DEST`] through `dest_proxy`, without a state store.
+async fn sync_v1_without_state(source: &Registry, dest_proxy: &Proxy) -> SyncReport {
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    mirror
+        .sync_config(&source_config(source, &["v1"]), SyncOptions::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_destination_failing_a_streamed_upload_once_is_uploaded_again() {
     let source = Registry::start();
@@ -779,21 +798,7 @@ async fn a_destination_failing_a_streamed_upload_once_is_uploaded_again() {
     // hiccup behind the registry, a proxy dropping the connection).
     let final_put = format!("digest={}", layer.as_str().replace(':', "%3A"));
     dest_proxy.inject("PUT", &final_put, Fault::Status(500), 1);
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
-    let mut config = MirrorConfig::new(
-        DEST,
-        format!("{}/{SRC}", source.host()).parse().unwrap(),
-        &["v1"],
-    );
-    config.verify_tls = false;
-    let report = mirror
-        .sync_config(&config, SyncOptions::default())
-        .await
-        .unwrap();
+    let report = sync_v1_without_state(&source, &dest_proxy).await;
     assert!(report.is_success(), "{report:?}");
     assert!(dest_registry.seeder().has_blob(DEST, &layer).await);
     assert_eq!(dest_proxy.count("PUT", &final_put), 2);
@@ -807,21 +812,7 @@ async fn a_destination_refusing_every_upload_is_not_retried_on_top_of_the_client
     let img = Image::simple(81, 1, 3 << 20);
     source.seeder().push_image(SRC, "v1", &img).await;
     dest_proxy.inject("POST", "/blobs/uploads/", Fault::Status(500), usize::MAX);
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
-    let mut config = MirrorConfig::new(
-        DEST,
-        format!("{}/{SRC}", source.host()).parse().unwrap(),
-        &["v1"],
-    );
-    config.verify_tls = false;
-    let report = mirror
-        .sync_config(&config, SyncOptions::default())
-        .await
-        .unwrap();
+    let report = sync_v1_without_state(&source, &dest_proxy).await;
     assert_eq!(report.failed_tags(), ["v1"], "{report:?}");
     // Config and layer: the client's first try and 4 retries each, nothing more.
     assert_eq!(dest_proxy.count("POST", "/blobs/uploads/"), 10);
