@@ -1272,3 +1272,28 @@ async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
     }
     assert!(tags_of(&dest, "mirror/app").await.is_empty());
 }
+
+#[tokio::test]
+async fn proxies_from_the_environment_are_not_used_for_loopback_registries() {
+    // A machine set up for the outside world (`*_proxy`, no `no_proxy`), as skopeo and docker
+    // treat it: registries on this machine are reached directly.
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("localhost:{}/lib/app", source.port());
+    let dst = format!("{}/mirror/app", dest.host());
+    let mut c = command(&sync_args(&src, &dst, "*", &PLAIN));
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+    ] {
+        // Port 9 (discard): nothing listens, so a request sent there fails.
+        c.env(var, "http://127.0.0.1:9");
+    }
+    c.env_remove("NO_PROXY").env_remove("no_proxy");
+    let out = output(c);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, seeded);
+}

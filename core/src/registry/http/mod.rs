@@ -250,6 +250,10 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
         if let Some(url) = &proxy.https_proxy {
             builder = builder.proxy(make("https_proxy", url, false)?);
         }
+    } else if is_loopback(host) {
+        // As Go's ProxyFromEnvironment does (so skopeo and docker): a `*_proxy` set for the
+        // outside world is never asked for this machine's own registries, which it cannot reach.
+        builder = builder.no_proxy();
     }
     builder.build().map_err(|e| {
         invalid(format!(
@@ -257,6 +261,19 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
             e.without_url()
         ))
     })
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` (and the rest of 127/8), with or without a port.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A CA path: a PEM file, or a directory whose `*.crt` files are CA certificates.
@@ -473,6 +490,27 @@ mod tests {
             assert!(shown.contains("robot"), "{shown}");
             assert!(!shown.contains("pa55-w0rd"), "{shown}");
             assert!(!shown.contains("proxy-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "quay.io",
+            "10.0.0.1:5000",
+            "[fe80::1]:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 
