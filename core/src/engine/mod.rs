@@ -406,12 +406,18 @@ impl Mirror {
         options: SyncOptions,
     ) -> Result<SyncPreview> {
         config.validate()?;
+        let run = Arc::new(self.start_run(config, options)?);
+        preview::preview(&run).await
+    }
+
+    /// A run of `config`: the source connected, the tag filter built.
+    fn start_run(&self, config: &MirrorConfig, options: SyncOptions) -> Result<Run> {
         let inner = &self.inner;
         let source = inner
             .connector
             .connect(config)
             .map_err(|e| e.context("connecting to the source"))?;
-        let run = Arc::new(Run::new(RunParts {
+        Run::new(RunParts {
             config: config.clone(),
             source,
             dest: Arc::clone(&inner.destination),
@@ -420,8 +426,7 @@ impl Mirror {
             progress: options.progress,
             cancel: options.cancel.child_token(),
             prune: !options.keep_unselected,
-        })?);
-        preview::preview(&run).await
+        })
     }
 
     async fn execute(
@@ -446,27 +451,7 @@ impl Mirror {
             }
         }
 
-        let source = match inner.connector.connect(config) {
-            Ok(source) => source,
-            Err(e) => {
-                let mut report = SyncReport::new(&config.id, &config.source.to_string());
-                report.outcome = Outcome::Failed;
-                report.error = Some(e.context("connecting to the source").to_string());
-                return self
-                    .finish(config, report, Vec::new(), started, store, events)
-                    .await;
-            }
-        };
-        let run = match Run::new(RunParts {
-            config: config.clone(),
-            source,
-            dest: Arc::clone(&inner.destination),
-            concurrency: inner.concurrency,
-            known: Arc::clone(&inner.known),
-            progress: options.progress,
-            cancel: options.cancel.child_token(),
-            prune: !options.keep_unselected,
-        }) {
+        let run = match self.start_run(config, options) {
             Ok(run) => Arc::new(run),
             Err(e) => {
                 let mut report = SyncReport::new(&config.id, &config.source.to_string());
