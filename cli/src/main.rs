@@ -65,6 +65,9 @@ fn main() -> ExitCode {
             if e.use_stderr() && std::env::args().any(|a| a == "--json") {
                 output::print_json_error(&usage_error(&e), None, failure::EXIT_INVALID);
             }
+            if let Some(tip) = bool_flag_tip(std::env::args()) {
+                eprintln!("regmirror: {tip}");
+            }
             e.exit();
         }
     };
@@ -93,6 +96,18 @@ fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+/// `--src-tls-verify false` (a space, not `=`) leaves `false` as a stray argument; say how to
+/// write it.
+fn bool_flag_tip(args: impl Iterator<Item = String>) -> Option<String> {
+    let args: Vec<String> = args.collect();
+    args.windows(2).find_map(|pair| {
+        let [flag, value] = pair else { return None };
+        let is_bool_flag = matches!(flag.as_str(), "--src-tls-verify" | "--dest-tls-verify");
+        (is_bool_flag && matches!(value.as_str(), "true" | "false"))
+            .then(|| format!("write {flag}={value}, with an equals sign"))
+    })
 }
 
 /// clap's error as one line: the text before the usage block, without its `error: ` prefix.

@@ -1297,3 +1297,23 @@ async fn proxies_from_the_environment_are_not_used_for_loopback_registries() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(tags_of(&dest, "mirror/app").await, seeded);
 }
+
+#[test]
+fn a_tls_flag_written_with_a_space_gets_a_tip() {
+    let out = regmirror(&[
+        "sync",
+        "a.example/x",
+        "--to",
+        "b.example/y",
+        "--tags",
+        "*",
+        "--src-tls-verify",
+        "false",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("write --src-tls-verify=false, with an equals sign"),
+        "{out:?}"
+    );
+}
