@@ -83,16 +83,7 @@ async fn seed(registry: &Registry, repo: &str, tags: &[&str]) -> BTreeMap<String
 
 /// The destination's tag → digest, read with the kit's own client.
 async fn tags_of(registry: &Registry, repo: &str) -> BTreeMap<String, Digest> {
-    let seeder = registry.seeder();
-    let mut out = BTreeMap::new();
-    for tag in seeder.tags(repo).await {
-        let bytes = seeder
-            .manifest(repo, &tag)
-            .await
-            .expect("a listed tag has a manifest");
-        out.insert(tag, Digest::of(&bytes));
-    }
-    out
+    registry.seeder().tag_digests(repo).await
 }
 
 fn subset(all: &BTreeMap<String, Digest>, tags: &[&str]) -> BTreeMap<String, Digest> {

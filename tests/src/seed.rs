@@ -1,6 +1,7 @@
 //! Pushing test images with raw distribution API calls (POST + PUT `?digest=` uploads, PUT
 //! manifests), independent of the client under test, so a bug there cannot hide in the fixtures.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -187,6 +188,19 @@ impl Seeder {
             .unwrap_or_default();
         tags.sort();
         tags
+    }
+
+    /// Every tag of `repo` with the digest of the manifest it resolves to.
+    pub async fn tag_digests(&self, repo: &str) -> BTreeMap<String, Digest> {
+        let mut digests = BTreeMap::new();
+        for tag in self.tags(repo).await {
+            let bytes = self
+                .manifest(repo, &tag)
+                .await
+                .expect("a listed tag has a manifest");
+            digests.insert(tag, Digest::of(&bytes));
+        }
+        digests
     }
 
     /// The manifest bytes `reference` resolves to, or `None` when absent.

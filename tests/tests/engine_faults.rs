@@ -693,16 +693,7 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
 
 /// `registry`'s tags in [`DEST`] and the digests of their manifests.
 async fn dest_tags(registry: &Registry) -> BTreeMap<String, Digest> {
-    let seeder = registry.seeder();
-    let mut tags = BTreeMap::new();
-    for tag in seeder.tags(DEST).await {
-        let bytes = seeder
-            .manifest(DEST, &tag)
-            .await
-            .expect("a listed tag exists");
-        tags.insert(tag, Digest::of(&bytes));
-    }
-    tags
+    registry.seeder().tag_digests(DEST).await
 }
 
 #[tokio::test]

@@ -111,16 +111,7 @@ async fn wait_for<T>(
 }
 
 async fn dest_tags(registry: &Registry, repo: &str) -> BTreeMap<String, Digest> {
-    let seeder = registry.seeder();
-    let mut tags = BTreeMap::new();
-    for tag in seeder.tags(repo).await {
-        let bytes = seeder
-            .manifest(repo, &tag)
-            .await
-            .expect("listed tag exists");
-        tags.insert(tag, Digest::of(&bytes));
-    }
-    tags
+    registry.seeder().tag_digests(repo).await
 }
 
 fn mirror_config(id: &str, source: &Registry, repo: &str) -> MirrorConfig {
