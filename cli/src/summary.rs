@@ -129,6 +129,18 @@ fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
                 .to_owned(),
         );
     }
+    // distribution refuses deletes unless configured to allow them (storage.delete.enabled).
+    if report
+        .tags_failed
+        .iter()
+        .any(|f| f.reason.starts_with("Unsupported: pruning:"))
+    {
+        return Some(
+            "the destination refuses to delete tags; --no-prune keeps the tags the patterns do \
+             not select (or allow deletes on the registry: distribution's storage.delete.enabled)"
+                .to_owned(),
+        );
+    }
     let errors = report
         .error
         .iter()
@@ -192,6 +204,39 @@ pub fn preview_text(preview: &SyncPreview, destination: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_refusing_deletes_gets_the_no_prune_hint() {
+        let report = SyncReport {
+            mirror_id: "m/app".into(),
+            source: "127.0.0.1:5000/app".into(),
+            outcome: Outcome::Failed,
+            error: Some("1 unselected tags could not be deleted: old".into()),
+            partial: true,
+            rolled_back: false,
+            tags_synced: vec!["v1".into()],
+            tags_current: Vec::new(),
+            tags_failed: vec![regmirror::engine::TagFailure {
+                tag: "old".into(),
+                reason: "Unsupported: pruning: delete tag m/app:old on 127.0.0.1:6000: the \
+                         registry deletes neither by tag nor by digest"
+                    .into(),
+            }],
+            tags_deleted: Vec::new(),
+            tags_skipped: Vec::new(),
+            tags_rewritten: Vec::new(),
+            blobs_copied: 0,
+            blobs_mounted: 0,
+            blobs_present: 0,
+            bytes_copied: 0,
+            duration_ms: 1,
+        };
+        let text = report_text(&report, "127.0.0.1:6000/m/app", &Sides::default());
+        assert!(
+            text.contains("hint: the destination refuses to delete tags; --no-prune keeps"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn long_tag_lists_are_shortened() {

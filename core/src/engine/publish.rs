@@ -200,6 +200,8 @@ pub(crate) async fn publish(
     let mut keep = BTreeSet::new();
     let mut to_publish = Vec::new();
     let mut failures: Vec<(String, Error)> = Vec::new();
+    // Unselected tags whose deletion failed: counted apart from the selected tags that failed.
+    let mut unpruned: BTreeSet<String> = BTreeSet::new();
     for (tag, action) in tags {
         match action {
             Action::Current(digest) => {
@@ -317,6 +319,7 @@ pub(crate) async fn publish(
                     }
                     Err(e) if e.kind() == ErrorKind::Cancelled => break,
                     Err(e) => {
+                        unpruned.insert(tag.clone());
                         failures.push((tag, e.context("pruning")));
                         if aon {
                             break;
@@ -387,12 +390,26 @@ pub(crate) async fn publish(
         report.outcome = Outcome::Failed;
         report.partial =
             !aon && (!report.tags_synced.is_empty() || !report.tags_deleted.is_empty());
-        let names: Vec<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
-        let mut message = format!(
-            "{} of {selected} selected tags failed: {}",
-            failures.len(),
-            names.join(", ")
-        );
+        let (pruning, copying): (Vec<&str>, Vec<&str>) = failures
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .partition(|t| unpruned.contains(*t));
+        let mut parts = Vec::new();
+        if !copying.is_empty() {
+            parts.push(format!(
+                "{} of {selected} selected tags failed: {}",
+                copying.len(),
+                copying.join(", ")
+            ));
+        }
+        if !pruning.is_empty() {
+            parts.push(format!(
+                "{} unselected tags could not be deleted: {}",
+                pruning.len(),
+                pruning.join(", ")
+            ));
+        }
+        let mut message = parts.join("; ");
         if aon {
             message.push_str(if report.rolled_back {
                 "; the destination was rolled back (all_or_nothing)"

@@ -934,3 +934,22 @@ async fn the_engine_verifies_blobs_for_destinations_that_do_not() {
     assert!(!dest.has_blob(DEST, &layer).await.unwrap());
     assert!(dest.tag_map(DEST).is_empty());
 }
+
+#[tokio::test]
+async fn a_tag_that_cannot_be_pruned_is_not_counted_as_a_selected_tag() {
+    let s = setup();
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"v1"]);
+    s.dest.seed_image(DEST, Some("old"), "amd64", &[b"old"]);
+    s.dest.inject(Fault::DeleteTag {
+        repo: DEST.into(),
+        tag: "old".into(),
+    });
+    let report = s.run(&config(&["v1"])).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.tags_synced, ["v1"]);
+    let error = report.error.unwrap();
+    assert_eq!(
+        error,
+        "1 unselected tags could not be deleted: old; partial sync: the other tags and pruning stand"
+    );
+}
