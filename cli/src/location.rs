@@ -8,6 +8,19 @@ use crate::failure::Failure;
 
 /// Parse `arg` given as `what` (`SOURCE`, `--to`), naming it in the error.
 pub fn parse(arg: &str, what: &str) -> Result<Location, Failure> {
+    // skopeo's `oci:DIR:TAG` names one image; a mirror takes its tags from the patterns. (An
+    // existing directory with a colon in its name is taken as it is.)
+    if let Some(path) = arg.strip_prefix("oci:")
+        && let Some((dir, tag)) = path.rsplit_once(':')
+        && !dir.is_empty()
+        && !tag.contains('/')
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(Failure::invalid(format!(
+            "{what}: oci:{dir}:{tag} names one image (skopeo's form); give the layout directory \
+             alone, oci:{dir}, and choose tags with --tags"
+        )));
+    }
     arg.parse().map_err(|e: regmirror::Error| {
         // The core names every reference a "source reference"; here it may be the
         // destination, so say which argument it was instead.
@@ -47,6 +60,10 @@ mod tests {
     fn bad_locations_name_the_argument() {
         for (arg, needle) in [
             ("oci:", "needs a directory"),
+            (
+                "oci:./etcd:v3.5",
+                "give the layout directory alone, oci:./etcd,",
+            ),
             ("quay.io/coreos/etcd:v3", "has a tag"),
             ("https://quay.io/a", "has a scheme"),
         ] {
