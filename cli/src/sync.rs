@@ -303,34 +303,6 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     })
 }
 
-/// Whether two locations are one repository under different names: loopback spellings of one
-/// port, Docker Hub's aliases, or paths to one directory. Mirroring a repository onto itself
-/// would prune its own unselected tags.
-fn same_place(a: &Location, b: &Location) -> bool {
-    fn host(registry: &str) -> String {
-        let registry = registry.to_ascii_lowercase();
-        let (name, port) = match registry.rsplit_once(':') {
-            Some((name, port)) if !port.contains(']') => (name.to_owned(), Some(port.to_owned())),
-            _ => (registry.clone(), None),
-        };
-        let name = match name.as_str() {
-            "localhost" | "127.0.0.1" | "[::1]" => "loopback",
-            "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            other => other,
-        };
-        format!("{name}:{}", port.unwrap_or_default())
-    }
-    match (a, b) {
-        (Location::Registry(a), Location::Registry(b)) => {
-            a.repository() == b.repository() && host(a.registry()) == host(b.registry())
-        }
-        (Location::Layout(a), Location::Layout(b)) => {
-            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
-        }
-        _ => false,
-    }
-}
-
 /// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files are read, so one without
 /// any (a `ca.pem`, a typo) would silently trust nothing and fail later as an unknown issuer.
 pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
@@ -382,7 +354,7 @@ impl SyncArgs {
                 path.display()
             )));
         }
-        if same_place(&source, &dest) {
+        if source.same_place(&dest) {
             return Err(Failure::invalid(
                 "SOURCE and --to name the same repository; mirroring it onto itself would only \
                  delete the tags the patterns do not select",

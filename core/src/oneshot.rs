@@ -47,6 +47,38 @@ impl FromStr for Location {
     }
 }
 
+impl Location {
+    /// Whether `other` is this repository or directory, perhaps under another name: loopback
+    /// spellings of one port, Docker Hub's aliases, or paths to one directory. Mirroring a
+    /// repository onto itself would prune its own unselected tags.
+    pub fn same_place(&self, other: &Location) -> bool {
+        fn host(registry: &str) -> String {
+            let registry = registry.to_ascii_lowercase();
+            let (name, port) = match registry.rsplit_once(':') {
+                Some((name, port)) if !port.contains(']') => {
+                    (name.to_owned(), Some(port.to_owned()))
+                }
+                _ => (registry.clone(), None),
+            };
+            let name = match name.as_str() {
+                "localhost" | "127.0.0.1" | "[::1]" => "loopback",
+                "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io",
+                other => other,
+            };
+            format!("{name}:{}", port.unwrap_or_default())
+        }
+        match (self, other) {
+            (Location::Registry(a), Location::Registry(b)) => {
+                a.repository() == b.repository() && host(a.registry()) == host(b.registry())
+            }
+            (Location::Layout(a), Location::Layout(b)) => {
+                a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -129,7 +161,7 @@ impl OneShotSync {
 
     /// The mirror configuration the engine runs: the destination repository names the run.
     pub fn config(&self) -> Result<MirrorConfig> {
-        if self.source == self.to {
+        if self.source.same_place(&self.to) {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 format!(
@@ -255,6 +287,8 @@ mod tests {
         assert_eq!(s("quay.io/a/b", "oci:/tmp/x").unwrap(), "a/b");
         assert_eq!(s("oci:/tmp/y", "oci:/tmp/x").unwrap(), "oci-layout");
         let e = s("oci:/tmp/x", "oci:/tmp/x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        let e = s("127.0.0.1:5000/a/b", "localhost:5000/a/b").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     }
 
