@@ -65,6 +65,10 @@ pub fn for_error(kind: ErrorKind, message: &str, sides: &Sides) -> Option<String
             each("--SIDE-cert-dir DIR"),
             each("--SIDE-tls-verify=false")
         )),
+        ErrorKind::Network if message.contains("dns error") => Some(
+            "the registry's host name does not resolve; check its spelling (and the network)"
+                .to_owned(),
+        ),
         // The bound on the whole run (`--timeout`), not a registry that stopped answering.
         ErrorKind::Timeout if message.contains("longer than its timeout") => {
             Some("give the run more time with --timeout (e.g. --timeout 3h)".to_owned())
@@ -104,6 +108,9 @@ mod tests {
         let hint = for_error(ErrorKind::Unauthorized, "401 from 127.0.0.1:5000", &s).unwrap();
         assert!(hint.starts_with("check --src-creds "), "{hint}");
         assert_eq!(for_error(ErrorKind::NotFound, "127.0.0.1:5000", &s), None);
+        let dns = "GET https://a.example/v2/: dns error: failed to lookup address information";
+        let hint = for_error(ErrorKind::Network, dns, &s).unwrap();
+        assert!(hint.contains("does not resolve"), "{hint}");
         let run = "the sync took longer than its timeout of 1s";
         let hint = for_error(ErrorKind::Timeout, run, &s).unwrap();
         assert!(hint.contains("--timeout"), "{hint}");
