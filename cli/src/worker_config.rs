@@ -122,6 +122,8 @@ struct RawMirror {
     interval: Option<Duration>,
     start: Option<StartTime>,
     enabled: Option<bool>,
+    /// Also spelled `tls_verify`, as in `[destination]` and skopeo.
+    #[serde(alias = "tls_verify")]
     verify_tls: Option<bool>,
     #[serde(default, deserialize_with = "duration::option")]
     timeout: Option<Duration>,
@@ -551,6 +553,7 @@ source = "docker.io/library/alpine"
 tags = ["3.*"]
 interval = 3600
 start = "2026-12-01T04:30:00+01:00"
+tls_verify = false
 username = "me"
 password_env = "REGMIRROR_TEST_CFG_PW"
 "#;
@@ -585,6 +588,11 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         );
         let alpine = &c.mirrors[1];
         assert_eq!(alpine.sync_interval, Duration::from_secs(3600));
+        assert!(etcd.verify_tls);
+        assert!(
+            !alpine.verify_tls,
+            "tls_verify, spelled as in [destination]"
+        );
         // A quoted start time works as well as a TOML date-time.
         assert_eq!(
             alpine.sync_start_date.unwrap(),
