@@ -40,6 +40,9 @@ struct Args {
     /// Links to run (comma-separated).
     #[arg(long, value_delimiter = ',', default_values = ["loopback", "slow"])]
     link: Vec<LinkKind>,
+    /// Tools to run (comma-separated); both unless you are looking at one of them alone.
+    #[arg(long, value_delimiter = ',', default_values = ["regmirror", "skopeo"])]
+    tool: Vec<Tool>,
     /// Repetitions of each scenario per tool.
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -151,6 +154,7 @@ async fn run(args: Args) -> Result<()> {
         source_client: &source_client,
         scratch: &scratch,
         report: &mut report,
+        tools_to_run: args.tool.clone(),
         runs: 0,
     };
 
@@ -223,6 +227,7 @@ struct Bench<'a> {
     source_client: &'a RegistryClient,
     scratch: &'a PathBuf,
     report: &'a mut Report,
+    tools_to_run: Vec<Tool>,
     /// Numbers the log files.
     runs: usize,
 }
@@ -244,11 +249,11 @@ impl Bench<'_> {
         rep: usize,
     ) -> Result<()> {
         // Alternate who goes first, so neither always runs on a warmer machine.
-        let order = if rep % 2 == 0 {
-            [Tool::Regmirror, Tool::Skopeo]
-        } else {
-            [Tool::Skopeo, Tool::Regmirror]
-        };
+        let mut order = vec![Tool::Regmirror, Tool::Skopeo];
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        order.retain(|t| self.tools_to_run.contains(t));
         let mut destinations = Vec::new();
         for tool in order {
             let dir = self.scratch.join(format!("dest-{}", tool.name()));
@@ -364,7 +369,7 @@ impl Bench<'_> {
 
     /// Peak RSS of each tool mirroring the 1 GiB layer on loopback, fresh destination each.
     async fn rss(&mut self, dataset: &Dataset) -> Result<()> {
-        for tool in [Tool::Regmirror, Tool::Skopeo] {
+        for tool in self.tools_to_run.clone() {
             let dir = self.scratch.join(format!("dest-big-{}", tool.name()));
             let _ = std::fs::remove_dir_all(&dir);
             let registry = Registry::start(&dir).await?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 /// One of the two tools being compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
     Regmirror,
