@@ -302,7 +302,11 @@ impl Report {
                 r.zip(k)
                     .map(|(r, k)| format!("{:.1}×", k / r))
                     .unwrap_or_default(),
-                floor.map(secs).unwrap_or_else(|| "–".to_owned()),
+                // A scenario that moves no bytes is bound by round trips, not bandwidth.
+                floor
+                    .filter(|f| *f > 0.0)
+                    .map(secs)
+                    .unwrap_or_else(|| "–".to_owned()),
                 match (r, floor) {
                     (Some(r), Some(f)) if f > 0.0 => format!("{:.2}×", r / f),
                     _ => "–".to_owned(),
