@@ -129,6 +129,18 @@ fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
                 .to_owned(),
         );
     }
+    // A layout written with --arch holds only those platforms of each index.
+    if report
+        .tags_failed
+        .iter()
+        .any(|f| f.reason.starts_with("NotFound: manifest") && f.reason.contains("OCI layout"))
+    {
+        return Some(
+            "the layout lacks some platforms of these images (was it written with --arch?); \
+             copy only what it holds with the same --arch"
+                .to_owned(),
+        );
+    }
     // distribution refuses deletes unless configured to allow them (storage.delete.enabled).
     if report
         .tags_failed

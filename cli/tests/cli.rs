@@ -1308,3 +1308,52 @@ fn a_tls_flag_written_with_a_space_gets_a_tip() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn a_layout_written_with_arch_goes_on_with_the_same_arch() {
+    // The air-gapped round trip: registry -> oci: with a platform filter -> registry.
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}", dir.path().join("carry").display());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(
+        &src,
+        &layout,
+        "*",
+        &["--src-tls-verify=false", "--arch", "arm64"],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Without --arch the index's amd64 image is missing from the layout: the hint says why.
+    let out = regmirror(&sync_args(&layout, &dst, "*", &["--dest-tls-verify=false"]));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("hint: the layout lacks some platforms"),
+        "{out:?}"
+    );
+
+    let out = regmirror(&sync_args(
+        &layout,
+        &dst,
+        "*",
+        &[
+            "--dest-tls-verify=false",
+            "--arch",
+            "arm64",
+            "--platform-index",
+            "rewrite",
+        ],
+    ));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("rewritten v1"), "{out:?}");
+    assert_eq!(
+        tags_of(&dest, "mirror/app")
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        ["v1"]
+    );
+}
