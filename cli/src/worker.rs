@@ -26,11 +26,17 @@ pub struct WorkerArgs {
     pub config: PathBuf,
 }
 
+/// The worker's log filter when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,rustls_platform_verifier=off";
+
 pub async fn run(args: WorkerArgs) -> CliResult<()> {
-    // Logs go to stderr; RUST_LOG picks the level (info by default).
+    // Logs go to stderr; RUST_LOG picks the level (info by default). The TLS verifier logs
+    // every refused certificate as an ERROR of its own; the sync's failure event already says
+    // it, with the mirror and what to do, so by default the verifier is quiet.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

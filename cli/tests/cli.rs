@@ -1357,3 +1357,47 @@ async fn a_layout_written_with_arch_goes_on_with_the_same_arch() {
         ["v1"]
     );
 }
+
+#[tokio::test]
+async fn worker_logs_a_refused_certificate_once_in_its_own_words() {
+    // A mirror whose source has a CA the machine does not trust: the failure event names the
+    // mirror and the problem; no dependency adds an ERROR line of its own.
+    let source = Registry::builder().tls().start();
+    let dest = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\n\n[destination]\n\
+             registry = \"{}\"\ntls_verify = false\n\n[[mirror]]\nid = \"mirror/tls\"\n\
+             source = \"{}/lib/app\"\ntags = \"*\"\nstart = 2020-01-01T00:00:00Z\n",
+            dest.host(),
+            source.host()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut worker = command(&["worker", "--config", config.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    eventually("the failed run to be logged", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("sync_failed"))
+    })
+    .await;
+    let pid = worker.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(worker.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logged.contains("UnknownIssuer"), "{logged}");
+    assert!(!logged.contains("ERROR"), "{logged}");
+}
