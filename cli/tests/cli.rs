@@ -1401,3 +1401,30 @@ async fn worker_logs_a_refused_certificate_once_in_its_own_words() {
     assert!(logged.contains("UnknownIssuer"), "{logged}");
     assert!(!logged.contains("ERROR"), "{logged}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+
+    // `regmirror ... | head -1`: the reader goes away after one line.
+    let many: Vec<String> = (0..50_000).map(|i| format!("t{i}")).collect();
+    let mut args = vec!["tags", "--patterns", "*"];
+    args.extend(many.iter().map(String::as_str));
+    let mut child = command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here, closing the pipe.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first, "t0\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Ended by SIGPIPE (13 on Linux), as `cat` or `ls` would be.
+    assert_eq!(out.status.signal(), Some(13), "{stderr}");
+}
