@@ -24,6 +24,9 @@ use crate::server::{BackgroundServer, Body, BodyError, full};
 pub enum Fault {
     /// Answer with this status (and a small JSON error body) without contacting the registry.
     Status(u16),
+    /// Read the whole request body, then answer with this status without contacting the
+    /// registry (an upload whose every byte went through, refused at the end).
+    StatusAfterBody(u16),
     /// Answer with this status, `Content-Type` and body without contacting the registry (to
     /// serve what a real registry would refuse to store: schema 1, oversized manifests). A
     /// `Docker-Content-Digest` of the body is added, as registries send for manifests.
@@ -222,7 +225,11 @@ impl State {
         if fault == Some(Fault::Hang) {
             return std::future::pending().await;
         }
-        if let Some(Fault::Status(code)) = fault {
+        if let Some(Fault::Status(code) | Fault::StatusAfterBody(code)) = fault {
+            if matches!(fault, Some(Fault::StatusAfterBody(_))) {
+                // Whatever the body holds, the answer is the fault: a read error changes nothing.
+                let _ = req.into_body().collect().await;
+            }
             let status = StatusCode::from_u16(code).expect("injected statuses are valid");
             return Response::builder()
                 .status(status)

@@ -39,10 +39,11 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const PROGRESS_EVERY: u64 = 1 << 20;
 /// The known-blob index forgets everything beyond this many entries (it is only a hint).
 const MAX_KNOWN_BLOBS: usize = 200_000;
-/// A blob copy cut short while its stream flowed (the source's connection cut or stalled, or
-/// the destination dropping the upload) is started again from a fresh source stream this many
-/// times. Failures before the stream flowed or after it ended are not repeated here: the HTTP
-/// client already repeats requests up to their response headers, and uploads it could buffer.
+/// A blob copy that failed for a temporary reason once its stream had started (the source's
+/// connection cut or stalled, the destination dropping the upload or answering its final
+/// request with a server error) is started again from a fresh source stream this many times.
+/// Failures before the stream started are not repeated here: the HTTP client already repeats
+/// requests up to their response headers (opening the upload session, fetching the blob).
 const BLOB_RETRIES: u32 = 2;
 /// The wait before the first new attempt of a cut-short copy; it doubles each time.
 const BLOB_RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -360,10 +361,10 @@ impl Run {
             loop {
                 let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
                 let verified = Verified::new(stream, config, Progress::default());
-                let cut_short = Arc::clone(&verified.cut_short);
+                let started = Arc::clone(&verified.started);
                 match verified.try_collect::<Vec<Bytes>>().await {
                     Ok(chunks) => return Ok(Bytes::from(chunks.concat())),
-                    Err(e) => match self.reread_wait(&e, &cut_short, retries) {
+                    Err(e) => match self.reread_wait(&e, &started, retries) {
                         Some(wait) => {
                             retries += 1;
                             tokio::time::sleep(wait).await;
@@ -377,9 +378,10 @@ impl Run {
     }
 
     /// How long to wait before reading a blob again after a copy failed with `e`, or `None` to
-    /// give up. Only a stream cut short for a temporary reason is read again.
-    fn reread_wait(&self, e: &Error, cut_short: &AtomicBool, retries: u32) -> Option<Duration> {
-        if !cut_short.load(Ordering::SeqCst)
+    /// give up. Only a copy whose stream had started and failed for a temporary reason is
+    /// read again (corrupt content is not temporary).
+    fn reread_wait(&self, e: &Error, started: &AtomicBool, retries: u32) -> Option<Duration> {
+        if !started.load(Ordering::SeqCst)
             || !e.kind().is_temporary()
             || retries >= BLOB_RETRIES
             || self.is_stopped()
@@ -452,14 +454,14 @@ impl Run {
             if self.dest.verifies_blobs() {
                 verified.hasher = None;
             }
-            let cut_short = Arc::clone(&verified.cut_short);
+            let started = Arc::clone(&verified.started);
             match self
                 .dest
                 .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
                 .await
             {
                 Ok(()) => break,
-                Err(e) => match self.reread_wait(&e, &cut_short, retries) {
+                Err(e) => match self.reread_wait(&e, &started, retries) {
                     Some(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
@@ -581,12 +583,9 @@ struct Verified {
     reported: u64,
     progress: Progress,
     done: bool,
-    /// Whether any bytes were asked for.
-    started: bool,
-    /// Set when the stream stopped midway: the source failed, or the reader dropped it after
-    /// starting and before all bytes went through (not when the checks here refused it). Such
-    /// a copy may be tried again from a new stream.
-    cut_short: Arc<AtomicBool>,
+    /// Set once any bytes were asked for: a temporary failure from then on may be tried again
+    /// from a new stream, since nothing below the engine can replay a consumed stream.
+    started: Arc<AtomicBool>,
 }
 
 impl Verified {
@@ -600,8 +599,7 @@ impl Verified {
             reported: 0,
             progress,
             done: false,
-            started: false,
-            cut_short: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -629,7 +627,7 @@ impl Stream for Verified {
         if self.done {
             return Poll::Ready(None);
         }
-        self.started = true;
+        self.started.store(true, Ordering::SeqCst);
         match self.inner.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
@@ -649,7 +647,6 @@ impl Stream for Verified {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                self.cut_short.store(true, Ordering::SeqCst);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
@@ -671,16 +668,6 @@ impl Stream for Verified {
                 self.report();
                 Poll::Ready(None)
             }
-        }
-    }
-}
-
-impl Drop for Verified {
-    fn drop(&mut self) {
-        // Dropped with every byte delivered, the copy failed on the destination's answer to
-        // the whole blob, which is not a broken stream.
-        if self.started && !self.done && self.seen < self.size {
-            self.cut_short.store(true, Ordering::SeqCst);
         }
     }
 }
