@@ -93,6 +93,8 @@ def test_invalid_settings_raise_when_the_mirror_is_created(tmp_path: Path):
         AsyncMirror(src, dst, [])
     with pytest.raises(InvalidReferenceError, match="quay.io/app:v1"):
         Mirror("quay.io/app:v1", dst, "v*")
+    with pytest.raises(InvalidReferenceError, match="names one image"):
+        Mirror(src, f"{dst}:v1", "v*")
     with pytest.raises(InvalidConfigError, match="sometimes"):
         Mirror(src, dst, "v*", rollback="sometimes")
     with pytest.raises(InvalidConfigError, match="architecture"):

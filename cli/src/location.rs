@@ -8,19 +8,6 @@ use crate::failure::Failure;
 
 /// Parse `arg` given as `what` (`SOURCE`, `--to`), naming it in the error.
 pub fn parse(arg: &str, what: &str) -> Result<Location, Failure> {
-    // skopeo's `oci:DIR:TAG` names one image; a mirror takes its tags from the patterns. (An
-    // existing directory with a colon in its name is taken as it is.)
-    if let Some(path) = arg.strip_prefix("oci:")
-        && let Some((dir, tag)) = path.rsplit_once(':')
-        && !dir.is_empty()
-        && !tag.contains('/')
-        && !std::path::Path::new(path).exists()
-    {
-        return Err(Failure::invalid(format!(
-            "{what}: oci:{dir}:{tag} names one image (skopeo's form); give the layout directory \
-             alone, oci:{dir}, and choose tags with --tags"
-        )));
-    }
     arg.parse().map_err(|e: regmirror::Error| {
         // The core names every reference a "source reference"; here it may be the
         // destination, so say which argument it was instead.

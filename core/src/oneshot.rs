@@ -41,6 +41,21 @@ impl FromStr for Location {
                     "\"oci:\" needs a directory, as in oci:./images/app",
                 ));
             }
+            // skopeo's `oci:DIR:TAG` names one image; a mirror takes its tags from the
+            // patterns. (An existing directory with a colon in its name is taken as it is.)
+            if let Some((dir, tag)) = path.rsplit_once(':')
+                && !dir.is_empty()
+                && !tag.contains('/')
+                && !std::path::Path::new(path).exists()
+            {
+                return Err(Error::new(
+                    ErrorKind::InvalidReference,
+                    format!(
+                        "oci:{dir}:{tag} names one image (skopeo's form); give the layout \
+                         directory alone, oci:{dir}, and choose tags with the tag patterns"
+                    ),
+                ));
+            }
             return Ok(Location::Layout(PathBuf::from(path)));
         }
         RepositoryRef::parse(s.strip_prefix("docker://").unwrap_or(s)).map(Location::Registry)
@@ -270,6 +285,8 @@ mod tests {
         assert_eq!(l.to_string(), "127.0.0.1:5000/mirror/app");
         let l: Location = "oci:./out".parse().unwrap();
         assert_eq!(l, Location::Layout(PathBuf::from("./out")));
+        let e = "oci:./etcd:v3.5".parse::<Location>().unwrap_err();
+        assert!(e.message().contains("oci:./etcd, and choose tags"), "{e}");
         let e = "oci:".parse::<Location>().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidReference);
         let e = "quay.io/app:v1".parse::<Location>().unwrap_err();
