@@ -35,7 +35,7 @@ impl Mirror {
         dest_credentials = None,
         dest_tls_verify = true,
         docker_config = false,
-        concurrency = 8,
+        concurrency = regmirror::engine::DEFAULT_CONCURRENCY,
         timeout = 3600.0,
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use regmirror::config::KNOWN_ARCHITECTURES;
-use regmirror::engine::{PreviewAction, SyncOptions};
+use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
 use regmirror::oneshot::{Access, OneShotSync};
 use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode, TagFilter};
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,7 @@ pub struct SyncArgs {
     pub json: bool,
 
     /// Blob copies and registry requests in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 8,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::engine::DEFAULT_CONCURRENCY;
 use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL};
 use regmirror::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
@@ -225,7 +226,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             state,
             poll_interval: raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
-            concurrency: positive(raw.concurrency, "concurrency", 8)?,
+            concurrency: positive(raw.concurrency, "concurrency", DEFAULT_CONCURRENCY)?,
             max_concurrent_syncs: positive(
                 raw.max_concurrent_syncs,
                 "max_concurrent_syncs",
