@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
 
 use crate::registry::{Registry, client_options};
-use crate::server::{BackgroundServer, Body, BodyError, full};
+use crate::server::{BackgroundServer, Body, BodyError, abort_connection, full};
 
 /// What to do instead of forwarding a matching request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,20 @@ pub enum Fault {
     /// Never answer: the request hangs until the client gives up or the proxy stops (a worker
     /// stuck mid-run, to be killed there).
     Hang,
+    /// Answer with this status and a `Retry-After` header of `after` (seconds or an HTTP
+    /// date) without contacting the registry.
+    RetryAfter { status: u16, after: String },
+    /// Forward the request (the registry does the work), then answer with this status instead
+    /// of the registry's answer: a response lost after the registry committed the change.
+    ForwardThenStatus(u16),
+    /// Forward, but set this header on the response (e.g. a `Docker-Content-Digest` that does
+    /// not match the bytes).
+    Header { name: String, value: String },
+    /// Answer `307 Temporary Redirect` to this `Location` without contacting the registry.
+    Redirect(String),
+    /// Read this many bytes of the request body (all of it if shorter), then drop the
+    /// connection without answering: an upload cut mid-request.
+    CutRequest { after: usize },
 }
 
 #[derive(Debug)]
@@ -222,8 +236,38 @@ impl State {
             path: path.clone(),
         });
         let fault = self.take_fault(&method, &path);
-        if fault == Some(Fault::Hang) {
-            return std::future::pending().await;
+        match &fault {
+            Some(Fault::Hang) => return std::future::pending().await,
+            Some(Fault::RetryAfter { status, after }) => {
+                return Response::builder()
+                    .status(StatusCode::from_u16(*status).expect("injected statuses are valid"))
+                    .header("retry-after", after)
+                    .body(full(""))
+                    .expect("an injected response is valid");
+            }
+            Some(Fault::Redirect(location)) => {
+                return Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header(LOCATION, location)
+                    .body(full(""))
+                    .expect("an injected response is valid");
+            }
+            Some(Fault::CutRequest { after }) => {
+                let mut body = req.into_body();
+                let mut read = 0;
+                // Whatever ends the read (the limit, the body's end, an error), the answer is
+                // a dropped connection.
+                while read < *after {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            read += frame.data_ref().map_or(0, Bytes::len);
+                        }
+                        _ => break,
+                    }
+                }
+                return abort_connection();
+            }
+            _ => {}
         }
         if let Some(Fault::Status(code) | Fault::StatusAfterBody(code)) = fault {
             if matches!(fault, Some(Fault::StatusAfterBody(_))) {
@@ -255,10 +299,29 @@ impl State {
                 .expect("an injected response is valid");
         }
         match self.forward(req, &path).await {
-            Ok(response) => match fault {
+            Ok(mut response) => match fault {
                 Some(Fault::CutBody { after }) => interrupt_after(response, after, None),
                 Some(Fault::StallBody { after, pause }) => {
                     interrupt_after(response, after, Some(pause))
+                }
+                Some(Fault::ForwardThenStatus(code)) => {
+                    // The registry's answer is read to its end (the work is done), then lost.
+                    let _ = response.into_body().collect().await;
+                    Response::builder()
+                        .status(StatusCode::from_u16(code).expect("injected statuses are valid"))
+                        .header("content-type", "application/json")
+                        .body(full(format!(
+                            r#"{{"errors":[{{"code":"UNKNOWN","message":"injected fault {code} after forwarding"}}]}}"#
+                        )))
+                        .expect("an injected response is valid")
+                }
+                Some(Fault::Header { name, value }) => {
+                    response.headers_mut().insert(
+                        HeaderName::from_bytes(name.as_bytes())
+                            .expect("injected header names are valid"),
+                        HeaderValue::from_str(&value).expect("injected header values are valid"),
+                    );
+                    response
                 }
                 _ => response,
             },

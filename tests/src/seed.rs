@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use regmirror::Digest;
-use regmirror::registry::Manifest;
+use regmirror::registry::{Manifest, ManifestKind};
 use reqwest::{Method, RequestBuilder, StatusCode, header};
 
 use crate::image::{Image, Index};
@@ -201,6 +201,91 @@ impl Seeder {
             digests.insert(tag, Digest::of(&bytes));
         }
         digests
+    }
+
+    /// Panic unless every tag of `repo` resolves to content the registry fully holds: each
+    /// manifest (and each child of an index) is there, and each blob it references downloads
+    /// whole with the right digest. No tag may point at something half-copied.
+    pub async fn assert_complete(&self, repo: &str) {
+        for tag in self.tags(repo).await {
+            let mut pending = vec![tag.clone()];
+            while let Some(reference) = pending.pop() {
+                let manifest = self
+                    .typed_manifest(repo, &reference)
+                    .await
+                    .unwrap_or_else(|| {
+                        panic!("tag {tag} of {repo}: manifest {reference} is missing")
+                    });
+                let kind = manifest
+                    .kind()
+                    .unwrap_or_else(|e| panic!("tag {tag} of {repo}: {e}"));
+                match kind {
+                    ManifestKind::Image { config, layers } => {
+                        for blob in std::iter::once(config).chain(layers) {
+                            let bytes = self.blob(repo, &blob.digest).await.unwrap_or_else(|| {
+                                panic!("tag {tag} of {repo}: blob {} is missing", blob.digest)
+                            });
+                            assert_eq!(
+                                Digest::of(&bytes),
+                                blob.digest,
+                                "tag {tag} of {repo}: blob {} is served with other bytes",
+                                blob.digest
+                            );
+                            assert_eq!(bytes.len() as u64, blob.size, "tag {tag}: blob size");
+                        }
+                    }
+                    ManifestKind::Index { manifests } => {
+                        pending.extend(manifests.into_iter().map(|c| c.digest.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A blob's bytes, or `None` when absent.
+    async fn blob(&self, repo: &str, digest: &Digest) -> Option<Bytes> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let response = self
+            .request(Method::GET, &url, &[repo])
+            .send()
+            .await
+            .expect("GET blob");
+        if response.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(
+            response.status().is_success(),
+            "GET blob {digest}: {}",
+            response.status()
+        );
+        Some(response.bytes().await.expect("reading a blob body"))
+    }
+
+    /// The manifest `reference` resolves to, with its media type, or `None` when absent.
+    async fn typed_manifest(&self, repo: &str, reference: &str) -> Option<Manifest> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let response = self
+            .request(Method::GET, &url, &[repo])
+            .header(header::ACCEPT, regmirror::registry::media_types::ACCEPT)
+            .send()
+            .await
+            .expect("GET manifest");
+        if response.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(
+            response.status().is_success(),
+            "GET manifest {reference}: {}",
+            response.status()
+        );
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await.expect("reading manifest body");
+        Some(Manifest::from_bytes(bytes, &media_type).expect("a stored manifest parses"))
     }
 
     /// The manifest bytes `reference` resolves to, or `None` when absent.

@@ -1,7 +1,6 @@
 //! A small HTTP/1 server on a loopback port, running on its own thread and tokio runtime so that
 //! both sync and async tests can use it; stopped on drop. The token issuer and the proxy use it.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +25,25 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|e| match e {})
         .boxed_unsync()
+}
+
+/// Marks a response that must not be sent: the connection is dropped instead.
+#[derive(Debug, Clone, Copy)]
+struct AbortConnection;
+
+impl std::fmt::Display for AbortConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for AbortConnection {}
+
+/// A response that drops the connection without answering (a handler's way to cut a request).
+pub fn abort_connection() -> Response<Body> {
+    let mut response = Response::new(full(""));
+    response.extensions_mut().insert(AbortConnection);
+    response
 }
 
 /// A running server; dropping it stops accepting and joins its thread.
@@ -78,7 +96,14 @@ impl BackgroundServer {
                         let handler = handler.clone();
                         let service = service_fn(move |req| {
                             let handler = handler.clone();
-                            async move { Ok::<_, Infallible>(handler(req).await) }
+                            async move {
+                                let response = handler(req).await;
+                                // An error from the service makes hyper drop the connection.
+                                match response.extensions().get::<AbortConnection>() {
+                                    Some(abort) => Err(*abort),
+                                    None => Ok(response),
+                                }
+                            }
                         });
                         tokio::spawn(async move {
                             // A connection error (e.g. a fault cut on purpose) ends that connection only.
