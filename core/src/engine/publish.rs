@@ -68,49 +68,65 @@ impl<'a> Undo<'a> {
             .map(drop)
     }
 
-    /// Undo every change, newest first. Keeps going past failures and reports them all.
-    async fn roll_back(&self) -> Result<()> {
+    /// Put `tag` back at `old` (or remove it when it did not exist), unless it is there
+    /// already: a change whose request failed may or may not have happened. Returns whether
+    /// the tag was changed.
+    async fn revert(&self, tag: &str, old: Option<&Digest>) -> Result<bool> {
         let run = self.run;
+        // When the tag cannot be read, put it back anyway: the write says whether that works.
+        if let Ok(current) = run.dest.head_manifest(&run.dest_repo, tag).await
+            && current.map(|h| h.digest).as_ref() == old
+        {
+            return Ok(false);
+        }
+        match old {
+            Some(old) => self.point(tag, old).await?,
+            None => match run.dest.delete_tag(&run.dest_repo, tag).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                result => result?,
+            },
+        }
+        match old {
+            Some(old) => run.log(
+                LogKind::TagRestored,
+                Some(tag),
+                Some(old),
+                "rolled back to its pre-run manifest".into(),
+            ),
+            None => run.log(
+                LogKind::TagDeleted,
+                Some(tag),
+                None,
+                "removed by rollback: it did not exist before the run".into(),
+            ),
+        }
+        Ok(true)
+    }
+
+    /// Undo every change, newest first. Keeps going past failures and reports them all, naming
+    /// each tag that may be left changed. Returns how many tags were put back.
+    async fn roll_back(&self) -> Result<usize> {
+        let mut reverted = 0;
         let mut errors = Vec::new();
         for change in self.changes.iter().rev() {
-            let (tag, result) = match change {
-                Change::Tagged {
-                    tag,
-                    old: Some(old),
-                } => (tag, self.point(tag, old).await.map(|()| Some(old))),
-                Change::Tagged { tag, old: None } => (
-                    tag,
-                    run.dest
-                        .delete_tag(&run.dest_repo, tag)
-                        .await
-                        .map(|()| None),
-                ),
-                Change::Pruned { tag, old } => {
-                    (tag, self.point(tag, old).await.map(|()| Some(old)))
-                }
+            let (tag, old) = match change {
+                Change::Tagged { tag, old } => (tag, old.as_ref()),
+                Change::Pruned { tag, old } => (tag, Some(old)),
             };
-            match result {
-                Ok(Some(old)) => run.log(
-                    LogKind::TagRestored,
-                    Some(tag),
-                    Some(old),
-                    "rolled back to its pre-run manifest".into(),
-                ),
-                Ok(None) => run.log(
-                    LogKind::TagDeleted,
-                    Some(tag),
-                    None,
-                    "removed by rollback: it did not exist before the run".into(),
-                ),
+            match self.revert(tag, old).await {
+                Ok(changed) => reverted += usize::from(changed),
                 Err(e) => errors.push(format!("{tag}: {e}")),
             }
         }
         if errors.is_empty() {
-            Ok(())
+            Ok(reverted)
         } else {
             Err(Error::new(
                 ErrorKind::Network,
-                format!("rollback incomplete: {}", errors.join("; ")),
+                format!(
+                    "rollback incomplete, the destination may be inconsistent; tags not restored: {}",
+                    errors.join("; ")
+                ),
             ))
         }
     }
@@ -251,6 +267,7 @@ pub(crate) async fn publish(
     let mut deleted: Vec<(String, Digest)> = Vec::new();
     let mut saved_record = false;
     let mut keep_record = false;
+    let mut rollback_error: Option<Error> = None;
     let blocked = run.is_stopped() || (aon && !failures.is_empty());
     if !blocked && (!to_publish.is_empty() || !prune.is_empty()) {
         if let Some(store) = store {
@@ -293,10 +310,28 @@ pub(crate) async fn publish(
                 }
                 Err(e) if e.kind() == ErrorKind::Cancelled => break,
                 Err(e) => {
-                    failures.push((tag, e.context("publishing")));
+                    let mut e = e.context("publishing");
+                    // The registry may have moved the tag before the request failed (an answer
+                    // lost on the way back, a misreported digest): the tag is put back with the
+                    // rest (all_or_nothing), or on its own, since a failed tag keeps its
+                    // previous value.
                     if aon {
+                        undo.changes.push(Change::Tagged {
+                            tag: tag.clone(),
+                            old,
+                        });
+                        failures.push((tag, e));
                         break;
                     }
+                    if !run.is_claim_lost()
+                        && let Err(restore) = undo.revert(&tag, old.as_ref()).await
+                    {
+                        e = e.context(format!(
+                            "the destination may now point it at {} (putting it back failed: {restore})",
+                            manifest.digest
+                        ));
+                    }
+                    failures.push((tag, e));
                 }
             }
         }
@@ -319,6 +354,11 @@ pub(crate) async fn publish(
                     }
                     Err(e) if e.kind() == ErrorKind::Cancelled => break,
                     Err(e) => {
+                        // It may be gone all the same: a rollback puts it back if so.
+                        undo.changes.push(Change::Pruned {
+                            tag: tag.clone(),
+                            old: old.clone(),
+                        });
                         unpruned.insert(tag.clone());
                         failures.push((tag, e.context("pruning")));
                         if aon {
@@ -333,8 +373,8 @@ pub(crate) async fn publish(
             keep_record = true;
         } else if aon && (!failures.is_empty() || run.is_aborted()) {
             match undo.roll_back().await {
-                Ok(()) => {
-                    report.rolled_back = !undo.changes.is_empty();
+                Ok(reverted) => {
+                    report.rolled_back = reverted > 0;
                     synced.clear();
                     deleted.clear();
                     report.tags_rewritten.clear();
@@ -342,7 +382,7 @@ pub(crate) async fn publish(
                 Err(e) => {
                     // The record stays in the store: the next run restores from it.
                     keep_record = true;
-                    report.error = Some(e.to_string());
+                    rollback_error = Some(e);
                 }
             }
         }
@@ -411,19 +451,24 @@ pub(crate) async fn publish(
         }
         let mut message = parts.join("; ");
         if aon {
-            message.push_str(if report.rolled_back {
-                "; the destination was rolled back (all_or_nothing)"
-            } else {
-                "; nothing was published (all_or_nothing)"
+            message.push_str(match (&rollback_error, report.rolled_back) {
+                (Some(_), _) => {
+                    "; rolling back failed (all_or_nothing): the next run restores the pre-run tags"
+                }
+                (None, true) => "; the destination was rolled back (all_or_nothing)",
+                (None, false) => "; nothing was published (all_or_nothing)",
             });
         } else if report.partial {
             message.push_str("; partial sync: the other tags and pruning stand");
         }
-        if let Some(rollback_error) = report.error.take() {
+        if let Some(e) = &rollback_error {
             message.push_str("; ");
-            message.push_str(&rollback_error);
+            message.push_str(&e.to_string());
         }
         report.error = Some(message);
+    } else if let Some(e) = rollback_error {
+        // A run aborted while publishing (timeout) whose rollback failed.
+        report.error = Some(e.to_string());
     }
     Ok(())
 }
