@@ -204,8 +204,62 @@ impl MirrorState {
         Ok(())
     }
 
+    /// Claim for `worker` if this mirror is due at `now` (the rule of
+    /// [`StateStore::claim_due`](crate::StateStore::claim_due)); `None` if it is not, or if
+    /// taking over a lost run used its last retry (see [`MirrorState::count_lost_run`]). The
+    /// store writes the state back whenever it changed, claimed or not.
+    pub fn claim_if_due(
+        &mut self,
+        config: &MirrorConfig,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Option<Claim> {
+        if !self.is_claimable(config.enabled, now) {
+            return None;
+        }
+        if !self.count_lost_run(config.sync_interval, now) {
+            return None;
+        }
+        Some(self.claim(config, worker, now, lease))
+    }
+
+    /// A `SYNCING` mirror whose lease expired lost its run with its worker (killed, crashed on
+    /// this mirror, cut off from the store). That run counts as a failed attempt: one retry
+    /// used and its error recorded, so a mirror that kills every worker running it cannot be
+    /// taken over forever. Returns whether a retry was left: then the next run goes ahead at
+    /// once and finishes or rolls back the lost one from the tag record (SEMANTICS.md §5). With
+    /// none left the mirror fails to its next grid slot (§6), where that run does it instead.
+    /// Any other state is left alone (`true`).
+    pub fn count_lost_run(&mut self, interval: Duration, now: OffsetDateTime) -> bool {
+        let (Some(owner), Some(expires)) = (&self.lease_owner, self.lease_expires) else {
+            return true;
+        };
+        if self.status != SyncStatus::Syncing || expires > now {
+            return true;
+        }
+        let expired = expires
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| expires.to_string());
+        self.last_error = Some(format!(
+            "the run by worker {owner:?} stopped without finishing (its lease expired at \
+             {expired}): the worker was killed, crashed or lost the state store"
+        ));
+        self.lease_owner = None;
+        self.lease_expires = None;
+        let left = self.retries_remaining.saturating_sub(1);
+        if left == 0 {
+            self.finish_on_grid(SyncStatus::Fail, interval, now);
+            return false;
+        }
+        self.retries_remaining = left;
+        true
+    }
+
     /// Claim for `worker`: `SYNCING` with a lease until `now + lease` and a fresh fencing token.
-    /// The caller checks [`MirrorState::is_claimable`] first (or means to force a one-shot run).
+    /// The caller checks [`MirrorState::is_claimable`] first (or means to force a one-shot run)
+    /// and counts a lost run ([`MirrorState::count_lost_run`]); [`MirrorState::claim_if_due`]
+    /// does both.
     pub fn claim(
         &mut self,
         config: &MirrorConfig,

@@ -261,11 +261,91 @@ async fn an_expired_lease_is_claimable_and_fences_the_old_worker(store: &dyn Sta
     assert_eq!(e.kind(), ErrorKind::Conflict);
     let r = store.get_mirror("ns/app").await.unwrap();
     assert_eq!(r.state.lease_owner.as_deref(), Some("w2"));
+    assert_eq!(r.state.retries_remaining, 2, "the lost run used a retry");
     let r = store
         .release(&new, &RunOutcome::Success, later)
         .await
         .unwrap();
     assert_eq!(r.state.status, SyncStatus::Success);
+}
+
+/// A mirror whose runs keep dying with their worker (a poison mirror that crashes it, or a
+/// worker killed each time) uses a retry per lost run, like a failure, and after three goes to
+/// its next grid slot instead of being taken over forever. The lost run's tag record stays for
+/// the run that takes it over.
+async fn a_lost_run_uses_a_retry_and_three_move_it_to_the_next_slot(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let first = claim_one(store, "w1", T0).await;
+    let record: TagRecord = [("v3.0".to_owned(), Digest::of(b"before"))].into();
+    store.save_tag_record("ns/app", &record).await.unwrap();
+
+    let mut now = T0;
+    for (worker, left, lost) in [("w2", 2, "w1"), ("w3", 1, "w2")] {
+        now += LEASE + secs(1);
+        let claim = claim_one(store, worker, now).await;
+        assert!(claim.token > first.token);
+        let r = store.get_mirror("ns/app").await.unwrap();
+        assert_eq!(
+            (r.state.status, r.state.retries_remaining),
+            (SyncStatus::Syncing, left),
+            "a lost run costs a retry"
+        );
+        assert_eq!(r.state.start_date, T0, "retries keep the start date");
+        let error = r.state.last_error.unwrap();
+        assert!(
+            error.contains(&format!("{lost:?}")) && error.contains("lease expired"),
+            "{error}"
+        );
+        assert_eq!(
+            store.tag_record("ns/app").await.unwrap(),
+            Some(record.clone())
+        );
+    }
+
+    // The third lost run spends the last retry: no takeover now, the next slot instead.
+    now += LEASE + secs(1);
+    nothing_due(store, now).await;
+    let r = store.get_mirror("ns/app").await.unwrap();
+    assert_eq!(
+        (r.state.status, r.state.retries_remaining),
+        (SyncStatus::Fail, 3)
+    );
+    assert_eq!(r.state.start_date, T0 + DAY);
+    assert_eq!(r.state.next_start, T0 + DAY);
+    assert_eq!(r.state.lease_owner, None);
+    assert!(r.state.last_error.unwrap().contains("\"w3\""));
+    assert_eq!(store.tag_record("ns/app").await.unwrap(), Some(record));
+    nothing_due(store, T0 + DAY - secs(1)).await;
+
+    // The run at the next slot takes the record over; its success resets the retries.
+    let claim = claim_one(store, "w4", T0 + DAY).await;
+    let r = store
+        .release(&claim, &RunOutcome::Success, T0 + DAY + secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.state.status,
+            r.state.retries_remaining,
+            r.state.last_error
+        ),
+        (SyncStatus::Success, 3, None)
+    );
+}
+
+/// A lost run taken over by a forced one-shot claim is counted too; the claim still goes ahead.
+async fn a_one_shot_claim_of_a_lost_run_counts_it(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    claim_one(store, "w1", T0).await;
+    let later = T0 + LEASE + secs(1);
+    let claim = store.claim("ns/app", "cli", later, LEASE).await.unwrap();
+    assert_eq!(claim.worker, "cli");
+    let r = store.get_mirror("ns/app").await.unwrap();
+    assert_eq!(
+        (r.state.status, r.state.retries_remaining),
+        (SyncStatus::Syncing, 2)
+    );
+    assert!(r.state.last_error.unwrap().contains("\"w1\""));
 }
 
 async fn a_one_shot_claim_waits_for_a_live_lease(store: &dyn StateStore) {
@@ -537,6 +617,8 @@ macro_rules! behaviour {
                 cancel_of_a_pending_sync_now,
                 an_expired_lease_is_claimable_and_fences_the_old_worker,
                 a_one_shot_claim_waits_for_a_live_lease,
+                a_lost_run_uses_a_retry_and_three_move_it_to_the_next_slot,
+                a_one_shot_claim_of_a_lost_run_counts_it,
                 editing_a_running_mirror_never_wedges_it,
                 a_sync_now_after_a_cancel_runs_once_the_cancelled_run_stops,
                 an_interrupted_run_is_due_again_at_once,

@@ -170,7 +170,7 @@ impl StateStore for MemoryStateStore {
             Ok(due
                 .into_iter()
                 .take(max)
-                .map(|(_, r)| r.state.claim(&r.config, worker, now, lease))
+                .filter_map(|(_, r)| r.state.claim_if_due(&r.config, worker, now, lease))
                 .collect())
         })
     }
@@ -185,6 +185,10 @@ impl StateStore for MemoryStateStore {
         self.with(|inner| {
             let record = inner.mirror(id)?;
             ensure_no_live_lease(id, &record.state, now)?;
+            // A forced run goes ahead even if the lost run it takes over used the last retry.
+            record
+                .state
+                .count_lost_run(record.config.sync_interval, now);
             Ok(record.state.claim(&record.config, worker, now, lease))
         })
     }

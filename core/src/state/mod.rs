@@ -188,7 +188,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord>;
 
     /// Atomically claim up to `max` due mirrors (or `SYNC_NOW`, or with an expired lease) for
-    /// `worker`, moving them to `SYNCING` with a lease of `lease`.
+    /// `worker`, moving them to `SYNCING` with a lease of `lease`
+    /// ([`MirrorState::claim_if_due`]). Taking over an expired lease counts the lost run as a
+    /// failure: one retry used, and with none left the mirror goes to its next grid slot
+    /// unclaimed, so fewer than `max` claims may come back while more are due.
     async fn claim_due(
         &self,
         worker: &str,
@@ -197,7 +200,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         lease: Duration,
     ) -> Result<Vec<Claim>>;
     /// Claim one mirror now, whatever its schedule (one-shot syncs). `Conflict` if another
-    /// worker holds a live lease.
+    /// worker holds a live lease; an expired one is counted as a failed run, as in
+    /// [`StateStore::claim_due`], but the claim goes ahead even without retries left.
     async fn claim(
         &self,
         id: &str,

@@ -400,13 +400,15 @@ impl StateStore for PostgresStateStore {
         let mut claims = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut record = to_record(row)?;
-            // The due_us column is derived from the state; re-check with the rule itself.
-            if !record.state.is_claimable(record.config.enabled, now) {
-                continue;
+            // The due_us column is derived from the state; claim_if_due re-checks the rule.
+            let before = record.state.clone();
+            let claim = record
+                .state
+                .claim_if_due(&record.config, worker, now, lease);
+            if record.state != before {
+                store(&tx, &record.config, &mut record.state, false).await?;
             }
-            let claim = record.state.claim(&record.config, worker, now, lease);
-            store(&tx, &record.config, &mut record.state, false).await?;
-            claims.push(stored_claim(claim, &record.state));
+            claims.extend(claim.map(|c| stored_claim(c, &record.state)));
         }
         tx.commit().await.map_err(db_error)?;
         Ok(claims)
@@ -424,6 +426,10 @@ impl StateStore for PostgresStateStore {
         let tx = client.transaction().await.map_err(db_error)?;
         let mut record = load_for_update(&tx, id).await?;
         ensure_no_live_lease(id, &record.state, now)?;
+        // A forced run goes ahead even if the lost run it takes over used the last retry.
+        record
+            .state
+            .count_lost_run(record.config.sync_interval, now);
         let claim = record.state.claim(&record.config, worker, now, lease);
         store(&tx, &record.config, &mut record.state, false).await?;
         tx.commit().await.map_err(db_error)?;

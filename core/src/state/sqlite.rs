@@ -406,13 +406,15 @@ impl StateStore for SqliteStateStore {
             };
             let mut claims = Vec::with_capacity(due.len());
             for mut record in due {
-                // The due_us column is derived from the state; re-check with the rule itself.
-                if !record.state.is_claimable(record.config.enabled, now) {
-                    continue;
+                // The due_us column is derived from the state; claim_if_due re-checks the rule.
+                let before = record.state.clone();
+                let claim = record
+                    .state
+                    .claim_if_due(&record.config, &worker, now, lease);
+                if record.state != before {
+                    store(&tx, &record.config, &mut record.state, false)?;
                 }
-                let claim = record.state.claim(&record.config, &worker, now, lease);
-                store(&tx, &record.config, &mut record.state, false)?;
-                claims.push(stored_claim(claim, &record.state));
+                claims.extend(claim.map(|c| stored_claim(c, &record.state)));
             }
             tx.commit().map_err(db_error)?;
             Ok(claims)
@@ -433,6 +435,10 @@ impl StateStore for SqliteStateStore {
             let tx = write_tx(conn)?;
             let mut record = load(&tx, &id)?;
             ensure_no_live_lease(&id, &record.state, now)?;
+            // A forced run goes ahead even if the lost run it takes over used the last retry.
+            record
+                .state
+                .count_lost_run(record.config.sync_interval, now);
             let claim = record.state.claim(&record.config, &worker, now, lease);
             store(&tx, &record.config, &mut record.state, false)?;
             tx.commit().map_err(db_error)?;
