@@ -15,7 +15,7 @@ use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, Failure};
 use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
 use crate::store::StateUrl;
-use crate::sync::{PlatformIndex, Rollback, parse_duration};
+use crate::sync::{PlatformIndex, Rollback, check_cert_dir, parse_duration};
 use crate::worker_config::WorkerConfig;
 
 /// Environment variable naming the state store when neither --state nor --config is given.
@@ -124,6 +124,10 @@ pub struct MirrorSettings {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub src_tls_verify: Option<bool>,
+    /// Trust the source's private CA: a directory of *.crt files (as docker's certs.d/HOST),
+    /// read by the workers (give a path valid on their hosts); "" removes it.
+    #[arg(long, value_name = "DIR")]
+    pub src_cert_dir: Option<String>,
     /// Proxy for http:// sources.
     #[arg(long, value_name = "URL")]
     pub http_proxy: Option<String>,
@@ -197,6 +201,18 @@ impl MirrorSettings {
         }
         if let Some(verify) = self.src_tls_verify {
             config.verify_tls = verify;
+        }
+        if let Some(dir) = &self.src_cert_dir {
+            config.source_ca_certs.clear();
+            if !dir.is_empty() {
+                let dir = std::path::Path::new(dir);
+                check_cert_dir(dir).map_err(|f| f.context("--src-cert-dir"))?;
+                // Stored for workers running elsewhere: not relative to this shell's directory.
+                let dir = std::path::absolute(dir).map_err(|e| {
+                    Failure::invalid(format!("--src-cert-dir: {}: {e}", dir.display()))
+                })?;
+                config.source_ca_certs.push(dir);
+            }
         }
         let set = |value: &Option<String>, field: &mut Option<String>| {
             if let Some(v) = value {

@@ -24,6 +24,8 @@ pub struct MirrorView {
     pub sync_interval_secs: u64,
     pub enabled: bool,
     pub verify_tls: bool,
+    /// CA bundles or `*.crt` directories trusted for the source.
+    pub source_ca_certs: Vec<String>,
     pub http_proxy: Option<String>,
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
@@ -49,6 +51,11 @@ impl MirrorView {
             sync_interval_secs: c.sync_interval.as_secs(),
             enabled: c.enabled,
             verify_tls: c.verify_tls,
+            source_ca_certs: c
+                .source_ca_certs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             http_proxy: c.proxy.http_proxy.as_deref().map(redact_url),
             https_proxy: c.proxy.https_proxy.as_deref().map(redact_url),
             no_proxy: c.proxy.no_proxy.clone(),
@@ -90,6 +97,14 @@ impl MirrorView {
                 human_duration(Duration::from_secs(self.sync_interval_secs)),
             ),
             ("verify tls", yes_no(self.verify_tls).to_owned()),
+            (
+                "source CA",
+                if self.source_ca_certs.is_empty() {
+                    "system".to_owned()
+                } else {
+                    self.source_ca_certs.join(", ")
+                },
+            ),
             ("rollback", rollback_name(self.rollback).to_owned()),
             ("status", s.status.to_string()),
             ("retries left", s.retries_remaining.to_string()),

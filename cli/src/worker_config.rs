@@ -126,6 +126,10 @@ struct RawMirror {
     /// Also spelled `tls_verify`, as in `[destination]` and skopeo.
     #[serde(alias = "tls_verify")]
     verify_tls: Option<bool>,
+    /// The source's private CA: a directory of `*.crt` files (as `[destination]`) ...
+    cert_dir: Option<PathBuf>,
+    /// ... or one PEM bundle.
+    ca_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration::option")]
     timeout: Option<Duration>,
     rollback: Option<RollbackMode>,
@@ -270,6 +274,7 @@ const KEYS: &[&str] = &[
     "password_env",
     "tls_verify",
     "cert_dir",
+    "ca_file",
     "url",
     "secret",
     "secret_file",
@@ -427,6 +432,21 @@ fn mirror(raw: RawMirror, base: &Path, default_rollback: RollbackMode) -> CliRes
     }
     config.enabled = raw.enabled.unwrap_or(true);
     config.verify_tls = raw.verify_tls.unwrap_or(true);
+    if let Some(dir) = raw.cert_dir {
+        let dir = base.join(dir);
+        crate::sync::check_cert_dir(&dir).map_err(|f| f.context("cert_dir"))?;
+        config.source_ca_certs.push(dir);
+    }
+    if let Some(file) = raw.ca_file {
+        let file = base.join(file);
+        if !file.is_file() {
+            return Err(Failure::invalid(format!(
+                "ca_file: {} is not a file; give the source's CA certificate (PEM)",
+                file.display()
+            )));
+        }
+        config.source_ca_certs.push(file);
+    }
     if let Some(timeout) = raw.timeout {
         config.timeout = timeout;
     }
@@ -657,6 +677,14 @@ password_env = "REGMIRROR_TEST_CFG_PW"
             (
                 "[destination]\nregistry = \"r.io\"\npassword = \"\"\"\nhunter2 = x\n",
                 "line ",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "line 3: mirror \"m/a\": ca_file: /nonexistent/ca.pem is not a file",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\ncert_dir = \"/nonexistent/certs.d\"\n",
+                "line 3: mirror \"m/a\": cert_dir: /nonexistent/certs.d is not a readable directory",
             ),
             (
                 "poll_interval = \"0s\"\n[destination]\nregistry = \"r.io\"\n",

@@ -1428,3 +1428,118 @@ fn output_into_a_closed_pipe_stops_quietly() {
     // Ended by SIGPIPE (13 on Linux), as `cat` or `ls` would be.
     assert_eq!(out.status.signal(), Some(13), "{stderr}");
 }
+
+/// Stop a worker with SIGTERM and return its log, asserting it exited cleanly.
+fn terminate_worker(mut worker: std::process::Child, log_path: &std::path::Path) -> String {
+    let pid = worker.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = worker.wait().unwrap();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(exit.success(), "{exit}: {log}");
+    log
+}
+
+#[tokio::test]
+async fn worker_mirrors_trust_their_own_source_ca() {
+    // A source with a private CA: one mirror trusts it through cert_dir, one through ca_file,
+    // one added with `mirror add --src-cert-dir`; the destination needs none of it.
+    let source = Registry::builder().tls().start();
+    let dest = Registry::start();
+    let seeded = seed(&source, "lib/app", &["v1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(source.ca_pem().unwrap(), certs.join("ca.crt")).unwrap();
+    std::fs::copy(source.ca_pem().unwrap(), dir.path().join("source-ca.pem")).unwrap();
+    let config = dir.path().join("regmirror.toml");
+    let mirror = |id: &str, trust: &str| {
+        format!(
+            "[[mirror]]\nid = \"{id}\"\nsource = \"{}/lib/app\"\ntags = \"*\"\n\
+             start = 2020-01-01T00:00:00Z\n{trust}\n",
+            source.host()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\n\n[destination]\n\
+             registry = \"{}\"\ntls_verify = false\n\n{}\n{}",
+            dest.host(),
+            mirror("mirror/by-dir", "cert_dir = \"certs.d\""),
+            mirror("mirror/by-file", "ca_file = \"source-ca.pem\""),
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let m = |args: &[&str]| {
+        let mut all = vec!["mirror", "--config", config_arg];
+        all.extend(args);
+        regmirror(&all)
+    };
+    let src = format!("{}/lib/app", source.host());
+    let certs_arg = certs.to_str().unwrap();
+    let out = m(&[
+        "add",
+        "mirror/by-flag",
+        "--source",
+        &src,
+        "--tags",
+        "*",
+        "--start",
+        "2020-01-01T00:00:00Z",
+        "--src-cert-dir",
+        "/nonexistent/certs.d",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--src-cert-dir"), "{out:?}");
+    let out = m(&[
+        "add",
+        "mirror/by-flag",
+        "--source",
+        &src,
+        "--tags",
+        "*",
+        "--start",
+        "2020-01-01T00:00:00Z",
+        "--src-cert-dir",
+        certs_arg,
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.json()["source_ca_certs"],
+        serde_json::json!([certs_arg])
+    );
+
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let worker = command(&["worker", "--config", config_arg])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    for id in ["mirror/by-dir", "mirror/by-file", "mirror/by-flag"] {
+        eventually(&format!("{id} to be synced"), async || {
+            let out = m(&["show", id, "--json"]);
+            out.code == 0 && !matches!(out.json()["status"].as_str(), Some("NEVER_RUN" | "SYNCING"))
+        })
+        .await;
+        let shown = m(&["show", id, "--json"]).json();
+        assert_eq!(shown["status"], "SUCCESS", "{shown}");
+        assert_eq!(tags_of(&dest, id).await, seeded);
+    }
+    let shown = m(&["show", "mirror/by-file"]);
+    assert!(shown.stdout.contains("source-ca.pem"), "{shown:?}");
+    terminate_worker(worker, &log_path);
+
+    // Removing the CA from a mirror ("") makes its source untrusted again.
+    let out = m(&["update", "mirror/by-flag", "--src-cert-dir", "", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["source_ca_certs"], serde_json::json!([]));
+}

@@ -2,6 +2,7 @@
 //! invalid reaches a sync run.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,11 @@ pub struct MirrorConfig {
     pub enabled: bool,
     /// Verify the source's TLS certificate; `false` also permits plain HTTP.
     pub verify_tls: bool,
+    /// CAs to trust for the source besides the system's (a registry with a private CA): PEM
+    /// bundles, or directories of `*.crt` files as docker's `certs.d/HOST`. Read by the worker
+    /// that runs the mirror, so the paths are that host's.
+    #[serde(default)]
+    pub source_ca_certs: Vec<PathBuf>,
     pub proxy: ProxyConfig,
     /// Upper bound for one sync run.
     #[serde(with = "duration_secs")]
@@ -170,6 +176,7 @@ impl fmt::Debug for MirrorConfig {
             .field("architectures", &self.architectures)
             .field("sync_interval", &self.sync_interval)
             .field("enabled", &self.enabled)
+            .field("source_ca_certs", &self.source_ca_certs)
             .field("rollback", &self.rollback)
             .finish_non_exhaustive()
     }
@@ -189,6 +196,7 @@ impl MirrorConfig {
             sync_start_date: None,
             enabled: true,
             verify_tls: true,
+            source_ca_certs: Vec::new(),
             proxy: ProxyConfig::default(),
             timeout: Duration::from_secs(3600),
             rollback: RollbackMode::default(),

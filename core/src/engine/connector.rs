@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Credentials, MirrorConfig, ProxyConfig};
@@ -41,12 +42,14 @@ struct ClientKey {
     host: String,
     credentials: Option<(String, String)>,
     verify_tls: bool,
+    ca_certs: Vec<PathBuf>,
     proxy: (Option<String>, Option<String>, Option<String>),
 }
 
 /// Connects each mirror's source with an [`HttpRegistry`]. Mirrors with the same host,
 /// credentials, TLS and proxy settings share one client (connection pool, token cache) across
-/// runs. The mirror's `source_credentials`, `verify_tls` and `proxy` override the base options;
+/// runs. The mirror's `source_credentials`, `verify_tls` and `proxy` override the base options,
+/// and its `source_ca_certs` are trusted besides the base options' `ca_certs`;
 /// a mirror without credentials is anonymous unless the base options enable the docker config.
 pub struct HttpConnector {
     base: HttpOptions,
@@ -100,6 +103,7 @@ impl SourceConnector for HttpConnector {
                 .as_ref()
                 .map(|c| (c.username.clone(), c.password.clone())),
             verify_tls: config.verify_tls,
+            ca_certs: config.source_ca_certs.clone(),
             proxy: (
                 proxy.http_proxy.clone(),
                 proxy.https_proxy.clone(),
@@ -113,9 +117,12 @@ impl SourceConnector for HttpConnector {
         if let Some(client) = clients.get(&key) {
             return Ok(Arc::new(client.clone()));
         }
+        let mut ca_certs = self.base.ca_certs.clone();
+        ca_certs.extend(config.source_ca_certs.iter().cloned());
         let options = HttpOptions {
             credentials,
             tls_verify: config.verify_tls && self.base.tls_verify,
+            ca_certs,
             proxy,
             ..self.base.clone()
         };
