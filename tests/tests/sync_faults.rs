@@ -824,3 +824,103 @@ async fn a_rollback_the_destination_refuses_is_reported_as_inconsistent_and_fini
     assert_eq!(after["b"], new["b"]);
     env.dst().assert_complete(DEST).await;
 }
+
+#[tokio::test]
+async fn tag_lists_cut_mid_body_are_read_again_on_both_sides() {
+    let env = Env::start();
+    let digests = env.seed_source(&["v1", "v2"], 150).await;
+    env.seed_dest(&["v1"], 155).await;
+    env.src_proxy
+        .inject("GET", "/tags/list", Fault::CutBody { after: 10 }, 1);
+    env.dest_proxy
+        .inject("GET", "/tags/list", Fault::CutBody { after: 5 }, 1);
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["*"], RollbackMode::AllOrNothing),
+        )
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(env.dest_tags().await, digests);
+    assert_eq!(env.src_proxy.count("GET", "/tags/list"), 2);
+}
+
+#[tokio::test]
+async fn a_prune_whose_delete_answers_are_lost_still_prunes() {
+    let env = Env::start();
+    let digests = env.seed_source(&["a"], 160).await;
+    for rollback in [RollbackMode::AllOrNothing, RollbackMode::FailedTagsOnly] {
+        env.seed_dest(&["gone"], 165).await;
+        // distribution deletes by digest (a probe, then the placeholder the tag was moved to):
+        // each deletion happens, but its answer is lost and the request repeated.
+        env.dest_proxy.inject(
+            "DELETE",
+            "/manifests/sha256:",
+            Fault::ForwardThenStatus(500),
+            2,
+        );
+        let report = env.sync(&env.mirror(), &env.config(&["a"], rollback)).await;
+        assert!(report.is_success(), "{rollback:?}: {report:?}");
+        assert_eq!(report.tags_deleted, ["gone"]);
+        assert_eq!(env.dest_tags().await, digests);
+    }
+}
+
+#[tokio::test]
+async fn a_run_timing_out_while_publishing_is_rolled_back_with_all_or_nothing() {
+    let env = Env::start();
+    env.seed_source(&["a", "b", "c"], 170).await;
+    let before = env.seed_dest(&["a", "gone"], 175).await;
+    env.dest_proxy
+        .inject("PUT", "/manifests/b", Fault::Hang, usize::MAX);
+    let mut config = env.config(&["a", "b", "c"], RollbackMode::AllOrNothing);
+    config.timeout = Duration::from_secs(4);
+    let report = env.sync(&env.mirror(), &config).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(env.dest_proxy.count("PUT", "/manifests/b"), 1, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("timeout"),
+        "{report:?}"
+    );
+    assert!(report.rolled_back, "{report:?}");
+    assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+    assert_eq!(env.dest_tags().await, before);
+}
+
+#[tokio::test]
+async fn a_child_manifest_served_with_other_bytes_fails_its_index() {
+    let env = Env::start();
+    let index = Index::two_platforms(Flavor::Docker, 180, 5000);
+    env.src().push_index(SRC, "multi", &index).await;
+    let child = &index.children[0].manifest;
+    let mut other = child.bytes.to_vec();
+    other.extend_from_slice(b"\n");
+    env.src_proxy.inject(
+        "GET",
+        &format!("/manifests/{}", child.digest),
+        Fault::Respond {
+            status: 200,
+            content_type: child.media_type.clone(),
+            body: Bytes::from(other),
+        },
+        usize::MAX,
+    );
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["*"], RollbackMode::FailedTagsOnly),
+        )
+        .await;
+    assert_eq!(report.failed_tags(), ["multi"], "{report:?}");
+    assert!(
+        reason(&report, "multi").contains("DigestMismatch"),
+        "{report:?}"
+    );
+    assert!(env.dest_tags().await.is_empty());
+    assert!(
+        env.dst()
+            .manifest(DEST, child.digest.as_str())
+            .await
+            .is_none()
+    );
+}

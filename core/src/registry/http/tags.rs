@@ -94,22 +94,37 @@ impl Client {
         let mut seen = HashSet::new();
         loop {
             let what = format!("list tags of {repo}: GET {}", display_url(&url));
-            let resp = self
-                .send(Call::new(Method::GET, url.clone(), &scopes).follow_redirects())
-                .await
-                .map_err(|e| e.context(format!("list tags of {repo}")))?;
-            if resp.status() == StatusCode::NOT_FOUND && seen.is_empty() {
-                return Ok(None);
-            }
-            let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
-            let next = resp
-                .headers()
-                .get(LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link)
-                .map(str::to_owned);
-            let page_url = resp.url().clone();
-            let body = self.read_limited(resp, MAX_TAG_PAGE, &what).await?;
+            let mut retries = 0;
+            let (next, page_url, body) = loop {
+                let resp = self
+                    .send(Call::new(Method::GET, url.clone(), &scopes).follow_redirects())
+                    .await
+                    .map_err(|e| e.context(format!("list tags of {repo}")))?;
+                if resp.status() == StatusCode::NOT_FOUND && seen.is_empty() {
+                    return Ok(None);
+                }
+                let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
+                let next = resp
+                    .headers()
+                    .get(LINK)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(next_link)
+                    .map(str::to_owned);
+                let page_url = resp.url().clone();
+                // `send` repeats a request until its headers arrive; a page cut off after that
+                // is read again here (a listing failure fails the whole run).
+                match self.read_limited(resp, MAX_TAG_PAGE, &what).await {
+                    Ok(body) => break (next, page_url, body),
+                    Err(e)
+                        if e.kind().is_temporary() && retries < self.options.retry.max_retries =>
+                    {
+                        tracing::debug!(target: "regmirror::http", "{e}; retrying");
+                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
+                        retries += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let page: TagPage = serde_json::from_slice(&body).map_err(|e| {
                 Error::new(
                     ErrorKind::Unsupported,
@@ -212,6 +227,16 @@ impl Client {
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}")).await?;
         let what = format!("DELETE {}", display_url(&url));
         let resp = self.send(Call::new(Method::DELETE, url, scopes)).await?;
+        // A repeated DELETE (the first one's answer lost) finds nothing to delete: done, if
+        // the manifest is indeed gone. A registry answering 404 for what it keeps is not.
+        if resp.status() == StatusCode::NOT_FOUND
+            && self
+                .head_manifest(repo, digest.as_str(), scopes)
+                .await?
+                .is_none()
+        {
+            return Ok(());
+        }
         self.expect(resp, &[StatusCode::ACCEPTED, StatusCode::OK], &what)
             .await
             .map(drop)
