@@ -924,3 +924,20 @@ async fn a_child_manifest_served_with_other_bytes_fails_its_index() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_publish_whose_answer_is_lost_puts_an_existing_tag_back_with_failed_tags_only() {
+    let env = Env::start();
+    let new = env.seed_source(&["a", "b"], 190).await;
+    let before = env.seed_dest(&["b"], 195).await;
+    env.dest_proxy
+        .inject("PUT", "/manifests/b", Fault::ForwardThenStatus(502), 5);
+    let report = env
+        .sync(&env.mirror(), &env.config(&["*"], RollbackMode::FailedTagsOnly))
+        .await;
+    assert_eq!(report.failed_tags(), ["b"], "{report:?}");
+    assert_eq!(report.tags_synced, ["a"]);
+    let after = env.dest_tags().await;
+    assert_eq!(after["a"], new["a"]);
+    assert_eq!(after["b"], before["b"], "b keeps its previous value");
+}
