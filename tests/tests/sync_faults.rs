@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use regmirror::engine::{HttpConnector, Mirror, Outcome, SyncOptions, SyncReport};
 use regmirror::registry::http::{HttpOptions, HttpRegistry, RetryPolicy};
-use regmirror::{Digest, MemoryStateStore, MirrorConfig, RollbackMode, StateStore};
+use regmirror::{
+    Digest, MemoryStateStore, MirrorConfig, PlatformIndexMode, RollbackMode, StateStore,
+};
 use regmirror_tests::proxy::Fault;
 use regmirror_tests::{Blob, Flavor, Image, Index, Proxy, Registry, Seeder};
 
@@ -933,11 +935,40 @@ async fn a_publish_whose_answer_is_lost_puts_an_existing_tag_back_with_failed_ta
     env.dest_proxy
         .inject("PUT", "/manifests/b", Fault::ForwardThenStatus(502), 5);
     let report = env
-        .sync(&env.mirror(), &env.config(&["*"], RollbackMode::FailedTagsOnly))
+        .sync(
+            &env.mirror(),
+            &env.config(&["*"], RollbackMode::FailedTagsOnly),
+        )
         .await;
     assert_eq!(report.failed_tags(), ["b"], "{report:?}");
     assert_eq!(report.tags_synced, ["a"]);
     let after = env.dest_tags().await;
     assert_eq!(after["a"], new["a"]);
     assert_eq!(after["b"], before["b"], "b keeps its previous value");
+}
+
+#[tokio::test]
+async fn a_sparse_index_push_failing_for_a_temporary_reason_is_not_taken_for_a_refusal() {
+    let env = Env::start();
+    let index = Index::two_platforms(Flavor::Oci, 200, 2000);
+    env.src().push_index(SRC, "multi", &index).await;
+    // The destination is unavailable for every attempt at the sparse index.
+    env.dest_proxy.inject(
+        "PUT",
+        &format!("/manifests/{}", index.manifest.digest),
+        Fault::Status(503),
+        usize::MAX,
+    );
+    for mode in [PlatformIndexMode::Sparse, PlatformIndexMode::Rewrite] {
+        let mut config = env.config(&["multi"], RollbackMode::FailedTagsOnly);
+        config.architectures = vec!["arm64".into()];
+        config.platform_index = mode;
+        let report = env.sync(&env.mirror(), &config).await;
+        assert_eq!(report.failed_tags(), ["multi"], "{mode:?}: {report:?}");
+        let why = reason(&report, "multi");
+        assert!(why.contains("503"), "{mode:?}: {why}");
+        assert!(!why.contains("refused the sparse index"), "{mode:?}: {why}");
+        assert!(report.tags_rewritten.is_empty(), "{mode:?}: {report:?}");
+        assert!(env.dest_tags().await.is_empty());
+    }
 }

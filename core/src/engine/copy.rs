@@ -200,7 +200,20 @@ impl Run {
                 // known before any tag moves.
                 match self.push_by_digest(&manifest).await {
                     Ok(()) => Ok(ready(manifest)),
-                    Err(e) if e.kind() == ErrorKind::Cancelled || self.is_aborted() => Err(e),
+                    // Only a refusal of the content says the index must be rewritten: an
+                    // outage or a missing permission is the tag's failure, and rewriting on it
+                    // would publish another digest than the source's for no reason.
+                    Err(e)
+                        if e.kind() == ErrorKind::Cancelled
+                            || self.is_aborted()
+                            || e.kind().is_temporary()
+                            || matches!(
+                                e.kind(),
+                                ErrorKind::Unauthorized | ErrorKind::Forbidden
+                            ) =>
+                    {
+                        Err(e)
+                    }
                     Err(e) if self.config.platform_index == PlatformIndexMode::Rewrite => {
                         let rewritten = rewrite_index(&manifest, &chosen, architectures)?;
                         self.push_by_digest(&rewritten).await.map_err(|e2| {
