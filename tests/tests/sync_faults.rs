@@ -972,3 +972,35 @@ async fn a_sparse_index_push_failing_for_a_temporary_reason_is_not_taken_for_a_r
         assert!(env.dest_tags().await.is_empty());
     }
 }
+
+#[tokio::test]
+async fn restoring_after_a_dead_worker_against_a_failing_destination_fails_and_keeps_the_record() {
+    let env = Env::start();
+    env.seed_source(&["a", "b"], 210).await;
+    let record = env.seed_dest(&["a"], 215).await;
+    let mirror = env.mirror();
+    mirror
+        .create_mirror(env.config(&["a", "b"], RollbackMode::AllOrNothing))
+        .await
+        .unwrap();
+    // A dead worker's all_or_nothing run: the record saved, then a moved and b created.
+    env.store.save_tag_record(DEST, &record).await.unwrap();
+    env.dst().push_image(DEST, "a", &image(210, b"a")).await;
+    env.dst().push_image(DEST, "b", &image(211, b"b")).await;
+    // Putting a back works; removing b does not.
+    env.dest_proxy
+        .inject("DELETE", "/manifests/", Fault::Status(503), usize::MAX);
+    let report = mirror.sync(DEST).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.as_deref().unwrap();
+    assert!(error.contains("restoring the destination"), "{error}");
+    assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+    assert_eq!(
+        env.store.tag_record(DEST).await.unwrap().as_ref(),
+        Some(&record)
+    );
+    env.dst().assert_complete(DEST).await;
+    assert_eq!(env.dest_tags().await["a"], record["a"]);
+    // The run stopped before its own work: the source was not even listed.
+    assert_eq!(env.src_proxy.count("GET", "/tags/list"), 0);
+}
