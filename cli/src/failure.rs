@@ -22,6 +22,8 @@ pub struct Failure {
     message: String,
     hint: Option<String>,
     status: u8,
+    /// Stopped by a signal (Ctrl-C, SIGTERM) rather than by something going wrong.
+    cancelled: bool,
 }
 
 impl Failure {
@@ -31,6 +33,7 @@ impl Failure {
             message: message.into(),
             hint: None,
             status: EXIT_INVALID,
+            cancelled: false,
         }
     }
 
@@ -40,6 +43,7 @@ impl Failure {
             message: message.into(),
             hint: None,
             status: EXIT_FAILED,
+            cancelled: false,
         }
     }
 
@@ -72,10 +76,27 @@ impl Failure {
         ExitCode::from(self.status)
     }
 
+    /// The `outcome` a script reads: `invalid` input, a `cancelled` run (as a sync report says
+    /// it), or `failed`.
+    fn outcome(&self) -> &'static str {
+        if self.status == EXIT_INVALID {
+            "invalid"
+        } else if self.cancelled {
+            "cancelled"
+        } else {
+            "failed"
+        }
+    }
+
     /// Print this failure as `--json` output: a command that asked for JSON gets JSON on stdout
     /// even when it stops before it has a report.
     pub fn print_json(&self) {
-        crate::output::print_json_error(&self.message, self.hint.as_deref(), self.status);
+        crate::output::print_json_error(
+            self.outcome(),
+            &self.message,
+            self.hint.as_deref(),
+            self.status,
+        );
     }
 }
 
@@ -110,6 +131,7 @@ impl From<Error> for Failure {
             message: e.message().to_owned(),
             hint: hint.map(str::to_owned),
             status,
+            cancelled: e.kind() == ErrorKind::Cancelled,
         }
     }
 }
@@ -130,6 +152,13 @@ mod tests {
         assert_eq!(
             failed.to_string(),
             "connection refused (check that the registry is running and reachable)"
+        );
+        assert_eq!((invalid.outcome(), failed.outcome()), ("invalid", "failed"));
+        let stopped = Failure::from(Error::new(ErrorKind::Cancelled, "the sync was cancelled"))
+            .context("planning the sync");
+        assert_eq!(
+            (stopped.status, stopped.outcome()),
+            (EXIT_FAILED, "cancelled")
         );
     }
 }

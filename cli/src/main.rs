@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // A script that asked for JSON reads stdout: a usage error is JSON there too.
             if e.use_stderr() && std::env::args().any(|a| a == "--json") {
-                output::print_json_error(&usage_error(&e), None, failure::EXIT_INVALID);
+                output::print_json_error("invalid", &usage_error(&e), None, failure::EXIT_INVALID);
             }
             if let Some(tip) = bool_flag_tip(std::env::args()) {
                 eprintln!("regmirror: {tip}");

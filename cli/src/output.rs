@@ -273,13 +273,8 @@ pub fn print_json(value: &impl Serialize) {
 }
 
 /// The `--json` output of a command that stopped without a result: `outcome` is `invalid`
-/// (exit status 2, input to fix) or `failed`, as in a sync report.
-pub fn print_json_error(message: &str, hint: Option<&str>, exit_status: u8) {
-    let outcome = if exit_status == crate::failure::EXIT_INVALID {
-        "invalid"
-    } else {
-        "failed"
-    };
+/// (exit status 2, input to fix), `failed` or `cancelled`, as in a sync report.
+pub fn print_json_error(outcome: &str, message: &str, hint: Option<&str>, exit_status: u8) {
     print_json(&serde_json::json!({
         "outcome": outcome,
         "error": message,

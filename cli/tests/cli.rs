@@ -1212,47 +1212,60 @@ fn tags_takes_repeated_patterns_like_sync() {
     assert_eq!(out.stdout, "v1.0\nv12\n");
 }
 
+/// Run `args`, send SIGINT once the proxy saw the tag listing (which hangs), and return what
+/// the run printed; it must stop well before the stall timeout.
+async fn interrupt_during_listing(
+    proxy: &regmirror_tests::proxy::Proxy,
+    args: &[&str],
+) -> std::process::Output {
+    proxy.reset_counts();
+    let child = tokio::process::Command::from(command(args))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the listing reaches the source", async || {
+        proxy.count("GET", "/tags/list") > 0
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("one Ctrl-C stops the run, well before the stall timeout")
+        .unwrap()
+}
+
+/// A source whose tag listing never answers, behind the kit's proxy.
+fn source_that_hangs_listing(source: &Registry) -> regmirror_tests::proxy::Proxy {
+    use regmirror_tests::proxy::{Fault, Proxy};
+    let proxy = Proxy::start(source);
+    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    proxy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
-    use regmirror_tests::proxy::{Fault, Proxy};
-
     let (source, dest) = (Registry::start(), Registry::start());
     seed(&source, "lib/app", &["v1"]).await;
     // The source accepts the connection and never answers: without a prompt cancel, the run
     // would wait out the stall timeout and its retries (minutes).
-    let proxy = Proxy::start(&source);
-    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let proxy = source_that_hangs_listing(&source);
     let src = format!("{}/lib/app", proxy.host());
     let dst = format!("{}/mirror/app", dest.host());
     for dry_run in [false, true] {
-        proxy.reset_counts();
         let mut args = sync_args(&src, &dst, "*", &PLAIN);
         if dry_run {
             args.push("--dry-run");
         }
-        let child = tokio::process::Command::from(command(&args))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        eventually("the listing reaches the source", async || {
-            proxy.count("GET", "/tags/list") > 0
-        })
-        .await;
-        let pid = child.id().unwrap().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out =
-            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
-                .await
-                .expect("one Ctrl-C stops the run, well before the stall timeout")
-                .unwrap();
+        let out = interrupt_during_listing(&proxy, &args).await;
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -1260,6 +1273,29 @@ async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
         );
         assert_eq!(out.status.code(), Some(1), "{all}");
         assert!(all.contains("cancelled"), "{all}");
+    }
+    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_says_cancelled_in_its_json_also_in_a_dry_run() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    let proxy = source_that_hangs_listing(&source);
+    let src = format!("{}/lib/app", proxy.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    for dry_run in [false, true] {
+        let mut args = sync_args(&src, &dst, "*", &PLAIN);
+        args.push("--json");
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = interrupt_during_listing(&proxy, &args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("dry run {dry_run}: stdout is not JSON ({e}): {out:?}"));
+        assert_eq!(json["outcome"], "cancelled", "dry run {dry_run}: {json}");
+        assert_eq!(out.status.code(), Some(1), "dry run {dry_run}: {json}");
     }
     assert!(tags_of(&dest, "mirror/app").await.is_empty());
 }
