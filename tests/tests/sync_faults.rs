@@ -765,7 +765,10 @@ async fn a_destination_that_misreports_the_stored_digest_fails_the_tag_and_rolls
 }
 
 #[tokio::test]
-async fn a_prune_that_fails_rolls_back_what_was_published_with_all_or_nothing() {
+async fn a_prune_that_fails_with_all_or_nothing_stops_the_run_before_anything_is_published() {
+    // all_or_nothing prunes first: "a" (changed at the source) is never moved, so there is
+    // nothing to roll back, which matters when the destination refuses the deletes a rollback
+    // of created tags would need.
     let env = Env::start();
     env.seed_source(&["a"], 130).await;
     let before = env.seed_dest(&["a", "gone"], 135).await;
@@ -783,8 +786,13 @@ async fn a_prune_that_fails_rolls_back_what_was_published_with_all_or_nothing() 
         )
         .await;
     assert_eq!(report.failed_tags(), ["gone"], "{report:?}");
-    assert!(report.rolled_back, "{report:?}");
+    assert!(!report.rolled_back, "{report:?}");
     assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+    let error = report.error.as_deref().unwrap();
+    assert!(
+        error.ends_with("nothing was published (all_or_nothing)"),
+        "{error}"
+    );
     assert_eq!(env.dest_tags().await, before);
 }
 

@@ -4,7 +4,8 @@
 //! Before the first tag changes, the destination's pre-run tags are saved in the state store,
 //! so that a worker that dies mid-publish is rolled back (or completed) by the next one. With
 //! `all_or_nothing`, a tag that failed before publishing means nothing is published at all (no
-//! undo needed); a failure while publishing or pruning undoes every change of the run.
+//! undo needed); a failure while pruning or publishing undoes every change of the run. That mode
+//! prunes first, so a destination that refuses deletes fails the run before any tag moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -201,6 +202,53 @@ fn finished(
     });
 }
 
+/// Delete the unselected tags `prune` (tag, digest), recording each in `undo` (a failed delete
+/// too: the tag may be gone all the same) and each failure in `failures` and `unpruned`; with
+/// `all_or_nothing` each manifest is saved for a rollback first and the first failure stops it.
+/// Returns the tags deleted.
+async fn prune_tags(
+    run: &Run,
+    prune: Vec<(String, Digest)>,
+    undo: &mut Undo<'_>,
+    failures: &mut Vec<(String, Error)>,
+    unpruned: &mut BTreeSet<String>,
+) -> Vec<(String, Digest)> {
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    let mut deleted = Vec::new();
+    for (tag, old) in prune {
+        if run.is_stopped() {
+            break;
+        }
+        if aon && let Err(e) = undo.save(&old).await {
+            failures.push((tag, e.context("saving its manifest for rollback")));
+            break;
+        }
+        match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
+            Ok(()) => {
+                undo.changes.push(Change::Pruned {
+                    tag: tag.clone(),
+                    old: old.clone(),
+                });
+                deleted.push((tag, old));
+            }
+            Err(e) if e.kind() == ErrorKind::Cancelled => break,
+            Err(e) => {
+                // It may be gone all the same: a rollback puts it back if so.
+                undo.changes.push(Change::Pruned {
+                    tag: tag.clone(),
+                    old: old.clone(),
+                });
+                unpruned.insert(tag.clone());
+                failures.push((tag, e.context("pruning")));
+                if aon {
+                    break;
+                }
+            }
+        }
+    }
+    deleted
+}
+
 /// Publish the staged tags, prune, and roll back as the mode says; fill `report`.
 pub(crate) async fn publish(
     run: &Arc<Run>,
@@ -278,8 +326,18 @@ pub(crate) async fn publish(
             saved_record = true;
         }
         let mut undo = Undo::new(run);
+        // With all_or_nothing, unselected tags go first: a destination that refuses deletes
+        // (distribution's default, many registries) then fails the run before any tag moved.
+        // Publishing first would leave created tags that the rollback cannot delete either.
+        let (prune_first, prune_last) = if aon {
+            (prune, Vec::new())
+        } else {
+            (Vec::new(), prune)
+        };
+        let pruned = prune_tags(run, prune_first, &mut undo, &mut failures, &mut unpruned).await;
+        deleted.extend(pruned);
         for (tag, manifest, source_digest) in to_publish {
-            if run.is_stopped() {
+            if run.is_stopped() || (aon && !failures.is_empty()) {
                 break;
             }
             let old = prior.get(&tag).cloned();
@@ -335,39 +393,8 @@ pub(crate) async fn publish(
                 }
             }
         }
-        if !run.is_stopped() && (!aon || failures.is_empty()) {
-            for (tag, old) in prune {
-                if run.is_stopped() {
-                    break;
-                }
-                if aon && let Err(e) = undo.save(&old).await {
-                    failures.push((tag, e.context("saving its manifest for rollback")));
-                    break;
-                }
-                match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
-                    Ok(()) => {
-                        undo.changes.push(Change::Pruned {
-                            tag: tag.clone(),
-                            old: old.clone(),
-                        });
-                        deleted.push((tag, old));
-                    }
-                    Err(e) if e.kind() == ErrorKind::Cancelled => break,
-                    Err(e) => {
-                        // It may be gone all the same: a rollback puts it back if so.
-                        undo.changes.push(Change::Pruned {
-                            tag: tag.clone(),
-                            old: old.clone(),
-                        });
-                        unpruned.insert(tag.clone());
-                        failures.push((tag, e.context("pruning")));
-                        if aon {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let pruned = prune_tags(run, prune_last, &mut undo, &mut failures, &mut unpruned).await;
+        deleted.extend(pruned);
         if run.is_claim_lost() {
             // The new holder recovers from the record this run saved.
             keep_record = true;

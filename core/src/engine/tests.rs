@@ -219,9 +219,39 @@ async fn publish_failure_with_all_or_nothing_undoes_moves_creations_and_prunes()
 async fn prune_failure_with_all_or_nothing_restores_everything() {
     let s = setup();
     s.quay_case();
+    // "deleted" is pruned, then "zdeleted" cannot be: the first prune is undone.
+    s.dest
+        .seed_image(DEST, Some("zdeleted"), "amd64", &[b"zdeleted"]);
+    s.dest.inject(Fault::DeleteTag {
+        repo: DEST.into(),
+        tag: "zdeleted".into(),
+    });
+    let before = s.dest.tag_map(DEST);
+    let mut c = config(&["updated", "created"]);
+    c.rollback = RollbackMode::AllOrNothing;
+    let report = s.run(&c).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.failed_tags(), ["zdeleted"]);
+    assert!(report.rolled_back);
+    assert_eq!(s.dest.tag_map(DEST), before);
+}
+
+#[tokio::test]
+async fn all_or_nothing_prunes_first_so_a_destination_refusing_deletes_sees_no_tag_move() {
+    // Publishing first would create "created", which the rollback then cannot delete either.
+    let s = setup();
+    s.quay_case();
+    s.source
+        .heal(&Fault::UnreadableBlob(crate::reference::Digest::of(
+            b"unreadable",
+        )));
     s.dest.inject(Fault::DeleteTag {
         repo: DEST.into(),
         tag: "deleted".into(),
+    });
+    s.dest.inject(Fault::DeleteTag {
+        repo: DEST.into(),
+        tag: "created".into(),
     });
     let before = s.dest.tag_map(DEST);
     let mut c = config(&["updated", "created"]);
@@ -229,8 +259,14 @@ async fn prune_failure_with_all_or_nothing_restores_everything() {
     let report = s.run(&c).await;
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     assert_eq!(report.failed_tags(), ["deleted"]);
-    assert!(report.rolled_back);
+    assert!(!report.rolled_back && report.tags_synced.is_empty());
     assert_eq!(s.dest.tag_map(DEST), before);
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            "1 unselected tags could not be deleted: deleted; nothing was published (all_or_nothing)"
+        )
+    );
 }
 
 #[tokio::test]
@@ -526,9 +562,11 @@ async fn cancelling_stops_after_the_tag_in_flight_without_rollback() {
     let report = s.mirror.sync_config(&c, options).await.unwrap();
     assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
     assert_eq!(report.tags_synced, ["a"]);
+    // all_or_nothing prunes before publishing; neither is undone by a cancel.
+    assert_eq!(report.tags_deleted, ["gone"]);
     assert!(!report.rolled_back);
     let tags = s.dest.tag_map(DEST);
-    assert!(tags.contains_key("a") && tags.contains_key("gone"));
+    assert!(tags.contains_key("a") && !tags.contains_key("gone"));
     assert!(!tags.contains_key("b"));
 }
 
