@@ -90,18 +90,11 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
             Some(note) => format!("success: {note}"),
             None => "success".to_owned(),
         },
-        Outcome::Failed => {
-            let mut s = format!(
-                "FAILED: {}",
-                report.error.as_deref().unwrap_or("see the failed tags")
-            );
-            if report.rolled_back {
-                s.push_str(" (rolled back: the destination is as it was)");
-            } else if report.partial {
-                s.push_str(" (partial: the other tags were synced)");
-            }
-            s
-        }
+        // The engine's error already says whether the run was partial or rolled back.
+        Outcome::Failed => format!(
+            "FAILED: {}",
+            report.error.as_deref().unwrap_or("see the failed tags")
+        ),
         Outcome::Cancelled => "cancelled (the tags synced so far stay)".to_owned(),
     });
     if let Some(hint) = hint(report, sides) {
@@ -246,6 +239,11 @@ mod tests {
         let text = report_text(&report, "127.0.0.1:6000/m/app", &Sides::default());
         assert!(
             text.contains("hint: the destination refuses to delete tags; --no-prune keeps"),
+            "{text}"
+        );
+        // The engine's error is the whole story: nothing restated after it.
+        assert!(
+            text.contains("\nFAILED: 1 unselected tags could not be deleted: old\n"),
             "{text}"
         );
     }

@@ -1579,3 +1579,67 @@ async fn worker_mirrors_trust_their_own_source_ca() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["source_ca_certs"], serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn a_destination_that_refuses_deletes_fails_pruning_per_tag_and_keeps_those_tags() {
+    // Distribution's default (`storage.delete.enabled: false`), and many production registries.
+    let (source, dest) = (
+        Registry::start(),
+        Registry::builder().deletes_disabled().start(),
+    );
+    let seeded = seed(&source, "lib/app", &["v1", "v2"]).await;
+    let old = seed(&dest, "mirror/app", &["old", "older"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(&src, &dst, "v*", &PLAIN));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("synced   2   v1, v2"), "{out:?}");
+    assert!(out.stdout.contains("failed   2   old, older"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("FAILED: 2 unselected tags could not be deleted: old, older; partial"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stdout.matches("partial").count(),
+        1,
+        "said once: {out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("hint: the destination refuses to delete tags; --no-prune")
+    );
+    // The selected tags were published and the ones it could not delete are untouched.
+    let mut expected = seeded.clone();
+    expected.extend(old.clone());
+    assert_eq!(tags_of(&dest, "mirror/app").await, expected);
+
+    let json_args = [PLAIN[0], PLAIN[1], "--json"];
+    let out = regmirror(&sync_args(&src, &dst, "v*", &json_args));
+    assert_eq!(out.code, 1, "{out:?}");
+    let r = out.json();
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert_eq!(r["tags_current"], serde_json::json!(["v1", "v2"]), "{r}");
+    let failed: Vec<&str> = r["tags_failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["old", "older"], "{r}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, expected);
+
+    // all-or-nothing prunes first, so the refused delete stops the run before any tag moves.
+    seed(&source, "lib/app", &["v3"]).await;
+    let aon = [PLAIN[0], PLAIN[1], "--rollback", "all-or-nothing"];
+    let out = regmirror(&sync_args(&src, &dst, "v*", &aon));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/app").await, expected, "{out:?}");
+
+    // As the hint says, --no-prune makes the same sync succeed.
+    let keep = [PLAIN[0], PLAIN[1], "--no-prune"];
+    let out = regmirror(&sync_args(&src, &dst, "v*", &keep));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("synced   1   v3"), "{out:?}");
+}

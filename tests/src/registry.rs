@@ -36,6 +36,7 @@ pub struct RegistryBuilder {
     basic_auth: bool,
     password: Option<TestPassword>,
     token: Option<TokenPolicy>,
+    deletes_disabled: bool,
 }
 
 /// A password chosen by a test; `Debug` keeps it out, like every secret.
@@ -78,6 +79,13 @@ impl RegistryBuilder {
             readers: HashMap::from([(READER_USERNAME.to_owned(), READER_PASSWORD.to_owned())]),
             anonymous_pull,
         });
+        self
+    }
+
+    /// Refuse manifest deletes (distribution's `storage.delete.enabled: false`, its default),
+    /// as many production registries do.
+    pub fn deletes_disabled(mut self) -> Self {
+        self.deletes_disabled = true;
         self
     }
 
@@ -130,10 +138,11 @@ impl Registry {
         let mut config = format!(
             "version: 0.1\n\
              log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: {deletes}\n\
              \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: regmirror-test-{port}\n",
             storage = storage.display(),
+            deletes = !options.deletes_disabled,
         );
         let tls = options.tls.then(|| ServerTls::generate(dir.path()));
         if let Some(tls) = &tls {
