@@ -1012,3 +1012,29 @@ async fn restoring_after_a_dead_worker_against_a_failing_destination_fails_and_k
     // The run stopped before its own work: the source was not even listed.
     assert_eq!(env.src_proxy.count("GET", "/tags/list"), 0);
 }
+
+#[tokio::test]
+async fn manifest_requests_follow_redirects() {
+    let env = Env::start();
+    let digests = env.seed_source(&["new", "moved"], 220).await;
+    env.seed_dest(&["moved"], 225).await;
+    // A registry behind a front that redirects (to a canonical path, another port or host).
+    for (method, tag) in [("GET", "new"), ("HEAD", "moved")] {
+        let path = format!("/v2/{SRC}/manifests/{tag}");
+        env.src_proxy.inject(
+            method,
+            &path,
+            Fault::Redirect(format!("{}{path}?redirected=1", env.src_proxy.base_url())),
+            1,
+        );
+    }
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["*"], RollbackMode::FailedTagsOnly),
+        )
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(env.dest_tags().await, digests);
+    assert_eq!(env.src_proxy.count("*", "?redirected=1"), 2);
+}

@@ -68,8 +68,8 @@ pub(crate) struct Call<'a> {
     pub body: Bytes,
     /// Whether the request may be repeated after it possibly reached the server.
     pub retry: bool,
-    /// Follow 3xx answers (blob downloads and tag pages); never sends our authorization to
-    /// another host.
+    /// Follow 3xx answers (reads: blobs, manifests, tag pages); never sends our authorization
+    /// to another host.
     pub follow_redirects: bool,
 }
 

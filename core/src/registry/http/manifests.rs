@@ -1,5 +1,6 @@
 //! Manifests over HTTP: HEAD for digests, GET with the exact bytes (size limits enforced while
-//! reading, digests verified), PUT with the exact bytes.
+//! reading, digests verified), PUT with the exact bytes. Reads follow redirects (registries
+//! behind a front that sends them to a canonical place), never taking credentials elsewhere.
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -71,7 +72,11 @@ impl Client {
             .await?;
         let what = format!("HEAD {}", display_url(&url));
         let resp = self
-            .send(Call::new(Method::HEAD, url, scopes).header(ACCEPT, accept()))
+            .send(
+                Call::new(Method::HEAD, url, scopes)
+                    .header(ACCEPT, accept())
+                    .follow_redirects(),
+            )
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -126,7 +131,11 @@ impl Client {
         let mut retries = 0;
         let (bytes, media_type) = loop {
             let resp = self
-                .send(Call::new(Method::GET, url.clone(), scopes).header(ACCEPT, accept()))
+                .send(
+                    Call::new(Method::GET, url.clone(), scopes)
+                        .header(ACCEPT, accept())
+                        .follow_redirects(),
+                )
                 .await?;
             let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
             let media_type = content_type(resp.headers());
