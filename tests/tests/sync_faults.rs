@@ -1038,3 +1038,30 @@ async fn manifest_requests_follow_redirects() {
     assert_eq!(env.dest_tags().await, digests);
     assert_eq!(env.src_proxy.count("*", "?redirected=1"), 2);
 }
+
+#[tokio::test]
+async fn a_failed_tag_that_cannot_be_put_back_says_where_it_may_point() {
+    let env = Env::start();
+    let new = env.seed_source(&["b"], 230).await;
+    env.seed_dest(&["b"], 235).await;
+    // Every write of tag b is done but answered with an error, the putting back included.
+    env.dest_proxy.inject(
+        "PUT",
+        "/manifests/b",
+        Fault::ForwardThenStatus(500),
+        usize::MAX,
+    );
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["b"], RollbackMode::FailedTagsOnly),
+        )
+        .await;
+    assert_eq!(report.failed_tags(), ["b"], "{report:?}");
+    let why = reason(&report, "b");
+    assert!(
+        why.contains(&format!("may now point it at {}", new["b"])),
+        "{why}"
+    );
+    assert!(why.contains("putting it back failed"), "{why}");
+}
