@@ -1643,3 +1643,38 @@ async fn a_destination_that_refuses_deletes_fails_pruning_per_tag_and_keeps_thos
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("synced   1   v3"), "{out:?}");
 }
+
+#[test]
+fn a_wrong_postgresql_password_is_named_without_the_password() {
+    let pg = regmirror_tests::Postgres::shared();
+    let right = pg.password_user_url("right-pw");
+    let wrong = right.replace(":right-pw@", ":hunter2-pg@");
+    assert_ne!(right, wrong);
+    let out = regmirror(&["mirror", "--state", &right, "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // The server's reason, not the client's "db error"; never the password, even in debug logs.
+    let mut c = command(&["mirror", "--state", &wrong, "list"]);
+    c.env("RUST_LOG", "debug");
+    let out = output(c);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "password authentication failed for user \"{}\"",
+            regmirror_tests::postgres::PASSWORD_USER
+        )),
+        "{out:?}"
+    );
+    assert!(!out.all().contains("hunter2-pg"), "{out:?}");
+
+    // A database that does not exist is named as such.
+    let missing = right.rsplit_once('/').unwrap().0.to_owned() + "/no_such_db";
+    let out = regmirror(&["mirror", "--state", &missing, "list"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("database \"no_such_db\" does not exist"),
+        "{out:?}"
+    );
+    assert!(!out.all().contains("right-pw"), "{out:?}");
+}

@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster on a loopback port: `initdb` into a temp dir, `postgres` with
-//! trust auth listening on 127.0.0.1 only, stopped (fast shutdown) and removed on drop.
+//! trust auth listening on 127.0.0.1 only (but for [`PASSWORD_USER`], who must give a password),
+//! stopped (fast shutdown) and removed on drop.
 //!
 //! PostgreSQL refuses to run as root, so under root the cluster runs as the `postgres` OS user
 //! (the Debian package creates it). Tests share one cluster while any of them holds it
@@ -17,6 +18,10 @@ use crate::registry::free_port;
 
 const INSTALL: &str =
     "PostgreSQL is not installed; install it with `apt-get install -y postgresql`";
+
+/// The one role that logs in with a password ([`Postgres::password_user_url`]), so tests can
+/// see what a wrong one does; every other role is trusted.
+pub const PASSWORD_USER: &str = "regmirror_password_user";
 
 /// A running PostgreSQL cluster.
 #[derive(Debug)]
@@ -106,6 +111,14 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // pg_hba.conf takes the first matching line: this one before initdb's trust lines.
+        let hba = data.join("pg_hba.conf");
+        let trusted = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n{trusted}"),
+        )
+        .expect("writing pg_hba.conf");
         let mut last_failure = String::new();
         // A free port can be taken by someone else between our probe and the server's bind.
         for _ in 0..5 {
@@ -210,10 +223,40 @@ impl Postgres {
         )
     }
 
+    /// A `postgres://` URL for a new, empty database as [`PASSWORD_USER`] (a superuser),
+    /// whose password is set to `password`.
+    pub fn password_user_url(&self, password: &str) -> String {
+        let conn = self.create_database();
+        let db = conn
+            .rsplit_once("dbname=")
+            .map(|(_, db)| db.to_owned())
+            .expect("create_database names the database");
+        let quoted = password.replace('\'', "''");
+        self.psql(&format!(
+            "DO $$ BEGIN CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             ALTER ROLE {PASSWORD_USER} PASSWORD '{quoted}'"
+        ));
+        let mut url = url::Url::parse(&format!(
+            "postgres://{PASSWORD_USER}@127.0.0.1:{}/{db}",
+            self.port
+        ))
+        .expect("a valid URL");
+        url.set_password(Some(password))
+            .expect("a URL with a host takes a password");
+        url.to_string()
+    }
+
     /// Create a new, empty database and return its connection string.
     pub fn create_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("regmirror_test_{n}");
+        self.psql(&format!("CREATE DATABASE {name}"));
+        self.url(&name)
+    }
+
+    /// Run `sql` as the superuser in database `postgres`; panics with psql's error.
+    fn psql(&self, sql: &str) {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -224,16 +267,15 @@ impl Postgres {
                 "postgres",
             ])
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
+            .arg(sql)
             .arg("postgres")
             .output()
             .expect("running psql");
         assert!(
             out.status.success(),
-            "creating database {name}: {}",
+            "psql -c {sql:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.url(&name)
     }
 
     /// Fast shutdown (SIGINT: roll back open transactions, disconnect, stop), then wait.

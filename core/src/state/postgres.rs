@@ -88,7 +88,23 @@ fn db_error(e: tokio_postgres::Error) -> Error {
         _ if e.is_closed() => ErrorKind::Network,
         _ => ErrorKind::State,
     };
-    Error::new(kind, format!("postgres: {e}")).with_source(e)
+    Error::new(kind, format!("postgres: {}", reason(&e))).with_source(e)
+}
+
+/// What went wrong, in the server's words: the client's own text is only its category ("db
+/// error", "error connecting to server"). The server's message names a user or a database, never
+/// a password; its DETAIL is left out, as it can quote a row (a mirror's stored credentials).
+fn reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {
@@ -96,7 +112,13 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
         deadpool_postgres::PoolError::Timeout(_) => ErrorKind::Timeout,
         _ => ErrorKind::Network,
     };
-    Error::new(kind, format!("postgres connection pool: {e}")).with_source(e)
+    let message = match &e {
+        deadpool_postgres::PoolError::Backend(backend) => {
+            format!("cannot connect: {}", reason(backend))
+        }
+        other => format!("postgres connection pool: {other}"),
+    };
+    Error::new(kind, message).with_source(e)
 }
 
 impl PostgresStateStore {
