@@ -348,6 +348,42 @@ async fn a_one_shot_claim_of_a_lost_run_counts_it(store: &dyn StateStore) {
     assert!(r.state.last_error.unwrap().contains("\"w1\""));
 }
 
+/// A running mirror is not deleted under its worker (the run would go on writing to a
+/// repository no longer mirrored); once the run stops, or its worker died, it is.
+async fn deleting_a_running_mirror_waits_until_it_stops(store: &dyn StateStore) {
+    // Deleting checks leases against the clock, so these claims are made at the real time.
+    let now = OffsetDateTime::now_utc();
+    store.create_mirror(&config("ns/app"), T0).await.unwrap();
+    let claim = claim_one(store, "w1", now).await;
+    let e = store.delete_mirror("ns/app").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(
+        e.message().contains("\"w1\"") && e.message().contains("cancel the run"),
+        "{e}"
+    );
+    store.cancel("ns/app").await.unwrap();
+    let e = store.delete_mirror("ns/app").await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Conflict,
+        "the cancelled run still stops: {e}"
+    );
+    store
+        .release(&claim, &RunOutcome::Cancelled, now)
+        .await
+        .unwrap();
+    store.delete_mirror("ns/app").await.unwrap();
+
+    // A dead worker's expired lease does not hold a delete up.
+    store.create_mirror(&config("ns/dead"), T0).await.unwrap();
+    claim_one(store, "w2", now - LEASE * 2).await;
+    store.delete_mirror("ns/dead").await.unwrap();
+    assert_eq!(
+        store.get_mirror("ns/dead").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
 async fn a_one_shot_claim_waits_for_a_live_lease(store: &dyn StateStore) {
     store
         .create_mirror(&config("ns/app"), T0 + DAY)
@@ -619,6 +655,7 @@ macro_rules! behaviour {
                 a_one_shot_claim_waits_for_a_live_lease,
                 a_lost_run_uses_a_retry_and_three_move_it_to_the_next_slot,
                 a_one_shot_claim_of_a_lost_run_counts_it,
+                deleting_a_running_mirror_waits_until_it_stops,
                 editing_a_running_mirror_never_wedges_it,
                 a_sync_now_after_a_cancel_runs_once_the_cancelled_run_stops,
                 an_interrupted_run_is_due_again_at_once,

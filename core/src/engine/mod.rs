@@ -557,6 +557,12 @@ async fn renew_lease(
                 run.abort(e.context("the claim on the mirror was lost"));
                 return;
             }
+            // Deleted after its lease expired while this worker was cut off from the store:
+            // nothing may write to the repository for it any more.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                run.abort(e.context("the mirror was deleted"));
+                return;
+            }
             Err(e) => tracing::warn!(mirror = %claim.mirror_id, "could not renew the lease: {e}"),
         }
     }

@@ -123,8 +123,10 @@ impl StateStore for MemoryStateStore {
     }
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
         self.with(|inner| {
-            inner.mirrors.remove(id).ok_or_else(|| not_found(id))?;
+            ensure_deletable(id, &inner.mirror(id)?.state, now)?;
+            inner.mirrors.remove(id);
             inner.tag_records.remove(id);
             inner.logs.remove(id);
             Ok(())
@@ -272,6 +274,21 @@ impl StateStore for MemoryStateStore {
                 .collect())
         })
     }
+}
+
+/// A mirror is deleted only while no worker runs it: a run going on after the delete would
+/// write to a repository that is no longer mirrored (SEMANTICS.md §8). A lease that expired
+/// (its worker died) does not hold a delete up.
+pub(crate) fn ensure_deletable(id: &str, state: &MirrorState, now: OffsetDateTime) -> Result<()> {
+    ensure_no_live_lease(id, state, now).map_err(|e| {
+        Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{}; cancel the run and delete the mirror once it has stopped",
+                e.message()
+            ),
+        )
+    })
 }
 
 /// A one-shot claim may take any mirror except one another worker is running right now.

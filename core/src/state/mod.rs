@@ -178,7 +178,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// username but its password is empty (see [`redact_secrets`]). [`StateStore::get_mirror`]
     /// and claims return the full configuration; edit a mirror from what `get_mirror` returns.
     async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>>;
-    /// Remove a mirror with its logs and record. `NotFound` if absent.
+    /// Remove a mirror with its logs and record. `NotFound` if absent; `Conflict` while a worker
+    /// holds a live lease on it (cancel the run first; an expired lease does not count).
     async fn delete_mirror(&self, id: &str) -> Result<()>;
 
     /// "Sync now": `SYNC_NOW`, due at the next poll. `Conflict` while `SYNCING`.

@@ -13,7 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Row, Transaction};
 
-use super::memory::{ensure_no_live_lease, not_found};
+use super::memory::{ensure_deletable, ensure_no_live_lease, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
     stored_claim, tag_record_from_json, tag_record_json, truncate,
@@ -370,15 +370,14 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let deleted = client
-            .execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
+        let now = truncate(OffsetDateTime::now_utc());
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        ensure_deletable(id, &load_for_update(&tx, id).await?.state, now)?;
+        tx.execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
             .await
             .map_err(db_error)?;
-        if deleted == 0 {
-            return Err(not_found(id));
-        }
-        Ok(())
+        tx.commit().await.map_err(db_error)
     }
 
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::memory::{ensure_no_live_lease, not_found};
+use super::memory::{ensure_deletable, ensure_no_live_lease, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
     stored_claim, tag_record_from_json, tag_record_json, truncate,
@@ -344,14 +344,13 @@ impl StateStore for SqliteStateStore {
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
+        let now = truncate(OffsetDateTime::now_utc());
         self.run(move |conn| {
-            let deleted = conn
-                .execute("DELETE FROM mirrors WHERE id = ?1", [&id])
+            let tx = write_tx(conn)?;
+            ensure_deletable(&id, &load(&tx, &id)?.state, now)?;
+            tx.execute("DELETE FROM mirrors WHERE id = ?1", [&id])
                 .map_err(db_error)?;
-            if deleted == 0 {
-                return Err(not_found(&id));
-            }
-            Ok(())
+            tx.commit().map_err(db_error)
         })
         .await
     }
