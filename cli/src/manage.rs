@@ -277,6 +277,17 @@ fn about(id: &str, e: regmirror::Error) -> Failure {
     }
 }
 
+/// [`about`], with `hint` when the mirror's status refused the command (SEMANTICS.md §6).
+fn refused(id: &str, e: regmirror::Error, hint: &str) -> Failure {
+    let conflict = e.kind() == ErrorKind::Conflict;
+    let failure = about(id, e);
+    if conflict {
+        failure.hint(hint.replace("ID", id))
+    } else {
+        failure
+    }
+}
+
 pub async fn run(args: MirrorArgs) -> CliResult<()> {
     let url = state_url(args.state.as_deref(), args.config.as_deref())?;
     // Check the arguments before touching the store, so a typo never creates a database file.
@@ -336,11 +347,25 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             show(&record, report, json);
         }
         MirrorCommand::SyncNow { id } => {
-            let record = store.sync_now(&id).await.map_err(|e| about(&id, e))?;
+            let record = store.sync_now(&id).await.map_err(|e| {
+                refused(
+                    &id,
+                    e,
+                    "it is running now; to restart it, `regmirror mirror cancel ID` then sync-now: \
+                     the new run starts once the cancelled one has stopped",
+                )
+            })?;
             status_line(&record, "a worker runs it at its next poll", json);
         }
         MirrorCommand::Cancel { id } => {
-            let record = store.cancel(&id).await.map_err(|e| about(&id, e))?;
+            let record = store.cancel(&id).await.map_err(|e| {
+                refused(
+                    &id,
+                    e,
+                    "only a pending (SYNC_NOW) or running (SYNCING) sync can be cancelled; \
+                     `regmirror mirror disable ID` keeps the schedule from running it",
+                )
+            })?;
             status_line(&record, "no further runs until sync-now", json);
         }
         MirrorCommand::Enable { id } => {
@@ -370,7 +395,13 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             }
         }
         MirrorCommand::Delete { id } => {
-            store.delete_mirror(&id).await.map_err(|e| about(&id, e))?;
+            store.delete_mirror(&id).await.map_err(|e| {
+                refused(
+                    &id,
+                    e,
+                    "`regmirror mirror cancel ID`, then delete once `regmirror mirror show ID` no longer shows it running",
+                )
+            })?;
             if json {
                 print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {

@@ -59,7 +59,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             poll_interval: config.poll_interval,
             batch_size: config.max_concurrent_syncs,
             max_concurrent: config.max_concurrent_syncs,
-            ..WorkerOptions::default()
+            shutdown_deadline: config.shutdown_deadline,
         })
         .run(shutdown_signal())
         .await?;
@@ -79,6 +79,7 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror
         .destination(destination(dest, config.concurrency)?)
         .connector(Arc::new(HttpConnector::default()))
         .concurrency(config.concurrency)
+        .lease(config.lease)
         .settings(EngineSettings {
             destination_host: match &dest.target {
                 DestinationTarget::Registry(host) => Some(host.clone()),

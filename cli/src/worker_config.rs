@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regmirror::config::KNOWN_ARCHITECTURES;
-use regmirror::engine::DEFAULT_CONCURRENCY;
-use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL};
+use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
+use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_DEADLINE};
 use regmirror::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
 };
@@ -30,6 +30,11 @@ const DEFAULT_STATE: &str = "sqlite:regmirror.db";
 pub struct WorkerConfig {
     pub state: StateUrl,
     pub poll_interval: Duration,
+    /// How long a claim lasts unless renewed (renewed every third of it while a sync runs): a
+    /// dead worker's mirrors wait this long for another worker, a cancel up to a third of it.
+    pub lease: Duration,
+    /// After SIGTERM: runs still going at two thirds of it are cancelled, at the end released.
+    pub shutdown_deadline: Duration,
     /// Blob copies and requests in flight per sync run.
     pub concurrency: usize,
     /// Syncs one worker runs at once.
@@ -72,6 +77,10 @@ struct RawConfig {
     state: Option<String>,
     #[serde(default, deserialize_with = "duration::option")]
     poll_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    lease: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    shutdown_deadline: Option<Duration>,
     concurrency: Option<usize>,
     max_concurrent_syncs: Option<usize>,
     default_rollback: Option<RollbackMode>,
@@ -230,6 +239,8 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             state,
             poll_interval: raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+            lease: raw.lease.unwrap_or(DEFAULT_LEASE),
+            shutdown_deadline: raw.shutdown_deadline.unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
             concurrency: positive(raw.concurrency, "concurrency", DEFAULT_CONCURRENCY)?,
             max_concurrent_syncs: positive(
                 raw.max_concurrent_syncs,
@@ -264,6 +275,8 @@ fn state(raw: &RawConfig, base: &Path) -> CliResult<StateUrl> {
 const KEYS: &[&str] = &[
     "state",
     "poll_interval",
+    "lease",
+    "shutdown_deadline",
     "concurrency",
     "max_concurrent_syncs",
     "default_rollback",
@@ -549,6 +562,8 @@ mod tests {
     const EXAMPLE: &str = r#"
 state = "sqlite:state/regmirror.db"
 poll_interval = "10s"
+lease = "15s"
+shutdown_deadline = "8s"
 
 [destination]
 registry = "127.0.0.1:5000"
@@ -589,6 +604,8 @@ password_env = "REGMIRROR_TEST_CFG_PW"
             StateUrl::Sqlite("/etc/regmirror/state/regmirror.db".into())
         );
         assert_eq!(c.poll_interval, Duration::from_secs(10));
+        assert_eq!(c.lease, Duration::from_secs(15));
+        assert_eq!(c.shutdown_deadline, Duration::from_secs(8));
         assert_eq!(
             c.destination.target,
             DestinationTarget::Registry("127.0.0.1:5000".into())

@@ -1678,3 +1678,150 @@ fn a_wrong_postgresql_password_is_named_without_the_password() {
     );
     assert!(!out.all().contains("right-pw"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_command_on_a_mirror_a_worker_is_running() {
+    use regmirror_tests::proxy::{Fault, Proxy};
+
+    // The source never answers the listing, so the worker's run stays SYNCING until stopped.
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    let proxy = Proxy::start(&source);
+    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\nlease = \"3s\"\n\
+             shutdown_deadline = \"3s\"\n\n[destination]\nregistry = \"{}\"\n\
+             tls_verify = false\n\n[[mirror]]\nid = \"mirror/app\"\nsource = \"{}/lib/app\"\n\
+             tags = \"*\"\ntls_verify = false\nstart = 2020-01-01T00:00:00Z\n\
+             username = \"reader\"\npassword = \"hunter2-src\"\n",
+            dest.host(),
+            proxy.host()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let m = |args: &[&str]| {
+        let mut all = vec!["mirror", "--config", config_arg];
+        all.extend(args);
+        regmirror(&all)
+    };
+    let shown = || m(&["show", "mirror/app", "--json"]).json();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut c = command(&["worker", "--config", config_arg]);
+    c.env("RUST_LOG", "debug");
+    let worker = c
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    let mut outputs = Vec::new();
+    eventually("the run to start", async || {
+        proxy.count("GET", "/tags/list") > 0
+    })
+    .await;
+    let running = shown();
+    assert_eq!(running["status"], "SYNCING", "{running}");
+    assert!(running["lease_owner"].is_string(), "{running}");
+
+    // sync-now is refused while SYNCING, with what to do instead.
+    let out = m(&["sync-now", "mirror/app"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("cannot sync now while SYNCING"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("regmirror mirror cancel mirror/app"),
+        "{out:?}"
+    );
+    outputs.push(out);
+    // An edit is taken (for the next run) and does not disturb this one.
+    let out = m(&["update", "mirror/app", "--tags", "v*", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["tags"], serde_json::json!(["v*"]));
+    assert_eq!(out.json()["status"], "SYNCING");
+    outputs.push(out);
+    // A running mirror is not deleted under its worker.
+    let out = m(&["delete", "mirror/app"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is being synced by worker"), "{out:?}");
+    assert!(
+        out.stderr.contains("regmirror mirror cancel mirror/app"),
+        "{out:?}"
+    );
+    outputs.push(out);
+
+    // Cancel: the run stops (a lease renewal, a third of the lease, carries the cancel).
+    let out = m(&["cancel", "mirror/app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("CANCEL"), "{out:?}");
+    outputs.push(out);
+    eventually("the cancelled run to stop", async || {
+        shown()["lease_owner"].is_null()
+    })
+    .await;
+    let stopped = shown();
+    assert_eq!(stopped["status"], "CANCEL", "{stopped}");
+    assert_eq!(stopped["retries_remaining"], 0, "{stopped}");
+    let out = m(&["cancel", "mirror/app"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("cannot cancel while CANCEL"), "{out:?}");
+    assert!(
+        out.stderr.contains("regmirror mirror disable mirror/app"),
+        "{out:?}"
+    );
+    outputs.push(out);
+
+    // Usage log: newest first, paged with --before.
+    let logs = m(&["logs", "mirror/app", "--json"]).json();
+    let kinds: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["sync_cancelled", "sync_started"], "{logs}");
+    let newest = m(&["logs", "mirror/app", "--limit", "1", "--json"]).json();
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+    let seq = newest[0]["seq"].as_u64().unwrap().to_string();
+    let older = m(&["logs", "mirror/app", "--before", &seq, "--json"]).json();
+    assert_eq!(older[0]["kind"], "sync_started", "{older}");
+    assert_eq!(older.as_array().unwrap().len(), 1);
+
+    // Disabled, sync-now still runs it; SIGTERM then stops the worker within its deadline and
+    // leaves the mirror due again, not SYNCING.
+    assert_eq!(m(&["disable", "mirror/app"]).code, 0);
+    let out = m(&["sync-now", "mirror/app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    proxy.reset_counts();
+    eventually("the sync-now run to start", async || {
+        proxy.count("GET", "/tags/list") > 0
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let log = terminate_worker(worker, &log_path);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "SIGTERM took {:?} with a 3 s deadline",
+        started.elapsed()
+    );
+    let after = shown();
+    assert_eq!(after["status"], "SYNC_NOW", "{after}");
+    assert!(after["lease_owner"].is_null(), "{after}");
+    assert_eq!(
+        after["retries_remaining"], 1,
+        "a shutdown costs no retry: {after}"
+    );
+
+    let out = m(&["delete", "mirror/app"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for out in outputs.iter().chain([&m(&["list"]), &out]) {
+        assert!(!out.all().contains("hunter2-src"), "{out:?}");
+    }
+    assert!(!log.contains("hunter2-src"), "{log}");
+}
