@@ -1065,3 +1065,26 @@ async fn a_failed_tag_that_cannot_be_put_back_says_where_it_may_point() {
     );
     assert!(why.contains("putting it back failed"), "{why}");
 }
+
+#[tokio::test]
+async fn an_upload_stored_but_answered_with_an_error_is_not_read_again() {
+    let env = Env::start();
+    let img = Image::simple(240, 1, 3 << 20);
+    env.src().push_image(SRC, "v1", &img).await;
+    let layer = &img.layers[0].digest;
+    let final_put = format!("digest={}", layer.as_str().replace(':', "%3A"));
+    // The registry stores the whole blob, and the answer saying so is lost.
+    env.dest_proxy
+        .inject("PUT", &final_put, Fault::ForwardThenStatus(502), 1);
+    let report = env
+        .sync(&env.mirror(), &env.config(&["v1"], RollbackMode::FailedTagsOnly))
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(env.dest_tags().await["v1"], img.manifest.digest);
+    assert_eq!(
+        env.src_proxy.count("GET", &format!("/blobs/{layer}")),
+        1,
+        "the destination holds it: no second download"
+    );
+    assert_eq!(env.dest_proxy.count("PUT", &final_put), 1);
+}

@@ -478,6 +478,11 @@ impl Run {
                     Some(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
+                        // The destination may have stored it all and only the answer was lost
+                        // (it verified the digest): no need to read it again then.
+                        if let Ok(true) = self.dest.has_blob(&self.dest_repo, digest).await {
+                            break;
+                        }
                     }
                     None => return Err(e),
                 },
