@@ -1825,3 +1825,70 @@ async fn every_status_command_on_a_mirror_a_worker_is_running() {
     }
     assert!(!log.contains("hunter2-src"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
+    use base64::Engine as _;
+
+    // Basic auth and bearer tokens (whose refusal comes from the token service, another host),
+    // each as the source and as the destination, as text and as JSON, with debug logs on.
+    const WRONG: &str = "wrong-Pw-7Qx-never-printed";
+    let basic = Registry::builder().basic_auth().start();
+    let token = Registry::builder().token_auth(false).start();
+    let plain = Registry::start();
+    for registry in [&basic, &token, &plain] {
+        seed(registry, "lib/app", &["v1"]).await;
+    }
+    let creds = format!("{USERNAME}:{WRONG}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&creds);
+    for registry in [&basic, &token] {
+        let remote = format!("{}/lib/app", registry.host());
+        let local = format!("{}/lib/app", plain.host());
+        for (side, other, src, dst) in [
+            ("src", "dest", &remote, &local),
+            ("dest", "src", &local, &remote),
+        ] {
+            for json in [false, true] {
+                let mut args: Vec<String> = sync_args(src, dst, "*", &PLAIN)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                args.extend([format!("--{side}-creds"), creds.clone()]);
+                if json {
+                    args.push("--json".into());
+                }
+                // The token issuer answers from this process: run the binary off its threads.
+                let out = tokio::task::spawn_blocking(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let mut c = command(&args);
+                    c.env("RUST_LOG", "debug");
+                    output(c)
+                })
+                .await
+                .unwrap();
+                let all = out.all();
+                assert_eq!(out.code, 1, "{out:?}");
+                assert!(!all.contains(WRONG) && !all.contains(&encoded), "{out:?}");
+                let hint = format!("check --{side}-creds (or the docker login");
+                if json {
+                    let r = out.json();
+                    assert_eq!(r["outcome"], "failed", "{r}");
+                    assert!(r["error"].as_str().unwrap().starts_with("Unauthorized: "));
+                } else {
+                    let failed: Vec<&str> = out
+                        .stdout
+                        .lines()
+                        .filter(|l| l.starts_with("FAILED: "))
+                        .collect();
+                    assert_eq!(failed.len(), 1, "{out:?}");
+                    assert!(out.stdout.contains(&hint), "{side}: {out:?}");
+                    assert!(
+                        !out.stdout.contains(&format!("--{other}-creds")),
+                        "{side}: {out:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(tags_of(&basic, "lib/app").await.contains_key("v1"));
+}

@@ -322,7 +322,12 @@ impl AuthState {
                 let e = error_for_status(resp, &what).await;
                 return Err(Error::new(
                     ErrorKind::Unauthorized,
-                    format!("the token service refused access {who}: {}", e.message()),
+                    // The registry's name, not only the token service's: a sync talks to two.
+                    format!(
+                        "the token service of {} refused access {who}: {}",
+                        client.host,
+                        e.message()
+                    ),
                 ));
             }
             _ => return Err(error_for_status(resp, &what).await),
