@@ -11,6 +11,8 @@ use crate::location::Location;
 pub struct Sides {
     source: Option<String>,
     dest: Option<String>,
+    /// The flag prefixes of the sides already given `--SIDE-tls-verify=false`.
+    plain_http: Vec<&'static str>,
 }
 
 impl Sides {
@@ -22,7 +24,19 @@ impl Sides {
         Sides {
             source: host(source),
             dest: host(dest),
+            plain_http: Vec::new(),
         }
+    }
+
+    /// Which sides may already use plain HTTP (TLS verification off): hints do not suggest it
+    /// again for them.
+    #[must_use]
+    pub fn plain_http_allowed(mut self, source: bool, dest: bool) -> Sides {
+        self.plain_http = [("src", source), ("dest", dest)]
+            .into_iter()
+            .filter_map(|(flag, allowed)| allowed.then_some(flag))
+            .collect();
+        self
     }
 
     /// The flag prefixes (`src`, `dest`) of the registries `message` names; both when it names
@@ -73,10 +87,26 @@ pub fn for_error(kind: ErrorKind, message: &str, sides: &Sides) -> Option<String
         ErrorKind::Timeout if message.contains("longer than its timeout") => {
             Some("give the run more time with --timeout (e.g. --timeout 3h)".to_owned())
         }
-        ErrorKind::Network | ErrorKind::Timeout => Some(format!(
-            "check that the registry is running and reachable; a plain-HTTP registry needs {}",
-            each("--SIDE-tls-verify=false")
-        )),
+        ErrorKind::Network | ErrorKind::Timeout => {
+            let reachable = "check that the registry is running and reachable";
+            let tls_on: Vec<&str> = flags
+                .iter()
+                .filter(|side| !sides.plain_http.contains(side))
+                .copied()
+                .collect();
+            Some(if tls_on.is_empty() {
+                reachable.to_owned()
+            } else {
+                let flags: Vec<String> = tls_on
+                    .iter()
+                    .map(|side| format!("--{side}-tls-verify=false"))
+                    .collect();
+                format!(
+                    "{reachable}; a plain-HTTP registry needs {}",
+                    flags.join(" / ")
+                )
+            })
+        }
         _ => None,
     }
 }
@@ -125,5 +155,16 @@ mod tests {
         let s = sides("quay.io/a/b", "oci:/tmp/x");
         let hint = for_error(ErrorKind::Network, "connection reset", &s).unwrap();
         assert!(hint.ends_with("needs --src-tls-verify=false"), "{hint}");
+    }
+
+    #[test]
+    fn plain_http_is_not_suggested_to_a_side_that_has_it() {
+        let refused = "https failed (cannot connect to 127.0.0.1:1), and so did plain http";
+        let s = sides("127.0.0.1:1/a", "127.0.0.1:6000/b").plain_http_allowed(true, false);
+        let hint = for_error(ErrorKind::Network, refused, &s).unwrap();
+        assert_eq!(hint, "check that the registry is running and reachable");
+        let s = sides("127.0.0.1:5000/a", "127.0.0.1:6000/b").plain_http_allowed(true, false);
+        let hint = for_error(ErrorKind::Network, "connection reset", &s).unwrap();
+        assert!(hint.ends_with("needs --dest-tls-verify=false"), "{hint}");
     }
 }

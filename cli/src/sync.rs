@@ -410,7 +410,8 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
     };
     let destination = sync.to.to_string();
     let source_name = sync.source.to_string();
-    let sides = Sides::new(&sync.source, &sync.to);
+    let sides = Sides::new(&sync.source, &sync.to)
+        .plain_http_allowed(!sync.source_access.tls_verify, !sync.dest_access.tls_verify);
 
     if args.dry_run {
         let preview = mirror.preview_config(&config, options).await;

@@ -1892,3 +1892,31 @@ async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
     }
     assert!(tags_of(&basic, "lib/app").await.contains_key("v1"));
 }
+
+#[tokio::test]
+async fn a_registry_not_listening_gets_a_hint_without_the_flag_already_given() {
+    let dest = Registry::start();
+    let port = regmirror_tests::registry::free_port();
+    let src = format!("127.0.0.1:{port}/lib/app");
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let out = regmirror(&sync_args(&src, &dst, "*", &PLAIN));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("Connection refused"), "{out:?}");
+    assert!(
+        out.stdout
+            .ends_with("\nhint: check that the registry is running and reachable\n"),
+        "--src-tls-verify=false is given already: {out:?}"
+    );
+    // Without it, plain HTTP is worth a try.
+    let out = regmirror(&sync_args(&src, &dst, "*", &["--dest-tls-verify=false"]));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("a plain-HTTP registry needs --src-tls-verify=false"),
+        "{out:?}"
+    );
+    let out = regmirror(&sync_args(&src, &dst, "*", &[PLAIN[0], PLAIN[1], "--json"]));
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.json()["outcome"], "failed");
+}
