@@ -1077,7 +1077,10 @@ async fn an_upload_stored_but_answered_with_an_error_is_not_read_again() {
     env.dest_proxy
         .inject("PUT", &final_put, Fault::ForwardThenStatus(502), 1);
     let report = env
-        .sync(&env.mirror(), &env.config(&["v1"], RollbackMode::FailedTagsOnly))
+        .sync(
+            &env.mirror(),
+            &env.config(&["v1"], RollbackMode::FailedTagsOnly),
+        )
         .await;
     assert!(report.is_success(), "{report:?}");
     assert_eq!(env.dest_tags().await["v1"], img.manifest.digest);
@@ -1087,4 +1090,43 @@ async fn an_upload_stored_but_answered_with_an_error_is_not_read_again() {
         "the destination holds it: no second download"
     );
     assert_eq!(env.dest_proxy.count("PUT", &final_put), 1);
+}
+
+#[tokio::test]
+async fn an_upload_session_the_destination_lost_is_started_again() {
+    let env = Env::start();
+    let img = Image::simple(250, 1, 3 << 20);
+    env.src().push_image(SRC, "v1", &img).await;
+    // A registry replica that does not know the session (BLOB_UPLOAD_UNKNOWN), or one that
+    // purged it: for the small config (one PUT), the streamed layer, and a PATCH chunk.
+    let unknown = Fault::Respond {
+        status: 404,
+        content_type: "application/json".into(),
+        body: Bytes::from_static(
+            br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}"#,
+        ),
+    };
+    env.dest_proxy
+        .inject("PUT", "/blobs/uploads/", unknown.clone(), 2);
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["v1"], RollbackMode::FailedTagsOnly),
+        )
+        .await;
+    assert!(report.is_success(), "{report:?}");
+
+    let chunked = Image::simple(251, 1, 3 << 20);
+    env.src().push_image(SRC, "v2", &chunked).await;
+    env.dest_proxy
+        .inject("PATCH", "/blobs/uploads/", unknown, 1);
+    let chunks = env.mirror_with(Duration::from_secs(30), Some(1 << 20));
+    let report = env
+        .sync(
+            &chunks,
+            &env.config(&["v1", "v2"], RollbackMode::FailedTagsOnly),
+        )
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(env.dest_tags().await["v2"], chunked.manifest.digest);
 }

@@ -195,7 +195,8 @@ impl Client {
             Ok(resp) => self
                 .expect(resp, &[StatusCode::CREATED], what)
                 .await
-                .map(drop),
+                .map(drop)
+                .map_err(session_lost),
             Err(e) => Err(e.context(what)),
         };
         if result.is_err() {
@@ -247,7 +248,8 @@ impl Client {
             Ok(resp) => self
                 .expect(resp, &[StatusCode::CREATED], what)
                 .await
-                .map(drop),
+                .map(drop)
+                .map_err(session_lost),
             Err(Failed { error, .. }) => Err(error.context(what)),
         }
     }
@@ -293,7 +295,10 @@ impl Client {
                 )
                 .await
                 .map_err(|e| e.context(what))?;
-            let resp = self.expect(resp, &[StatusCode::ACCEPTED], what).await?;
+            let resp = self
+                .expect(resp, &[StatusCode::ACCEPTED], what)
+                .await
+                .map_err(session_lost)?;
             location = self.session_from(&resp, what)?.location;
             offset = end + 1;
         }
@@ -304,6 +309,21 @@ impl Client {
         self.expect(resp, &[StatusCode::CREATED], what)
             .await
             .map(drop)
+            .map_err(session_lost)
+    }
+}
+
+/// A registry that no longer knows an upload session (404 `BLOB_UPLOAD_UNKNOWN`: purged, or a
+/// replica behind a load balancer that never saw it) takes the blob in a new session: for the
+/// callers that start one again, a temporary failure, not a missing blob.
+fn session_lost(e: Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::new(
+            ErrorKind::Network,
+            format!("{}: the upload session was lost", e.message()),
+        )
+    } else {
+        e
     }
 }
 
