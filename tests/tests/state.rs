@@ -711,6 +711,23 @@ async fn sqlite_keeps_state_across_reopening_and_refuses_a_newer_schema() {
     assert!(e.message().contains("schema version 99"), "{e}");
 }
 
+#[tokio::test]
+async fn sqlite_names_a_missing_directory_and_a_directory_given_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = SqliteStateStore::open(dir.path().join("missing/state.db"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+    assert!(
+        e.message()
+            .contains("missing does not exist; create it first"),
+        "{e}"
+    );
+    let e = SqliteStateStore::open(dir.path()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+    assert!(e.message().contains("is a directory"), "{e}");
+}
+
 fn set_user_version(path: &std::path::Path, version: u32) {
     // Bump the header field directly: SQLite keeps user_version at byte offset 60, big-endian.
     use std::io::{Seek, SeekFrom, Write};

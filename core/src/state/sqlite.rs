@@ -101,6 +101,24 @@ impl SqliteStateStore {
     }
 
     fn open_blocking(path: &Path) -> Result<Connection> {
+        // SQLite says only "unable to open database file" for these two common mistakes.
+        let invalid = |why: String| Err(Error::new(ErrorKind::InvalidConfig, why));
+        if path.is_dir() {
+            return invalid(format!(
+                "{} is a directory; give the database file in it, as in {}",
+                path.display(),
+                path.join("regmirror.db").display()
+            ));
+        }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return invalid(format!(
+                "the directory {} does not exist; create it first",
+                dir.display()
+            ));
+        }
         let context = |e: rusqlite::Error| db_error(e).context(format!("{}", path.display()));
         let mut conn = Connection::open(path).map_err(context)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
