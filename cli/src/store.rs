@@ -54,7 +54,13 @@ impl StateUrl {
                 .map(|s| Arc::new(s) as Arc<dyn StateStore>),
         };
         opened.map_err(|e| {
-            Failure::failed(format!("opening the state store {self}: {}", e.message()))
+            let message = format!("opening the state store {self}: {}", e.message());
+            // A path that cannot be a database is input to fix (exit 2), not a failure.
+            if e.kind() == regmirror::ErrorKind::InvalidConfig {
+                Failure::invalid(message)
+            } else {
+                Failure::failed(message)
+            }
         })
     }
 }

@@ -650,6 +650,20 @@ fn mirror_commands_round_trip_through_the_state_store() {
     let out = regmirror(&["mirror", "list"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("no state store given"), "{out:?}");
+
+    // A state path that cannot be a database file is input to fix: exit 2, saying why.
+    let missing = dir.path().join("missing/state.db");
+    let out = regmirror(&[
+        "mirror",
+        "--state",
+        &format!("sqlite:{}", missing.display()),
+        "list",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("does not exist; create it first"),
+        "{out:?}"
+    );
 }
 
 /// Wait (up to a generous bound) until `done` holds, checking every 100 ms.
