@@ -718,7 +718,9 @@ start = 2020-01-01T00:00:00Z
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
+    // At the most verbose level too, no password or Authorization header reaches the log.
     let mut worker = command(&["worker", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -805,7 +807,7 @@ start = 2020-01-01T00:00:00Z
     assert!(exit.success(), "{exit}: {log}");
     assert!(log.contains("worker started"), "{log}");
     assert!(log.contains("worker stopped"), "{log}");
-    for secret in ["s3:cr", "pässwörd"] {
+    for secret in ["s3:cr", "pässwörd", "Basic ", "Bearer "] {
         assert!(!log.contains(secret), "{secret:?} in the worker log: {log}");
     }
 }
