@@ -5,5 +5,6 @@ mod errors;
 mod mirror;
 mod tag_filter;
 
+pub use errors::ErrorCode;
 pub use mirror::{Mirror, SyncReport};
 pub use tag_filter::TagFilter;

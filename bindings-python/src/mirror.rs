@@ -1,6 +1,11 @@
 //! `regmirror.Mirror` (blocking, releases the GIL) and `regmirror.AsyncMirror` (asyncio): one
 //! mirror from a source to a destination, synced on demand without a state store
 //! ([`regmirror::oneshot::OneShotSync`]), and the `SyncReport` a run returns.
+//!
+//! A run is a task on regmirror's tokio runtime that the calling Python code waits for; when
+//! the wait is given up (Ctrl-C in `Mirror.sync()`, a cancelled asyncio task awaiting
+//! `AsyncMirror.sync()`), the run is cancelled the engine's way: it stops after the units of
+//! work in flight and is not rolled back (SEMANTICS.md §5).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +13,8 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use regmirror::engine::{Outcome, SyncOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::DropGuard;
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::{Credentials, Error, ErrorKind};
 
@@ -89,13 +96,16 @@ impl Mirror {
     }
 
     /// Run one sync and return its report; a failed tag is in the report, not an exception.
+    /// Ctrl-C raises `KeyboardInterrupt` at once and cancels the run.
     fn sync(&self, py: Python<'_>) -> PyResult<SyncReport> {
-        let sync = Arc::clone(&self.sync);
-        py.detach(|| {
-            pyo3_async_runtimes::tokio::get_runtime().block_on(sync.run(SyncOptions::default()))
-        })
-        .map(SyncReport::from)
-        .map_err(to_py)
+        let mut run = Run::start(&self.sync);
+        loop {
+            if let Some(result) = py.detach(|| run.wait(SIGNAL_CHECK_INTERVAL)) {
+                return result.map(SyncReport::from).map_err(to_py);
+            }
+            // A signal handler that raises (SIGINT's) ends the wait; dropping `run` cancels it.
+            py.check_signals()?;
+        }
     }
 
     /// Where the images come from.
@@ -144,14 +154,14 @@ impl AsyncMirror {
         })
     }
 
-    /// Run one sync on regmirror's tokio runtime; the awaitable gives its report.
+    /// Run one sync on regmirror's tokio runtime; the awaitable gives its report. Cancelling
+    /// the awaiting task cancels the run.
     fn sync<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let sync = Arc::clone(&self.sync);
+        let run = Run::start(&self.sync);
+        // pyo3-async-runtimes drops this future when the asyncio future is cancelled, and
+        // with it `run`.
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            sync.run(SyncOptions::default())
-                .await
-                .map(SyncReport::from)
-                .map_err(to_py)
+            run.finish().await.map(SyncReport::from).map_err(to_py)
         })
     }
 
@@ -173,6 +183,55 @@ impl AsyncMirror {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         describe(py, "AsyncMirror", &self.sync)
     }
+}
+
+/// How long a blocking sync waits before letting Python run its signal handlers.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One sync running on regmirror's tokio runtime. Dropping it before the run ends cancels the
+/// run, which then stops after the units of work in flight.
+struct Run {
+    task: JoinHandle<regmirror::Result<regmirror::SyncReport>>,
+    _cancel_on_drop: DropGuard,
+}
+
+impl Run {
+    fn start(sync: &Arc<OneShotSync>) -> Self {
+        let options = SyncOptions::default();
+        let cancel_on_drop = options.cancel.clone().drop_guard();
+        let sync = Arc::clone(sync);
+        let task = pyo3_async_runtimes::tokio::get_runtime()
+            .spawn(async move { sync.run(options).await });
+        Run {
+            task,
+            _cancel_on_drop: cancel_on_drop,
+        }
+    }
+
+    /// The run's result, or `None` if it is still going after `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<regmirror::Result<regmirror::SyncReport>> {
+        let task = &mut self.task;
+        pyo3_async_runtimes::tokio::get_runtime()
+            .block_on(tokio::time::timeout(limit, task))
+            .ok()
+            .map(joined)
+    }
+
+    async fn finish(mut self) -> regmirror::Result<regmirror::SyncReport> {
+        joined((&mut self.task).await)
+    }
+}
+
+/// A run task's outcome; the task is never aborted, so a join error is a panic (a bug).
+fn joined(
+    result: Result<regmirror::Result<regmirror::SyncReport>, tokio::task::JoinError>,
+) -> regmirror::Result<regmirror::SyncReport> {
+    result.unwrap_or_else(|e| {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!("the sync panicked (a bug): {e}"),
+        ))
+    })
 }
 
 /// `Mirror('quay.io/a/b' -> 'oci:out', tags=['v*'])`; credentials never appear.

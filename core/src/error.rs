@@ -4,7 +4,11 @@
 use std::fmt;
 
 /// What went wrong, coarsely: enough for a caller (or a binding) to decide what to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Non-exhaustive for Rust callers; the bindings map every kind and check at compile time that
+/// they map as many kinds as [`ErrorKind::ALL`] holds, so a new kind cannot reach Python, Node
+/// or C as `Internal` unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum_macros::VariantArray)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A mirror or engine setting is invalid (which field, and why, is in the message).
@@ -46,6 +50,9 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (derived, so it cannot miss one).
+    pub const ALL: &'static [ErrorKind] = <ErrorKind as strum::VariantArray>::VARIANTS;
+
     /// The kind's stable name, as used by the bindings (`err.code` in Node, C result names).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -168,3 +175,21 @@ impl From<std::io::Error> for Error {
 
 /// `Result` with regmirror's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_each_kind_once_under_its_own_name() {
+        let mut names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.first(), Some(&"InvalidConfig"));
+        assert_eq!(names.last(), Some(&"Internal"));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        for kind in ErrorKind::ALL {
+            assert_eq!(format!("{kind:?}"), kind.as_str());
+        }
+    }
+}

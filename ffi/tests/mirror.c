@@ -127,25 +127,65 @@ static void test_invalid_settings(void) {
           regmirror_last_error_message());
 }
 
+/* Every pointer argument of every mirror function, NULL in turn: an error code naming it,
+ * nothing written; the freeing functions accept NULL. */
 static void test_null_arguments(void) {
     regmirror_mirror_builder *builder = NULL;
     regmirror_mirror *mirror = NULL;
     char *report = NULL;
     CHECK(regmirror_mirror_builder_new(NULL, dest, "v*", &builder) == REGMIRROR_NULL_ARGUMENT,
           "NULL source");
+    CHECK(strstr(regmirror_last_error_message(), "source") != NULL, "[%s]",
+          regmirror_last_error_message());
+    CHECK(regmirror_mirror_builder_new(source, NULL, "v*", &builder) == REGMIRROR_NULL_ARGUMENT,
+          "NULL to");
+    CHECK(regmirror_mirror_builder_new(source, dest, NULL, &builder) == REGMIRROR_NULL_ARGUMENT,
+          "NULL tags");
+    CHECK(strstr(regmirror_last_error_message(), "tags") != NULL, "[%s]",
+          regmirror_last_error_message());
     CHECK(regmirror_mirror_builder_new(source, dest, "v*", NULL) == REGMIRROR_NULL_ARGUMENT,
           "NULL out");
+    CHECK(builder == NULL, "out written on failure");
+    CHECK(regmirror_mirror_builder_set_source_credentials(NULL, "robot", "pw") ==
+              REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (source credentials)");
+    CHECK(regmirror_mirror_builder_set_dest_credentials(NULL, "robot", "pw") ==
+              REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (dest credentials)");
     CHECK(regmirror_mirror_builder_set_tls_verify(NULL, true, true) == REGMIRROR_NULL_ARGUMENT,
-          "NULL builder");
+          "NULL builder (tls)");
+    CHECK(regmirror_mirror_builder_set_keep_unselected(NULL, true) == REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (keep)");
     CHECK(regmirror_mirror_builder_build(NULL, &mirror) == REGMIRROR_NULL_ARGUMENT, "NULL build");
     CHECK(regmirror_mirror_sync(NULL, &report) == REGMIRROR_NULL_ARGUMENT, "NULL mirror");
+
     CHECK(regmirror_mirror_builder_new(source, dest, "v*", &builder) == REGMIRROR_OK, "new");
+    CHECK(regmirror_mirror_builder_set_source_credentials(builder, NULL, "pw") ==
+              REGMIRROR_NULL_ARGUMENT,
+          "NULL username");
+    CHECK(strstr(regmirror_last_error_message(), "username") != NULL, "[%s]",
+          regmirror_last_error_message());
     CHECK(regmirror_mirror_builder_set_dest_credentials(builder, "robot", NULL) ==
               REGMIRROR_NULL_ARGUMENT,
           "NULL password");
     regmirror_mirror_builder_free(builder);
+
+    /* _build consumes the builder even when `out` is NULL (valgrind: no leak). */
+    CHECK(regmirror_mirror_builder_new(source, dest, "v*", &builder) == REGMIRROR_OK, "new");
+    CHECK(regmirror_mirror_builder_build(builder, NULL) == REGMIRROR_NULL_ARGUMENT,
+          "NULL build out");
+    mirror = build(source, dest, "v*", false);
+    CHECK(regmirror_mirror_sync(mirror, NULL) == REGMIRROR_NULL_ARGUMENT, "NULL report out");
+    CHECK(strstr(regmirror_last_error_message(), "out") != NULL, "[%s]",
+          regmirror_last_error_message());
+    regmirror_mirror_free(mirror);
+
     regmirror_mirror_builder_free(NULL);
     regmirror_mirror_free(NULL);
+    regmirror_string_free(NULL);
+    CHECK(strcmp(regmirror_result_name(REGMIRROR_NULL_ARGUMENT), "REGMIRROR_NULL_ARGUMENT") == 0,
+          "name");
+    CHECK(strcmp(regmirror_result_name(99), "REGMIRROR_UNKNOWN") == 0, "unknown code");
 }
 
 int main(void) {

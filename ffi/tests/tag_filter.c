@@ -119,6 +119,8 @@ static void test_null_arguments(void) {
     CHECK(regmirror_tag_filter_select(filter, NULL, 2, &selected) == REGMIRROR_NULL_ARGUMENT,
           "NULL tags with a length");
     const char *with_null[] = {"v1", NULL};
+    CHECK(regmirror_tag_filter_select(NULL, with_null, 1, &selected) == REGMIRROR_NULL_ARGUMENT,
+          "NULL filter (select)");
     CHECK(regmirror_tag_filter_select(filter, with_null, 2, &selected) == REGMIRROR_NULL_ARGUMENT,
           "NULL element");
     CHECK(strstr(regmirror_last_error_message(), "tags[1]") != NULL, "[%s]",
