@@ -49,6 +49,46 @@ export interface Credentials {
   password: string
 }
 
+/** The `code` of every error regmirror throws or rejects with: the error kind's name. */
+export declare enum ErrorCode {
+  /** A mirror or engine setting is invalid. */
+  InvalidConfig = 'InvalidConfig',
+  /** A tag pattern is invalid; the message names the pattern. */
+  InvalidPattern = 'InvalidPattern',
+  /** A registry, repository, tag or digest reference is malformed. */
+  InvalidReference = 'InvalidReference',
+  /** The registry refused the credentials. */
+  Unauthorized = 'Unauthorized',
+  /** Authenticated, but not allowed. */
+  Forbidden = 'Forbidden',
+  /** The repository, tag, manifest, blob or mirror does not exist. */
+  NotFound = 'NotFound',
+  /** Content did not hash to the digest (or size) it claimed. */
+  DigestMismatch = 'DigestMismatch',
+  /** A manifest could not be parsed, or breaks a limit. */
+  InvalidManifest = 'InvalidManifest',
+  /** Valid, but not handled by regmirror. */
+  Unsupported = 'Unsupported',
+  /** The registry asked to slow down and retries ran out. */
+  RateLimited = 'RateLimited',
+  /** A network failure after retries. */
+  Network = 'Network',
+  /** An operation took longer than allowed. */
+  Timeout = 'Timeout',
+  /** The TLS handshake or certificate verification failed. */
+  Tls = 'Tls',
+  /** The operation conflicts with the current state. */
+  Conflict = 'Conflict',
+  /** The run was cancelled. */
+  Cancelled = 'Cancelled',
+  /** The state store failed. */
+  State = 'State',
+  /** A local filesystem error. */
+  Io = 'Io',
+  /** A bug inside regmirror. */
+  Internal = 'Internal',
+}
+
 /** What a `Mirror` copies, from where to where, and how. */
 export interface MirrorOptions {
   /** A registry repository `host[:port]/path`, or an OCI image layout `oci:DIRECTORY`. */

@@ -837,3 +837,4 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.Mirror = nativeBinding.Mirror
 module.exports.TagFilter = nativeBinding.TagFilter
+module.exports.ErrorCode = nativeBinding.ErrorCode
