@@ -1,0 +1,33 @@
+// Type-checked by `npx tsc -p __test__/types` (scripts/test.sh): index.d.ts as a TypeScript user meets it,
+// with strict settings and isolatedModules (so ErrorCode must be a real enum, not a const one).
+import { ErrorCode, Mirror, MirrorOptions, SyncReport, TagFilter } from '../..'
+
+const options: MirrorOptions = {
+  source: '127.0.0.1:5000/library/app',
+  to: 'oci:./out',
+  tags: ['v1.*', '!*-rc*'],
+  rollback: 'all_or_nothing',
+  platformIndex: 'sparse',
+  sourceTlsVerify: false,
+  sourceCredentials: { username: 'robot', password: 'secret' },
+  concurrency: 4,
+  timeoutSeconds: 60,
+}
+
+async function main(): Promise<void> {
+  const filter = new TagFilter('v3.*')
+  const selected: string[] = filter.select(['v3.1'])
+  const ok: boolean = filter.matches('v3.1')
+  console.log(selected, ok, filter.patterns)
+  try {
+    const report: SyncReport = await new Mirror(options).sync()
+    const outcome: 'success' | 'failed' | 'cancelled' = report.outcome
+    console.log(outcome, report.tagsSynced, report.tagsFailed, report.bytesCopied)
+  } catch (err) {
+    if (err instanceof Error && (err as Error & { code?: string }).code === ErrorCode.NotFound) {
+      console.log('not found')
+    }
+  }
+}
+
+void main()
