@@ -10,6 +10,12 @@ mod tag_filter;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The default of `concurrency=`: Python shows a non-literal default as `...`, and the stub
+    // repeats the number, so it is exported for callers and the stub's test alike.
+    m.add(
+        "DEFAULT_CONCURRENCY",
+        regmirror::engine::DEFAULT_CONCURRENCY,
+    )?;
     m.add_class::<tag_filter::TagFilter>()?;
     m.add_class::<mirror::Mirror>()?;
     m.add_class::<mirror::AsyncMirror>()?;

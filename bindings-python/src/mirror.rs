@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyCFunction, PyDict, PyList, PyString, PyTuple};
 use regmirror::engine::{Outcome, SyncOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::DropGuard;
@@ -154,15 +154,30 @@ impl AsyncMirror {
         })
     }
 
-    /// Run one sync on regmirror's tokio runtime; the awaitable gives its report. Cancelling
-    /// the awaiting task cancels the run.
+    /// Run one sync on regmirror's tokio runtime: a coroutine whose result is the report. The
+    /// run starts when the coroutine is first awaited; cancelling the task awaiting it cancels
+    /// the run.
     fn sync<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let run = Run::start(&self.sync);
-        // pyo3-async-runtimes drops this future when the asyncio future is cancelled, and
-        // with it `run`.
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            run.finish().await.map(SyncReport::from).map_err(to_py)
-        })
+        let sync = Arc::clone(&self.sync);
+        // pyo3-async-runtimes gives an asyncio future, which asyncio.create_task() and
+        // TaskGroup refuse; `regmirror._coroutine.run` awaits it inside a real coroutine.
+        let start = PyCFunction::new_closure(
+            py,
+            Some(c"start_sync"),
+            None,
+            move |args, _kwargs| -> PyResult<Py<PyAny>> {
+                let run = Run::start(&sync);
+                // pyo3-async-runtimes drops this future when the asyncio future is cancelled,
+                // and with it `run`.
+                pyo3_async_runtimes::tokio::future_into_py(args.py(), async move {
+                    run.finish().await.map(SyncReport::from).map_err(to_py)
+                })
+                .map(Bound::unbind)
+            },
+        )?;
+        py.import("regmirror._coroutine")?
+            .getattr("run")?
+            .call1((start,))
     }
 
     #[getter]
@@ -211,8 +226,9 @@ impl Run {
     /// The run's result, or `None` if it is still going after `limit`.
     fn wait(&mut self, limit: Duration) -> Option<regmirror::Result<regmirror::SyncReport>> {
         let task = &mut self.task;
+        // The timer is made inside the runtime (it needs its time driver).
         pyo3_async_runtimes::tokio::get_runtime()
-            .block_on(tokio::time::timeout(limit, task))
+            .block_on(async { tokio::time::timeout(limit, task).await })
             .ok()
             .map(joined)
     }

@@ -1,9 +1,12 @@
 """Type stubs for regmirror (the native module regmirror._native, re-exported)."""
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Final, Literal
 
 __version__: str
+
+DEFAULT_CONCURRENCY: Final[int]
+"""The default of ``concurrency``: blob copies and registry requests in flight at once."""
 
 class TagFilter:
     """A compiled list of tag patterns (SEMANTICS.md §2).
@@ -86,7 +89,12 @@ class Mirror:
         timeout: float = 3600.0,
     ) -> None: ...
     def sync(self) -> SyncReport:
-        """Run one sync, blocking (the GIL is released meanwhile)."""
+        """Run one sync, blocking (the GIL is released meanwhile).
+
+        Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` at once and cancels the run, which stops
+        in the background after the blob copies and requests in flight; it is not rolled back,
+        so the destination may hold some of the selected tags.
+        """
     @property
     def source(self) -> str: ...
     @property
@@ -116,7 +124,14 @@ class AsyncMirror:
         timeout: float = 3600.0,
     ) -> None: ...
     async def sync(self) -> SyncReport:
-        """Run one sync on regmirror's tokio runtime."""
+        """Run one sync on regmirror's tokio runtime (a coroutine; the run starts when it is
+        first awaited).
+
+        Cancelling the task awaiting it (``task.cancel()``, ``asyncio.timeout``) raises
+        ``asyncio.CancelledError`` in that task at once and cancels the run, which stops in
+        the background after the blob copies and requests in flight; it is not rolled back,
+        so the destination may hold some of the selected tags.
+        """
     @property
     def source(self) -> str: ...
     @property
@@ -153,6 +168,7 @@ __all__ = [
     "AsyncMirror",
     "CancelledError",
     "ConflictError",
+    "DEFAULT_CONCURRENCY",
     "DigestMismatchError",
     "ForbiddenError",
     "InternalError",
