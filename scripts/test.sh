@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: installs what the tests need on a fresh Debian 12 machine (root, with Rust,
 # Python 3.11 + pip, Node 20 + npm and gcc present), then runs every suite: Rust (fmt, clippy,
-# tests), the C header drift check and C tests, Python (pytest) and Node (node --test).
+# tests), the C header drift check and C tests, Python (pytest, mypy --strict on the stubs) and
+# Node (node --test, tsc on index.d.ts).
 # Fails on the first failure. .ci/run execs this script.
 #
 # To add a step: write it as a section below (section "name"; commands). Services a suite needs
@@ -64,7 +65,7 @@ if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     }
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check 'maturin==1.16.*' pytest pytest-asyncio
+"$venv/bin/python" -m pip install -q --disable-pip-version-check 'maturin==1.16.*' pytest pytest-asyncio mypy
 "$venv/bin/maturin" --version
 # maturin builds pyo3 with these variables set; setting them for every cargo command below
 # lets cargo and maturin share one pyo3 build instead of rebuilding it for each (a mismatch
@@ -93,11 +94,13 @@ cargo test --workspace
 section "C: header drift check and C tests"
 bash ffi/tests/run.sh
 
-section "Python: maturin develop + pytest"
+section "Python: maturin develop + pytest + mypy"
 (
     export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
     maturin develop --manifest-path bindings-python/Cargo.toml
     cd bindings-python && python -m pytest -p no:cacheprovider tests
+    # The stubs as a typed caller meets them.
+    python -m mypy --strict --cache-dir "$root/target/mypy-cache" tests/typed/usage.py
 )
 
 section "Node: napi build + node --test + tsc"

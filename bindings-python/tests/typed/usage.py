@@ -1,0 +1,50 @@
+"""Type-checked with `mypy --strict` (scripts/test.sh), never run: the stubs as a typed caller
+meets them. A line marked `# type: ignore[...]` must be an error (strict mode reports an ignore
+that is not needed), so the stubs keep refusing what they refuse."""
+
+import asyncio
+
+import regmirror
+from regmirror import AsyncMirror, Mirror, MirrorError, NotFoundError, SyncReport, TagFilter
+
+
+def select(tags: list[str]) -> list[str]:
+    return TagFilter(["v3.*", "!*beta*"]).select(tags)
+
+
+def blocking() -> SyncReport:
+    mirror = Mirror(
+        "127.0.0.1:5000/library/app",
+        "oci:./out",
+        "v1.*",
+        rollback="all_or_nothing",
+        source_credentials=("robot", "secret"),
+        source_tls_verify=False,
+        concurrency=regmirror.DEFAULT_CONCURRENCY,
+        timeout=60.0,
+    )
+    try:
+        return mirror.sync()
+    except NotFoundError as e:
+        kind: str = e.kind
+        raise RuntimeError(kind) from e
+
+
+async def concurrent() -> list[SyncReport]:
+    mirrors = [AsyncMirror(f"oci:./src{i}", f"oci:./dst{i}", ["v*"]) for i in range(2)]
+    task: asyncio.Task[SyncReport] = asyncio.create_task(mirrors[0].sync())
+    outcome: str = (await task).outcome
+    print(outcome)
+    return list(await asyncio.gather(*(m.sync() for m in mirrors)))
+
+
+def refused() -> None:
+    Mirror("a", "b", "v*", rollback="sometimes")  # type: ignore[arg-type]
+    Mirror("a", "b", "v*", concurrency="8")  # type: ignore[arg-type]
+    Mirror("a", "b", "v*", unknown_option=1)  # type: ignore[call-arg]
+    failed: int = Mirror("a", "b", "v*").sync().tags_failed  # type: ignore[assignment]
+    try:
+        TagFilter("v3.[12")
+    except MirrorError as e:
+        e.kind = 1  # type: ignore[assignment]
+    print(failed)
