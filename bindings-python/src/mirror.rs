@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyList, PyString, PyTuple};
 use regmirror::engine::{Outcome, SyncOptions};
 use tokio::task::JoinHandle;
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::{Credentials, Error, ErrorKind};
 
@@ -159,20 +159,39 @@ impl AsyncMirror {
     /// the run.
     fn sync<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let sync = Arc::clone(&self.sync);
-        // pyo3-async-runtimes gives an asyncio future, which asyncio.create_task() and
-        // TaskGroup refuse; `regmirror._coroutine.run` awaits it inside a real coroutine.
+        // `regmirror._coroutine.run` calls this with its event loop, an asyncio future for the
+        // outcome and the function that settles it on the loop's thread.
         let start = PyCFunction::new_closure(
             py,
             Some(c"start_sync"),
             None,
-            move |args, _kwargs| -> PyResult<Py<PyAny>> {
+            move |args, _kwargs| -> PyResult<RunHandle> {
+                let (event_loop, future, settle) =
+                    args.extract::<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>()?;
                 let run = Run::start(&sync);
-                // pyo3-async-runtimes drops this future when the asyncio future is cancelled,
-                // and with it `run`.
-                pyo3_async_runtimes::tokio::future_into_py(args.py(), async move {
-                    run.finish().await.map(SyncReport::from).map_err(to_py)
-                })
-                .map(Bound::unbind)
+                let handle = RunHandle {
+                    cancel: run.cancel.clone(),
+                };
+                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                    let result = run.finish().await;
+                    // Skipped when the program has ended meanwhile: nobody is waiting.
+                    Python::try_attach(move |py| {
+                        let (ok, value) = match result {
+                            Ok(report) => match Py::new(py, SyncReport::from(report)) {
+                                Ok(report) => (true, report.into_any()),
+                                Err(e) => (false, e.into_value(py).into_any()),
+                            },
+                            Err(e) => (false, to_py(e).into_value(py).into_any()),
+                        };
+                        // Fails only when the loop is closed, so nobody is waiting either.
+                        let _ = event_loop.call_method1(
+                            py,
+                            "call_soon_threadsafe",
+                            (settle, future, ok, value),
+                        );
+                    });
+                });
+                Ok(handle)
             },
         )?;
         py.import("regmirror._coroutine")?
@@ -207,19 +226,21 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// run, which then stops after the units of work in flight.
 struct Run {
     task: JoinHandle<regmirror::Result<regmirror::SyncReport>>,
+    cancel: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
 
 impl Run {
     fn start(sync: &Arc<OneShotSync>) -> Self {
         let options = SyncOptions::default();
-        let cancel_on_drop = options.cancel.clone().drop_guard();
+        let cancel = options.cancel.clone();
         let sync = Arc::clone(sync);
         let task = pyo3_async_runtimes::tokio::get_runtime()
             .spawn(async move { sync.run(options).await });
         Run {
             task,
-            _cancel_on_drop: cancel_on_drop,
+            _cancel_on_drop: cancel.clone().drop_guard(),
+            cancel,
         }
     }
 
@@ -235,6 +256,20 @@ impl Run {
 
     async fn finish(mut self) -> regmirror::Result<regmirror::SyncReport> {
         joined((&mut self.task).await)
+    }
+}
+
+/// An `AsyncMirror.sync()` run, for its coroutine to cancel when it is cancelled itself.
+#[pyclass(frozen, module = "regmirror")]
+pub(crate) struct RunHandle {
+    cancel: CancellationToken,
+}
+
+#[pymethods]
+impl RunHandle {
+    /// Cancel the run (nothing once it has ended).
+    fn cancel(&self) {
+        self.cancel.cancel();
     }
 }
 
