@@ -13,10 +13,10 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyList, PyString, PyTuple};
 use regmirror::engine::{Outcome, SyncOptions};
-use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::{Credentials, Error, ErrorKind};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::errors::to_py;
 use crate::tag_filter::strings;
@@ -235,8 +235,8 @@ impl Run {
         let options = SyncOptions::default();
         let cancel = options.cancel.clone();
         let sync = Arc::clone(sync);
-        let task = pyo3_async_runtimes::tokio::get_runtime()
-            .spawn(async move { sync.run(options).await });
+        let task =
+            pyo3_async_runtimes::tokio::get_runtime().spawn(async move { sync.run(options).await });
         Run {
             task,
             _cancel_on_drop: cancel.clone().drop_guard(),
