@@ -174,21 +174,12 @@ impl AsyncMirror {
                 };
                 pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
                     let result = run.finish().await;
-                    // Skipped when the program has ended meanwhile: nobody is waiting.
-                    Python::try_attach(move |py| {
-                        let (ok, value) = match result {
-                            Ok(report) => match Py::new(py, SyncReport::from(report)) {
-                                Ok(report) => (true, report.into_any()),
-                                Err(e) => (false, e.into_value(py).into_any()),
-                            },
-                            Err(e) => (false, to_py(e).into_value(py).into_any()),
-                        };
-                        // Fails only when the loop is closed, so nobody is waiting either.
-                        let _ = event_loop.call_method1(
-                            py,
-                            "call_soon_threadsafe",
-                            (settle, future, ok, value),
-                        );
+                    // Waiting for the GIL must not hold up a runtime worker (other runs' I/O);
+                    // skipped when the program has ended meanwhile: nobody is waiting.
+                    tokio::task::spawn_blocking(move || {
+                        Python::try_attach(|py| {
+                            settle_future(py, event_loop, future, settle, result)
+                        })
                     });
                 });
                 Ok(handle)
@@ -271,6 +262,24 @@ impl RunHandle {
     fn cancel(&self) {
         self.cancel.cancel();
     }
+}
+
+/// Settle the asyncio `future` of `AsyncMirror.sync()` with a run's report or error, on its
+/// event loop's thread (`settle` is `regmirror._coroutine._settle`).
+fn settle_future(
+    py: Python<'_>,
+    event_loop: Py<PyAny>,
+    future: Py<PyAny>,
+    settle: Py<PyAny>,
+    result: regmirror::Result<regmirror::SyncReport>,
+) {
+    let (ok, value) = match result.map(|report| Py::new(py, SyncReport::from(report))) {
+        Ok(Ok(report)) => (true, report.into_any()),
+        Ok(Err(e)) => (false, e.into_value(py).into_any()),
+        Err(e) => (false, to_py(e).into_value(py).into_any()),
+    };
+    // Fails only when the loop is closed: nobody is waiting either.
+    let _ = event_loop.call_method1(py, "call_soon_threadsafe", (settle, future, ok, value));
 }
 
 /// A run task's outcome; the task is never aborted, so a join error is a panic (a bug).
