@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use regmirror::engine::{HttpConnector, Mirror};
+use regmirror::engine::{HttpConnector, Mirror, metadata_concurrency};
 use regmirror::notify::{LogNotifier, WebhookNotifier};
 use regmirror::registry::LayoutRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
@@ -115,6 +115,7 @@ fn destination(dest: &Destination, concurrency: usize) -> CliResult<Arc<dyn Dest
                 // The robot is the only identity that writes; never a login lying around.
                 docker_config: false,
                 max_concurrent_requests: concurrency,
+                max_concurrent_metadata_requests: metadata_concurrency(concurrency),
                 ..HttpOptions::default()
             };
             Arc::new(

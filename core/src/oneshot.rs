@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Credentials, MirrorConfig, PlatformIndexMode, RollbackMode};
-use crate::engine::{DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncReport};
+use crate::engine::{
+    DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncReport, metadata_concurrency,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::RepositoryRef;
 use crate::registry::http::{HttpOptions, HttpRegistry};
@@ -269,6 +271,7 @@ impl OneShotSync {
             docker_config: access.docker_config,
             auth_file: access.auth_file.clone(),
             max_concurrent_requests: self.concurrency,
+            max_concurrent_metadata_requests: metadata_concurrency(self.concurrency),
             ..HttpOptions::default()
         };
         HttpRegistry::new(reference.registry(), options)

@@ -369,6 +369,59 @@ async fn a_second_run_with_nothing_changed_reads_no_blob() {
 }
 
 #[tokio::test]
+async fn a_no_op_run_asks_each_side_about_each_tag_once() {
+    let env = Env::start();
+    let dest_proxy = Proxy::start(&env.dest_registry);
+    let mut tags = Vec::new();
+    for i in 0..10u64 {
+        let tag = format!("t{i}");
+        env.src()
+            .push_image(SRC, &tag, &Image::simple(60 + i, 1, 1000))
+            .await;
+        tags.push(tag);
+    }
+    env.src()
+        .push_index(SRC, "multi", &Index::two_platforms(Flavor::Oci, 70, 1000))
+        .await;
+    tags.push("multi".to_owned());
+    tags.sort();
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let config = env.config(&["*"]);
+    let first = env.sync_once(&mirror, &config).await;
+    assert!(first.is_success(), "{first:?}");
+
+    env.proxy.reset_counts();
+    dest_proxy.reset_counts();
+    let second = env.sync_once(&mirror, &config).await;
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(second.tags_current, tags);
+    // Each side: one tag list and one manifest HEAD per tag, nothing else (the clients learned
+    // their scheme in the first run, so there is no ping either).
+    for (side, proxy, repo) in [
+        ("source", &env.proxy, SRC),
+        ("destination", &dest_proxy, DEST),
+    ] {
+        let mut expected: Vec<(String, String)> = tags
+            .iter()
+            .map(|tag| ("HEAD".to_owned(), format!("/v2/{repo}/manifests/{tag}")))
+            .collect();
+        expected.push(("GET".to_owned(), format!("/v2/{repo}/tags/list?n=1000")));
+        expected.sort();
+        let mut seen: Vec<(String, String)> = proxy
+            .requests()
+            .into_iter()
+            .map(|s| (s.method, s.path))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, expected, "{side} requests of a no-op run");
+    }
+}
+
+#[tokio::test]
 async fn a_blob_shared_by_twenty_tags_is_fetched_once() {
     let env = Env::start();
     let shared = Blob::random(51, 512 * 1024);

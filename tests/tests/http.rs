@@ -118,6 +118,24 @@ async fn plain_http_is_used_only_when_tls_verification_is_off() {
 }
 
 #[tokio::test]
+async fn a_tls_registry_is_spoken_to_over_https_when_verification_is_off() {
+    // With verification off, https and plain http are tried at once; the registry answers the
+    // plain-http ping too (400, "HTTP request to an HTTPS server"), and https must still win.
+    let registry = Registry::builder().tls().start();
+    let lax = HttpRegistry::new(&registry.host(), options()).unwrap();
+    let image = Image::simple(3, 1, 100);
+    push_image(&lax, "lax/app", "v1", &image).await;
+    assert_eq!(
+        SourceRegistry::list_tags(&lax, "lax/app").await.unwrap(),
+        ["v1"]
+    );
+    let got = SourceRegistry::get_manifest(&lax, "lax/app", "v1")
+        .await
+        .unwrap();
+    assert_eq!(got.bytes, image.manifest.bytes);
+}
+
+#[tokio::test]
 async fn tls_registry_is_verified_with_its_ca_and_refused_without() {
     let registry = Registry::builder().tls().start();
     let ca = registry
@@ -634,15 +652,57 @@ async fn requests_wait_for_a_slot_under_the_per_host_cap() {
     let waiting = tokio::spawn({
         let client = client.clone();
         let digest = blob.digest.clone();
-        async move { client.has_blob("cap/app", &digest).await }
+        async move { read_blob(&client, "cap/app", &digest).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),
-        "a second request ran beside the first"
+        "a second download ran beside the first"
     );
     drop(download);
-    assert!(waiting.await.unwrap().unwrap());
+    assert_eq!(waiting.await.unwrap().unwrap(), blob.bytes);
+}
+
+#[tokio::test]
+async fn small_reads_do_not_wait_behind_blob_transfers() {
+    let registry = Registry::start();
+    let client = HttpRegistry::new(
+        &registry.host(),
+        HttpOptions {
+            max_concurrent_requests: 1,
+            ..options()
+        },
+    )
+    .unwrap();
+    let image = Image::simple(17, 1, 100_000);
+    push_image(&client, "small/app", "v1", &image).await;
+    let layer = &image.layers[0].digest;
+    // The open download holds the only transfer slot; manifest and blob HEADs, manifest GETs
+    // and tag lists have their own cap, so a run's planning is not queued behind its copies.
+    let download = client.get_blob("small/app", layer).await.unwrap();
+    let reads = async {
+        let head = SourceRegistry::head_manifest(&client, "small/app", "v1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.digest, image.manifest.digest);
+        let manifest = SourceRegistry::get_manifest(&client, "small/app", "v1")
+            .await
+            .unwrap();
+        assert_eq!(manifest.bytes, image.manifest.bytes);
+        assert!(client.has_blob("small/app", layer).await.unwrap());
+        assert_eq!(
+            SourceRegistry::list_tags(&client, "small/app")
+                .await
+                .unwrap(),
+            ["v1"]
+        );
+    };
+    // Only a guard against hanging forever on the transfer slot; nothing here is timed.
+    tokio::time::timeout(Duration::from_secs(60), reads)
+        .await
+        .expect("small reads waited for the download's slot");
+    drop(download);
 }
 
 #[tokio::test]

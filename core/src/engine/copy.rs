@@ -253,7 +253,7 @@ impl Run {
     async fn stage_child_once(self: &Arc<Self>, child: &Reference) -> Result<()> {
         let digest = &child.digest;
         let present = self
-            .unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
+            .metadata_unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
             .await?;
         if present.is_some() {
             // The destination accepted it before, so everything it references is there.
@@ -274,7 +274,7 @@ impl Run {
     /// The source manifest `digest`, verified.
     async fn fetch_manifest(&self, digest: &Digest) -> Result<Manifest> {
         let manifest = self
-            .unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
+            .metadata_unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
             .await?;
         if &manifest.digest != digest {
             return Err(Error::new(
@@ -302,7 +302,7 @@ impl Run {
     /// Store `manifest` untagged, unless the destination already has it.
     async fn push_by_digest(&self, manifest: &Manifest) -> Result<()> {
         let present = self
-            .unit(
+            .metadata_unit(
                 self.dest
                     .head_manifest(&self.dest_repo, manifest.digest.as_str()),
             )

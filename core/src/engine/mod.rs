@@ -39,6 +39,17 @@ use crate::status::SyncStatus;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most small reads one run has in flight when its concurrency is smaller than this.
+const MAX_METADATA_CONCURRENCY: usize = 32;
+
+/// How many small reads (manifest `HEAD`s and `GET`s, blob `HEAD`s) a run of `concurrency`
+/// units has in flight apart from those units: four per unit, up to 32 (or `concurrency`
+/// itself when that is larger). Planning is a burst of such reads, one per tag, each a round
+/// trip; the blob transfers keep the smaller limit. Use it for
+/// [`HttpOptions::max_concurrent_metadata_requests`](crate::registry::http::HttpOptions).
+pub fn metadata_concurrency(concurrency: usize) -> usize {
+    concurrency.max(concurrency.saturating_mul(4).min(MAX_METADATA_CONCURRENCY))
+}
 /// How long a notifier may take per event.
 pub const DEFAULT_NOTIFIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim lasts without renewal; renewed every third of it while a run goes on.

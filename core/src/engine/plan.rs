@@ -49,7 +49,9 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
             ))
         })?;
     let heads = join_all(tags.iter().map(|tag| async move {
-        let head = run.unit(run.dest.head_manifest(&run.dest_repo, tag)).await;
+        let head = run
+            .metadata_unit(run.dest.head_manifest(&run.dest_repo, tag))
+            .await;
         (tag, head)
     }))
     .await;
@@ -96,7 +98,10 @@ async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
     if !prior.contains_key(tag) {
         // A tag the destination lacks is copied whatever its digest: fetch the manifest now
         // instead of a HEAD now and a GET later (one round trip less per new tag).
-        return match run.unit(run.source.get_manifest(&run.src_repo, tag)).await {
+        return match run
+            .metadata_unit(run.source.get_manifest(&run.src_repo, tag))
+            .await
+        {
             Ok(manifest) => Action::Copy(manifest.digest.clone(), Some(manifest)),
             Err(e) if e.kind() == ErrorKind::NotFound => Action::Failed(Error::new(
                 ErrorKind::NotFound,
@@ -105,7 +110,10 @@ async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
             Err(e) => Action::Failed(e.context(format!("reading source tag {tag}"))),
         };
     }
-    let head = match run.unit(run.source.head_manifest(&run.src_repo, tag)).await {
+    let head = match run
+        .metadata_unit(run.source.head_manifest(&run.src_repo, tag))
+        .await
+    {
         Ok(Some(head)) => head,
         Ok(None) => {
             return Action::Failed(Error::new(
@@ -134,7 +142,7 @@ async fn rewritten_from(run: &Run, current: &Digest, source: &Digest) -> bool {
         return false;
     }
     let Ok(manifest) = run
-        .unit(run.dest.get_manifest(&run.dest_repo, current.as_str()))
+        .metadata_unit(run.dest.get_manifest(&run.dest_repo, current.as_str()))
         .await
     else {
         return false;

@@ -147,7 +147,7 @@ async fn needs(
     let manifest = match fetched {
         Some(manifest) => manifest,
         None => {
-            run.unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
+            run.metadata_unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
                 .await?
         }
     };
@@ -183,7 +183,7 @@ async fn needs(
     // Child manifests the destination holds bring their blobs along already (as in staging).
     while let Some(child) = children.pop() {
         let present = run
-            .unit(
+            .metadata_unit(
                 run.dest
                     .head_manifest(&run.dest_repo, child.digest.as_str()),
             )
@@ -192,7 +192,7 @@ async fn needs(
             continue;
         }
         let manifest = run
-            .unit(
+            .metadata_unit(
                 run.source
                     .get_manifest(&run.src_repo, child.digest.as_str()),
             )
@@ -211,7 +211,7 @@ async fn needs(
             continue;
         }
         if !run
-            .unit(run.dest.has_blob(&run.dest_repo, &blob.digest))
+            .metadata_unit(run.dest.has_blob(&run.dest_repo, &blob.digest))
             .await?
         {
             count += 1;

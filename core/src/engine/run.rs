@@ -1,9 +1,11 @@
 //! One sync run from listing to finish (SEMANTICS.md §3): the shared context every step works
 //! through ([`Run`]), and the order of the steps ([`Run::execute`]).
 //!
-//! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's one
+//! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's
 //! bounded pool, is not started once the run is cancelled (so a cancelled run stops after the
-//! units in flight), and is abandoned when the run is aborted (timeout, lost lease).
+//! units in flight), and is abandoned when the run is aborted (timeout, lost lease). Small reads
+//! (manifest `HEAD`s and `GET`s, blob `HEAD`s) are units of a second, larger pool
+//! ([`Run::metadata_unit`]): they carry no bulk, and each wave of them costs a round trip.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -72,6 +74,7 @@ pub(crate) struct Run {
     /// The destination repository path (the mirror's id).
     pub dest_repo: String,
     pool: Semaphore,
+    metadata_pool: Semaphore,
     pub known: Arc<KnownBlobs>,
     pub progress: Progress,
     /// Delete destination tags the patterns do not select.
@@ -112,6 +115,7 @@ impl Run {
             source: parts.source,
             dest: parts.dest,
             pool: Semaphore::new(parts.concurrency.max(1)),
+            metadata_pool: Semaphore::new(super::metadata_concurrency(parts.concurrency).max(1)),
             known: parts.known,
             progress: parts.progress,
             prune: parts.prune,
@@ -185,12 +189,26 @@ impl Run {
 
     /// Run one unit of network work under the pool, the cancel token and the abort token.
     pub async fn unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.unit_in(&self.pool, work).await
+    }
+
+    /// Like [`Run::unit`], for a small read (a manifest `HEAD` or `GET`, a blob `HEAD`), under
+    /// the larger pool of those.
+    pub async fn metadata_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.unit_in(&self.metadata_pool, work).await
+    }
+
+    async fn unit_in<T>(
+        &self,
+        pool: &Semaphore,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.check()?;
         let _permit = tokio::select! {
             biased;
             _ = self.abort.cancelled() => return Err(self.abort_error()),
             _ = self.cancel.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "the sync was cancelled")),
-            permit = self.pool.acquire() => permit.expect("the run's pool is never closed"),
+            permit = pool.acquire() => permit.expect("the run's pools are never closed"),
         };
         self.check()?;
         tokio::select! {

@@ -991,3 +991,12 @@ async fn a_tag_that_cannot_be_pruned_is_not_counted_as_a_selected_tag() {
         "1 unselected tags could not be deleted: old; partial sync: the other tags and pruning stand"
     );
 }
+
+#[test]
+fn small_reads_get_four_slots_per_unit_up_to_32_or_the_concurrency() {
+    let slots: Vec<usize> = [1, 2, 8, 16, 64]
+        .into_iter()
+        .map(super::metadata_concurrency)
+        .collect();
+    assert_eq!(slots, [4, 8, 32, 32, 64]);
+}

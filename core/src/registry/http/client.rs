@@ -39,6 +39,10 @@ pub(crate) struct Client {
     base: OnceCell<Url>,
     pub(crate) auth: AuthState,
     permits: Arc<Semaphore>,
+    /// Small reads (manifests, blob existence, tag lists) have their own, larger cap: a run's
+    /// manifest `HEAD`s are latency-bound, and queueing them behind the blob transfers' cap
+    /// costs a round trip per wave.
+    metadata_permits: Arc<Semaphore>,
     /// Blob uploads have their own slots: an upload reads a stream that may be a download
     /// from this same registry holding a slot of `permits`, and waiting for a second slot of
     /// the same cap would deadlock once every slot is held by such a download.
@@ -117,6 +121,9 @@ impl Client {
     ) -> Self {
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
         let upload_permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
+        let metadata_permits = Arc::new(Semaphore::new(
+            options.max_concurrent_metadata_requests.max(1),
+        ));
         let stored = match (&options.auth_file, options.docker_config) {
             (Some(file), _) => Some(Sources {
                 files: vec![file.clone()],
@@ -134,6 +141,7 @@ impl Client {
             base: OnceCell::new(),
             auth,
             permits,
+            metadata_permits,
             upload_permits,
         }
     }
@@ -143,6 +151,14 @@ impl Client {
     /// upload, which may read a download's stream, takes an `upload_permit` instead.
     pub(crate) async fn permit(&self) -> OwnedSemaphorePermit {
         Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Wait for a free slot under the per-host cap of small reads (see `metadata_permits`).
+    pub(crate) async fn metadata_permit(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.metadata_permits)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
@@ -186,27 +202,57 @@ impl Client {
     async fn discover(&self) -> Result<Url> {
         let https = self.root_url("https")?;
         if self.options.tls_verify {
-            self.ping(&https, true).await?;
+            let challenge = self.ping(&https, true).await?;
+            self.learn(challenge.as_ref());
             return Ok(https);
         }
-        match self.ping(&https, false).await {
-            Ok(()) => Ok(https),
+        // Both schemes are pinged at once, and https still wins whenever it works: a plain-HTTP
+        // registry then costs one round trip instead of a failed TLS handshake followed by the
+        // real ping (two round trips on a new connection each, 100 ms over a 25 ms link).
+        let http = self.root_url("http")?;
+        let (https_root, http_root) = (https.clone(), http.clone());
+        let secure = self.ping(&https_root, false);
+        let plain = self.ping(&http_root, true);
+        tokio::pin!(secure, plain);
+        let mut plain_result = None;
+        let secure_result = loop {
+            tokio::select! {
+                result = &mut secure => break result,
+                result = &mut plain, if plain_result.is_none() => plain_result = Some(result),
+            }
+        };
+        match secure_result {
+            Ok(challenge) => {
+                self.learn(challenge.as_ref());
+                Ok(https)
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     ErrorKind::Tls | ErrorKind::Network | ErrorKind::Timeout
                 ) =>
             {
-                let http = self.root_url("http")?;
-                self.ping(&http, true).await.map_err(|plain| {
+                let plain_result = match plain_result {
+                    Some(result) => result,
+                    None => plain.await,
+                };
+                let challenge = plain_result.map_err(|plain| {
                     plain.context(format!(
                         "https failed ({}), and so did plain http",
                         e.message()
                     ))
                 })?;
+                self.learn(challenge.as_ref());
                 Ok(http)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Remember the authentication challenge of the scheme discovery chose.
+    fn learn(&self, challenge: Option<&HeaderMap>) {
+        if let Some(headers) = challenge {
+            self.auth.learn(headers);
         }
     }
 
@@ -219,8 +265,10 @@ impl Client {
         })
     }
 
-    /// `GET /v2/`: is this a registry, and which challenge does it send?
-    async fn ping(&self, root: &Url, retry: bool) -> Result<()> {
+    /// `GET /v2/`: is this a registry, and which challenge does it send? Returns the headers
+    /// of a 401 answer for the caller to learn from once it has chosen this scheme (the other
+    /// scheme's ping may be answered too, by something that is not the registry).
+    async fn ping(&self, root: &Url, retry: bool) -> Result<Option<HeaderMap>> {
         let url = root.join("/v2/").expect("a fixed path joins any base");
         let what = format!("GET {}", display_url(&url));
         let mut retries = 0;
@@ -238,11 +286,11 @@ impl Client {
                         continue;
                     }
                     if status == StatusCode::UNAUTHORIZED {
-                        self.auth.learn(resp.headers());
+                        return Ok(Some(resp.headers().clone()));
                     } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                         return Err(error_for_status(resp, &what).await);
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(Failed { error: e, .. }) => {
                     if retry

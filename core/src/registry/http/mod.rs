@@ -58,7 +58,12 @@ pub struct HttpOptions {
     pub proxy: ProxyConfig,
     /// At most this many requests in flight to this registry at once (a blob download counts
     /// until its stream is dropped), and apart from those, at most this many blob uploads.
+    /// Small reads have their own cap, `max_concurrent_metadata_requests`.
     pub max_concurrent_requests: usize,
+    /// At most this many small reads in flight to this registry at once (manifest `HEAD`s and
+    /// `GET`s, blob `HEAD`s, tag lists), apart from the requests above: they carry no bulk,
+    /// and a run's planning is a burst of them where each wave costs a round trip.
+    pub max_concurrent_metadata_requests: usize,
     /// Connecting (TCP and TLS) may take at most this long.
     pub connect_timeout: Duration,
     /// No answer, or no body bytes moving, for this long fails a request with `Timeout`.
@@ -91,6 +96,7 @@ impl Default for HttpOptions {
             ca_certs: Vec::new(),
             proxy: ProxyConfig::default(),
             max_concurrent_requests: 8,
+            max_concurrent_metadata_requests: 32,
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             docker_config: true,
@@ -111,6 +117,10 @@ impl fmt::Debug for HttpOptions {
             .field("ca_certs", &self.ca_certs)
             .field("proxy", &self.proxy)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field(
+                "max_concurrent_metadata_requests",
+                &self.max_concurrent_metadata_requests,
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("stall_timeout", &self.stall_timeout)
             .field("docker_config", &self.docker_config)
@@ -313,12 +323,21 @@ impl HttpRegistry {
         let repo = self.repo(repo)?;
         Ok((repo, self.client.permit().await))
     }
+
+    /// Like [`HttpRegistry::slot`], under the cap of small reads.
+    async fn metadata_slot<'a>(
+        &self,
+        repo: &'a str,
+    ) -> Result<(Cow<'a, str>, OwnedSemaphorePermit)> {
+        let repo = self.repo(repo)?;
+        Ok((repo, self.client.metadata_permit().await))
+    }
 }
 
 #[async_trait]
 impl SourceRegistry for HttpRegistry {
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client.list_tags(&repo).await?.ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -328,14 +347,14 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
             .head_manifest(&repo, reference, &[pull_scope(&repo)])
             .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
             .get_manifest(&repo, reference, &[pull_scope(&repo)])
             .await
@@ -359,26 +378,26 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         Ok(self.client.list_tags(&repo).await?.unwrap_or_default())
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
             .head_manifest(&repo, reference, &[push_scope(&repo)])
             .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
             .get_manifest(&repo, reference, &[push_scope(&repo)])
             .await
     }
 
     async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        let (repo, _permit) = self.slot(repo).await?;
+        let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
             .has_blob(&repo, digest, &[push_scope(&repo)])
             .await
