@@ -1,7 +1,7 @@
 // Mirror from JavaScript: one-shot syncs between real OCI image layouts on disk.
 'use strict'
 
-const { test } = require('node:test')
+const { after, test } = require('node:test')
 const assert = require('node:assert/strict')
 const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -12,8 +12,14 @@ const { Mirror } = require('..')
 
 const MAKE_LAYOUT = path.join(__dirname, '..', '..', 'scripts', 'make-test-layout.sh')
 
+// Removed when the tests end.
+const tempDirs = []
+after(() => tempDirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
+
 function tempDir() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'regmirror-node-'))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'regmirror-node-'))
+  tempDirs.push(dir)
+  return dir
 }
 
 function makeSource(dir) {
