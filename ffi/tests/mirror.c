@@ -146,6 +146,9 @@ static void test_null_arguments(void) {
     CHECK(regmirror_mirror_builder_new(source, dest, "v*", NULL) == REGMIRROR_NULL_ARGUMENT,
           "NULL out");
     CHECK(builder == NULL, "out written on failure");
+    CHECK(regmirror_mirror_builder_new(source, dest, "v\xff", &builder) == REGMIRROR_INVALID_UTF8,
+          "invalid UTF-8 tags");
+    CHECK(builder == NULL, "out written on failure");
     CHECK(regmirror_mirror_builder_set_source_credentials(NULL, "robot", "pw") ==
               REGMIRROR_NULL_ARGUMENT,
           "NULL builder (source credentials)");
