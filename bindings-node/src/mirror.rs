@@ -1,11 +1,14 @@
 //! `Mirror`: one mirror from a source to a destination, synced on demand without a state store
 //! ([`regmirror::oneshot::OneShotSync`]); `sync()` returns a Promise of a `SyncReport`.
+//!
+//! A sync runs on napi-rs's tokio runtime, not on a libuv worker thread: those (4 by default)
+//! also serve Node's `fs`, `dns.lookup` and `crypto`, which a few long syncs would hold up.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::AsyncTask;
-use napi::{Either, Env, Task};
+use napi::bindgen_prelude::PromiseRaw;
+use napi::{Either, Env};
 use napi_derive::napi;
 use regmirror::engine::{Outcome, SyncOptions};
 use regmirror::oneshot::{Access, Location, OneShotSync};
@@ -129,10 +132,17 @@ impl Mirror {
 
     /// Run one sync on regmirror's runtime.
     #[napi(ts_return_type = "Promise<SyncReport>")]
-    pub fn sync(&self) -> AsyncTask<SyncTask> {
-        AsyncTask::new(SyncTask {
-            sync: Arc::clone(&self.sync),
-        })
+    pub fn sync<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, SyncReport>> {
+        let sync = Arc::clone(&self.sync);
+        env.spawn_future_with_callback(
+            async move { Ok(sync.run(SyncOptions::default()).await) },
+            // On the JavaScript thread, where the error object keeps its `code`.
+            |env, output| {
+                output
+                    .map(SyncReport::from)
+                    .map_err(|e| to_js_rejection(*env, e))
+            },
+        )
     }
 
     /// Where the images come from.
@@ -193,39 +203,6 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
         Ok(sync)
     };
     build().map_err(to_js)
-}
-
-/// The runtime syncs run on; each `sync()` blocks one libuv worker thread until it is done.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("regmirror")
-            .build()
-            .expect("a tokio runtime can be built (threads and an I/O driver)")
-    })
-}
-
-/// A `Mirror.sync()` call in flight.
-#[derive(Debug)]
-pub struct SyncTask {
-    sync: Arc<OneShotSync>,
-}
-
-impl Task for SyncTask {
-    type Output = regmirror::Result<regmirror::SyncReport>;
-    type JsValue = SyncReport;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(runtime().block_on(self.sync.run(SyncOptions::default())))
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<SyncReport> {
-        output
-            .map(SyncReport::from)
-            .map_err(|e| to_js_rejection(env, e))
-    }
 }
 
 impl From<regmirror::SyncReport> for SyncReport {
