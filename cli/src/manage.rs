@@ -58,8 +58,8 @@ pub enum MirrorCommand {
     Logs {
         id: String,
         /// At most this many entries.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
         /// Only entries older than this sequence number (to page back).
         #[arg(long, value_name = "SEQ")]
         before: Option<u64>,
@@ -385,13 +385,22 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
         MirrorCommand::Logs { id, limit, before } => {
             // Tell "no such mirror" apart from "no entries yet".
             store.get_mirror(&id).await.map_err(|e| about(&id, e))?;
+            let limit = usize::try_from(limit).expect("a u32 fits in usize here");
             let entries = store.logs(&id, limit, before).await?;
             if json {
                 print_json(&entries);
             } else if entries.is_empty() {
-                println!("{id}: no log entries yet");
+                match before {
+                    Some(seq) => println!("{id}: no log entries before {seq}"),
+                    None => println!("{id}: no log entries yet"),
+                }
             } else {
                 print_table(&logs_table(&entries));
+                if entries.len() == limit
+                    && let Some(oldest) = entries.last()
+                {
+                    println!("(older entries: --before {})", oldest.seq);
+                }
             }
         }
         MirrorCommand::Delete { id } => {

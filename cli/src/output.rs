@@ -222,8 +222,15 @@ fn rollback_name(mode: RollbackMode) -> &'static str {
 
 /// When the mirror runs next, or why it does not.
 fn next_run(state: &MirrorState, enabled: bool) -> String {
+    let now = OffsetDateTime::now_utc();
+    // A running mirror is "due" when its lease would expire: that is no run to announce.
+    if state.status == regmirror::SyncStatus::Syncing
+        && state.lease_expires.is_some_and(|e| e > now)
+    {
+        return "running now".to_owned();
+    }
     match state.due_at(enabled) {
-        Some(due) if due <= OffsetDateTime::now_utc() => "due now".to_owned(),
+        Some(due) if due <= now => "due now".to_owned(),
         Some(due) => format_time(due),
         None if state.status == regmirror::SyncStatus::Cancel => {
             "none (cancelled; use sync-now)".to_owned()

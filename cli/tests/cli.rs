@@ -1743,6 +1743,11 @@ async fn every_status_command_on_a_mirror_a_worker_is_running() {
     let running = shown();
     assert_eq!(running["status"], "SYNCING", "{running}");
     assert!(running["lease_owner"].is_string(), "{running}");
+    // Not the lease's expiry as if it were the next run.
+    let text = m(&["show", "mirror/app"]).stdout;
+    assert!(text.contains("next run:      running now"), "{text}");
+    let table = m(&["list"]).stdout;
+    assert!(table.contains("running now"), "{table}");
 
     // sync-now is refused while SYNCING, with what to do instead.
     let out = m(&["sync-now", "mirror/app"]);
@@ -1808,6 +1813,13 @@ async fn every_status_command_on_a_mirror_a_worker_is_running() {
     let older = m(&["logs", "mirror/app", "--before", &seq, "--json"]).json();
     assert_eq!(older[0]["kind"], "sync_started", "{older}");
     assert_eq!(older.as_array().unwrap().len(), 1);
+    // The table says how to page back; --limit 0 is refused.
+    let page = m(&["logs", "mirror/app", "--limit", "1"]).stdout;
+    assert!(
+        page.contains(&format!("(older entries: --before {seq})")),
+        "{page}"
+    );
+    assert_eq!(m(&["logs", "mirror/app", "--limit", "0"]).code, 2);
 
     // Disabled, sync-now still runs it; SIGTERM then stops the worker within its deadline and
     // leaves the mirror due again, not SYNCING.
