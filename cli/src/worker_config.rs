@@ -333,7 +333,9 @@ fn toml_error(text: &str, e: &toml::de::Error) -> Failure {
                 // Only a key the file format has: a line inside a multi-line string could be
                 // part of a password.
                 .filter(|key| KEYS.contains(key))
-                .filter(|key| !e.message().contains(&format!("`{key}`")));
+                .filter(|key| !e.message().contains(&format!("`{key}`")))
+                // A missing key is reported at the start of its table, whatever key is there.
+                .filter(|_| !e.message().starts_with("missing field"));
             match key {
                 Some(key) => format!("line {line}: {key}: "),
                 None => format!("line {line}: "),
@@ -702,6 +704,10 @@ password_env = "REGMIRROR_TEST_CFG_PW"
             (
                 "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\ncert_dir = \"/nonexistent/certs.d\"\n",
                 "line 3: mirror \"m/a\": cert_dir: /nonexistent/certs.d is not a readable directory",
+            ),
+            (
+                "state = \"sqlite:x\"\n",
+                "line 1: missing field `destination`",
             ),
             (
                 "poll_interval = \"0s\"\n[destination]\nregistry = \"r.io\"\n",
