@@ -1,7 +1,9 @@
 //! `regmirror worker --config regmirror.toml`: the mirroring daemon. It declares the file's
 //! mirrors in the state store, then polls for due mirrors and syncs them until SIGINT/SIGTERM,
-//! when it stops claiming and lets the runs in flight finish (or releases them) before exiting.
+//! when it stops claiming and lets the runs in flight finish (or releases them) before exiting;
+//! a second signal releases them at once.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         .init();
 
     let config = WorkerConfig::load(&args.config)?;
+    let stop = StopSignals::listen();
     let store = config.state.open().await?;
     let mirror = engine(&config, Arc::clone(&store))?;
     declare(&store, &config.mirrors).await?;
@@ -61,7 +64,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             max_concurrent: config.max_concurrent_syncs,
             shutdown_deadline: config.shutdown_deadline,
         })
-        .run(shutdown_signal())
+        .run_until(stop.graceful, stop.now)
         .await?;
     tracing::info!(
         runs = report.runs.len(),
@@ -149,22 +152,48 @@ async fn declare(store: &Arc<dyn StateStore>, mirrors: &[MirrorConfig]) -> CliRe
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM (what `systemctl stop` and `docker stop` send).
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
+/// SIGINT and SIGTERM (what Ctrl-C, `systemctl stop` and `docker stop` send): the first asks
+/// for a graceful stop, a second one to stop now.
+struct StopSignals<G, N> {
+    graceful: G,
+    now: N,
+}
+
+impl StopSignals<(), ()> {
+    fn listen() -> StopSignals<impl Future<Output = ()>, impl Future<Output = ()>> {
+        let (count, seen) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
             // Without a SIGTERM handler only Ctrl-C stops the worker.
-            Err(_) => std::future::pending::<()>().await,
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    Some(()) = async { term.as_mut()?.recv().await } => {}
+                }
+                count.send_modify(|n| *n += 1);
+                if *count.borrow() == 1 {
+                    tracing::info!(
+                        "shutting down: no new syncs; waiting for the runs in flight (a second \
+                         signal stops them now)"
+                    );
+                } else {
+                    tracing::info!("stopping now: the runs in flight are released");
+                }
+            }
+        });
+        let after = |n: u32| {
+            let mut seen = seen.clone();
+            async move {
+                // The sender lives as long as the listening task, that is, the process.
+                let _ = seen.wait_for(|count| *count >= n).await;
+            }
+        };
+        StopSignals {
+            graceful: after(1),
+            now: after(2),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
-    tracing::info!("shutting down: no new syncs; waiting for the runs in flight");
 }
 
 #[cfg(test)]

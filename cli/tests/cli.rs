@@ -1948,3 +1948,87 @@ async fn a_registry_not_listening_gets_a_hint_without_the_flag_already_given() {
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(out.json()["outcome"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_the_worker_at_once_and_releases_its_runs() {
+    use regmirror_tests::proxy::{Fault, Proxy};
+
+    // A run that never ends on its own and a long shutdown deadline: the first SIGTERM waits
+    // for the run, the second stops it now, releasing the mirror (due again, no retry used).
+    let (source, dest) = (Registry::start(), Registry::start());
+    let proxy = Proxy::start(&source);
+    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\nshutdown_deadline = \"5m\"\n\n\
+             [destination]\nregistry = \"{}\"\ntls_verify = false\n\n[[mirror]]\n\
+             id = \"mirror/app\"\nsource = \"{}/lib/app\"\ntags = \"*\"\ntls_verify = false\n\
+             start = 2020-01-01T00:00:00Z\n",
+            dest.host(),
+            proxy.host()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut worker = command(&["worker", "--config", config_arg])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    eventually("the run to start", async || {
+        proxy.count("GET", "/tags/list") > 0
+    })
+    .await;
+    let pid = worker.id().to_string();
+    let term = || {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    term();
+    eventually("the first signal to be logged", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("shutting down"))
+    })
+    .await;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the first signal waits for the run"
+    );
+    term();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = worker.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second signal did not stop the worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(exit.success(), "{exit}: {log}");
+    assert!(log.contains("stopping now"), "{log}");
+    let shown = regmirror(&[
+        "mirror",
+        "--config",
+        config_arg,
+        "show",
+        "mirror/app",
+        "--json",
+    ])
+    .json();
+    assert_eq!(shown["status"], "SYNC_NOW", "{shown}");
+    assert!(shown["lease_owner"].is_null(), "{shown}");
+    assert_eq!(shown["retries_remaining"], 3, "{shown}");
+}

@@ -158,6 +158,16 @@ impl Worker {
     /// [`WorkerOptions::shutdown_deadline`]. Store failures while polling are logged and retried
     /// at the next poll; they never stop the worker. `Err` only for invalid options.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`Worker::run`], and when `abort` completes during the wind-down (a second Ctrl-C), the
+    /// runs still going are abandoned and released at once instead of at the deadline.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        abort: impl Future<Output = ()>,
+    ) -> Result<WorkerReport> {
         self.validate()?;
         let mut state = Running {
             tasks: JoinSet::new(),
@@ -181,7 +191,7 @@ impl Worker {
                 () = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }
-        self.wind_down(&mut state).await;
+        self.wind_down(&mut state, abort).await;
         Ok(state.report)
     }
 
@@ -227,8 +237,10 @@ impl Worker {
     }
 
     /// Let runs finish; cancel those left at two thirds of the deadline; abandon and release
-    /// those left at the deadline, so the next poll of any worker picks them up at once.
-    async fn wind_down(&self, state: &mut Running) {
+    /// those left at the deadline (or when `abort` completes), so the next poll of any worker
+    /// picks them up at once.
+    async fn wind_down(&self, state: &mut Running, abort: impl Future<Output = ()>) {
+        tokio::pin!(abort);
         let store = self
             .mirror
             .state()
@@ -242,6 +254,7 @@ impl Worker {
                     state.cancel.cancel();
                 }
                 () = tokio::time::sleep_until(deadline) => break,
+                () = &mut abort => break,
             }
         }
         let store = self
