@@ -1130,3 +1130,27 @@ async fn an_upload_session_the_destination_lost_is_started_again() {
     assert!(report.is_success(), "{report:?}");
     assert_eq!(env.dest_tags().await["v2"], chunked.manifest.digest);
 }
+
+#[tokio::test]
+async fn a_run_timing_out_while_publishing_ends_on_time_with_failed_tags_only() {
+    let env = Env::start();
+    let new = env.seed_source(&["a", "b"], 260).await;
+    // Once b is planned, the destination stops answering anything about it.
+    env.dest_proxy
+        .inject("*", "/manifests/b", Fault::Hang, usize::MAX);
+    let mut config = env.config(&["a", "b"], RollbackMode::FailedTagsOnly);
+    config.timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let report = env.sync(&env.mirror(), &config).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the timeout bounds the run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("timeout"),
+        "{report:?}"
+    );
+    assert_eq!(env.dest_tags().await["a"], new["a"]);
+}

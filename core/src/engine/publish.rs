@@ -21,13 +21,22 @@ use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::state::{LogKind, StateStore, TagRecord};
 
-/// One destination change of this run, as needed to undo it.
+/// One destination change of this run, as needed to undo it. `unsure` when its request failed:
+/// the registry may or may not have made it (an answer lost on the way back).
 #[derive(Debug)]
 enum Change {
     /// The tag was pointed at a new manifest; it pointed at `old` before (or did not exist).
-    Tagged { tag: String, old: Option<Digest> },
+    Tagged {
+        tag: String,
+        old: Option<Digest>,
+        unsure: bool,
+    },
     /// The tag was pruned; it pointed at `old`.
-    Pruned { tag: String, old: Digest },
+    Pruned {
+        tag: String,
+        old: Digest,
+        unsure: bool,
+    },
 }
 
 /// The changes of a run and the manifests needed to undo them.
@@ -69,13 +78,14 @@ impl<'a> Undo<'a> {
             .map(drop)
     }
 
-    /// Put `tag` back at `old` (or remove it when it did not exist), unless it is there
-    /// already: a change whose request failed may or may not have happened. Returns whether
-    /// the tag was changed.
-    async fn revert(&self, tag: &str, old: Option<&Digest>) -> Result<bool> {
+    /// Put `tag` back at `old` (or remove it when it did not exist). An `unsure` change (its
+    /// request failed) is checked first and left alone when the tag is as it was. Returns
+    /// whether the tag was changed.
+    async fn revert(&self, tag: &str, old: Option<&Digest>, unsure: bool) -> Result<bool> {
         let run = self.run;
         // When the tag cannot be read, put it back anyway: the write says whether that works.
-        if let Ok(current) = run.dest.head_manifest(&run.dest_repo, tag).await
+        if unsure
+            && let Ok(current) = run.dest.head_manifest(&run.dest_repo, tag).await
             && current.map(|h| h.digest).as_ref() == old
         {
             return Ok(false);
@@ -110,11 +120,11 @@ impl<'a> Undo<'a> {
         let mut reverted = 0;
         let mut errors = Vec::new();
         for change in self.changes.iter().rev() {
-            let (tag, old) = match change {
-                Change::Tagged { tag, old } => (tag, old.as_ref()),
-                Change::Pruned { tag, old } => (tag, Some(old)),
+            let (tag, old, unsure) = match change {
+                Change::Tagged { tag, old, unsure } => (tag, old.as_ref(), *unsure),
+                Change::Pruned { tag, old, unsure } => (tag, Some(old), *unsure),
             };
-            match self.revert(tag, old).await {
+            match self.revert(tag, old, unsure).await {
                 Ok(changed) => reverted += usize::from(changed),
                 Err(e) => errors.push(format!("{tag}: {e}")),
             }
@@ -228,6 +238,7 @@ async fn prune_tags(
                 undo.changes.push(Change::Pruned {
                     tag: tag.clone(),
                     old: old.clone(),
+                    unsure: false,
                 });
                 deleted.push((tag, old));
             }
@@ -237,6 +248,7 @@ async fn prune_tags(
                 undo.changes.push(Change::Pruned {
                     tag: tag.clone(),
                     old: old.clone(),
+                    unsure: true,
                 });
                 unpruned.insert(tag.clone());
                 failures.push((tag, e.context("pruning")));
@@ -363,6 +375,7 @@ pub(crate) async fn publish(
                     undo.changes.push(Change::Tagged {
                         tag: tag.clone(),
                         old,
+                        unsure: false,
                     });
                     synced.push((tag, manifest.digest));
                 }
@@ -377,12 +390,14 @@ pub(crate) async fn publish(
                         undo.changes.push(Change::Tagged {
                             tag: tag.clone(),
                             old,
+                            unsure: true,
                         });
                         failures.push((tag, e));
                         break;
                     }
+                    // Within the run's limits: a run timed out or taken over stops here.
                     if !run.is_claim_lost()
-                        && let Err(restore) = undo.revert(&tag, old.as_ref()).await
+                        && let Err(restore) = run.unit(undo.revert(&tag, old.as_ref(), true)).await
                     {
                         e = e.context(format!(
                             "the destination may now point it at {} (putting it back failed: {restore})",
