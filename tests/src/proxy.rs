@@ -1,6 +1,7 @@
 //! A reverse proxy on a loopback port in front of a registry: it records every request (to prove
-//! what a client did or did not fetch) and injects faults (error statuses, connections cut
-//! mid-body). Absolute `Location` headers pointing at the registry are rewritten to the proxy, so
+//! what a client did or did not fetch) and injects faults (error statuses with or without
+//! `Retry-After`, connections cut mid-response or mid-request, stalls, answers lost after the
+//! registry did the work, rewritten headers, redirects). Absolute `Location` headers pointing at the registry are rewritten to the proxy, so
 //! upload sessions and redirects keep going through it.
 
 use std::path::Path;

@@ -618,6 +618,18 @@ async fn uploads_cut_mid_request_are_sent_again_streamed_or_chunked() {
     );
     env.dest_proxy
         .inject("PATCH", "/blobs/uploads/", Fault::Status(500), 1);
+    // Not processed: the same chunk is sent again.
+    env.dest_proxy
+        .inject("PATCH", "/blobs/uploads/", Fault::Status(503), 1);
+    env.dest_proxy.inject(
+        "PATCH",
+        "/blobs/uploads/",
+        Fault::RetryAfter {
+            status: 429,
+            after: "0".into(),
+        },
+        1,
+    );
     let report = env
         .sync(
             &chunks,
