@@ -104,7 +104,8 @@ pub struct SourceAccess {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub src_tls_verify: Option<bool>,
-    /// Trust the CA certificates (`*.crt`) in this directory for the source.
+    /// Trust the CA certificates (`*.crt`) in this directory for the source, and present its
+    /// client certificate (`client.cert` + `client.key`), as in docker's `certs.d/HOST`.
     #[arg(long, value_name = "DIR")]
     pub src_cert_dir: Option<PathBuf>,
 }
@@ -129,7 +130,8 @@ pub struct DestAccess {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub dest_tls_verify: Option<bool>,
-    /// Trust the CA certificates (`*.crt`) in this directory for the destination.
+    /// Trust the CA certificates (`*.crt`) in this directory for the destination, and present its
+    /// client certificate (`client.cert` + `client.key`), as in docker's `certs.d/HOST`.
     #[arg(long, value_name = "DIR")]
     pub dest_cert_dir: Option<PathBuf>,
 }
@@ -303,8 +305,9 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     })
 }
 
-/// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files are read, so one without
-/// any (a `ca.pem`, a typo) would silently trust nothing and fail later as an unknown issuer.
+/// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files (CAs) and `*.cert` +
+/// `*.key` pairs (a client certificate) are read, so one without any (a `ca.pem`, a typo) would
+/// silently do nothing and fail later as an unknown issuer.
 pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Failure::invalid(format!(
@@ -312,12 +315,15 @@ pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
             dir.display()
         ))
     })?;
-    let has_crt = entries
-        .filter_map(Result::ok)
-        .any(|e| e.path().extension().is_some_and(|ext| ext == "crt"));
-    if !has_crt {
+    let used = entries.filter_map(Result::ok).any(|e| {
+        e.path()
+            .extension()
+            .is_some_and(|ext| ext == "crt" || ext == "cert")
+    });
+    if !used {
         return Err(Failure::invalid(format!(
-            "{} holds no *.crt file; put the registry's CA certificate (PEM) there as ca.crt",
+            "{} holds no *.crt file; put the registry's CA certificate (PEM) there as ca.crt \
+             (and a client certificate as client.cert + client.key)",
             dir.display()
         )));
     }

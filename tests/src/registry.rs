@@ -37,6 +37,7 @@ pub struct RegistryBuilder {
     password: Option<TestPassword>,
     token: Option<TokenPolicy>,
     deletes_disabled: bool,
+    client_certs: bool,
 }
 
 /// A password chosen by a test; `Debug` keeps it out, like every secret.
@@ -53,6 +54,14 @@ impl RegistryBuilder {
     /// Serve HTTPS with a certificate from a CA the kit generates ([`Registry::ca_pem`]).
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Serve HTTPS and require a client certificate signed by the kit's CA (distribution's
+    /// `tls.clientcas`); [`Registry::client_cert_dir`] holds one. The kit's seeder has none.
+    pub fn client_certs(mut self) -> Self {
+        self.tls = true;
+        self.client_certs = true;
         self
     }
 
@@ -153,6 +162,10 @@ impl Registry {
                 tls.key_pem.display()
             )
             .expect("writing to a String cannot fail");
+            if options.client_certs {
+                write!(config, "    clientcas:\n      - {}\n", tls.ca_pem.display())
+                    .expect("writing to a String cannot fail");
+            }
         }
         let mut token = None;
         if options.basic_auth {
@@ -283,6 +296,12 @@ impl Registry {
     /// The CA certificate (PEM file) that signed the server certificate, for TLS variants.
     pub fn ca_pem(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_pem.as_path())
+    }
+
+    /// A directory as docker's `certs.d/HOST` for the TLS variants: `ca.crt` (the CA) and a
+    /// client certificate the CA signed (`client.cert`, `client.key`).
+    pub fn client_cert_dir(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.client_cert_dir.as_path())
     }
 
     /// Whether the registry requires credentials.

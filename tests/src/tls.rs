@@ -19,6 +19,9 @@ pub struct ServerTls {
     pub cert_pem: PathBuf,
     /// The server's private key (PKCS#8).
     pub key_pem: PathBuf,
+    /// A client certificate the CA signed, and its key, in a directory laid out as docker's
+    /// `certs.d/HOST` (`ca.crt`, `client.cert`, `client.key`), for registries that require one.
+    pub client_cert_dir: PathBuf,
 }
 
 impl ServerTls {
@@ -54,14 +57,36 @@ impl ServerTls {
             .signed_by(&key, &issuer)
             .expect("signing the server certificate");
 
+        let mut client_params = CertificateParams::new(Vec::<String>::new())
+            .expect("no subject alt names cannot be invalid");
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "regmirror test client");
+        client_params.use_authority_key_identifier_extension = true;
+        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        set_validity(&mut client_params);
+        let client_key = KeyPair::generate().expect("generating a P-256 key");
+        let client_cert = client_params
+            .signed_by(&client_key, &issuer)
+            .expect("signing the client certificate");
+
         let tls = ServerTls {
             ca_pem: dir.join("ca.pem"),
             cert_pem: dir.join("server.pem"),
             key_pem: dir.join("server-key.pem"),
+            client_cert_dir: dir.join("client-certs.d"),
         };
         write(&tls.ca_pem, &ca_cert.pem());
         write(&tls.cert_pem, &cert.pem());
         write(&tls.key_pem, &key.serialize_pem());
+        std::fs::create_dir_all(&tls.client_cert_dir).expect("creating the client cert dir");
+        write(&tls.client_cert_dir.join("ca.crt"), &ca_cert.pem());
+        write(&tls.client_cert_dir.join("client.cert"), &client_cert.pem());
+        write(
+            &tls.client_cert_dir.join("client.key"),
+            &client_key.serialize_pem(),
+        );
         tls
     }
 }

@@ -52,7 +52,8 @@ pub struct HttpOptions {
     /// Verify the registry's certificate (default). `false` skips verification *and* permits
     /// plain HTTP when the TLS handshake fails: skopeo's meaning of `--tls-verify=false`.
     pub tls_verify: bool,
-    /// Extra PEM CA bundles to trust, or directories of `*.crt` files (docker's `certs.d`).
+    /// Extra PEM CA bundles to trust, or directories of `*.crt` files (docker's `certs.d`); a
+    /// directory's `NAME.cert` + `NAME.key` pair is the client certificate to present.
     pub ca_certs: Vec<PathBuf>,
     /// Proxies for reaching the registry. All unset: the usual `*_proxy` environment variables.
     pub proxy: ProxyConfig,
@@ -236,6 +237,9 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
     if !certs.is_empty() {
         builder = builder.tls_certs_merge(certs);
     }
+    if let Some(identity) = client_identity(&options.ca_certs)? {
+        builder = builder.identity(identity);
+    }
     let proxy = &options.proxy;
     if proxy.http_proxy.is_some() || proxy.https_proxy.is_some() {
         // Explicit proxies replace the environment's.
@@ -303,6 +307,53 @@ fn ca_files(path: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// The client certificate of the first CA directory holding one, as docker's `certs.d` layout
+/// has it: `NAME.cert` (PEM, the certificate chain) beside `NAME.key` (its private key).
+fn client_identity(paths: &[PathBuf]) -> Result<Option<reqwest::Identity>> {
+    let invalid = |what: String| Error::new(ErrorKind::InvalidConfig, what);
+    for dir in paths.iter().filter(|p| p.is_dir()) {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| invalid(format!("cannot read CA directory {}: {e}", dir.display())))?;
+        let mut certs: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "cert"))
+            .collect();
+        certs.sort();
+        let Some(cert) = certs.first() else {
+            continue;
+        };
+        let key = cert.with_extension("key");
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                invalid(format!(
+                    "cannot read client certificate file {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        if !key.is_file() {
+            return Err(invalid(format!(
+                "client certificate {} has no key beside it ({})",
+                cert.display(),
+                key.display()
+            )));
+        }
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(&key)?);
+        // The error names the files, never their contents (the key is a secret).
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            invalid(format!(
+                "{} and {} are not a PEM certificate and its private key",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+        return Ok(Some(identity));
+    }
+    Ok(None)
 }
 
 impl HttpRegistry {
@@ -552,6 +603,20 @@ mod tests {
         };
         let e = HttpRegistry::new("quay.io", options).unwrap_err();
         assert!(e.message().contains("junk.crt"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.cert"), "not a certificate").unwrap();
+        let options = HttpOptions {
+            ca_certs: vec![dir.path().to_owned()],
+            ..HttpOptions::default()
+        };
+        let e = HttpRegistry::new("quay.io", options.clone()).unwrap_err();
+        assert!(e.message().contains("has no key beside it"), "{e}");
+        std::fs::write(dir.path().join("client.key"), "secret key material").unwrap();
+        let e = HttpRegistry::new("quay.io", options).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().contains("client.cert and"), "{e}");
+        assert!(!e.message().contains("secret key material"), "{e}");
 
         let options = HttpOptions {
             proxy: ProxyConfig {
