@@ -71,9 +71,6 @@ fn main() -> ExitCode {
             e.exit();
         }
     };
-    if !matches!(cli.command, Command::Worker(_)) {
-        die_quietly_on_a_closed_pipe();
-    }
     let json = match &cli.command {
         Command::Sync(args) => args.json,
         Command::Mirror(args) => args.json,
@@ -98,17 +95,6 @@ fn main() -> ExitCode {
             }
             failure.exit_code()
         }
-    }
-}
-
-/// `regmirror mirror list | head` closes stdout early. Rust ignores SIGPIPE, so the next
-/// `println!` would panic with a backtrace; a command-line tool should stop quietly instead, as
-/// with the default SIGPIPE action. (Not for the worker: its logs must not end it.)
-fn die_quietly_on_a_closed_pipe() {
-    // SAFETY: called before any other thread exists (the runtime is not built yet); setting a
-    // signal's disposition to its default has no other effect on this process.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -145,7 +131,7 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             let filter =
                 TagFilter::new(&patterns).map_err(|e| Failure::from(e).context("--patterns"))?;
             for tag in filter.select(&tags) {
-                println!("{tag}");
+                output::line(tag);
             }
             Ok(ExitCode::SUCCESS)
         }

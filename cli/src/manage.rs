@@ -336,7 +336,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                     records.iter().map(|r| MirrorView::new(r, None)).collect();
                 print_json(&views);
             } else if records.is_empty() {
-                println!("no mirrors yet (add one with `regmirror mirror add`)");
+                crate::output::line("no mirrors yet (add one with `regmirror mirror add`)");
             } else {
                 print_table(&mirrors_table(&records));
             }
@@ -391,15 +391,17 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 print_json(&entries);
             } else if entries.is_empty() {
                 match before {
-                    Some(seq) => println!("{id}: no log entries before {seq}"),
-                    None => println!("{id}: no log entries yet"),
+                    Some(seq) => {
+                        crate::output::line(format_args!("{id}: no log entries before {seq}"))
+                    }
+                    None => crate::output::line(format_args!("{id}: no log entries yet")),
                 }
             } else {
                 print_table(&logs_table(&entries));
                 if entries.len() == limit
                     && let Some(oldest) = entries.last()
                 {
-                    println!("(older entries: --before {})", oldest.seq);
+                    crate::output::line(format_args!("(older entries: --before {})", oldest.seq));
                 }
             }
         }
@@ -414,7 +416,9 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             if json {
                 print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {
-                println!("{id}: deleted (the destination's images stay)");
+                crate::output::line(format_args!(
+                    "{id}: deleted (the destination's images stay)"
+                ));
             }
         }
     }
@@ -472,6 +476,9 @@ fn status_line(record: &MirrorRecord, note: &str, json: bool) {
     if json {
         print_json(&MirrorView::new(record, None));
     } else {
-        println!("{}: {} ({note})", record.config.id, record.state.status);
+        crate::output::line(format_args!(
+            "{}: {} ({note})",
+            record.config.id, record.state.status
+        ));
     }
 }

@@ -2,6 +2,8 @@
 //! Neither form ever carries a password: [`MirrorView`] holds the source *username* only, and
 //! proxy URLs lose their passwords.
 
+use std::fmt::Display;
+use std::io::Write as _;
 use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
@@ -134,7 +136,7 @@ impl MirrorView {
             rows.push(("last report", report.clone()));
         }
         for (key, value) in rows {
-            println!("{:<14} {value}", format!("{key}:"));
+            line(format_args!("{:<14} {value}", format!("{key}:")));
         }
     }
 }
@@ -201,7 +203,7 @@ fn plain_table(header: &[&str]) -> Table {
 /// Print a table without the trailing blanks of its last column.
 pub fn print_table(table: &Table) {
     for line in table.lines() {
-        println!("{}", line.trim_end());
+        self::line(line.trim_end());
     }
 }
 
@@ -271,10 +273,38 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
+/// Print `text` and a line end on stdout, as `println!` does, except when the reader went away
+/// (`regmirror mirror list | head`): then the process ends quietly by SIGPIPE, as `cat` would,
+/// instead of panicking with a backtrace.
+///
+/// SIGPIPE itself stays ignored (Rust's default) rather than reset to its default action:
+/// registry connections write with `writev`, which raises it when a registry closes a
+/// connection mid-request, and that would kill a sync without a word.
+pub fn line(text: impl Display) {
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // SAFETY: restoring SIGPIPE's default action and raising it ends the process, the
+            // one thing wanted here; no memory is touched.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            std::process::exit(141);
+        }
+        Err(e) => {
+            eprintln!("regmirror: cannot write to stdout: {e}");
+            std::process::exit(i32::from(crate::failure::EXIT_FAILED));
+        }
+    }
+}
+
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(json) => println!("{json}"),
+        Ok(json) => line(json),
         Err(e) => eprintln!("regmirror: cannot encode the output as JSON: {e}"),
     }
 }

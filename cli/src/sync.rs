@@ -440,7 +440,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
                 destination,
             });
         } else {
-            println!("{}", preview_text(&preview, &destination));
+            crate::output::line(preview_text(&preview, &destination));
         }
         let fails = preview.tags.iter().any(|t| t.action == PreviewAction::Fail);
         return Ok(exit(!fails));
@@ -459,7 +459,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
             destination,
         });
     } else {
-        println!("{}", report_text(&report, &destination, &sides));
+        crate::output::line(report_text(&report, &destination, &sides));
     }
     Ok(exit(report.is_success()))
 }
