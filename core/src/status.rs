@@ -218,10 +218,37 @@ impl MirrorState {
         if !self.is_claimable(config.enabled, now) {
             return None;
         }
+        let lost = self.is_lost_run(now);
         if !self.count_lost_run(config.sync_interval, now) {
             return None;
         }
-        Some(self.claim(config, worker, now, lease))
+        let mut claim = self.claim(config, worker, now, lease);
+        claim.taken_over = self.last_error.clone().filter(|_| lost);
+        Some(claim)
+    }
+
+    /// A claim whatever the schedule (a one-shot run; the caller checks no live lease is held):
+    /// a lost run it takes over is counted ([`MirrorState::count_lost_run`]), but the claim
+    /// goes ahead even if that used the last retry.
+    pub fn claim_forced(
+        &mut self,
+        config: &MirrorConfig,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Claim {
+        let lost = self.is_lost_run(now);
+        self.count_lost_run(config.sync_interval, now);
+        let mut claim = self.claim(config, worker, now, lease);
+        claim.taken_over = self.last_error.clone().filter(|_| lost);
+        claim
+    }
+
+    /// Whether this is a `SYNCING` mirror whose worker's lease expired before `now`.
+    fn is_lost_run(&self, now: OffsetDateTime) -> bool {
+        self.status == SyncStatus::Syncing
+            && self.lease_owner.is_some()
+            && self.lease_expires.is_some_and(|expires| expires <= now)
     }
 
     /// A `SYNCING` mirror whose lease expired lost its run with its worker (killed, crashed on
@@ -235,7 +262,7 @@ impl MirrorState {
         let (Some(owner), Some(expires)) = (&self.lease_owner, self.lease_expires) else {
             return true;
         };
-        if self.status != SyncStatus::Syncing || expires > now {
+        if !self.is_lost_run(now) {
             return true;
         }
         let expired = expires
@@ -257,10 +284,9 @@ impl MirrorState {
     }
 
     /// Claim for `worker`: `SYNCING` with a lease until `now + lease` and a fresh fencing token.
-    /// The caller checks [`MirrorState::is_claimable`] first (or means to force a one-shot run)
-    /// and counts a lost run ([`MirrorState::count_lost_run`]); [`MirrorState::claim_if_due`]
-    /// does both.
-    pub fn claim(
+    /// [`MirrorState::claim_if_due`] and [`MirrorState::claim_forced`] check and count what
+    /// they must first.
+    fn claim(
         &mut self,
         config: &MirrorConfig,
         worker: &str,
@@ -279,6 +305,7 @@ impl MirrorState {
             token: self.lease_token,
             expires,
             config: config.clone(),
+            taken_over: None,
         }
     }
 

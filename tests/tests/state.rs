@@ -276,6 +276,7 @@ async fn an_expired_lease_is_claimable_and_fences_the_old_worker(store: &dyn Sta
 async fn a_lost_run_uses_a_retry_and_three_move_it_to_the_next_slot(store: &dyn StateStore) {
     store.create_mirror(&config("ns/app"), T0).await.unwrap();
     let first = claim_one(store, "w1", T0).await;
+    assert_eq!(first.taken_over, None);
     let record: TagRecord = [("v3.0".to_owned(), Digest::of(b"before"))].into();
     store.save_tag_record("ns/app", &record).await.unwrap();
 
@@ -284,6 +285,10 @@ async fn a_lost_run_uses_a_retry_and_three_move_it_to_the_next_slot(store: &dyn 
         now += LEASE + secs(1);
         let claim = claim_one(store, worker, now).await;
         assert!(claim.token > first.token);
+        let taken_over = claim
+            .taken_over
+            .expect("the claim says it takes a lost run over");
+        assert!(taken_over.contains(&format!("{lost:?}")), "{taken_over}");
         let r = store.get_mirror("ns/app").await.unwrap();
         assert_eq!(
             (r.state.status, r.state.retries_remaining),
@@ -340,6 +345,7 @@ async fn a_one_shot_claim_of_a_lost_run_counts_it(store: &dyn StateStore) {
     let later = T0 + LEASE + secs(1);
     let claim = store.claim("ns/app", "cli", later, LEASE).await.unwrap();
     assert_eq!(claim.worker, "cli");
+    assert!(claim.taken_over.unwrap().contains("\"w1\""));
     let r = store.get_mirror("ns/app").await.unwrap();
     assert_eq!(
         (r.state.status, r.state.retries_remaining),

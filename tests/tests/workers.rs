@@ -232,14 +232,24 @@ async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str
         runs,
         [("mirror/app".to_owned(), Some("Success".to_owned()))]
     );
-    let started = store
-        .logs("mirror/app", 100, None)
-        .await
-        .unwrap()
+    let log = store.logs("mirror/app", 100, None).await.unwrap();
+    let started = log
         .iter()
         .filter(|e| e.kind == LogKind::SyncStarted)
         .count();
     assert_eq!(started, 2, "A's run and B's run are both in the usage log");
+    // A's run is closed in the log as failed, just before B's starts.
+    let b_started = log
+        .iter()
+        .position(|e| e.kind == LogKind::SyncStarted)
+        .expect("B's start");
+    let lost = &log[b_started + 1];
+    assert_eq!(lost.kind, LogKind::SyncFailed, "{log:?}");
+    assert!(
+        lost.message.contains("\"worker-a\"") && lost.message.contains("lease expired"),
+        "{}",
+        lost.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,15 +449,24 @@ impl Mirror {
         let started = Instant::now();
         let inner = &self.inner;
         let events = EventQueue::start(&inner.notifiers, inner.notifier_timeout);
+        let mut entries = Vec::new();
+        // The run this one takes over ended with its worker: it is reported as failed (its
+        // start was), so the usage log and the webhooks do not show it running forever.
+        if let Some(lost) = claimed.and_then(|(_, claim)| claim.taken_over.as_ref()) {
+            let mut lost_event = event(EventKind::SyncFailed, config, None);
+            lost_event.error = Some(lost.clone());
+            events.send(lost_event);
+            entries.push(log_entry(config, LogKind::SyncFailed, lost.clone()));
+        }
         events.send(event(EventKind::SyncStarted, config, None));
         let store = claimed.map(|(s, _)| s);
         if let Some(store) = store {
-            let entry = log_entry(
+            entries.push(log_entry(
                 config,
                 LogKind::SyncStarted,
                 format!("sync of {} started", config.source),
-            );
-            if let Err(e) = store.append_log(&[entry]).await {
+            ));
+            if let Err(e) = store.append_log(&entries).await {
                 tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
             }
         }

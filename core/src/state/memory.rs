@@ -187,11 +187,9 @@ impl StateStore for MemoryStateStore {
         self.with(|inner| {
             let record = inner.mirror(id)?;
             ensure_no_live_lease(id, &record.state, now)?;
-            // A forced run goes ahead even if the lost run it takes over used the last retry.
-            record
+            Ok(record
                 .state
-                .count_lost_run(record.config.sync_interval, now);
-            Ok(record.state.claim(&record.config, worker, now, lease))
+                .claim_forced(&record.config, worker, now, lease))
         })
     }
 

@@ -106,6 +106,9 @@ pub struct Claim {
     pub expires: OffsetDateTime,
     /// The configuration as it was when claimed (edits apply to the next run).
     pub config: MirrorConfig,
+    /// Why the run this claim takes over did not finish, when it takes over an expired lease
+    /// (that run's worker was killed, crashed or lost the store); it counted as a failure.
+    pub taken_over: Option<String>,
 }
 
 /// How a run ended, for [`StateStore::release`].

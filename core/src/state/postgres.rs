@@ -447,11 +447,9 @@ impl StateStore for PostgresStateStore {
         let tx = client.transaction().await.map_err(db_error)?;
         let mut record = load_for_update(&tx, id).await?;
         ensure_no_live_lease(id, &record.state, now)?;
-        // A forced run goes ahead even if the lost run it takes over used the last retry.
-        record
+        let claim = record
             .state
-            .count_lost_run(record.config.sync_interval, now);
-        let claim = record.state.claim(&record.config, worker, now, lease);
+            .claim_forced(&record.config, worker, now, lease);
         store(&tx, &record.config, &mut record.state, false).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(stored_claim(claim, &record.state))

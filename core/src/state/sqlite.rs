@@ -452,11 +452,9 @@ impl StateStore for SqliteStateStore {
             let tx = write_tx(conn)?;
             let mut record = load(&tx, &id)?;
             ensure_no_live_lease(&id, &record.state, now)?;
-            // A forced run goes ahead even if the lost run it takes over used the last retry.
-            record
+            let claim = record
                 .state
-                .count_lost_run(record.config.sync_interval, now);
-            let claim = record.state.claim(&record.config, &worker, now, lease);
+                .claim_forced(&record.config, &worker, now, lease);
             store(&tx, &record.config, &mut record.state, false)?;
             tx.commit().map_err(db_error)?;
             Ok(stored_claim(claim, &record.state))
