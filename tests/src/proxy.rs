@@ -185,6 +185,11 @@ impl Proxy {
         self.state.seen.lock().expect("proxy log lock").clear();
     }
 
+    /// Drop every fault rule not used up yet.
+    pub fn clear_faults(&self) {
+        self.state.rules.lock().expect("proxy rules lock").clear();
+    }
+
     /// Apply `fault` to the next `times` requests with `method` (`"*"` for any) whose path
     /// contains `path_contains`. Rules are checked in the order they were added.
     pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: usize) {

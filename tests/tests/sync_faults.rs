@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use regmirror::engine::{HttpConnector, Mirror, Outcome, SyncOptions, SyncReport};
 use regmirror::registry::http::{HttpOptions, HttpRegistry, RetryPolicy};
 use regmirror::{
@@ -1165,4 +1167,163 @@ async fn a_run_timing_out_while_publishing_ends_on_time_with_failed_tags_only() 
         "{report:?}"
     );
     assert_eq!(env.dest_tags().await["a"], new["a"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults nobody listed: random ones on both sides, checked against the rules.
+
+/// Inject `count` random faults, each on the next 1–6 matching requests of a random kind on
+/// either side (6 outlasts the client's retries).
+fn random_faults(env: &Env, rng: &mut StdRng, count: usize) -> Vec<String> {
+    const SOURCE: &[(&str, &str)] = &[
+        ("GET", "/tags/list"),
+        ("HEAD", "/manifests/"),
+        ("GET", "/manifests/"),
+        ("GET", "/blobs/"),
+    ];
+    const DEST: &[(&str, &str)] = &[
+        ("GET", "/tags/list"),
+        ("HEAD", "/manifests/"),
+        ("GET", "/manifests/"),
+        ("PUT", "/manifests/"),
+        ("DELETE", "/manifests/"),
+        ("HEAD", "/blobs/"),
+        ("POST", "/blobs/uploads/"),
+        ("PUT", "/blobs/uploads/"),
+    ];
+    let mut injected = Vec::new();
+    for _ in 0..count {
+        let on_source = rng.random_bool(0.5);
+        let (proxy, kinds) = if on_source {
+            (&env.src_proxy, SOURCE)
+        } else {
+            (&env.dest_proxy, DEST)
+        };
+        let (method, path) = kinds[rng.random_range(0..kinds.len())];
+        let fault = match rng.random_range(0..6) {
+            0 => Fault::Status(500),
+            1 => Fault::Status(503),
+            2 => Fault::ForwardThenStatus(502),
+            3 => Fault::CutBody {
+                after: rng.random_range(0..3000),
+            },
+            4 => Fault::CutRequest {
+                after: rng.random_range(0..200_000),
+            },
+            _ => Fault::RetryAfter {
+                status: 429,
+                after: "0".into(),
+            },
+        };
+        let times = rng.random_range(1..=6);
+        let side = if on_source { "source" } else { "destination" };
+        injected.push(format!("{side} {method} {path} {fault:?} x{times}"));
+        proxy.inject(method, path, fault, times);
+    }
+    injected
+}
+
+/// One run under random faults, then the rules of SEMANTICS.md §3–§5 checked on what it left,
+/// then a run without faults that must complete the mirror.
+async fn random_round(seed: u64, rollback: RollbackMode) {
+    let env = Env::start();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let big = Image::simple(300 + seed, 1, 2 << 20);
+    let index = Index::two_platforms(Flavor::Oci, 310 + seed, 3000);
+    let mut source = BTreeMap::new();
+    source.insert("t0".to_owned(), env.src().push_image(SRC, "t0", &big).await);
+    source.insert(
+        "t1".to_owned(),
+        env.src().push_index(SRC, "t1", &index).await,
+    );
+    source.extend(env.seed_source(&["t2", "t3"], 320 + seed * 10).await);
+    let before = env.seed_dest(&["t0", "t2", "gone"], 330 + seed * 10).await;
+    let injected = random_faults(&env, &mut rng, 4);
+    let config = env.config(&["t*"], rollback);
+    let report = env.sync(&env.mirror(), &config).await;
+    let after = env.dest_tags().await;
+    let context = format!("seed {seed} {rollback:?}: faults {injected:#?}\nreport {report:#?}");
+    let error = report.error.clone().unwrap_or_default();
+    if report.is_success() {
+        assert_eq!(after, source, "{context}");
+    } else if error.contains("listing") {
+        assert_eq!(
+            after, before,
+            "a run that could not list changes nothing: {context}"
+        );
+    } else if rollback == RollbackMode::AllOrNothing {
+        if !error.contains("rolling back failed") {
+            assert_eq!(after, before, "all_or_nothing: {context}");
+            assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+        }
+    } else {
+        for tag in report.tags_synced.iter().chain(&report.tags_current) {
+            assert_eq!(after.get(tag), source.get(tag), "{tag} synced: {context}");
+        }
+        for tag in &report.tags_deleted {
+            assert!(!after.contains_key(tag), "{tag} pruned: {context}");
+        }
+        for failure in &report.tags_failed {
+            if source.contains_key(&failure.tag) && !failure.reason.contains("may now point") {
+                assert_eq!(
+                    after.get(&failure.tag),
+                    before.get(&failure.tag),
+                    "{} failed keeps its value: {context}",
+                    failure.tag
+                );
+            }
+        }
+    }
+    // Without faults, the next run completes the mirror whatever the first one left.
+    env.src_proxy.clear_faults();
+    env.dest_proxy.clear_faults();
+    let report = env.sync(&env.mirror(), &config).await;
+    assert!(
+        report.is_success(),
+        "second run: {report:#?}\nfirst: {context}"
+    );
+    assert_eq!(env.dest_tags().await, source, "{context}");
+    assert_eq!(env.store.tag_record(DEST).await.unwrap(), None, "{context}");
+}
+
+#[tokio::test]
+async fn random_faults_never_break_all_or_nothing() {
+    for seed in 0..4 {
+        random_round(seed, RollbackMode::AllOrNothing).await;
+    }
+}
+
+#[tokio::test]
+async fn random_faults_never_break_failed_tags_only() {
+    for seed in 100..104 {
+        random_round(seed, RollbackMode::FailedTagsOnly).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unselected_tag_whose_manifest_cannot_be_saved_is_not_counted_as_selected() {
+    let env = Env::start();
+    env.seed_source(&["a"], 270).await;
+    let before = env.seed_dest(&["a", "gone"], 275).await;
+    // all_or_nothing keeps gone's manifest before pruning it; neither side can serve it.
+    env.dest_proxy.inject(
+        "GET",
+        &format!("/manifests/{}", before["gone"]),
+        Fault::Status(500),
+        usize::MAX,
+    );
+    let report = env
+        .sync(
+            &env.mirror(),
+            &env.config(&["a"], RollbackMode::AllOrNothing),
+        )
+        .await;
+    assert_eq!(report.failed_tags(), ["gone"], "{report:?}");
+    let error = report.error.as_deref().unwrap();
+    assert!(
+        error.contains("1 unselected tags could not be deleted: gone"),
+        "{error}"
+    );
+    assert!(!error.contains("selected tags failed"), "{error}");
+    assert_eq!(env.dest_tags().await, before);
 }

@@ -230,6 +230,7 @@ async fn prune_tags(
             break;
         }
         if aon && let Err(e) = undo.save(&old).await {
+            unpruned.insert(tag.clone());
             failures.push((tag, e.context("saving its manifest for rollback")));
             break;
         }
