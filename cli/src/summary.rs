@@ -20,6 +20,8 @@ pub struct JsonReport<'a> {
     pub report: &'a SyncReport,
     /// The destination as given (`host/path` or `oci:DIR`).
     pub destination: String,
+    /// What to try after a failed run, as the text summary's `hint:` line says it.
+    pub hint: Option<String>,
 }
 
 /// The plan as `--dry-run --json` prints it.
@@ -105,7 +107,7 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
 
 /// What to try when the run or its tags failed on the way to a registry (credentials, TLS, a
 /// registry out of reach). Errors read `Kind: message`; the run's error comes first.
-fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
+pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
     if report.outcome != Outcome::Failed {
         return None;
     }

@@ -457,6 +457,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
         print_json(&JsonReport {
             report: &report,
             destination,
+            hint: crate::summary::hint(&report, &sides),
         });
     } else {
         crate::output::line(report_text(&report, &destination, &sides));

@@ -225,6 +225,7 @@ async fn json_report_has_the_fields_scripts_read() {
         "error",
         "partial",
         "rolled_back",
+        "hint",
     ] {
         assert!(r.get(field).is_some(), "{field} missing from {r}");
     }
@@ -1649,6 +1650,8 @@ async fn a_destination_that_refuses_deletes_fails_pruning_per_tag_and_keeps_thos
         .map(|f| f["tag"].as_str().unwrap())
         .collect();
     assert_eq!(failed, ["old", "older"], "{r}");
+    // The hint the text summary gives, for scripts too.
+    assert!(r["hint"].as_str().unwrap().contains("--no-prune"), "{r}");
     assert_eq!(tags_of(&dest, "mirror/app").await, expected);
 
     // all-or-nothing prunes first, so the refused delete stops the run before any tag moves.
@@ -1907,6 +1910,7 @@ async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
                     let r = out.json();
                     assert_eq!(r["outcome"], "failed", "{r}");
                     assert!(r["error"].as_str().unwrap().starts_with("Unauthorized: "));
+                    assert!(r["hint"].as_str().unwrap().contains(&hint), "{r}");
                 } else {
                     let failed: Vec<&str> = out
                         .stdout
