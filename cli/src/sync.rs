@@ -276,13 +276,8 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     if let Some(dir) = raw.cert_dir {
         check_cert_dir(dir).map_err(|f| f.context(raw.cert_flag))?;
     }
-    if let Some((flag, file)) = raw.authfile
-        && !file.is_file()
-    {
-        return Err(Failure::invalid(format!(
-            "{flag}: {} is not a file",
-            file.display()
-        )));
+    if let Some((flag, file)) = raw.authfile {
+        check_auth_file(file).map_err(|f| f.context(flag))?;
     }
     let credentials = if raw.no_creds {
         None
@@ -303,6 +298,31 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         tls_verify: raw.tls_verify.unwrap_or(true),
         ca_certs: raw.cert_dir.map(ToOwned::to_owned).into_iter().collect(),
     })
+}
+
+/// An auth file is read only when a registry first asks for credentials, mid-run; a file that
+/// is not a JSON object is input to fix before anything runs (exit status 2, not a failed run).
+fn check_auth_file(file: &Path) -> CliResult<()> {
+    if !file.is_file() {
+        return Err(Failure::invalid(format!(
+            "{} is not a file",
+            file.display()
+        )));
+    }
+    let text = std::fs::read(file)
+        .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", file.display())))?;
+    // serde's message names a line and column, never the content (which holds secrets).
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(Failure::invalid(format!(
+            "{} is not a JSON object such as {{\"auths\": {{...}}}}",
+            file.display()
+        ))),
+        Err(e) => Err(Failure::invalid(format!(
+            "{} is not valid JSON: {e}",
+            file.display()
+        ))),
+    }
 }
 
 /// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files (CAs) and `*.cert` +

@@ -2108,3 +2108,36 @@ async fn a_registry_that_requires_a_client_certificate_gets_the_one_in_the_cert_
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("has no key beside it"), "{out:?}");
 }
+
+#[test]
+fn a_malformed_authfile_is_invalid_input_named_without_its_content() {
+    // Read only when a registry asks for credentials, it failed the run mid-way (exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    std::fs::write(&file, r#"{"auths": {"127.0.0.1:1": {"auth": "c2VjcmV0"}"#).unwrap();
+    let path = file.to_str().unwrap();
+    for flag in ["--authfile", "--src-authfile", "--dest-authfile"] {
+        let out = regmirror(&sync_args(
+            "127.0.0.1:1/a/b",
+            "127.0.0.1:2/c/d",
+            "*",
+            &[flag, path, "--json"],
+        ));
+        assert_eq!(out.code, 2, "{out:?}");
+        let error = out.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.starts_with(&format!("{flag}: {path} is not valid JSON")),
+            "{error}"
+        );
+        assert!(!out.all().contains("c2VjcmV0"), "{out:?}");
+    }
+    std::fs::write(&file, "[]").unwrap();
+    let out = regmirror(&sync_args(
+        "127.0.0.1:1/a/b",
+        "127.0.0.1:2/c/d",
+        "*",
+        &["--authfile", path],
+    ));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is not a JSON object"), "{out:?}");
+}
