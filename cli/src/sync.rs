@@ -329,6 +329,13 @@ fn check_auth_file(file: &Path) -> CliResult<()> {
 /// `*.key` pairs (a client certificate) are read, so one without any (a `ca.pem`, a typo) would
 /// silently do nothing and fail later as an unknown issuer.
 pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
+    if dir.is_file() {
+        return Err(Failure::invalid(format!(
+            "{} is a file; give the directory that holds it (as docker's certs.d/HOST), with \
+             the CA certificate named ca.crt",
+            dir.display()
+        )));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Failure::invalid(format!(
             "{} is not a readable directory: {e}",

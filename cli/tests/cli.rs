@@ -2088,6 +2088,25 @@ async fn a_registry_that_requires_a_client_certificate_gets_the_one_in_the_cert_
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(tags_of(&back, "copy/app").await, seeded);
 
+    // A certificate file given for the directory: exit status 2, saying what to give instead.
+    let ca_file = mtls.client_cert_dir().unwrap().join("ca.crt");
+    let out = regmirror(&sync_args(
+        &src,
+        &via,
+        "*",
+        &[
+            "--src-tls-verify=false",
+            "--dest-cert-dir",
+            ca_file.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("ca.crt is a file; give the directory that holds it"),
+        "{out:?}"
+    );
+
     // A key that is missing is named before anything runs.
     let no_key = tempfile::tempdir().unwrap();
     std::fs::copy(
