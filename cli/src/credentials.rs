@@ -58,9 +58,14 @@ impl CredentialSources<'_> {
 /// Split `USER:PASS` on the first colon. `from` names where the value came from.
 pub fn parse_user_pass(value: &str, from: &str) -> CliResult<Credentials> {
     let Some((user, password)) = value.split_once(':') else {
-        return Err(Failure::invalid(format!(
-            "{from}: expected USER:PASS, but there is no colon"
-        )));
+        // skopeo prompts for the password of a bare USER; a tool run by scripts and
+        // services cannot.
+        return Err(
+            Failure::invalid(format!("{from}: expected USER:PASS, but there is no colon")).hint(
+                "regmirror does not prompt for a password: give USER:PASSWORD, preferably from a \
+             file or an environment variable (out of the process list)",
+            ),
+        );
     };
     if user.is_empty() {
         return Err(Failure::invalid(format!(

@@ -2160,3 +2160,41 @@ fn a_malformed_authfile_is_invalid_input_named_without_its_content() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is not a JSON object"), "{out:?}");
 }
+
+#[test]
+fn credentials_without_a_colon_say_there_is_no_prompt_and_echo_nothing() {
+    // skopeo prompts for the password of `--creds USER`; regmirror runs unattended.
+    for (flag, value) in [
+        ("--dest-creds", USERNAME),
+        ("--src-creds", "hunter2-typed-alone"),
+    ] {
+        for json in [false, true] {
+            let mut extra = vec![flag, value];
+            if json {
+                extra.push("--json");
+            }
+            let out = regmirror(&sync_args(
+                "127.0.0.1:1/a/b",
+                "127.0.0.1:2/c/d",
+                "*",
+                &extra,
+            ));
+            assert_eq!(out.code, 2, "{out:?}");
+            assert!(!out.all().contains("hunter2"), "{out:?}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "{flag}: expected USER:PASS, but there is no colon"
+                )),
+                "{out:?}"
+            );
+            let hint = "regmirror does not prompt for a password";
+            if json {
+                let r = out.json();
+                assert_eq!(r["outcome"], "invalid", "{r}");
+                assert!(r["hint"].as_str().unwrap().starts_with(hint), "{r}");
+            } else {
+                assert!(out.stderr.contains(hint), "{out:?}");
+            }
+        }
+    }
+}
