@@ -45,7 +45,6 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         .init();
 
     let config = WorkerConfig::load(&args.config)?;
-    let stop = StopSignals::listen();
     let store = config.state.open().await?;
     let mirror = engine(&config, Arc::clone(&store))?;
     declare(&store, &config.mirrors).await?;
@@ -57,6 +56,9 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         mirrors_declared = config.mirrors.len(),
         "worker started"
     );
+    // Listened for from here on: a signal while opening the store or declaring mirrors
+    // (nothing claimed yet) ends the process at once, by the signal's default action.
+    let stop = StopSignals::listen();
     let report = mirror
         .worker(WorkerOptions {
             poll_interval: config.poll_interval,

@@ -743,6 +743,22 @@ fn set_user_version(path: &std::path::Path, version: u32) {
 }
 
 #[tokio::test]
+async fn postgres_that_accepts_and_never_answers_times_out() {
+    // A listening socket nobody serves: the TCP connect succeeds, the login never ends.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("postgres://mirror:pw@127.0.0.1:{port}/db?connect_timeout=1");
+    let connecting = PostgresStateStore::connect(&url);
+    let e = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("connect gives up on its own")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.message().contains("did not answer in time"), "{e}");
+    assert!(!e.message().contains("pw"), "{e}");
+}
+
+#[tokio::test]
 async fn postgres_workers_connecting_together_migrate_once() {
     let pg = Postgres::shared();
     let url = pg.create_database();

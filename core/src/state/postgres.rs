@@ -66,6 +66,9 @@ const MIGRATION_LOCK: i64 = 0x7265_676d_6972_726f;
 /// Connections per store (per worker process).
 const POOL_SIZE: usize = 16;
 
+/// How long making a connection may take unless the URL sets `connect_timeout` (seconds).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A [`StateStore`] in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStateStore {
@@ -116,6 +119,9 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
         deadpool_postgres::PoolError::Backend(backend) => {
             format!("cannot connect: {}", reason(backend))
         }
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+            "cannot connect: the server did not answer in time (connect_timeout)".to_owned()
+        }
         other => format!("postgres connection pool: {other}"),
     };
     Error::new(kind, message).with_source(e)
@@ -132,6 +138,10 @@ impl PostgresStateStore {
             )
         })?;
         let target = describe(&config);
+        let connect_timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -141,6 +151,10 @@ impl PostgresStateStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            // The socket's connect timeout does not cover a server that accepts and never
+            // answers; a connection (handshake and login included) must be made within it.
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| {
                 Error::new(
