@@ -73,7 +73,8 @@ pub struct SyncArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Blob copies and registry requests in flight at once.
+    /// Blob copies and registry requests in flight at once; small reads (manifest and blob
+    /// HEADs) up to 4× as many, at most 32 unless N is larger.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY as u16,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

@@ -35,7 +35,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// After SIGTERM: runs still going at two thirds of it are cancelled, at the end released.
     pub shutdown_deadline: Duration,
-    /// Blob copies and requests in flight per sync run.
+    /// Blob copies and requests in flight per sync run (small reads: see
+    /// [`regmirror::engine::metadata_concurrency`]).
     pub concurrency: usize,
     /// Syncs one worker runs at once.
     pub max_concurrent_syncs: usize,
