@@ -1918,6 +1918,13 @@ async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
                         .filter(|l| l.starts_with("FAILED: "))
                         .collect();
                     assert_eq!(failed.len(), 1, "{out:?}");
+                    // Not the bare "authentication required" a missing login gets too.
+                    let refused = if std::ptr::eq(registry, &basic) {
+                        format!("the registry refused the password of user \"{USERNAME}\"")
+                    } else {
+                        format!("the token service of {} refused access", registry.host())
+                    };
+                    assert!(failed[0].contains(&refused), "{out:?}");
                     assert!(out.stdout.contains(&hint), "{side}: {out:?}");
                     assert!(
                         !out.stdout.contains(&format!("--{other}-creds")),

@@ -143,6 +143,17 @@ impl AuthState {
         Ok(found.as_ref())
     }
 
+    /// The user whose password a Basic-auth registry was sent, if one was: a 401 then means it
+    /// refused them, which the bare answer ("authentication required") does not say.
+    pub(crate) fn basic_user(&self) -> Option<&str> {
+        let basic = matches!(
+            *self.challenge.lock().expect("no panics while locked"),
+            Some(Challenge::Basic)
+        );
+        let credentials = self.credentials.get()?.as_ref()?;
+        (basic && credentials.username != IDENTITY_TOKEN_USER).then_some(&credentials.username)
+    }
+
     /// The `Authorization` value for a request needing `scopes`, fetching a token if needed.
     pub(crate) async fn authorization(
         &self,

@@ -440,10 +440,20 @@ impl Client {
         ok: &[StatusCode],
         what: &str,
     ) -> Result<Response> {
-        if ok.contains(&resp.status()) {
-            Ok(resp)
-        } else {
-            Err(error_for_status(resp, what).await)
+        let status = resp.status();
+        if ok.contains(&status) {
+            return Ok(resp);
+        }
+        let e = error_for_status(resp, what).await;
+        match self.auth.basic_user() {
+            Some(user) if status == StatusCode::UNAUTHORIZED => Err(Error::new(
+                e.kind(),
+                format!(
+                    "{} (the registry refused the password of user {user:?})",
+                    e.message()
+                ),
+            )),
+            _ => Err(e),
         }
     }
 
