@@ -301,8 +301,9 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
     })
 }
 
-/// An auth file is read only when a registry first asks for credentials, mid-run; a file that
-/// is not a JSON object is input to fix before anything runs (exit status 2, not a failed run).
+/// A file given with a flag that is not a JSON object is reported here, naming the flag; the
+/// registry client then refuses any auth file it cannot use (a bad `auth` entry, a value of the
+/// wrong type, or one found in the default locations) before anything runs.
 fn check_auth_file(file: &Path) -> CliResult<()> {
     if !file.is_file() {
         return Err(Failure::invalid(format!(

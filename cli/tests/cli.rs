@@ -929,6 +929,68 @@ async fn logins_from_docker_config_or_authfile_and_a_private_ca() {
 }
 
 #[tokio::test]
+async fn a_corrupt_auth_file_is_refused_naming_the_file_and_the_problem() {
+    use base64::Engine as _;
+
+    let source = Registry::builder().basic_auth().start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let entry = |auth: &str| {
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            source.host()
+        )
+    };
+    let quoted_host = format!("{:?}", source.host());
+    for (name, text, problem) in [
+        (
+            "json",
+            r#"{"auths": {"x": "hunter2"}}"#.to_owned(),
+            "a value has the wrong type for an auth file (line 1, column 25)".to_owned(),
+        ),
+        (
+            "base64",
+            entry("hunter2!!"),
+            format!(r#"the "auth" of {quoted_host} is not base64"#),
+        ),
+        (
+            "colon",
+            entry(&b64("hunter2")),
+            format!(r#"the "auth" of {quoted_host} does not decode to "user:password""#),
+        ),
+    ] {
+        let docker_dir = dir.path().join(name);
+        std::fs::create_dir(&docker_dir).unwrap();
+        let file = docker_dir.join("config.json");
+        std::fs::write(&file, &text).unwrap();
+        let expected = format!(
+            "regmirror: SOURCE: auth file {} is not valid: {problem}",
+            file.display()
+        );
+
+        // Found through DOCKER_CONFIG, or given with --authfile: refused before any request.
+        let mut c = command(&sync_args(&src, &dst, "*", &PLAIN));
+        c.env("DOCKER_CONFIG", &docker_dir);
+        let from_env = output(c);
+        let mut given = PLAIN.to_vec();
+        given.extend(["--authfile", file.to_str().unwrap()]);
+        let from_flag = regmirror(&sync_args(&src, &dst, "*", &given));
+        for out in [from_env, from_flag] {
+            assert_eq!(out.code, 2, "{name}: {out:?}");
+            assert_eq!(out.stderr.lines().count(), 1, "{name}: {out:?}");
+            assert!(out.stderr.starts_with(&expected), "{name}: {out:?}");
+            assert!(out.stdout.is_empty(), "{name}: {out:?}");
+            assert!(!out.all().contains("hunter2"), "{name}: {out:?}");
+        }
+    }
+    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+}
+
+#[tokio::test]
 async fn large_blobs_from_a_tls_source_reach_a_registry() {
     // Over TLS distribution speaks HTTP/2, which can end a body larger than one flow-control
     // window (64 KiB) with an empty frame; that must not fail the digest check of the upload.

@@ -91,8 +91,9 @@ struct CachedToken {
 /// Which challenge the registry uses, the credentials to answer it, and the token cache.
 pub(crate) struct AuthState {
     explicit: Option<Credentials>,
-    /// Where stored credentials are looked up when none are explicit; `None`: anonymous.
-    stored: Option<docker_config::Sources>,
+    /// The stored logins, read when the client was made, for when none are explicit;
+    /// `None`: anonymous.
+    stored: Option<docker_config::StoredLogins>,
     /// Explicit credentials, or what the docker config yields, looked up on first need.
     credentials: OnceCell<Option<Credentials>>,
     challenge: Mutex<Option<Challenge>>,
@@ -104,7 +105,7 @@ pub(crate) struct AuthState {
 impl AuthState {
     pub(crate) fn new(
         explicit: Option<Credentials>,
-        stored: Option<docker_config::Sources>,
+        stored: Option<docker_config::StoredLogins>,
     ) -> Self {
         AuthState {
             explicit,
@@ -135,7 +136,7 @@ impl AuthState {
                     return Ok(Some(explicit.clone()));
                 }
                 match &self.stored {
-                    Some(sources) => docker_config::lookup(sources, &client.host).await,
+                    Some(stored) => stored.lookup(&client.host).await,
                     None => Ok(None),
                 }
             })

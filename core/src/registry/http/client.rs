@@ -118,22 +118,23 @@ impl Client {
         api_host: String,
         http: reqwest::Client,
         options: HttpOptions,
-    ) -> Self {
+    ) -> Result<Self> {
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
         let upload_permits = Arc::new(Semaphore::new(options.max_concurrent_requests.max(1)));
         let metadata_permits = Arc::new(Semaphore::new(
             options.max_concurrent_metadata_requests.max(1),
         ));
-        let stored = match (&options.auth_file, options.docker_config) {
-            (Some(file), _) => Some(Sources {
-                files: vec![file.clone()],
-                helper_path: None,
-            }),
+        // Stored logins are read now, so a broken auth file is reported before any request
+        // rather than as the registry's 401; explicit credentials make them irrelevant.
+        let sources = match (&options.auth_file, options.docker_config) {
+            _ if options.credentials.is_some() => None,
+            (Some(file), _) => Some(Sources::file(file.clone())),
             (None, true) => Some(Sources::from_env()),
             (None, false) => None,
         };
+        let stored = sources.as_ref().map(Sources::load).transpose()?;
         let auth = AuthState::new(options.credentials.clone(), stored);
-        Client {
+        Ok(Client {
             host,
             api_host,
             http,
@@ -143,7 +144,7 @@ impl Client {
             permits,
             metadata_permits,
             upload_permits,
-        }
+        })
     }
 
     /// Wait for a free slot under the per-host cap. Held for a whole operation (a blob stream

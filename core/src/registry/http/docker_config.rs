@@ -27,6 +27,9 @@ const DOCKER_HUB_HOSTS: &[&str] = &["docker.io", "index.docker.io", "registry-1.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sources {
     pub files: Vec<PathBuf>,
+    /// The files were named by the user (skopeo's `--authfile`), so a missing one is an error
+    /// rather than "no logins there".
+    pub required: bool,
     /// `PATH` for finding `docker-credential-*`; `None` inherits ours.
     pub helper_path: Option<OsString>,
 }
@@ -44,9 +47,76 @@ impl Sources {
         }
         Sources {
             files,
+            required: false,
             helper_path: None,
         }
     }
+
+    /// Only this file, which must exist (skopeo's `--authfile`).
+    pub(crate) fn file(path: PathBuf) -> Self {
+        Sources {
+            files: vec![path],
+            required: true,
+            helper_path: None,
+        }
+    }
+
+    /// Read and check every file that exists. A file that cannot be read or parsed, or holds an
+    /// `auth` that is not base64 of `user:password`, is an error naming the file (as docker's
+    /// own config loader refuses it): going on anonymously would only end in a puzzling 401.
+    pub(crate) fn load(&self) -> Result<StoredLogins> {
+        let mut files = Vec::new();
+        for path in &self.files {
+            let text = match std::fs::read(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.required => continue,
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!("cannot read auth file {}: {e}", path.display()),
+                    ));
+                }
+            };
+            let invalid = |why: String| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("auth file {} is not valid: {why}", path.display()),
+                )
+            };
+            let parsed: AuthFile =
+                serde_json::from_slice(&text).map_err(|e| invalid(json_problem(&e)))?;
+            let mut logins = Vec::new();
+            for (key, entry) in parsed.auths {
+                if let Some(credentials) = entry_credentials(&entry)
+                    .map_err(|why| invalid(format!("the \"auth\" of {key:?} {why}")))?
+                {
+                    logins.push((key, credentials));
+                }
+            }
+            files.push(LoadedFile {
+                logins,
+                helpers: parsed.cred_helpers,
+                store: parsed.creds_store,
+            });
+        }
+        Ok(StoredLogins {
+            files,
+            helper_path: self.helper_path.clone(),
+        })
+    }
+}
+
+/// What is wrong with a JSON document, by line and column. serde's own message is not used: for
+/// a value of the wrong type it quotes the value, which may be a password.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "it cannot be read",
+        Category::Syntax => "it is not valid JSON",
+        Category::Eof => "it is not valid JSON (it ends too early)",
+        Category::Data => "a value has the wrong type for an auth file",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 /// The parts of a docker/containers auth file we read. Deliberately not `Debug`.
@@ -68,41 +138,42 @@ struct AuthEntry {
     identitytoken: Option<String>,
 }
 
+/// One auth file, checked: the logins it holds (by registry key) and the helpers it names.
+/// Deliberately not `Debug`.
+struct LoadedFile {
+    logins: Vec<(String, Credentials)>,
+    helpers: HashMap<String, String>,
+    store: Option<String>,
+}
+
+/// The auth files that exist, read and checked once, in order of precedence.
+/// Deliberately not `Debug`.
+pub(crate) struct StoredLogins {
+    files: Vec<LoadedFile>,
+    helper_path: Option<OsString>,
+}
+
 /// What one file says about a host.
 enum Found {
     Credentials(Credentials),
     Helper(String),
 }
 
-/// The credentials stored for registry `host` (as the user names it, e.g. `docker.io`), or
-/// `None` when no file or helper has any.
-pub(crate) async fn lookup(sources: &Sources, host: &str) -> Result<Option<Credentials>> {
-    for file in &sources.files {
-        let text = match tokio::fs::read(file).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidConfig,
-                    format!("cannot read auth file {}: {e}", file.display()),
-                ));
+impl StoredLogins {
+    /// The credentials stored for registry `host` (as the user names it, e.g. `docker.io`), or
+    /// `None` when no file or helper has any.
+    pub(crate) async fn lookup(&self, host: &str) -> Result<Option<Credentials>> {
+        for file in &self.files {
+            match find(file, host) {
+                None => continue,
+                Some(Found::Credentials(c)) => return Ok(Some(c)),
+                Some(Found::Helper(name)) => {
+                    return run_helper(self.helper_path.as_ref(), &name, host).await;
+                }
             }
-        };
-        // serde's message names a line and column, never the content.
-        let parsed: AuthFile = serde_json::from_slice(&text).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidConfig,
-                format!("auth file {} is not valid: {e}", file.display()),
-            )
-        })?;
-        let found = find(&parsed, host).map_err(|e| e.context(file.display()))?;
-        match found {
-            None => continue,
-            Some(Found::Credentials(c)) => return Ok(Some(c)),
-            Some(Found::Helper(name)) => return run_helper(sources, &name, host).await,
         }
+        Ok(None)
     }
-    Ok(None)
 }
 
 /// The host part of an auth file key (`https://index.docker.io/v1/` → `index.docker.io`).
@@ -119,26 +190,19 @@ fn same_registry(key: &str, host: &str) -> bool {
     key == host || (DOCKER_HUB_HOSTS.contains(&key) && DOCKER_HUB_HOSTS.contains(&host))
 }
 
-fn find(file: &AuthFile, host: &str) -> Result<Option<Found>> {
-    if let Some((_, helper)) = file
-        .cred_helpers
-        .iter()
-        .find(|(k, _)| same_registry(k, host))
-    {
-        return Ok(Some(Found::Helper(helper.clone())));
+fn find(file: &LoadedFile, host: &str) -> Option<Found> {
+    if let Some((_, helper)) = file.helpers.iter().find(|(k, _)| same_registry(k, host)) {
+        return Some(Found::Helper(helper.clone()));
     }
-    for (key, entry) in &file.auths {
-        if !same_registry(key, host) {
-            continue;
-        }
-        if let Some(credentials) = entry_credentials(entry)? {
-            return Ok(Some(Found::Credentials(credentials)));
-        }
+    if let Some((_, credentials)) = file.logins.iter().find(|(k, _)| same_registry(k, host)) {
+        return Some(Found::Credentials(credentials.clone()));
     }
-    Ok(file.creds_store.clone().map(Found::Helper))
+    file.store.clone().map(Found::Helper)
 }
 
-fn entry_credentials(entry: &AuthEntry) -> Result<Option<Credentials>> {
+/// The login an entry holds, `None` for an empty one, or what is wrong with its `auth` (never
+/// its content).
+fn entry_credentials(entry: &AuthEntry) -> std::result::Result<Option<Credentials>, &'static str> {
     if let Some(token) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
         return Ok(Some(Credentials::new("<token>", token.clone())));
     }
@@ -148,17 +212,13 @@ fn entry_credentials(entry: &AuthEntry) -> Result<Option<Credentials>> {
     let Some(auth) = entry.auth.as_ref().filter(|a| !a.is_empty()) else {
         return Ok(None);
     };
-    let invalid = || {
-        Error::new(
-            ErrorKind::InvalidConfig,
-            "an \"auth\" entry is not base64 of \"user:password\"",
-        )
-    };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
-        .map_err(|_| invalid())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (user, password) = decoded.split_once(':').ok_or_else(invalid)?;
+        .map_err(|_| "is not base64")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "does not decode to text")?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or("does not decode to \"user:password\" (it has no ':')")?;
     Ok(Some(Credentials::new(user, password)))
 }
 
@@ -170,7 +230,11 @@ struct HelperAnswer {
     secret: String,
 }
 
-async fn run_helper(sources: &Sources, name: &str, host: &str) -> Result<Option<Credentials>> {
+async fn run_helper(
+    helper_path: Option<&OsString>,
+    name: &str,
+    host: &str,
+) -> Result<Option<Credentials>> {
     if name.is_empty()
         || !name
             .bytes()
@@ -194,7 +258,7 @@ async fn run_helper(sources: &Sources, name: &str, host: &str) -> Result<Option<
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(path) = &sources.helper_path {
+    if let Some(path) = helper_path {
         command.env("PATH", path);
     }
     let failed = |why: String| {
@@ -253,8 +317,13 @@ mod tests {
     fn sources(files: Vec<PathBuf>) -> Sources {
         Sources {
             files,
+            required: false,
             helper_path: None,
         }
+    }
+
+    async fn lookup(sources: &Sources, host: &str) -> Result<Option<Credentials>> {
+        sources.load()?.lookup(host).await
     }
 
     #[tokio::test]
@@ -291,7 +360,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn earlier_files_win_and_broken_files_are_named_without_content() {
+    async fn earlier_files_win_and_missing_files_hold_no_logins() {
         let dir = tempfile::tempdir().unwrap();
         let first = write(
             dir.path(),
@@ -309,11 +378,78 @@ mod tests {
             .unwrap();
         assert_eq!(c.username, "first");
 
-        let broken = write(dir.path(), "broken.json", r#"{"auths": {"x": "hunter2"#);
-        let e = lookup(&sources(vec![broken]), "quay.io").await.unwrap_err();
+        assert!(
+            lookup(&sources(vec![dir.path().join("missing.json")]), "quay.io")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_parsed_is_an_error_naming_it_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // An entry for another registry counts too, as docker's own loader refuses the file.
+        let entry = |auth: &str| format!(r#"{{"auths":{{"other.example":{{"auth":"{auth}"}}}}}}"#);
+        for (name, text, problem) in [
+            (
+                "cut.json",
+                r#"{"auths": {"x": "hunter2"#.to_owned(),
+                "it is not valid JSON (it ends too early) (line 1, column 24)",
+            ),
+            (
+                "syntax.json",
+                r#"{"auths": {"x": {"auth": hunter2}}}"#.to_owned(),
+                "it is not valid JSON (line 1, column 26)",
+            ),
+            // serde's message for this one quotes the value.
+            (
+                "type.json",
+                r#"{"auths": {"x": "hunter2"}}"#.to_owned(),
+                "a value has the wrong type for an auth file (line 1, column 25)",
+            ),
+            (
+                "base64.json",
+                entry("hunter2!!"),
+                r#"the "auth" of "other.example" is not base64"#,
+            ),
+            (
+                "colon.json",
+                entry(&b64("hunter2")),
+                r#"the "auth" of "other.example" does not decode to "user:password" (it has no ':')"#,
+            ),
+            (
+                "utf8.json",
+                entry("/w=="),
+                r#"the "auth" of "other.example" does not decode to text"#,
+            ),
+        ] {
+            let file = write(dir.path(), name, &text);
+            let e = sources(vec![file.clone()]).load().err().expect(name);
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+            assert_eq!(
+                e.message(),
+                format!("auth file {} is not valid: {problem}", file.display())
+            );
+            assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_named_by_the_user_must_exist_one_looked_for_need_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("auth.json");
+        assert!(sources(vec![missing.clone()]).load().is_ok());
+        let e = Sources::file(missing.clone()).load().err().unwrap();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
-        assert!(e.message().contains("broken.json"), "{e}");
-        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(
+            e.message()
+                .starts_with(&format!("cannot read auth file {}: ", missing.display())),
+            "{e}"
+        );
+        let e = sources(vec![dir.path().to_owned()]).load().err().unwrap();
+        assert!(e.message().contains("cannot read auth file"), "{e}");
     }
 
     #[tokio::test]
@@ -342,6 +478,7 @@ esac
         );
         let s = Sources {
             files: vec![file],
+            required: false,
             helper_path: Some(bin.into_os_string()),
         };
         let c = lookup(&s, "docker.io").await.unwrap().unwrap();
@@ -366,7 +503,7 @@ esac
             .build()
             .unwrap();
         let e = rt
-            .block_on(run_helper(&Sources::default(), "../../bin/sh", "x"))
+            .block_on(run_helper(None, "../../bin/sh", "x"))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     }

@@ -73,10 +73,12 @@ pub struct HttpOptions {
     pub stall_timeout: Duration,
     /// Look up credentials as docker and podman store them (`$REGISTRY_AUTH_FILE`,
     /// `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG` or `~/.docker/config.json`,
-    /// credential helpers) when none are given.
+    /// credential helpers) when none are given. The files that exist are read when the
+    /// registry is made; one that cannot be parsed is an error naming it, a missing one holds
+    /// no logins.
     pub docker_config: bool,
     /// Read stored credentials from this auth file (`auth.json` / `config.json` format,
-    /// skopeo's `--authfile`) instead of the default locations.
+    /// skopeo's `--authfile`) instead of the default locations. It must exist.
     pub auth_file: Option<PathBuf>,
     /// The `User-Agent` header.
     pub user_agent: String,
@@ -152,7 +154,8 @@ impl fmt::Debug for HttpRegistry {
 impl HttpRegistry {
     /// A client for registry `host` (`quay.io`, `127.0.0.1:5000`, `docker.io`), no scheme.
     /// Nothing is contacted until the first request; invalid settings (a CA file that does not
-    /// exist, a malformed proxy) fail here.
+    /// exist, a malformed proxy, an auth file that is missing when given as `auth_file` or
+    /// cannot be parsed) fail here.
     pub fn new(host: &str, options: HttpOptions) -> Result<Self> {
         check_host(host)?;
         let api_host = match host {
@@ -166,7 +169,7 @@ impl HttpRegistry {
                 api_host.to_owned(),
                 http,
                 options,
-            )),
+            )?),
         })
     }
 
