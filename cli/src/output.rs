@@ -124,10 +124,24 @@ impl MirrorView {
             rows.push(("robot", robot.clone()));
         }
         if let Some(owner) = &s.lease_owner {
-            rows.push((
-                "running on",
-                format!("{owner} (lease until {})", time_or_never(s.lease_expires)),
-            ));
+            let expired = s
+                .lease_expires
+                .is_some_and(|e| e <= OffsetDateTime::now_utc());
+            rows.push(if expired {
+                (
+                    "lost run",
+                    format!(
+                        "{owner} stopped without finishing (lease expired {}); the next worker \
+                         poll takes it over",
+                        time_or_never(s.lease_expires)
+                    ),
+                )
+            } else {
+                (
+                    "running on",
+                    format!("{owner} (lease until {})", time_or_never(s.lease_expires)),
+                )
+            });
         }
         if let Some(error) = &s.last_error {
             rows.push(("last error", error.clone()));

@@ -2267,3 +2267,43 @@ fn credentials_without_a_colon_say_there_is_no_prompt_and_echo_nothing() {
         }
     }
 }
+
+#[tokio::test]
+async fn show_tells_a_lost_run_from_a_running_one() {
+    use regmirror::state::SqliteStateStore;
+    use regmirror::{MirrorConfig, StateStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let store = SqliteStateStore::open(&db).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let lease = std::time::Duration::from_secs(60);
+    for id in ["mirror/live", "mirror/lost"] {
+        let mut c = MirrorConfig::new(id, "quay.io/coreos/etcd".parse().unwrap(), &["v*"]);
+        c.sync_start_date = Some(now - lease * 10);
+        store.create_mirror(&c, now).await.unwrap();
+    }
+    // The dead worker claimed "lost" long ago; the live one holds "live" now.
+    store
+        .claim("mirror/lost", "dead-worker", now - lease * 5, lease)
+        .await
+        .unwrap();
+    store
+        .claim("mirror/live", "live-worker", now, lease)
+        .await
+        .unwrap();
+    let state = format!("sqlite:{}", db.display());
+    let show = |id: &str| regmirror(&["mirror", "--state", &state, "show", id]).stdout;
+    let live = show("mirror/live");
+    assert!(
+        live.contains("running on:    live-worker (lease until"),
+        "{live}"
+    );
+    assert!(live.contains("next run:      running now"), "{live}");
+    let lost = show("mirror/lost");
+    assert!(
+        lost.contains("lost run:      dead-worker stopped without finishing"),
+        "{lost}"
+    );
+    assert!(lost.contains("next run:      due now"), "{lost}");
+}
