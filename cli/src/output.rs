@@ -131,9 +131,14 @@ impl MirrorView {
                 (
                     "lost run",
                     format!(
-                        "{owner} stopped without finishing (lease expired {}); the next worker \
-                         poll takes it over",
-                        time_or_never(s.lease_expires)
+                        "{owner} stopped without finishing (lease expired {}){}",
+                        time_or_never(s.lease_expires),
+                        // A cancelled one stays so until sync-now.
+                        if s.status == regmirror::SyncStatus::Syncing {
+                            "; the next worker poll takes it over"
+                        } else {
+                            ""
+                        }
                     ),
                 )
             } else {

@@ -2306,4 +2306,20 @@ async fn show_tells_a_lost_run_from_a_running_one() {
         "{lost}"
     );
     assert!(lost.contains("next run:      due now"), "{lost}");
+    assert!(
+        lost.contains("the next worker poll takes it over"),
+        "{lost}"
+    );
+    // Cancelled before its worker died: nothing takes it over until sync-now.
+    store.cancel("mirror/lost").await.unwrap();
+    let cancelled = show("mirror/lost");
+    assert!(
+        cancelled.contains("dead-worker stopped without finishing"),
+        "{cancelled}"
+    );
+    assert!(!cancelled.contains("takes it over"), "{cancelled}");
+    assert!(
+        cancelled.contains("next run:      none (cancelled; use sync-now)"),
+        "{cancelled}"
+    );
 }
