@@ -2323,3 +2323,45 @@ async fn show_tells_a_lost_run_from_a_running_one() {
         "{cancelled}"
     );
 }
+
+#[tokio::test]
+async fn odd_tag_names_and_nested_repositories_keep_byte_identical_manifests() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let long = "t".repeat(128);
+    let tags = ["a_b", "x.y-z", "_lead", "1.0", long.as_str()];
+    let seeded = seed(&source, "org/team/project/app", &tags).await;
+    let src = format!("{}/org/team/project/app", source.host());
+    let dst = format!("{}/mirror/org/team/app", dest.host());
+
+    // --tags repeated, with a glob and a literal.
+    let out = regmirror(&[
+        "sync", &src, "--to", &dst, "--tags", "*_*,x.*", "--tags", "1.0", "--tags", "t*", PLAIN[0],
+        PLAIN[1],
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/org/team/app").await, seeded);
+    for tag in tags {
+        assert_eq!(
+            dest.seeder().manifest("mirror/org/team/app", tag).await,
+            source.seeder().manifest("org/team/project/app", tag).await,
+            "{tag}: the destination serves the source's manifest bytes"
+        );
+    }
+
+    // Names distribution would refuse are input errors, before any registry is asked.
+    for (bad, at) in [
+        (format!("{}/Org/App", source.host()), "SOURCE"),
+        (format!("{}/org/app-", source.host()), "SOURCE"),
+    ] {
+        let out = regmirror(&sync_args(&bad, &dst, "*", &PLAIN));
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            out.stderr.starts_with(&format!("regmirror: {at}: ")),
+            "{out:?}"
+        );
+    }
+    let upper = format!("{}/Mirror/App", dest.host());
+    let out = regmirror(&sync_args(&src, &upper, "*", &PLAIN));
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--to: "), "{out:?}");
+}
