@@ -113,7 +113,7 @@ export interface MirrorOptions {
   destTlsVerify?: boolean
   /** Use docker/podman stored credentials when none are given (default false). */
   dockerConfig?: boolean
-  /** Blob copies and registry requests in flight at once (default 8). */
+  /** Blob copies in flight at once (default 8); small reads (manifest and blob HEADs) have their own allowance of four per copy, up to 32. */
   concurrency?: number
   /** Upper bound for one run, in seconds (default 3600). */
   timeoutSeconds?: number

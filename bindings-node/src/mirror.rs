@@ -60,7 +60,7 @@ pub struct MirrorOptions {
     pub dest_tls_verify: Option<bool>,
     /// Use docker/podman stored credentials when none are given (default false).
     pub docker_config: Option<bool>,
-    /// Blob copies and registry requests in flight at once (default 8).
+    /// Blob copies in flight at once (default 8); small reads (manifest and blob HEADs) have their own allowance of four per copy, up to 32.
     pub concurrency: Option<u32>,
     /// Upper bound for one run, in seconds (default 3600).
     pub timeout_seconds: Option<f64>,

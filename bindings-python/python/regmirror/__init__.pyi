@@ -6,7 +6,7 @@ from typing import Final, Literal
 __version__: str
 
 DEFAULT_CONCURRENCY: Final[int]
-"""The default of ``concurrency``: blob copies and registry requests in flight at once."""
+"""The default of ``concurrency``: blob copies in flight at once (small reads such as manifest HEADs have their own allowance of four per copy, up to 32)."""
 
 class TagFilter:
     """A compiled list of tag patterns (SEMANTICS.md §2).
