@@ -17,8 +17,15 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Mirror {
   /** Check the settings; throws when one is invalid. */
   constructor(options: MirrorOptions)
-  /** Run one sync on regmirror's runtime. */
-  sync(): Promise<SyncReport>
+  /**
+   * Run one sync on regmirror's runtime. When `options.signal` aborts, the run stops after
+   * the work in flight (nothing is rolled back) and the promise rejects with an `Error`
+   * whose `name` is `'AbortError'` (as `fetch` and Node's own APIs reject), `code`
+   * `'Cancelled'`, `cause` the signal's `reason`, and `report` the run's `SyncReport` (what
+   * it did before it stopped); a signal already aborted rejects at once without running
+   * (no `report`). A run that ended before it noticed the abort resolves as usual.
+   */
+  sync(options?: SyncOptions | undefined | null): Promise<SyncReport>
   /** Where the images come from. */
   get source(): string
   /** Where they go. */
@@ -124,6 +131,15 @@ export interface RewrittenTag {
   tag: string
   sourceDigest: string
   digest: string
+}
+
+/** How to run one `sync()`. */
+export interface SyncOptions {
+  /**
+   * Cancel the run when this signal aborts (`AbortController.signal`,
+   * `AbortSignal.timeout(ms)`): the promise rejects with an `AbortError`.
+   */
+  signal?: AbortSignal
 }
 
 /**

@@ -94,6 +94,28 @@ test('invalid settings throw with err.code when the mirror is created', () => {
   }
 })
 
+test('a run that cannot start rejects with err.code: a docker config that cannot be parsed', async () => {
+  // Read when the run starts (dockerConfig: true), so the constructor cannot see it.
+  const dir = tempDir()
+  fs.writeFileSync(path.join(dir, 'config.json'), '{"auths": {"127.0.0.1:1": {"auth": "not base64!"}}}')
+  const saved = process.env.DOCKER_CONFIG
+  process.env.DOCKER_CONFIG = dir
+  try {
+    const mirror = new Mirror({ source: '127.0.0.1:1/app', to: `oci:${dir}/out`, tags: 'v*', dockerConfig: true })
+    await assert.rejects(mirror.sync(), (err) => {
+      assert.ok(err instanceof Error)
+      assert.equal(err.code, 'InvalidConfig')
+      assert.ok(err.message.includes(path.join(dir, 'config.json')), err.message)
+      assert.match(err.message, /"auth" of "127\.0\.0\.1:1" is not base64/)
+      assert.ok(!err.message.includes('not base64!'), err.message)
+      return true
+    })
+  } finally {
+    if (saved === undefined) delete process.env.DOCKER_CONFIG
+    else process.env.DOCKER_CONFIG = saved
+  }
+})
+
 test('getters show the settings, never the credentials', () => {
   const mirror = new Mirror({
     source: '127.0.0.1:5000/app',

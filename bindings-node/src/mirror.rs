@@ -3,16 +3,20 @@
 //!
 //! A sync runs on napi-rs's tokio runtime, not on a libuv worker thread: those (4 by default)
 //! also serve Node's `fs`, `dns.lookup` and `crypto`, which a few long syncs would hold up.
+//! `sync({ signal })` cancels the run the engine's way when the `AbortSignal` aborts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::PromiseRaw;
-use napi::{Either, Env};
+use napi::bindgen_prelude::{
+    FnArgs, Function, FunctionRef, JsObjectValue, Object, ObjectRef, PromiseRaw, Unknown,
+};
+use napi::{Either, Env, JsError, JsValue};
 use napi_derive::napi;
 use regmirror::engine::{Outcome, SyncOptions};
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::{Credentials as CoreCredentials, Error, ErrorKind};
+use tokio_util::sync::CancellationToken;
 
 use crate::errors::{ErrorCode, to_js, to_js_rejection};
 
@@ -64,6 +68,107 @@ pub struct MirrorOptions {
     pub concurrency: Option<u32>,
     /// Upper bound for one run, in seconds (default 3600).
     pub timeout_seconds: Option<f64>,
+}
+
+/// How to run one `sync()`.
+#[napi(object, object_to_js = false, js_name = "SyncOptions")]
+pub struct SyncCallOptions<'env> {
+    /// Cancel the run when this signal aborts (`AbortController.signal`,
+    /// `AbortSignal.timeout(ms)`): the promise rejects with an `AbortError`.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'env>>,
+}
+
+impl std::fmt::Debug for SyncCallOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("signal", &self.signal.as_ref().map(|_| "AbortSignal"))
+            .finish()
+    }
+}
+
+/// A sync's `abort` listener on its signal. It is removed when the run ends, so a signal that
+/// outlives many syncs does not collect listeners (Node warns past 10).
+struct AbortListener {
+    /// Released by `detach`; a run whose promise is never settled (the environment is torn
+    /// down) leaks it, which is moot then.
+    signal: ObjectRef<false>,
+    listener: FunctionRef<Unknown<'static>, ()>,
+}
+
+impl AbortListener {
+    /// Cancel `cancel` when `signal` aborts; cancelled at once if it already has.
+    fn attach(env: &Env, signal: &Object, cancel: CancellationToken) -> napi::Result<Self> {
+        let abort_signal: Function = env.get_global()?.get_named_property("AbortSignal")?;
+        if !signal.instanceof(abort_signal)? {
+            return Err(napi::Error::new(
+                napi::Status::InvalidArg,
+                "options.signal must be an AbortSignal (an AbortController's .signal)",
+            ));
+        }
+        if signal.get_named_property::<bool>("aborted")? {
+            cancel.cancel();
+        }
+        let listener = env.create_function_from_closure("onAbort", move |_| {
+            cancel.cancel();
+            Ok(())
+        })?;
+        listener_call(signal, "addEventListener", listener)?;
+        Ok(AbortListener {
+            signal: signal.create_ref()?,
+            listener: listener.create_ref()?,
+        })
+    }
+
+    /// Remove the listener; returns the signal's `reason` (`undefined` when not aborted).
+    fn detach<'env>(self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        let signal = self.signal.get_value(env)?;
+        listener_call(
+            &signal,
+            "removeEventListener",
+            self.listener.borrow_back(env)?,
+        )?;
+        let reason = signal.get_named_property("reason")?;
+        self.signal.unref(env)?;
+        Ok(reason)
+    }
+}
+
+/// The `abort` listener: called with the event, which it ignores.
+type Listener<'env> = Function<'env, Unknown<'static>, ()>;
+
+/// `signal[method]('abort', listener)`.
+fn listener_call(signal: &Object, method: &str, listener: Listener<'_>) -> napi::Result<()> {
+    let call: Function<FnArgs<(&str, Listener<'_>)>, Unknown> =
+        signal.get_named_property(method)?;
+    call.apply(signal, FnArgs::from(("abort", listener)))?;
+    Ok(())
+}
+
+/// The rejection of an aborted sync: an `Error` named `AbortError` (what `fetch` and Node's
+/// APIs reject with), `code` `'Cancelled'`, the signal's `reason` as `cause`, and the report
+/// of the run when it started.
+fn abort_error(
+    env: &Env,
+    report: Option<regmirror::SyncReport>,
+    reason: Option<Unknown>,
+) -> napi::Result<napi::Error> {
+    let message = report
+        .as_ref()
+        .and_then(|r| r.error.clone())
+        .unwrap_or_else(|| "the sync was cancelled before it started".to_owned());
+    let cancelled = Error::new(ErrorKind::Cancelled, message);
+    let mut error = JsError::from(to_js(cancelled))
+        .into_unknown(*env)
+        .coerce_to_object()?;
+    error.set_named_property("name", "AbortError")?;
+    if let Some(reason) = reason {
+        error.set_named_property("cause", reason)?;
+    }
+    if let Some(report) = report {
+        error.set_named_property("report", SyncReport::from(report))?;
+    }
+    Ok(napi::Error::from(error.to_unknown()))
 }
 
 /// A tag that failed, and why.
@@ -130,17 +235,50 @@ impl Mirror {
         })
     }
 
-    /// Run one sync on regmirror's runtime.
+    /// Run one sync on regmirror's runtime. When `options.signal` aborts, the run stops after
+    /// the work in flight (nothing is rolled back) and the promise rejects with an `Error`
+    /// whose `name` is `'AbortError'` (as `fetch` and Node's own APIs reject), `code`
+    /// `'Cancelled'`, `cause` the signal's `reason`, and `report` the run's `SyncReport` (what
+    /// it did before it stopped); a signal already aborted rejects at once without running
+    /// (no `report`). A run that ended before it noticed the abort resolves as usual.
     #[napi(ts_return_type = "Promise<SyncReport>")]
-    pub fn sync<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, SyncReport>> {
+    pub fn sync<'env>(
+        &self,
+        env: &'env Env,
+        options: Option<SyncCallOptions<'env>>,
+    ) -> napi::Result<PromiseRaw<'env, SyncReport>> {
         let sync = Arc::clone(&self.sync);
+        let cancel = CancellationToken::new();
+        let signal = options.and_then(|o| o.signal);
+        let listener = match &signal {
+            Some(signal) => Some(AbortListener::attach(env, signal, cancel.clone())?),
+            None => None,
+        };
+        let run = SyncOptions {
+            cancel: cancel.clone(),
+            ..SyncOptions::default()
+        };
         env.spawn_future_with_callback(
-            async move { Ok(sync.run(SyncOptions::default()).await) },
+            async move {
+                if cancel.is_cancelled() {
+                    return Ok(None);
+                }
+                Ok(Some(sync.run(run).await))
+            },
             // On the JavaScript thread, where the error object keeps its `code`.
-            |env, output| {
-                output
-                    .map(SyncReport::from)
-                    .map_err(|e| to_js_rejection(*env, e))
+            move |env, output| {
+                let reason = match listener {
+                    Some(listener) => Some(listener.detach(env)?),
+                    None => None,
+                };
+                match (output, reason) {
+                    (Some(Ok(report)), Some(reason)) if report.outcome == Outcome::Cancelled => {
+                        Err(abort_error(env, Some(report), Some(reason))?)
+                    }
+                    (Some(Ok(report)), _) => Ok(SyncReport::from(report)),
+                    (Some(Err(e)), _) => Err(to_js_rejection(*env, e)),
+                    (None, reason) => Err(abort_error(env, None, reason)?),
+                }
             },
         )
     }

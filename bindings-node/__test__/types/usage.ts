@@ -1,6 +1,6 @@
 // Type-checked by `npx tsc -p __test__/types` (scripts/test.sh): index.d.ts as a TypeScript user meets it,
 // with strict settings and isolatedModules (so ErrorCode must be a real enum, not a const one).
-import { ErrorCode, Mirror, MirrorOptions, SyncReport, TagFilter } from '../..'
+import { ErrorCode, Mirror, MirrorOptions, SyncOptions, SyncReport, TagFilter } from '../..'
 
 const options: MirrorOptions = {
   source: '127.0.0.1:5000/library/app',
@@ -26,6 +26,16 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof Error && (err as Error & { code?: string }).code === ErrorCode.NotFound) {
       console.log('not found')
+    }
+  }
+  const controller = new AbortController()
+  const run: SyncOptions = { signal: controller.signal }
+  try {
+    await new Mirror(options).sync(run)
+    await new Mirror(options).sync({ signal: AbortSignal.timeout(60_000) })
+  } catch (err) {
+    if (err instanceof Error && err.name === 'AbortError') {
+      console.log('aborted')
     }
   }
 }
