@@ -2365,3 +2365,45 @@ async fn odd_tag_names_and_nested_repositories_keep_byte_identical_manifests() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--to: "), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_postgresql_worker_at_debug_level_logs_no_stored_password() {
+    // The PostgreSQL client logs statement parameters at debug level; the stored mirror
+    // configurations are parameters, and they hold source passwords.
+    let pg = regmirror_tests::Postgres::shared();
+    let state = pg.password_user_url("pg-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"{state}\"\npoll_interval = \"1s\"\n\n[destination]\n\
+             registry = \"127.0.0.1:9\"\ntls_verify = false\n\n[[mirror]]\nid = \"mirror/app\"\n\
+             source = \"127.0.0.1:9/lib/app\"\ntags = \"*\"\nstart = 2020-01-01T00:00:00Z\n\
+             username = \"reader\"\npassword = \"hunter2-stored\"\n"
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let worker = command(&["worker", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "debug,tokio_postgres=trace")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    // The mirror is claimed, run (and fails: nothing listens there), released: every kind of
+    // statement with a configuration in it has been executed.
+    eventually("the run to fail", async || {
+        let out = regmirror(&["mirror", "--state", &state, "show", "mirror/app", "--json"]);
+        out.code == 0 && out.json()["status"] == "FAIL"
+    })
+    .await;
+    let log = terminate_worker(worker, &log_path);
+    assert!(
+        log.contains("tokio_postgres"),
+        "debug logging was on: {log}"
+    );
+    assert!(!log.contains("hunter2-stored"), "{log}");
+    assert!(!log.contains("pg-pw"), "{log}");
+}
