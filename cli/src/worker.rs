@@ -143,9 +143,14 @@ async fn declare(store: &Arc<dyn StateStore>, mirrors: &[MirrorConfig]) -> CliRe
     for config in mirrors {
         match store.get_mirror(&config.id).await {
             Ok(existing) if existing.config == *config => {}
-            Ok(_) => {
+            Ok(existing) => {
                 store.update_mirror(config).await?;
-                tracing::info!(mirror = %config.id, "updated from the config file");
+                // Said loudly: an edit made with `regmirror mirror update/disable` is undone.
+                tracing::warn!(
+                    mirror = %config.id,
+                    changed = %changed_settings(&existing.config, config).join(", "),
+                    "the config file's settings replace the stored ones"
+                );
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 store
@@ -157,6 +162,20 @@ async fn declare(store: &Arc<dyn StateStore>, mirrors: &[MirrorConfig]) -> CliRe
         }
     }
     Ok(())
+}
+
+/// The names of the settings that differ between `old` and `new` (never their values: they
+/// may be credentials).
+fn changed_settings(old: &MirrorConfig, new: &MirrorConfig) -> Vec<String> {
+    let fields = |c: &MirrorConfig| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (fields(old), fields(new));
+    new.iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// SIGINT and SIGTERM (what Ctrl-C, `systemctl stop` and `docker stop` send): the first asks
@@ -205,6 +224,7 @@ impl StopSignals<(), ()> {
 
 #[cfg(test)]
 mod tests {
+    use regmirror::Credentials;
     use regmirror::state::SqliteStateStore;
 
     use super::*;
@@ -234,6 +254,12 @@ mod tests {
 
         let mut edited = config.mirrors.clone();
         edited[0].tags = vec!["v2*".into()];
+        edited[0].enabled = false;
+        edited[0].source_credentials = Some(Credentials::new("u", "other:pw"));
+        assert_eq!(
+            changed_settings(&config.mirrors[0], &edited[0]),
+            ["enabled", "source_credentials", "tags"]
+        );
         declare(&store, &edited).await.unwrap();
         let after = store.get_mirror("m/a").await.unwrap();
         assert_eq!(after.config.tags, ["v2*"]);
