@@ -32,6 +32,9 @@ from regmirror._native import (
     __version__,
 )
 
+# TimeoutError is left out of `from regmirror import *`: that would shadow the builtin, and
+# `except TimeoutError` would then miss the builtin ones (asyncio.timeout, sockets). It derives
+# from the builtin, so that name catches regmirror's as well.
 __all__ = [
     "AsyncMirror",
     "CancelledError",
@@ -53,7 +56,6 @@ __all__ = [
     "StateError",
     "SyncReport",
     "TagFilter",
-    "TimeoutError",
     "TlsError",
     "UnauthorizedError",
     "UnsupportedError",

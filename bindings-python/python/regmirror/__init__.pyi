@@ -1,5 +1,6 @@
 """Type stubs for regmirror (the native module regmirror._native, re-exported)."""
 
+import builtins
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
@@ -156,7 +157,11 @@ class InvalidManifestError(MirrorError): ...
 class UnsupportedError(MirrorError): ...
 class RateLimitedError(MirrorError): ...
 class NetworkError(MirrorError): ...
-class TimeoutError(MirrorError): ...
+class TimeoutError(MirrorError, builtins.TimeoutError):
+    """Also the builtin ``TimeoutError`` (an ``OSError``), so ``except TimeoutError`` catches it
+    under either name; not in ``__all__``, so ``from regmirror import *`` leaves the builtin
+    name alone."""
+
 class TlsError(MirrorError): ...
 class ConflictError(MirrorError): ...
 class CancelledError(MirrorError): ...
@@ -185,7 +190,6 @@ __all__ = [
     "StateError",
     "SyncReport",
     "TagFilter",
-    "TimeoutError",
     "TlsError",
     "UnauthorizedError",
     "UnsupportedError",
