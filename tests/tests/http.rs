@@ -1099,6 +1099,57 @@ async fn deleting_a_tag_on_distribution_leaves_no_placeholder_behind() {
 }
 
 #[tokio::test]
+async fn a_refused_placeholder_delete_names_the_tag_puts_it_back_and_cleans_up() {
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry);
+    let client = HttpRegistry::new(&proxy.host(), options()).unwrap();
+    let image = Image::simple(25, 1, 100);
+    push_image(&client, "del/app", "old", &image).await;
+    // The probe is deleted (the header changes nothing), the placeholder is refused once.
+    proxy.inject(
+        "DELETE",
+        "/manifests/sha256:",
+        Fault::Header {
+            name: "x-passed".into(),
+            value: "1".into(),
+        },
+        1,
+    );
+    proxy.inject("DELETE", "/manifests/sha256:", Fault::Status(403), 1);
+    proxy.reset_counts();
+    let e = client.delete_tag("del/app", "old").await.unwrap_err();
+
+    assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    let message = e.to_string();
+    assert!(message.contains("delete tag del/app:old"), "{message}");
+    assert!(
+        !message.contains("sha256:"),
+        "no placeholder URL: {message}"
+    );
+    let old = SourceRegistry::get_manifest(&client, "del/app", "old")
+        .await
+        .unwrap();
+    assert_eq!(old.bytes, image.manifest.bytes, "the tag is put back");
+    // Probe, refused placeholder, placeholder again once untagged: nothing is left behind.
+    let deleted: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/manifests/sha256:"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert_eq!(deleted[1], deleted[2]);
+    for digest in &deleted {
+        assert!(
+            DestRegistry::head_manifest(&client, "del/app", digest)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_upload_whose_source_stalls_times_out_and_is_abandoned() {
     let registry = Registry::start();
     let proxy = Proxy::start(&registry);

@@ -186,18 +186,18 @@ impl Client {
                 .map_err(|e| e.context(&what))?;
         }
         // Deleting by digest must work before the tag is moved, or the tag would be left on
-        // the placeholder.
+        // the placeholder. A registry refusing it keeps the probe: nothing can remove it.
         let probe = throwaway_manifest();
         self.put_manifest(repo, probe.digest.as_str(), &probe, &scopes)
             .await
             .map_err(|e| e.context(&what))?;
-        self.delete_manifest(repo, &probe.digest, &scopes)
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "{what}: the registry deletes neither by tag nor by digest"
-                ))
-            })?;
+        self.delete_manifest(
+            repo,
+            &probe.digest,
+            &scopes,
+            &format!("{what}: the registry deletes neither by tag nor by digest"),
+        )
+        .await?;
 
         let placeholder = throwaway_manifest();
         // Keep the tag's manifest to put it back if deleting the placeholder fails.
@@ -208,36 +208,59 @@ impl Client {
         self.put_manifest(repo, tag, &placeholder, &scopes)
             .await
             .map_err(|e| e.context(&what))?;
+        // The placeholder's URL means nothing to the reader: the error names the tag.
+        let moved = format!("{what}: deleting by digest the placeholder the tag was moved onto");
         if let Err(e) = self
-            .delete_manifest(repo, &placeholder.digest, &scopes)
+            .delete_manifest(repo, &placeholder.digest, &scopes, &moved)
             .await
         {
-            if let Err(restore) = self.put_manifest(repo, tag, &previous, &scopes).await {
-                tracing::warn!(
+            match self.put_manifest(repo, tag, &previous, &scopes).await {
+                // Untagged again, the placeholder can go if the refusal was passing; when the
+                // registry refuses for good it stays, an untagged manifest.
+                Ok(_) => {
+                    if let Err(cleanup) = self
+                        .delete_manifest(repo, &placeholder.digest, &scopes, &moved)
+                        .await
+                    {
+                        tracing::debug!(target: "regmirror::http", "{cleanup}");
+                    }
+                }
+                Err(restore) => tracing::warn!(
                     target: "regmirror::http",
                     "{what}: could not put the tag back on {}: {restore}", previous.digest
-                );
+                ),
             }
-            return Err(e.context(&what));
+            return Err(e);
         }
         Ok(())
     }
 
-    async fn delete_manifest(&self, repo: &str, digest: &Digest, scopes: &[String]) -> Result<()> {
+    /// Delete manifest `digest` of `repo`; errors say `what` (the manifest's URL may mean
+    /// nothing to the reader).
+    async fn delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<()> {
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}")).await?;
-        let what = format!("DELETE {}", display_url(&url));
-        let resp = self.send(Call::new(Method::DELETE, url, scopes)).await?;
+        let resp = self
+            .send(Call::new(Method::DELETE, url, scopes))
+            .await
+            .map_err(|e| e.context(what))?;
         // A repeated DELETE (the first one's answer lost) finds nothing to delete: done, if
         // the manifest is indeed gone. A registry answering 404 for what it keeps is not.
         if resp.status() == StatusCode::NOT_FOUND
             && self
                 .head_manifest(repo, digest.as_str(), scopes)
-                .await?
+                .await
+                .map_err(|e| e.context(what))?
                 .is_none()
         {
             return Ok(());
         }
-        self.expect(resp, &[StatusCode::ACCEPTED, StatusCode::OK], &what)
+        self.expect(resp, &[StatusCode::ACCEPTED, StatusCode::OK], what)
             .await
             .map(drop)
     }
