@@ -824,13 +824,16 @@ async fn a_rollback_the_destination_refuses_is_reported_as_inconsistent_and_fini
     env.dest_proxy
         .inject("PUT", "/manifests/b", Fault::Status(500), 5);
     env.dest_proxy
-        .inject("DELETE", "/manifests/", Fault::Status(503), 5);
+        .inject("DELETE", "/manifests/", Fault::Status(403), 5);
     mirror.create_mirror(config.clone()).await.unwrap();
     let report = mirror.sync(DEST).await.unwrap();
+    env.dest_proxy.clear_faults();
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     assert!(!report.rolled_back, "{report:?}");
     let error = report.error.as_deref().unwrap();
     assert!(error.contains("inconsistent"), "{error}");
+    // The rollback's error keeps its cause's kind.
+    assert!(error.contains("Forbidden: rollback incomplete"), "{error}");
     assert!(!error.contains("nothing was published"), "{error}");
     assert!(error.contains("a: "), "names the tag left changed: {error}");
     assert!(report.tags_synced.contains(&"a".to_owned()), "{report:?}");

@@ -126,20 +126,25 @@ impl<'a> Undo<'a> {
             };
             match self.revert(tag, old, unsure).await {
                 Ok(changed) => reverted += usize::from(changed),
-                Err(e) => errors.push(format!("{tag}: {e}")),
+                Err(e) => errors.push((tag, e)),
             }
         }
-        if errors.is_empty() {
-            Ok(reverted)
-        } else {
-            Err(Error::new(
-                ErrorKind::Network,
-                format!(
-                    "rollback incomplete, the destination may be inconsistent; tags not restored: {}",
-                    errors.join("; ")
-                ),
-            ))
-        }
+        // The error keeps its cause's kind (a refused delete, a lost login, the network): the
+        // newest change's failure, which is the first one met.
+        let Some(kind) = errors.first().map(|(_, e)| e.kind()) else {
+            return Ok(reverted);
+        };
+        let tags: Vec<String> = errors
+            .iter()
+            .map(|(tag, e)| format!("{tag}: {e}"))
+            .collect();
+        Err(Error::new(
+            kind,
+            format!(
+                "rollback incomplete, the destination may be inconsistent; tags not restored: {}",
+                tags.join("; ")
+            ),
+        ))
     }
 }
 
