@@ -218,7 +218,7 @@ mod tests {
             mirror_id: "m/app".into(),
             source: "127.0.0.1:5000/app".into(),
             outcome: Outcome::Failed,
-            error: Some("1 unselected tags could not be deleted: old".into()),
+            error: Some("1 unselected tag could not be deleted: old".into()),
             partial: true,
             rolled_back: false,
             tags_synced: vec!["v1".into()],
@@ -245,7 +245,7 @@ mod tests {
         );
         // The engine's error is the whole story: nothing restated after it.
         assert!(
-            text.contains("\nFAILED: 1 unselected tags could not be deleted: old\n"),
+            text.contains("\nFAILED: 1 unselected tag could not be deleted: old\n"),
             "{text}"
         );
     }

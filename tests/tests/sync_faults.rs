@@ -1324,7 +1324,7 @@ async fn an_unselected_tag_whose_manifest_cannot_be_saved_is_not_counted_as_sele
     assert_eq!(report.failed_tags(), ["gone"], "{report:?}");
     let error = report.error.as_deref().unwrap();
     assert!(
-        error.contains("1 unselected tags could not be deleted: gone"),
+        error.contains("1 unselected tag could not be deleted: gone"),
         "{error}"
     );
     assert!(!error.contains("selected tags failed"), "{error}");

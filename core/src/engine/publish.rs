@@ -492,8 +492,9 @@ pub(crate) async fn publish(
         }
         if !pruning.is_empty() {
             parts.push(format!(
-                "{} unselected tags could not be deleted: {}",
+                "{} unselected {} could not be deleted: {}",
                 pruning.len(),
+                if pruning.len() == 1 { "tag" } else { "tags" },
                 pruning.join(", ")
             ));
         }

@@ -264,7 +264,7 @@ async fn all_or_nothing_prunes_first_so_a_destination_refusing_deletes_sees_no_t
     assert_eq!(
         report.error.as_deref(),
         Some(
-            "1 unselected tags could not be deleted: deleted; nothing was published (all_or_nothing)"
+            "1 unselected tag could not be deleted: deleted; nothing was published (all_or_nothing)"
         )
     );
 }
@@ -988,7 +988,7 @@ async fn a_tag_that_cannot_be_pruned_is_not_counted_as_a_selected_tag() {
     let error = report.error.unwrap();
     assert_eq!(
         error,
-        "1 unselected tags could not be deleted: old; partial sync: the other tags and pruning stand"
+        "1 unselected tag could not be deleted: old; partial sync: the other tags and pruning stand"
     );
 }
 
