@@ -31,18 +31,12 @@ pub struct WorkerArgs {
 /// The worker's log filter when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "info,rustls_platform_verifier=off";
 
-/// Added to every filter, `RUST_LOG` included (a directive for the same target replaces the
-/// user's): the PostgreSQL client logs each statement's parameters at debug level, and those
-/// include the stored mirror configurations with their source passwords.
-const NEVER_LOGGED: &str = "tokio_postgres::query=info";
-
 pub async fn run(args: WorkerArgs) -> CliResult<()> {
     // Logs go to stderr; RUST_LOG picks the level (info by default). The TLS verifier logs
     // every refused certificate as an ERROR of its own; the sync's failure event already says
     // it, with the mirror and what to do, so by default the verifier is quiet.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
-        .add_directive(NEVER_LOGGED.parse().expect("a valid directive"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row, Transaction};
 
 use super::memory::{ensure_deletable, ensure_no_live_lease, not_found};
@@ -296,7 +297,7 @@ async fn store(
         &sql,
         &[
             &row.id,
-            &row.config,
+            &SecretText(&row.config),
             &row.enabled,
             &row.status,
             &row.retries_remaining,
@@ -324,6 +325,33 @@ async fn store(
         }
     })?;
     Ok(())
+}
+
+/// A statement parameter holding secrets (a mirror's configuration with its source password).
+/// tokio-postgres logs every statement's parameters with `Debug` at debug level, so an embedder
+/// who turns debug logging on would otherwise print the stored passwords.
+struct SecretText<'a>(&'a str);
+
+impl std::fmt::Debug for SecretText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl ToSql for SecretText<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
 }
 
 #[async_trait]
