@@ -152,8 +152,10 @@ export interface SyncReport {
   source: string
   /** `'success'`, `'failed'` or `'cancelled'`. */
   outcome: 'success' | 'failed' | 'cancelled'
-  /** Why the run failed, or a note such as "no tags matched". */
+  /** Why the run failed or was cancelled; absent when it succeeded. */
   error?: string
+  /** A remark on a successful run, such as "no tags matched". */
+  note?: string
   partial: boolean
   rolledBack: boolean
   tagsSynced: Array<string>

@@ -48,6 +48,8 @@ test('sync copies the selected tags with their digests, then finds them current'
   assert.equal(report.outcome, 'success', report.error)
   assert.deepEqual(report.tagsSynced, ['v1.0', 'v1.1'])
   assert.deepEqual(report.tagsFailed, [])
+  assert.equal(report.error, undefined)
+  assert.equal(report.note, undefined)
   assert.equal(report.blobsCopied, 4) // a config and a layer per tag
   const { 'v1.0': a, 'v1.1': b } = layoutTags(source)
   assert.deepEqual(layoutTags(dest), { 'v1.0': a, 'v1.1': b })
@@ -68,6 +70,16 @@ test('narrowed patterns prune the destination unless keepUnselected', async () =
   const kept = await new Mirror({ source: `oci:${source}`, to, tags: 'latest', keepUnselected: true }).sync()
   assert.deepEqual(kept.tagsDeleted, [])
   assert.deepEqual(Object.keys(layoutTags(path.join(dir, 'dest'))).sort(), ['latest', 'v1.0'])
+})
+
+test('a run matching no tag succeeds with a note and no error', async () => {
+  const dir = tempDir()
+  const source = makeSource(dir)
+  const report = await new Mirror({ source: `oci:${source}`, to: `oci:${dir}/d`, tags: 'nomatch*' }).sync()
+  assert.equal(report.outcome, 'success')
+  // `if (report.error) alert()` must not fire on a success.
+  assert.equal(report.error, undefined)
+  assert.match(report.note, /^no tags matched \(the source has 4 tags/)
 })
 
 test('a source that cannot be listed fails the run (reported, not thrown)', async () => {

@@ -199,8 +199,10 @@ pub struct SyncReport {
     /// `'success'`, `'failed'` or `'cancelled'`.
     #[napi(ts_type = "'success' | 'failed' | 'cancelled'")]
     pub outcome: String,
-    /// Why the run failed, or a note such as "no tags matched".
+    /// Why the run failed or was cancelled; absent when it succeeded.
     pub error: Option<String>,
+    /// A remark on a successful run, such as "no tags matched".
+    pub note: Option<String>,
     pub partial: bool,
     pub rolled_back: bool,
     pub tags_synced: Vec<String>,
@@ -357,6 +359,7 @@ impl From<regmirror::SyncReport> for SyncReport {
             }
             .to_owned(),
             error: r.error,
+            note: r.note,
             partial: r.partial,
             rolled_back: r.rolled_back,
             tags_synced: r.tags_synced,

@@ -313,8 +313,10 @@ pub(crate) struct SyncReport {
     source: String,
     /// `"success"`, `"failed"` or `"cancelled"`.
     outcome: &'static str,
-    /// Why the run failed, or a note such as "no tags matched".
+    /// Why the run failed or was cancelled; `None` when it succeeded.
     error: Option<String>,
+    /// A remark on a successful run, such as "no tags matched".
+    note: Option<String>,
     partial: bool,
     rolled_back: bool,
     tags_synced: Vec<String>,
@@ -365,6 +367,7 @@ impl From<regmirror::SyncReport> for SyncReport {
                 Outcome::Cancelled => "cancelled",
             },
             error: r.error,
+            note: r.note,
             partial: r.partial,
             rolled_back: r.rolled_back,
             tags_synced: r.tags_synced,

@@ -43,6 +43,7 @@ def test_sync_copies_the_selected_tags_with_their_digests(source: Path, tmp_path
     assert report.outcome == "success"
     assert report.tags_synced == ["v1.0", "v1.1"]
     assert report.tags_failed == []
+    assert report.error is None and report.note is None
     assert report.blobs_copied == 4  # a config and a layer per tag
     want = {t: d for t, d in layout_tags(source).items() if t in ("v1.0", "v1.1")}
     assert layout_tags(dest) == want
@@ -73,6 +74,15 @@ def test_a_source_that_cannot_be_listed_fails_the_run_and_prunes_nothing(tmp_pat
     assert report.outcome == "failed"
     assert report.error
     assert set(layout_tags(dest)) == {"latest"}
+
+
+def test_matching_no_tag_is_a_success_with_a_note_not_an_error(source: Path, tmp_path: Path):
+    report = Mirror(f"oci:{source}", f"oci:{tmp_path / 'dest'}", "nomatch*").sync()
+    assert report.success, report
+    # `if report.error: alert()` must not fire on a success.
+    assert report.error is None
+    assert report.note is not None
+    assert report.note.startswith("no tags matched (the source has 4 tags"), report.note
 
 
 @pytest.mark.asyncio

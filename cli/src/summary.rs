@@ -88,7 +88,7 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
         ));
     }
     out.push(match report.outcome {
-        Outcome::Success => match &report.error {
+        Outcome::Success => match &report.note {
             Some(note) => format!("success: {note}"),
             None => "success".to_owned(),
         },
@@ -219,6 +219,7 @@ mod tests {
             source: "127.0.0.1:5000/app".into(),
             outcome: Outcome::Failed,
             error: Some("1 unselected tag could not be deleted: old".into()),
+            note: None,
             partial: true,
             rolled_back: false,
             tags_synced: vec!["v1".into()],

@@ -223,18 +223,40 @@ async fn json_report_has_the_fields_scripts_read() {
         "tags_deleted",
         "duration_ms",
         "error",
+        "note",
         "partial",
         "rolled_back",
         "hint",
     ] {
         assert!(r.get(field).is_some(), "{field} missing from {r}");
     }
+    // `if report["error"]: alert()` must not fire on a success.
+    assert_eq!(r["error"], Value::Null, "{r}");
 
     let out = regmirror(&sync_args(&src, &dst, "a", &json_args));
     let r = out.json();
     assert_eq!(r["tags_current"], serde_json::json!(["a"]));
     assert_eq!(r["tags_deleted"], serde_json::json!(["b"]));
     assert_eq!(r["bytes_copied"], 0);
+    assert_eq!(r["error"], Value::Null, "{r}");
+
+    // A run that matches nothing succeeds with a note, not an error.
+    let out = regmirror(&sync_args(&src, &dst, "nomatch", &json_args));
+    assert_eq!(out.code, 0, "{out:?}");
+    let r = out.json();
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert!(
+        r["note"].as_str().unwrap().starts_with("no tags matched"),
+        "{r}"
+    );
+    let out = regmirror(&sync_args(&src, &dst, "nomatch", &PLAIN));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("success: no tags matched (the source has 2 tags"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

@@ -149,9 +149,10 @@ void regmirror_mirror_builder_free(regmirror_mirror_builder *builder);
 
 // Run one sync, blocking the calling thread until it ends. `*out` receives the report as a
 // JSON object (`outcome`: `"success"`, `"failed"` or `"cancelled"`; `tags_synced`,
-// `tags_current`, `tags_failed`, `tags_deleted`, `error`, byte and blob counts), to release
-// with `regmirror_string_free`. A failed tag is in the report with `REGMIRROR_OK`; an error
-// code means the run could not start.
+// `tags_current`, `tags_failed`, `tags_deleted`, `error` (null unless the run failed or was
+// cancelled), `note` (a remark on a success, e.g. no tags matched), byte and blob counts), to
+// release with `regmirror_string_free`. A failed tag is in the report with `REGMIRROR_OK`; an
+// error code means the run could not start.
 //
 // # Safety
 // `mirror` is NULL or a live mirror; `out` is NULL or valid for a write.

@@ -64,6 +64,7 @@ static void test_sync_copies_and_prunes(void) {
     CHECK(report && strstr(report, "\"outcome\":\"success\""), "[%s]", report);
     CHECK(report && strstr(report, "\"tags_synced\":[\"v1.0\",\"v1.1\"]"), "[%s]", report);
     CHECK(report && strstr(report, "\"blobs_copied\":4"), "[%s]", report);
+    CHECK(report && strstr(report, "\"error\":null"), "[%s]", report);
     regmirror_string_free(report);
     const char *index = read_file(index_path);
     CHECK(index && strstr(index, "\"v1.0\"") && strstr(index, "\"v1.1\""), "[%s]", index);
@@ -83,6 +84,13 @@ static void test_sync_copies_and_prunes(void) {
     regmirror_string_free(report);
     index = read_file(index_path);
     CHECK(index && strstr(index, "\"v1.0\"") && strstr(index, "\"latest\""), "[%s]", index);
+
+    /* Matching nothing is a success with a note: "error" stays null. */
+    report = sync_once("nomatch*", true);
+    CHECK(report && strstr(report, "\"outcome\":\"success\""), "[%s]", report);
+    CHECK(report && strstr(report, "\"error\":null"), "[%s]", report);
+    CHECK(report && strstr(report, "\"note\":\"no tags matched"), "[%s]", report);
+    regmirror_string_free(report);
 }
 
 static void test_unlistable_source_is_reported(void) {

@@ -195,7 +195,8 @@ async fn listing_failure_and_empty_match_prune_nothing() {
 
     let none = env.sync_once(&mirror, &env.config(&["release-*"])).await;
     assert!(none.is_success(), "{none:?}");
-    assert!(none.error.as_deref().unwrap().contains("no tags matched"));
+    assert_eq!(none.error, None, "{none:?}");
+    assert!(none.note.as_deref().unwrap().contains("no tags matched"));
     assert_eq!(env.dest_tags().await.len(), 3);
 
     env.proxy
@@ -640,6 +641,7 @@ fn sample_event() -> regmirror::MirrorEvent {
         bytes_copied: 10,
         duration_ms: 5,
         error: None,
+        note: None,
     }
 }
 

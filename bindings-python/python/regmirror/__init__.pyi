@@ -39,7 +39,9 @@ class SyncReport:
     source: str
     outcome: Literal["success", "failed", "cancelled"]
     error: str | None
-    """Why the run failed, or a note such as "no tags matched"."""
+    """Why the run failed or was cancelled; ``None`` when it succeeded."""
+    note: str | None
+    """A remark on a successful run, such as "no tags matched"."""
     partial: bool
     """A failed run whose successful tags and pruning stand (``failed_tags_only``)."""
     rolled_back: bool

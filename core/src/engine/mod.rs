@@ -612,10 +612,8 @@ fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) ->
         tags_deleted: report.map(|r| r.tags_deleted.clone()).unwrap_or_default(),
         bytes_copied: report.map_or(0, |r| r.bytes_copied),
         duration_ms: report.map_or(0, |r| r.duration_ms),
-        // A successful run's note ("no tags matched") is not an error.
-        error: report
-            .filter(|r| r.outcome != Outcome::Success)
-            .and_then(|r| r.error.clone()),
+        error: report.and_then(|r| r.error.clone()),
+        note: report.and_then(|r| r.note.clone()),
     }
 }
 
@@ -629,7 +627,7 @@ fn summary(report: &SyncReport) -> String {
         report.bytes_copied,
         report.duration_ms
     );
-    match &report.error {
+    match report.error.as_ref().or(report.note.as_ref()) {
         Some(e) => format!("{head}: {e}"),
         None => head,
     }

@@ -80,11 +80,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         .map_err(|e| e.context(format!("listing the tags of {}", run.config.source)))?;
     let selected = run.filter.select(&tags);
     if selected.is_empty() {
-        preview.note = Some(format!(
-            "no tags matched (the source has {} tags; patterns {:?})",
-            tags.len(),
-            run.filter.patterns()
-        ));
+        preview.note = Some(run.no_tags_matched(tags.len()));
         return Ok(preview);
     }
     let plan = plan::plan(run, selected).await?;

@@ -40,8 +40,10 @@ pub struct SyncReport {
     /// The source reference, `host/path`.
     pub source: String,
     pub outcome: Outcome,
-    /// Why the run failed, or a note such as "no tags matched".
+    /// Why the run failed or was cancelled; `None` when it succeeded.
     pub error: Option<String>,
+    /// A remark on a successful run, such as "no tags matched" (never an error).
+    pub note: Option<String>,
     /// A failed run whose successful tags and pruning stand (`failed_tags_only`).
     pub partial: bool,
     /// The destination was put back as it was before the run (`all_or_nothing`).
@@ -73,6 +75,7 @@ impl SyncReport {
             source: source.to_owned(),
             outcome: Outcome::Success,
             error: None,
+            note: None,
             partial: false,
             rolled_back: false,
             tags_synced: Vec::new(),

@@ -292,16 +292,21 @@ impl Run {
             tags.map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
         let selected = self.filter.select(&tags);
         if selected.is_empty() {
-            report.error = Some(format!(
-                "no tags matched (the source has {} tags; patterns {:?})",
-                tags.len(),
-                self.filter.patterns()
-            ));
+            report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
         let plan = plan::plan_with_prior(self, selected, prior?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
+    }
+
+    /// The note of a run or preview whose patterns select none of the source's `count` tags.
+    pub(crate) fn no_tags_matched(&self, count: usize) -> String {
+        format!(
+            "no tags matched (the source has {count} {}; patterns {:?})",
+            if count == 1 { "tag" } else { "tags" },
+            self.filter.patterns()
+        )
     }
 
     /// Finish what a dead worker left: a pre-run record still in the store means a run stopped

@@ -279,7 +279,12 @@ async fn narrowing_patterns_prunes_but_listing_failure_and_empty_match_do_not() 
 
     let none = s.run(&config(&["nomatch*"])).await;
     assert!(none.is_success());
-    assert!(none.error.as_deref().unwrap().contains("no tags matched"));
+    // A remark, not an error: callers test `error` to alert.
+    assert_eq!(none.error, None);
+    assert_eq!(
+        none.note.as_deref(),
+        Some(r#"no tags matched (the source has 2 tags; patterns ["nomatch*"])"#)
+    );
     assert_eq!(s.dest.tag_map(DEST).len(), 2);
 
     s.source.inject(Fault::ListTags { repo: SRC.into() });
@@ -628,6 +633,32 @@ async fn events_carry_the_payload_and_a_failing_notifier_changes_nothing() {
     assert_eq!(done.bytes_copied, report.bytes_copied);
     assert!(done.bytes_copied > 0);
     assert!(!serde_json::to_string(&events).unwrap().contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn a_run_matching_no_tag_succeeds_with_a_note_and_no_error_in_its_event_and_log() {
+    let recorder = Arc::new(Recorder::default());
+    let s = setup_with(|b| b.notifier(recorder.clone()));
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
+    s.mirror.create_mirror(config(&["nomatch"])).await.unwrap();
+    let report = s.mirror.sync(DEST).await.unwrap();
+    assert!(report.is_success() && report.error.is_none(), "{report:?}");
+    let note = r#"no tags matched (the source has 1 tag; patterns ["nomatch"])"#;
+    assert_eq!(report.note.as_deref(), Some(note));
+
+    let events = recorder.0.lock().unwrap().clone();
+    let done = &events[1];
+    assert_eq!(done.event, EventKind::SyncSucceeded);
+    assert_eq!(
+        (done.error.as_deref(), done.note.as_deref()),
+        (None, Some(note))
+    );
+    let payload = serde_json::to_value(done).unwrap();
+    assert_eq!(payload["error"], serde_json::Value::Null);
+    assert_eq!(payload["note"], note);
+    let last = s.mirror.logs(DEST, 1, None).await.unwrap().remove(0);
+    assert_eq!(last.kind, LogKind::SyncSucceeded);
+    assert!(last.message.ends_with(note), "{last:?}");
 }
 
 #[tokio::test]

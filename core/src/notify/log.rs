@@ -31,6 +31,7 @@ impl Notifier for LogNotifier {
                     bytes_copied = e.bytes_copied,
                     duration_ms = e.duration_ms,
                     error = e.error.as_deref().unwrap_or(""),
+                    note = e.note.as_deref().unwrap_or(""),
                     "mirror {}: {event}", e.mirror_id
                 )
             };

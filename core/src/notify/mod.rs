@@ -36,7 +36,10 @@ pub struct MirrorEvent {
     pub tags_deleted: Vec<String>,
     pub bytes_copied: u64,
     pub duration_ms: u64,
+    /// Why the run failed or was cancelled; `None` for a success.
     pub error: Option<String>,
+    /// A remark on a successful run, such as "no tags matched".
+    pub note: Option<String>,
 }
 
 /// Delivers events somewhere. The engine bounds every call with a timeout and ignores failures:
