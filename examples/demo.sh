@@ -110,7 +110,7 @@ accept = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json"])
-print(f"  {host}/{repo}: {len(tags)} tags")
+print(f"  {host}/{repo}: {len(tags)} tag{'' if len(tags) == 1 else 's'}")
 for tag in sorted(tags):
     req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{tag}", method="HEAD",
                                  headers={"Accept": accept})
