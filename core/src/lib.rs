@@ -47,6 +47,82 @@
 //! assert_eq!(log.len(), 3); // started, v3.5.0 synced, succeeded
 //! # });
 //! ```
+//!
+//! ## One-shot syncs
+//!
+//! Without a state store a [`Mirror`] still syncs a [`MirrorConfig`] once
+//! ([`Mirror::sync_config`]: no schedule, no usage log), and [`oneshot::OneShotSync`] does the
+//! same between two locations named as the CLI names them (`host/repo` or `oci:DIR`). Here an
+//! in-memory registry is copied into an OCI image layout, and that layout into another:
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use regmirror::engine::StaticConnector;
+//! use regmirror::oneshot::{Location, OneShotSync};
+//! use regmirror::registry::{LayoutRegistry, MemoryRegistry};
+//! use regmirror::{Mirror, MirrorConfig, SyncOptions};
+//!
+//! let upstream = MemoryRegistry::new();
+//! upstream.seed_image("library/app", Some("v1"), "amd64", &[b"layer"]);
+//! let dir = tempfile::tempdir().unwrap();
+//! let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+//!
+//! let mirror = Mirror::builder()
+//!     .connector(Arc::new(StaticConnector(Arc::new(upstream))))
+//!     .destination(Arc::new(LayoutRegistry::single(&first)))
+//!     .build()
+//!     .unwrap();
+//! let config = MirrorConfig::new("app", "example.com/library/app".parse().unwrap(), &["v*"]);
+//! let report = mirror.sync_config(&config, SyncOptions::default()).await.unwrap();
+//! assert_eq!(report.tags_synced, ["v1"]);
+//!
+//! let copy = OneShotSync::new(Location::Layout(first), Location::Layout(second), ["*"]);
+//! let report = copy.run(SyncOptions::default()).await.unwrap();
+//! assert!(report.is_success(), "{:?}", report.error);
+//! assert_eq!(report.tags_synced, ["v1"]);
+//! # });
+//! ```
+//!
+//! ## Plugging in your own parts
+//!
+//! The engine talks to [`SourceRegistry`], [`DestRegistry`], [`StateStore`] and [`Notifier`]
+//! trait objects; implement one to plug in your own. Their methods are async through
+//! [`async_trait`](macro@async_trait), re-exported here so an implementation needs no extra dependency (as are
+//! [`CancellationToken`] for [`SyncOptions::cancel`] and the [`bytes`] and [`time`] crates,
+//! whose types appear in the traits):
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use regmirror::{MirrorEvent, Notifier, Result, async_trait};
+//!
+//! #[derive(Debug, Default)]
+//! struct Remember(Mutex<Vec<MirrorEvent>>);
+//!
+//! #[async_trait]
+//! impl Notifier for Remember {
+//!     async fn notify(&self, event: &MirrorEvent) -> Result<()> {
+//!         self.0.lock().expect("not poisoned").push(event.clone());
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! Progress arrives as typed [`engine::ProgressEvent`]s through [`engine::Progress`] (a
+//! callback or a channel) in [`SyncOptions::progress`]; a daemon runs
+//! [`Mirror::worker`](engine::Mirror::worker) (see [`worker`]). `examples/embed.rs` puts these
+//! together.
+//!
+//! ## Feature flags
+//!
+//! - `sqlite` (default): [`state::SqliteStateStore`], the embedded store (one file; SQLite is
+//!   compiled in, no system library needed).
+//! - `webhook` (default): [`notify::WebhookNotifier`], HMAC-signed HTTP POSTs of each event.
+//! - `postgres`: `state::PostgresStateStore`, for many workers on many hosts sharing one
+//!   PostgreSQL database.
+//!
+//! The HTTP registry client, OCI layouts, the memory registry and state store, and the log
+//! notifier are always built.
 
 pub mod config;
 pub mod engine;
@@ -71,6 +147,13 @@ pub use registry::{DestRegistry, Manifest, SourceRegistry};
 pub use settings::{EngineSettings, may_push};
 pub use state::{MemoryStateStore, StateStore};
 pub use status::SyncStatus;
+
+// What implementing the traits and cancelling a sync need, so embedders do not have to pin
+// matching versions of these crates themselves.
+pub use async_trait::async_trait;
+pub use bytes;
+pub use time;
+pub use tokio_util::sync::CancellationToken;
 
 // The README's Rust examples run as doctests, so they cannot rot.
 #[cfg(doctest)]
