@@ -577,13 +577,13 @@ fn entry(id: &str, n: u64) -> LogEntry {
         seq: 0,
         mirror_id: id.to_owned(),
         time: T0 + secs(n),
-        kind: if n % 2 == 0 {
+        kind: if n.is_multiple_of(2) {
             LogKind::TagSynced
         } else {
             LogKind::TagFailed
         },
         tag: Some(format!("v{n}")),
-        digest: (n % 3 == 0).then(|| Digest::of(&n.to_be_bytes())),
+        digest: n.is_multiple_of(3).then(|| Digest::of(&n.to_be_bytes())),
         message: format!("entry {n}"),
     }
 }

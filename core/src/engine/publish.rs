@@ -359,11 +359,12 @@ pub(crate) async fn publish(
                 break;
             }
             let old = prior.get(&tag).cloned();
-            if aon && let Some(old) = &old {
-                if let Err(e) = undo.save(old).await {
-                    failures.push((tag, e.context("saving its previous manifest for rollback")));
-                    break;
-                }
+            if aon
+                && let Some(old) = &old
+                && let Err(e) = undo.save(old).await
+            {
+                failures.push((tag, e.context("saving its previous manifest for rollback")));
+                break;
             }
             match run
                 .unit(run.dest.push_manifest(&run.dest_repo, &tag, &manifest))
