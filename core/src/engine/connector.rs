@@ -15,6 +15,8 @@ use crate::registry::http::{HttpOptions, HttpRegistry};
 /// Makes the registry client a mirror's source is read through, from the mirror's source
 /// reference, credentials, TLS and proxy settings. Called once per run.
 pub trait SourceConnector: Send + Sync + fmt::Debug {
+    /// The client for `config`'s source. An error fails the run ("connecting to the source:
+    /// ...") before it lists any tag.
     fn connect(&self, config: &MirrorConfig) -> Result<Arc<dyn SourceRegistry>>;
 }
 

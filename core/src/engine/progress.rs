@@ -11,9 +11,13 @@ use crate::reference::Digest;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TagStatus {
+    /// Published: the destination tag was created or moved.
     Synced,
+    /// The destination tag already pointed at the source's digest.
     Current,
+    /// The tag could not be synced; `error` says why.
     Failed,
+    /// A single-platform image whose architecture the filter excludes.
     Skipped,
 }
 
@@ -21,8 +25,11 @@ pub enum TagStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlobTransfer {
+    /// Streamed from the source.
     Copied,
+    /// Mounted from another repository of the destination registry.
     Mounted,
+    /// The destination already had it.
     Present,
 }
 
@@ -31,20 +38,29 @@ pub enum BlobTransfer {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProgressEvent {
     /// The tags to work on are known.
-    Planned { selected: usize, to_copy: usize },
+    Planned {
+        /// Tags the patterns selected.
+        selected: usize,
+        /// Of those, the tags whose destination is not already current.
+        to_copy: usize,
+    },
     /// Copying a tag's content started.
     TagStarted { tag: String },
     /// A tag is done (published, already current, failed or skipped).
     TagFinished {
         tag: String,
         status: TagStatus,
+        /// The manifest digest the destination tag now points at (synced or current).
         digest: Option<Digest>,
+        /// Why the tag failed.
         error: Option<String>,
     },
     /// Bytes of a blob streamed so far (sent about every MiB and at the end).
     BlobBytes {
         digest: Digest,
+        /// Bytes streamed so far.
         done: u64,
+        /// The blob's size.
         total: u64,
     },
     /// A blob is in the destination.

@@ -17,9 +17,13 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A run began.
     SyncStarted,
+    /// A run ended in [`Outcome::Success`](crate::engine::Outcome::Success).
     SyncSucceeded,
+    /// A run failed: the listing, a tag, or the run as a whole; `error` says why.
     SyncFailed,
+    /// A run stopped because the mirror was cancelled.
     SyncCancelled,
 }
 
@@ -46,5 +50,6 @@ pub struct MirrorEvent {
 /// a notifier can never fail or stall a sync.
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {
+    /// Deliver one event. An error is logged and otherwise ignored.
     async fn notify(&self, event: &MirrorEvent) -> Result<()>;
 }

@@ -189,6 +189,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord>;
     /// `CANCEL` from `SYNCING` or `SYNC_NOW`; `Conflict` otherwise.
     async fn cancel(&self, id: &str) -> Result<MirrorRecord>;
+    /// Turn the schedule on or off; status and a running sync are untouched (`cancel` stops
+    /// that). `NotFound` if absent.
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord>;
 
     /// Atomically claim up to `max` due mirrors (or `SYNC_NOW`, or with an expired lease) for
