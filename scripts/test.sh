@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # THE test command: installs what the tests need on a fresh Debian 12 machine (root, with Rust,
-# Python 3.11 + pip, Node 20 + npm and gcc present), then runs every suite: Rust (fmt, clippy,
+# Python 3.11 + pip, Node 20 + npm and gcc present), then runs every suite: Rust (fmt, clippy, docs,
 # tests), the C header drift check and C tests, Python (pytest, mypy --strict on the stubs) and
 # Node (node --test, tsc on index.d.ts).
 # Fails on the first failure. .ci/run execs this script.
@@ -87,6 +87,9 @@ cargo fmt --all --check
 
 section "Rust: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+section "Rust: cargo doc (the core crate's docs, as docs.rs builds them; broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p regmirror --no-deps --all-features
 
 section "Rust: cargo test"
 cargo test --workspace
