@@ -263,6 +263,19 @@ impl Seeder {
 
     /// The manifest `reference` resolves to, with its media type, or `None` when absent.
     async fn typed_manifest(&self, repo: &str, reference: &str) -> Option<Manifest> {
+        let (media_type, bytes) = self.fetch_manifest(repo, reference).await?;
+        Some(Manifest::from_bytes(bytes, &media_type).expect("a stored manifest parses"))
+    }
+
+    /// The manifest bytes `reference` resolves to, or `None` when absent.
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Option<Bytes> {
+        let (_, bytes) = self.fetch_manifest(repo, reference).await?;
+        Some(bytes)
+    }
+
+    /// The content type and bytes of the manifest `reference` resolves to, or `None` when
+    /// absent: the one request behind [`Self::manifest`] and `typed_manifest`.
+    async fn fetch_manifest(&self, repo: &str, reference: &str) -> Option<(String, Bytes)> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let response = self
             .request(Method::GET, &url, &[repo])
@@ -285,26 +298,6 @@ impl Seeder {
             .unwrap_or_default()
             .to_owned();
         let bytes = response.bytes().await.expect("reading manifest body");
-        Some(Manifest::from_bytes(bytes, &media_type).expect("a stored manifest parses"))
-    }
-
-    /// The manifest bytes `reference` resolves to, or `None` when absent.
-    pub async fn manifest(&self, repo: &str, reference: &str) -> Option<Bytes> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
-        let response = self
-            .request(Method::GET, &url, &[repo])
-            .header(header::ACCEPT, regmirror::registry::media_types::ACCEPT)
-            .send()
-            .await
-            .expect("GET manifest");
-        if response.status() == StatusCode::NOT_FOUND {
-            return None;
-        }
-        assert!(
-            response.status().is_success(),
-            "GET manifest {reference}: {}",
-            response.status()
-        );
-        Some(response.bytes().await.expect("reading manifest body"))
+        Some((media_type, bytes))
     }
 }
