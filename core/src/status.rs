@@ -218,13 +218,7 @@ impl MirrorState {
         if !self.is_claimable(config.enabled, now) {
             return None;
         }
-        let lost = self.is_lost_run(now);
-        if !self.count_lost_run(config.sync_interval, now) {
-            return None;
-        }
-        let mut claim = self.claim(config, worker, now, lease);
-        claim.taken_over = self.last_error.clone().filter(|_| lost);
-        Some(claim)
+        self.claim_counting_lost_run(config, worker, now, lease, false)
     }
 
     /// A claim whatever the schedule (a one-shot run; the caller checks no live lease is held):
@@ -237,11 +231,28 @@ impl MirrorState {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Claim {
+        self.claim_counting_lost_run(config, worker, now, lease, true)
+            .expect("a forced claim goes ahead even without a retry left")
+    }
+
+    /// Claim for `worker` after counting a lost run it takes over
+    /// ([`MirrorState::count_lost_run`]), whose error the claim then carries; `None` when that
+    /// used the last retry, unless `force`.
+    fn claim_counting_lost_run(
+        &mut self,
+        config: &MirrorConfig,
+        worker: &str,
+        now: OffsetDateTime,
+        lease: Duration,
+        force: bool,
+    ) -> Option<Claim> {
         let lost = self.is_lost_run(now);
-        self.count_lost_run(config.sync_interval, now);
+        if !self.count_lost_run(config.sync_interval, now) && !force {
+            return None;
+        }
         let mut claim = self.claim(config, worker, now, lease);
         claim.taken_over = self.last_error.clone().filter(|_| lost);
-        claim
+        Some(claim)
     }
 
     /// Whether this is a `SYNCING` mirror whose worker's lease expired before `now`.
