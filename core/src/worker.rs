@@ -183,7 +183,7 @@ impl Worker {
         loop {
             let free = self.options.max_concurrent - state.tasks.len();
             if free > 0 && self.mirror.settings().mirroring_enabled {
-                self.claim_and_start(&mut state, free).await;
+                self.claim_and_start(&mut state, store, free).await;
             }
             tokio::select! {
                 () = &mut shutdown => break,
@@ -191,15 +191,11 @@ impl Worker {
                 () = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }
-        self.wind_down(&mut state, abort).await;
+        self.wind_down(&mut state, store, abort).await;
         Ok(state.report)
     }
 
-    async fn claim_and_start(&self, state: &mut Running, free: usize) {
-        let store = self
-            .mirror
-            .state()
-            .expect("validated: the mirror has a state store");
+    async fn claim_and_start(&self, state: &mut Running, store: &Arc<dyn StateStore>, free: usize) {
         let claims = store
             .claim_due(
                 self.mirror.worker_id(),
@@ -239,14 +235,16 @@ impl Worker {
     /// Let runs finish; cancel those left at two thirds of the deadline; abandon and release
     /// those left at the deadline (or when `abort` completes), so the next poll of any worker
     /// picks them up at once.
-    async fn wind_down(&self, state: &mut Running, abort: impl Future<Output = ()>) {
+    async fn wind_down(
+        &self,
+        state: &mut Running,
+        store: &Arc<dyn StateStore>,
+        abort: impl Future<Output = ()>,
+    ) {
         tokio::pin!(abort);
-        let store = self
-            .mirror
-            .state()
-            .expect("validated: the mirror has a state store");
-        let deadline = tokio::time::Instant::now() + self.options.shutdown_deadline;
-        let cancel_at = tokio::time::Instant::now() + self.options.shutdown_deadline * 2 / 3;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.options.shutdown_deadline;
+        let cancel_at = started + self.options.shutdown_deadline * 2 / 3;
         while !state.tasks.is_empty() {
             tokio::select! {
                 Some(done) = state.tasks.join_next_with_id() => state.finished(done, store).await,
@@ -257,10 +255,6 @@ impl Worker {
                 () = &mut abort => break,
             }
         }
-        let store = self
-            .mirror
-            .state()
-            .expect("validated: the mirror has a state store");
         for (_, (claim, handle)) in state.claims.drain() {
             handle.abort();
             let released = store
