@@ -1,11 +1,12 @@
-//! Certificates the tests generate: a CA and a server certificate for 127.0.0.1 (the TLS registry
-//! variant), and a self-signed signing certificate (the token issuer's JWT key).
+//! Certificates the tests generate: a CA, a server certificate for 127.0.0.1 and a client
+//! certificate it signed (the TLS registry variant), and a self-signed signing certificate (the
+//! token issuer's JWT key).
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -43,33 +44,18 @@ impl ServerTls {
         let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".into()])
-            .expect("127.0.0.1 and localhost are valid names");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "127.0.0.1");
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        set_validity(&mut params);
-        let key = KeyPair::generate().expect("generating a P-256 key");
-        let cert = params
-            .signed_by(&key, &issuer)
-            .expect("signing the server certificate");
-
-        let mut client_params = CertificateParams::new(Vec::<String>::new())
-            .expect("no subject alt names cannot be invalid");
-        client_params
-            .distinguished_name
-            .push(DnType::CommonName, "regmirror test client");
-        client_params.use_authority_key_identifier_extension = true;
-        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        set_validity(&mut client_params);
-        let client_key = KeyPair::generate().expect("generating a P-256 key");
-        let client_cert = client_params
-            .signed_by(&client_key, &issuer)
-            .expect("signing the client certificate");
+        let (cert, key) = leaf(
+            vec!["127.0.0.1".to_owned(), "localhost".into()],
+            "127.0.0.1",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &issuer,
+        );
+        let (client_cert, client_key) = leaf(
+            Vec::new(),
+            "regmirror test client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &issuer,
+        );
 
         let tls = ServerTls {
             ca_pem: dir.join("ca.pem"),
@@ -133,6 +119,29 @@ impl SigningCert {
             key_pem: key.serialize_pem(),
         }
     }
+}
+
+/// A certificate `issuer` signed for `names` (subject alt names) and `purpose`, and its key.
+fn leaf(
+    names: Vec<String>,
+    common_name: &str,
+    purpose: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'_, KeyPair>,
+) -> (Certificate, KeyPair) {
+    let mut params =
+        CertificateParams::new(names).expect("127.0.0.1, localhost or none are valid names");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![purpose];
+    set_validity(&mut params);
+    let key = KeyPair::generate().expect("generating a P-256 key");
+    let cert = params
+        .signed_by(&key, issuer)
+        .expect("signing a leaf certificate with the test CA");
+    (cert, key)
 }
 
 fn set_validity(params: &mut CertificateParams) {
