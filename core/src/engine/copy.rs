@@ -88,6 +88,15 @@ pub(crate) enum PlatformFit {
     Excluded(String),
 }
 
+/// Whether the architecture filter selects index entry `child` (an empty filter selects all).
+pub(crate) fn platform_selected(architectures: &[String], child: &Reference) -> bool {
+    architectures.is_empty()
+        || child
+            .platform
+            .as_ref()
+            .is_some_and(|p| architectures.contains(&p.architecture))
+}
+
 /// The sorted comma-joined architectures, as recorded on rewritten indexes.
 pub(crate) fn architectures_label(architectures: &[String]) -> String {
     let mut a = architectures.to_vec();
@@ -170,18 +179,10 @@ impl Run {
                 Ok(ready(manifest))
             }
             ManifestKind::Index { manifests } => {
-                let chosen: Vec<&Reference> = if architectures.is_empty() {
-                    manifests.iter().collect()
-                } else {
-                    manifests
-                        .iter()
-                        .filter(|c| {
-                            c.platform
-                                .as_ref()
-                                .is_some_and(|p| architectures.contains(&p.architecture))
-                        })
-                        .collect()
-                };
+                let chosen: Vec<&Reference> = manifests
+                    .iter()
+                    .filter(|c| platform_selected(architectures, c))
+                    .collect();
                 if chosen.is_empty() {
                     return Err(Error::new(
                         ErrorKind::NotFound,

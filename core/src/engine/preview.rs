@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::copy::PlatformFit;
+use super::copy::{PlatformFit, platform_selected};
 use super::plan::{self, Action};
 use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
@@ -159,12 +159,7 @@ async fn needs(
         ManifestKind::Index { manifests } => {
             children = manifests
                 .into_iter()
-                .filter(|c| {
-                    architectures.is_empty()
-                        || c.platform
-                            .as_ref()
-                            .is_some_and(|p| architectures.contains(&p.architecture))
-                })
+                .filter(|c| platform_selected(architectures, c))
                 .collect();
             if children.is_empty() {
                 return Err(Error::new(
