@@ -182,7 +182,7 @@ impl Run {
             return Err(self.abort_error());
         }
         if self.is_cancelled() {
-            return Err(Error::new(ErrorKind::Cancelled, "the sync was cancelled"));
+            return Err(cancelled());
         }
         Ok(())
     }
@@ -207,7 +207,7 @@ impl Run {
         let _permit = tokio::select! {
             biased;
             _ = self.abort.cancelled() => return Err(self.abort_error()),
-            _ = self.cancel.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "the sync was cancelled")),
+            _ = self.cancel.cancelled() => return Err(cancelled()),
             permit = pool.acquire() => permit.expect("the run's pools are never closed"),
         };
         self.check()?;
@@ -223,7 +223,6 @@ impl Run {
     /// accepts connections but never answers would otherwise hold a cancelled run for the
     /// stall timeout and every retry.
     pub async fn read_only_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        let cancelled = || Error::new(ErrorKind::Cancelled, "the sync was cancelled");
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Err(cancelled()),
@@ -270,7 +269,7 @@ impl Run {
             });
         } else if self.is_cancelled() {
             report.outcome = Outcome::Cancelled;
-            report.error = Some("the sync was cancelled".to_owned());
+            report.error = Some(CANCELLED.to_owned());
         }
         report
     }
@@ -323,6 +322,13 @@ impl Run {
         }
         store.clear_tag_record(&self.config.id).await
     }
+}
+
+/// Why a cancelled run stopped (its error and its report's).
+const CANCELLED: &str = "the sync was cancelled";
+
+fn cancelled() -> Error {
+    Error::new(ErrorKind::Cancelled, CANCELLED)
 }
 
 /// Lock a mutex whose data stays consistent even if a holder panicked (every update is one step).
