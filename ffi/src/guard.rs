@@ -26,6 +26,13 @@ impl From<engine::Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A bug inside regmirror (`REGMIRROR_INTERNAL`), worded as the core's internal errors are.
+    pub(crate) fn internal(message: String) -> Self {
+        engine::Error::new(engine::ErrorKind::Internal, message).into()
+    }
+}
+
 thread_local! {
     /// `None` when the last call on this thread succeeded.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };

@@ -198,12 +198,8 @@ pub unsafe extern "C" fn regmirror_mirror_sync(
         // SAFETY: a live mirror, only read.
         let sync = &unsafe { mirror.as_ref() }.sync;
         let report = runtime()?.block_on(sync.run(SyncOptions::default()))?;
-        let json = serde_json::to_string(&report).map_err(|e| {
-            Failure::from(engine::Error::new(
-                engine::ErrorKind::Internal,
-                format!("serializing the report: {e}"),
-            ))
-        })?;
+        let json = serde_json::to_string(&report)
+            .map_err(|e| Failure::internal(format!("serializing the report: {e}")))?;
         let json = to_owned_c(json)?;
         // SAFETY: non-NULL and valid for a write per the contract.
         unsafe { out.write(json) };
@@ -251,10 +247,5 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
                 .build()
         })
         .as_ref()
-        .map_err(|e| {
-            Failure::from(engine::Error::new(
-                engine::ErrorKind::Internal,
-                format!("starting regmirror's runtime: {e}"),
-            ))
-        })
+        .map_err(|e| Failure::internal(format!("starting regmirror's runtime: {e}")))
 }

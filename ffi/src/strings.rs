@@ -7,12 +7,8 @@ use crate::guard::{self, Failure};
 /// A Rust string as a C string the caller owns (freed with `regmirror_string_free`).
 pub(crate) fn to_owned_c(s: String) -> Result<*mut c_char, Failure> {
     // Tags and patterns cannot contain NUL (they came in as C strings), so this only fails on a bug.
-    let c = CString::new(s).map_err(|e| {
-        Failure::from(engine::Error::new(
-            engine::ErrorKind::Internal,
-            format!("output string contains NUL: {e}"),
-        ))
-    })?;
+    let c = CString::new(s)
+        .map_err(|e| Failure::internal(format!("output string contains NUL: {e}")))?;
     Ok(c.into_raw())
 }
 
