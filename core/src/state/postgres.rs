@@ -463,14 +463,16 @@ impl StateStore for PostgresStateStore {
         let mut claims = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut record = to_record(row)?;
-            // The due_us column is derived from the state; claim_if_due re-checks the rule.
-            let before = record.state.clone();
+            // The due_us column is derived from the state; re-check with the rule itself.
+            if !record.state.is_claimable(record.config.enabled, now) {
+                continue;
+            }
             let claim = record
                 .state
                 .claim_if_due(&record.config, worker, now, lease);
-            if record.state != before {
-                store(&tx, &record.config, &mut record.state, false).await?;
-            }
+            // A claimable mirror's state changed whether or not a claim came back (a lost
+            // run with no retries left moved to its next slot).
+            store(&tx, &record.config, &mut record.state, false).await?;
             claims.extend(claim.map(|c| stored_claim(c, &record.state)));
         }
         tx.commit().await.map_err(db_error)?;

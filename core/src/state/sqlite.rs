@@ -423,14 +423,16 @@ impl StateStore for SqliteStateStore {
             };
             let mut claims = Vec::with_capacity(due.len());
             for mut record in due {
-                // The due_us column is derived from the state; claim_if_due re-checks the rule.
-                let before = record.state.clone();
+                // The due_us column is derived from the state; re-check with the rule itself.
+                if !record.state.is_claimable(record.config.enabled, now) {
+                    continue;
+                }
                 let claim = record
                     .state
                     .claim_if_due(&record.config, &worker, now, lease);
-                if record.state != before {
-                    store(&tx, &record.config, &mut record.state, false)?;
-                }
+                // A claimable mirror's state changed whether or not a claim came back (a lost
+                // run with no retries left moved to its next slot).
+                store(&tx, &record.config, &mut record.state, false)?;
                 claims.extend(claim.map(|c| stored_claim(c, &record.state)));
             }
             tx.commit().map_err(db_error)?;
