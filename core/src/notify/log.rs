@@ -13,10 +13,7 @@ pub struct LogNotifier;
 #[async_trait]
 impl Notifier for LogNotifier {
     async fn notify(&self, e: &MirrorEvent) -> Result<()> {
-        let event = serde_json::to_value(e.event)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let event = e.event.as_str();
         macro_rules! record {
             ($level:ident) => {
                 tracing::$level!(

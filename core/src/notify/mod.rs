@@ -27,6 +27,19 @@ pub enum EventKind {
     SyncCancelled,
 }
 
+impl EventKind {
+    /// Its serde name (`sync_started`, …): the webhook's event header and the log record's
+    /// `event` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SyncStarted => "sync_started",
+            EventKind::SyncSucceeded => "sync_succeeded",
+            EventKind::SyncFailed => "sync_failed",
+            EventKind::SyncCancelled => "sync_cancelled",
+        }
+    }
+}
+
 /// The payload every notifier receives. Never contains credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorEvent {
@@ -52,4 +65,24 @@ pub struct MirrorEvent {
 pub trait Notifier: Send + Sync + std::fmt::Debug {
     /// Deliver one event. An error is logged and otherwise ignored.
     async fn notify(&self, event: &MirrorEvent) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_names_are_the_serde_names() {
+        for kind in [
+            EventKind::SyncStarted,
+            EventKind::SyncSucceeded,
+            EventKind::SyncFailed,
+            EventKind::SyncCancelled,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+        }
+    }
 }

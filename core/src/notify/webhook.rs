@@ -165,10 +165,7 @@ impl Notifier for WebhookNotifier {
                 format!("event does not serialize: {e}"),
             )
         })?;
-        let name = serde_json::to_value(event.event)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let name = event.event.as_str();
         let mut pause = self.backoff;
         let mut last = String::new();
         for attempt in 0..=self.retries {
@@ -176,7 +173,7 @@ impl Notifier for WebhookNotifier {
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
-            match self.attempt(&name, &body).await {
+            match self.attempt(name, &body).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
