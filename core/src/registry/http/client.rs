@@ -458,6 +458,19 @@ impl Client {
         }
     }
 
+    /// For the loops that repeat what `send` cannot (a body cut off after its headers arrived,
+    /// an upload to restart): waits out the backoff and counts the retry when `e` is temporary
+    /// and retries remain, otherwise gives `e` back.
+    pub(crate) async fn back_off_or_fail(&self, e: Error, retries: &mut u32) -> Result<()> {
+        if !e.kind().is_temporary() || *retries >= self.options.retry.max_retries {
+            return Err(e);
+        }
+        tracing::debug!(target: "regmirror::http", "{e}; retrying");
+        tokio::time::sleep(self.options.retry.backoff(*retries)).await;
+        *retries += 1;
+        Ok(())
+    }
+
     /// Read a whole (small) body, refusing it as soon as it grows past `limit` bytes.
     pub(crate) async fn read_limited(
         &self,

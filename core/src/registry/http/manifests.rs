@@ -149,12 +149,7 @@ impl Client {
                 .await
             {
                 Ok(bytes) => break (bytes, media_type),
-                Err(e) if e.kind().is_temporary() && retries < self.options.retry.max_retries => {
-                    tracing::debug!(target: "regmirror::http", "{e}; retrying");
-                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                Err(e) => return Err(e),
+                Err(e) => self.back_off_or_fail(e, &mut retries).await?,
             }
         };
         let manifest = match &by_digest {

@@ -115,14 +115,7 @@ impl Client {
                 // is read again here (a listing failure fails the whole run).
                 match self.read_limited(resp, MAX_TAG_PAGE, &what).await {
                     Ok(body) => break (next, page_url, body),
-                    Err(e)
-                        if e.kind().is_temporary() && retries < self.options.retry.max_retries =>
-                    {
-                        tracing::debug!(target: "regmirror::http", "{e}; retrying");
-                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                        retries += 1;
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => self.back_off_or_fail(e, &mut retries).await?,
                 }
             };
             let page: TagPage = serde_json::from_slice(&body).map_err(|e| {

@@ -123,12 +123,8 @@ impl Client {
                 .retry(false);
             let resp = self.send(call).await;
             match self.finish(resp, &session.location, scopes, what).await {
-                Err(e) if e.kind().is_temporary() && retries < self.options.retry.max_retries => {
-                    tracing::debug!(target: "regmirror::http", "{e}; restarting the upload");
-                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                result => return result,
+                Ok(()) => return Ok(()),
+                Err(e) => self.back_off_or_fail(e, &mut retries).await?,
             }
         }
     }
