@@ -35,6 +35,14 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// The `Docker-Content-Digest` the registry answered with, if any and well-formed.
+fn content_digest(headers: &HeaderMap) -> Option<Digest> {
+    headers
+        .get(DOCKER_CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v.trim()).ok())
+}
+
 fn is_schema1(media_type: &str) -> bool {
     media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED
 }
@@ -86,11 +94,7 @@ impl Client {
         if is_schema1(&media_type) {
             return Err(schema1_error(repo, reference));
         }
-        let header_digest = resp
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v.trim()).ok());
+        let header_digest = content_digest(resp.headers());
         let size = resp
             .headers()
             .get(CONTENT_LENGTH)
@@ -211,11 +215,7 @@ impl Client {
         let resp = self
             .expect(resp, &[StatusCode::CREATED, StatusCode::OK], &what)
             .await?;
-        if let Some(stored) = resp
-            .headers()
-            .get(DOCKER_CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Digest::parse(v.trim()).ok())
+        if let Some(stored) = content_digest(resp.headers())
             && stored != manifest.digest
         {
             return Err(Error::new(
