@@ -179,14 +179,7 @@ impl MemoryRegistry {
     pub fn put_blob(&self, repo: &str, bytes: impl Into<Bytes>) -> Digest {
         let bytes = bytes.into();
         let digest = Digest::of(&bytes);
-        let mut inner = self.lock();
-        inner.blobs.insert(digest.clone(), bytes);
-        inner
-            .repos
-            .entry(repo.to_owned())
-            .or_default()
-            .blobs
-            .insert(digest.clone());
+        self.put_blob_as(repo, &digest, bytes);
         digest
     }
 
