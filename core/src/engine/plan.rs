@@ -65,12 +65,6 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
     Ok(record)
 }
 
-/// Plan the run for `selected` (sorted) tags.
-pub(crate) async fn plan(run: &Arc<Run>, selected: Vec<String>) -> Result<Plan> {
-    let prior = destination_tags(run).await?;
-    plan_with_prior(run, selected, prior).await
-}
-
 /// Plan the run for `selected` (sorted) tags, the destination's tags being `prior`.
 pub(crate) async fn plan_with_prior(
     run: &Arc<Run>,

@@ -74,16 +74,13 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         bytes_to_copy: 0,
         note: None,
     };
-    let tags = run
-        .read_only_unit(run.source.list_tags(&run.src_repo))
-        .await
-        .map_err(|e| e.context(format!("listing the tags of {}", run.config.source)))?;
+    let (tags, prior) = run.list_both_sides().await?;
     let selected = run.filter.select(&tags);
     if selected.is_empty() {
         preview.note = Some(run.no_tags_matched(tags.len()));
         return Ok(preview);
     }
-    let plan = plan::plan(run, selected).await?;
+    let plan = plan::plan_with_prior(run, selected, prior?).await?;
     let mut seen = HashSet::new();
     let mut keep = BTreeSet::new();
     for (tag, action) in plan.tags {

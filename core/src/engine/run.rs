@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pattern::TagFilter;
 use crate::reference::Digest;
 use crate::registry::{DestRegistry, SourceRegistry};
-use crate::state::{LogEntry, LogKind, StateStore};
+use crate::state::{LogEntry, LogKind, StateStore, TagRecord};
 
 /// An error that several waiters share (the first attempt's result is reused).
 #[derive(Debug, Clone)]
@@ -282,13 +282,7 @@ impl Run {
         if let Some(store) = store {
             self.recover(store.as_ref()).await?;
         }
-        // The destination's inventory does not depend on the source's tags: take both at once.
-        let (tags, prior) = tokio::join!(
-            self.read_only_unit(self.source.list_tags(&self.src_repo)),
-            plan::destination_tags(self)
-        );
-        let tags =
-            tags.map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
+        let (tags, prior) = self.list_both_sides().await?;
         let selected = self.filter.select(&tags);
         if selected.is_empty() {
             report.note = Some(self.no_tags_matched(tags.len()));
@@ -297,6 +291,19 @@ impl Run {
         let plan = plan::plan_with_prior(self, selected, prior?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
+    }
+
+    /// The source's tags, and the destination's tags and digests (checked by the caller only
+    /// when it goes on to plan). The destination's inventory does not depend on the source's
+    /// tags: both are read at once.
+    pub(crate) async fn list_both_sides(&self) -> Result<(Vec<String>, Result<TagRecord>)> {
+        let (tags, prior) = tokio::join!(
+            self.read_only_unit(self.source.list_tags(&self.src_repo)),
+            plan::destination_tags(self)
+        );
+        let tags =
+            tags.map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
+        Ok((tags, prior))
     }
 
     /// The note of a run or preview whose patterns select none of the source's `count` tags.
