@@ -352,12 +352,7 @@ impl From<regmirror::SyncReport> for SyncReport {
         SyncReport {
             mirror_id: r.mirror_id,
             source: r.source,
-            outcome: match r.outcome {
-                Outcome::Success => "success",
-                Outcome::Failed => "failed",
-                Outcome::Cancelled => "cancelled",
-            }
-            .to_owned(),
+            outcome: r.outcome.as_str().to_owned(),
             error: r.error,
             note: r.note,
             partial: r.partial,

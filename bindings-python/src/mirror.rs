@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyList, PyString, PyTuple};
-use regmirror::engine::{Outcome, SyncOptions};
+use regmirror::engine::SyncOptions;
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::{Credentials, Error, ErrorKind};
 use tokio::task::JoinHandle;
@@ -361,11 +361,7 @@ impl From<regmirror::SyncReport> for SyncReport {
         SyncReport {
             mirror_id: r.mirror_id,
             source: r.source,
-            outcome: match r.outcome {
-                Outcome::Success => "success",
-                Outcome::Failed => "failed",
-                Outcome::Cancelled => "cancelled",
-            },
+            outcome: r.outcome.as_str(),
             error: r.error,
             note: r.note,
             partial: r.partial,

@@ -16,6 +16,17 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// Its serde name (`success`, `failed`, `cancelled`): what the bindings' reports say.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// A tag that failed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagFailure {
@@ -100,5 +111,20 @@ impl SyncReport {
     /// The failed tags' names.
     pub fn failed_tags(&self) -> Vec<String> {
         self.tags_failed.iter().map(|f| f.tag.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn outcome_names_are_the_serde_names() {
+        for outcome in [Outcome::Success, Outcome::Failed, Outcome::Cancelled] {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::Value::from(outcome.as_str())
+            );
+        }
     }
 }
