@@ -188,11 +188,7 @@ impl Client {
         what: &str,
     ) -> Result<()> {
         let result = match resp {
-            Ok(resp) => self
-                .expect(resp, &[StatusCode::CREATED], what)
-                .await
-                .map(drop)
-                .map_err(session_lost),
+            Ok(resp) => self.completed(resp, what).await,
             Err(e) => Err(e.context(what)),
         };
         if result.is_err() {
@@ -241,11 +237,7 @@ impl Client {
             }),
         };
         match sent {
-            Ok(resp) => self
-                .expect(resp, &[StatusCode::CREATED], what)
-                .await
-                .map(drop)
-                .map_err(session_lost),
+            Ok(resp) => self.completed(resp, what).await,
             Err(Failed { error, .. }) => Err(error.context(what)),
         }
     }
@@ -302,6 +294,12 @@ impl Client {
             .send(Call::new(Method::PUT, with_digest(&location, digest), scopes).retry(false))
             .await
             .map_err(|e| e.context(what))?;
+        self.completed(resp, what).await
+    }
+
+    /// Check the answer to the `PUT` that completes an upload: `201 Created`, or the error it
+    /// stands for (a lost session being a temporary one).
+    async fn completed(&self, resp: Response, what: &str) -> Result<()> {
         self.expect(resp, &[StatusCode::CREATED], what)
             .await
             .map(drop)
