@@ -1,5 +1,7 @@
 //! regmirror keeps a repository in your registry in sync with a repository in an external
-//! registry: Quay's "repository mirroring", as an embeddable engine.
+//! registry: Quay's "repository mirroring", as an embeddable engine. The behaviour is specified in
+//! [`docs/SEMANTICS.md`](https://github.com/regmirror/regmirror/blob/main/docs/SEMANTICS.md), the
+//! architecture in [`docs/DESIGN.md`](https://github.com/regmirror/regmirror/blob/main/docs/DESIGN.md).
 //!
 //! Tags are chosen by Quay's glob patterns (plus opt-in regex, semver and exclusions):
 //!
