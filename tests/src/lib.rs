@@ -1,7 +1,8 @@
 //! The regmirror test kit: real CNCF distribution registries on loopback ([`Registry`]), test
 //! images and a seeder that pushes them without the client under test ([`image`], [`Seeder`]),
-//! a counting, fault-injecting reverse proxy ([`Proxy`]), throwaway PostgreSQL clusters
-//! ([`Postgres`]), and a webhook receiver ([`WebhookReceiver`]).
+//! a counting, fault-injecting reverse proxy ([`Proxy`]), a registry that misbehaves on purpose
+//! ([`HostileRegistry`]), throwaway PostgreSQL clusters ([`Postgres`]), and a webhook receiver
+//! ([`WebhookReceiver`]).
 //!
 //! Every server binds 127.0.0.1 only and stops when its handle is dropped.
 //!
@@ -37,6 +38,7 @@
 //! # }
 //! ```
 
+pub mod hostile;
 pub mod image;
 pub mod postgres;
 pub mod proxy;
@@ -47,6 +49,7 @@ pub mod tls;
 pub mod token;
 pub mod webhook;
 
+pub use hostile::{HostileRegistry, Mode};
 pub use image::{Blob, Flavor, Image, Index};
 pub use postgres::Postgres;
 pub use proxy::{Fault, Proxy};

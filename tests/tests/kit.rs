@@ -245,3 +245,42 @@ async fn corrupt_and_removed_blobs_are_served_wrong() {
     );
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn the_hostile_registry_serves_honestly_until_told_otherwise() {
+    use regmirror::SourceRegistry as _;
+    use regmirror_tests::hostile::{HOSTILE_TOKEN, HostileRegistry, Mode};
+
+    let honest = HostileRegistry::builder(Mode::Honest).token_auth().start();
+    let image = Image::simple(1, 1, 100);
+    honest.put_image("kit/app", "v1", &image);
+    let client = honest.client();
+    assert_eq!(client.list_tags("kit/app").await.unwrap(), ["v1"]);
+    let manifest = client.get_manifest("kit/app", "v1").await.unwrap();
+    assert_eq!(manifest.bytes, image.manifest.bytes);
+    let bearer = format!("Bearer {HOSTILE_TOKEN}");
+    assert!(
+        honest
+            .requests()
+            .iter()
+            .any(|s| s.authorization.as_deref() == Some(bearer.as_str()))
+    );
+
+    let echo = HostileRegistry::builder(Mode::EchoSecrets { status: 500 })
+        .basic_auth()
+        .start();
+    echo.put_image("kit/app", "v1", &image);
+    let answer = reqwest::Client::new()
+        .get(format!("{}/v2/kit/app/manifests/v1", echo.base_url()))
+        .basic_auth(regmirror_tests::USERNAME, Some(regmirror_tests::PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains(regmirror_tests::PASSWORD), "{body}");
+    assert!(
+        body.contains(&regmirror_tests::hostile::base64_login()),
+        "{body}"
+    );
+}
