@@ -1,5 +1,6 @@
 //! The `regmirror` command: one-shot syncs (`sync`), the mirroring worker (`worker`), mirror
-//! management in a state store (`mirror`), and tag-pattern checks (`tags`).
+//! management in a state store (`mirror`), tag-pattern checks (`tags`), and the shell
+//! completions and manual pages a package installs (`completions`, `man`).
 //!
 //! Exit status: 0 success, 1 a tag (or the run, or a registry or the store) failed, 2 invalid
 //! input — clap's own usage errors exit 2 as well.
@@ -10,6 +11,7 @@ mod hint;
 mod location;
 mod manage;
 mod output;
+mod packaging;
 mod progress;
 mod store;
 mod summary;
@@ -17,6 +19,7 @@ mod sync;
 mod worker;
 mod worker_config;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +58,22 @@ enum Command {
         /// Candidate tags.
         tags: Vec<String>,
     },
+    /// Print the shell completion script for SHELL on stdout.
+    ///
+    /// bash: `regmirror completions bash > /usr/share/bash-completion/completions/regmirror`;
+    /// zsh: into a file named `_regmirror` on `$fpath`; fish: into
+    /// `~/.config/fish/completions/regmirror.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page regmirror(1) on stdout, or write one page per command into DIR.
+    Man {
+        /// Write regmirror.1, regmirror-sync.1, ... into this directory (e.g.
+        /// /usr/local/share/man/man1) instead of printing regmirror.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,7 +93,10 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Sync(args) => args.json,
         Command::Mirror(args) => args.json,
-        Command::Worker(_) | Command::Tags { .. } => false,
+        Command::Worker(_)
+        | Command::Tags { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => false,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -135,5 +157,10 @@ async fn run(cli: Cli) -> CliResult<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            packaging::completions(shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => packaging::man(dir.as_deref()).map(|()| ExitCode::SUCCESS),
     }
 }
