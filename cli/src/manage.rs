@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::config::{KNOWN_ARCHITECTURES, check_interval};
 use regmirror::state::{LogKind, MirrorRecord};
 use regmirror::{ErrorKind, MirrorConfig, ProxyConfig, RepositoryRef, StateStore, TagFilter};
 use time::OffsetDateTime;
@@ -104,9 +104,14 @@ pub struct MirrorSettings {
     /// Architectures to copy from multi-arch images (comma-separated), or `all`.
     #[arg(long, value_name = "ARCHS", value_delimiter = ',')]
     pub arch: Option<Vec<String>>,
-    /// Time between scheduled syncs (e.g. 30m, 6h, 1day; default 24h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time between scheduled syncs, whole seconds of at least 1s (e.g. 30m, 6h, 1day;
+    /// default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Option<Duration>,
+    /// The wait before retrying a failed run, doubled for each further retry (default 60s);
+    /// 0 retries at the workers' next poll, as Quay does.
+    #[arg(long, value_name = "DURATION", value_parser = parse_backoff)]
+    pub retry_backoff: Option<Duration>,
     /// The first scheduled sync, RFC 3339 (e.g. 2026-12-01T03:00:00Z); default: spread over the
     /// interval from now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -151,6 +156,23 @@ pub struct MirrorSettings {
     pub robot: Option<String>,
 }
 
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let interval = parse_duration(s)?;
+    check_interval(interval)?;
+    Ok(interval)
+}
+
+fn parse_backoff(s: &str) -> Result<Duration, String> {
+    let backoff = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string())?,
+    };
+    if backoff.subsec_nanos() != 0 {
+        return Err("must be whole seconds (0 retries at the next poll)".to_owned());
+    }
+    Ok(backoff)
+}
+
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-12-01T03:00:00Z)"))
@@ -181,6 +203,9 @@ impl MirrorSettings {
         }
         if let Some(interval) = self.interval {
             config.sync_interval = interval;
+        }
+        if let Some(backoff) = self.retry_backoff {
+            config.retry_backoff = backoff;
         }
         if let Some(start) = self.start {
             config.sync_start_date = Some(start);
@@ -332,8 +357,11 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
         MirrorCommand::List => {
             let records = store.list_mirrors().await?;
             if json {
-                let views: Vec<MirrorView> =
-                    records.iter().map(|r| MirrorView::new(r, None)).collect();
+                let mut views = Vec::with_capacity(records.len());
+                for record in &records {
+                    let report = last_report(&*store, &record.config.id).await?;
+                    views.push(MirrorView::new(record, report));
+                }
                 print_json(&views);
             } else if records.is_empty() {
                 crate::output::line("no mirrors yet (add one with `regmirror mirror add`)");

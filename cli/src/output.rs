@@ -32,6 +32,7 @@ pub struct MirrorView {
     pub https_proxy: Option<String>,
     pub no_proxy: Option<String>,
     pub timeout_secs: u64,
+    pub retry_backoff_secs: u64,
     pub rollback: RollbackMode,
     pub platform_index: PlatformIndexMode,
     pub robot: Option<String>,
@@ -62,6 +63,7 @@ impl MirrorView {
             https_proxy: c.proxy.https_proxy.as_deref().map(redact_url),
             no_proxy: c.proxy.no_proxy.clone(),
             timeout_secs: c.timeout.as_secs(),
+            retry_backoff_secs: c.retry_backoff.as_secs(),
             rollback: c.rollback,
             platform_index: c.platform_index,
             robot: c.robot.clone(),
@@ -108,6 +110,14 @@ impl MirrorView {
                 },
             ),
             ("rollback", rollback_name(self.rollback).to_owned()),
+            (
+                "retry backoff",
+                if self.retry_backoff_secs == 0 {
+                    "none (next poll)".to_owned()
+                } else {
+                    human_duration(Duration::from_secs(self.retry_backoff_secs))
+                },
+            ),
             ("status", s.status.to_string()),
             ("retries left", s.retries_remaining.to_string()),
             ("last started", time_or_never(s.last_started)),

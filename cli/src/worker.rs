@@ -64,6 +64,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             batch_size: config.max_concurrent_syncs,
             max_concurrent: config.max_concurrent_syncs,
             shutdown_deadline: config.shutdown_deadline,
+            log_retention: config.log_retention,
         })
         .run_until(stop.graceful, stop.now)
         .await?;
@@ -191,8 +192,8 @@ impl StopSignals<(), ()> {
                     _ = tokio::signal::ctrl_c() => {}
                     Some(()) = async { term.as_mut()?.recv().await } => {}
                 }
-                count.send_modify(|n| *n += 1);
-                if *count.borrow() == 1 {
+                // Said before the worker hears of it, so "worker stopped" always comes after.
+                if *count.borrow() == 0 {
                     tracing::info!(
                         "shutting down: no new syncs; waiting for the runs in flight (a second \
                          signal stops them now)"
@@ -200,6 +201,7 @@ impl StopSignals<(), ()> {
                 } else {
                     tracing::info!("stopping now: the runs in flight are released");
                 }
+                count.send_modify(|n| *n += 1);
             }
         });
         let after = |n: u32| {

@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::config::{DEFAULT_RETRY_BACKOFF, KNOWN_ARCHITECTURES, check_interval};
 use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
+use regmirror::state::LogRetention;
 use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_DEADLINE};
 use regmirror::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
@@ -42,6 +43,8 @@ pub struct WorkerConfig {
     pub max_concurrent_syncs: usize,
     /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors that do not set one.
     pub default_rollback: RollbackMode,
+    /// How much usage log the worker keeps.
+    pub log_retention: LogRetention,
     pub destination: Destination,
     pub webhooks: Vec<Webhook>,
     pub mirrors: Vec<MirrorConfig>,
@@ -85,6 +88,11 @@ struct RawConfig {
     concurrency: Option<usize>,
     max_concurrent_syncs: Option<usize>,
     default_rollback: Option<RollbackMode>,
+    #[serde(default, deserialize_with = "duration::option_or_zero")]
+    retry_backoff: Option<Duration>,
+    usage_log_max_entries: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option_or_zero")]
+    usage_log_max_age: Option<Duration>,
     destination: Spanned<RawDestination>,
     #[serde(default)]
     webhook: Vec<Spanned<RawWebhook>>,
@@ -132,6 +140,8 @@ struct RawMirror {
     #[serde(default, deserialize_with = "duration::option")]
     interval: Option<Duration>,
     start: Option<StartTime>,
+    #[serde(default, deserialize_with = "duration::option_or_zero")]
+    retry_backoff: Option<Duration>,
     enabled: Option<bool>,
     /// Also spelled `tls_verify`, as in `[destination]` and skopeo.
     #[serde(alias = "tls_verify")]
@@ -220,13 +230,30 @@ impl WorkerConfig {
                     .map_err(|f| f.context(format!("{at}: webhook {}", i + 1)))
             })
             .collect::<CliResult<Vec<_>>>()?;
-        let default_rollback = raw.default_rollback.unwrap_or_default();
+        let defaults = MirrorDefaults {
+            rollback: raw.default_rollback.unwrap_or_default(),
+            retry_backoff: raw.retry_backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
+        };
+        check_whole_seconds(defaults.retry_backoff, "retry_backoff")?;
+        // 0 keeps everything, as leaving the key out of a file could not say.
+        let log_retention = LogRetention {
+            max_entries: match raw.usage_log_max_entries {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => LogRetention::default().max_entries,
+            },
+            max_age: match raw.usage_log_max_age {
+                Some(age) if age.is_zero() => None,
+                Some(age) => Some(age),
+                None => LogRetention::default().max_age,
+            },
+        };
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
         for m in raw.mirror {
             let at = line(m.span());
             let m = m.into_inner();
             let id = m.id.clone();
-            let config = mirror(m, base, default_rollback).map_err(|f| {
+            let config = mirror(m, base, &defaults).map_err(|f| {
                 // The core's checks name the mirror already.
                 f.context_if_new(format!("mirror {id:?}")).context(&at)
             })?;
@@ -248,7 +275,8 @@ impl WorkerConfig {
                 "max_concurrent_syncs",
                 DEFAULT_MAX_CONCURRENT,
             )?,
-            default_rollback,
+            default_rollback: defaults.rollback,
+            log_retention,
             destination,
             webhooks,
             mirrors,
@@ -281,6 +309,9 @@ const KEYS: &[&str] = &[
     "concurrency",
     "max_concurrent_syncs",
     "default_rollback",
+    "retry_backoff",
+    "usage_log_max_entries",
+    "usage_log_max_age",
     "registry",
     "username",
     "password",
@@ -409,7 +440,24 @@ fn webhook(raw: RawWebhook, base: &Path) -> CliResult<Webhook> {
     })
 }
 
-fn mirror(raw: RawMirror, base: &Path, default_rollback: RollbackMode) -> CliResult<MirrorConfig> {
+/// What the file's top level sets for mirrors that do not set it themselves.
+struct MirrorDefaults {
+    rollback: RollbackMode,
+    retry_backoff: Duration,
+}
+
+/// `key` (a backoff) must be whole seconds: the store keeps whole seconds.
+fn check_whole_seconds(d: Duration, key: &str) -> CliResult<()> {
+    if d.subsec_nanos() != 0 {
+        return Err(Failure::invalid(format!(
+            "{key}: {} is not a whole number of seconds (\"0s\" retries at the next poll)",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(())
+}
+
+fn mirror(raw: RawMirror, base: &Path, defaults: &MirrorDefaults) -> CliResult<MirrorConfig> {
     let source = raw.source.strip_prefix("docker://").unwrap_or(&raw.source);
     let source = regmirror::RepositoryRef::parse(source)
         .map_err(|e| Failure::invalid(format!("source: {}", e.message())))?;
@@ -435,8 +483,11 @@ fn mirror(raw: RawMirror, base: &Path, default_rollback: RollbackMode) -> CliRes
     let mut config = MirrorConfig::new(raw.id, source, &patterns);
     config.architectures = raw.architectures;
     if let Some(interval) = raw.interval {
+        check_interval(interval).map_err(|why| Failure::invalid(format!("interval: {why}")))?;
         config.sync_interval = interval;
     }
+    config.retry_backoff = raw.retry_backoff.unwrap_or(defaults.retry_backoff);
+    check_whole_seconds(config.retry_backoff, "retry_backoff")?;
     if let Some(start) = raw.start {
         config.sync_start_date = Some(
             OffsetDateTime::parse(&start.to_string(), &Rfc3339).map_err(|e| {
@@ -466,7 +517,7 @@ fn mirror(raw: RawMirror, base: &Path, default_rollback: RollbackMode) -> CliRes
     if let Some(timeout) = raw.timeout {
         config.timeout = timeout;
     }
-    config.rollback = raw.rollback.unwrap_or(default_rollback);
+    config.rollback = raw.rollback.unwrap_or(defaults.rollback);
     if let Some(mode) = raw.platform_index {
         config.platform_index = mode;
     }
@@ -542,7 +593,17 @@ mod duration {
         Text(String),
     }
 
+    /// A duration greater than zero.
     pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let duration = option_or_zero(d)?.expect("option_or_zero always gives a duration");
+        if duration.is_zero() {
+            return Err(D::Error::custom("a duration must be greater than zero"));
+        }
+        Ok(Some(duration))
+    }
+
+    /// A duration, zero included (`"0s"`, `0`).
+    pub fn option_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let duration = match Raw::deserialize(d)? {
             Raw::Secs(secs) => Duration::from_secs(secs),
             Raw::Text(text) => humantime::parse_duration(&text).map_err(|e| {
@@ -551,9 +612,6 @@ mod duration {
                 ))
             })?,
         };
-        if duration.is_zero() {
-            return Err(D::Error::custom("a duration must be greater than zero"));
-        }
         Ok(Some(duration))
     }
 }
@@ -715,6 +773,18 @@ password_env = "REGMIRROR_TEST_CFG_PW"
                 "line 1: poll_interval: a duration must be greater than zero",
             ),
             (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\ninterval = \"500ms\"\n",
+                "line 3: mirror \"m/a\": interval: 500ms is less than 1 second; intervals are whole seconds",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\ninterval = \"90s 500ms\"\n",
+                "interval: 1m 30s 500ms is not a whole number of seconds",
+            ),
+            (
+                "retry_backoff = \"1500ms\"\n[destination]\nregistry = \"r.io\"\n",
+                "retry_backoff: 1s 500ms is not a whole number of seconds",
+            ),
+            (
                 "[destination]\nregistry = \"r.io\"\nusername = \"u\"\npassword = \"\"\"\nhunter2 = \"\"\"\n[[webhook]]\nurl = \"ftp://x\"\n",
                 "line 6: webhook 1: url: not an http",
             ),
@@ -743,8 +813,40 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         // SAFETY: no other test reads or writes this variable.
         unsafe { std::env::set_var("DOCKERHUB_TOKEN", "token") };
         for m in raw.mirror {
-            mirror(m.into_inner(), Path::new("/"), RollbackMode::default()).unwrap();
+            let defaults = MirrorDefaults {
+                rollback: RollbackMode::default(),
+                retry_backoff: DEFAULT_RETRY_BACKOFF,
+            };
+            mirror(m.into_inner(), Path::new("/"), &defaults).unwrap();
         }
+    }
+
+    #[test]
+    fn retry_backoff_and_log_retention() {
+        let c = WorkerConfig::parse(
+            "retry_backoff = \"0s\"\nusage_log_max_entries = 500\nusage_log_max_age = 0\n\
+             [destination]\nregistry = \"r.io\"\n\
+             [[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\n\
+             [[mirror]]\nid = \"m/b\"\nsource = \"q.io/b\"\ntags = \"*\"\nretry_backoff = \"5m\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.mirrors[0].retry_backoff,
+            Duration::ZERO,
+            "Quay's next poll"
+        );
+        assert_eq!(c.mirrors[1].retry_backoff, Duration::from_secs(300));
+        assert_eq!(
+            c.log_retention,
+            LogRetention {
+                max_entries: Some(500),
+                max_age: None
+            }
+        );
+        let defaults =
+            WorkerConfig::parse("[destination]\nregistry = \"r.io\"\n", Path::new("/")).unwrap();
+        assert_eq!(defaults.log_retention, LogRetention::default());
     }
 
     #[test]

@@ -563,6 +563,25 @@ fn mirror_commands_round_trip_through_the_state_store() {
         out.stderr.contains("--tags: invalid tag pattern"),
         "{out:?}"
     );
+    // A sub-second interval would be stored as 0 s (due at every poll): refused, named.
+    for (interval, why) in [
+        ("500ms", "500ms is less than 1 second"),
+        ("1500ms", "1s 500ms is not a whole number of seconds"),
+    ] {
+        let out = m(&[
+            "add",
+            "mirror/etcd",
+            "--source",
+            "quay.io/coreos/etcd",
+            "--tags",
+            "*",
+            "--interval",
+            interval,
+        ]);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("--interval"), "{out:?}");
+        assert!(out.stderr.contains(why), "{out:?}");
+    }
     assert!(!db.exists());
 
     let out = m(&[
@@ -580,9 +599,15 @@ fn mirror_commands_round_trip_through_the_state_store() {
         "2030-01-01T03:00:00Z",
         "--rollback",
         "all-or-nothing",
+        "--retry-backoff",
+        "0",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("status:        NEVER_RUN"), "{out:?}");
+    assert!(
+        out.stdout.contains("retry backoff: none (next poll)"),
+        "{out:?}"
+    );
     let out = m(&[
         "add",
         "mirror/etcd",
@@ -628,6 +653,10 @@ fn mirror_commands_round_trip_through_the_state_store() {
     assert_eq!(show["status"], "NEVER_RUN");
     assert_eq!(show["retries_remaining"], 3);
     assert_eq!(show["next_start"], "2030-01-01T03:00:00Z");
+    assert_eq!(show["retry_backoff_secs"], 0);
+    let out = m(&["update", "mirror/etcd", "--interval", "0.5s"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--interval"), "{out:?}");
 
     let out = m(&[
         "update",
@@ -781,6 +810,11 @@ start = 2020-01-01T00:00:00Z
     ])
     .json();
     assert_eq!(shown["retries_remaining"], 3);
+    let listed = regmirror(&["mirror", "--config", config_arg, "list", "--json"]).json();
+    assert_eq!(
+        listed[0]["last_report"], shown["last_report"],
+        "list --json carries each mirror's last report"
+    );
     // The next run is on the hourly grid from the configured start, not right away.
     let next = shown["next_start"].as_str().unwrap();
     assert!(next.ends_with(":00:00Z"), "{shown}");
@@ -834,7 +868,11 @@ start = 2020-01-01T00:00:00Z
     let log = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
     assert!(exit.success(), "{exit}: {log}");
     assert!(log.contains("worker started"), "{log}");
-    assert!(log.contains("worker stopped"), "{log}");
+    let shutting_down = log.find("shutting down").expect("shutting down is logged");
+    let stopped = log
+        .find("worker stopped")
+        .expect("worker stopped is logged");
+    assert!(shutting_down < stopped, "in this order: {log}");
     for secret in ["s3:cr", "pässwörd", "Basic ", "Bearer "] {
         assert!(!log.contains(secret), "{secret:?} in the worker log: {log}");
     }

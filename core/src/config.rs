@@ -127,6 +127,14 @@ pub const KNOWN_ARCHITECTURES: &[&str] = &[
     "ppc64le", "riscv64", "s390x", "wasm",
 ];
 
+/// The default [`MirrorConfig::retry_backoff`]: Quay retries at the very next poll, which
+/// hammers a source that is down.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+
+fn default_retry_backoff() -> Duration {
+    DEFAULT_RETRY_BACKOFF
+}
+
 /// One mirror: a destination repository kept in sync with an external repository.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct MirrorConfig {
@@ -157,8 +165,13 @@ pub struct MirrorConfig {
     pub source_ca_certs: Vec<PathBuf>,
     pub proxy: ProxyConfig,
     /// Upper bound for one sync run.
-    #[serde(with = "duration_secs")]
+    #[serde(with = "duration_secs_ceil")]
     pub timeout: Duration,
+    /// The wait before retrying a failed run (retries left); each further retry waits twice as
+    /// long, never past the next scheduled slot. Zero retries at the next poll, as Quay does.
+    /// Whole seconds.
+    #[serde(with = "duration_secs", default = "default_retry_backoff")]
+    pub retry_backoff: Duration,
     pub rollback: RollbackMode,
     pub platform_index: PlatformIndexMode,
     /// The robot: the only identity that may push to the destination repository while it is
@@ -177,6 +190,7 @@ impl fmt::Debug for MirrorConfig {
             .field("sync_interval", &self.sync_interval)
             .field("enabled", &self.enabled)
             .field("source_ca_certs", &self.source_ca_certs)
+            .field("retry_backoff", &self.retry_backoff)
             .field("rollback", &self.rollback)
             .finish_non_exhaustive()
     }
@@ -199,6 +213,7 @@ impl MirrorConfig {
             source_ca_certs: Vec::new(),
             proxy: ProxyConfig::default(),
             timeout: Duration::from_secs(3600),
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
             rollback: RollbackMode::default(),
             platform_index: PlatformIndexMode::default(),
             robot: None,
@@ -230,11 +245,20 @@ impl MirrorConfig {
                 ),
             );
         }
-        if self.sync_interval.is_zero() {
-            return invalid("sync_interval", "must be greater than 0 seconds".to_owned());
+        if let Err(why) = check_interval(self.sync_interval) {
+            return invalid("sync_interval", why);
         }
         if self.timeout.is_zero() {
             return invalid("timeout", "must be greater than 0 seconds".to_owned());
+        }
+        if self.retry_backoff.subsec_nanos() != 0 {
+            return invalid(
+                "retry_backoff",
+                format!(
+                    "{} is not a whole number of seconds (0 retries at the next poll)",
+                    humantime::format_duration(self.retry_backoff)
+                ),
+            );
         }
         if let Some(c) = &self.source_credentials
             && c.username.is_empty()
@@ -250,6 +274,33 @@ impl MirrorConfig {
     }
 }
 
+/// Whether `interval` can be a mirror's `sync_interval`: at least one second and a whole number
+/// of seconds, since the store keeps whole seconds (Quay's `sync_interval`) and a 500 ms interval
+/// would silently become 0 s, a mirror due at every poll. The error says why, without the field.
+pub fn check_interval(interval: Duration) -> std::result::Result<(), String> {
+    if interval < Duration::from_secs(1) {
+        return Err(format!(
+            "{} is less than 1 second; intervals are whole seconds",
+            shown(interval)
+        ));
+    }
+    if interval.subsec_nanos() != 0 {
+        return Err(format!(
+            "{} is not a whole number of seconds; intervals are whole seconds",
+            shown(interval)
+        ));
+    }
+    Ok(())
+}
+
+fn shown(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 /// Durations are stored as whole seconds, as Quay's `sync_interval` is.
 mod duration_secs {
     use std::time::Duration;
@@ -262,6 +313,21 @@ mod duration_secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// Whole seconds, rounded up: a bound such as 500 ms is kept as 1 s rather than 0 s (none).
+mod duration_secs_ceil {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::duration_secs::deserialize(d)
     }
 }
 
@@ -284,6 +350,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sub_second_timeout_is_stored_as_one_second_not_none() {
+        let mut c = config();
+        c.timeout = Duration::from_millis(500);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: MirrorConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stored_config_without_a_retry_backoff_gets_the_default() {
+        let mut json = serde_json::to_value(config()).unwrap();
+        json.as_object_mut().unwrap().remove("retry_backoff");
+        let back: MirrorConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.retry_backoff, DEFAULT_RETRY_BACKOFF);
+    }
+
+    #[test]
     fn each_invalid_field_is_named() {
         type Mutation = Box<dyn Fn(&mut MirrorConfig)>;
         let cases: Vec<(&str, Mutation)> = vec![
@@ -296,6 +379,18 @@ mod tests {
             (
                 "sync_interval",
                 Box::new(|c| c.sync_interval = Duration::ZERO),
+            ),
+            (
+                "sync_interval: 500ms is less than 1 second",
+                Box::new(|c| c.sync_interval = Duration::from_millis(500)),
+            ),
+            (
+                "sync_interval: 1s 500ms is not a whole number of seconds",
+                Box::new(|c| c.sync_interval = Duration::from_millis(1500)),
+            ),
+            (
+                "retry_backoff",
+                Box::new(|c| c.retry_backoff = Duration::from_millis(10)),
             ),
             ("id", Box::new(|c| c.id = "Bad Name".into())),
         ];

@@ -66,10 +66,6 @@ impl std::fmt::Display for SyncStatus {
 /// Retries a mirror gets before it waits for its next slot (Quay's `MAX_SYNC_RETRIES`).
 pub const MAX_RETRIES: u32 = 3;
 
-/// The wait before the first retry of a failed run; each further retry waits twice as long.
-/// Quay retries at the very next poll, which hammers a source that is down.
-pub const RETRY_BACKOFF: Duration = Duration::from_secs(60);
-
 /// The first slot of the grid `start + k·interval` (k ≥ 0) strictly after `now`; `start` itself
 /// when it is still in the future. Quay's `release_mirror` arithmetic.
 pub fn next_slot(start: OffsetDateTime, interval: Duration, now: OffsetDateTime) -> OffsetDateTime {
@@ -100,9 +96,10 @@ pub fn spread_start(id: &str, interval: Duration, now: OffsetDateTime) -> Offset
 }
 
 /// How long to wait before retrying after the `failures`-th consecutive failure (1-based):
-/// [`RETRY_BACKOFF`] doubled each time.
-pub fn retry_delay(failures: u32) -> Duration {
-    RETRY_BACKOFF.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+/// `backoff` ([`MirrorConfig::retry_backoff`]) doubled each time; zero stays zero (Quay: the
+/// next poll).
+pub fn retry_delay(backoff: Duration, failures: u32) -> Duration {
+    backoff.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
 }
 
 /// A time `ns` nanoseconds after the Unix epoch, clamped to the range `time` can represent.
@@ -350,7 +347,7 @@ impl MirrorState {
     /// End `claim` with the run's outcome (SEMANTICS.md §6):
     /// - success: `SUCCESS`, retries reset, next start on the next grid slot;
     /// - failure with retries left: `FAIL`, one retry used, start date kept, retried after
-    ///   [`retry_delay`] (never later than the next slot);
+    ///   [`retry_delay`] of the mirror's `retry_backoff` (never later than the next slot);
     /// - failure on the last retry: `FAIL`, retries reset, next start on the next grid slot;
     /// - interrupted (the worker stopped before finishing): `SYNC_NOW`, retries kept, so the next
     ///   poll resumes or rolls back the run.
@@ -361,10 +358,11 @@ impl MirrorState {
         &mut self,
         claim: &Claim,
         outcome: &RunOutcome,
-        interval: Duration,
+        config: &MirrorConfig,
         now: OffsetDateTime,
     ) -> Result<()> {
         self.check_claim(claim)?;
+        let interval = config.sync_interval;
         self.lease_owner = None;
         self.lease_expires = None;
         self.last_finished = Some(now);
@@ -384,7 +382,8 @@ impl MirrorState {
                     } else {
                         self.status = SyncStatus::Fail;
                         self.retries_remaining = left;
-                        let retry = now + retry_delay(MAX_RETRIES.saturating_sub(left));
+                        let failures = MAX_RETRIES.saturating_sub(left);
+                        let retry = now + retry_delay(config.retry_backoff, failures);
                         self.next_start = retry.min(next_slot(self.start_date, interval, now));
                     }
                 }
@@ -464,7 +463,7 @@ mod tests {
 
         for (left, delay_min) in [(2, 1), (1, 2)] {
             let c = claimed(&mut s, now);
-            s.release(&c, &failed(), DAY, now).unwrap();
+            s.release(&c, &failed(), &config(), now).unwrap();
             assert_eq!(
                 (s.status, s.retries_remaining, s.start_date),
                 (SyncStatus::Fail, left, start)
@@ -479,14 +478,14 @@ mod tests {
         }
 
         let c = claimed(&mut s, now);
-        s.release(&c, &failed(), DAY, now).unwrap();
+        s.release(&c, &failed(), &config(), now).unwrap();
         assert_eq!((s.status, s.retries_remaining), (SyncStatus::Fail, 3));
         assert_eq!(s.start_date, datetime!(2026-01-02 00:00 UTC));
         assert_eq!(s.next_start, s.start_date);
 
         let now = datetime!(2026-01-02 00:00:05 UTC);
         let c = claimed(&mut s, now);
-        s.release(&c, &RunOutcome::Success, DAY, now).unwrap();
+        s.release(&c, &RunOutcome::Success, &config(), now).unwrap();
         assert_eq!((s.status, s.retries_remaining), (SyncStatus::Success, 3));
         assert_eq!(s.next_start, datetime!(2026-01-03 00:00 UTC));
         assert_eq!(s.last_error, None);
@@ -499,7 +498,7 @@ mod tests {
         let mut s = MirrorState::new(&c, datetime!(2026-01-01 00:00 UTC));
         let now = datetime!(2026-01-01 00:01 UTC);
         let claim = claimed(&mut s, now);
-        s.release(&claim, &failed(), c.sync_interval, now).unwrap();
+        s.release(&claim, &failed(), &c, now).unwrap();
         assert_eq!(s.next_start, datetime!(2026-01-01 00:01:30 UTC));
     }
 
@@ -515,7 +514,8 @@ mod tests {
             s.renew(&c, now, Duration::from_secs(60)).unwrap(),
             SyncStatus::Cancel
         );
-        s.release(&c, &RunOutcome::Cancelled, DAY, now).unwrap();
+        s.release(&c, &RunOutcome::Cancelled, &config(), now)
+            .unwrap();
         assert_eq!((s.status, s.retries_remaining), (SyncStatus::Cancel, 0));
         let much_later = datetime!(2027-01-01 00:00 UTC);
         assert!(!s.is_claimable(true, much_later));
@@ -533,7 +533,7 @@ mod tests {
         let now = datetime!(2026-01-01 00:00 UTC);
         let c = claimed(&mut s, now);
         s.cancel("ns/app").unwrap();
-        s.release(&c, &RunOutcome::Success, DAY, now).unwrap();
+        s.release(&c, &RunOutcome::Success, &config(), now).unwrap();
         assert_eq!((s.status, s.retries_remaining), (SyncStatus::Cancel, 0));
     }
 
@@ -551,7 +551,8 @@ mod tests {
             !s.is_claimable(true, now),
             "the cancelled run still holds its lease"
         );
-        s.release(&c, &RunOutcome::Cancelled, DAY, now).unwrap();
+        s.release(&c, &RunOutcome::Cancelled, &config(), now)
+            .unwrap();
         assert_eq!(s.status, SyncStatus::SyncNow);
         assert!(s.is_claimable(true, now));
     }
@@ -575,12 +576,13 @@ mod tests {
             ErrorKind::Conflict
         );
         assert_eq!(
-            s.release(&old, &RunOutcome::Success, DAY, later)
+            s.release(&old, &RunOutcome::Success, &config(), later)
                 .unwrap_err()
                 .kind(),
             ErrorKind::Conflict
         );
-        s.release(&new, &RunOutcome::Success, DAY, later).unwrap();
+        s.release(&new, &RunOutcome::Success, &config(), later)
+            .unwrap();
         assert_eq!(s.status, SyncStatus::Success);
     }
 
@@ -589,7 +591,8 @@ mod tests {
         let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
         let now = datetime!(2026-01-01 00:00 UTC);
         let c = claimed(&mut s, now);
-        s.release(&c, &RunOutcome::Interrupted, DAY, now).unwrap();
+        s.release(&c, &RunOutcome::Interrupted, &config(), now)
+            .unwrap();
         assert_eq!((s.status, s.retries_remaining), (SyncStatus::SyncNow, 3));
         assert!(s.is_claimable(true, now));
     }
@@ -641,9 +644,23 @@ mod tests {
 
     #[test]
     fn retry_delays_double() {
-        assert_eq!(retry_delay(1), Duration::from_secs(60));
-        assert_eq!(retry_delay(2), Duration::from_secs(120));
-        assert_eq!(retry_delay(3), Duration::from_secs(240));
-        assert_eq!(retry_delay(100), Duration::from_secs(60 << 16));
+        let minute = Duration::from_secs(60);
+        assert_eq!(retry_delay(minute, 1), Duration::from_secs(60));
+        assert_eq!(retry_delay(minute, 2), Duration::from_secs(120));
+        assert_eq!(retry_delay(minute, 3), Duration::from_secs(240));
+        assert_eq!(retry_delay(minute, 100), Duration::from_secs(60 << 16));
+        assert_eq!(retry_delay(Duration::ZERO, 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_zero_backoff_retries_at_the_next_poll_as_quay_does() {
+        let mut c = config();
+        c.retry_backoff = Duration::ZERO;
+        let mut s = MirrorState::new(&c, datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00:10 UTC);
+        let claim = claimed(&mut s, now);
+        s.release(&claim, &failed(), &c, now).unwrap();
+        assert_eq!((s.status, s.retries_remaining), (SyncStatus::Fail, 2));
+        assert!(s.is_claimable(true, now), "due again at once");
     }
 }

@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Mirror, Outcome, SyncOptions};
 use crate::error::{Error, ErrorKind, Result};
-use crate::state::{Claim, RunOutcome, StateStore};
+use crate::state::{Claim, LogRetention, RunOutcome, StateStore};
 
 /// Quay's default poll interval.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
@@ -62,6 +62,8 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 /// How long a shutting-down worker may take by default.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+/// How often a worker applies [`WorkerOptions::log_retention`] (and once when it starts).
+pub const LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How a [`Worker`] polls and runs. The lease length and the worker's name on claims are the
 /// [`Mirror`]'s (its builder's `lease` and `worker_id`).
@@ -78,6 +80,9 @@ pub struct WorkerOptions {
     /// after their unit in flight and release the mirror as due again); runs still going at the
     /// deadline are abandoned and released by the worker (default 30 s).
     pub shutdown_deadline: Duration,
+    /// How much usage log the store keeps; the worker prunes the rest when it starts and every
+    /// [`LOG_PRUNE_INTERVAL`] (default: [`LogRetention::default`]).
+    pub log_retention: LogRetention,
 }
 
 impl Default for WorkerOptions {
@@ -87,6 +92,7 @@ impl Default for WorkerOptions {
             batch_size: DEFAULT_MAX_CONCURRENT,
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            log_retention: LogRetention::default(),
         }
     }
 }
@@ -180,6 +186,12 @@ impl Worker {
             .state()
             .expect("validated: the mirror has a state store");
         tokio::pin!(shutdown);
+        let pruning = tokio::spawn(prune_logs(
+            Arc::clone(store),
+            self.options.log_retention,
+            self.mirror.worker_id().to_owned(),
+        ));
+        let _stop_pruning = AbortOnDrop(pruning.abort_handle());
         loop {
             let free = self.options.max_concurrent - state.tasks.len();
             if free > 0 && self.mirror.settings().mirroring_enabled {
@@ -271,6 +283,39 @@ impl Worker {
             });
         }
         state.tasks.shutdown().await;
+    }
+}
+
+/// Apply `retention` to the usage log now and every [`LOG_PRUNE_INTERVAL`] (until aborted).
+/// Every worker sharing a store does it; pruning is idempotent.
+async fn prune_logs(store: Arc<dyn StateStore>, retention: LogRetention, worker: String) {
+    if retention
+        == (LogRetention {
+            max_entries: None,
+            max_age: None,
+        })
+    {
+        return;
+    }
+    loop {
+        match store
+            .prune_logs(&retention, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(worker, removed, "pruned the usage log"),
+            Err(e) => tracing::warn!(worker, "pruning the usage log failed: {e}"),
+        }
+        tokio::time::sleep(LOG_PRUNE_INTERVAL).await;
+    }
+}
+
+/// Aborts a background task when the worker stops, however it stops.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regmirror::state::{Claim, LogEntry, LogKind, RunOutcome, TagRecord};
+use regmirror::state::{Claim, LogEntry, LogKind, LogRetention, RunOutcome, TagRecord};
 use regmirror::state::{PostgresStateStore, SqliteStateStore};
 use regmirror::{
     Credentials, Digest, ErrorKind, MemoryStateStore, MirrorConfig, StateStore, SyncStatus,
@@ -627,6 +627,44 @@ async fn the_usage_log_is_newest_first_and_paginated(store: &dyn StateStore) {
     assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 25);
 }
 
+async fn the_usage_log_keeps_what_the_retention_says(store: &dyn StateStore) {
+    store.create_mirror(&config("ns/a"), T0).await.unwrap();
+    store.create_mirror(&config("ns/b"), T0).await.unwrap();
+    for n in 0..30 {
+        store
+            .append_log(&[entry("ns/a", n), entry("ns/b", n * 2)])
+            .await
+            .unwrap();
+    }
+    let only_ten = LogRetention {
+        max_entries: Some(10),
+        max_age: None,
+    };
+    assert_eq!(store.prune_logs(&only_ten, T0).await.unwrap(), 40);
+    let a = store.logs("ns/a", 100, None).await.unwrap();
+    assert_eq!(a.len(), 10);
+    assert_eq!(a[0].message, "entry 29", "the newest stay");
+    assert_eq!(a[9].message, "entry 20");
+    assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 10);
+    assert_eq!(
+        store.prune_logs(&only_ten, T0).await.unwrap(),
+        0,
+        "idempotent"
+    );
+
+    // ns/a's entries are T0+20s..T0+29s, ns/b's T0+40s..T0+58s: 25 s of age from T0+50s
+    // keeps those from T0+25s on.
+    let young = LogRetention {
+        max_entries: None,
+        max_age: Some(secs(25)),
+    };
+    store.prune_logs(&young, T0 + secs(50)).await.unwrap();
+    let a = store.logs("ns/a", 100, None).await.unwrap();
+    assert_eq!(a.len(), 5, "{a:?}");
+    assert!(a.iter().all(|e| e.time >= T0 + secs(25)));
+    assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 10);
+}
+
 async fn mirrors_without_a_start_date_are_spread(store: &dyn StateStore) {
     let mut starts = HashSet::new();
     for i in 0..50 {
@@ -668,6 +706,7 @@ macro_rules! behaviour {
                 claims_take_the_most_overdue_first_up_to_the_batch_size,
                 the_tag_record_is_durable_until_cleared,
                 the_usage_log_is_newest_first_and_paginated,
+                the_usage_log_keeps_what_the_retention_says,
                 mirrors_without_a_start_date_are_spread,
             );
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use regmirror::engine::{Mirror, Outcome, SourceConnector, StaticConnector};
 use regmirror::registry::SourceRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::state::{LogKind, PostgresStateStore, SqliteStateStore};
+use regmirror::state::{LogEntry, LogKind, LogRetention, PostgresStateStore, SqliteStateStore};
 use regmirror::worker::WorkerOptions;
 use regmirror::{
     Digest, EngineSettings, ErrorKind, MemoryStateStore, MirrorConfig, RollbackMode, StateStore,
@@ -669,4 +669,59 @@ async fn a_run_that_panics_is_released_as_failed_and_the_worker_goes_on() {
     let report = worker.await.unwrap().unwrap();
     assert_eq!(report.runs.len(), 1);
     assert_eq!(report.runs[0].outcome, None);
+}
+
+#[tokio::test]
+async fn a_worker_applies_the_usage_log_retention() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let mut config = MirrorConfig::new("ns/app", "example.com/src/app".parse().unwrap(), &["v*"]);
+    config.enabled = false;
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let entries: Vec<LogEntry> = (0..30)
+        .map(|n| LogEntry {
+            seq: 0,
+            mirror_id: "ns/app".to_owned(),
+            time: OffsetDateTime::now_utc(),
+            kind: LogKind::TagSynced,
+            tag: Some(format!("v{n}")),
+            digest: None,
+            message: format!("entry {n}"),
+        })
+        .collect();
+    store.append_log(&entries).await.unwrap();
+    let mirror = engine(
+        store.clone(),
+        "127.0.0.1:1",
+        "127.0.0.1:1",
+        EngineSettings::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        mirror
+            .worker(WorkerOptions {
+                log_retention: LogRetention {
+                    max_entries: Some(5),
+                    max_age: None,
+                },
+                ..WorkerOptions::default()
+            })
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    let kept = wait_for(
+        "the log to be pruned",
+        Duration::from_secs(10),
+        async || {
+            let log = store.logs("ns/app", 100, None).await.unwrap();
+            (log.len() == 5).then_some(log)
+        },
+    )
+    .await;
+    assert_eq!(kept[0].message, "entry 29");
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
 }

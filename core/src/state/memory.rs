@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
+    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
+    redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -214,7 +215,7 @@ impl StateStore for MemoryStateStore {
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         self.transition(&claim.mirror_id, |config, state| {
-            state.release(claim, outcome, config.sync_interval, now)
+            state.release(claim, outcome, config, now)
         })
     }
 
@@ -270,6 +271,26 @@ impl StateStore for MemoryStateStore {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64> {
+        let cutoff = retention.cutoff(now);
+        self.with(|inner| {
+            let mut removed = 0;
+            for entries in inner.logs.values_mut() {
+                let before = entries.len();
+                if let Some(cutoff) = cutoff {
+                    entries.retain(|e| e.time >= cutoff);
+                }
+                if let Some(max) = retention.max_entries {
+                    // Oldest first: the newest `max` are at the end.
+                    let excess = entries.len().saturating_sub(max);
+                    entries.drain(..excess);
+                }
+                removed += (before - entries.len()) as u64;
+            }
+            Ok(removed)
         })
     }
 }

@@ -154,6 +154,32 @@ pub struct LogEntry {
     pub message: String,
 }
 
+/// How much of the usage log a store keeps ([`StateStore::prune_logs`]); `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetention {
+    /// The newest entries kept per mirror.
+    pub max_entries: Option<usize>,
+    /// Entries older than this are removed.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for LogRetention {
+    /// 10 000 entries per mirror (hundreds of runs) and 90 days.
+    fn default() -> Self {
+        LogRetention {
+            max_entries: Some(10_000),
+            max_age: Some(Duration::from_secs(90 * 86_400)),
+        }
+    }
+}
+
+impl LogRetention {
+    /// Entries before this time go (`None`: no age limit).
+    pub fn cutoff(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.max_age.map(|age| now - age)
+    }
+}
+
 /// Strip what a listing must not carry: the source password (the username stays, so a listing
 /// still shows which identity a mirror uses).
 pub fn redact_secrets(config: &mut MirrorConfig) {
@@ -242,4 +268,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn append_log(&self, entries: &[LogEntry]) -> Result<()>;
     /// A mirror's usage log, newest first: at most `limit` entries with `seq < before`.
     async fn logs(&self, id: &str, limit: usize, before: Option<u64>) -> Result<Vec<LogEntry>>;
+    /// Remove usage-log entries beyond `retention` (per mirror: all but the newest
+    /// `max_entries`; everyone's older than `now - max_age`). Returns how many went.
+    async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64>;
 }

@@ -20,7 +20,8 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
+    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
+    redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -522,7 +523,7 @@ impl StateStore for PostgresStateStore {
     ) -> Result<MirrorRecord> {
         let now = truncate(now);
         self.transition(&claim.mirror_id, |config, state| {
-            state.release(claim, outcome, config.sync_interval, now)
+            state.release(claim, outcome, config, now)
         })
         .await
     }
@@ -626,5 +627,31 @@ impl StateStore for PostgresStateStore {
                 .into_entry()
             })
             .collect()
+    }
+
+    async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let mut removed = 0;
+        if let Some(cutoff) = retention.cutoff(now) {
+            removed += client
+                .execute(
+                    "DELETE FROM regmirror_usage_log WHERE time_us < $1",
+                    &[&micros(cutoff)],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        if let Some(max) = retention.max_entries {
+            removed += client
+                .execute(
+                    "DELETE FROM regmirror_usage_log WHERE seq IN (SELECT seq FROM (SELECT seq, \
+                     ROW_NUMBER() OVER (PARTITION BY mirror_id ORDER BY seq DESC) AS n \
+                     FROM regmirror_usage_log) AS ranked WHERE n > $1)",
+                    &[&limit(max)],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(removed)
     }
 }

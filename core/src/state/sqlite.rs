@@ -17,7 +17,8 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, LogEntry, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord, redact_secrets,
+    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
+    redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -183,6 +184,14 @@ impl SqliteStateStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // Read first: a store already at this version (every open but the first) needs no write
+    // lock, so read-only commands never wait for, or block, a worker's write.
+    let current: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_error)?;
+    if current == MIGRATIONS.len() {
+        return Ok(());
+    }
     let tx = write_tx(conn)?;
     let version: usize = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -489,7 +498,7 @@ impl StateStore for SqliteStateStore {
         let (claim, outcome) = (claim.clone(), outcome.clone());
         let now = truncate(now);
         self.transition(&claim.mirror_id.clone(), move |config, state| {
-            state.release(&claim, &outcome, config.sync_interval, now)
+            state.release(&claim, &outcome, config, now)
         })
         .await
     }
@@ -593,5 +602,65 @@ impl StateStore for SqliteStateStore {
                 .collect()
         })
         .await
+    }
+
+    async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64> {
+        let retention = *retention;
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut removed = 0;
+            if let Some(cutoff) = retention.cutoff(now) {
+                removed += tx
+                    .execute("DELETE FROM usage_log WHERE time_us < ?1", [micros(cutoff)])
+                    .map_err(db_error)?;
+            }
+            if let Some(max) = retention.max_entries {
+                removed += tx
+                    .execute(
+                        "DELETE FROM usage_log WHERE seq IN (SELECT seq FROM (SELECT seq, \
+                         ROW_NUMBER() OVER (PARTITION BY mirror_id ORDER BY seq DESC) AS n \
+                         FROM usage_log) WHERE n > ?1)",
+                        [limit(max)],
+                    )
+                    .map_err(db_error)?;
+            }
+            tx.commit().map_err(db_error)?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mirror list/show/logs` while a worker holds the write lock: opening the store and
+    /// reading need no write lock, so they neither wait for it nor fail as busy.
+    #[tokio::test]
+    async fn reads_and_reopening_take_no_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        let config = MirrorConfig::new("ns/app", "quay.io/org/app".parse().unwrap(), &["v*"]);
+        store
+            .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        drop(store);
+
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let reads = async {
+            let store = SqliteStateStore::open(&path).await.unwrap();
+            assert_eq!(store.list_mirrors().await.unwrap().len(), 1);
+            store.get_mirror("ns/app").await.unwrap();
+            store.logs("ns/app", 10, None).await.unwrap();
+            store.tag_record("ns/app").await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(5), reads)
+            .await
+            .expect("reads do not wait for the writer's lock");
+        writer.execute_batch("COMMIT").unwrap();
     }
 }
