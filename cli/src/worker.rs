@@ -13,9 +13,9 @@ use regmirror::engine::{HttpConnector, Mirror, metadata_concurrency};
 use regmirror::notify::{LogNotifier, WebhookNotifier};
 use regmirror::registry::LayoutRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::state::Declaration;
 use regmirror::worker::WorkerOptions;
-use regmirror::{DestRegistry, EngineSettings, ErrorKind, MirrorConfig, StateStore};
-use time::OffsetDateTime;
+use regmirror::{DestRegistry, EngineSettings, MirrorConfig, StateStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::failure::{CliResult, Failure};
@@ -46,7 +46,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     let config = WorkerConfig::load(&args.config)?;
     let store = config.state.open().await?;
     let mirror = engine(&config, Arc::clone(&store))?;
-    declare(&store, &config.mirrors).await?;
+    declare(&mirror, &config.mirrors).await?;
     tracing::info!(
         worker = mirror.worker_id(),
         state = %config.state,
@@ -131,46 +131,27 @@ fn destination(dest: &Destination, concurrency: usize) -> CliResult<Arc<dyn Dest
     })
 }
 
-/// Create the file's mirrors, or update those whose configuration differs (status, schedule
-/// and logs stay). Mirrors in the store but not in the file are left alone: they may have been
-/// added with `regmirror mirror add`.
-async fn declare(store: &Arc<dyn StateStore>, mirrors: &[MirrorConfig]) -> CliResult<()> {
-    for config in mirrors {
-        match store.get_mirror(&config.id).await {
-            Ok(existing) if existing.config == *config => {}
-            Ok(existing) => {
-                store.update_mirror(config).await?;
-                // Said loudly: an edit made with `regmirror mirror update/disable` is undone.
-                tracing::warn!(
-                    mirror = %config.id,
-                    changed = %changed_settings(&existing.config, config).join(", "),
-                    "the config file's settings replace the stored ones"
-                );
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                store
-                    .create_mirror(config, OffsetDateTime::now_utc())
-                    .await?;
+/// Declare the file's mirrors: create those that do not exist, update those whose settings
+/// differ (status, schedule and logs stay), in one transaction, so workers started together all
+/// come up. Mirrors in the store but not in the file are left alone: they may have been added
+/// with `regmirror mirror add`.
+async fn declare(mirror: &Mirror, mirrors: &[MirrorConfig]) -> CliResult<()> {
+    let declared = mirror.declare(mirrors).await?;
+    for (config, what) in mirrors.iter().zip(declared) {
+        match what {
+            Declaration::Created => {
                 tracing::info!(mirror = %config.id, "created from the config file");
             }
-            Err(e) => return Err(e.into()),
+            // Said loudly: an edit made with `regmirror mirror update/disable` is undone.
+            Declaration::Updated { changed } => tracing::warn!(
+                mirror = %config.id,
+                changed = %changed.join(", "),
+                "the config file's settings replace the stored ones"
+            ),
+            Declaration::Unchanged => {}
         }
     }
     Ok(())
-}
-
-/// The names of the settings that differ between `old` and `new` (never their values: they
-/// may be credentials).
-fn changed_settings(old: &MirrorConfig, new: &MirrorConfig) -> Vec<String> {
-    let fields = |c: &MirrorConfig| match serde_json::to_value(c) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let (old, new) = (fields(old), fields(new));
-    new.iter()
-        .filter(|(key, value)| old.get(*key) != Some(value))
-        .map(|(key, _)| key.clone())
-        .collect()
 }
 
 /// SIGINT and SIGTERM (what Ctrl-C, `systemctl stop` and `docker stop` send): the first asks
@@ -240,12 +221,18 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        declare(&store, &config.mirrors).await.unwrap();
+        let mirror = Mirror::builder()
+            .state(Arc::clone(&store))
+            .destination(Arc::new(LayoutRegistry::new(dir.path())))
+            .build()
+            .unwrap();
+        declare(&mirror, &config.mirrors).await.unwrap();
         store.sync_now("m/a").await.unwrap();
         let before = store.get_mirror("m/a").await.unwrap();
 
         // A restart with the same file: the stored mirror (and its schedule) stay as they are.
-        declare(&store, &config.mirrors).await.unwrap();
+        let again = mirror.declare(&config.mirrors).await.unwrap();
+        assert_eq!(again, [Declaration::Unchanged]);
         assert_eq!(store.get_mirror("m/a").await.unwrap(), before);
 
         let mut edited = config.mirrors.clone();
@@ -253,10 +240,11 @@ mod tests {
         edited[0].enabled = false;
         edited[0].source_credentials = Some(Credentials::new("u", "other:pw"));
         assert_eq!(
-            changed_settings(&config.mirrors[0], &edited[0]),
-            ["enabled", "source_credentials", "tags"]
+            mirror.declare(&edited).await.unwrap(),
+            [Declaration::Updated {
+                changed: vec!["enabled".into(), "source_credentials".into(), "tags".into()]
+            }]
         );
-        declare(&store, &edited).await.unwrap();
         let after = store.get_mirror("m/a").await.unwrap();
         assert_eq!(after.config.tags, ["v2*"]);
         assert_eq!(after.state.status, before.state.status);

@@ -2467,3 +2467,97 @@ async fn a_postgresql_worker_at_debug_level_logs_no_stored_password() {
     assert!(!log.contains("hunter2-stored"), "{log}");
     assert!(!log.contains("pg-pw"), "{log}");
 }
+
+/// Five `regmirror worker` processes started at the same moment with one config file declaring
+/// 20 mirrors: every one comes up (none exits on "already exists"), each mirror exists once, and
+/// every worker stops cleanly on SIGTERM.
+fn five_workers_started_at_once_all_come_up(state: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "state = \"{state}\"\npoll_interval = \"1s\"\nshutdown_deadline = \"5s\"\n\n\
+         [destination]\nregistry = \"oci:layouts\"\n"
+    );
+    for i in 0..20 {
+        // Disabled: nothing runs, only the declaration is under test.
+        text.push_str(&format!(
+            "\n[[mirror]]\nid = \"fleet/m{i:02}\"\nsource = \"127.0.0.1:1/src/app\"\n\
+             tags = \"v*\"\nenabled = false\n"
+        ));
+    }
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let workers: Vec<_> = (0..5)
+        .map(|i| {
+            let log_path = dir.path().join(format!("worker{i}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = command(&["worker", "--config", config_arg])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting a worker");
+            (child, log_path)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut workers: Vec<_> = workers
+        .into_iter()
+        .map(|(mut child, log_path)| {
+            loop {
+                let log = std::fs::read_to_string(&log_path).unwrap();
+                if let Some(exit) = child.try_wait().unwrap() {
+                    panic!("a worker exited with {exit} at start: {log}");
+                }
+                if log.contains("worker started") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "no start: {log}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (child, log_path)
+        })
+        .collect();
+    // Still running a poll later.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for (child, log_path) in &mut workers {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(log_path).unwrap()
+        );
+    }
+    let listed = regmirror(&["mirror", "--config", config_arg, "list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 20, "{listed}");
+    let created: usize = workers
+        .into_iter()
+        .map(|(child, log_path)| {
+            terminate_worker(child, &log_path)
+                .matches("created from the config file")
+                .count()
+        })
+        .sum();
+    assert_eq!(created, 20, "each mirror created by exactly one worker");
+}
+
+#[test]
+fn five_workers_started_at_once_on_sqlite_all_come_up() {
+    let dir = tempfile::tempdir().unwrap();
+    five_workers_started_at_once_all_come_up(&format!(
+        "sqlite:{}",
+        dir.path().join("state.db").display()
+    ));
+}
+
+#[test]
+fn five_workers_started_at_once_on_postgresql_all_come_up() {
+    let pg = regmirror_tests::Postgres::shared();
+    let conn = pg.create_database();
+    let db = conn
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .expect("the kit names the database");
+    five_workers_started_at_once_all_come_up(&format!(
+        "postgres://postgres@127.0.0.1:{}/{db}",
+        pg.port()
+    ));
+}

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regmirror::state::{Claim, LogEntry, LogKind, LogRetention, RunOutcome, TagRecord};
+use regmirror::state::{
+    Claim, Declaration, LogEntry, LogKind, LogRetention, RunOutcome, TagRecord,
+};
 use regmirror::state::{PostgresStateStore, SqliteStateStore};
 use regmirror::{
     Credentials, Digest, ErrorKind, MemoryStateStore, MirrorConfig, StateStore, SyncStatus,
@@ -665,6 +667,61 @@ async fn the_usage_log_keeps_what_the_retention_says(store: &dyn StateStore) {
     assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 10);
 }
 
+async fn declaring_is_an_idempotent_upsert(store: Arc<dyn StateStore>) {
+    let configs: Vec<MirrorConfig> = (0..10).map(|i| config(&format!("ns/m{i}"))).collect();
+    // Eight workers declare the same file at once: all succeed, each mirror is created once.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, configs) = (store.clone(), configs.clone());
+            tokio::spawn(async move { store.declare_mirrors(&configs, T0).await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let declared = task.await.unwrap().expect("every declaration succeeds");
+        created += declared
+            .iter()
+            .filter(|d| **d == Declaration::Created)
+            .count();
+    }
+    assert_eq!(created, 10);
+    assert_eq!(store.list_mirrors().await.unwrap().len(), 10);
+
+    let claims = store.claim_due("w1", T0, 1, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    let mut edited = configs.clone();
+    edited[3].tags = vec!["v4.*".into()];
+    edited.push(config("ns/new"));
+    let declared = store.declare_mirrors(&edited, T0).await.unwrap();
+    assert_eq!(declared[0], Declaration::Unchanged);
+    assert_eq!(
+        declared[3],
+        Declaration::Updated {
+            changed: vec!["tags".into()]
+        }
+    );
+    assert_eq!(declared[10], Declaration::Created);
+    let running = store
+        .list_mirrors()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state.status == SyncStatus::Syncing)
+        .count();
+    assert_eq!(running, 1, "a declaration leaves status and leases alone");
+
+    let mut bad = edited.clone();
+    bad[5].tags = vec!["v3.[12".into()];
+    bad.push(config("ns/never"));
+    let e = store.declare_mirrors(&bad, T0).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidPattern);
+    assert_eq!(
+        store.get_mirror("ns/never").await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "nothing is written when one is invalid"
+    );
+}
+
 async fn mirrors_without_a_start_date_are_spread(store: &dyn StateStore) {
     let mut starts = HashSet::new();
     for i in 0..50 {
@@ -714,6 +771,12 @@ macro_rules! behaviour {
             async fn concurrent_claimers_never_share_a_mirror() {
                 let h = super::$backend().await;
                 super::concurrent_claimers_never_share_a_mirror(h.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn declaring_is_an_idempotent_upsert() {
+                let h = super::$backend().await;
+                super::declaring_is_an_idempotent_upsert(h.store.clone()).await;
             }
         }
     };

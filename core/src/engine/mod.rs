@@ -34,7 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
 use crate::settings::{EngineSettings, may_push};
-use crate::state::{Claim, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore};
+use crate::state::{Claim, Declaration, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore};
 use crate::status::SyncStatus;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
@@ -303,6 +303,18 @@ impl Mirror {
         config.validate()?;
         self.store()?
             .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// Declare `configs` (a worker's config file): create those that do not exist, update
+    /// those that differ, in one transaction, so workers starting together all succeed.
+    /// Each configuration is validated first; nothing is written if one is invalid.
+    pub async fn declare(&self, configs: &[MirrorConfig]) -> Result<Vec<Declaration>> {
+        for config in configs {
+            config.validate()?;
+        }
+        self.store()?
+            .declare_mirrors(configs, OffsetDateTime::now_utc())
             .await
     }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
-    redact_secrets,
+    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
+    TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -91,6 +91,29 @@ impl StateStore for MemoryStateStore {
             };
             inner.mirrors.insert(config.id.clone(), record.clone());
             Ok(record)
+        })
+    }
+
+    async fn declare_mirrors(
+        &self,
+        configs: &[MirrorConfig],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Declaration>> {
+        for config in configs {
+            config.validate()?;
+        }
+        self.with(|inner| {
+            Ok(configs
+                .iter()
+                .map(|config| {
+                    let stored = inner.mirrors.get(&config.id).cloned();
+                    let (write, declared) = super::declare(stored, config, now);
+                    if let Some(record) = write {
+                        inner.mirrors.insert(config.id.clone(), record);
+                    }
+                    declared
+                })
+                .collect())
         })
     }
 

@@ -180,6 +180,56 @@ impl LogRetention {
     }
 }
 
+/// What declaring one mirror did ([`StateStore::declare_mirrors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Declaration {
+    /// It did not exist: created in `NEVER_RUN`.
+    Created,
+    /// It existed with other settings, now replaced (status, schedule and logs stay): the names
+    /// of the settings that changed, never their values (they may be credentials).
+    Updated { changed: Vec<String> },
+    /// It existed exactly so.
+    Unchanged,
+}
+
+/// The rule of [`StateStore::declare_mirrors`] for one mirror: the record to write (if any) and
+/// what it did, given the stored record (if any). Every store applies it inside one transaction.
+pub(crate) fn declare(
+    stored: Option<MirrorRecord>,
+    config: &MirrorConfig,
+    now: OffsetDateTime,
+) -> (Option<MirrorRecord>, Declaration) {
+    match stored {
+        None => (
+            Some(MirrorRecord {
+                config: config.clone(),
+                state: MirrorState::new(config, now),
+            }),
+            Declaration::Created,
+        ),
+        Some(record) if record.config == *config => (None, Declaration::Unchanged),
+        Some(mut record) => {
+            let changed = changed_settings(&record.config, config);
+            record.state.reconfigure(&record.config, config, now);
+            record.config = config.clone();
+            (Some(record), Declaration::Updated { changed })
+        }
+    }
+}
+
+/// The names of the settings that differ between `old` and `new`.
+fn changed_settings(old: &MirrorConfig, new: &MirrorConfig) -> Vec<String> {
+    let fields = |c: &MirrorConfig| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (fields(old), fields(new));
+    new.iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// Strip what a listing must not carry: the source password (the username stays, so a listing
 /// still shows which identity a mirror uses).
 pub fn redact_secrets(config: &mut MirrorConfig) {
@@ -198,6 +248,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         config: &MirrorConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord>;
+    /// Create each of `configs` (validated) that does not exist and update each that differs,
+    /// all in one transaction: an idempotent upsert, so workers starting together with one
+    /// config file all succeed and agree. Returns what happened to each, in `configs`' order.
+    async fn declare_mirrors(
+        &self,
+        configs: &[MirrorConfig],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Declaration>>;
     /// Replace a mirror's configuration; status and schedule stay (a new start date or interval
     /// reschedules). Never blocks on, or wedges, a running sync. `NotFound` if absent.
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord>;

@@ -20,8 +20,8 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
-    redact_secrets,
+    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
+    TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -281,18 +281,38 @@ async fn store(
     state: &mut MirrorState,
     insert: bool,
 ) -> Result<()> {
+    let write = if insert { Write::Insert } else { Write::Update };
+    write_row(tx, config, state, write).await.map(drop)
+}
+
+/// How [`write_row`] writes.
+enum Write {
+    Insert,
+    /// Insert unless a row with the id exists (then nothing).
+    InsertIfAbsent,
+    Update,
+}
+
+/// Write a mirror row; returns how many rows changed (0 when `InsertIfAbsent` found one).
+async fn write_row(
+    tx: &Transaction<'_>,
+    config: &MirrorConfig,
+    state: &mut MirrorState,
+    write: Write,
+) -> Result<u64> {
     let row = MirrorRow::new(config, state)?;
-    let sql = if insert {
-        format!(
-            "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        )
-    } else {
-        "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
+    let insert = format!(
+        "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    );
+    let sql = match write {
+        Write::Insert => insert,
+        Write::InsertIfAbsent => format!("{insert} ON CONFLICT (id) DO NOTHING"),
+        Write::Update => "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
          retries_remaining = $5, start_date_us = $6, next_start_us = $7, last_started_us = $8, \
          last_finished_us = $9, last_error = $10, lease_owner = $11, lease_expires_us = $12, \
          lease_token = $13, due_us = $14 WHERE id = $1"
-            .to_owned()
+            .to_owned(),
     };
     tx.execute(
         &sql,
@@ -324,8 +344,7 @@ async fn store(
         } else {
             e
         }
-    })?;
-    Ok(())
+    })
 }
 
 /// A statement parameter holding secrets (a mirror's configuration with its source password).
@@ -372,6 +391,43 @@ impl StateStore for PostgresStateStore {
             config: config.clone(),
             state,
         })
+    }
+
+    async fn declare_mirrors(
+        &self,
+        configs: &[MirrorConfig],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Declaration>> {
+        for config in configs {
+            config.validate()?;
+        }
+        let now = truncate(now);
+        // Rows are locked in id order, so workers declaring the same mirrors together wait for
+        // each other instead of deadlocking.
+        let mut order: Vec<usize> = (0..configs.len()).collect();
+        order.sort_by(|a, b| configs[*a].id.cmp(&configs[*b].id));
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let mut declared = vec![Declaration::Unchanged; configs.len()];
+        for i in order {
+            let config = &configs[i];
+            // A mirror another worker is creating right now: this insert waits for its commit
+            // and then does nothing, and the row is read below.
+            let mut fresh = MirrorState::new(config, now);
+            let created = write_row(&tx, config, &mut fresh, Write::InsertIfAbsent).await?;
+            if created == 1 {
+                declared[i] = Declaration::Created;
+                continue;
+            }
+            let stored = load_for_update(&tx, &config.id).await?;
+            let (write, what) = super::declare(Some(stored), config, now);
+            if let Some(mut record) = write {
+                store(&tx, &record.config, &mut record.state, false).await?;
+            }
+            declared[i] = what;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(declared)
     }
 
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {

@@ -17,8 +17,8 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore, TagRecord,
-    redact_secrets,
+    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
+    TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -324,6 +324,38 @@ impl StateStore for SqliteStateStore {
             store(&tx, &config, &mut state, true)?;
             tx.commit().map_err(db_error)?;
             Ok(MirrorRecord { config, state })
+        })
+        .await
+    }
+
+    async fn declare_mirrors(
+        &self,
+        configs: &[MirrorConfig],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Declaration>> {
+        for config in configs {
+            config.validate()?;
+        }
+        let configs = configs.to_vec();
+        let now = truncate(now);
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let mut declared = Vec::with_capacity(configs.len());
+            for config in &configs {
+                let stored = match load(&tx, &config.id) {
+                    Ok(record) => Some(record),
+                    Err(e) if e.kind() == ErrorKind::NotFound => None,
+                    Err(e) => return Err(e),
+                };
+                let insert = stored.is_none();
+                let (write, what) = super::declare(stored, config, now);
+                if let Some(mut record) = write {
+                    store(&tx, &record.config, &mut record.state, insert)?;
+                }
+                declared.push(what);
+            }
+            tx.commit().map_err(db_error)?;
+            Ok(declared)
         })
         .await
     }
