@@ -79,6 +79,11 @@ pub fn for_error(kind: ErrorKind, message: &str, sides: &Sides) -> Option<String
             each("--SIDE-cert-dir DIR"),
             each("--SIDE-tls-verify=false")
         )),
+        ErrorKind::Forbidden if message.contains("SSRF guard") => Some(
+            "if the registry is meant to be reached there, allow it with --ssrf-allow HOST or \
+             --ssrf-allow NETWORK/BITS"
+                .to_owned(),
+        ),
         ErrorKind::Network if message.contains("dns error") => Some(
             "the registry's host name does not resolve; check its spelling (and the network)"
                 .to_owned(),
@@ -141,6 +146,10 @@ mod tests {
         let dns = "GET https://a.example/v2/: dns error: failed to lookup address information";
         let hint = for_error(ErrorKind::Network, dns, &s).unwrap();
         assert!(hint.contains("does not resolve"), "{hint}");
+        let guard = "GET https://localhost:5000/v2/: the SSRF guard refused localhost: localhost \
+                     resolves to 127.0.0.1 (loopback)";
+        let hint = for_error(ErrorKind::Forbidden, guard, &s).unwrap();
+        assert!(hint.contains("--ssrf-allow HOST"), "{hint}");
         let run = "the sync took longer than its timeout of 1s";
         let hint = for_error(ErrorKind::Timeout, run, &s).unwrap();
         assert!(hint.contains("--timeout"), "{hint}");

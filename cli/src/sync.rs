@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use regmirror::config::KNOWN_ARCHITECTURES;
 use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
 use regmirror::oneshot::{Access, OneShotSync};
+use regmirror::registry::http::AddressGuard;
 use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode, TagFilter};
 use tokio_util::sync::CancellationToken;
 
@@ -109,6 +110,19 @@ pub struct SourceAccess {
     /// client certificate (`client.cert` + `client.key`), as in docker's `certs.d/HOST`.
     #[arg(long, value_name = "DIR")]
     pub src_cert_dir: Option<PathBuf>,
+    /// The SSRF guard: refuse loopback, private, link-local and cloud-metadata addresses for
+    /// the source, its token service and its redirects (checked as host names resolve).
+    #[arg(long)]
+    pub ssrf_guard: bool,
+    /// Let the SSRF guard allow this host name, IP address or CIDR network (e.g.
+    /// registry.corp, 10.0.0.0/8); comma-separated, may be repeated.
+    #[arg(
+        long,
+        value_name = "HOST|CIDR",
+        value_delimiter = ',',
+        requires = "ssrf_guard"
+    )]
+    pub ssrf_allow: Vec<String>,
 }
 
 /// How to reach the destination registry.
@@ -186,7 +200,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl SourceAccess {
     /// `authfile` is the --authfile both sides share.
     pub fn resolve(&self, location: &Location, authfile: Option<&Path>) -> CliResult<Access> {
-        resolve_access(
+        let mut access = resolve_access(
             location,
             "source",
             RawAccess {
@@ -205,7 +219,20 @@ impl SourceAccess {
                 cert_flag: "--src-cert-dir",
                 cert_dir: self.src_cert_dir.as_deref(),
             },
-        )
+        )?;
+        if self.ssrf_guard {
+            if let Location::Layout(path) = location {
+                return Err(Failure::invalid(format!(
+                    "--ssrf-guard applies to a registry, but the source is the layout oci:{}",
+                    path.display()
+                ))
+                .hint("drop --ssrf-guard"));
+            }
+            let guard = AddressGuard::new(&self.ssrf_allow)
+                .map_err(|e| Failure::from(e).context("--ssrf-allow"))?;
+            access.address_guard = Some(guard);
+        }
+        Ok(access)
     }
 }
 
@@ -298,6 +325,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         auth_file: raw.authfile.map(|(_, file)| file.to_owned()),
         tls_verify: raw.tls_verify.unwrap_or(true),
         ca_certs: raw.cert_dir.map(ToOwned::to_owned).into_iter().collect(),
+        address_guard: None,
     })
 }
 
@@ -592,6 +620,29 @@ mod tests {
         assert!(!checked.sync.source_access.tls_verify);
         assert!(checked.sync.dest_access.tls_verify);
         assert_eq!(args.concurrency, 3);
+    }
+
+    #[test]
+    fn the_ssrf_guard_is_off_unless_asked_for_and_takes_an_allow_list() {
+        let base = ["quay.io/a/b", "--to", "oci:/tmp/out", "--tags", "v1"];
+        let checked = parse(&base).check().unwrap();
+        assert_eq!(checked.sync.source_access.address_guard, None);
+        let with = |extra: &[&str]| {
+            let argv: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&argv).check()
+        };
+        let checked = with(&["--ssrf-guard", "--ssrf-allow", "10.0.0.0/8,Registry.Corp"]).unwrap();
+        let guard = checked.sync.source_access.address_guard.unwrap();
+        assert_eq!(guard.allow_list(), ["10.0.0.0/8", "registry.corp"]);
+        let e = with(&["--ssrf-guard", "--ssrf-allow", "10.0.0.0/99"]).unwrap_err();
+        assert!(e.to_string().contains("--ssrf-allow"), "{e}");
+        assert!(e.to_string().contains("10.0.0.0/99"), "{e}");
+        let mut argv = vec!["sync"];
+        argv.extend(base.iter().chain(&["--ssrf-allow", "10.0.0.0/8"]));
+        assert!(
+            Cmd::try_parse_from(argv).is_err(),
+            "--ssrf-allow needs --ssrf-guard"
+        );
     }
 
     #[test]

@@ -82,7 +82,12 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror
     let mut builder = Mirror::builder()
         .state(store)
         .destination(destination(dest, config.concurrency)?)
-        .connector(Arc::new(HttpConnector::default()))
+        .connector(Arc::new(HttpConnector::new(HttpOptions {
+            // As HttpConnector::default(): a mirror without credentials is anonymous.
+            docker_config: false,
+            address_guard: config.address_guard.clone(),
+            ..HttpOptions::default()
+        })))
         .concurrency(config.concurrency)
         .lease(config.lease)
         .settings(EngineSettings {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use regmirror::config::{DEFAULT_RETRY_BACKOFF, KNOWN_ARCHITECTURES, check_interval};
 use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
+use regmirror::registry::http::AddressGuard;
 use regmirror::state::LogRetention;
 use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_DEADLINE};
 use regmirror::{
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     pub default_rollback: RollbackMode,
     /// How much usage log the worker keeps.
     pub log_retention: LogRetention,
+    /// The SSRF guard over every mirror's source (`ssrf_guard`, `ssrf_allow`); `None` is off.
+    pub address_guard: Option<AddressGuard>,
     pub destination: Destination,
     pub webhooks: Vec<Webhook>,
     pub mirrors: Vec<MirrorConfig>,
@@ -93,6 +96,9 @@ struct RawConfig {
     usage_log_max_entries: Option<usize>,
     #[serde(default, deserialize_with = "duration::option_or_zero")]
     usage_log_max_age: Option<Duration>,
+    ssrf_guard: Option<bool>,
+    #[serde(default)]
+    ssrf_allow: Vec<String>,
     destination: Spanned<RawDestination>,
     #[serde(default)]
     webhook: Vec<Spanned<RawWebhook>>,
@@ -248,6 +254,18 @@ impl WorkerConfig {
                 None => LogRetention::default().max_age,
             },
         };
+        let address_guard = match raw.ssrf_guard {
+            Some(true) => Some(
+                AddressGuard::new(&raw.ssrf_allow)
+                    .map_err(|e| Failure::from(e).context("ssrf_allow"))?,
+            ),
+            _ if !raw.ssrf_allow.is_empty() => {
+                return Err(Failure::invalid(
+                    "ssrf_allow: the allow-list has no effect without ssrf_guard = true",
+                ));
+            }
+            _ => None,
+        };
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
         for m in raw.mirror {
             let at = line(m.span());
@@ -277,6 +295,7 @@ impl WorkerConfig {
             )?,
             default_rollback: defaults.rollback,
             log_retention,
+            address_guard,
             destination,
             webhooks,
             mirrors,
@@ -312,6 +331,8 @@ const KEYS: &[&str] = &[
     "retry_backoff",
     "usage_log_max_entries",
     "usage_log_max_age",
+    "ssrf_guard",
+    "ssrf_allow",
     "registry",
     "username",
     "password",
@@ -788,6 +809,14 @@ password_env = "REGMIRROR_TEST_CFG_PW"
                 "[destination]\nregistry = \"r.io\"\nusername = \"u\"\npassword = \"\"\"\nhunter2 = \"\"\"\n[[webhook]]\nurl = \"ftp://x\"\n",
                 "line 6: webhook 1: url: not an http",
             ),
+            (
+                "ssrf_guard = true\nssrf_allow = [\"10.0.0.0/99\"]\n[destination]\nregistry = \"r.io\"\n",
+                "ssrf_allow: SSRF guard allow-list entry \"10.0.0.0/99\" is not valid",
+            ),
+            (
+                "ssrf_allow = [\"10.0.0.0/8\"]\n[destination]\nregistry = \"r.io\"\n",
+                "without ssrf_guard = true",
+            ),
         ];
         for (text, needle) in cases {
             let e = WorkerConfig::parse(text, Path::new("/"))
@@ -847,6 +876,18 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         let defaults =
             WorkerConfig::parse("[destination]\nregistry = \"r.io\"\n", Path::new("/")).unwrap();
         assert_eq!(defaults.log_retention, LogRetention::default());
+    }
+
+    #[test]
+    fn the_ssrf_guard_is_off_unless_the_file_turns_it_on() {
+        let dest = "[destination]\nregistry = \"r.io\"\n";
+        let c = WorkerConfig::parse(dest, Path::new("/")).unwrap();
+        assert_eq!(c.address_guard, None);
+        let text =
+            format!("ssrf_guard = true\nssrf_allow = [\"registry.corp\", \"10.0.0.0/8\"]\n{dest}");
+        let c = WorkerConfig::parse(&text, Path::new("/")).unwrap();
+        let guard = c.address_guard.unwrap();
+        assert_eq!(guard.allow_list(), ["registry.corp", "10.0.0.0/8"]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::engine::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::RepositoryRef;
-use crate::registry::http::{HttpOptions, HttpRegistry};
+use crate::registry::http::{AddressGuard, HttpOptions, HttpRegistry};
 use crate::registry::{DestRegistry, LayoutRegistry, SourceRegistry};
 
 /// The repository name a run uses when neither side is a registry: a layout serves any name.
@@ -118,6 +118,9 @@ pub struct Access {
     pub auth_file: Option<PathBuf>,
     /// Extra CA certificates to trust: PEM files, or directories of `*.crt` files.
     pub ca_certs: Vec<PathBuf>,
+    /// The SSRF guard for this side, its token service and its redirects (off by default):
+    /// see [`HttpOptions::address_guard`]. Meant for the source, which others may choose.
+    pub address_guard: Option<AddressGuard>,
 }
 
 impl Default for Access {
@@ -128,6 +131,7 @@ impl Default for Access {
             docker_config: false,
             auth_file: None,
             ca_certs: Vec::new(),
+            address_guard: None,
         }
     }
 }
@@ -270,6 +274,7 @@ impl OneShotSync {
             ca_certs: access.ca_certs.clone(),
             docker_config: access.docker_config,
             auth_file: access.auth_file.clone(),
+            address_guard: access.address_guard.clone(),
             max_concurrent_requests: self.concurrency,
             max_concurrent_metadata_requests: metadata_concurrency(self.concurrency),
             ..HttpOptions::default()

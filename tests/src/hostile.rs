@@ -35,6 +35,7 @@ use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use crate::image::{Blob, Image, Index};
 use crate::registry::{PASSWORD, USERNAME, client_options};
 use crate::server::{BackgroundServer, Body, BodyError, full};
+use crate::tls::ServerTls;
 
 /// The bearer token the registry's own token service hands out (a test secret: assertions
 /// check it never shows up in any output).
@@ -64,6 +65,13 @@ pub enum Mode {
     EndlessManifest,
     /// Answer manifest requests with `307` to `location` (e.g. another host's URL).
     RedirectManifests(String),
+    /// Answer blob requests with `307` to this base URL followed by `/v2/redirected/blobs/`
+    /// and the digest: the same blob on another server (plain HTTP, another host), since blob
+    /// routes here ignore the repository.
+    RedirectBlobs(String),
+    /// Challenges name this token service (`realm`) instead of the registry's own `/token`
+    /// (e.g. another host, over plain HTTP). Use with [`HostileBuilder::token_auth`].
+    Realm(String),
 }
 
 /// One request the registry saw.
@@ -81,6 +89,7 @@ pub struct Seen {
 pub struct HostileBuilder {
     mode: Mode,
     auth: Auth,
+    tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,27 +115,46 @@ impl HostileBuilder {
         self
     }
 
+    /// Serve HTTPS with a certificate for 127.0.0.1 and localhost from a CA of its own
+    /// ([`HostileRegistry::ca_pem`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Start serving on a free loopback port.
     pub fn start(self) -> HostileRegistry {
         let cell: Arc<std::sync::OnceLock<Arc<State>>> = Arc::new(std::sync::OnceLock::new());
         let handler_cell = cell.clone();
-        let server = BackgroundServer::start("hostile", move |req| {
+        let handler = move |req| {
             let state = handler_cell
                 .get()
                 .expect("the state is set before the address is published")
                 .clone();
             async move { state.handle(req).await }
+        };
+        let tls = self.tls.then(|| {
+            let dir = tempfile::tempdir().expect("creating a temp dir for certificates");
+            let certs = ServerTls::generate(dir.path());
+            (dir, certs)
         });
+        let (server, scheme) = match &tls {
+            Some((_, certs)) => (
+                BackgroundServer::start_tls("hostile", certs, handler),
+                "https",
+            ),
+            None => (BackgroundServer::start("hostile", handler), "http"),
+        };
         let state = Arc::new(State {
             mode: self.mode,
             auth: self.auth,
-            base: format!("http://{}", server.addr()),
+            base: format!("{scheme}://{}", server.addr()),
             content: Mutex::new(Content::default()),
             seen: Mutex::new(Vec::new()),
         });
         cell.set(state.clone())
             .expect("the state is set exactly once");
-        HostileRegistry { state, server }
+        HostileRegistry { state, server, tls }
     }
 }
 
@@ -143,7 +171,7 @@ struct Content {
 struct State {
     mode: Mode,
     auth: Auth,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     base: String,
     content: Mutex<Content>,
     seen: Mutex<Vec<Seen>>,
@@ -154,6 +182,8 @@ struct State {
 pub struct HostileRegistry {
     state: Arc<State>,
     server: BackgroundServer,
+    /// With TLS: the directory holding the certificates, and their paths.
+    tls: Option<(tempfile::TempDir, ServerTls)>,
 }
 
 impl HostileRegistry {
@@ -162,6 +192,7 @@ impl HostileRegistry {
         HostileBuilder {
             mode,
             auth: Auth::None,
+            tls: false,
         }
     }
 
@@ -175,15 +206,23 @@ impl HostileRegistry {
         self.server.addr().to_string()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn base_url(&self) -> String {
         self.state.base.clone()
     }
 
-    /// Options for regmirror's HTTP client: plain HTTP, the kit user's credentials when the
-    /// registry wants some.
+    /// With TLS, the CA certificate (PEM file) that signed the server's certificate.
+    pub fn ca_pem(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|(_, certs)| certs.ca_pem.as_path())
+    }
+
+    /// Options for regmirror's HTTP client: plain HTTP permitted (or, with TLS, the CA trusted
+    /// and verification on), the kit user's credentials when the registry wants some.
     pub fn http_options(&self) -> HttpOptions {
-        client_options(None, self.state.auth != Auth::None)
+        client_options(
+            self.ca_pem().map(ToOwned::to_owned),
+            self.state.auth != Auth::None,
+        )
     }
 
     /// A client of regmirror's HTTP backend for this registry.
@@ -353,11 +392,12 @@ impl State {
     }
 
     fn challenge(&self) -> Response<Body> {
+        let realm = match &self.mode {
+            Mode::Realm(realm) => realm.clone(),
+            _ => format!("{}/token", self.base),
+        };
         let value = match self.auth {
-            Auth::Token => format!(
-                r#"Bearer realm="{}/token",service="{HOSTILE_SERVICE}""#,
-                self.base
-            ),
+            Auth::Token => format!(r#"Bearer realm="{realm}",service="{HOSTILE_SERVICE}""#),
             _ => r#"Basic realm="hostile""#.to_owned(),
         };
         let mut response = error(
@@ -484,6 +524,14 @@ impl State {
     }
 
     fn blob(&self, digest: &str, head: bool) -> Response<Body> {
+        if let Mode::RedirectBlobs(base) = &self.mode {
+            let path = format!("/v2/redirected/blobs/{digest}");
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(LOCATION, format!("{base}{path}"))
+                .body(full(""))
+                .expect("a redirect is a valid response");
+        }
         let content = self.content.lock().expect("hostile content lock");
         let Some(bytes) = Digest::parse(digest)
             .ok()

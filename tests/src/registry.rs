@@ -184,7 +184,7 @@ impl Registry {
             .expect("writing to a String cannot fail");
         } else if let Some(policy) = &options.token {
             let cert = SigningCert::generate(dir.path());
-            let server = TokenServer::start(&cert, policy.clone());
+            let server = TokenServer::start(&cert, policy.clone(), tls.as_ref());
             write!(
                 config,
                 "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",

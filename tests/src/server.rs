@@ -1,5 +1,6 @@
-//! A small HTTP/1 server on a loopback port, running on its own thread and tokio runtime so that
-//! both sync and async tests can use it; stopped on drop. The token issuer and the proxy use it.
+//! A small HTTP/1 server on a loopback port, plain or TLS, running on its own thread and tokio
+//! runtime so that both sync and async tests can use it; stopped on drop. The token issuer and
+//! the proxy use it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,7 +14,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
+
+use crate::tls::ServerTls;
 
 /// The error type of response bodies: a failing body aborts the connection mid-response.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +62,43 @@ pub struct BackgroundServer {
 impl BackgroundServer {
     /// Serve `handler` on a free port of 127.0.0.1.
     pub fn start<H, F>(name: &str, handler: H) -> BackgroundServer
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        BackgroundServer::serve(name, None, handler)
+    }
+
+    /// Serve `handler` over TLS with `tls`'s server certificate (valid for 127.0.0.1 and
+    /// localhost) on a free port of 127.0.0.1.
+    pub fn start_tls<H, F>(name: &str, tls: &ServerTls, handler: H) -> BackgroundServer
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        };
+        let cert = CertificateDer::from_pem_slice(&read(&tls.cert_pem))
+            .expect("the kit's server certificate is PEM");
+        let key = PrivateKeyDer::from_pem_slice(&read(&tls.key_pem))
+            .expect("the kit's server key is PEM");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the default protocol versions are supported")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("the kit's certificate matches its key");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        BackgroundServer::serve(name, Some(acceptor), handler)
+    }
+
+    fn serve<H, F>(
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: H,
+    ) -> BackgroundServer
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
@@ -105,11 +147,24 @@ impl BackgroundServer {
                                 }
                             }
                         });
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            // A connection error (e.g. a fault cut on purpose) ends that connection only.
-                            let _ = http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            // A connection error (e.g. a fault cut on purpose, a client that
+                            // refuses the certificate) ends that connection only.
+                            let http = http1::Builder::new();
+                            match tls {
+                                None => {
+                                    let _ =
+                                        http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                                Some(acceptor) => {
+                                    if let Ok(stream) = acceptor.accept(stream).await {
+                                        let _ = http
+                                            .serve_connection(TokioIo::new(stream), service)
+                                            .await;
+                                    }
+                                }
+                            }
                         });
                     }
                 });

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
 use crate::server::{BackgroundServer, full};
-use crate::tls::SigningCert;
+use crate::tls::{ServerTls, SigningCert};
 
 /// The `issuer` both the registry config and the tokens name.
 pub const ISSUER: &str = "regmirror-test-issuer";
@@ -66,6 +66,8 @@ struct Issuer {
 pub struct TokenServer {
     issuer: Arc<Issuer>,
     server: BackgroundServer,
+    /// `https` when it serves TLS.
+    scheme: &'static str,
 }
 
 /// One grant in a token's `access` claim.
@@ -90,8 +92,10 @@ struct Claims<'a> {
 }
 
 impl TokenServer {
-    /// Start an issuer signing with `cert`'s key.
-    pub fn start(cert: &SigningCert, policy: TokenPolicy) -> TokenServer {
+    /// Start an issuer signing with `cert`'s key, over HTTPS with `tls`'s server certificate
+    /// when given (a TLS registry's token service is on HTTPS: clients verifying TLS refuse a
+    /// plain-HTTP one), else over plain HTTP.
+    pub fn start(cert: &SigningCert, policy: TokenPolicy, tls: Option<&ServerTls>) -> TokenServer {
         let issuer = Arc::new(Issuer {
             policy,
             key: EncodingKey::from_ec_pem(cert.key_pem.as_bytes())
@@ -100,16 +104,27 @@ impl TokenServer {
             requests: AtomicUsize::new(0),
         });
         let handler_issuer = issuer.clone();
-        let server = BackgroundServer::start("token-issuer", move |req| {
+        let handler = move |req: hyper::Request<hyper::body::Incoming>| {
             let issuer = handler_issuer.clone();
             async move { issuer.answer(req.uri().query(), req.headers().get(AUTHORIZATION)) }
-        });
-        TokenServer { issuer, server }
+        };
+        let (server, scheme) = match tls {
+            Some(tls) => (
+                BackgroundServer::start_tls("token-issuer", tls, handler),
+                "https",
+            ),
+            None => (BackgroundServer::start("token-issuer", handler), "http"),
+        };
+        TokenServer {
+            issuer,
+            server,
+            scheme,
+        }
     }
 
     /// The `realm` URL to configure in the registry.
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.server.addr())
+        format!("{}://{}/token", self.scheme, self.server.addr())
     }
 
     /// How many token requests the issuer has answered (granted or not).

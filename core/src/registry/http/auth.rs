@@ -262,8 +262,27 @@ impl AuthState {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<CachedToken> {
-        let credentials = self.credentials(client).await?;
         let what = format!("token request to {}", display_url(realm));
+        let refuse = |why: &str| {
+            Err(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "the token service of {} is {}, {why}",
+                    client.host,
+                    display_url(realm)
+                ),
+            ))
+        };
+        if client.options.tls_verify && realm.scheme() == "http" {
+            return refuse("plain HTTP while TLS verification is on: refused, nothing was sent");
+        }
+        client.check_target(realm, &what)?;
+        let credentials = self.credentials(client).await?;
+        if credentials.is_some() && !may_take_credentials(realm, client.base().await?) {
+            return refuse(
+                "plain HTTP on another host: refused, the credentials are not sent there",
+            );
+        }
         let who = match credentials {
             Some(c) if c.username == IDENTITY_TOKEN_USER => "with an identity token".to_owned(),
             Some(c) => format!("for user {:?}", c.username),
@@ -319,7 +338,7 @@ impl AuthState {
                 }
                 Ok(resp) => break resp,
                 Err(Failed { error, .. })
-                    if error.kind() != ErrorKind::Tls
+                    if error.kind().is_temporary()
                         && retries < client.options.retry.max_retries =>
                 {
                     tokio::time::sleep(client.options.retry.backoff(retries)).await;
@@ -347,6 +366,18 @@ impl AuthState {
         let body = client.read_limited(resp, MAX_TOKEN_BODY, &what).await?;
         token_from_body(&body).map_err(|e| e.context(what))
     }
+}
+
+/// Whether a token service at `realm` may be sent the credentials of the registry at `base`:
+/// over HTTPS wherever it is (the registry names its token service, as Docker Hub names
+/// auth.docker.io, and TLS proves who receives them), over plain HTTP only on the registry's
+/// own host (any port), where they would travel in the clear anyway.
+fn may_take_credentials(realm: &Url, base: &Url) -> bool {
+    let same_host = match (realm.host_str(), base.host_str()) {
+        (Some(realm), Some(base)) => realm.eq_ignore_ascii_case(base),
+        _ => false,
+    };
+    realm.scheme() == "https" || same_host
 }
 
 /// The token service's answer (distribution token spec). Deliberately not `Debug`.
@@ -448,6 +479,29 @@ mod tests {
         );
         assert_eq!(parse_challenge("Bearer realm=\"unterminated"), None);
         assert_eq!(parse_challenge(""), None);
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_and_plain_http_ones_on_the_registrys_host() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let base = url("http://registry.example:5000/");
+        assert!(may_take_credentials(
+            &url("https://auth.docker.io/token"),
+            &base
+        ));
+        assert!(may_take_credentials(
+            &url("http://registry.example:5001/t"),
+            &base
+        ));
+        assert!(may_take_credentials(
+            &url("http://REGISTRY.example/t"),
+            &base
+        ));
+        assert!(!may_take_credentials(&url("http://other.example/t"), &base));
+        assert!(!may_take_credentials(
+            &url("http://localhost:5000/t"),
+            &url("http://127.0.0.1:5000/")
+        ));
     }
 
     #[test]

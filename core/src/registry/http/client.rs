@@ -18,6 +18,7 @@ use url::Url;
 use super::HttpOptions;
 use super::auth::AuthState;
 use super::docker_config::Sources;
+use super::guard::Refused;
 use super::retry::{is_retryable_status, parse_retry_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::BlobStream;
@@ -198,6 +199,30 @@ impl Client {
         })
     }
 
+    /// Refuse a request to `url` that would break the rules of SEMANTICS.md §10: nothing goes
+    /// over plain HTTP while TLS verification is on (a redirect, an upload location or a token
+    /// service at `http://`), and under the SSRF guard no host given as a refused IP address is
+    /// contacted (host names are checked by the guard's resolver as they resolve).
+    pub(crate) fn check_target(&self, url: &Url, what: &str) -> Result<()> {
+        if self.options.tls_verify && url.scheme() == "http" {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "{what}: {} sent us to plain HTTP ({}) while TLS verification is on; refused",
+                    self.host,
+                    display_url(url)
+                ),
+            ));
+        }
+        if let Some(guard) = &self.options.address_guard
+            && let Some(addr) = super::literal_ip(url)
+        {
+            let host = url.host_str().unwrap_or_default();
+            guard.check(host, addr).map_err(|e| e.context(what))?;
+        }
+        Ok(())
+    }
+
     /// https first; with `tls_verify = false`, plain http when https does not work (skopeo's
     /// `--tls-verify=false`). The ping also learns which authentication the registry wants.
     async fn discover(&self) -> Result<Url> {
@@ -272,6 +297,7 @@ impl Client {
     async fn ping(&self, root: &Url, retry: bool) -> Result<Option<HeaderMap>> {
         let url = root.join("/v2/").expect("a fixed path joins any base");
         let what = format!("GET {}", display_url(&url));
+        self.check_target(&url, &what)?;
         let mut retries = 0;
         loop {
             let sent = self.timed(self.http.get(url.clone()).send()).await;
@@ -294,9 +320,7 @@ impl Client {
                     return Ok(None);
                 }
                 Err(Failed { error: e, .. }) => {
-                    if retry
-                        && e.kind() != ErrorKind::Tls
-                        && retries < self.options.retry.max_retries
+                    if retry && e.kind().is_temporary() && retries < self.options.retry.max_retries
                     {
                         tokio::time::sleep(self.options.retry.backoff(retries)).await;
                         retries += 1;
@@ -354,6 +378,8 @@ impl Client {
         let mut reauthorized = false;
         let mut redirects = 0usize;
         loop {
+            let what = format!("{} {}", call.method, display_url(&url));
+            self.check_target(&url, &what)?;
             // Our credentials and tokens go to the registry only, never to a redirect target
             // such as object storage.
             let ours = url.origin() == base.origin();
@@ -374,11 +400,10 @@ impl Client {
             {
                 request = request.body(call.body.clone());
             }
-            let what = format!("{} {}", call.method, display_url(&url));
             let resp = match self.timed(request.send()).await {
                 Ok(resp) => resp,
                 Err(Failed { error: e, unsent }) => {
-                    if e.kind() != ErrorKind::Tls
+                    if e.kind().is_temporary()
                         && (call.retry || unsent)
                         && retries < self.options.retry.max_retries
                     {
@@ -679,7 +704,10 @@ pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
         }
         source = err.source();
     }
-    let tls = find_rustls_error(&e).map(tls_problem);
+    if let Some(refused) = find_source::<Refused>(&e) {
+        return Error::new(ErrorKind::Forbidden, refused.0.message());
+    }
+    let tls = find_source::<rustls::Error>(&e).map(tls_problem);
     let detail = chain.join(": ");
     let (kind, message) = if let Some(tls) = tls {
         (ErrorKind::Tls, format!("TLS with {host} failed: {tls}"))
@@ -712,19 +740,22 @@ fn tls_problem(e: &rustls::Error) -> String {
     }
 }
 
-/// The rustls error behind a transport error, if any. `io::Error::source` skips the error it
-/// wraps, so wrapped errors are opened with `get_ref`.
-fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(found) = err.downcast_ref::<rustls::Error>() {
+/// The error of type `E` behind a transport error (a rustls error, the SSRF guard's refusal),
+/// if any. `io::Error::source` skips the error it wraps, so wrapped errors are opened with
+/// `get_ref`.
+fn find_source<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    if let Some(found) = err.downcast_ref::<E>() {
         return Some(found);
     }
     if let Some(io) = err.downcast_ref::<std::io::Error>()
         && let Some(inner) = io.get_ref()
-        && let Some(found) = find_rustls_error(inner)
+        && let Some(found) = find_source::<E>(inner)
     {
         return Some(found);
     }
-    err.source().and_then(find_rustls_error)
+    err.source().and_then(find_source::<E>)
 }
 
 /// A request that got no response.

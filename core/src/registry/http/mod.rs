@@ -18,6 +18,7 @@ mod auth;
 mod blobs;
 mod client;
 mod docker_config;
+mod guard;
 mod manifests;
 mod retry;
 mod tags;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
 
+pub use guard::AddressGuard;
 pub use retry::RetryPolicy;
 
 use self::auth::{pull_scope, push_scope};
@@ -89,6 +91,11 @@ pub struct HttpOptions {
     /// Upload blobs in `PATCH` chunks of this size instead of one streamed `PUT`. Chunks are
     /// used anyway when a registry asks for them (`OCI-Chunk-Min-Length`).
     pub upload_chunk_size: Option<usize>,
+    /// The SSRF guard (off by default): refuse loopback, private, link-local, metadata and
+    /// other non-public addresses for this registry, its token service and its redirects,
+    /// unless its allow-list names them. Host names are checked as they resolve, at connect
+    /// time; a proxy's own address is checked like any other.
+    pub address_guard: Option<AddressGuard>,
 }
 
 impl Default for HttpOptions {
@@ -108,6 +115,7 @@ impl Default for HttpOptions {
             retry: RetryPolicy::default(),
             tags_page_size: 1000,
             upload_chunk_size: None,
+            address_guard: None,
         }
     }
 }
@@ -132,6 +140,7 @@ impl fmt::Debug for HttpOptions {
             .field("retry", &self.retry)
             .field("tags_page_size", &self.tags_page_size)
             .field("upload_chunk_size", &self.upload_chunk_size)
+            .field("address_guard", &self.address_guard)
             .finish()
     }
 }
@@ -243,6 +252,9 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
     if let Some(identity) = client_identity(&options.ca_certs)? {
         builder = builder.identity(identity);
     }
+    if let Some(guard) = &options.address_guard {
+        builder = builder.dns_resolver(guard.resolver());
+    }
     let proxy = &options.proxy;
     if proxy.http_proxy.is_some() || proxy.https_proxy.is_some() {
         // Explicit proxies replace the environment's.
@@ -252,6 +264,15 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
             .as_deref()
             .and_then(reqwest::NoProxy::from_string);
         let make = |field: &str, url: &str, scheme_http: bool| {
+            // A proxy named by address is connected to without a DNS look-up.
+            if let Some(guard) = &options.address_guard
+                && let Ok(parsed) = url::Url::parse(url)
+                && let Some(addr) = literal_ip(&parsed)
+            {
+                guard
+                    .check(&addr.to_string(), addr)
+                    .map_err(|e| e.context(format!("{field} for {host}")))?;
+            }
             let made = if scheme_http {
                 reqwest::Proxy::http(url)
             } else {
@@ -291,6 +312,15 @@ fn is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The address of a URL whose host is an IP address (`http://10.0.0.1/`, `https://[::1]/`).
+fn literal_ip(url: &url::Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(v4.into()),
+        url::Host::Ipv6(v6) => Some(v6.into()),
+        url::Host::Domain(_) => None,
+    }
 }
 
 /// A CA path: a PEM file, or a directory whose `*.crt` files are CA certificates.

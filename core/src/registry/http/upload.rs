@@ -208,6 +208,7 @@ impl Client {
         what: &str,
     ) -> Result<()> {
         let url = with_digest(&session.location, digest);
+        self.check_target(&url, what)?;
         let progress = Arc::clone(&verified.progress);
         let mut request = self
             .http
