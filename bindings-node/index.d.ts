@@ -124,6 +124,10 @@ export interface MirrorOptions {
   concurrency?: number
   /** Upper bound for one run, in seconds (default 3600). */
   timeoutSeconds?: number
+  /** The SSRF guard (default false): refuse loopback, private, link-local, cloud-metadata and other non-public addresses for the source, its token service and its redirects. */
+  ssrfGuard?: boolean
+  /** Host names, addresses or CIDR networks (`'10.0.0.0/8'`) the SSRF guard lets through. */
+  ssrfAllow?: Array<string>
 }
 
 /** A tag whose index was rewritten to the selected platforms (its digest differs). */

@@ -106,6 +106,27 @@ test('invalid settings throw with err.code when the mirror is created', () => {
   }
 })
 
+test('the SSRF guard is off by default and, when on, refuses a loopback source', async () => {
+  const dir = tempDir()
+  const options = { source: '127.0.0.1:9/src/app', to: `oci:${dir}/out`, tags: 'v1' }
+  const report = await new Mirror({ ...options, ssrfGuard: true }).sync()
+  assert.equal(report.outcome, 'failed')
+  assert.match(report.error, /SSRF guard refused 127\.0\.0\.1: 127\.0\.0\.1 is 127\.0\.0\.1 \(loopback\)/)
+  assert.match(report.error, /allow-list/)
+  assert.throws(() => new Mirror({ ...options, ssrfGuard: true, ssrfAllow: ['10.0.0.0/99'] }), {
+    code: 'InvalidConfig',
+    message: /ssrfAllow: SSRF guard allow-list entry "10\.0\.0\.0\/99" is not valid/,
+  })
+  assert.throws(() => new Mirror({ ...options, ssrfAllow: ['127.0.0.1'] }), {
+    code: 'InvalidConfig',
+    message: /while the guard is off/,
+  })
+  // Allowed, the address is contacted (nothing listens there): the failure is not the guard's.
+  const allowed = await new Mirror({ ...options, ssrfGuard: true, ssrfAllow: ['127.0.0.0/8'] }).sync()
+  assert.equal(allowed.outcome, 'failed')
+  assert.doesNotMatch(allowed.error, /SSRF guard/)
+})
+
 test('a run that cannot start rejects with err.code: a docker config that cannot be parsed', async () => {
   // Read when the run starts (dockerConfig: true), so the constructor cannot see it.
   const dir = tempDir()

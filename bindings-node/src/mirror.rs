@@ -15,6 +15,7 @@ use napi::{Either, Env, JsError, JsValue};
 use napi_derive::napi;
 use regmirror::engine::{Outcome, SyncOptions};
 use regmirror::oneshot::{Access, Location, OneShotSync};
+use regmirror::registry::http::AddressGuard;
 use regmirror::{Credentials as CoreCredentials, Error, ErrorKind};
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +69,10 @@ pub struct MirrorOptions {
     pub concurrency: Option<u32>,
     /// Upper bound for one run, in seconds (default 3600).
     pub timeout_seconds: Option<f64>,
+    /// The SSRF guard (default false): refuse loopback, private, link-local, cloud-metadata and other non-public addresses for the source, its token service and its redirects.
+    pub ssrf_guard: Option<bool>,
+    /// Host names, addresses or CIDR networks (`'10.0.0.0/8'`) the SSRF guard lets through.
+    pub ssrf_allow: Option<Vec<String>>,
 }
 
 /// How to run one `sync()`.
@@ -326,7 +331,12 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
             sync.platform_index = platform_index.parse()?;
         }
         sync.keep_unselected = o.keep_unselected.unwrap_or(false);
-        sync.source_access = access(o.source_credentials, o.source_tls_verify);
+        let allow = o.ssrf_allow.unwrap_or_default();
+        sync.source_access = Access {
+            address_guard: AddressGuard::switch(o.ssrf_guard.unwrap_or(false), &allow)
+                .map_err(|e| e.context("ssrfAllow"))?,
+            ..access(o.source_credentials, o.source_tls_verify)
+        };
         sync.dest_access = access(o.dest_credentials, o.dest_tls_verify);
         if let Some(n) = o.concurrency {
             sync.concurrency = n as usize;

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyList, PyString, PyTuple};
 use regmirror::engine::SyncOptions;
 use regmirror::oneshot::{Access, Location, OneShotSync};
+use regmirror::registry::http::AddressGuard;
 use regmirror::{Credentials, Error, ErrorKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -44,6 +45,8 @@ impl Mirror {
         docker_config = false,
         concurrency = regmirror::engine::DEFAULT_CONCURRENCY,
         timeout = 3600.0,
+        ssrf_guard = false,
+        ssrf_allow = Vec::new(),
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
     fn new(
@@ -61,6 +64,8 @@ impl Mirror {
         docker_config: bool,
         concurrency: usize,
         timeout: f64,
+        ssrf_guard: bool,
+        ssrf_allow: Vec<String>,
     ) -> PyResult<Self> {
         let tags = match tags.cast::<PyString>() {
             Ok(list) => vec![list.to_str()?.to_owned()],
@@ -78,7 +83,11 @@ impl Mirror {
             sync.rollback = rollback.parse()?;
             sync.platform_index = platform_index.parse()?;
             sync.keep_unselected = keep_unselected;
-            sync.source_access = access(source_credentials, source_tls_verify);
+            sync.source_access = Access {
+                address_guard: AddressGuard::switch(ssrf_guard, &ssrf_allow)
+                    .map_err(|e| e.context("ssrf_allow"))?,
+                ..access(source_credentials, source_tls_verify)
+            };
             sync.dest_access = access(dest_credentials, dest_tls_verify);
             sync.concurrency = concurrency;
             sync.timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {

@@ -126,3 +126,19 @@ def test_credentials_never_show(tmp_path: Path):
     )
     assert "s3cr3t" not in repr(mirror)
     assert repr(mirror) == f"Mirror('127.0.0.1:5000/app' -> 'oci:{tmp_path}', tags=['v*'])"
+
+
+def test_the_ssrf_guard_is_off_by_default_and_when_on_refuses_a_loopback_source(tmp_path: Path):
+    source, dest = "127.0.0.1:9/src/app", f"oci:{tmp_path / 'out'}"
+    report = Mirror(source, dest, "v1", ssrf_guard=True).sync()
+    assert report.outcome == "failed"
+    assert "SSRF guard refused 127.0.0.1: 127.0.0.1 is 127.0.0.1 (loopback)" in report.error
+    assert "allow-list" in report.error
+    with pytest.raises(InvalidConfigError, match=r'ssrf_allow: SSRF guard allow-list entry "10.0.0.0/99"'):
+        Mirror(source, dest, "v1", ssrf_guard=True, ssrf_allow=["10.0.0.0/99"])
+    with pytest.raises(InvalidConfigError, match="while the guard is off"):
+        Mirror(source, dest, "v1", ssrf_allow=["127.0.0.1"])
+    # Allowed, the address is contacted (nothing listens there): the failure is not the guard's.
+    allowed = Mirror(source, dest, "v1", ssrf_guard=True, ssrf_allow=["127.0.0.0/8"]).sync()
+    assert allowed.outcome == "failed"
+    assert "SSRF guard" not in allowed.error

@@ -65,7 +65,9 @@ def test_the_stubs_defaults_are_the_native_ones():
     }
     assert native.pop("concurrency") is Ellipsis
     assert native.pop("architectures") is Ellipsis
+    assert native.pop("ssrf_allow") is Ellipsis
     native["concurrency"] = regmirror.DEFAULT_CONCURRENCY
     native["architectures"] = ()
+    native["ssrf_allow"] = ()
     for cls in ("Mirror", "AsyncMirror"):
         assert stub_defaults(cls) == native, cls

@@ -254,18 +254,8 @@ impl WorkerConfig {
                 None => LogRetention::default().max_age,
             },
         };
-        let address_guard = match raw.ssrf_guard {
-            Some(true) => Some(
-                AddressGuard::new(&raw.ssrf_allow)
-                    .map_err(|e| Failure::from(e).context("ssrf_allow"))?,
-            ),
-            _ if !raw.ssrf_allow.is_empty() => {
-                return Err(Failure::invalid(
-                    "ssrf_allow: the allow-list has no effect without ssrf_guard = true",
-                ));
-            }
-            _ => None,
-        };
+        let address_guard = AddressGuard::switch(raw.ssrf_guard.unwrap_or(false), &raw.ssrf_allow)
+            .map_err(|e| Failure::from(e).context("ssrf_allow"))?;
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
         for m in raw.mirror {
             let at = line(m.span());
@@ -815,7 +805,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
             ),
             (
                 "ssrf_allow = [\"10.0.0.0/8\"]\n[destination]\nregistry = \"r.io\"\n",
-                "without ssrf_guard = true",
+                "ssrf_allow: an SSRF guard allow-list has no effect while the guard is off",
             ),
         ];
         for (text, needle) in cases {

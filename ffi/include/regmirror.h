@@ -124,6 +124,19 @@ regmirror_result regmirror_mirror_builder_set_tls_verify(regmirror_mirror_builde
                                                          bool source,
                                                          bool dest);
 
+// The SSRF guard for the source (default off): when `enabled`, refuse loopback, private,
+// link-local, cloud-metadata and other non-public addresses for the source registry, its
+// token service and its redirects, except what `allow` names (comma-separated host names,
+// addresses or CIDR networks such as `10.0.0.0/8`; NULL or "" for none). A sync it refuses
+// fails with `Forbidden` in the report. An invalid `allow` entry, or an `allow` list with the
+// guard off, is `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `allow` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_ssrf_guard(regmirror_mirror_builder *builder,
+                                                         bool enabled,
+                                                         const char *allow);
+
 // Keep destination tags the patterns do not select (default false: prune them).
 //
 // # Safety

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use engine::Credentials;
 use engine::engine::SyncOptions;
 use engine::oneshot::{Location, OneShotSync};
+use engine::registry::http::AddressGuard;
 
 use crate::guard::{self, Failure, non_null, utf8};
 use crate::result_code::regmirror_result;
@@ -116,6 +117,41 @@ pub unsafe extern "C" fn regmirror_mirror_builder_set_tls_verify(
         let sync = &mut unsafe { builder.as_mut() }.sync;
         sync.source_access.tls_verify = source;
         sync.dest_access.tls_verify = dest;
+        Ok(())
+    })
+}
+
+/// The SSRF guard for the source (default off): when `enabled`, refuse loopback, private,
+/// link-local, cloud-metadata and other non-public addresses for the source registry, its
+/// token service and its redirects, except what `allow` names (comma-separated host names,
+/// addresses or CIDR networks such as `10.0.0.0/8`; NULL or "" for none). A sync it refuses
+/// fails with `Forbidden` in the report. An invalid `allow` entry, or an `allow` list with the
+/// guard off, is `REGMIRROR_INVALID_CONFIG`.
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `allow` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regmirror_mirror_builder_set_ssrf_guard(
+    builder: *mut regmirror_mirror_builder,
+    enabled: bool,
+    allow: *const c_char,
+) -> regmirror_result {
+    guard::guard(|| {
+        let mut builder = non_null(builder, "builder")?;
+        let allow = if allow.is_null() {
+            ""
+        } else {
+            // SAFETY: non-NULL and NUL-terminated per the contract.
+            unsafe { utf8(allow, "allow") }?
+        };
+        let entries: Vec<&str> = allow
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let address_guard = AddressGuard::switch(enabled, &entries)?;
+        // SAFETY: a live builder, used by this thread alone per the contract.
+        unsafe { builder.as_mut() }.sync.source_access.address_guard = address_guard;
         Ok(())
     })
 }

@@ -105,6 +105,35 @@ static void test_unlistable_source_is_reported(void) {
     regmirror_mirror_free(mirror);
 }
 
+/* The SSRF guard, when on, refuses a loopback source: the run fails and says so. */
+static void test_ssrf_guard_refuses_a_loopback_source(void) {
+    regmirror_mirror_builder *builder = NULL;
+    regmirror_mirror *mirror = NULL;
+    CHECK(regmirror_mirror_builder_new("127.0.0.1:9/src/app", dest, "v1", &builder) ==
+              REGMIRROR_OK,
+          "new");
+    CHECK(regmirror_mirror_builder_set_ssrf_guard(builder, true, "10.0.0.0/99") ==
+              REGMIRROR_INVALID_CONFIG,
+          "invalid allow-list entry");
+    CHECK(strstr(regmirror_last_error_message(), "10.0.0.0/99") != NULL, "[%s]",
+          regmirror_last_error_message());
+    CHECK(regmirror_mirror_builder_set_ssrf_guard(builder, false, "127.0.0.1") ==
+              REGMIRROR_INVALID_CONFIG,
+          "allow-list with the guard off");
+    CHECK(regmirror_mirror_builder_set_ssrf_guard(builder, true, NULL) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    CHECK(regmirror_mirror_builder_build(builder, &mirror) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    char *report = NULL;
+    CHECK(regmirror_mirror_sync(mirror, &report) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    CHECK(report && strstr(report, "\"outcome\":\"failed\""), "[%s]", report);
+    CHECK(report && strstr(report, "SSRF guard refused 127.0.0.1: 127.0.0.1 is 127.0.0.1 (loopback)"),
+          "[%s]", report);
+    regmirror_string_free(report);
+    regmirror_mirror_free(mirror);
+}
+
 static void test_invalid_settings(void) {
     regmirror_mirror_builder *builder = NULL;
     regmirror_mirror *mirror = NULL;
@@ -167,6 +196,8 @@ static void test_null_arguments(void) {
           "NULL builder (tls)");
     CHECK(regmirror_mirror_builder_set_keep_unselected(NULL, true) == REGMIRROR_NULL_ARGUMENT,
           "NULL builder (keep)");
+    CHECK(regmirror_mirror_builder_set_ssrf_guard(NULL, true, NULL) == REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (ssrf guard)");
     CHECK(regmirror_mirror_builder_build(NULL, &mirror) == REGMIRROR_NULL_ARGUMENT, "NULL build");
     CHECK(regmirror_mirror_sync(NULL, &report) == REGMIRROR_NULL_ARGUMENT, "NULL mirror");
 
@@ -216,6 +247,7 @@ int main(void) {
     }
     test_sync_copies_and_prunes();
     test_unlistable_source_is_reported();
+    test_ssrf_guard_refuses_a_loopback_source();
     test_invalid_settings();
     test_null_arguments();
     snprintf(command, sizeof command, "rm -rf %s", dir);

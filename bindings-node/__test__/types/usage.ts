@@ -12,6 +12,8 @@ const options: MirrorOptions = {
   sourceCredentials: { username: 'robot', password: 'secret' },
   concurrency: 4,
   timeoutSeconds: 60,
+  ssrfGuard: true,
+  ssrfAllow: ['10.0.0.0/8', 'registry.corp'],
 }
 
 async function main(): Promise<void> {

@@ -90,6 +90,8 @@ class Mirror:
         docker_config: bool = False,
         concurrency: int = 8,
         timeout: float = 3600.0,
+        ssrf_guard: bool = False,
+        ssrf_allow: Sequence[str] = (),
     ) -> None: ...
     def sync(self) -> SyncReport:
         """Run one sync, blocking (the GIL is released meanwhile).
@@ -125,6 +127,8 @@ class AsyncMirror:
         docker_config: bool = False,
         concurrency: int = 8,
         timeout: float = 3600.0,
+        ssrf_guard: bool = False,
+        ssrf_allow: Sequence[str] = (),
     ) -> None: ...
     async def sync(self) -> SyncReport:
         """Run one sync on regmirror's tokio runtime (a coroutine; the run starts when it is

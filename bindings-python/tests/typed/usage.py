@@ -22,6 +22,8 @@ def blocking() -> SyncReport:
         source_tls_verify=False,
         concurrency=regmirror.DEFAULT_CONCURRENCY,
         timeout=60.0,
+        ssrf_guard=True,
+        ssrf_allow=["10.0.0.0/8", "registry.corp"],
     )
     try:
         return mirror.sync()

@@ -51,6 +51,20 @@ impl AddressGuard {
         Ok(AddressGuard { allow })
     }
 
+    /// The guard an on/off switch and an allow-list ask for, as the CLI, the worker config and
+    /// the bindings take them: `None` when off; an allow-list with the switch off is an
+    /// `InvalidConfig` error (it would silently guard nothing).
+    pub fn switch<S: AsRef<str>>(on: bool, allow: &[S]) -> Result<Option<Self>> {
+        match (on, allow.is_empty()) {
+            (true, _) => AddressGuard::new(allow).map(Some),
+            (false, true) => Ok(None),
+            (false, false) => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "an SSRF guard allow-list has no effect while the guard is off",
+            )),
+        }
+    }
+
     /// The allow-list as given (normalized: host names lowercase, networks in CIDR form).
     pub fn allow_list(&self) -> Vec<String> {
         self.allow
@@ -355,6 +369,23 @@ mod tests {
                 .check("quay.io", ip("3.3.3.3"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_switch_is_off_by_default_and_an_allow_list_needs_it_on() {
+        let none: &[&str] = &[];
+        assert_eq!(AddressGuard::switch(false, none).unwrap(), None);
+        assert_eq!(
+            AddressGuard::switch(true, none).unwrap(),
+            Some(AddressGuard::default())
+        );
+        let guard = AddressGuard::switch(true, &["10.0.0.0/8"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(guard.allow_list(), ["10.0.0.0/8"]);
+        let e = AddressGuard::switch(false, &["10.0.0.0/8"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().contains("guard is off"), "{e}");
     }
 
     #[test]
