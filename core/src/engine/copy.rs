@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +26,9 @@ use super::run::{Run, cell, lock};
 use crate::config::{PlatformIndexMode, RollbackMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
-use crate::registry::manifest::{ManifestKind, Reference, media_types};
+use crate::registry::manifest::{
+    MAX_INDEX_DEPTH, MAX_MANIFESTS_PER_TAG, ManifestKind, Reference, media_types,
+};
 use crate::registry::{BlobStream, Manifest};
 
 /// Annotation on a rewritten index: the digest of the source index it was made from.
@@ -48,23 +50,99 @@ const BLOB_RETRIES: u32 = 2;
 /// The wait before the first new attempt of a cut-short copy; it doubles each time.
 const BLOB_RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Which destination repository was last seen holding each blob: where to mount from.
-/// Shared by every run of one `Mirror`.
+/// Which destination repository was last seen holding each blob, and the blob's size: where to
+/// mount from. Shared by every run of one `Mirror`.
 #[derive(Debug, Default)]
-pub(crate) struct KnownBlobs(Mutex<HashMap<Digest, String>>);
+pub(crate) struct KnownBlobs(Mutex<HashMap<Digest, (String, u64)>>);
 
 impl KnownBlobs {
-    fn note(&self, digest: &Digest, repo: &str) {
+    fn note(&self, digest: &Digest, repo: &str, size: u64) {
         let mut map = lock(&self.0);
         if map.len() >= MAX_KNOWN_BLOBS {
             map.clear();
         }
-        map.insert(digest.clone(), repo.to_owned());
+        map.insert(digest.clone(), (repo.to_owned(), size));
     }
 
-    fn elsewhere(&self, digest: &Digest, repo: &str) -> Option<String> {
-        lock(&self.0).get(digest).filter(|r| *r != repo).cloned()
+    /// Another repository holding the blob, and the blob's size there.
+    fn elsewhere(&self, digest: &Digest, repo: &str) -> Option<(String, u64)> {
+        lock(&self.0)
+            .get(digest)
+            .filter(|(r, _)| r != repo)
+            .cloned()
     }
+}
+
+/// How far one tag's manifests may reach (SEMANTICS.md §10): indexes nest at most
+/// [`MAX_INDEX_DEPTH`] levels and the tag reaches at most [`MAX_MANIFESTS_PER_TAG`] child
+/// manifests, so a registry serving endless nesting or fan-out fails that tag instead of
+/// keeping the run busy.
+#[derive(Debug)]
+pub(crate) struct Walk {
+    left: AtomicUsize,
+}
+
+impl Walk {
+    pub(crate) fn new() -> Self {
+        Walk {
+            left: AtomicUsize::new(MAX_MANIFESTS_PER_TAG),
+        }
+    }
+
+    /// Account for `children` entries of `index`, an index at nesting `level` (1 for a tag's
+    /// own index).
+    pub(crate) fn enter(&self, level: usize, children: usize, index: &Digest) -> Result<()> {
+        if level > MAX_INDEX_DEPTH {
+            return Err(too_deep(index, level));
+        }
+        let taken = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(children)
+            });
+        if taken.is_err() {
+            return Err(Error::new(
+                ErrorKind::InvalidManifest,
+                format!(
+                    "index {index} brings the tag over the limit of {MAX_MANIFESTS_PER_TAG} child manifests"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The nesting height of an index at `level` whose children's heights are `heights` (1
+    /// plus the highest), checked against the depth limit; the first child's error if any.
+    /// Checked here too because a child staged once per run may have been reached by another
+    /// tag at a shallower level.
+    pub(crate) fn check_height(
+        &self,
+        level: usize,
+        heights: Vec<Result<usize>>,
+        index: &Digest,
+    ) -> Result<usize> {
+        let highest = heights
+            .into_iter()
+            .collect::<Result<Vec<usize>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let height = highest + 1;
+        let deepest = level + height - 1;
+        if deepest > MAX_INDEX_DEPTH {
+            return Err(too_deep(index, deepest));
+        }
+        Ok(height)
+    }
+}
+
+fn too_deep(index: &Digest, levels: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidManifest,
+        format!(
+            "index {index} nests indexes {levels} levels deep, over the limit of {MAX_INDEX_DEPTH}"
+        ),
+    )
 }
 
 /// A tag's content, staged and ready to be published.
@@ -192,7 +270,10 @@ impl Run {
                         ),
                     ));
                 }
-                all_ok(chosen.iter().map(|c| self.stage_child(c))).await?;
+                let walk = Walk::new();
+                walk.enter(1, chosen.len(), digest)?;
+                let heights = join_all(chosen.iter().map(|c| self.stage_child(c, &walk, 1))).await;
+                walk.check_height(1, heights, digest)?;
                 if chosen.len() == manifests.len() {
                     self.stage_top_manifest(&manifest).await?;
                     return Ok(ready(manifest));
@@ -239,37 +320,65 @@ impl Run {
         }
     }
 
-    /// A child manifest of an index, staged by digest once per run.
-    fn stage_child<'a>(self: &'a Arc<Self>, child: &'a Reference) -> BoxFuture<'a, Result<()>> {
+    /// A child manifest of an index at nesting `level`, staged by digest once per run. Returns
+    /// the index nesting below the child (0 for an image).
+    fn stage_child<'a>(
+        self: &'a Arc<Self>,
+        child: &'a Reference,
+        walk: &'a Walk,
+        level: usize,
+    ) -> BoxFuture<'a, Result<usize>> {
         async move {
-            let cell = cell(&self.children, &child.digest);
+            let cell = cell(&self.children, &(child.digest.clone(), child.size));
             let done = cell
-                .get_or_init(|| async { self.stage_child_once(child).await.map_err(Into::into) })
+                .get_or_init(|| async {
+                    self.stage_child_once(child, walk, level)
+                        .await
+                        .map_err(Into::into)
+                })
                 .await;
             done.clone().map_err(Into::into)
         }
         .boxed()
     }
 
-    async fn stage_child_once(self: &Arc<Self>, child: &Reference) -> Result<()> {
+    async fn stage_child_once(
+        self: &Arc<Self>,
+        child: &Reference,
+        walk: &Walk,
+        level: usize,
+    ) -> Result<usize> {
         let digest = &child.digest;
         let present = self
             .metadata_unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
             .await?;
-        if present.is_some() {
-            // The destination accepted it before, so everything it references is there.
-            return Ok(());
+        if let Some(head) = &present {
+            child.check_size(head.size)?;
+            // The destination accepted it before, so everything it references is there; only
+            // an index's nesting is left to learn, from its bytes.
+            if !media_types::is_index(&head.media_type) {
+                return Ok(0);
+            }
         }
         let manifest = self.fetch_manifest(digest).await?;
-        match manifest.kind()? {
+        child.check_size(manifest.bytes.len() as u64)?;
+        let height = match manifest.kind()? {
             ManifestKind::Image { config, layers } => {
                 self.stage_image_content(&config, &layers, None).await?;
+                0
             }
             ManifestKind::Index { manifests } => {
-                all_ok(manifests.iter().map(|c| self.stage_child(c))).await?;
+                let level = level + 1;
+                walk.enter(level, manifests.len(), digest)?;
+                let heights =
+                    join_all(manifests.iter().map(|c| self.stage_child(c, walk, level))).await;
+                walk.check_height(level, heights, digest)?
             }
+        };
+        if present.is_none() {
+            self.push_manifest_digest(&manifest).await?;
         }
-        self.push_manifest_digest(&manifest).await
+        Ok(height)
     }
 
     /// The source manifest `digest`, verified.
@@ -409,7 +518,7 @@ impl Run {
 
     /// Make `blob` present in the destination repository, once per run.
     async fn copy_blob(self: &Arc<Self>, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
-        let cell = cell(&self.blobs, &blob.digest);
+        let cell = cell(&self.blobs, &(blob.digest.clone(), blob.size));
         let done = cell
             .get_or_init(|| async {
                 let run = Arc::clone(self);
@@ -441,17 +550,21 @@ impl Run {
                 transfer,
             });
         };
-        if self.dest.has_blob(&self.dest_repo, digest).await? {
+        // A blob already there (or mountable) is not streamed, so its size is checked here:
+        // the digest is right, but a descriptor whose size lies must not be published.
+        if let Some(size) = self.dest.blob_size(&self.dest_repo, digest).await? {
+            blob.check_size(size)?;
             self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
-            self.known.note(digest, &self.dest_repo);
+            self.known.note(digest, &self.dest_repo, size);
             finished(BlobTransfer::Present);
             return Ok(());
         }
-        if let Some(from) = self.known.elsewhere(digest, &self.dest_repo) {
+        if let Some((from, size)) = self.known.elsewhere(digest, &self.dest_repo) {
+            blob.check_size(size)?;
             // A failed mount is only a missed shortcut: fall through to copying.
             if let Ok(true) = self.dest.mount_blob(&self.dest_repo, digest, &from).await {
                 self.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
-                self.known.note(digest, &self.dest_repo);
+                self.known.note(digest, &self.dest_repo, size);
                 finished(BlobTransfer::Mounted);
                 return Ok(());
             }
@@ -493,7 +606,7 @@ impl Run {
         self.stats
             .bytes_copied
             .fetch_add(blob.size, Ordering::Relaxed);
-        self.known.note(digest, &self.dest_repo);
+        self.known.note(digest, &self.dest_repo, blob.size);
         finished(BlobTransfer::Copied);
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::copy::{PlatformFit, platform_selected};
+use super::copy::{PlatformFit, Walk, platform_selected};
 use super::plan::{self, Action};
 use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
@@ -145,7 +145,9 @@ async fn needs(
         }
     };
     let mut images: Vec<(Reference, Vec<Reference>)> = Vec::new();
-    let mut children: Vec<Reference> = Vec::new();
+    // Child manifests still to look at, with the nesting level of the index listing them.
+    let mut children: Vec<(Reference, usize)> = Vec::new();
+    let walk = Walk::new();
     match manifest.kind()? {
         ManifestKind::Image { config, layers } => {
             if let PlatformFit::Excluded(reason) = run.platform_fit(&config).await? {
@@ -157,7 +159,9 @@ async fn needs(
             children = manifests
                 .into_iter()
                 .filter(|c| platform_selected(architectures, c))
+                .map(|c| (c, 1))
                 .collect();
+            walk.enter(1, children.len(), digest)?;
             if children.is_empty() {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -169,14 +173,15 @@ async fn needs(
         }
     }
     // Child manifests the destination holds bring their blobs along already (as in staging).
-    while let Some(child) = children.pop() {
+    while let Some((child, level)) = children.pop() {
         let present = run
             .metadata_unit(
                 run.dest
                     .head_manifest(&run.dest_repo, child.digest.as_str()),
             )
             .await?;
-        if present.is_some() {
+        if let Some(head) = present {
+            child.check_size(head.size)?;
             continue;
         }
         let manifest = run
@@ -185,9 +190,13 @@ async fn needs(
                     .get_manifest(&run.src_repo, child.digest.as_str()),
             )
             .await?;
+        child.check_size(manifest.bytes.len() as u64)?;
         match manifest.kind()? {
             ManifestKind::Image { config, layers } => images.push((config, layers)),
-            ManifestKind::Index { manifests } => children.extend(manifests),
+            ManifestKind::Index { manifests } => {
+                walk.enter(level + 1, manifests.len(), &child.digest)?;
+                children.extend(manifests.into_iter().map(|c| (c, level + 1)));
+            }
         }
     }
     let (mut count, mut bytes) = (0, 0);
@@ -198,12 +207,15 @@ async fn needs(
         if !seen.insert(blob.digest.clone()) {
             continue;
         }
-        if !run
-            .metadata_unit(run.dest.has_blob(&run.dest_repo, &blob.digest))
+        match run
+            .metadata_unit(run.dest.blob_size(&run.dest_repo, &blob.digest))
             .await?
         {
-            count += 1;
-            bytes += blob.size;
+            Some(size) => blob.check_size(size)?,
+            None => {
+                count += 1;
+                bytes += blob.size;
+            }
         }
     }
     Ok(Needs::Blobs { count, bytes })

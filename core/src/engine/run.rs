@@ -50,8 +50,12 @@ impl From<SharedError> for Error {
 }
 
 pub(crate) type Shared<T> = std::result::Result<T, SharedError>;
-/// A once-per-run result keyed by digest: the first caller does the work, the rest wait for it.
-pub(crate) type OnceMap<T> = Mutex<HashMap<Digest, Arc<OnceCell<Shared<T>>>>>;
+/// A once-per-run result keyed by `K`: the first caller does the work, the rest wait for it.
+pub(crate) type OnceMap<K, T> = Mutex<HashMap<K, Arc<OnceCell<Shared<T>>>>>;
+/// What a blob or child manifest is staged under: the digest and the size its descriptor
+/// declares, so a descriptor whose size lies fails on its own instead of sharing (or
+/// spoiling) the work of a right one.
+pub(crate) type Described = (Digest, u64);
 
 /// Counters of the run, filled concurrently.
 #[derive(Debug, Default)]
@@ -86,9 +90,10 @@ pub(crate) struct Run {
     abort: CancellationToken,
     abort_reason: Mutex<Option<Error>>,
     pub stats: Stats,
-    pub blobs: OnceMap<()>,
-    pub children: OnceMap<()>,
-    pub tops: OnceMap<Staged>,
+    pub blobs: OnceMap<Described, ()>,
+    /// Each child manifest's index nesting below it (0 for an image).
+    pub children: OnceMap<Described, usize>,
+    pub tops: OnceMap<Digest, Staged>,
     entries: Mutex<Vec<LogEntry>>,
 }
 
@@ -170,7 +175,8 @@ impl Run {
         self.is_aborted() || self.is_cancelled()
     }
 
-    fn abort_error(&self) -> Error {
+    /// Why the run was aborted.
+    pub fn abort_error(&self) -> Error {
         match &*lock(&self.abort_reason) {
             Some(e) => Error::new(e.kind(), e.message()),
             None => Error::new(ErrorKind::Internal, "run aborted without a reason"),
@@ -343,7 +349,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The once-cell for `digest` in `map`, created if needed.
-pub(crate) fn cell<T>(map: &OnceMap<T>, digest: &Digest) -> Arc<OnceCell<Shared<T>>> {
-    lock(map).entry(digest.clone()).or_default().clone()
+/// The once-cell for `key` in `map`, created if needed.
+pub(crate) fn cell<K: Clone + Eq + std::hash::Hash, T>(
+    map: &OnceMap<K, T>,
+    key: &K,
+) -> Arc<OnceCell<Shared<T>>> {
+    lock(map).entry(key.clone()).or_default().clone()
 }

@@ -940,8 +940,12 @@ impl crate::registry::DestRegistry for Careless {
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
         crate::registry::DestRegistry::get_manifest(&self.0, repo, reference).await
     }
-    async fn has_blob(&self, repo: &str, digest: &crate::reference::Digest) -> Result<bool> {
-        self.0.has_blob(repo, digest).await
+    async fn blob_size(
+        &self,
+        repo: &str,
+        digest: &crate::reference::Digest,
+    ) -> Result<Option<u64>> {
+        self.0.blob_size(repo, digest).await
     }
     async fn mount_blob(
         &self,

@@ -466,8 +466,13 @@ impl DestRegistry for LayoutRegistry {
         self.get(repo, reference).await
     }
 
-    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        self.blob_exists(&self.layout_dir(repo)?, digest).await
+    async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let path = blob_path(&self.layout_dir(repo)?, digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("checking", &path, e)),
+        }
     }
 
     /// A single layout has nothing to mount from; per-repository layouts hard-link the blob

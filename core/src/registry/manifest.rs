@@ -46,6 +46,11 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub const MAX_INDEX_BYTES: usize = 10 << 20;
 /// An index with more entries than this is refused (SEMANTICS.md §4).
 pub const MAX_INDEX_ENTRIES: usize = 1000;
+/// Indexes nest at most this many levels (a tag's index is level 1, an index among its
+/// entries level 2, ...); deeper nesting fails the tag.
+pub const MAX_INDEX_DEPTH: usize = 4;
+/// One tag reaches at most this many child manifests, at every nesting level together.
+pub const MAX_MANIFESTS_PER_TAG: usize = 2 * MAX_INDEX_ENTRIES;
 
 /// A manifest's exact bytes, its digest and media type.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,6 +86,24 @@ pub struct Reference {
     pub size: u64,
     /// Set for index entries that declare one.
     pub platform: Option<Platform>,
+}
+
+impl Reference {
+    /// `Ok` when the content this descriptor names is `actual` bytes long, as it declares. The
+    /// digest alone does not make a descriptor right: strict clients refuse a manifest whose
+    /// descriptor sizes are wrong, so one is never copied.
+    pub fn check_size(&self, actual: u64) -> Result<()> {
+        if actual == self.size {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "{} is {actual} bytes, but the descriptor pointing at it says {}",
+                self.digest, self.size
+            ),
+        ))
+    }
 }
 
 /// What a manifest points at.

@@ -445,12 +445,15 @@ impl DestRegistry for MemoryRegistry {
         self.get(repo, reference)
     }
 
-    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        Ok(self
-            .lock()
+    async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
+        let inner = self.lock();
+        let linked = inner
             .repos
             .get(repo)
-            .is_some_and(|r| r.blobs.contains(digest)))
+            .is_some_and(|r| r.blobs.contains(digest));
+        Ok(linked
+            .then(|| inner.blobs.get(digest).map(|b| b.len() as u64))
+            .flatten())
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {

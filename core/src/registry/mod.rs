@@ -64,8 +64,14 @@ pub trait DestRegistry: Send + Sync + fmt::Debug {
     /// The manifest's exact bytes (used to restore a tag on rollback).
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest>;
 
+    /// The size of the blob `repo` holds under `digest`, or `None` when it holds none (or will
+    /// not say its size: the engine then copies it, verifying it on the way).
+    async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>>;
+
     /// Whether `repo` already holds the blob.
-    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool>;
+    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.blob_size(repo, digest).await?.is_some())
+    }
 
     /// Try to make a blob of repository `from` (same registry) available in `repo` without
     /// copying. `Ok(false)` when the registry cannot or will not mount it.

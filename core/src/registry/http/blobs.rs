@@ -1,6 +1,7 @@
 //! Reading blobs: existence checks and streamed downloads that follow redirects to object
 //! storage without taking the registry's credentials along.
 
+use reqwest::header::CONTENT_LENGTH;
 use reqwest::{Method, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -10,6 +11,30 @@ use crate::reference::Digest;
 use crate::registry::BlobStream;
 
 impl Client {
+    /// The size of blob `digest` in `repo` (its `Content-Length`), `None` if absent. A blob
+    /// answered without a length counts as absent: copying it again verifies its size.
+    pub(crate) async fn blob_size(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        scopes: &[String],
+    ) -> Result<Option<u64>> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
+        let what = format!("HEAD {}", display_url(&url));
+        let resp = self
+            .send(Call::new(Method::HEAD, url, scopes).follow_redirects())
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(error_for_status(resp, &what).await),
+        }
+    }
+
     /// Whether `repo` holds blob `digest`.
     pub(crate) async fn has_blob(
         &self,
@@ -17,16 +42,7 @@ impl Client {
         digest: &Digest,
         scopes: &[String],
     ) -> Result<bool> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
-        let what = format!("HEAD {}", display_url(&url));
-        let resp = self
-            .send(Call::new(Method::HEAD, url, scopes).follow_redirects())
-            .await?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(error_for_status(resp, &what).await),
-        }
+        Ok(self.blob_size(repo, digest, scopes).await?.is_some())
     }
 
     /// Stream blob `digest` of `repo`; the stream keeps `permit` until dropped.
