@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
 use regmirror::config::KNOWN_ARCHITECTURES;
 use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
@@ -83,6 +84,11 @@ pub struct SyncArgs {
     /// Give up on the run after this long (e.g. 90s, 30m, 2h).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Fail the run when a registry lists more tags than this (an endless tag list stops here).
+    #[arg(long, value_name = "N", default_value_t = regmirror::registry::http::DEFAULT_MAX_TAGS,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    pub max_tags: usize,
 }
 
 /// How to reach the source registry.
@@ -446,6 +452,7 @@ impl SyncArgs {
         sync.dest_access = dest_access;
         sync.concurrency = usize::from(self.concurrency);
         sync.timeout = self.timeout;
+        sync.max_tags = self.max_tags;
         let config = sync.config()?;
         Ok(CheckedSync { sync, config })
     }

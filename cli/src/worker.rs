@@ -19,7 +19,7 @@ use regmirror::{DestRegistry, EngineSettings, MirrorConfig, StateStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::failure::{CliResult, Failure};
-use crate::worker_config::{Destination, DestinationTarget, WorkerConfig};
+use crate::worker_config::{DestinationTarget, WorkerConfig};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -81,11 +81,12 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror
     let dest = &config.destination;
     let mut builder = Mirror::builder()
         .state(store)
-        .destination(destination(dest, config.concurrency)?)
+        .destination(destination(config)?)
         .connector(Arc::new(HttpConnector::new(HttpOptions {
             // As HttpConnector::default(): a mirror without credentials is anonymous.
             docker_config: false,
             address_guard: config.address_guard.clone(),
+            max_tags: config.max_tags,
             ..HttpOptions::default()
         })))
         .concurrency(config.concurrency)
@@ -114,7 +115,8 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror
     Ok(builder.build()?)
 }
 
-fn destination(dest: &Destination, concurrency: usize) -> CliResult<Arc<dyn DestRegistry>> {
+fn destination(config: &WorkerConfig) -> CliResult<Arc<dyn DestRegistry>> {
+    let (dest, concurrency) = (&config.destination, config.concurrency);
     Ok(match &dest.target {
         DestinationTarget::Layouts(root) => Arc::new(LayoutRegistry::new(root)),
         DestinationTarget::Registry(host) => {
@@ -126,6 +128,7 @@ fn destination(dest: &Destination, concurrency: usize) -> CliResult<Arc<dyn Dest
                 docker_config: false,
                 max_concurrent_requests: concurrency,
                 max_concurrent_metadata_requests: metadata_concurrency(concurrency),
+                max_tags: config.max_tags,
                 ..HttpOptions::default()
             };
             Arc::new(

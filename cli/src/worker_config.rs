@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Syncs one worker runs at once.
     pub max_concurrent_syncs: usize,
+    /// A registry listing more tags than this fails the run that lists them.
+    pub max_tags: usize,
     /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors that do not set one.
     pub default_rollback: RollbackMode,
     /// How much usage log the worker keeps.
@@ -90,6 +92,7 @@ struct RawConfig {
     shutdown_deadline: Option<Duration>,
     concurrency: Option<usize>,
     max_concurrent_syncs: Option<usize>,
+    max_tags: Option<usize>,
     default_rollback: Option<RollbackMode>,
     #[serde(default, deserialize_with = "duration::option_or_zero")]
     retry_backoff: Option<Duration>,
@@ -283,6 +286,11 @@ impl WorkerConfig {
                 "max_concurrent_syncs",
                 DEFAULT_MAX_CONCURRENT,
             )?,
+            max_tags: positive(
+                raw.max_tags,
+                "max_tags",
+                regmirror::registry::http::DEFAULT_MAX_TAGS,
+            )?,
             default_rollback: defaults.rollback,
             log_retention,
             address_guard,
@@ -317,6 +325,7 @@ const KEYS: &[&str] = &[
     "shutdown_deadline",
     "concurrency",
     "max_concurrent_syncs",
+    "max_tags",
     "default_rollback",
     "retry_backoff",
     "usage_log_max_entries",

@@ -15,7 +15,7 @@ use crate::engine::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::RepositoryRef;
-use crate::registry::http::{AddressGuard, HttpOptions, HttpRegistry};
+use crate::registry::http::{AddressGuard, DEFAULT_MAX_TAGS, HttpOptions, HttpRegistry};
 use crate::registry::{DestRegistry, LayoutRegistry, SourceRegistry};
 
 /// The repository name a run uses when neither side is a registry: a layout serves any name.
@@ -156,6 +156,9 @@ pub struct OneShotSync {
     pub concurrency: usize,
     /// Upper bound for the run.
     pub timeout: Duration,
+    /// A registry side listing more tags than this fails the run
+    /// ([`HttpOptions::max_tags`]).
+    pub max_tags: usize,
 }
 
 impl OneShotSync {
@@ -177,6 +180,7 @@ impl OneShotSync {
             dest_access: Access::default(),
             concurrency: DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(3600),
+            max_tags: DEFAULT_MAX_TAGS,
         }
     }
 
@@ -195,6 +199,12 @@ impl OneShotSync {
             return Err(Error::new(
                 ErrorKind::InvalidConfig,
                 "concurrency must be greater than 0",
+            ));
+        }
+        if self.max_tags == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "max_tags must be greater than 0",
             ));
         }
         let id = match (&self.to, &self.source) {
@@ -277,6 +287,7 @@ impl OneShotSync {
             address_guard: access.address_guard.clone(),
             max_concurrent_requests: self.concurrency,
             max_concurrent_metadata_requests: metadata_concurrency(self.concurrency),
+            max_tags: self.max_tags,
             ..HttpOptions::default()
         };
         HttpRegistry::new(reference.registry(), options)

@@ -35,6 +35,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use guard::AddressGuard;
 pub use retry::RetryPolicy;
+pub use tags::MAX_TAG_LISTING_BYTES;
 
 use self::auth::{pull_scope, push_scope};
 use self::client::Client;
@@ -45,6 +46,8 @@ use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRe
 
 /// Where Docker Hub's API lives (`docker.io` is only its name).
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// The default of [`HttpOptions::max_tags`].
+pub const DEFAULT_MAX_TAGS: usize = 1_000_000;
 
 /// How to reach one registry. Every field has a sensible default.
 #[derive(Clone)]
@@ -88,6 +91,9 @@ pub struct HttpOptions {
     pub retry: RetryPolicy,
     /// Tags asked for per page when listing (`n`); registries may send fewer.
     pub tags_page_size: usize,
+    /// A repository listing more tags than this fails to list (a registry sending an endless
+    /// tag list is stopped here, its memory bounded). Default 1 000 000.
+    pub max_tags: usize,
     /// Upload blobs in `PATCH` chunks of this size instead of one streamed `PUT`. Chunks are
     /// used anyway when a registry asks for them (`OCI-Chunk-Min-Length`).
     pub upload_chunk_size: Option<usize>,
@@ -114,6 +120,7 @@ impl Default for HttpOptions {
             user_agent: format!("regmirror/{}", env!("CARGO_PKG_VERSION")),
             retry: RetryPolicy::default(),
             tags_page_size: 1000,
+            max_tags: DEFAULT_MAX_TAGS,
             upload_chunk_size: None,
             address_guard: None,
         }
@@ -139,6 +146,7 @@ impl fmt::Debug for HttpOptions {
             .field("user_agent", &self.user_agent)
             .field("retry", &self.retry)
             .field("tags_page_size", &self.tags_page_size)
+            .field("max_tags", &self.max_tags)
             .field("upload_chunk_size", &self.upload_chunk_size)
             .field("address_guard", &self.address_guard)
             .finish()
@@ -480,10 +488,10 @@ impl DestRegistry for HttpRegistry {
             .await
     }
 
-    async fn has_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+    async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let (repo, _permit) = self.metadata_slot(repo).await?;
         self.client
-            .has_blob(&repo, digest, &[push_scope(&repo)])
+            .blob_size(&repo, digest, &[push_scope(&repo)])
             .await
     }
 

@@ -18,6 +18,9 @@ use crate::registry::manifest::media_types;
 
 /// A page of tags is refused past this size (tens of thousands of tags fit).
 const MAX_TAG_PAGE: usize = 32 << 20;
+/// A whole listing is refused past this many bytes of pages together: a million tags of the
+/// longest valid name (128 characters) fit.
+pub const MAX_TAG_LISTING_BYTES: usize = 128 << 20;
 /// More pages than this is a registry sending us in circles.
 const MAX_TAG_PAGES: usize = 100_000;
 
@@ -61,6 +64,12 @@ pub(crate) fn next_link(header: &str) -> Option<&str> {
     None
 }
 
+/// What identifies a tag page among those already read: its URL's hash.
+fn page_key(url: &url::Url) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(url.as_str())
+}
+
 /// An artifact manifest that exists only to be deleted: unique (random annotation), so deleting
 /// it by digest removes exactly the one tag moved onto it.
 pub(crate) fn throwaway_manifest() -> Manifest {
@@ -91,7 +100,10 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("n", &self.options.tags_page_size.max(1).to_string());
         let mut tags = Vec::new();
+        // Pages asked for so far, as hashes of their URLs: a registry choosing long `Link`
+        // targets cannot make this set large.
         let mut seen = HashSet::new();
+        let mut listed_bytes = 0usize;
         loop {
             let what = format!("list tags of {repo}: GET {}", display_url(&url));
             let mut retries = 0;
@@ -118,6 +130,15 @@ impl Client {
                     Err(e) => self.back_off_or_fail(e, &mut retries).await?,
                 }
             };
+            listed_bytes += body.len();
+            if listed_bytes > MAX_TAG_LISTING_BYTES {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{what}: the tag list is larger than the {MAX_TAG_LISTING_BYTES}-byte limit"
+                    ),
+                ));
+            }
             let page: TagPage = serde_json::from_slice(&body).map_err(|e| {
                 Error::new(
                     ErrorKind::Unsupported,
@@ -125,7 +146,16 @@ impl Client {
                 )
             })?;
             tags.extend(page.tags.unwrap_or_default());
-            seen.insert(url.clone());
+            if tags.len() > self.options.max_tags {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "list tags of {repo}: the registry lists more than {} tags (the max_tags limit)",
+                        self.options.max_tags
+                    ),
+                ));
+            }
+            seen.insert(page_key(&url));
             let Some(next) = next else {
                 // Lexical order, as the distribution spec asks of registries and as the other
                 // backends answer (distribution 2.8 pages are not sorted).
@@ -134,7 +164,7 @@ impl Client {
                 return Ok(Some(tags));
             };
             url = self.resolve(&page_url, &next)?;
-            if seen.contains(&url) || seen.len() >= MAX_TAG_PAGES {
+            if seen.contains(&page_key(&url)) || seen.len() >= MAX_TAG_PAGES {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     format!("{what}: the registry's pagination goes in circles"),
