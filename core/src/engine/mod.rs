@@ -422,7 +422,8 @@ impl Mirror {
 
     /// What [`Mirror::sync_config`] would do with `config` now, changing nothing: each selected
     /// tag's action, the destination tags it would prune, the blob bytes it would copy. Only
-    /// `options.keep_unselected` and `options.cancel` matter here.
+    /// `options.keep_unselected` and `options.cancel` matter here. It ends with a `Timeout` error
+    /// at the config's `timeout`.
     pub async fn preview_config(
         &self,
         config: &MirrorConfig,
@@ -430,7 +431,16 @@ impl Mirror {
     ) -> Result<SyncPreview> {
         config.validate()?;
         let run = Arc::new(self.start_run(config, options)?);
-        preview::preview(&run).await
+        // A preview is bounded by the run's timeout as a sync is: a registry that never
+        // answers ends it there, not after every retry of every request.
+        let watchdog = CancellationToken::new();
+        let _stop_watchdog = watchdog.clone().drop_guard();
+        tokio::spawn(timeout_watchdog(Arc::clone(&run), watchdog));
+        let preview = preview::preview(&run).await;
+        if run.is_aborted() {
+            return Err(run.abort_error());
+        }
+        preview
     }
 
     /// A run of `config`: the source connected, the tag filter built.
