@@ -324,3 +324,64 @@ async fn a_mirror_synced_into_a_layout_is_readable_by_skopeo() {
         }
     }
 }
+
+#[tokio::test]
+async fn mounted_blobs_get_the_mode_of_new_files_and_link_only_when_it_matches() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    let root = tempfile::tempdir().unwrap();
+    let layouts = LayoutRegistry::new(root.path());
+    let blob = Blob::random(9, 1000);
+    // What the process umask makes of a new file's 0666.
+    let probe = root.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let new_file = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+    let blob_file = |repo: &str| {
+        root.path()
+            .join(repo)
+            .join("blobs/sha256")
+            .join(blob.digest.hex())
+    };
+    for repo in ["a/own", "b/private"] {
+        layouts
+            .push_blob(
+                repo,
+                &blob.digest,
+                blob.size(),
+                stream_of(blob.bytes.clone()),
+            )
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(blob_file(repo))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, new_file, "{repo}");
+    }
+    // As an older writer (or another tool) might have left it.
+    std::fs::set_permissions(
+        blob_file("b/private"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    assert!(
+        layouts
+            .mount_blob("c/linked", &blob.digest, "a/own")
+            .await
+            .unwrap()
+    );
+    assert!(
+        layouts
+            .mount_blob("d/copied", &blob.digest, "b/private")
+            .await
+            .unwrap()
+    );
+    let meta = |repo: &str| std::fs::metadata(blob_file(repo)).unwrap();
+    assert_eq!(meta("c/linked").ino(), meta("a/own").ino());
+    assert_ne!(meta("d/copied").ino(), meta("b/private").ino());
+    assert_eq!(meta("d/copied").permissions().mode() & 0o777, new_file);
+    assert_eq!(meta("b/private").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read(blob_file("d/copied")).unwrap(), blob.bytes);
+}

@@ -8,6 +8,8 @@
 //!   alone, so it stays the list of what the layout offers.
 //! - Blobs are written to a temp file inside the layout and renamed into place only after their
 //!   sha256 and size check out; they are streamed, never held whole in memory.
+//! - Files and directories get the modes of any new ones (0644 / 0755 under umask 022), so
+//!   others can read a layout; a mounted blob is hard-linked only when its source has that mode.
 //! - `index.json` is rewritten to a temp file and renamed over the old one, under an in-process
 //!   async mutex per layout plus an exclusive lock on `.regmirror/lock` for other processes, so
 //!   concurrent writers never lose each other's tags and readers never see a torn file.
@@ -149,10 +151,22 @@ fn ensure_layout_sync(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A builder of temp files (renamed into place once complete) that get the mode of any new
+/// file, 0666 less the process umask (0644 under umask 022), instead of a temp file's private
+/// 0600: a layout is there for others to read (an air-gap import account, a web server).
+fn file_builder(prefix: &str) -> tempfile::Builder<'_, '_> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder
+}
+
 /// Write `bytes` to a temp file in the layout's work dir, fsync, and rename over `target`.
 fn write_atomic(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
     let work = dir.join(WORK_DIR);
-    let mut temp = tempfile::NamedTempFile::new_in(&work)
+    let mut temp = file_builder(".tmp")
+        .tempfile_in(&work)
         .map_err(|e| io_error("creating a temp file in", &work, e))?;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())
@@ -358,8 +372,7 @@ impl LayoutRegistry {
         let temp = tokio::task::spawn_blocking(move || {
             ensure_layout_sync(&setup_dir)?;
             let work = setup_dir.join(WORK_DIR);
-            tempfile::Builder::new()
-                .prefix("upload-")
+            file_builder("upload-")
                 .tempfile_in(&work)
                 .map_err(|e| io_error("creating a temp file in", &work, e))
         })
@@ -493,14 +506,26 @@ impl DestRegistry for LayoutRegistry {
         tokio::task::spawn_blocking(move || {
             ensure_layout_sync(&dir)?;
             let work = dir.join(WORK_DIR);
-            // Link (or copy) under a temp name, then rename: a reader never sees a partial blob.
-            let temp = tempfile::Builder::new()
-                .prefix("mount-")
-                .make_in(&work, |path| {
-                    std::fs::hard_link(&source, path)
-                        .or_else(|_| std::fs::copy(&source, path).map(drop))
-                })
-                .map_err(|e| io_error("mounting into", &work, e))?;
+            let mut temp = file_builder("mount-")
+                .tempfile_in(&work)
+                .map_err(|e| io_error("creating a temp file in", &work, e))?;
+            // A hard link shares the source's inode, mode included: it is used only when that
+            // mode is the one a new file gets here (a blob written 0600 elsewhere is copied).
+            // The link appears whole at once; a copy is renamed into place when complete.
+            let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions());
+            let wanted = mode(temp.path()).map_err(|e| io_error("reading", temp.path(), e))?;
+            if mode(&source).is_ok_and(|m| m == wanted) {
+                match std::fs::hard_link(&source, &target) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+                    // Another filesystem: copy.
+                    Err(_) => {}
+                }
+            }
+            std::fs::File::open(&source)
+                .and_then(|mut from| std::io::copy(&mut from, temp.as_file_mut()))
+                .and_then(|_| temp.as_file().sync_all())
+                .map_err(|e| io_error("copying", &source, e))?;
             temp.persist(&target)
                 .map(drop)
                 .map_err(|e| io_error("storing", &target, e.error))
