@@ -156,6 +156,7 @@ pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
         let (kind, _) = error.split_once(": ")?;
         let kind = [
             ErrorKind::Unauthorized,
+            ErrorKind::Forbidden,
             ErrorKind::Tls,
             ErrorKind::Network,
             ErrorKind::Timeout,

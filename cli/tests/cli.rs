@@ -2561,3 +2561,64 @@ fn five_workers_started_at_once_on_postgresql_all_come_up() {
         pg.port()
     ));
 }
+
+#[tokio::test]
+async fn the_ssrf_guard_is_switched_on_by_a_sync_flag_and_by_the_worker_config() {
+    use regmirror_tests::hostile::{HostileRegistry, Mode};
+
+    let source = HostileRegistry::start(Mode::Honest);
+    source.put_image("lib/app", "v1", &regmirror_tests::Image::simple(1, 1, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("{}/lib/app", source.host());
+    let to = format!("oci:{}", dir.path().join("out").display());
+    let sync = |extra: &[&str]| {
+        let mut args = sync_args(&from, &to, "*", &["--src-tls-verify=false"]);
+        args.extend_from_slice(extra);
+        regmirror(&args)
+    };
+
+    let out = sync(&["--ssrf-guard"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let all = out.all();
+    assert!(
+        all.contains("the SSRF guard refused 127.0.0.1: 127.0.0.1 is 127.0.0.1 (loopback)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("--ssrf-allow"),
+        "the hint says how to allow it: {all}"
+    );
+    assert_eq!(source.requests(), [], "a refused source was contacted");
+    let out = sync(&["--ssrf-guard", "--ssrf-allow", "127.0.0.0/8"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = sync(&["--ssrf-allow", "127.0.0.1"]);
+    assert_eq!(out.code, 2, "--ssrf-allow without --ssrf-guard: {out:?}");
+
+    // The worker's file turns it on for every mirror's source.
+    let config = dir.path().join("regmirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\nssrf_guard = true\n\n\
+             [destination]\nregistry = \"oci:{}\"\n\n[[mirror]]\nid = \"mirror/app\"\n\
+             source = \"{from}\"\ntags = \"*\"\ntls_verify = false\nstart = 2020-01-01T00:00:00Z\n",
+            dir.path().join("layouts").display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let requests_before = source.requests().len();
+    let worker = command(&["worker", "--config", config.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    eventually("the refused run to be logged", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("sync_failed"))
+    })
+    .await;
+    let logged = terminate_worker(worker, &log_path);
+    assert!(logged.contains("SSRF guard refused 127.0.0.1"), "{logged}");
+    assert_eq!(source.requests().len(), requests_before);
+}

@@ -69,6 +69,10 @@ pub enum Mode {
     /// and the digest: the same blob on another server (plain HTTP, another host), since blob
     /// routes here ignore the repository.
     RedirectBlobs(String),
+    /// Point every link it hands out at this base URL instead of its own (e.g. plain HTTP):
+    /// the tag list's `Link` to a next page, and the `Location` of an upload session it opens
+    /// (`POST /v2/REPO/blobs/uploads/`, which only this mode answers).
+    Downgrade(String),
     /// Challenges name this token service (`realm`) instead of the registry's own `/token`
     /// (e.g. another host, over plain HTTP). Use with [`HostileBuilder::token_auth`].
     Realm(String),
@@ -305,6 +309,7 @@ enum Route<'a> {
     Tags { repo: &'a str },
     Manifest { repo: &'a str, reference: String },
     Blob { digest: String },
+    Upload { repo: &'a str },
     Other,
 }
 
@@ -326,6 +331,9 @@ fn route(path: &str) -> Route<'_> {
     };
     if let Some(repo) = rest.strip_suffix("/tags/list") {
         return Route::Tags { repo };
+    }
+    if let Some(repo) = rest.strip_suffix("/blobs/uploads/") {
+        return Route::Upload { repo };
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
         return Route::Manifest {
@@ -380,6 +388,21 @@ impl State {
             Route::Tags { repo } => self.tags(repo, &query),
             Route::Manifest { repo, reference } => self.manifest(repo, &reference, head),
             Route::Blob { digest } => self.blob(&digest, head),
+            Route::Upload { repo } => match &self.mode {
+                Mode::Downgrade(base) => Response::builder()
+                    .status(StatusCode::ACCEPTED)
+                    .header(
+                        LOCATION,
+                        format!("{base}/v2/{repo}/blobs/uploads/session-1"),
+                    )
+                    .body(full(""))
+                    .expect("an upload session is a valid response"),
+                _ => error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "UNSUPPORTED",
+                    "uploads are not supported",
+                ),
+            },
         }
     }
 
@@ -469,11 +492,20 @@ impl State {
         let content = self.content.lock().expect("hostile content lock");
         match content.tags.get(repo) {
             None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository unknown"),
-            Some(tags) => json(
-                StatusCode::OK,
-                serde_json::json!({ "name": repo, "tags": tags.keys().collect::<Vec<_>>() })
-                    .to_string(),
-            ),
+            Some(tags) => {
+                let mut response = json(
+                    StatusCode::OK,
+                    serde_json::json!({ "name": repo, "tags": tags.keys().collect::<Vec<_>>() })
+                        .to_string(),
+                );
+                if let Mode::Downgrade(base) = &self.mode {
+                    let next = format!("<{base}/v2/{repo}/tags/list?last=zzz>; rel=\"next\"");
+                    response
+                        .headers_mut()
+                        .insert(LINK, next.parse().expect("a valid Link"));
+                }
+                response
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use regmirror::registry::LayoutRegistry;
 use regmirror::registry::http::{AddressGuard, HttpOptions, HttpRegistry};
 use regmirror::{Credentials, DestRegistry, ErrorKind, SourceRegistry, SyncOptions, SyncReport};
 use regmirror_tests::hostile::{HostileRegistry, Mode};
-use regmirror_tests::{Image, PASSWORD, USERNAME};
+use regmirror_tests::{Blob, Image, PASSWORD, USERNAME};
 
 const REPO: &str = "src/app";
 
@@ -228,6 +228,35 @@ async fn an_https_to_http_redirect_is_refused_and_nothing_is_published() {
     assert!(report.is_success(), "{report:?}");
     assert_eq!(layout_tags(dir.path()).await, ["v1"]);
     assert!(plain.count("GET", &image.layers[0].digest.to_string()) > 0);
+}
+
+#[tokio::test]
+async fn tag_pages_and_upload_sessions_on_plain_http_are_refused_under_tls_verification() {
+    let (plain, _) = open(Mode::Honest);
+    let registry = HostileRegistry::builder(Mode::Downgrade(plain.base_url()))
+        .tls()
+        .start();
+    registry.put_image(REPO, "v1", &Image::simple(1, 2, 1000));
+    let client = registry.client();
+    let e = SourceRegistry::list_tags(&client, REPO).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    assert!(e.message().contains("plain HTTP"), "{e}");
+    assert!(e.message().contains(&plain.base_url()), "{e}");
+
+    // A small blob (sent in one PUT) and a large one (streamed): the session's plain-HTTP
+    // location gets neither.
+    for blob in [Blob::random(3, 100), Blob::random(4, 2 << 20)] {
+        let data: regmirror::registry::BlobStream =
+            Box::pin(futures::stream::once(futures::future::ready(Ok(blob
+                .bytes
+                .clone()))));
+        let e = DestRegistry::push_blob(&client, REPO, &blob.digest, blob.bytes.len() as u64, data)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+        assert!(e.message().contains("plain HTTP"), "{e}");
+    }
+    assert_eq!(plain.requests(), [], "plain HTTP was used");
 }
 
 #[tokio::test]
