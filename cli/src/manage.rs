@@ -317,6 +317,27 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
     let url = state_url(args.state.as_deref(), args.config.as_deref())?;
     // Check the arguments before touching the store, so a typo never creates a database file.
     let prepared = prepare(&args.command)?;
+    // The workers of a config file with the SSRF guard on would refuse such a source at every
+    // run; say so now, as Quay does when a mirror is saved.
+    if let Some(path) = &args.config
+        && let Some(guard) = WorkerConfig::load_address_guard(path)?
+    {
+        let source = match (&args.command, &prepared) {
+            (_, Some(config)) => Some(config.source.clone()),
+            (MirrorCommand::Update(update), None) => {
+                update.source.as_deref().map(parse_source).transpose()?
+            }
+            _ => None,
+        };
+        if let Some(source) = source {
+            guard.check_registry(source.registry()).await.map_err(|e| {
+                Failure::invalid(format!("--source: {}", e.message())).hint(
+                    "the config's ssrf_guard refuses it for every worker; add the host or \
+                         its network to ssrf_allow if it is meant to be mirrored",
+                )
+            })?;
+        }
+    }
     let store = url.open().await?;
     let json = args.json;
     match args.command {

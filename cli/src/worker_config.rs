@@ -215,6 +215,19 @@ impl WorkerConfig {
         state(&raw, base)
     }
 
+    /// Only the SSRF guard of the file at `path` (`ssrf_guard`, `ssrf_allow`), for the mirror
+    /// commands to check a source as the workers will; like [`WorkerConfig::load_state`], no
+    /// secret is read.
+    pub fn load_address_guard(path: &Path) -> CliResult<Option<AddressGuard>> {
+        let (text, _) = read(path)?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            toml_error(&text, &e).context(format!("config file {}", path.display()))
+        })?;
+        AddressGuard::switch(raw.ssrf_guard.unwrap_or(false), &raw.ssrf_allow).map_err(|e| {
+            Failure::from(e).context(format!("config file {}: ssrf_allow", path.display()))
+        })
+    }
+
     /// Parse `text`; relative paths in it are relative to `base` (the file's directory).
     pub fn parse(text: &str, base: &Path) -> CliResult<WorkerConfig> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;

@@ -2622,3 +2622,79 @@ async fn the_ssrf_guard_is_switched_on_by_a_sync_flag_and_by_the_worker_config()
     assert!(logged.contains("SSRF guard refused 127.0.0.1"), "{logged}");
     assert_eq!(source.requests().len(), requests_before);
 }
+
+#[test]
+fn mirror_add_and_update_check_the_source_against_the_configs_ssrf_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    let write = |allow: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "state = \"sqlite:state.db\"\nssrf_guard = true\nssrf_allow = [{allow}]\n\n\
+                 [destination]\nregistry = \"oci:layouts\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let config = config.to_str().unwrap();
+    let add = |source: &str| {
+        regmirror(&[
+            "mirror", "--config", config, "add", "m/a", "--source", source, "--tags", "*",
+        ])
+    };
+    let out = add("127.0.0.1:5000/lib/app");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "--source: the SSRF guard refused 127.0.0.1: 127.0.0.1 is 127.0.0.1 (loopback)"
+        ),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("ssrf_allow"), "{out:?}");
+    assert!(!dir.path().join("state.db").exists(), "nothing was stored");
+    let out = add("localhost:5000/lib/app");
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("localhost resolves to"), "{out:?}");
+
+    // A name that resolves nowhere here is left to the workers, which check as they connect.
+    let out = add("registry.invalid/lib/app");
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = regmirror(&[
+        "mirror",
+        "--config",
+        config,
+        "update",
+        "m/a",
+        "--source",
+        "10.1.2.3/lib/app",
+    ]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("10.1.2.3 (private)"), "{out:?}");
+    write("\"10.0.0.0/8\"");
+    let out = regmirror(&[
+        "mirror",
+        "--config",
+        config,
+        "update",
+        "m/a",
+        "--source",
+        "10.1.2.3/lib/app",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // With --state the store's workers are unknown: nothing to check against.
+    let state = format!("sqlite:{}", dir.path().join("other.db").display());
+    let out = regmirror(&[
+        "mirror",
+        "--state",
+        &state,
+        "add",
+        "m/b",
+        "--source",
+        "127.0.0.1:5000/lib/app",
+        "--tags",
+        "*",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

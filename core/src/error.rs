@@ -19,7 +19,9 @@ pub enum ErrorKind {
     InvalidReference,
     /// The registry refused our credentials (or we had none and needed some).
     Unauthorized,
-    /// Authenticated, but not allowed to do this.
+    /// Authenticated, but not allowed to do this; or refused by regmirror's own rules about
+    /// where a registry may send it (the SSRF guard, plain HTTP while TLS verification is on,
+    /// credentials for a plain-HTTP token service on another host).
     Forbidden,
     /// The repository, tag, manifest, blob or mirror does not exist.
     NotFound,

@@ -96,6 +96,48 @@ impl AddressGuard {
         (!allowed).then_some(why)
     }
 
+    /// Check a registry (`host[:port]`, as a mirror's source names it) before it is saved, as
+    /// Quay checks a mirror's `external_reference`: an address as it is, a name as it resolves
+    /// here and now (Docker Hub's names as `registry-1.docker.io`). A name that does not
+    /// resolve here passes: the check that counts is the one at connect time, on the machine
+    /// that runs the mirror.
+    pub async fn check_registry(&self, registry: &str) -> Result<()> {
+        let url =
+            url::Url::parse(&format!("https://{}/", super::api_host(registry))).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidReference,
+                    format!("registry {registry:?} is not host[:port]: {e}"),
+                )
+            })?;
+        if let Some(addr) = super::literal_ip(&url) {
+            return self.check(url.host_str().unwrap_or_default(), addr);
+        }
+        let Some(name) = url.host_str() else {
+            return Ok(());
+        };
+        match tokio::net::lookup_host((name, 0)).await {
+            Ok(found) => self.screen(name, found.collect()).map(drop),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The addresses of `host` this guard allows; an error naming every refused address when it
+    /// allows none of them.
+    fn screen(&self, host: &str, found: Vec<SocketAddr>) -> Result<Vec<SocketAddr>> {
+        let mut allowed = Vec::new();
+        let mut refusals = Vec::new();
+        for addr in found {
+            match self.refusal(host, addr.ip()) {
+                None => allowed.push(addr),
+                Some(why) => refusals.push((addr.ip(), why)),
+            }
+        }
+        if allowed.is_empty() && !refusals.is_empty() {
+            return Err(refused(host, &refusals));
+        }
+        Ok(allowed)
+    }
+
     /// A DNS resolver for reqwest that resolves with the system resolver and keeps only the
     /// addresses this guard allows.
     pub(crate) fn resolver(&self) -> Arc<GuardedResolver> {
@@ -273,18 +315,8 @@ impl Resolve for GuardedResolver {
         let guard = self.guard.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let (allowed, refused_addrs): (Vec<SocketAddr>, Vec<SocketAddr>) = found
-                .into_iter()
-                .partition(|a| guard.refusal(&host, a.ip()).is_none());
-            if allowed.is_empty() && !refused_addrs.is_empty() {
-                let reasons: Vec<(IpAddr, &'static str)> = refused_addrs
-                    .iter()
-                    .filter_map(|a| Some((a.ip(), guard.refusal(&host, a.ip())?)))
-                    .collect();
-                return Err(Box::new(Refused(refused(&host, &reasons))) as _);
-            }
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = guard.screen(&host, found).map_err(Refused)?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
@@ -386,6 +418,22 @@ mod tests {
         let e = AddressGuard::switch(false, &["10.0.0.0/8"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         assert!(e.message().contains("guard is off"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_registry_is_checked_before_it_is_saved() {
+        let guard = AddressGuard::default();
+        for registry in ["127.0.0.1:5000", "[::1]:5000", "localhost:5000", "10.1.2.3"] {
+            let e = guard.check_registry(registry).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Forbidden, "{registry}: {e}");
+        }
+        let allowing = AddressGuard::new(["localhost", "127.0.0.1"]).unwrap();
+        allowing.check_registry("localhost:5000").await.unwrap();
+        allowing.check_registry("127.0.0.1:5000").await.unwrap();
+        // A name that does not resolve here is left to the check at connect time.
+        guard.check_registry("no-such-host.invalid").await.unwrap();
+        let e = guard.check_registry("a b").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidReference, "{e}");
     }
 
     #[test]

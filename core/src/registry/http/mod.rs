@@ -175,10 +175,7 @@ impl HttpRegistry {
     /// cannot be parsed) fail here.
     pub fn new(host: &str, options: HttpOptions) -> Result<Self> {
         check_host(host)?;
-        let api_host = match host {
-            "docker.io" | "index.docker.io" => DOCKER_HUB_API,
-            other => other,
-        };
+        let api_host = api_host(host);
         let http = build_http(host, &options)?;
         Ok(HttpRegistry {
             client: Arc::new(Client::new(
@@ -193,6 +190,15 @@ impl HttpRegistry {
     /// The registry host as given to [`HttpRegistry::new`].
     pub fn host(&self) -> &str {
         &self.client.host
+    }
+}
+
+/// Where the API of the registry named `host` lives: Docker Hub's names mean
+/// `registry-1.docker.io`, any other host is its own.
+pub(crate) fn api_host(host: &str) -> &str {
+    match host {
+        "docker.io" | "index.docker.io" => DOCKER_HUB_API,
+        other => other,
     }
 }
 
