@@ -611,6 +611,24 @@ mod tests {
     }
 
     #[test]
+    fn the_ssrf_guard_checks_a_proxy_given_by_address() {
+        let options = |allow: &[&str]| HttpOptions {
+            proxy: ProxyConfig {
+                https_proxy: Some("http://user:proxy-secret@169.254.169.254:3128".into()),
+                ..ProxyConfig::default()
+            },
+            address_guard: Some(AddressGuard::new(allow).unwrap()),
+            ..HttpOptions::default()
+        };
+        let e = HttpRegistry::new("quay.io", options(&[])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Forbidden);
+        assert!(e.message().contains("https_proxy for quay.io"), "{e}");
+        assert!(e.message().contains("169.254.169.254 (cloud metadata)"), "{e}");
+        assert!(!e.message().contains("proxy-secret"), "{e}");
+        HttpRegistry::new("quay.io", options(&["169.254.0.0/16"])).unwrap();
+    }
+
+    #[test]
     fn loopback_hosts_are_recognised() {
         for host in [
             "localhost",
