@@ -623,7 +623,10 @@ mod tests {
         let e = HttpRegistry::new("quay.io", options(&[])).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Forbidden);
         assert!(e.message().contains("https_proxy for quay.io"), "{e}");
-        assert!(e.message().contains("169.254.169.254 (cloud metadata)"), "{e}");
+        assert!(
+            e.message().contains("169.254.169.254 (cloud metadata)"),
+            "{e}"
+        );
         assert!(!e.message().contains("proxy-secret"), "{e}");
         HttpRegistry::new("quay.io", options(&["169.254.0.0/16"])).unwrap();
     }
