@@ -149,3 +149,181 @@ fn a_layout_written_under_umask_022_is_readable_by_another_user() {
         assert_eq!(read.stdout, manifest.bytes, "{tag}");
     }
 }
+
+/// The secrets a hostile registry echoes: the password, the base64 `user:password` login of a
+/// Basic `Authorization`, and the bearer token its own token service issued.
+fn secrets() -> [String; 3] {
+    [
+        regmirror_tests::PASSWORD.to_owned(),
+        regmirror_tests::hostile::base64_login(),
+        regmirror_tests::hostile::HOSTILE_TOKEN.to_owned(),
+    ]
+}
+
+/// Fail if `text`, what `channel` put out, holds any secret.
+fn assert_no_secret(channel: &str, text: &str) {
+    for secret in secrets() {
+        assert!(
+            !text.contains(&secret),
+            "{channel} holds the secret {secret:?}:\n{text}"
+        );
+    }
+}
+
+/// A registry echoing every secret a request carries, with `status`, on paths holding `on`.
+fn echoing(token: bool, status: u16, on: &str) -> HostileRegistry {
+    let builder = HostileRegistry::builder(Mode::EchoSecrets {
+        status,
+        on: on.to_owned(),
+    });
+    let builder = if token {
+        builder.token_auth()
+    } else {
+        builder.basic_auth()
+    };
+    let hostile = builder.start();
+    hostile.put_image("src/app", "v1", &regmirror_tests::Image::simple(3, 1, 100));
+    hostile
+}
+
+#[test]
+fn secrets_a_registry_echoes_reach_no_output_of_a_sync_or_dry_run() {
+    let login = format!(
+        "{}:{}",
+        regmirror_tests::USERNAME,
+        regmirror_tests::PASSWORD
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    let mut registries = Vec::new();
+    for token in [false, true] {
+        for status in [401, 403, 500] {
+            // Echoed while listing (the run fails) and while reading a manifest (the tag fails).
+            for on in ["/tags/list", "/manifests/"] {
+                let hostile = echoing(token, status, on);
+                let source = format!("{}/src/app", hostile.host());
+                let layout = format!("oci:{}", dir.path().join(runs.len().to_string()).display());
+                for extra in [
+                    &["--json"][..],
+                    &[][..],
+                    &["--dry-run"][..],
+                    &["--dry-run", "--json"][..],
+                ] {
+                    let mut args = vec!["sync", &source, "--to", &layout, "--tags", "*"];
+                    args.extend(["--src-tls-verify=false", "--src-creds", &login]);
+                    args.extend_from_slice(extra);
+                    let child = regmirror(&args)
+                        .env("RUST_LOG", "trace")
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    runs.push((format!("{args:?} (token {token}, {status} on {on})"), child));
+                }
+                registries.push(hostile);
+            }
+        }
+    }
+    for (what, child) in runs {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{what}: {}", text(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_no_secret(&format!("stdout of {what}"), &stdout);
+        assert_no_secret(&format!("stderr (trace log) of {what}"), &stderr);
+        // The registry's message still shows (on stdout, or stderr for a dry run that could
+        // not list), with the secrets cut out.
+        let shown = text(&output);
+        assert!(shown.contains("DENIED: you sent"), "{what}: {shown}");
+        assert!(shown.contains("<redacted>"), "{what}: {shown}");
+    }
+    // Every registry was asked with the secrets it then echoed.
+    for hostile in &registries {
+        assert!(hostile.requests().iter().any(|s| s.authorization.is_some()));
+    }
+}
+
+#[tokio::test]
+async fn secrets_a_registry_echoes_reach_no_usage_log_webhook_status_or_worker_log() {
+    let basic = echoing(false, 401, "/manifests/");
+    let token = echoing(true, 500, "/manifests/");
+    let hook = regmirror_tests::webhook::WebhookReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    let mirror = |id: &str, source: &HostileRegistry| {
+        format!(
+            "[[mirror]]\nid = \"{id}\"\nsource = \"{}/src/app\"\ntags = \"*\"\nverify_tls = false\n\
+             username = \"{}\"\npassword = \"{}\"\nstart = 2020-01-01T00:00:00Z\n\n",
+            source.host(),
+            regmirror_tests::USERNAME,
+            regmirror_tests::PASSWORD,
+        )
+    };
+    let layouts = dir.path().join("layouts");
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\n\n[destination]\n\
+             registry = \"oci:{}\"\n\n[[webhook]]\nurl = \"{}\"\n\n{}{}",
+            layouts.display(),
+            hook.url(),
+            mirror("mirror/basic", &basic),
+            mirror("mirror/token", &token),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut worker = regmirror(&["worker", "--config", config])
+        .env("RUST_LOG", "trace")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Started and failed, for each mirror.
+    let received = hook.wait_for(4, Duration::from_secs(60)).await;
+    let failed: Vec<_> = received
+        .iter()
+        .filter(|r| r.json()["event"] == "sync_failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{received:?}");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(worker.wait().unwrap().success());
+
+    for request in &received {
+        assert_no_secret("a webhook payload", &String::from_utf8_lossy(&request.body));
+    }
+    assert_no_secret(
+        "the worker's trace log",
+        &std::fs::read_to_string(&log_path).unwrap(),
+    );
+    for id in ["mirror/basic", "mirror/token"] {
+        for command in [
+            &["logs", id][..],
+            &["logs", id, "--json"][..],
+            &["show", id][..],
+            &["show", id, "--json"][..],
+        ] {
+            let mut args = vec!["mirror", "--config", config];
+            args.extend_from_slice(command);
+            let output = regmirror(&args).output().unwrap();
+            assert!(output.status.success(), "{args:?}: {}", text(&output));
+            assert_no_secret(&format!("{args:?}"), &text(&output));
+            // The failed tag's entry keeps the registry's words, scrubbed.
+            if command[0] == "logs" {
+                assert!(
+                    text(&output).contains("<redacted>"),
+                    "{args:?}: {}",
+                    text(&output)
+                );
+            }
+        }
+    }
+}

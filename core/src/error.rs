@@ -127,6 +127,18 @@ impl Error {
         self
     }
 
+    /// The same error with another message (e.g. one with secrets scrubbed out).
+    pub(crate) fn with_message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
+    /// The same error without its cause.
+    pub(crate) fn without_source(mut self) -> Self {
+        self.source = None;
+        self
+    }
+
     /// What went wrong, coarsely.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -139,6 +139,7 @@ pub mod error;
 pub mod notify;
 pub mod oneshot;
 pub mod pattern;
+mod redact;
 pub mod reference;
 pub mod registry;
 pub mod settings;

@@ -9,7 +9,8 @@
 //! use regmirror_tests::Image;
 //!
 //! // A registry that wants the kit user's password and echoes it in every error body.
-//! let hostile = HostileRegistry::builder(Mode::EchoSecrets { status: 401 }).basic_auth().start();
+//! let echo = Mode::EchoSecrets { status: 401, on: "/manifests/".into() };
+//! let hostile = HostileRegistry::builder(echo).basic_auth().start();
 //! hostile.put_image("src/app", "v1", &Image::simple(1, 1, 100));
 //! assert!(hostile.host().starts_with("127.0.0.1:"));
 //! ```
@@ -49,13 +50,18 @@ pub enum Mode {
     /// Serve what was put in, as a registry should (the control case, and the content behind
     /// tests whose lie is in the content itself: lying descriptor sizes, odd tag names).
     Honest,
-    /// Answer every authorized repository request (tags, manifests, blobs) with `status` and a
-    /// distribution error body echoing what the request carried: the `Authorization` value, the
-    /// decoded `user:password` and the password alone, or the bearer token.
-    EchoSecrets { status: u16 },
-    /// Answer every repository request with `status` and an error body whose message is `text`
-    /// (e.g. terminal escapes, carriage returns, NUL).
-    ErrorText { status: u16, text: String },
+    /// Answer every authorized repository request whose path contains `on` (`/tags/list`,
+    /// `/manifests/`, `/blobs/`; `/` for all) with `status` and a distribution error body
+    /// echoing what the request carried: the `Authorization` value, the decoded `user:password`
+    /// and the password alone, or the bearer token. Other requests are served honestly.
+    EchoSecrets { status: u16, on: String },
+    /// Answer every repository request whose path contains `on` with `status` and an error
+    /// body whose message is `text` (e.g. terminal escapes, carriage returns, NUL).
+    ErrorText {
+        status: u16,
+        text: String,
+        on: String,
+    },
     /// An endless tag list: every page holds `page_size` fresh tags of `tag_len` characters and
     /// a `Link` to a next page that was never seen before.
     EndlessTags { page_size: usize, tag_len: usize },
@@ -382,7 +388,9 @@ impl State {
             Route::Ping => json(StatusCode::OK, "{}".into()),
             Route::Token => unreachable!("answered above"),
             Route::Other => error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such route"),
-            _ if matches!(self.mode, Mode::EchoSecrets { .. } | Mode::ErrorText { .. }) => {
+            _ if matches!(&self.mode, Mode::EchoSecrets { on, .. } | Mode::ErrorText { on, .. }
+                if path.contains(on.as_str())) =>
+            {
                 self.lie_in_error(authorization.as_deref())
             }
             Route::Tags { repo } => self.tags(repo, &query),
@@ -450,7 +458,7 @@ impl State {
 
     fn lie_in_error(&self, authorization: Option<&str>) -> Response<Body> {
         match &self.mode {
-            Mode::EchoSecrets { status } => {
+            Mode::EchoSecrets { status, .. } => {
                 let echoed = authorization.unwrap_or("");
                 let decoded = echoed.strip_prefix("Basic ").and_then(decode_basic);
                 let message = format!(
@@ -462,7 +470,7 @@ impl State {
                 });
                 json(status_of(*status), body.to_string())
             }
-            Mode::ErrorText { status, text } => error(status_of(*status), "DENIED", text),
+            Mode::ErrorText { status, text, .. } => error(status_of(*status), "DENIED", text),
             _ => unreachable!("only the error modes lie in errors"),
         }
     }

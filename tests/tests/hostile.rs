@@ -354,3 +354,16 @@ async fn credentials_reach_only_the_registry_and_its_own_token_service() {
         "{basic:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tag_named_after_the_password_is_left_out_of_the_listing() {
+    let hostile = HostileRegistry::builder(Mode::Honest).basic_auth().start();
+    let image = Image::simple(8, 1, 100);
+    hostile.put_image(SRC, "v1", &image);
+    hostile.put_tag(SRC, PASSWORD, &image.manifest.digest);
+    hostile.put_tag(SRC, &format!("x{PASSWORD}y"), &image.manifest.digest);
+    let registry = Registry::start();
+    let report = run(&sync_to(&hostile, registry_dest(&registry), &["*"])).await;
+    assert_eq!(report.tags_synced, ["v1"], "{report:#?}");
+    assert!(!format!("{report:?}").contains(PASSWORD));
+}

@@ -266,9 +266,12 @@ async fn the_hostile_registry_serves_honestly_until_told_otherwise() {
             .any(|s| s.authorization.as_deref() == Some(bearer.as_str()))
     );
 
-    let echo = HostileRegistry::builder(Mode::EchoSecrets { status: 500 })
-        .basic_auth()
-        .start();
+    let echo = HostileRegistry::builder(Mode::EchoSecrets {
+        status: 500,
+        on: "/".into(),
+    })
+    .basic_auth()
+    .start();
     echo.put_image("kit/app", "v1", &image);
     let answer = reqwest::Client::new()
         .get(format!("{}/v2/kit/app/manifests/v1", echo.base_url()))

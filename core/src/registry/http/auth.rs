@@ -135,10 +135,14 @@ impl AuthState {
                 if let Some(explicit) = &self.explicit {
                     return Ok(Some(explicit.clone()));
                 }
-                match &self.stored {
-                    Some(stored) => stored.lookup(&client.host).await,
-                    None => Ok(None),
+                let found = match &self.stored {
+                    Some(stored) => stored.lookup(&client.host).await?,
+                    None => None,
+                };
+                if let Some(credentials) = &found {
+                    client.secrets.add_credentials(credentials);
                 }
+                Ok::<_, Error>(found)
             })
             .await?;
         Ok(found.as_ref())
@@ -364,7 +368,16 @@ impl AuthState {
             _ => return Err(error_for_status(resp, &what).await),
         }
         let body = client.read_limited(resp, MAX_TOKEN_BODY, &what).await?;
-        token_from_body(&body).map_err(|e| e.context(what))
+        let token = token_from_body(&body).map_err(|e| e.context(what))?;
+        if let Some(bearer) = token
+            .header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            client.secrets.add_token(bearer);
+        }
+        Ok(token)
     }
 }
 

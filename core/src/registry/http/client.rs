@@ -21,6 +21,7 @@ use super::docker_config::Sources;
 use super::guard::Refused;
 use super::retry::{is_retryable_status, parse_retry_after};
 use crate::error::{Error, ErrorKind, Result};
+use crate::redact::Secrets;
 use crate::registry::BlobStream;
 
 /// At most this many redirects are followed for one request.
@@ -39,6 +40,8 @@ pub(crate) struct Client {
     /// `https://api_host/` or, when TLS is not verified and the handshake fails, `http://…/`.
     base: OnceCell<Url>,
     pub(crate) auth: AuthState,
+    /// What must never leave this client in a message (see [`crate::redact`]).
+    pub(crate) secrets: Secrets,
     permits: Arc<Semaphore>,
     /// Small reads (manifests, blob existence, tag lists) have their own, larger cap: a run's
     /// manifest `HEAD`s are latency-bound, and queueing them behind the blob transfers' cap
@@ -135,6 +138,22 @@ impl Client {
         };
         let stored = sources.as_ref().map(Sources::load).transpose()?;
         let auth = AuthState::new(options.credentials.clone(), stored);
+        let secrets = Secrets::default();
+        if let Some(credentials) = &options.credentials {
+            secrets.add_credentials(credentials);
+        }
+        // A proxy's login travels in `Proxy-Authorization`, which a proxy may echo too.
+        let proxy = &options.proxy;
+        for url in [&proxy.http_proxy, &proxy.https_proxy]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(url) = Url::parse(url)
+                && let Some(password) = url.password()
+            {
+                secrets.add_login(url.username(), password);
+            }
+        }
         Ok(Client {
             host,
             api_host,
@@ -142,6 +161,7 @@ impl Client {
             options,
             base: OnceCell::new(),
             auth,
+            secrets,
             permits,
             metadata_permits,
             upload_permits,
@@ -407,7 +427,11 @@ impl Client {
                         && (call.retry || unsent)
                         && retries < self.options.retry.max_retries
                     {
-                        tracing::debug!(target: "regmirror::http", "{what}: {e}; retrying");
+                        tracing::debug!(
+                            target: "regmirror::http",
+                            "{}; retrying",
+                            self.secrets.scrub(&format!("{what}: {e}"))
+                        );
                         tokio::time::sleep(self.options.retry.backoff(retries)).await;
                         retries += 1;
                         continue;
@@ -490,7 +514,11 @@ impl Client {
         if !e.kind().is_temporary() || *retries >= self.options.retry.max_retries {
             return Err(e);
         }
-        tracing::debug!(target: "regmirror::http", "{e}; retrying");
+        tracing::debug!(
+            target: "regmirror::http",
+            "{}; retrying",
+            self.secrets.scrub(&e.to_string())
+        );
         tokio::time::sleep(self.options.retry.backoff(*retries)).await;
         *retries += 1;
         Ok(())

@@ -422,6 +422,28 @@ impl HttpRegistry {
         Ok((repo, self.client.permit().await))
     }
 
+    /// `work`'s result as it leaves this client: every error passes here, and is scrubbed of the
+    /// client's secrets (see [`crate::redact`]) whatever the registry echoed into it.
+    async fn scrubbed<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        work.await.map_err(|e| self.client.secrets.scrub_error(e))
+    }
+
+    /// `tags` without those holding one of the client's secrets: a registry can only have
+    /// learnt it from our requests, and its tag names reach every output.
+    fn without_secrets(&self, mut tags: Vec<String>) -> Vec<String> {
+        let before = tags.len();
+        tags.retain(|tag| !self.client.secrets.found_in(tag));
+        if tags.len() != before {
+            tracing::warn!(
+                target: "regmirror::http",
+                "{} listed {} tags holding a credential of ours; they are left out",
+                self.client.host,
+                before - tags.len()
+            );
+        }
+        tags
+    }
+
     /// Like [`HttpRegistry::slot`], under the cap of small reads.
     async fn metadata_slot<'a>(
         &self,
@@ -435,34 +457,47 @@ impl HttpRegistry {
 #[async_trait]
 impl SourceRegistry for HttpRegistry {
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client.list_tags(&repo).await?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!("repository {repo} not found on {}", self.client.host),
-            )
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            let tags = self.client.list_tags(&repo).await?.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("repository {repo} not found on {}", self.client.host),
+                )
+            })?;
+            Ok(self.without_secrets(tags))
         })
+        .await
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client
-            .head_manifest(&repo, reference, &[pull_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .head_manifest(&repo, reference, &[pull_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client
-            .get_manifest(&repo, reference, &[pull_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .get_manifest(&repo, reference, &[pull_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let (repo, permit) = self.slot(repo).await?;
-        self.client
-            .get_blob(&repo, digest, &[pull_scope(&repo)], permit)
-            .await
+        self.scrubbed(async {
+            let (repo, permit) = self.slot(repo).await?;
+            self.client
+                .get_blob(&repo, digest, &[pull_scope(&repo)], permit)
+                .await
+        })
+        .await
     }
 }
 
@@ -476,36 +511,52 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        Ok(self.client.list_tags(&repo).await?.unwrap_or_default())
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            let tags = self.client.list_tags(&repo).await?.unwrap_or_default();
+            Ok(self.without_secrets(tags))
+        })
+        .await
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client
-            .head_manifest(&repo, reference, &[push_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .head_manifest(&repo, reference, &[push_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client
-            .get_manifest(&repo, reference, &[push_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .get_manifest(&repo, reference, &[push_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
-        let (repo, _permit) = self.metadata_slot(repo).await?;
-        self.client
-            .blob_size(&repo, digest, &[push_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .blob_size(&repo, digest, &[push_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
-        let (repo, from) = (self.repo(repo)?, self.repo(from)?);
-        let (repo, from) = (&*repo, &*from);
-        let _permit = self.client.permit().await;
-        self.client.mount_blob(repo, digest, from).await
+        self.scrubbed(async {
+            let (repo, from) = (self.repo(repo)?, self.repo(from)?);
+            let (repo, from) = (&*repo, &*from);
+            let _permit = self.client.permit().await;
+            self.client.mount_blob(repo, digest, from).await
+        })
+        .await
     }
 
     /// Streams `data` to the registry without holding it in memory (blobs up to 1 MiB are
@@ -519,10 +570,13 @@ impl DestRegistry for HttpRegistry {
         size: u64,
         data: BlobStream,
     ) -> Result<()> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        let _permit = self.client.upload_permit().await;
-        self.client.push_blob(repo, digest, size, data).await
+        self.scrubbed(async {
+            let repo = self.repo(repo)?;
+            let repo = &*repo;
+            let _permit = self.client.upload_permit().await;
+            self.client.push_blob(repo, digest, size, data).await
+        })
+        .await
     }
 
     async fn push_manifest(
@@ -531,18 +585,24 @@ impl DestRegistry for HttpRegistry {
         reference: &str,
         manifest: &Manifest,
     ) -> Result<Digest> {
-        let (repo, _permit) = self.slot(repo).await?;
-        self.client
-            .put_manifest(&repo, reference, manifest, &[push_scope(&repo)])
-            .await
+        self.scrubbed(async {
+            let (repo, _permit) = self.slot(repo).await?;
+            self.client
+                .put_manifest(&repo, reference, manifest, &[push_scope(&repo)])
+                .await
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
-        let repo = self.repo(repo)?;
-        let repo = &*repo;
-        crate::reference::validate_tag(tag)?;
-        let _permit = self.client.permit().await;
-        self.client.delete_tag(repo, tag).await
+        self.scrubbed(async {
+            let repo = self.repo(repo)?;
+            let repo = &*repo;
+            crate::reference::validate_tag(tag)?;
+            let _permit = self.client.permit().await;
+            self.client.delete_tag(repo, tag).await
+        })
+        .await
     }
 }
 

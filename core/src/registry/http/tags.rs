@@ -245,12 +245,15 @@ impl Client {
                         .delete_manifest(repo, &placeholder.digest, &scopes, &moved)
                         .await
                     {
+                        let cleanup = self.secrets.scrub(&cleanup.to_string()).into_owned();
                         tracing::debug!(target: "regmirror::http", "{cleanup}");
                     }
                 }
                 Err(restore) => tracing::warn!(
                     target: "regmirror::http",
-                    "{what}: could not put the tag back on {}: {restore}", previous.digest
+                    "{what}: could not put the tag back on {}: {}",
+                    previous.digest,
+                    self.secrets.scrub(&restore.to_string())
                 ),
             }
             return Err(e);

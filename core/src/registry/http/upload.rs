@@ -166,17 +166,16 @@ impl Client {
     /// Abandon an upload session; failures only cost the registry some garbage collection.
     async fn cancel_upload(&self, location: &Url, scopes: &[String]) {
         let call = Call::new(Method::DELETE, location.clone(), scopes);
-        match self.send(call).await {
-            Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND => {}
-            Ok(resp) => tracing::debug!(
-                target: "regmirror::http",
-                "cancelling upload {}: {}", display_url(location), resp.status()
-            ),
-            Err(e) => tracing::debug!(
-                target: "regmirror::http",
-                "cancelling upload {}: {e}", display_url(location)
-            ),
-        }
+        let failed = match self.send(call).await {
+            Ok(resp) if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND => {
+                return;
+            }
+            Ok(resp) => resp.status().to_string(),
+            Err(e) => e.to_string(),
+        };
+        // The location is the registry's: it may hold anything, echoed secrets included.
+        let line = format!("cancelling upload {}: {failed}", display_url(location));
+        tracing::debug!(target: "regmirror::http", "{}", self.secrets.scrub(&line));
     }
 
     /// Check the answer to the request that completes an upload; cancel the session if it failed.
