@@ -79,11 +79,16 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
             out.push(format!("  {}: {}", f.tag, f.reason));
         }
         out.push(format!(
-            "copied {} in {} blobs ({} mounted, {} already present) in {:.1}s",
+            "copied {} in {} blobs ({} mounted, {} already present){} in {:.1}s",
             HumanBytes(report.bytes_copied),
             report.blobs_copied,
             report.blobs_mounted,
             report.blobs_present,
+            match report.referrers_copied {
+                0 => String::new(),
+                1 => ", 1 referrer (signature, SBOM, attestation)".to_owned(),
+                n => format!(", {n} referrers (signatures, SBOMs, attestations)"),
+            },
             Duration::from_millis(report.duration_ms).as_secs_f64(),
         ));
     }
@@ -238,6 +243,7 @@ mod tests {
             blobs_mounted: 0,
             blobs_present: 0,
             bytes_copied: 0,
+            referrers_copied: 0,
             duration_ms: 1,
         };
         let text = report_text(&report, "127.0.0.1:6000/m/app", &Sides::default());

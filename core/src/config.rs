@@ -92,6 +92,104 @@ impl std::str::FromStr for PlatformIndexMode {
     }
 }
 
+/// Which referrers travel with a mirrored image (SEMANTICS.md §9): signatures, SBOMs and
+/// attestations, whether OCI 1.1 referrers (`subject`) or cosign's `sha256-<hex>.sig` / `.att` /
+/// `.sbom` tags. Written as `all`, `none`, or a comma-separated list of artifact types.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ReferrersPolicy {
+    /// Copy every referrer (the default).
+    #[default]
+    All,
+    /// Copy none: the mirror holds only what the tag patterns select.
+    None,
+    /// Copy referrers of these artifact types only (a manifest's `artifactType`, else its
+    /// config's media type; for a cosign tag, any of its layers' media types also counts).
+    Types(Vec<String>),
+}
+
+impl ReferrersPolicy {
+    /// Whether any referrer is copied.
+    pub fn copies_any(&self) -> bool {
+        !matches!(self, ReferrersPolicy::None)
+    }
+
+    /// Whether a referrer of any of `types` is copied.
+    pub fn allows<'a>(&self, mut types: impl Iterator<Item = &'a str>) -> bool {
+        match self {
+            ReferrersPolicy::All => true,
+            ReferrersPolicy::None => false,
+            ReferrersPolicy::Types(allowed) => types.any(|t| allowed.iter().any(|a| a == t)),
+        }
+    }
+}
+
+impl std::str::FromStr for ReferrersPolicy {
+    type Err = Error;
+
+    /// `all`, `none`, or artifact types separated by commas (whitespace around them ignored).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "all" => return Ok(ReferrersPolicy::All),
+            "none" => return Ok(ReferrersPolicy::None),
+            _ => {}
+        }
+        let types: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if types.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("referrers: {s:?} is not \"all\", \"none\" or a list of artifact types"),
+            ));
+        }
+        for t in &types {
+            // An artifact type is a media type: `type/subtype`, no spaces or quotes.
+            let valid = t
+                .split_once('/')
+                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                && t.chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != ',');
+            if !valid {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "referrers: {t:?} is not an artifact (media) type such as application/vnd.example+json"
+                    ),
+                ));
+            }
+        }
+        Ok(ReferrersPolicy::Types(types))
+    }
+}
+
+impl fmt::Display for ReferrersPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReferrersPolicy::All => f.write_str("all"),
+            ReferrersPolicy::None => f.write_str("none"),
+            ReferrersPolicy::Types(types) => f.write_str(&types.join(",")),
+        }
+    }
+}
+
+impl TryFrom<String> for ReferrersPolicy {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<ReferrersPolicy> for String {
+    fn from(p: ReferrersPolicy) -> String {
+        p.to_string()
+    }
+}
+
 /// Proxies for reaching the source registry. `Debug` hides passwords in proxy URLs.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProxyConfig {
@@ -174,6 +272,9 @@ pub struct MirrorConfig {
     pub retry_backoff: Duration,
     pub rollback: RollbackMode,
     pub platform_index: PlatformIndexMode,
+    /// Which signatures, SBOMs and attestations travel with the mirrored images.
+    #[serde(default)]
+    pub referrers: ReferrersPolicy,
     /// The robot: the only identity that may push to the destination repository while it is
     /// mirrored (SEMANTICS.md §8). `None` means the engine's destination identity.
     pub robot: Option<String>,
@@ -192,6 +293,7 @@ impl fmt::Debug for MirrorConfig {
             .field("source_ca_certs", &self.source_ca_certs)
             .field("retry_backoff", &self.retry_backoff)
             .field("rollback", &self.rollback)
+            .field("referrers", &self.referrers)
             .finish_non_exhaustive()
     }
 }
@@ -216,6 +318,7 @@ impl MirrorConfig {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             rollback: RollbackMode::default(),
             platform_index: PlatformIndexMode::default(),
+            referrers: ReferrersPolicy::default(),
             robot: None,
         }
     }

@@ -147,7 +147,9 @@ pub mod state;
 pub mod status;
 pub mod worker;
 
-pub use config::{Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode};
+pub use config::{
+    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
+};
 pub use engine::{Mirror, SyncOptions, SyncReport};
 pub use error::{Error, ErrorKind, Result};
 pub use notify::{EventKind, MirrorEvent, Notifier};

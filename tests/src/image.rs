@@ -275,3 +275,120 @@ fn manifest_of(body: &serde_json::Value, media_type: &str) -> Manifest {
     let bytes = serde_json::to_vec_pretty(body).expect("a JSON value serializes");
     Manifest::from_bytes(bytes, media_type).expect("generated manifests are valid")
 }
+
+/// A referrer (SEMANTICS.md §9): an OCI 1.1 artifact with a `subject` (an SBOM, an
+/// attestation, a notation signature), or a cosign signature stored under `sha256-<hex>.sig`.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub artifact_type: String,
+    pub config: Blob,
+    pub layer: Blob,
+    pub manifest: Manifest,
+}
+
+/// The media type of cosign's signature layers.
+pub const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+impl Artifact {
+    /// An OCI 1.1 artifact of `artifact_type` whose subject is `subject` (none: a plain
+    /// artifact), with the empty config and one layer made unique by `seed`.
+    pub fn oci(seed: u64, artifact_type: &str, subject: Option<&Manifest>) -> Artifact {
+        let config = Blob::new(&b"{}"[..]);
+        let layer = Blob::new(format!("{{\"artifact\":{seed}}}").into_bytes());
+        let mut body = json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": config.digest.as_str(),
+                "size": config.size(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.example.data.v1+json",
+                "digest": layer.digest.as_str(),
+                "size": layer.size(),
+            }],
+            "annotations": { "org.opencontainers.image.created": "2026-12-05T00:00:00Z" },
+        });
+        if let Some(subject) = subject {
+            body["subject"] = json!({
+                "mediaType": subject.media_type,
+                "digest": subject.digest.as_str(),
+                "size": subject.bytes.len(),
+            });
+        }
+        Artifact {
+            artifact_type: artifact_type.to_owned(),
+            manifest: manifest_of(&body, media_types::OCI_MANIFEST),
+            config,
+            layer,
+        }
+    }
+
+    /// A signature as cosign stores it in its tag scheme: an image config with no platform,
+    /// one simple-signing layer carrying the signature annotation.
+    pub fn cosign_signature(seed: u64) -> Artifact {
+        let config = Blob::new(
+            serde_json::to_vec(&json!({
+                "architecture": "", "os": "", "config": {},
+                "rootfs": { "type": "layers", "diff_ids": [] },
+            }))
+            .expect("a JSON value serializes"),
+        );
+        let layer = Blob::new(format!("{{\"critical\":{{\"seed\":{seed}}}}}").into_bytes());
+        let body = json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.digest.as_str(),
+                "size": config.size(),
+            },
+            "layers": [{
+                "mediaType": COSIGN_SIGNATURE,
+                "digest": layer.digest.as_str(),
+                "size": layer.size(),
+                "annotations": { "dev.cosignproject.cosign/signature": format!("MEUCIQ{seed}") },
+            }],
+        });
+        Artifact {
+            artifact_type: COSIGN_SIGNATURE.to_owned(),
+            manifest: manifest_of(&body, media_types::OCI_MANIFEST),
+            config,
+            layer,
+        }
+    }
+
+    pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
+        [&self.config, &self.layer].into_iter()
+    }
+}
+
+/// The tag that names `subject` in the referrers tag schema (`sha256-<hex>`); cosign's tags
+/// add `.sig`, `.att` or `.sbom`.
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// A referrers index (what the referrers API answers, and what the `sha256-<hex>` tag holds)
+/// listing `referrers`.
+pub fn referrers_index(referrers: &[&Artifact]) -> Manifest {
+    let entries: Vec<_> = referrers
+        .iter()
+        .map(|a| {
+            json!({
+                "mediaType": a.manifest.media_type,
+                "digest": a.manifest.digest.as_str(),
+                "size": a.manifest.bytes.len(),
+                "artifactType": a.artifact_type,
+            })
+        })
+        .collect();
+    let body = json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": entries,
+    });
+    manifest_of(&body, media_types::OCI_INDEX)
+}

@@ -50,7 +50,7 @@ pub mod token;
 pub mod webhook;
 
 pub use hostile::{HostileRegistry, Mode};
-pub use image::{Blob, Flavor, Image, Index};
+pub use image::{Artifact, Blob, Flavor, Image, Index, referrers_index, referrers_tag};
 pub use postgres::Postgres;
 pub use proxy::{Fault, Proxy};
 pub use registry::{

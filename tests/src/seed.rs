@@ -9,7 +9,7 @@ use regmirror::Digest;
 use regmirror::registry::{Manifest, ManifestKind};
 use reqwest::{Method, RequestBuilder, StatusCode, header};
 
-use crate::image::{Image, Index};
+use crate::image::{Artifact, Image, Index};
 use crate::token::TokenMinter;
 
 /// How the seeder authenticates. `Debug` leaves the password out.
@@ -156,6 +156,18 @@ impl Seeder {
                 .await;
         }
         self.push_manifest(repo, tag, &index.manifest).await
+    }
+
+    /// Push an artifact's blobs and its manifest under `reference` (a tag, or its digest to
+    /// store it untagged as a referrer).
+    pub async fn push_artifact(&self, repo: &str, reference: &str, artifact: &Artifact) -> Digest {
+        for blob in artifact.blobs() {
+            if !self.has_blob(repo, &blob.digest).await {
+                self.push_blob(repo, blob.bytes.clone()).await;
+            }
+        }
+        self.push_manifest(repo, reference, &artifact.manifest)
+            .await
     }
 
     async fn push_image_blobs(&self, repo: &str, image: &Image) {

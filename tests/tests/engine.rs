@@ -639,6 +639,7 @@ fn sample_event() -> regmirror::MirrorEvent {
         tags_failed: vec![],
         tags_deleted: vec![],
         bytes_copied: 10,
+        referrers_copied: 1,
         duration_ms: 5,
         error: None,
         note: None,

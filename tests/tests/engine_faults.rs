@@ -496,7 +496,7 @@ async fn an_oci_artifact_with_a_non_image_config_is_mirrored_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn an_architecture_filter_skips_artifacts_without_reading_their_config() {
+async fn an_architecture_filter_copies_artifacts_without_reading_their_config_as_an_image_config() {
     let env = Env::start();
     // Not JSON at all: an artifact's config need not be an image config.
     push_artifact(&env.src(), "blob-config", b"\x00\x01 binary config").await;
@@ -519,21 +519,22 @@ async fn an_architecture_filter_skips_artifacts_without_reading_their_config() {
     assert_eq!(
         actions,
         [
-            ("blob-config", PreviewAction::Skip),
+            ("blob-config", PreviewAction::Copy),
             ("image", PreviewAction::Copy),
-            ("json-config", PreviewAction::Skip)
+            ("json-config", PreviewAction::Copy)
         ],
         "{preview:?}"
     );
     env.proxy.reset_counts();
     let report = env.sync_once(&mirror, &config).await;
     assert!(report.is_success(), "{report:?}");
-    assert_eq!(report.tags_synced, ["image"]);
-    assert_eq!(report.tags_skipped, ["blob-config", "json-config"]);
+    // The filter applies to platform images only: artifacts have no platform (SEMANTICS.md §9).
+    assert_eq!(report.tags_synced, ["blob-config", "image", "json-config"]);
+    assert!(report.tags_skipped.is_empty());
     assert_eq!(
         env.proxy.count("GET", "/blobs/"),
-        2,
-        "only the image's config and layer"
+        5,
+        "each blob once: the image's config and layer, the artifacts' two configs and shared layer"
     );
 }
 

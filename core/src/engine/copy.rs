@@ -6,7 +6,7 @@
 //! destination; else mount it from another destination repository known to hold it; else
 //! stream it from the source to the destination, verifying size and sha256 on the fly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -166,13 +166,15 @@ pub(crate) enum PlatformFit {
     Excluded(String),
 }
 
-/// Whether the architecture filter selects index entry `child` (an empty filter selects all).
+/// Whether the architecture filter selects index entry `child`. An empty filter selects all;
+/// an entry without a platform (an artifact, a referrer) is not a platform image, so the filter
+/// does not apply to it (SEMANTICS.md §9).
 pub(crate) fn platform_selected(architectures: &[String], child: &Reference) -> bool {
     architectures.is_empty()
         || child
             .platform
             .as_ref()
-            .is_some_and(|p| architectures.contains(&p.architecture))
+            .is_none_or(|p| architectures.contains(&p.architecture))
 }
 
 /// The sorted comma-joined architectures, as recorded on rewritten indexes.
@@ -189,6 +191,14 @@ impl Run {
         self: &Arc<Self>,
         plan: &Plan,
     ) -> BTreeMap<String, Result<Staged>> {
+        let copied: HashSet<&Digest> = plan
+            .tags
+            .iter()
+            .filter_map(|(_, action)| match action {
+                Action::Copy(digest, _) => Some(digest),
+                _ => None,
+            })
+            .collect();
         let work = plan.tags.iter().filter_map(|(tag, action)| match action {
             Action::Copy(digest, fetched) => Some((tag.clone(), digest.clone(), fetched.clone())),
             _ => None,
@@ -196,10 +206,28 @@ impl Run {
         let tasks = work.map(|(tag, digest, fetched)| {
             let run = Arc::clone(self);
             let name = tag.clone();
+            let referrer = plan.referrer_tags.get(&tag).map(|r| {
+                let subject_copied = copied.contains(&r.subject);
+                (r.clone(), subject_copied, plan.prior.get(&tag).cloned())
+            });
             // Each tag on its own task, so hashing of different blobs uses every core.
             let task = tokio::spawn(async move {
-                run.progress.emit(ProgressEvent::TagStarted { tag: name });
-                run.stage_top(&digest, fetched).await
+                run.progress
+                    .emit(ProgressEvent::TagStarted { tag: name.clone() });
+                match referrer {
+                    Some((referrer, subject_copied, prior)) => {
+                        run.stage_referrer_tag(
+                            &name,
+                            &referrer,
+                            subject_copied,
+                            &digest,
+                            fetched,
+                            prior.as_ref(),
+                        )
+                        .await
+                    }
+                    None => run.stage_top(&digest, fetched).await,
+                }
             });
             task.map(move |joined| {
                 let staged = joined.unwrap_or_else(|e| {
@@ -215,7 +243,7 @@ impl Run {
     }
 
     /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
-    async fn stage_top(
+    pub(crate) async fn stage_top(
         self: &Arc<Self>,
         digest: &Digest,
         fetched: Option<Manifest>,
@@ -322,7 +350,7 @@ impl Run {
 
     /// A child manifest of an index at nesting `level`, staged by digest once per run. Returns
     /// the index nesting below the child (0 for an image).
-    fn stage_child<'a>(
+    pub(crate) fn stage_child<'a>(
         self: &'a Arc<Self>,
         child: &'a Reference,
         walk: &'a Walk,
@@ -382,7 +410,7 @@ impl Run {
     }
 
     /// The source manifest `digest`, verified.
-    async fn fetch_manifest(&self, digest: &Digest) -> Result<Manifest> {
+    pub(crate) async fn fetch_manifest(&self, digest: &Digest) -> Result<Manifest> {
         let manifest = self
             .metadata_unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
             .await?;
@@ -445,21 +473,20 @@ impl Run {
 
     /// Whether the architecture filter selects a single-platform manifest with `config`. An
     /// image config names the architecture; an artifact's config (any other media type, and
-    /// not necessarily JSON) is not read: an artifact has no platform, so a filter excludes it.
+    /// not necessarily JSON) is not read: an artifact has no platform, and the filter applies
+    /// to platform images only (SEMANTICS.md §9), so it is copied. So is an image whose config
+    /// names no architecture.
     pub(crate) async fn platform_fit(&self, config: &Reference) -> Result<PlatformFit> {
         let architectures = &self.config.architectures;
         if architectures.is_empty() {
             return Ok(PlatformFit::Selected(None));
         }
         if !media_types::is_image_config(&config.media_type) {
-            return Ok(PlatformFit::Excluded(format!(
-                "an artifact (config type {:?}) has no platform, so the architecture filter {architectures:?} excludes it",
-                config.media_type
-            )));
+            return Ok(PlatformFit::Selected(None));
         }
         let bytes = self.read_config(config).await?;
         let arch = image_architecture(&bytes, &config.digest)?;
-        if architectures.contains(&arch) {
+        if arch.is_empty() || architectures.contains(&arch) {
             Ok(PlatformFit::Selected(Some(bytes)))
         } else {
             Ok(PlatformFit::Excluded(format!(

@@ -10,6 +10,7 @@ mod plan;
 mod preview;
 mod progress;
 mod publish;
+mod referrers;
 mod report;
 mod run;
 
@@ -107,6 +108,7 @@ struct Inner {
     worker_id: String,
     settings: EngineSettings,
     known: Arc<KnownBlobs>,
+    links: Arc<referrers::KnownLinks>,
 }
 
 impl fmt::Debug for Mirror {
@@ -240,6 +242,7 @@ impl MirrorBuilder {
                 }),
                 settings: self.settings,
                 known: Arc::default(),
+                links: Arc::default(),
             }),
         })
     }
@@ -456,6 +459,7 @@ impl Mirror {
             dest: Arc::clone(&inner.destination),
             concurrency: inner.concurrency,
             known: Arc::clone(&inner.known),
+            links: Arc::clone(&inner.links),
             progress: options.progress,
             cancel: options.cancel.child_token(),
             prune: !options.keep_unselected,
@@ -633,6 +637,7 @@ fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) ->
         tags_failed: report.map(SyncReport::failed_tags).unwrap_or_default(),
         tags_deleted: report.map(|r| r.tags_deleted.clone()).unwrap_or_default(),
         bytes_copied: report.map_or(0, |r| r.bytes_copied),
+        referrers_copied: report.map_or(0, |r| r.referrers_copied),
         duration_ms: report.map_or(0, |r| r.duration_ms),
         error: report.and_then(|r| r.error.clone()),
         note: report.and_then(|r| r.note.clone()),
@@ -641,12 +646,13 @@ fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) ->
 
 fn summary(report: &SyncReport) -> String {
     let head = format!(
-        "{} synced, {} current, {} failed, {} deleted, {} bytes copied in {} ms",
+        "{} synced, {} current, {} failed, {} deleted, {} bytes copied, {} referrers copied in {} ms",
         report.tags_synced.len(),
         report.tags_current.len(),
         report.tags_failed.len(),
         report.tags_deleted.len(),
         report.bytes_copied,
+        report.referrers_copied,
         report.duration_ms
     );
     match report.error.as_ref().or(report.note.as_ref()) {

@@ -3,12 +3,13 @@
 //! destination has is compared by a HEAD of the source manifest, so a tag that is already
 //! current costs neither a manifest GET nor any blob traffic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::join_all;
 
 use super::copy::{ARCHITECTURES_ANNOTATION, SOURCE_DIGEST_ANNOTATION, architectures_label};
+use super::referrers::{self, ReferrerTag};
 use super::run::Run;
 use crate::config::PlatformIndexMode;
 use crate::error::{Error, ErrorKind, Result};
@@ -32,8 +33,10 @@ pub(crate) enum Action {
 pub(crate) struct Plan {
     /// The destination's tags before the run changed anything.
     pub prior: TagRecord,
-    /// Every selected tag in sorted order, with its action.
+    /// Every selected tag in sorted order, with its action; referrer tags included.
     pub tags: Vec<(String, Action)>,
+    /// The tags of `tags` that are there for their subject's sake (SEMANTICS.md §9).
+    pub referrer_tags: BTreeMap<String, ReferrerTag>,
 }
 
 /// The destination repository's tags and their digests. Any failure fails the run: without
@@ -65,17 +68,29 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
     Ok(record)
 }
 
-/// Plan the run for `selected` (sorted) tags, the destination's tags being `prior`.
+/// Plan the run for `selected` (sorted) tags of the source's `listed` tags, the destination's
+/// tags being `prior`; the referrer tags of what it mirrors join the plan.
 pub(crate) async fn plan_with_prior(
     run: &Arc<Run>,
+    listed: &[String],
     selected: Vec<String>,
     prior: TagRecord,
 ) -> Result<Plan> {
-    let actions = join_all(selected.iter().map(|tag| plan_tag(run, tag, &prior))).await;
-    let plan = Plan {
-        tags: selected.into_iter().zip(actions).collect(),
+    let planned = join_all(selected.iter().map(|tag| plan_tag(run, tag, &prior))).await;
+    let mut indexes = HashSet::new();
+    let mut tags = Vec::with_capacity(selected.len());
+    for (tag, (action, index)) in selected.into_iter().zip(planned) {
+        if let (true, Action::Current(d) | Action::Copy(d, _)) = (index, &action) {
+            indexes.insert(d.clone());
+        }
+        tags.push((tag, action));
+    }
+    let mut plan = Plan {
+        tags,
         prior,
+        referrer_tags: BTreeMap::new(),
     };
+    referrers::plan_referrer_tags(run, listed, &mut plan, indexes).await;
     let to_copy = plan
         .tags
         .iter()
@@ -88,7 +103,8 @@ pub(crate) async fn plan_with_prior(
     Ok(plan)
 }
 
-async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
+/// What to do with `tag`, and whether its manifest is an index (as far as known).
+pub(crate) async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> (Action, bool) {
     if !prior.contains_key(tag) {
         // A tag the destination lacks is copied whatever its digest: fetch the manifest now
         // instead of a HEAD now and a GET later (one round trip less per new tag).
@@ -96,12 +112,15 @@ async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
             .metadata_unit(run.source.get_manifest(&run.src_repo, tag))
             .await
         {
-            Ok(manifest) => Action::Copy(manifest.digest.clone(), Some(manifest)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Action::Failed(Error::new(
-                ErrorKind::NotFound,
-                format!("tag {tag} disappeared from the source after it was listed"),
-            )),
-            Err(e) => Action::Failed(e.context(format!("reading source tag {tag}"))),
+            Ok(manifest) => {
+                let index = manifest.is_index();
+                (Action::Copy(manifest.digest.clone(), Some(manifest)), index)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => (disappeared(tag), false),
+            Err(e) => (
+                Action::Failed(e.context(format!("reading source tag {tag}"))),
+                false,
+            ),
         };
     }
     let head = match run
@@ -109,21 +128,30 @@ async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> Action {
         .await
     {
         Ok(Some(head)) => head,
-        Ok(None) => {
-            return Action::Failed(Error::new(
-                ErrorKind::NotFound,
-                format!("tag {tag} disappeared from the source after it was listed"),
-            ));
+        Ok(None) => return (disappeared(tag), false),
+        Err(e) => {
+            return (
+                Action::Failed(e.context(format!("reading source tag {tag}"))),
+                false,
+            );
         }
-        Err(e) => return Action::Failed(e.context(format!("reading source tag {tag}"))),
     };
-    match prior.get(tag) {
+    let index = crate::registry::media_types::is_index(&head.media_type);
+    let action = match prior.get(tag) {
         Some(current) if *current == head.digest => Action::Current(head.digest),
         Some(current) if rewritten_from(run, current, &head.digest).await => {
             Action::Current(current.clone())
         }
         _ => Action::Copy(head.digest, None),
-    }
+    };
+    (action, index)
+}
+
+fn disappeared(tag: &str) -> Action {
+    Action::Failed(Error::new(
+        ErrorKind::NotFound,
+        format!("tag {tag} disappeared from the source after it was listed"),
+    ))
 }
 
 /// Whether the destination's `current` manifest is an index this engine rewrote from the

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::copy::{PlatformFit, Walk, platform_selected};
 use super::plan::{self, Action};
+use super::referrers;
 use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -80,7 +81,8 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         preview.note = Some(run.no_tags_matched(tags.len()));
         return Ok(preview);
     }
-    let plan = plan::plan_with_prior(run, selected, prior?).await?;
+    let plan = plan::plan_with_prior(run, &tags, selected, prior?).await?;
+    let prior_record = plan.prior.clone();
     let mut seen = HashSet::new();
     let mut keep = BTreeSet::new();
     for (tag, action) in plan.tags {
@@ -113,12 +115,23 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         preview.tags.push(entry);
     }
     if run.prune {
-        preview.tags_to_delete = plan
-            .prior
-            .keys()
-            .filter(|t| !keep.contains(*t))
-            .cloned()
+        let mut prune: Vec<(String, Digest)> = prior_record
+            .iter()
+            .filter(|(t, _)| !keep.contains(*t))
+            .map(|(t, d)| (t.clone(), d.clone()))
             .collect();
+        let staying = preview
+            .tags
+            .iter()
+            .filter(|t| keep.contains(&t.tag))
+            .filter_map(|t| {
+                t.digest
+                    .clone()
+                    .or_else(|| prior_record.get(&t.tag).cloned())
+            })
+            .collect();
+        referrers::keep_referrer_tags(run, staying, &mut prune).await;
+        preview.tags_to_delete = prune.into_iter().map(|(t, _)| t).collect();
     }
     Ok(preview)
 }

@@ -7,12 +7,13 @@
 //! undo needed); a failure while pruning or publishing undoes every change of the run. That mode
 //! prunes first, so a destination that refuses deletes fails the run before any tag moved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::copy::Staged;
 use super::plan::{Action, Plan, destination_tags};
 use super::progress::{ProgressEvent, TagStatus};
+use super::referrers;
 use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 use super::run::Run;
 use crate::config::RollbackMode;
@@ -275,7 +276,11 @@ pub(crate) async fn publish(
     store: Option<&Arc<dyn StateStore>>,
     report: &mut SyncReport,
 ) -> Result<()> {
-    let Plan { prior, tags } = plan;
+    let Plan {
+        prior,
+        tags,
+        referrer_tags,
+    } = plan;
     let selected = tags.len();
     // Tags the destination keeps: every selected tag except skipped ones (failed tags keep
     // their previous value, so they are not pruned either).
@@ -323,11 +328,24 @@ pub(crate) async fn publish(
     // A cancelled run stops here: units cut short report `Cancelled`, which is no failure.
     failures.retain(|(_, e)| e.kind() != ErrorKind::Cancelled);
     let aon = run.config.rollback == RollbackMode::AllOrNothing;
-    let prune: Vec<(String, Digest)> = prior
+    let mut prune: Vec<(String, Digest)> = prior
         .iter()
         .filter(|(tag, _)| run.prune && !keep.contains(*tag))
         .map(|(t, d)| (t.clone(), d.clone()))
         .collect();
+    // What the kept tags point at once the run is done: their subjects' referrer tags stay.
+    let publishing: HashMap<&str, &Digest> = to_publish
+        .iter()
+        .map(|(tag, manifest, _)| (tag.as_str(), &manifest.digest))
+        .collect();
+    let staying = keep
+        .iter()
+        .filter_map(|tag| match publishing.get(tag.as_str()) {
+            Some(digest) => Some((*digest).clone()),
+            None => prior.get(tag).cloned(),
+        })
+        .collect();
+    referrers::keep_referrer_tags(run, staying, &mut prune).await;
 
     let mut synced: Vec<(String, Digest)> = Vec::new();
     let mut deleted: Vec<(String, Digest)> = Vec::new();
@@ -372,7 +390,8 @@ pub(crate) async fn publish(
             {
                 Ok(_) => {
                     finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
-                    if manifest.digest != source_digest {
+                    // A referrers index merged with the destination's is no rewritten image.
+                    if manifest.digest != source_digest && !referrer_tags.contains_key(&tag) {
                         report.tags_rewritten.push(RewrittenTag {
                             tag: tag.clone(),
                             source_digest,

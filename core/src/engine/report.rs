@@ -76,6 +76,8 @@ pub struct SyncReport {
     /// Blobs the destination repository already held.
     pub blobs_present: u64,
     pub bytes_copied: u64,
+    /// Referrers (signatures, SBOMs, attestations) newly copied with their subjects.
+    pub referrers_copied: u64,
     pub duration_ms: u64,
 }
 
@@ -99,6 +101,7 @@ impl SyncReport {
             blobs_mounted: 0,
             blobs_present: 0,
             bytes_copied: 0,
+            referrers_copied: 0,
             duration_ms: 0,
         }
     }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{KnownBlobs, Staged};
 use super::progress::Progress;
+use super::referrers::KnownLinks;
 use super::report::{Outcome, SyncReport};
 use super::{plan, publish};
 use crate::config::{MirrorConfig, RollbackMode};
@@ -64,6 +65,10 @@ pub(crate) struct Stats {
     pub blobs_mounted: AtomicU64,
     pub blobs_present: AtomicU64,
     pub bytes_copied: AtomicU64,
+    /// Referrer manifests (signatures, SBOMs, attestations) newly copied.
+    pub referrers_copied: AtomicU64,
+    /// Referrers not copied because their subject index was rewritten.
+    pub referrers_of_rewritten: AtomicU64,
 }
 
 /// Everything one run works with.
@@ -80,6 +85,7 @@ pub(crate) struct Run {
     pool: Semaphore,
     metadata_pool: Semaphore,
     pub known: Arc<KnownBlobs>,
+    pub links: Arc<KnownLinks>,
     pub progress: Progress,
     /// Delete destination tags the patterns do not select.
     pub prune: bool,
@@ -104,6 +110,7 @@ pub(crate) struct RunParts {
     pub dest: Arc<dyn DestRegistry>,
     pub concurrency: usize,
     pub known: Arc<KnownBlobs>,
+    pub links: Arc<KnownLinks>,
     pub progress: Progress,
     pub cancel: CancellationToken,
     pub prune: bool,
@@ -122,6 +129,7 @@ impl Run {
             pool: Semaphore::new(parts.concurrency.max(1)),
             metadata_pool: Semaphore::new(super::metadata_concurrency(parts.concurrency).max(1)),
             known: parts.known,
+            links: parts.links,
             progress: parts.progress,
             prune: parts.prune,
             cancel: parts.cancel,
@@ -266,6 +274,18 @@ impl Run {
         report.blobs_mounted = stats.blobs_mounted.load(Ordering::Relaxed);
         report.blobs_present = stats.blobs_present.load(Ordering::Relaxed);
         report.bytes_copied = stats.bytes_copied.load(Ordering::Relaxed);
+        report.referrers_copied = stats.referrers_copied.load(Ordering::Relaxed);
+        let rewritten = stats.referrers_of_rewritten.load(Ordering::Relaxed);
+        if rewritten > 0 {
+            let remark = format!(
+                "{rewritten} referrer {} of rewritten indexes not copied: they name the source's index digest, which the destination does not hold (platform_index = rewrite)",
+                if rewritten == 1 { "tag" } else { "tags" }
+            );
+            report.note = Some(match report.note.take() {
+                Some(note) => format!("{note}; {remark}"),
+                None => remark,
+            });
+        }
         if self.is_aborted() {
             report.outcome = Outcome::Failed;
             let reason = self.abort_error().to_string();
@@ -294,7 +314,7 @@ impl Run {
             report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
-        let plan = plan::plan_with_prior(self, selected, prior?).await?;
+        let plan = plan::plan_with_prior(self, &tags, selected, prior?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
     }

@@ -26,6 +26,7 @@ impl Notifier for LogNotifier {
                     tags_failed = ?e.tags_failed,
                     tags_deleted = ?e.tags_deleted,
                     bytes_copied = e.bytes_copied,
+                    referrers_copied = e.referrers_copied,
                     duration_ms = e.duration_ms,
                     error = e.error.as_deref().unwrap_or(""),
                     note = e.note.as_deref().unwrap_or(""),

@@ -52,6 +52,9 @@ pub struct MirrorEvent {
     pub tags_failed: Vec<String>,
     pub tags_deleted: Vec<String>,
     pub bytes_copied: u64,
+    /// Referrers (signatures, SBOMs, attestations) newly copied with their subjects.
+    #[serde(default)]
+    pub referrers_copied: u64,
     pub duration_ms: u64,
     /// Why the run failed or was cancelled; `None` for a success.
     pub error: Option<String>,

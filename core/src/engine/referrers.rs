@@ -1,0 +1,560 @@
+//! Referrers (SEMANTICS.md §9): the signatures, SBOMs and attestations that travel with the
+//! images a mirror copies, whatever the tag patterns select.
+//!
+//! A referrer is found by a tag that names its subject's digest: cosign's
+//! `sha256-<hex>.sig` / `.att` / `.sbom`, and the OCI 1.1 referrers tag schema's `sha256-<hex>`,
+//! an index of the manifests whose `subject` is that digest (what a registry without the
+//! referrers API, such as CNCF distribution 2.8, holds). Such a *referrer tag* belongs to the
+//! image it names: it is planned with the selected tags when its subject is mirrored (an index's
+//! children and other referrers included, so a signature on an SBOM follows too), copied
+//! byte-identical, kept while its subject stays mirrored and pruned with it.
+//!
+//! The source's tag listing is the change signal: a referrer tag costs one `HEAD` per run, like
+//! any tag, and nothing is read when no tag names a mirrored digest. A referrers index at the
+//! destination is merged with what it already lists, so a referrer pushed there by someone else
+//! is never dropped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use super::copy::{Staged, Walk, platform_selected};
+use super::plan::{self, Action, Plan};
+use super::run::{Run, lock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::reference::Digest;
+use crate::registry::Manifest;
+use crate::registry::manifest::{ManifestKind, Reference};
+
+/// Referrers of referrers are followed this many levels deep (an image's SBOM's signature is
+/// two levels down).
+const MAX_DEPTH: usize = 4;
+/// At most this many referrer tags join one run; the rest wait for the next run.
+const MAX_REFERRER_TAGS: usize = 1000;
+/// The manifest-link cache forgets everything beyond this many manifests (it is only a saving).
+const MAX_KNOWN_LINKS: usize = 100_000;
+
+/// The suffixes of cosign's tags, after `sha256-<hex>`.
+const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// A tag that belongs to the image whose digest it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReferrerTag {
+    /// The digest the tag names.
+    pub subject: Digest,
+    /// The OCI referrers tag schema's index (`sha256-<hex>`), not a cosign tag.
+    pub index: bool,
+}
+
+/// Whether `tag` names a subject digest, and how.
+pub(crate) fn referrer_tag(tag: &str) -> Option<ReferrerTag> {
+    let (name, index) = match tag.rsplit_once('.') {
+        Some((name, suffix)) if COSIGN_SUFFIXES.contains(&suffix) => (name, false),
+        Some(_) => return None,
+        None => (tag, true),
+    };
+    let (algorithm, hex) = name.split_once('-')?;
+    let subject = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
+    Some(ReferrerTag { subject, index })
+}
+
+/// The manifests each manifest points at (an index's entries; nothing for an image), by digest.
+/// A digest's content never changes, so this is kept across the runs of one `Mirror`: a run
+/// that must look inside an index to match referrer tags reads it once per process.
+#[derive(Debug, Default)]
+pub(crate) struct KnownLinks(Mutex<HashMap<Digest, Arc<Vec<Reference>>>>);
+
+impl KnownLinks {
+    fn get(&self, digest: &Digest) -> Option<Arc<Vec<Reference>>> {
+        lock(&self.0).get(digest).cloned()
+    }
+
+    fn note(&self, digest: &Digest, links: Arc<Vec<Reference>>) {
+        let mut map = lock(&self.0);
+        if map.len() >= MAX_KNOWN_LINKS {
+            map.clear();
+        }
+        map.insert(digest.clone(), links);
+    }
+}
+
+/// The manifests `manifest` points at.
+fn links_of(manifest: &Manifest) -> Vec<Reference> {
+    match manifest.kind() {
+        Ok(ManifestKind::Index { manifests }) => manifests,
+        _ => Vec::new(),
+    }
+}
+
+/// Which side's copy of a manifest to read when looking inside it.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+impl Run {
+    /// The manifests `digest` points at, from the cache or else read from `side` (and from
+    /// the destination when the source lacks it: a rewritten index). A manifest that cannot be
+    /// read links nowhere: the worst outcome is a referrer tag left unmatched.
+    async fn links(&self, side: Side, digest: &Digest) -> Arc<Vec<Reference>> {
+        if let Some(links) = self.links.get(digest) {
+            return links;
+        }
+        let from_dest =
+            || self.metadata_unit(self.dest.get_manifest(&self.dest_repo, digest.as_str()));
+        let read = match side {
+            Side::Source => match self
+                .metadata_unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
+                .await
+            {
+                Err(e) if e.kind() == ErrorKind::NotFound => from_dest().await,
+                read => read,
+            },
+            Side::Destination => from_dest().await,
+        };
+        match read {
+            Ok(manifest) if &manifest.digest == digest => {
+                let links = Arc::new(links_of(&manifest));
+                self.links.note(digest, Arc::clone(&links));
+                links
+            }
+            _ => Arc::default(),
+        }
+    }
+
+    /// Read the links of every manifest in `digests` (at once), adding those the architecture
+    /// filter selects to `mirrored`; returns the digests newly added.
+    async fn expand(
+        &self,
+        side: Side,
+        digests: Vec<Digest>,
+        mirrored: &mut HashSet<Digest>,
+    ) -> Vec<Digest> {
+        let all = join_all(digests.iter().map(|d| self.links(side, d))).await;
+        all.iter()
+            .flat_map(|links| links.iter())
+            .filter(|r| platform_selected(&self.config.architectures, r))
+            .filter(|r| mirrored.insert(r.digest.clone()))
+            .map(|r| r.digest.clone())
+            .collect()
+    }
+}
+
+/// Add to `plan` the source's referrer tags whose subject the run mirrors: the selected tags'
+/// manifests, their children, and (up to [`MAX_DEPTH`] levels) the referrers found so far.
+/// `indexes` are the planned digests known to be indexes, whose children are read only when a
+/// referrer tag is left unmatched without them.
+pub(crate) async fn plan_referrer_tags(
+    run: &Arc<Run>,
+    source_tags: &[String],
+    plan: &mut Plan,
+    indexes: HashSet<Digest>,
+) {
+    if !run.config.referrers.copies_any() {
+        return;
+    }
+    let planned: HashSet<&str> = plan.tags.iter().map(|(t, _)| t.as_str()).collect();
+    let mut candidates: BTreeMap<String, ReferrerTag> = source_tags
+        .iter()
+        .filter(|t| !planned.contains(t.as_str()))
+        .filter_map(|t| referrer_tag(t).map(|r| (t.clone(), r)))
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let mut mirrored: HashSet<Digest> = plan.tags.iter().filter_map(|(_, a)| digest(a)).collect();
+    // Manifests whose insides may name more subjects, not yet looked into.
+    let mut unread: Vec<Digest> = indexes.into_iter().collect();
+    for _ in 0..=2 * MAX_DEPTH {
+        let room = MAX_REFERRER_TAGS.saturating_sub(plan.referrer_tags.len());
+        let matched: Vec<(String, ReferrerTag)> = candidates
+            .iter()
+            .filter(|(_, r)| mirrored.contains(&r.subject))
+            .take(room)
+            .map(|(t, r)| (t.clone(), r.clone()))
+            .collect();
+        if matched.is_empty() {
+            if candidates.is_empty() || unread.is_empty() || room == 0 {
+                break;
+            }
+            let digests = std::mem::take(&mut unread);
+            unread = run.expand(Side::Source, digests, &mut mirrored).await;
+            continue;
+        }
+        let actions = join_all(
+            matched
+                .iter()
+                .map(|(tag, _)| plan::plan_tag(run, tag, &plan.prior)),
+        )
+        .await;
+        for ((tag, referrer), (action, _)) in matched.into_iter().zip(actions) {
+            candidates.remove(&tag);
+            if let Some(d) = digest(&action) {
+                // A referrer is a subject too (a signature on an SBOM); a referrers index
+                // lists more of them.
+                if mirrored.insert(d.clone()) && referrer.index {
+                    unread.push(d.clone());
+                }
+                if let Action::Copy(_, Some(m)) = &action {
+                    run.links.note(&d, Arc::new(links_of(m)));
+                }
+            }
+            plan.referrer_tags.insert(tag.clone(), referrer);
+            plan.tags.push((tag, action));
+        }
+    }
+    if plan.referrer_tags.len() >= MAX_REFERRER_TAGS {
+        tracing::warn!(
+            mirror = %run.config.id,
+            "over {MAX_REFERRER_TAGS} referrer tags: the rest are copied by later runs"
+        );
+    }
+    plan.tags.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// The source digest an action mirrors.
+fn digest(action: &Action) -> Option<Digest> {
+    match action {
+        Action::Current(d) | Action::Copy(d, _) => Some(d.clone()),
+        Action::Failed(_) => None,
+    }
+}
+
+/// Of the unselected destination tags in `prune`, keep the referrer tags whose subject stays
+/// mirrored: one of `staying` (the digests the destination's kept tags point at after the
+/// run), their children, or a referrer kept this way. With referrers turned off, none is kept.
+pub(crate) async fn keep_referrer_tags(
+    run: &Run,
+    staying: Vec<Digest>,
+    prune: &mut Vec<(String, Digest)>,
+) {
+    if !run.config.referrers.copies_any() || !prune.iter().any(|(t, _)| referrer_tag(t).is_some()) {
+        return;
+    }
+    let mut mirrored: HashSet<Digest> = staying.iter().cloned().collect();
+    let mut unread = staying;
+    let mut kept: HashSet<String> = HashSet::new();
+    for _ in 0..=2 * MAX_DEPTH {
+        let matched: Vec<(String, Digest)> = prune
+            .iter()
+            .filter(|(t, _)| !kept.contains(t))
+            .filter(|(t, _)| referrer_tag(t).is_some_and(|r| mirrored.contains(&r.subject)))
+            .cloned()
+            .collect();
+        if matched.is_empty() {
+            let unmatched = prune
+                .iter()
+                .any(|(t, _)| !kept.contains(t) && referrer_tag(t).is_some());
+            if !unmatched || unread.is_empty() {
+                break;
+            }
+            let digests = std::mem::take(&mut unread);
+            unread = run.expand(Side::Destination, digests, &mut mirrored).await;
+            continue;
+        }
+        for (tag, digest) in matched {
+            kept.insert(tag);
+            if mirrored.insert(digest.clone()) {
+                unread.push(digest);
+            }
+        }
+    }
+    prune.retain(|(t, _)| !kept.contains(t));
+}
+
+impl Run {
+    /// Stage referrer tag `tag` (source manifest `digest`, already fetched or not), whose
+    /// subject `subject_copied` says this run copies. A referrer of a subject that is skipped,
+    /// fails, or is rewritten (`platform_index = rewrite`: the signature names a digest the
+    /// destination never holds) is not copied.
+    pub(crate) async fn stage_referrer_tag(
+        self: &Arc<Self>,
+        tag: &str,
+        referrer: &ReferrerTag,
+        subject_copied: bool,
+        digest: &Digest,
+        fetched: Option<Manifest>,
+        prior: Option<&Digest>,
+    ) -> Result<Staged> {
+        let subject = &referrer.subject;
+        if subject_copied {
+            match self.stage_top(subject, None).await {
+                Err(e) => {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!("its subject {subject} was not copied: {}", e.message()),
+                    ));
+                }
+                Ok(Staged::Skipped { reason }) => {
+                    return Ok(Staged::Skipped {
+                        reason: format!("its subject {subject} is skipped: {reason}"),
+                    });
+                }
+                Ok(Staged::Ready {
+                    manifest,
+                    source_digest,
+                }) if manifest.digest != source_digest => {
+                    self.stats
+                        .referrers_of_rewritten
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(Staged::Skipped {
+                        reason: format!(
+                            "its subject {subject} was rewritten to {} (platform_index = rewrite), \
+                             which the referrer does not name",
+                            manifest.digest
+                        ),
+                    });
+                }
+                Ok(Staged::Ready { .. }) => {}
+            }
+        }
+        let manifest = match fetched {
+            Some(m) => m,
+            None => self.fetch_manifest(digest).await?,
+        };
+        match manifest.kind()? {
+            ManifestKind::Index { manifests } if referrer.index => {
+                self.stage_referrers_index(tag, manifest, &manifests, prior)
+                    .await
+            }
+            kind => {
+                if !self
+                    .config
+                    .referrers
+                    .allows(artifact_types(&manifest, &kind).iter().map(String::as_str))
+                {
+                    return Ok(Staged::Skipped {
+                        reason: format!(
+                            "its artifact type is not among the mirror's referrers ({})",
+                            self.config.referrers
+                        ),
+                    });
+                }
+                let staged = self.stage_top(digest, Some(manifest)).await?;
+                if matches!(staged, Staged::Ready { .. }) {
+                    self.stats.referrers_copied.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(staged)
+            }
+        }
+    }
+
+    /// Stage a referrers index (`sha256-<hex>` tag): copy each listed referrer the mirror's
+    /// policy allows, and merge them into what the destination's tag already lists.
+    async fn stage_referrers_index(
+        self: &Arc<Self>,
+        tag: &str,
+        source: Manifest,
+        entries: &[Reference],
+        prior: Option<&Digest>,
+    ) -> Result<Staged> {
+        let source_digest = source.digest.clone();
+        let listed = descriptors(&source)?;
+        let allowed: Vec<&Value> = listed
+            .iter()
+            .filter(|d| {
+                let artifact_type = d.get("artifactType").and_then(Value::as_str);
+                self.config.referrers.allows(artifact_type.into_iter())
+            })
+            .collect();
+        let existing = match prior {
+            Some(prior) => Some(
+                self.metadata_unit(self.dest.get_manifest(&self.dest_repo, prior.as_str()))
+                    .await
+                    .map_err(|e| e.context(format!("reading the destination's {tag}")))?,
+            ),
+            None => None,
+        };
+        let present: HashSet<String> = match &existing {
+            Some(m) => descriptors(m)?
+                .iter()
+                .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_owned))
+                .collect(),
+            None => HashSet::new(),
+        };
+        let copy: Vec<&Reference> = entries
+            .iter()
+            .filter(|e| {
+                allowed
+                    .iter()
+                    .any(|d| d.get("digest").and_then(Value::as_str) == Some(e.digest.as_str()))
+            })
+            .collect();
+        // Bounded as an index's children are (count and nesting).
+        let walk = Walk::new();
+        walk.enter(1, copy.len(), &source_digest)?;
+        let heights = join_all(copy.iter().map(|e| self.stage_child(e, &walk, 1))).await;
+        let heights = copy
+            .iter()
+            .zip(heights)
+            .map(|(entry, h)| h.map_err(|e| e.context(format!("referrer {}", entry.digest))))
+            .collect();
+        walk.check_height(1, heights, &source_digest)?;
+        let copied = copy
+            .iter()
+            .filter(|e| !present.contains(e.digest.as_str()))
+            .count();
+        self.stats
+            .referrers_copied
+            .fetch_add(copied as u64, Ordering::Relaxed);
+        let added: Vec<Value> = allowed
+            .into_iter()
+            .filter(|d| {
+                d.get("digest")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !present.contains(d))
+            })
+            .cloned()
+            .collect();
+        let manifest = match existing {
+            // Everything the source lists is there already: leave the destination's as it is.
+            Some(existing) if added.is_empty() => existing,
+            Some(existing) => with_entries(&existing, added, true)?,
+            None if added.len() == listed.len() => source,
+            None => with_entries(&source, added, false)?,
+        };
+        Ok(Staged::Ready {
+            manifest,
+            source_digest,
+        })
+    }
+}
+
+/// An index's `manifests` descriptors, as JSON (to keep every field a referrer carries).
+fn descriptors(index: &Manifest) -> Result<Vec<Value>> {
+    let value: Value = serde_json::from_slice(&index.bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidManifest,
+            format!("referrers index {} is not JSON: {e}", index.digest),
+        )
+    })?;
+    Ok(match value.get("manifests") {
+        Some(Value::Array(entries)) => entries.clone(),
+        _ => Vec::new(),
+    })
+}
+
+/// `index` with its entries extended by `entries` (`append`) or replaced by them.
+fn with_entries(index: &Manifest, entries: Vec<Value>, append: bool) -> Result<Manifest> {
+    let invalid = |why: String| {
+        Error::new(
+            ErrorKind::InvalidManifest,
+            format!("referrers index {} cannot be merged: {why}", index.digest),
+        )
+    };
+    let mut value: Value =
+        serde_json::from_slice(&index.bytes).map_err(|e| invalid(e.to_string()))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| invalid("not a JSON object".into()))?;
+    let list = object
+        .entry("manifests")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    match list {
+        Value::Array(list) if append => list.extend(entries),
+        list => *list = Value::Array(entries),
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| invalid(e.to_string()))?;
+    Manifest::from_bytes(bytes, &index.media_type)
+}
+
+/// The artifact types a referrer manifest counts as: its `artifactType`, else its config's
+/// media type; and its layers' media types (a cosign signature's config is an image config,
+/// its layer says `application/vnd.dev.cosign.simplesigning.v1+json`).
+fn artifact_types(manifest: &Manifest, kind: &ManifestKind) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Typed {
+        artifact_type: Option<String>,
+    }
+    let declared = serde_json::from_slice::<Typed>(&manifest.bytes)
+        .ok()
+        .and_then(|t| t.artifact_type);
+    let mut types = Vec::new();
+    match kind {
+        ManifestKind::Image { config, layers } => {
+            types.push(declared.unwrap_or_else(|| config.media_type.clone()));
+            types.extend(layers.iter().map(|l| l.media_type.clone()));
+        }
+        ManifestKind::Index { .. } => types.extend(declared),
+    }
+    types
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn referrer_tags_name_their_subject() {
+        let subject = Digest::parse(&format!("sha256:{HEX}")).unwrap();
+        for (tag, index) in [
+            (format!("sha256-{HEX}"), true),
+            (format!("sha256-{HEX}.sig"), false),
+            (format!("sha256-{HEX}.att"), false),
+            (format!("sha256-{HEX}.sbom"), false),
+        ] {
+            assert_eq!(
+                referrer_tag(&tag),
+                Some(ReferrerTag {
+                    subject: subject.clone(),
+                    index
+                }),
+                "{tag}"
+            );
+        }
+        for tag in [
+            format!("sha256-{HEX}.foo"),
+            format!("sha512-{HEX}"),
+            format!("sha256-{}", &HEX[1..]),
+            format!("sha256-{}", HEX.to_uppercase()),
+            "latest".to_owned(),
+            "sha256".to_owned(),
+        ] {
+            assert_eq!(referrer_tag(&tag), None, "{tag}");
+        }
+    }
+
+    fn index(entries: &[&str]) -> Manifest {
+        let manifests: Vec<Value> = entries
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": d, "size": 1, "artifactType": "application/example"
+                })
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }))
+        .unwrap();
+        Manifest::from_bytes(bytes, "").unwrap()
+    }
+
+    #[test]
+    fn merging_keeps_what_the_index_listed() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let theirs = index(&[&a]);
+        let ours = index(&[&b]);
+        let merged = with_entries(&theirs, descriptors(&ours).unwrap(), true).unwrap();
+        let digests = |m: &Manifest| -> Vec<String> {
+            links_of(m)
+                .into_iter()
+                .map(|r| r.digest.to_string())
+                .collect()
+        };
+        assert_eq!(digests(&merged), [a.clone(), b.clone()]);
+        let replaced = with_entries(&theirs, descriptors(&ours).unwrap(), false).unwrap();
+        assert_eq!(digests(&replaced), [b]);
+    }
+}
