@@ -65,6 +65,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             max_concurrent: config.max_concurrent_syncs,
             shutdown_deadline: config.shutdown_deadline,
             log_retention: config.log_retention,
+            first_run_spread: config.first_run_spread,
         })
         .run_until(stop.graceful, stop.now)
         .await?;

@@ -12,7 +12,10 @@ use regmirror::config::{DEFAULT_RETRY_BACKOFF, KNOWN_ARCHITECTURES, check_interv
 use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
 use regmirror::registry::http::AddressGuard;
 use regmirror::state::LogRetention;
-use regmirror::worker::{DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_DEADLINE};
+use regmirror::worker::{
+    DEFAULT_FIRST_RUN_SPREAD, DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_DEADLINE,
+};
 use regmirror::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
 };
@@ -44,6 +47,8 @@ pub struct WorkerConfig {
     pub max_concurrent_syncs: usize,
     /// A registry listing more tags than this fails the run that lists them.
     pub max_tags: usize,
+    /// The window the first runs of many new mirrors due together are spread over.
+    pub first_run_spread: Duration,
     /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors that do not set one.
     pub default_rollback: RollbackMode,
     /// How much usage log the worker keeps.
@@ -93,6 +98,8 @@ struct RawConfig {
     concurrency: Option<usize>,
     max_concurrent_syncs: Option<usize>,
     max_tags: Option<usize>,
+    #[serde(default, deserialize_with = "duration::option")]
+    first_run_spread: Option<Duration>,
     default_rollback: Option<RollbackMode>,
     #[serde(default, deserialize_with = "duration::option_or_zero")]
     retry_backoff: Option<Duration>,
@@ -304,6 +311,7 @@ impl WorkerConfig {
                 "max_tags",
                 regmirror::registry::http::DEFAULT_MAX_TAGS,
             )?,
+            first_run_spread: raw.first_run_spread.unwrap_or(DEFAULT_FIRST_RUN_SPREAD),
             default_rollback: defaults.rollback,
             log_retention,
             address_guard,
@@ -339,6 +347,7 @@ const KEYS: &[&str] = &[
     "concurrency",
     "max_concurrent_syncs",
     "max_tags",
+    "first_run_spread",
     "default_rollback",
     "retry_backoff",
     "usage_log_max_entries",
@@ -658,6 +667,7 @@ state = "sqlite:state/regmirror.db"
 poll_interval = "10s"
 lease = "15s"
 shutdown_deadline = "8s"
+first_run_spread = "90s"
 
 [destination]
 registry = "127.0.0.1:5000"
@@ -700,6 +710,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         assert_eq!(c.poll_interval, Duration::from_secs(10));
         assert_eq!(c.lease, Duration::from_secs(15));
         assert_eq!(c.shutdown_deadline, Duration::from_secs(8));
+        assert_eq!(c.first_run_spread, Duration::from_secs(90));
         assert_eq!(
             c.destination.target,
             DestinationTarget::Registry("127.0.0.1:5000".into())

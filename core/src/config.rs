@@ -249,7 +249,9 @@ pub struct MirrorConfig {
     /// Seconds between scheduled syncs.
     #[serde(with = "duration_secs")]
     pub sync_interval: Duration,
-    /// The first scheduled sync; `None` lets the store choose (spread over the interval).
+    /// The first scheduled sync; `None` is now: due at once, the grid following from the first
+    /// run (a crowd of new mirrors due together is spread over the worker's
+    /// `first_run_spread`, SEMANTICS.md §6).
     #[serde(with = "time::serde::rfc3339::option")]
     pub sync_start_date: Option<OffsetDateTime>,
     /// A disabled mirror is never scheduled; "sync now" still runs it.

@@ -6,12 +6,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::state::{Claim, MirrorState, RunOutcome};
+use crate::state::{Claim, MirrorRecord, MirrorState, RunOutcome};
 
 /// Where a mirror is in its life, with Quay's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,21 +77,29 @@ pub fn next_slot(start: OffsetDateTime, interval: Duration, now: OffsetDateTime)
     at_unix_nanos(start.unix_timestamp_nanos() + slots * interval_ns)
 }
 
-/// Where a mirror created without a start date begins: the first slot at or after `now` of a grid
-/// whose offset within the interval is a hash of the mirror id. Mirrors created together with the
-/// same interval thus start spread evenly over it instead of all at once, and the same id always
-/// lands on the same time of day (for a daily interval).
-pub fn spread_start(id: &str, interval: Duration, now: OffsetDateTime) -> OffsetDateTime {
-    let hash = Sha256::digest(id.as_bytes());
-    let mut first8 = [0u8; 8];
-    first8.copy_from_slice(&hash[..8]);
-    let interval_s = interval.as_secs().max(1);
-    let offset_s = u64::from_le_bytes(first8) % interval_s;
-    let anchor = at_unix_nanos(i128::from(offset_s) * 1_000_000_000);
-    let slot = next_slot(anchor, Duration::from_secs(interval_s), now);
-    // `next_slot` is strictly after `now`; a slot exactly at `now` is the one to take.
-    let previous = slot - Duration::from_secs(interval_s);
-    if previous >= now { previous } else { slot }
+/// Spread the first runs of a crowd of new mirrors (SEMANTICS.md §6): `crowd` holds mirrors due
+/// at `now` whose first run has no time of its own yet ([`MirrorState::first_run_unplaced`]);
+/// any others in it are left alone. The one waiting longest keeps its start date and runs at
+/// once; the k-th of the n others after it becomes due at `now + window·k/n` (with `window` cut
+/// to the mirror's interval), where its grid is then anchored. A lone mirror is not moved.
+/// Keeps in `crowd` only the mirrors it moved, for the store to write back.
+pub fn spread_first_runs(crowd: &mut Vec<MirrorRecord>, now: OffsetDateTime, window: Duration) {
+    crowd.retain(|r| {
+        r.state.is_claimable(r.config.enabled, now) && r.state.first_run_unplaced(&r.config)
+    });
+    crowd.sort_by(|a, b| {
+        (a.state.next_start, &a.config.id).cmp(&(b.state.next_start, &b.config.id))
+    });
+    if crowd.is_empty() {
+        return;
+    }
+    crowd.remove(0);
+    let n = crowd.len() as u128 + 1;
+    for (k, r) in (1u128..).zip(crowd.iter_mut()) {
+        let span = window.min(r.config.sync_interval).as_nanos();
+        let offset_ns = span * k / n;
+        r.state.next_start = at_unix_nanos(now.unix_timestamp_nanos() + offset_ns as i128);
+    }
 }
 
 /// How long to wait before retrying after the `failures`-th consecutive failure (1-based):
@@ -119,10 +126,11 @@ fn conflict(id: &str, what: &str, status: SyncStatus) -> Error {
 }
 
 impl MirrorState {
-    /// A newly created mirror: `NEVER_RUN`, three retries, starting at the given start date or
-    /// spread over its interval ([`spread_start`]).
+    /// A newly created mirror: `NEVER_RUN`, three retries, starting at the given start date or,
+    /// without one, now (Quay): due at once, its first run placed by the next poll
+    /// ([`spread_first_runs`]).
     pub fn new(config: &MirrorConfig, now: OffsetDateTime) -> MirrorState {
-        let start = Self::first_start(config, now);
+        let start = config.sync_start_date.unwrap_or(now);
         MirrorState {
             status: SyncStatus::NeverRun,
             retries_remaining: MAX_RETRIES,
@@ -137,19 +145,28 @@ impl MirrorState {
         }
     }
 
-    fn first_start(config: &MirrorConfig, now: OffsetDateTime) -> OffsetDateTime {
-        config
-            .sync_start_date
-            .unwrap_or_else(|| spread_start(&config.id, config.sync_interval, now))
+    /// Whether this mirror's first run has no time of its own yet: it has no start date of its
+    /// own, has never been claimed, and no poll has placed it ([`spread_first_runs`] moves
+    /// `next_start` off the start date, which stays its creation time until the first claim).
+    pub fn first_run_unplaced(&self, config: &MirrorConfig) -> bool {
+        config.sync_start_date.is_none()
+            && self.status == SyncStatus::NeverRun
+            && self.last_started.is_none()
+            && self.next_start == self.start_date
     }
 
-    /// Apply an edited configuration: a changed start date or interval starts a new grid;
+    /// Apply an edited configuration: a changed start date or interval starts a new grid (one
+    /// without a start date from the last run, or from now — due at once — if there was none);
     /// status, retries and any lease stay as they are, so an edit never disturbs a running sync.
     pub fn reconfigure(&mut self, old: &MirrorConfig, new: &MirrorConfig, now: OffsetDateTime) {
-        if old.sync_start_date != new.sync_start_date || old.sync_interval != new.sync_interval {
-            self.start_date = Self::first_start(new, now);
-            self.next_start = self.start_date;
+        if old.sync_start_date == new.sync_start_date && old.sync_interval == new.sync_interval {
+            return;
         }
+        (self.start_date, self.next_start) = match (new.sync_start_date, self.last_started) {
+            (Some(start), _) => (start, start),
+            (None, Some(last)) => (last, next_slot(last, new.sync_interval, now)),
+            (None, None) => (now, now),
+        };
     }
 
     /// The earliest time this mirror may be claimed, or `None` while nothing would run it
@@ -301,6 +318,12 @@ impl MirrorState {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Claim {
+        // A mirror without a start date of its own takes its grid from its first run: the time
+        // it was due (a crowd spread by `spread_first_runs` stays spread however late a busy
+        // worker gets to it), or now when it runs earlier (sync now).
+        if self.last_started.is_none() && config.sync_start_date.is_none() {
+            self.start_date = self.next_start.min(now);
+        }
         self.status = SyncStatus::Syncing;
         self.lease_token += 1;
         self.lease_owner = Some(worker.to_owned());
@@ -605,26 +628,135 @@ mod tests {
         assert!(!s.is_claimable(false, datetime!(2026-01-01 00:00 UTC)));
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A mirror without a start date, hourly, created at `now`.
+    fn new_mirror(id: &str, now: OffsetDateTime) -> MirrorRecord {
+        let mut config = MirrorConfig::new(id, "quay.io/coreos/etcd".parse().unwrap(), &["v3.*"]);
+        config.sync_interval = HOUR;
+        let state = MirrorState::new(&config, now);
+        MirrorRecord { config, state }
+    }
+
     #[test]
-    fn spread_starts_cover_the_interval_deterministically() {
-        let now = datetime!(2026-03-01 10:00 UTC);
-        let starts: Vec<_> = (0..1000)
-            .map(|i| spread_start(&format!("ns/repo{i}"), DAY, now))
+    fn a_mirror_without_a_start_date_is_due_at_once_on_a_grid_from_its_creation() {
+        let created = datetime!(2026-01-01 10:00 UTC);
+        let mut m = new_mirror("ns/app", created);
+        assert!(m.state.is_claimable(true, created));
+        assert!(m.state.first_run_unplaced(&m.config));
+        // Alone, it is not moved: the poll that finds it runs it.
+        let mut crowd = vec![m.clone()];
+        spread_first_runs(&mut crowd, created + Duration::from_secs(20), HOUR);
+        assert!(crowd.is_empty());
+        let now = created + Duration::from_secs(20);
+        let c = m.state.claim(&m.config, "w1", now, Duration::from_secs(60));
+        assert!(!m.state.first_run_unplaced(&m.config));
+        m.state
+            .release(
+                &c,
+                &RunOutcome::Success,
+                &m.config,
+                now + Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(m.state.start_date, datetime!(2026-01-01 11:00 UTC));
+        assert_eq!(m.state.next_start, datetime!(2026-01-01 11:00 UTC));
+    }
+
+    #[test]
+    fn a_crowd_of_new_mirrors_is_spread_over_the_window_and_stays_spread() {
+        let created = datetime!(2026-01-01 10:00 UTC);
+        let now = created + Duration::from_secs(5);
+        let window = Duration::from_secs(200);
+        let mut all: Vec<_> = (0..200)
+            .map(|i| new_mirror(&format!("ns/m{i:03}"), created))
             .collect();
-        assert!(starts.iter().all(|s| *s >= now && *s < now + DAY));
-        // Count mirrors per hour of the day: evenly spread is ~42 each; all-at-once would be 1000.
-        let mut per_hour = [0u32; 24];
-        for s in &starts {
-            per_hour[((*s - now).whole_hours()) as usize] += 1;
-        }
+        let mut crowd = all.clone();
+        spread_first_runs(&mut crowd, now, window);
+        assert_eq!(crowd.len(), 199, "all but the first are moved");
+        assert!(crowd.iter().all(|r| r.config.id != "ns/m000"));
+        let mut slots: Vec<_> = crowd.iter().map(|r| r.state.next_start).collect();
+        slots.sort();
+        // 199 slots a second apart: 1 s … 199 s after now.
+        assert_eq!(slots[0], now + Duration::from_secs(1));
+        assert_eq!(slots[198], now + Duration::from_secs(199));
         assert!(
-            per_hour.iter().all(|n| (15..=80).contains(n)),
-            "{per_hour:?}"
+            slots
+                .windows(2)
+                .all(|w| w[1] - w[0] == time::Duration::SECOND)
         );
-        assert_eq!(spread_start("ns/repo1", DAY, now), starts[1]);
-        // The same id keeps its time of day whenever it is created.
-        let tomorrow = spread_start("ns/repo1", DAY, now + DAY);
-        assert_eq!(tomorrow - starts[1], DAY);
+        for moved in crowd {
+            let i = all
+                .iter()
+                .position(|r| r.config.id == moved.config.id)
+                .unwrap();
+            all[i] = moved;
+        }
+        // Placed mirrors are not placed again.
+        let mut again = all.clone();
+        spread_first_runs(&mut again, now + Duration::from_secs(100), window);
+        assert!(again.is_empty(), "{} moved again", again.len());
+
+        // Each runs when its slot comes (or later, on a busy worker) and its grid follows
+        // from the slot: the second runs are as spread as the first.
+        for r in &mut all {
+            let slot = r.state.next_start;
+            assert!(!r.state.is_claimable(true, slot - Duration::from_millis(1)));
+            let ran = slot + Duration::from_secs(7);
+            let c = r.state.claim(&r.config, "w1", ran, Duration::from_secs(60));
+            r.state
+                .release(
+                    &c,
+                    &RunOutcome::Success,
+                    &r.config,
+                    ran + Duration::from_secs(3),
+                )
+                .unwrap();
+            assert_eq!(r.state.next_start, slot + HOUR);
+        }
+    }
+
+    #[test]
+    fn the_spread_window_is_cut_to_the_interval_and_explicit_starts_stay() {
+        let created = datetime!(2026-01-01 10:00 UTC);
+        let mut crowd: Vec<_> = (0..10)
+            .map(|i| {
+                let mut r = new_mirror(&format!("ns/m{i}"), created);
+                r.config.sync_interval = Duration::from_secs(60);
+                r
+            })
+            .collect();
+        let mut explicit = new_mirror("ns/explicit", created);
+        explicit.config.sync_start_date = Some(created);
+        explicit.state = MirrorState::new(&explicit.config, created);
+        crowd.push(explicit);
+        spread_first_runs(&mut crowd, created, HOUR);
+        assert_eq!(crowd.len(), 9);
+        assert!(crowd.iter().all(|r| r.config.id != "ns/explicit"));
+        assert!(crowd.iter().all(|r| r.state.next_start > created
+            && r.state.next_start < created + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_edited_interval_without_a_start_date_keeps_the_grid_of_the_last_run() {
+        let created = datetime!(2026-01-01 10:00 UTC);
+        let mut r = new_mirror("ns/app", created);
+        let mut daily = r.config.clone();
+        daily.sync_interval = DAY;
+        // Never run: due at once, as a new mirror.
+        r.state.reconfigure(&r.config, &daily, created + HOUR);
+        assert_eq!(r.state.next_start, created + HOUR);
+        assert!(r.state.first_run_unplaced(&daily));
+        // Run at 11:00; the interval becomes 1 h at 11:30: next at 12:00.
+        let c = r
+            .state
+            .claim(&daily, "w1", created + HOUR, Duration::from_secs(60));
+        r.state
+            .release(&c, &RunOutcome::Success, &daily, created + HOUR)
+            .unwrap();
+        r.state
+            .reconfigure(&daily, &r.config, created + Duration::from_secs(5400));
+        assert_eq!(r.state.next_start, datetime!(2026-01-01 12:00 UTC));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How often a worker applies [`WorkerOptions::log_retention`] (and once when it starts).
 pub const LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// The window a crowd of new mirrors' first runs is spread over by default.
+pub const DEFAULT_FIRST_RUN_SPREAD: Duration = Duration::from_secs(180);
 
 /// How a [`Worker`] polls and runs. The lease length and the worker's name on claims are the
 /// [`Mirror`]'s (its builder's `lease` and `worker_id`).
@@ -83,6 +85,11 @@ pub struct WorkerOptions {
     /// How much usage log the store keeps; the worker prunes the rest when it starts and every
     /// [`LOG_PRUNE_INTERVAL`] (default: [`LogRetention::default`]).
     pub log_retention: LogRetention,
+    /// When a poll finds several mirrors due for a first run that has no time of its own
+    /// (created without a start date), all but one are spread over this window — never more
+    /// than a mirror's interval — and their schedules follow from there (default 3 min;
+    /// [`StateStore::spread_first_runs`]). A lone new mirror runs at once.
+    pub first_run_spread: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -93,6 +100,7 @@ impl Default for WorkerOptions {
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             log_retention: LogRetention::default(),
+            first_run_spread: DEFAULT_FIRST_RUN_SPREAD,
         }
     }
 }
@@ -144,6 +152,9 @@ impl Worker {
         };
         if self.options.poll_interval.is_zero() {
             return invalid("poll_interval");
+        }
+        if self.options.first_run_spread.is_zero() {
+            return invalid("first_run_spread");
         }
         if self.options.batch_size == 0 {
             return invalid("batch_size");
@@ -208,6 +219,24 @@ impl Worker {
     }
 
     async fn claim_and_start(&self, state: &mut Running, store: &Arc<dyn StateStore>, free: usize) {
+        let spread = self.options.first_run_spread;
+        match store
+            .spread_first_runs(OffsetDateTime::now_utc(), spread)
+            .await
+        {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(
+                worker = self.mirror.worker_id(),
+                mirrors = moved + 1,
+                window_secs = spread.as_secs_f64(),
+                "spreading the first runs of new mirrors due together"
+            ),
+            // The claim below says whether the store is reachable; unplaced mirrors still run.
+            Err(e) => tracing::warn!(
+                worker = self.mirror.worker_id(),
+                "placing the first runs of new mirrors failed: {e}"
+            ),
+        }
         let claims = store
             .claim_due(
                 self.mirror.worker_id(),

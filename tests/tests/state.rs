@@ -722,25 +722,101 @@ async fn declaring_is_an_idempotent_upsert(store: Arc<dyn StateStore>) {
     );
 }
 
-async fn mirrors_without_a_start_date_are_spread(store: &dyn StateStore) {
-    let mut starts = HashSet::new();
+/// SEMANTICS.md §6: a mirror created without a start date is due at once; a crowd of them due
+/// together has its first runs spread over the window, once, and each one's grid follows
+/// from its slot. Mirrors with a start date of their own are never moved.
+async fn new_mirrors_are_due_at_once_and_a_crowd_is_spread(store: &dyn StateStore) {
+    let hourly = |id: &str, start: Option<OffsetDateTime>| {
+        let mut c = config(id);
+        c.sync_interval = secs(3600);
+        c.sync_start_date = start;
+        c
+    };
+    // Alone: due at once, nothing to spread.
+    store
+        .create_mirror(&hourly("ns/alone", None), T0)
+        .await
+        .unwrap();
+    assert_eq!(store.spread_first_runs(T0, secs(100)).await.unwrap(), 0);
+    let alone = claim_one(store, "w1", T0).await;
+    assert_eq!(alone.mirror_id, "ns/alone");
+    let r = store
+        .release(&alone, &RunOutcome::Success, T0 + secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.state.next_start,
+        T0 + secs(3600),
+        "on a grid from its creation"
+    );
+
+    // A crowd: 50 created at once, plus two with a start date of their own, due or not.
+    let created = T0 + secs(10);
     for i in 0..50 {
-        let mut c = config(&format!("ns/spread{i}"));
-        c.sync_start_date = None;
-        let r = store.create_mirror(&c, T0).await.unwrap();
-        assert!(r.state.next_start >= T0 && r.state.next_start < T0 + DAY);
-        starts.insert(r.state.next_start);
+        let c = hourly(&format!("ns/crowd{i:02}"), None);
+        store.create_mirror(&c, created).await.unwrap();
     }
-    assert!(
-        starts.len() >= 45,
-        "50 daily mirrors start at {} distinct times",
-        starts.len()
+    let due_explicit = hourly("ns/explicit-due", Some(created));
+    store.create_mirror(&due_explicit, created).await.unwrap();
+    let later = hourly("ns/explicit-later", Some(created + secs(30)));
+    store.create_mirror(&later, created).await.unwrap();
+
+    let now = created + secs(1);
+    assert_eq!(store.spread_first_runs(now, secs(100)).await.unwrap(), 49);
+    assert_eq!(
+        store.spread_first_runs(now, secs(100)).await.unwrap(),
+        0,
+        "a crowd is placed once"
     );
-    let first_hour = starts.iter().filter(|s| **s < T0 + secs(3600)).count();
+    let slots: Vec<OffsetDateTime> = store
+        .list_mirrors()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.config.id.starts_with("ns/crowd"))
+        .map(|r| r.state.next_start)
+        .collect();
+    assert_eq!(slots[0], created, "the first keeps its start date");
+    assert!(slots[1..].iter().all(|s| *s > now && *s <= now + secs(100)));
+    assert_eq!(slots.iter().collect::<HashSet<_>>().len(), 50);
+
+    // Now: the first of the crowd and the explicit mirror that is due; not the others.
+    let claims = store.claim_due("w1", now, 100, LEASE).await.unwrap();
+    let mut ids: Vec<_> = claims.iter().map(|c| c.mirror_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["ns/crowd00", "ns/explicit-due"]);
+    // Half the window later, about half the crowd is due.
+    let half = store
+        .claim_due("w1", now + secs(50), 100, LEASE)
+        .await
+        .unwrap();
+    let crowd = half
+        .iter()
+        .filter(|c| c.mirror_id.starts_with("ns/crowd"))
+        .count();
     assert!(
-        first_hour < 15,
-        "{first_hour} of 50 start in the first hour"
+        (22..=27).contains(&crowd),
+        "{crowd} of the crowd due at half time"
     );
+    // Late, but each on a grid from its slot (the explicit one from its start date).
+    for claim in half.iter().chain(&claims) {
+        let r = store
+            .release(claim, &RunOutcome::Success, now + secs(60))
+            .await
+            .unwrap();
+        let expected = match claim.mirror_id.as_str() {
+            "ns/crowd00" => created + secs(3600),
+            "ns/explicit-due" => created + secs(3600),
+            "ns/explicit-later" => created + secs(30 + 3600),
+            _ => {
+                slots[claim.mirror_id["ns/crowd".len()..]
+                    .parse::<usize>()
+                    .unwrap()]
+                    + secs(3600)
+            }
+        };
+        assert_eq!(r.state.next_start, expected, "{}", claim.mirror_id);
+    }
 }
 
 macro_rules! behaviour {
@@ -764,7 +840,7 @@ macro_rules! behaviour {
                 the_tag_record_is_durable_until_cleared,
                 the_usage_log_is_newest_first_and_paginated,
                 the_usage_log_keeps_what_the_retention_says,
-                mirrors_without_a_start_date_are_spread,
+                new_mirrors_are_due_at_once_and_a_crowd_is_spread,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

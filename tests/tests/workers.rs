@@ -1,7 +1,8 @@
 //! Workers as separate processes sharing one state store (SEMANTICS.md §6): a worker killed
 //! with SIGKILL mid-publish is taken over once its lease expires, and `all_or_nothing` never
 //! leaves the destination half updated (SQLite and PostgreSQL); three workers on one PostgreSQL
-//! share 100 due mirrors, each synced exactly once. In-process: a finished run frees its slot at
+//! share 100 due mirrors, each synced exactly once; a new mirror runs at the next poll and a crowd
+//! of them is spread, first and second runs alike. In-process: a finished run frees its slot at
 //! once, shutdown releases what the worker holds within its deadline, the engine-wide switch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -400,6 +401,256 @@ async fn worker_processes_share_due_mirrors(
             tags,
             BTreeMap::from([("v1".to_owned(), v1.clone()), ("v2".to_owned(), v2.clone())]),
             "{id}"
+        );
+    }
+}
+
+/// A mirror without a start date, hourly, from `src/app` of `source`.
+fn new_mirror(id: &str, source: &Registry, interval: Duration) -> MirrorConfig {
+    let mut c = mirror_config(id, source, "src/app");
+    c.sync_start_date = None;
+    c.sync_interval = interval;
+    c
+}
+
+/// The start times of a mirror's runs, oldest first, from its usage log.
+async fn run_starts(store: &dyn StateStore, id: &str) -> Vec<OffsetDateTime> {
+    let mut starts: Vec<_> = store
+        .logs(id, 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == LogKind::SyncStarted)
+        .map(|e| e.time)
+        .collect();
+    starts.reverse();
+    starts
+}
+
+/// SEMANTICS.md §6 with a worker process on SQLite: a new hourly mirror without a start date
+/// runs at the worker's first or second poll, not up to an hour later; mirrors with a start
+/// date of their own keep it — one in the past runs at once and stays on its grid, one in the
+/// future waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_mirror_runs_at_the_next_poll_and_explicit_starts_are_kept() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    source
+        .seeder()
+        .push_image("src/app", "v1", &Image::simple(1, 1, 500))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    // Whole microseconds, as SQLite keeps times.
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_microsecond(now.microsecond()).unwrap();
+    store
+        .create_mirror(&new_mirror("mirror/new", &source, hour), now)
+        .await
+        .unwrap();
+    let mut past = new_mirror("mirror/past", &source, hour);
+    let past_start = now - Duration::from_secs(90 * 60);
+    past.sync_start_date = Some(past_start);
+    store.create_mirror(&past, now).await.unwrap();
+    let mut future = new_mirror("mirror/future", &source, hour);
+    let future_start = now + Duration::from_secs(4);
+    future.sync_start_date = Some(future_start);
+    store.create_mirror(&future, now).await.unwrap();
+
+    let poll = Duration::from_secs(1);
+    let worker = WorkerProcess::start(
+        "w1",
+        &format!("sqlite:{}", path.display()),
+        &source.host(),
+        &dest.host(),
+        // A window far longer than the test: nothing here may be spread.
+        &["--poll-ms", "1000", "--spread-ms", "600000"],
+    );
+    let ready = OffsetDateTime::now_utc();
+    let synced = |id: &'static str| {
+        let store = &store;
+        async move || {
+            let r = store.get_mirror(id).await.unwrap();
+            (r.state.status == SyncStatus::Success).then_some(r)
+        }
+    };
+    let new = wait_for(
+        "mirror/new to sync",
+        Duration::from_secs(30),
+        synced("mirror/new"),
+    )
+    .await;
+    let started = new.state.last_started.unwrap();
+    assert!(
+        started - ready < poll * 2,
+        "mirror/new started {} after the worker, more than two polls",
+        started - ready
+    );
+    assert_eq!(
+        new.state.next_start,
+        now + hour,
+        "on a grid from its creation"
+    );
+    assert!(dest_tags(&dest, "mirror/new").await.contains_key("v1"));
+
+    let past = wait_for(
+        "mirror/past to sync",
+        Duration::from_secs(30),
+        synced("mirror/past"),
+    )
+    .await;
+    assert!(past.state.last_started.unwrap() - ready < poll * 2);
+    assert_eq!(
+        past.state.next_start,
+        past_start + hour * 2,
+        "on its own grid"
+    );
+
+    let future = store.get_mirror("mirror/future").await.unwrap();
+    if OffsetDateTime::now_utc() < future_start {
+        assert_eq!(
+            future.state.status,
+            SyncStatus::NeverRun,
+            "not before its start"
+        );
+    }
+    let future = wait_for(
+        "mirror/future to sync",
+        Duration::from_secs(30),
+        synced("mirror/future"),
+    )
+    .await;
+    assert!(future.state.last_started.unwrap() >= future_start);
+    assert_eq!(future.state.next_start, future_start + hour);
+    let runs = worker.terminate();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+}
+
+/// 200 mirrors without a start date declared at once, run by two worker processes sharing one
+/// SQLite file: the first poll places their first runs over the spread window (once: the store
+/// decides), they start within it, and their second runs, one interval after each first, are
+/// as spread as the first — not bunched as a crowd that all started together would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_new_mirrors_is_spread_over_the_window_and_stays_spread() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    source
+        .seeder()
+        .push_image("src/app", "v1", &Image::simple(1, 1, 200))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let interval = Duration::from_secs(10);
+    let window = Duration::from_secs(4);
+    let count = 200;
+    let ids: Vec<String> = (0..count).map(|i| format!("crowd/m{i:03}")).collect();
+    for id in &ids {
+        let config = new_mirror(id, &source, interval);
+        store
+            .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    }
+    let store_arg = format!("sqlite:{}", path.display());
+    let spread_ms = window.as_millis().to_string();
+    let args = [
+        "--poll-ms",
+        "200",
+        "--spread-ms",
+        &spread_ms,
+        "--max-concurrent",
+        "16",
+        "--batch",
+        "16",
+    ];
+    let workers: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|name| WorkerProcess::start(name, &store_arg, &source.host(), &dest.host(), &args))
+        .collect();
+    let ready = OffsetDateTime::now_utc();
+
+    // Placed by the first poll: the mirrors not run yet wait for slots all over the window.
+    let slots = wait_for("the first runs", Duration::from_secs(30), async || {
+        let all = store.list_mirrors().await.unwrap();
+        all.iter().any(|r| r.state.last_started.is_some()).then(|| {
+            all.iter()
+                .filter(|r| r.state.status == SyncStatus::NeverRun)
+                .map(|r| r.state.next_start)
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    assert!(slots.len() > count / 2, "{} still to run", slots.len());
+    let distinct: HashSet<_> = slots.iter().collect();
+    assert_eq!(distinct.len(), slots.len(), "each has a slot of its own");
+    let (first_slot, last_slot) = (slots.iter().min().unwrap(), slots.iter().max().unwrap());
+    assert!(
+        *last_slot - *first_slot > window * 3 / 4,
+        "slots span only {}",
+        *last_slot - *first_slot
+    );
+    assert!(*last_slot < ready + window, "a slot past the window");
+
+    let mut starts = Vec::new();
+    for id in &ids {
+        let what = format!("{id} to run twice");
+        let ran_twice = wait_for(&what, Duration::from_secs(60), async || {
+            let s = run_starts(&store, id).await;
+            (s.len() >= 2).then_some(s)
+        })
+        .await;
+        starts.push(ran_twice);
+    }
+    let runs: usize = workers.into_iter().map(|w| w.terminate().len()).sum();
+    assert!(runs >= 2 * count, "{runs} runs");
+
+    let first: Vec<_> = starts.iter().map(|s| s[0]).collect();
+    let second: Vec<_> = starts.iter().map(|s| s[1]).collect();
+    let span =
+        |times: &[OffsetDateTime]| *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    // Slack for a busy machine: runs start at the first poll after their slot with a free slot.
+    let slack = Duration::from_secs(2);
+    let latest = *first.iter().max().unwrap();
+    assert!(
+        latest - ready < window + slack,
+        "the last first run began {} after the workers",
+        latest - ready
+    );
+    assert!(
+        span(&first) > window / 2,
+        "first runs span only {}",
+        span(&first)
+    );
+    assert!(
+        span(&second) > window / 2,
+        "second runs span only {}",
+        span(&second)
+    );
+    // Spread evenly over 4 s: about 25 per half second; a crowd that first ran together is
+    // due together again (measured: 94 of 200 in one half second without spreading).
+    let origin = *second.iter().min().unwrap();
+    let mut per_half_second = HashMap::new();
+    for t in &second {
+        *per_half_second
+            .entry((*t - origin).whole_milliseconds() / 500)
+            .or_insert(0usize) += 1;
+    }
+    let busiest = per_half_second.into_values().max().unwrap();
+    assert!(
+        busiest < count / 4,
+        "{busiest} second runs in one half second"
+    );
+    // Each one's grid follows from its first run (but the one that waited longest: it keeps its
+    // creation as its start date, as a lone new mirror does).
+    for (i, s) in starts.iter().enumerate().skip(1) {
+        let gap = s[1] - s[0];
+        assert!(
+            gap > interval - slack && gap < interval + slack,
+            "{}: second run {gap} after the first",
+            ids[i]
         );
     }
 }

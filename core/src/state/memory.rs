@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::SyncStatus;
+use crate::status::{self, SyncStatus};
 
 /// A [`StateStore`] in memory. Each operation holds one lock, so each is atomic.
 #[derive(Debug, Default)]
@@ -170,6 +170,23 @@ impl StateStore for MemoryStateStore {
             let record = inner.mirror(id)?;
             record.config.enabled = enabled;
             Ok(record.clone())
+        })
+    }
+
+    async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
+        self.with(|inner| {
+            let mut crowd: Vec<MirrorRecord> = inner
+                .mirrors
+                .values()
+                .filter(|r| r.state.first_run_unplaced(&r.config))
+                .cloned()
+                .collect();
+            status::spread_first_runs(&mut crowd, now, window);
+            let moved = crowd.len();
+            for record in crowd {
+                inner.mirrors.insert(record.config.id.clone(), record);
+            }
+            Ok(moved)
         })
     }
 

@@ -277,6 +277,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// that). `NotFound` if absent.
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord>;
 
+    /// Place the first runs of the mirrors due at `now` that have no time of their own yet
+    /// (created without a start date, never run): when there are several, all but the one
+    /// waiting longest are spread over `window` ([`crate::status::spread_first_runs`]), so a
+    /// crowd of new mirrors neither starts nor keeps running all at once. Workers call it before
+    /// each claim; it decides in the store, so workers sharing one agree. Returns how many moved.
+    async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize>;
     /// Atomically claim up to `max` due mirrors (or `SYNC_NOW`, or with an expired lease) for
     /// `worker`, moving them to `SYNCING` with a lease of `lease`
     /// ([`MirrorState::claim_if_due`]). Taking over an expired lease counts the lost run as a

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row, Transaction};
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::SyncStatus;
+use crate::status::{self, SyncStatus};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &["
@@ -274,6 +274,24 @@ async fn load_for_update(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord>
     to_record(&row)
 }
 
+/// The mirrors due at `now` that may be waiting for their first run to be placed
+/// ([`MirrorState::first_run_unplaced`] decides); `tail` ends the query.
+async fn unplaced_first_runs(
+    client: &impl GenericClient,
+    now: OffsetDateTime,
+    tail: &str,
+) -> Result<Vec<MirrorRecord>> {
+    let sql = select_mirrors(&format!(
+        "WHERE due_us <= $1 AND status = 'NEVER_RUN' AND last_started_us IS NULL \
+         AND next_start_us = start_date_us {tail}"
+    ));
+    let rows = client
+        .query(&sql, &[&micros(now)])
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(to_record).collect()
+}
+
 /// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
 async fn store(
     tx: &Transaction<'_>,
@@ -495,6 +513,28 @@ impl StateStore for PostgresStateStore {
         store(&tx, &record.config, &mut record.state, false).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(record)
+    }
+
+    async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
+        let now = truncate(now);
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        // Most polls find nothing to place: look before locking rows.
+        let mut crowd = unplaced_first_runs(&client, now, "").await?;
+        status::spread_first_runs(&mut crowd, now, window);
+        if crowd.is_empty() {
+            return Ok(0);
+        }
+        let tx = client.transaction().await.map_err(db_error)?;
+        // Waits for rows another worker is placing or claiming, then sees them as it left them
+        // (placed or claimed rows no longer match), so the crowd is placed once. Locked in id
+        // order, as any other placer locks them.
+        let mut crowd = unplaced_first_runs(&tx, now, "ORDER BY id FOR UPDATE").await?;
+        status::spread_first_runs(&mut crowd, now, window);
+        for record in &mut crowd {
+            store(&tx, &record.config, &mut record.state, false).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(crowd.len())
     }
 
     async fn claim_due(

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::SyncStatus;
+use crate::status::{self, SyncStatus};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &["
@@ -261,6 +261,21 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord> {
     to_record(row)
 }
 
+/// The mirrors due at `now` that may be waiting for their first run to be placed
+/// ([`MirrorState::first_run_unplaced`] decides).
+fn unplaced_first_runs(conn: &Connection, now: OffsetDateTime) -> Result<Vec<MirrorRecord>> {
+    let mut stmt = conn
+        .prepare_cached(&select_mirrors(
+            "WHERE due_us <= ?1 AND status = 'NEVER_RUN' AND last_started_us IS NULL \
+             AND next_start_us = start_date_us",
+        ))
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(params![micros(now)], read_row)
+        .map_err(db_error)?;
+    rows.map(|row| to_record(row.map_err(db_error)?)).collect()
+}
+
 /// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
 fn store(
     tx: &Transaction<'_>,
@@ -435,6 +450,27 @@ impl StateStore for SqliteStateStore {
             store(&tx, &record.config, &mut record.state, false)?;
             tx.commit().map_err(db_error)?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
+        let now = truncate(now);
+        self.run(move |conn| {
+            // Most polls find nothing to place: look before taking the write lock.
+            let mut crowd = unplaced_first_runs(conn, now)?;
+            status::spread_first_runs(&mut crowd, now, window);
+            if crowd.is_empty() {
+                return Ok(0);
+            }
+            let tx = write_tx(conn)?;
+            let mut crowd = unplaced_first_runs(&tx, now)?;
+            status::spread_first_runs(&mut crowd, now, window);
+            for record in &mut crowd {
+                store(&tx, &record.config, &mut record.state, false)?;
+            }
+            tx.commit().map_err(db_error)?;
+            Ok(crowd.len())
         })
         .await
     }

@@ -5,7 +5,7 @@
 //! ```text
 //! regmirror-test-worker --store sqlite:PATH|postgres:URL --source 127.0.0.1:PORT
 //!     --dest 127.0.0.1:PORT --id NAME
-//!     [--lease-ms N] [--poll-ms N] [--max-concurrent N] [--batch N]
+//!     [--lease-ms N] [--poll-ms N] [--max-concurrent N] [--batch N] [--spread-ms N]
 //! ```
 
 use std::sync::Arc;
@@ -52,6 +52,7 @@ fn parse_args() -> Args {
             "--poll-ms" => args.options.poll_interval = Duration::from_millis(number()),
             "--max-concurrent" => args.options.max_concurrent = number() as usize,
             "--batch" => args.options.batch_size = number() as usize,
+            "--spread-ms" => args.options.first_run_spread = Duration::from_millis(number()),
             other => panic!("unknown flag {other}"),
         }
     }
