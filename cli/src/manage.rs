@@ -112,8 +112,8 @@ pub struct MirrorSettings {
     /// 0 retries at the workers' next poll, as Quay does.
     #[arg(long, value_name = "DURATION", value_parser = parse_backoff)]
     pub retry_backoff: Option<Duration>,
-    /// The first scheduled sync, RFC 3339 (e.g. 2026-12-01T03:00:00Z); default: spread over the
-    /// interval from now.
+    /// The first scheduled sync, RFC 3339 (e.g. 2026-12-01T03:00:00Z); default: now (the
+    /// workers' next poll runs it, and its schedule follows from that run).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub start: Option<OffsetDateTime>,
     /// Source credentials USER:PASS (split at the first colon).

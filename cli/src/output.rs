@@ -9,7 +9,7 @@ use std::time::Duration;
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
 use regmirror::state::{LogEntry, LogKind, MirrorRecord, MirrorState};
-use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode};
+use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode, SyncStatus};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -38,6 +38,15 @@ pub struct MirrorView {
     pub robot: Option<String>,
     #[serde(flatten)]
     pub state: MirrorState,
+    /// When a worker runs it next: its due time (in the past when overdue), or `null` while it
+    /// runs or nothing will run it (cancelled, disabled, out of retries).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_run: Option<OffsetDateTime>,
+    /// Whether it is due: the next poll of any worker with a free slot runs it.
+    pub next_run_at_next_poll: bool,
+    /// The next run as `mirror show` says it.
+    #[serde(skip)]
+    next_run_text: String,
     /// The summary line of the newest finished run, from the usage log.
     pub last_report: Option<String>,
 }
@@ -45,6 +54,7 @@ pub struct MirrorView {
 impl MirrorView {
     pub fn new(record: &MirrorRecord, last_report: Option<String>) -> Self {
         let c: &MirrorConfig = &record.config;
+        let next = NextRun::of(record, OffsetDateTime::now_utc());
         MirrorView {
             id: c.id.clone(),
             source: c.source.to_string(),
@@ -68,6 +78,9 @@ impl MirrorView {
             platform_index: c.platform_index,
             robot: c.robot.clone(),
             state: record.state.clone(),
+            next_run: next.time(),
+            next_run_at_next_poll: matches!(next, NextRun::AtNextPoll(_)),
+            next_run_text: next.to_string(),
             last_report,
         }
     }
@@ -122,7 +135,7 @@ impl MirrorView {
             ("retries left", s.retries_remaining.to_string()),
             ("last started", time_or_never(s.last_started)),
             ("last finished", time_or_never(s.last_finished)),
-            ("next run", next_run(&self.state, self.enabled)),
+            ("next run", self.next_run_text.clone()),
         ];
         if let Some(proxy) = &self.https_proxy {
             rows.push(("https proxy", proxy.clone()));
@@ -144,7 +157,7 @@ impl MirrorView {
                         "{owner} stopped without finishing (lease expired {}){}",
                         time_or_never(s.lease_expires),
                         // A cancelled one stays so until sync-now.
-                        if s.status == regmirror::SyncStatus::Syncing {
+                        if s.status == SyncStatus::Syncing {
                             "; the next worker poll takes it over"
                         } else {
                             ""
@@ -190,7 +203,7 @@ pub fn mirrors_table(records: &[MirrorRecord]) -> Table {
             r.state.status.to_string(),
             if c.enabled { "yes" } else { "no" }.to_owned(),
             time_or_never(r.state.last_finished),
-            next_run(&r.state, c.enabled),
+            NextRun::of(r, OffsetDateTime::now_utc()).to_string(),
         ]);
     }
     table
@@ -251,23 +264,64 @@ fn rollback_name(mode: RollbackMode) -> &'static str {
     }
 }
 
-/// When the mirror runs next, or why it does not.
-fn next_run(state: &MirrorState, enabled: bool) -> String {
-    let now = OffsetDateTime::now_utc();
-    // A running mirror is "due" when its lease would expire: that is no run to announce.
-    if state.status == regmirror::SyncStatus::Syncing
-        && state.lease_expires.is_some_and(|e| e > now)
-    {
-        return "running now".to_owned();
-    }
-    match state.due_at(enabled) {
-        Some(due) if due <= now => "due now".to_owned(),
-        Some(due) => format_time(due),
-        None if state.status == regmirror::SyncStatus::Cancel => {
-            "none (cancelled; use sync-now)".to_owned()
+/// When a mirror runs next, or why it does not.
+enum NextRun {
+    /// A worker holds a live lease on it.
+    Running,
+    /// Due since this time: the next poll runs it.
+    AtNextPoll(OffsetDateTime),
+    /// Due at this time; `first` when that is the first run of a new mirror, placed there by
+    /// a worker spreading the first runs of new mirrors due together.
+    At { time: OffsetDateTime, first: bool },
+    /// Nothing runs it; why.
+    None(&'static str),
+}
+
+impl NextRun {
+    fn of(record: &MirrorRecord, now: OffsetDateTime) -> NextRun {
+        let (c, s) = (&record.config, &record.state);
+        // A running mirror is "due" when its lease would expire: that is no run to announce.
+        if s.status == SyncStatus::Syncing && s.lease_expires.is_some_and(|e| e > now) {
+            return NextRun::Running;
         }
-        None if !enabled => "none (disabled)".to_owned(),
-        None => "none".to_owned(),
+        match s.due_at(c.enabled) {
+            Some(due) if due <= now => NextRun::AtNextPoll(due),
+            Some(time) => NextRun::At {
+                time,
+                first: c.sync_start_date.is_none()
+                    && s.status == SyncStatus::NeverRun
+                    && s.last_started.is_none()
+                    && s.next_start != s.start_date,
+            },
+            None if s.status == SyncStatus::Cancel => {
+                NextRun::None("none (cancelled; use sync-now)")
+            }
+            None if !c.enabled => NextRun::None("none (disabled)"),
+            None => NextRun::None("none"),
+        }
+    }
+
+    fn time(&self) -> Option<OffsetDateTime> {
+        match self {
+            NextRun::AtNextPoll(time) | NextRun::At { time, .. } => Some(*time),
+            NextRun::Running | NextRun::None(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for NextRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextRun::Running => f.write_str("running now"),
+            NextRun::AtNextPoll(_) => f.write_str("at the next poll"),
+            NextRun::At { time, first: false } => f.write_str(&format_time(*time)),
+            NextRun::At { time, first: true } => write!(
+                f,
+                "{} (first run, spread with other new mirrors)",
+                format_time(*time)
+            ),
+            NextRun::None(why) => f.write_str(why),
+        }
     }
 }
 

@@ -657,6 +657,15 @@ fn mirror_commands_round_trip_through_the_state_store() {
     let out = m(&["update", "mirror/etcd", "--interval", "0.5s"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--interval"), "{out:?}");
+    assert_eq!(show["next_run"], "2030-01-01T03:00:00Z");
+    assert_eq!(show["next_run_at_next_poll"], false);
+    let disabled = m(&["show", "mirror/alpine", "--json"]).json();
+    assert_eq!(disabled["next_run"], Value::Null);
+    assert!(
+        m(&["show", "mirror/alpine"])
+            .stdout
+            .contains("next run:      none (disabled)")
+    );
 
     let out = m(&[
         "update",
@@ -876,6 +885,113 @@ start = 2020-01-01T00:00:00Z
     for secret in ["s3:cr", "pässwörd", "Basic ", "Bearer "] {
         assert!(!log.contains(secret), "{secret:?} in the worker log: {log}");
     }
+}
+
+/// SEMANTICS.md §6 through the worker and `mirror` commands: of three new mirrors a config
+/// file declares, the first runs at once and the others wait for their spread slots (shown as
+/// such); a mirror added while the worker runs is shown "at the next poll" and runs then.
+#[tokio::test]
+async fn new_mirrors_run_at_the_next_poll_and_a_crowd_is_shown_spread() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regmirror.toml");
+    let mirror = |id: &str| {
+        format!(
+            "[[mirror]]\nid = \"{id}\"\nsource = \"{}/lib/app\"\ntags = \"v*\"\n\
+             verify_tls = false\ninterval = \"1h\"\n",
+            source.host()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "state = \"sqlite:state.db\"\npoll_interval = \"1s\"\nfirst_run_spread = \"1h\"\n\
+             [destination]\nregistry = \"{}\"\ntls_verify = false\n{}{}{}",
+            dest.host(),
+            mirror("mirror/a"),
+            mirror("mirror/b"),
+            mirror("mirror/c"),
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let m = |args: &[&str]| {
+        let mut all = vec!["mirror", "--config", config_arg];
+        all.extend_from_slice(args);
+        regmirror(&all)
+    };
+    let log_path = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let worker = command(&["worker", "--config", config_arg])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting the worker");
+    eventually("mirror/a to sync", async || {
+        let out = m(&["show", "mirror/a", "--json"]);
+        out.code == 0 && out.json()["status"] == "SUCCESS"
+    })
+    .await;
+    // The other two wait for slots 20 and 40 minutes on, and say why.
+    let now = time::OffsetDateTime::now_utc();
+    for id in ["mirror/b", "mirror/c"] {
+        let shown = m(&["show", id, "--json"]).json();
+        assert_eq!(shown["status"], "NEVER_RUN", "{shown}");
+        assert_eq!(shown["next_run_at_next_poll"], false, "{shown}");
+        let next = time::OffsetDateTime::parse(
+            shown["next_run"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let wait = next - now;
+        assert!(
+            wait > time::Duration::minutes(15) && wait < time::Duration::minutes(45),
+            "{id} waits {wait}"
+        );
+        let text = m(&["show", id]).stdout;
+        assert!(
+            text.contains("(first run, spread with other new mirrors)"),
+            "{text}"
+        );
+    }
+    let list = m(&["list"]).stdout;
+    assert!(list.contains("spread with other new mirrors"), "{list}");
+
+    let added = m(&[
+        "add",
+        "mirror/late",
+        "--source",
+        &format!("{}/lib/app", source.host()),
+        "--tags",
+        "v*",
+        "--src-tls-verify=false",
+        "--interval",
+        "1h",
+    ]);
+    assert_eq!(added.code, 0, "{added:?}");
+    assert!(
+        added.stdout.contains("next run:      at the next poll"),
+        "{added:?}"
+    );
+    let shown = m(&["show", "mirror/late", "--json"]).json();
+    assert_eq!(shown["next_run_at_next_poll"], true, "{shown}");
+    let added_at = std::time::Instant::now();
+    eventually("mirror/late to sync", async || {
+        m(&["show", "mirror/late", "--json"]).json()["status"] == "SUCCESS"
+    })
+    .await;
+    assert!(
+        added_at.elapsed() < std::time::Duration::from_secs(5),
+        "mirror/late took {:?}: more than a few polls",
+        added_at.elapsed()
+    );
+    let log = terminate_worker(worker, &log_path);
+    assert!(
+        log.contains("spreading the first runs of new mirrors due together"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -2365,7 +2481,7 @@ async fn show_tells_a_lost_run_from_a_running_one() {
         lost.contains("lost run:      dead-worker stopped without finishing"),
         "{lost}"
     );
-    assert!(lost.contains("next run:      due now"), "{lost}");
+    assert!(lost.contains("next run:      at the next poll"), "{lost}");
     assert!(
         lost.contains("the next worker poll takes it over"),
         "{lost}"
