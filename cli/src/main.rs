@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("regmirror: {failure}");
+            eprintln!("regmirror: {}", output::escaped(&failure.to_string()));
             if json {
                 failure.print_json();
             }

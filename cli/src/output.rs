@@ -2,6 +2,7 @@
 //! Neither form ever carries a password: [`MirrorView`] holds the source *username* only, and
 //! proxy URLs lose their passwords.
 
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::io::Write as _;
 use std::time::Duration;
@@ -178,7 +179,11 @@ impl MirrorView {
             rows.push(("last report", report.clone()));
         }
         for (key, value) in rows {
-            line(format_args!("{:<14} {value}", format!("{key}:")));
+            line(format_args!(
+                "{:<14} {}",
+                format!("{key}:"),
+                escaped(&value)
+            ));
         }
     }
 }
@@ -199,7 +204,7 @@ pub fn mirrors_table(records: &[MirrorRecord]) -> Table {
         table.add_row(vec![
             c.id.clone(),
             c.source.to_string(),
-            c.tags.join(","),
+            escaped(&c.tags.join(",")).into_owned(),
             r.state.status.to_string(),
             if c.enabled { "yes" } else { "no" }.to_owned(),
             time_or_never(r.state.last_finished),
@@ -217,13 +222,13 @@ pub fn logs_table(entries: &[LogEntry]) -> Table {
             e.seq.to_string(),
             time_or_never(Some(e.time)),
             log_kind_name(e.kind).to_owned(),
-            e.tag.clone().unwrap_or_default(),
+            escaped(e.tag.as_deref().unwrap_or_default()).into_owned(),
             // The first 12 hex digits identify an image as `docker images` shows it.
             e.digest
                 .as_ref()
                 .map(|d| format!("sha256:{}", &d.hex()[..12]))
                 .unwrap_or_default(),
-            e.message.clone(),
+            escaped(&e.message).into_owned(),
         ]);
     }
     table
@@ -356,6 +361,32 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
+/// `text` fit for a terminal or a log line: control characters (ESC, CR, BEL, NUL, newline,
+/// DEL, the C1 set) and the Unicode controls that reorder text on screen become visible
+/// escapes (`\n`, `\u{1b}`), so a tag or an error a registry supplied can neither drive the
+/// terminal nor forge lines of the summary. Text output passes everything a registry supplied
+/// through here; JSON output carries it exact, escaped by JSON's own rules.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Print `text` and a line end on stdout, as `println!` does, except when the reader went away
 /// (`regmirror mirror list | head`): then the process ends quietly by SIGPIPE, as `cat` would,
 /// instead of panicking with a backtrace.
@@ -416,5 +447,14 @@ mod tests {
         assert_eq!(redact_url("http://proxy:3128"), "http://proxy:3128");
         assert_eq!(redact_url("not a url secret"), "(set)");
         assert_eq!(log_kind_name(LogKind::TagSynced), "tag_synced");
+    }
+
+    #[test]
+    fn control_characters_become_visible_escapes() {
+        assert!(matches!(escaped("v1.2-rc_3 ünïcode"), Cow::Borrowed(_)));
+        assert_eq!(
+            escaped("a\u{1b}[2Jb\rc\u{7}d\u{0}e\nf\tg\u{7f}h\u{9b}i\u{202e}j"),
+            "a\\u{1b}[2Jb\\rc\\u{7}d\\u{0}e\\nf\\tg\\u{7f}h\\u{9b}i\\u{202e}j"
+        );
     }
 }

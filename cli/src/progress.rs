@@ -12,6 +12,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use regmirror::Digest;
 use regmirror::engine::{Progress, ProgressEvent, TagStatus};
 
+use crate::output::escaped;
+
 /// The bars of one run.
 #[derive(Debug, Clone)]
 pub struct TtyProgress {
@@ -77,11 +79,12 @@ impl TtyProgress {
                 tag, status, error, ..
             } => {
                 self.tags.inc(1);
+                let tag = escaped(&tag);
                 let line = match status {
                     TagStatus::Synced => format!("  synced   {tag}"),
                     TagStatus::Failed => format!(
                         "  FAILED   {tag}: {}",
-                        error.as_deref().unwrap_or("unknown error")
+                        escaped(error.as_deref().unwrap_or("unknown error"))
                     ),
                     TagStatus::Skipped => format!("  skipped  {tag} (platform filter)"),
                     // Current tags are the quiet majority of a routine run.

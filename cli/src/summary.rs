@@ -1,6 +1,7 @@
 //! What `regmirror sync` prints at the end: the run's report (or, with `--dry-run`, its plan)
 //! as a short summary for people, or as JSON for programs (`--json`).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use indicatif::HumanBytes;
@@ -9,6 +10,7 @@ use regmirror::engine::{Outcome, PreviewAction, SyncPreview, SyncReport};
 use serde::Serialize;
 
 use crate::hint::{self, Sides};
+use crate::output::escaped;
 
 /// Tag names listed per line before the rest are counted.
 const MAX_NAMES: usize = 8;
@@ -35,7 +37,11 @@ pub struct JsonPreview<'a> {
 
 /// `v1, v2, v3 and 4 more`.
 fn names<S: AsRef<str>>(tags: &[S]) -> String {
-    let shown: Vec<&str> = tags.iter().take(MAX_NAMES).map(AsRef::as_ref).collect();
+    let shown: Vec<Cow<'_, str>> = tags
+        .iter()
+        .take(MAX_NAMES)
+        .map(|t| escaped(t.as_ref()))
+        .collect();
     let mut out = shown.join(", ");
     if tags.len() > MAX_NAMES {
         out.push_str(&format!(" and {} more", tags.len() - MAX_NAMES));
@@ -51,7 +57,8 @@ fn line<S: AsRef<str>>(label: &str, tags: &[S]) -> String {
     }
 }
 
-/// The summary of a finished run, ready to print.
+/// The summary of a finished run, ready to print. Everything the registries supplied (tags,
+/// digests, errors, notes) is [`escaped`], so each line is one the summary wrote.
 pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> String {
     let mut out = vec![format!("{} -> {destination}", report.source)];
     let touched = !(report.tags_synced.is_empty()
@@ -72,11 +79,13 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
         for r in &report.tags_rewritten {
             out.push(format!(
                 "  rewritten {} (index of the selected platforms: {} instead of the source's {})",
-                r.tag, r.digest, r.source_digest
+                escaped(&r.tag),
+                r.digest,
+                r.source_digest
             ));
         }
         for f in &report.tags_failed {
-            out.push(format!("  {}: {}", f.tag, f.reason));
+            out.push(format!("  {}: {}", escaped(&f.tag), escaped(&f.reason)));
         }
         out.push(format!(
             "copied {} in {} blobs ({} mounted, {} already present){} in {:.1}s",
@@ -94,18 +103,18 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
     }
     out.push(match report.outcome {
         Outcome::Success => match &report.note {
-            Some(note) => format!("success: {note}"),
+            Some(note) => format!("success: {}", escaped(note)),
             None => "success".to_owned(),
         },
         // The engine's error already says whether the run was partial or rolled back.
         Outcome::Failed => format!(
             "FAILED: {}",
-            report.error.as_deref().unwrap_or("see the failed tags")
+            escaped(report.error.as_deref().unwrap_or("see the failed tags"))
         ),
         Outcome::Cancelled => "cancelled (the tags synced so far stay)".to_owned(),
     });
     if let Some(hint) = hint(report, sides) {
-        out.push(format!("hint: {hint}"));
+        out.push(format!("hint: {}", escaped(&hint)));
     }
     out.join("\n")
 }
@@ -172,34 +181,34 @@ pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
     })
 }
 
-/// The plan of a dry run, ready to print.
+/// The plan of a dry run, ready to print (registry-supplied text [`escaped`], as in
+/// [`report_text`]).
 pub fn preview_text(preview: &SyncPreview, destination: &str) -> String {
     let mut out = vec![format!(
         "dry run: {} -> {destination} (nothing was changed)",
         preview.source
     )];
     for t in &preview.tags {
+        let tag = escaped(&t.tag);
         let what = match t.action {
-            PreviewAction::Copy => format!("copy      {} ({} to move)", t.tag, HumanBytes(t.bytes)),
-            PreviewAction::Current => format!("current   {}", t.tag),
+            PreviewAction::Copy => format!("copy      {tag} ({} to move)", HumanBytes(t.bytes)),
+            PreviewAction::Current => format!("current   {tag}"),
             PreviewAction::Skip => format!(
-                "skip      {} ({})",
-                t.tag,
-                t.reason.as_deref().unwrap_or("platform filter")
+                "skip      {tag} ({})",
+                escaped(t.reason.as_deref().unwrap_or("platform filter"))
             ),
             PreviewAction::Fail => format!(
-                "fail      {}: {}",
-                t.tag,
-                t.reason.as_deref().unwrap_or("unknown error")
+                "fail      {tag}: {}",
+                escaped(t.reason.as_deref().unwrap_or("unknown error"))
             ),
         };
         out.push(format!("  {what}"));
     }
     for tag in &preview.tags_to_delete {
-        out.push(format!("  delete    {tag}"));
+        out.push(format!("  delete    {}", escaped(tag)));
     }
     if let Some(note) = &preview.note {
-        out.push(format!("  {note}"));
+        out.push(format!("  {}", escaped(note)));
     }
     let count = |a: PreviewAction| preview.tags.iter().filter(|t| t.action == a).count();
     out.push(format!(

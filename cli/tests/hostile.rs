@@ -327,3 +327,78 @@ async fn secrets_a_registry_echoes_reach_no_usage_log_webhook_status_or_worker_l
         }
     }
 }
+
+#[test]
+fn control_characters_from_a_registry_are_escaped_in_text_and_exact_in_json() {
+    // Tags that would clear the screen, rewrite the line, ring, cut a C string, or forge a
+    // summary line; and an error body full of escapes.
+    let tags = [
+        "v1\u{1b}[2J",
+        "v2\rsynced   everything",
+        "v3\u{7}",
+        "v4\u{0}",
+        "v5\nFAILED: nothing, all is well",
+        "v6\u{202e}",
+    ];
+    let hostile = HostileRegistry::start(Mode::Honest);
+    let image = regmirror_tests::Image::simple(4, 1, 100);
+    hostile.put_image("src/app", "good", &image);
+    for tag in tags {
+        hostile.put_tag("src/app", tag, &image.manifest.digest);
+    }
+    let noisy = HostileRegistry::start(Mode::ErrorText {
+        status: 500,
+        text: "\u{1b}]0;owned\u{7}\u{1b}[31mred\r\u{0}".to_owned(),
+        on: "/manifests/".to_owned(),
+    });
+    noisy.put_image("src/app", "v1", &image);
+    let dir = tempfile::tempdir().unwrap();
+    let sync = |registry: &HostileRegistry, extra: &[&str]| {
+        let source = format!("{}/src/app", registry.host());
+        let layout = format!(
+            "oci:{}",
+            dir.path().join(registry.host().replace(':', "-")).display()
+        );
+        let mut args = vec!["sync", &source, "--to", &layout, "--tags", "*"];
+        args.push("--src-tls-verify=false");
+        args.extend_from_slice(extra);
+        regmirror(&args).output().unwrap()
+    };
+    for registry in [&hostile, &noisy] {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let output = sync(registry, extra);
+            let shown = text(&output);
+            assert_eq!(output.status.code(), Some(1), "{shown}");
+            let raw = shown
+                .chars()
+                .find(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}');
+            assert_eq!(raw, None, "{extra:?}: {shown:?}");
+            // One line per failed tag: none forged.
+            for forged in ["synced   everything", "FAILED: nothing"] {
+                assert!(
+                    !shown.lines().any(|l| l.trim_start().starts_with(forged)),
+                    "{shown}"
+                );
+            }
+        }
+    }
+    let output = sync(&hostile, &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut failed: Vec<&str> = report["tags_failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["tag"].as_str().unwrap())
+        .collect();
+    failed.sort_unstable();
+    let mut expected = tags.to_vec();
+    expected.sort_unstable();
+    assert_eq!(failed, expected);
+    let output = sync(&noisy, &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reason = report["tags_failed"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("\u{1b}]0;owned\u{7}\u{1b}[31mred"),
+        "{reason:?}"
+    );
+}
