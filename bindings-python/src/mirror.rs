@@ -68,7 +68,7 @@ impl Mirror {
         ssrf_allow: Vec<String>,
     ) -> PyResult<Self> {
         let tags = match tags.cast::<PyString>() {
-            Ok(list) => vec![list.to_str()?.to_owned()],
+            Ok(list) => vec![list.to_cow()?.into_owned()],
             Err(_) => strings(tags, "tags")?,
         };
         let access = |credentials: Option<(String, String)>, tls_verify| Access {

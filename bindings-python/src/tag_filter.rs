@@ -18,7 +18,7 @@ impl TagFilter {
     #[new]
     fn new(patterns: &Bound<'_, PyAny>) -> PyResult<Self> {
         let inner = match patterns.cast::<PyString>() {
-            Ok(list) => regmirror::TagFilter::parse(list.to_str()?),
+            Ok(list) => regmirror::TagFilter::parse(&list.to_cow()?),
             Err(_) => regmirror::TagFilter::new(strings(patterns, "patterns")?),
         };
         inner.map(|inner| TagFilter { inner }).map_err(to_py)

@@ -9,6 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The major version of the header (and of the library it belongs to).
+#define REGMIRROR_VERSION_MAJOR 0
+
+// The minor version of the header.
+#define REGMIRROR_VERSION_MINOR 1
+
+// The patch version of the header.
+#define REGMIRROR_VERSION_PATCH 0
+
 // The outcome of a call. `REGMIRROR_OK` is 0; the numbers are stable and never reused.
 // Codes 1-99 are ABI-level failures; codes from 100 are regmirror's error kinds.
 enum regmirror_result
@@ -226,6 +235,9 @@ regmirror_result regmirror_tag_filter_select(const regmirror_tag_filter *filter,
 // # Safety
 // `filter` is NULL or a filter from `regmirror_tag_filter_new` that has not been freed yet.
 void regmirror_tag_filter_free(regmirror_tag_filter *filter);
+
+// The version of the loaded library, such as "0.1.0": a static string, never freed.
+const char *regmirror_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

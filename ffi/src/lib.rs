@@ -19,6 +19,7 @@ mod mirror;
 mod result_code;
 mod strings;
 mod tag_filter;
+mod version;
 
 pub use guard::regmirror_last_error_message;
 pub use mirror::{
@@ -33,4 +34,7 @@ pub use strings::regmirror_string_free;
 pub use tag_filter::{
     regmirror_tag_filter, regmirror_tag_filter_free, regmirror_tag_filter_matches,
     regmirror_tag_filter_new, regmirror_tag_filter_select,
+};
+pub use version::{
+    REGMIRROR_VERSION_MAJOR, REGMIRROR_VERSION_MINOR, REGMIRROR_VERSION_PATCH, regmirror_version,
 };

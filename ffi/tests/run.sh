@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Build the C library, check the checked-in header is what cbindgen generates now, then compile
-# every ffi/tests/*.c with -Wall -Wextra -Werror against the shared and the static library and
-# run it. Run from anywhere; used by scripts/test.sh.
+# Install the C library as a C project gets it (ffi/install.sh: release build, SONAME, pkg-config
+# file) into target/ctest/prefix, check the checked-in header is what cbindgen generates now and
+# that the library exports only regmirror_* symbols, then compile every ffi/tests/*.c with
+# -Wall -Wextra -Werror using `pkg-config --cflags --libs regmirror`, against the shared and the
+# static library, and run it. Run from anywhere; used by scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-cargo build -p regmirror-ffi
-lib="$root/target/x86_64-unknown-linux-gnu/debug"
 out="$root/target/ctest"
+prefix="$out/prefix"
+rm -rf "$prefix"
 mkdir -p "$out"
+bash ffi/install.sh "$prefix"
 
 echo "checking ffi/include/regmirror.h is current"
 (cd ffi && cbindgen --quiet --config cbindgen.toml --output "$out/regmirror.h")
@@ -18,15 +21,53 @@ if ! diff -u ffi/include/regmirror.h "$out/regmirror.h"; then
     exit 1
 fi
 
-cflags=(-std=c11 -Wall -Wextra -Werror -I ffi/include)
+lib="$prefix/lib"
+export PKG_CONFIG_PATH="$lib/pkgconfig"
+echo "pkg-config finds regmirror $(pkg-config --modversion regmirror)"
+
+echo "checking libregmirror.so exports only regmirror_* and links its SONAME"
+foreign="$(nm -D --defined-only "$lib/libregmirror.so" | awk '{print $NF}' | grep -v '^regmirror_' || true)"
+if [ -n "$foreign" ]; then
+    printf 'libregmirror.so exports symbols outside regmirror_*:\n%s\n' "$foreign" >&2
+    exit 1
+fi
+soname="$(readelf -d "$lib/libregmirror.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')"
+[ -L "$lib/$soname" ] && [ "$(readlink -f "$lib/$soname")" = "$(readlink -f "$lib/libregmirror.so")" ] || {
+    echo "$lib/$soname (the SONAME) is not a link to the installed library" >&2
+    exit 1
+}
+
+needs() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+cflags=(-std=c11 -Wall -Wextra -Werror)
+read -ra pc_cflags <<<"$(pkg-config --cflags regmirror)"
+read -ra pc_libs <<<"$(pkg-config --libs regmirror)"
+# Statically as the README says: the archive, then what Rust's std needs (Libs.private).
+static_libs="$(pkg-config --static --libs-only-l regmirror)"
+read -ra pc_static <<<"$(pkg-config --variable=libdir regmirror)/libregmirror.a ${static_libs/-lregmirror/}"
 for test in ffi/tests/*.c; do
     name="$(basename "$test" .c)"
-    gcc "${cflags[@]}" "$test" -L "$lib" -lregmirror -Wl,-rpath,"$lib" -o "$out/$name"
-    # Static linking needs the system libraries Rust's std uses (rustc --print native-static-libs).
-    gcc "${cflags[@]}" "$test" "$lib/libregmirror.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc \
-        -o "$out/$name-static"
+    gcc "${cflags[@]}" "${pc_cflags[@]}" "$test" -o "$out/$name" "${pc_libs[@]}" -Wl,-rpath,"$lib"
+    gcc "${cflags[@]}" "${pc_cflags[@]}" "$test" -o "$out/$name-static" "${pc_static[@]}"
+    if ! needs "$out/$name" | grep -qx "$soname"; then
+        echo "$name does not load $soname: $(needs "$out/$name" | tr '\n' ' ')" >&2
+        exit 1
+    fi
+    if needs "$out/$name-static" | grep -q libregmirror; then
+        echo "$name-static still loads the shared library" >&2
+        exit 1
+    fi
     echo "== $name (shared)"
     "$out/$name"
     echo "== $name (static)"
     "$out/$name-static"
 done
+
+echo "== CMake: find_package(regmirror) from the prefix, shared and static targets"
+cmake -S ffi/tests/cmake -B "$out/cmake" -DCMAKE_PREFIX_PATH="$prefix" --fresh >/dev/null
+cmake --build "$out/cmake" >/dev/null
+"$out/cmake/version_shared"
+"$out/cmake/version_static"
+if needs "$out/cmake/version_static" | grep -q libregmirror; then
+    echo "the regmirror::regmirror_static target still loads the shared library" >&2
+    exit 1
+fi
