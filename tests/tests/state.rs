@@ -542,6 +542,38 @@ async fn concurrent_claimers_never_share_a_mirror(store: Arc<dyn StateStore>) {
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 60, "none twice");
 }
 
+/// Workers placing one crowd at the same moment place it once: one of them moves all but one,
+/// the others find nothing left to place.
+async fn concurrent_placers_place_a_crowd_once(store: Arc<dyn StateStore>) {
+    for i in 0..100 {
+        let mut c = config(&format!("ns/m{i:02}"));
+        c.sync_start_date = None;
+        c.sync_interval = secs(3600);
+        store.create_mirror(&c, T0).await.unwrap();
+    }
+    let placers: Vec<_> = (0..6)
+        .map(|w| {
+            let store = store.clone();
+            let now = T0 + secs(1) + Duration::from_millis(w);
+            tokio::spawn(async move { store.spread_first_runs(now, secs(100)).await })
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for p in placers {
+        moved.push(p.await.unwrap().unwrap());
+    }
+    moved.sort();
+    assert_eq!(moved, [0, 0, 0, 0, 0, 99]);
+    let slots: HashSet<_> = store
+        .list_mirrors()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state.next_start)
+        .collect();
+    assert_eq!(slots.len(), 100, "a slot each");
+}
+
 async fn the_tag_record_is_durable_until_cleared(store: &dyn StateStore) {
     store.create_mirror(&config("ns/app"), T0).await.unwrap();
     assert_eq!(store.tag_record("ns/app").await.unwrap(), None);
@@ -847,6 +879,12 @@ macro_rules! behaviour {
             async fn concurrent_claimers_never_share_a_mirror() {
                 let h = super::$backend().await;
                 super::concurrent_claimers_never_share_a_mirror(h.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn concurrent_placers_place_a_crowd_once() {
+                let h = super::$backend().await;
+                super::concurrent_placers_place_a_crowd_once(h.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
