@@ -128,6 +128,8 @@ export interface MirrorOptions {
   ssrfGuard?: boolean
   /** Host names, addresses or CIDR networks (`'10.0.0.0/8'`) the SSRF guard lets through. */
   ssrfAllow?: Array<string>
+  /** A registry listing more tags than this fails the run (default 1000000). */
+  maxTags?: number
 }
 
 /** A tag whose index was rewritten to the selected platforms (its digest differs). */

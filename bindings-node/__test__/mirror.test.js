@@ -127,6 +127,15 @@ test('the SSRF guard is off by default and, when on, refuses a loopback source',
   assert.doesNotMatch(allowed.error, /SSRF guard/)
 })
 
+test('maxTags bounds a tag listing and must be positive', () => {
+  const options = { source: '127.0.0.1:9/src/app', to: `oci:${tempDir()}/out`, tags: 'v1' }
+  assert.ok(new Mirror({ ...options, maxTags: 10 }))
+  assert.throws(() => new Mirror({ ...options, maxTags: 0 }), {
+    code: 'InvalidConfig',
+    message: /max_tags must be greater than 0/,
+  })
+})
+
 test('a run that cannot start rejects with err.code: a docker config that cannot be parsed', async () => {
   // Read when the run starts (dockerConfig: true), so the constructor cannot see it.
   const dir = tempDir()

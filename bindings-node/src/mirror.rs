@@ -73,6 +73,8 @@ pub struct MirrorOptions {
     pub ssrf_guard: Option<bool>,
     /// Host names, addresses or CIDR networks (`'10.0.0.0/8'`) the SSRF guard lets through.
     pub ssrf_allow: Option<Vec<String>>,
+    /// A registry listing more tags than this fails the run (default 1000000).
+    pub max_tags: Option<u32>,
 }
 
 /// How to run one `sync()`.
@@ -340,6 +342,9 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
         sync.dest_access = access(o.dest_credentials, o.dest_tls_verify);
         if let Some(n) = o.concurrency {
             sync.concurrency = n as usize;
+        }
+        if let Some(n) = o.max_tags {
+            sync.max_tags = n as usize;
         }
         if let Some(secs) = o.timeout_seconds {
             sync.timeout = Duration::try_from_secs_f64(secs).map_err(|_| {

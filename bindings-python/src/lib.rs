@@ -16,6 +16,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_CONCURRENCY",
         regmirror::engine::DEFAULT_CONCURRENCY,
     )?;
+    // The same for `max_tags=`.
+    m.add(
+        "DEFAULT_MAX_TAGS",
+        regmirror::registry::http::DEFAULT_MAX_TAGS,
+    )?;
     m.add_class::<tag_filter::TagFilter>()?;
     m.add_class::<mirror::Mirror>()?;
     m.add_class::<mirror::AsyncMirror>()?;

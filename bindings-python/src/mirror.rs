@@ -47,6 +47,7 @@ impl Mirror {
         timeout = 3600.0,
         ssrf_guard = false,
         ssrf_allow = Vec::new(),
+        max_tags = regmirror::registry::http::DEFAULT_MAX_TAGS,
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per setting.
     fn new(
@@ -66,6 +67,7 @@ impl Mirror {
         timeout: f64,
         ssrf_guard: bool,
         ssrf_allow: Vec<String>,
+        max_tags: usize,
     ) -> PyResult<Self> {
         let tags = match tags.cast::<PyString>() {
             Ok(list) => vec![list.to_cow()?.into_owned()],
@@ -90,6 +92,7 @@ impl Mirror {
             };
             sync.dest_access = access(dest_credentials, dest_tls_verify);
             sync.concurrency = concurrency;
+            sync.max_tags = max_tags;
             sync.timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
                 Error::new(
                     ErrorKind::InvalidConfig,

@@ -66,7 +66,9 @@ def test_the_stubs_defaults_are_the_native_ones():
     assert native.pop("concurrency") is Ellipsis
     assert native.pop("architectures") is Ellipsis
     assert native.pop("ssrf_allow") is Ellipsis
+    assert native.pop("max_tags") is Ellipsis
     native["concurrency"] = regmirror.DEFAULT_CONCURRENCY
+    native["max_tags"] = regmirror.DEFAULT_MAX_TAGS
     native["architectures"] = ()
     native["ssrf_allow"] = ()
     for cls in ("Mirror", "AsyncMirror"):

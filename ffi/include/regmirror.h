@@ -153,6 +153,15 @@ regmirror_result regmirror_mirror_builder_set_ssrf_guard(regmirror_mirror_builde
 regmirror_result regmirror_mirror_builder_set_keep_unselected(regmirror_mirror_builder *builder,
                                                               bool keep);
 
+// Fail the run when the source or destination registry lists more tags than `max_tags`
+// (default 1000000; an endless tag list stops there). 0 is `REGMIRROR_INVALID_CONFIG` at
+// `_build`.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_max_tags(regmirror_mirror_builder *builder,
+                                                       size_t max_tags);
+
 // Check the settings and build the mirror. The builder is consumed whatever the result
 // (do not free it afterwards). On success `*out` receives a mirror to release with
 // `regmirror_mirror_free`; an invalid pattern is `REGMIRROR_INVALID_PATTERN`, an invalid

@@ -173,6 +173,25 @@ pub unsafe extern "C" fn regmirror_mirror_builder_set_keep_unselected(
     })
 }
 
+/// Fail the run when the source or destination registry lists more tags than `max_tags`
+/// (default 1000000; an endless tag list stops there). 0 is `REGMIRROR_INVALID_CONFIG` at
+/// `_build`.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regmirror_mirror_builder_set_max_tags(
+    builder: *mut regmirror_mirror_builder,
+    max_tags: usize,
+) -> regmirror_result {
+    guard::guard(|| {
+        let mut builder = non_null(builder, "builder")?;
+        // SAFETY: a live builder, used by this thread alone per the contract.
+        unsafe { builder.as_mut() }.sync.max_tags = max_tags;
+        Ok(())
+    })
+}
+
 /// Check the settings and build the mirror. The builder is consumed whatever the result
 /// (do not free it afterwards). On success `*out` receives a mirror to release with
 /// `regmirror_mirror_free`; an invalid pattern is `REGMIRROR_INVALID_PATTERN`, an invalid

@@ -198,6 +198,8 @@ static void test_null_arguments(void) {
           "NULL builder (keep)");
     CHECK(regmirror_mirror_builder_set_ssrf_guard(NULL, true, NULL) == REGMIRROR_NULL_ARGUMENT,
           "NULL builder (ssrf guard)");
+    CHECK(regmirror_mirror_builder_set_max_tags(NULL, 10) == REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (max tags)");
     CHECK(regmirror_mirror_builder_build(NULL, &mirror) == REGMIRROR_NULL_ARGUMENT, "NULL build");
     CHECK(regmirror_mirror_sync(NULL, &report) == REGMIRROR_NULL_ARGUMENT, "NULL mirror");
 
@@ -211,6 +213,13 @@ static void test_null_arguments(void) {
               REGMIRROR_NULL_ARGUMENT,
           "NULL password");
     regmirror_mirror_builder_free(builder);
+
+    CHECK(regmirror_mirror_builder_new(source, dest, "v*", &builder) == REGMIRROR_OK, "new");
+    CHECK(regmirror_mirror_builder_set_max_tags(builder, 0) == REGMIRROR_OK, "max tags 0");
+    CHECK(regmirror_mirror_builder_build(builder, &mirror) == REGMIRROR_INVALID_CONFIG,
+          "max tags 0 builds");
+    CHECK(strstr(regmirror_last_error_message(), "max_tags") != NULL, "[%s]",
+          regmirror_last_error_message());
 
     /* _build consumes the builder even when `out` is NULL (valgrind: no leak). */
     CHECK(regmirror_mirror_builder_new(source, dest, "v*", &builder) == REGMIRROR_OK, "new");

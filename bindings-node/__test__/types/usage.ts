@@ -14,6 +14,7 @@ const options: MirrorOptions = {
   timeoutSeconds: 60,
   ssrfGuard: true,
   ssrfAllow: ['10.0.0.0/8', 'registry.corp'],
+  maxTags: 500000,
 }
 
 async function main(): Promise<void> {

@@ -9,6 +9,9 @@ __version__: str
 DEFAULT_CONCURRENCY: Final[int]
 """The default of ``concurrency``: blob copies in flight at once (small reads such as manifest HEADs have their own allowance of four per copy, up to 32)."""
 
+DEFAULT_MAX_TAGS: Final[int]
+"""The default of ``max_tags``: a registry listing more tags than this fails the run (an endless tag list stops there)."""
+
 class TagFilter:
     """A compiled list of tag patterns (SEMANTICS.md §2).
 
@@ -92,6 +95,7 @@ class Mirror:
         timeout: float = 3600.0,
         ssrf_guard: bool = False,
         ssrf_allow: Sequence[str] = (),
+        max_tags: int = 1000000,
     ) -> None: ...
     def sync(self) -> SyncReport:
         """Run one sync, blocking (the GIL is released meanwhile).
@@ -129,6 +133,7 @@ class AsyncMirror:
         timeout: float = 3600.0,
         ssrf_guard: bool = False,
         ssrf_allow: Sequence[str] = (),
+        max_tags: int = 1000000,
     ) -> None: ...
     async def sync(self) -> SyncReport:
         """Run one sync on regmirror's tokio runtime (a coroutine; the run starts when it is
