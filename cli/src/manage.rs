@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use regmirror::config::{KNOWN_ARCHITECTURES, check_interval};
-use regmirror::state::{LogKind, MirrorRecord};
+use regmirror::state::{LogKind, MirrorRecord, StoreTimeouts};
 use regmirror::{ErrorKind, MirrorConfig, ProxyConfig, RepositoryRef, StateStore, TagFilter};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -338,7 +338,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             })?;
         }
     }
-    let store = url.open().await?;
+    let store = url.open(StoreTimeouts::default()).await?;
     let json = args.json;
     match args.command {
         MirrorCommand::Add(add) => {

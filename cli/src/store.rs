@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use regmirror::StateStore;
-use regmirror::state::{PostgresStateStore, SqliteStateStore};
+use regmirror::state::{PostgresStateStore, SqliteStateStore, StoreTimeouts};
 use url::Url;
 
 use crate::failure::{CliResult, Failure};
@@ -43,13 +43,14 @@ impl StateUrl {
         )))
     }
 
-    /// Connect, creating or migrating the schema as needed.
-    pub async fn open(&self) -> CliResult<Arc<dyn StateStore>> {
+    /// Connect, creating or migrating the schema as needed; every call of the store is bounded
+    /// by `timeouts`.
+    pub async fn open(&self, timeouts: StoreTimeouts) -> CliResult<Arc<dyn StateStore>> {
         let opened: regmirror::Result<Arc<dyn StateStore>> = match self {
-            StateUrl::Sqlite(path) => SqliteStateStore::open(path)
+            StateUrl::Sqlite(path) => SqliteStateStore::open_with(path, timeouts)
                 .await
                 .map(|s| Arc::new(s) as Arc<dyn StateStore>),
-            StateUrl::Postgres(url) => PostgresStateStore::connect(url.as_str())
+            StateUrl::Postgres(url) => PostgresStateStore::connect_with(url.as_str(), timeouts)
                 .await
                 .map(|s| Arc::new(s) as Arc<dyn StateStore>),
         };

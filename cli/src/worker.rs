@@ -44,7 +44,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         .init();
 
     let config = WorkerConfig::load(&args.config)?;
-    let store = config.state.open().await?;
+    let store = config.state.open(config.state_timeouts).await?;
     let mirror = engine(&config, Arc::clone(&store))?;
     declare(&mirror, &config.mirrors).await?;
     tracing::info!(
@@ -72,6 +72,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     tracing::info!(
         runs = report.runs.len(),
         failed_polls = report.failed_polls,
+        store_healthy = mirror.store_health().is_healthy(),
         "worker stopped"
     );
     Ok(())

@@ -11,7 +11,7 @@ use std::time::Duration;
 use regmirror::config::{DEFAULT_RETRY_BACKOFF, KNOWN_ARCHITECTURES, check_interval};
 use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
 use regmirror::registry::http::AddressGuard;
-use regmirror::state::LogRetention;
+use regmirror::state::{LogRetention, StoreTimeouts};
 use regmirror::worker::{
     DEFAULT_FIRST_RUN_SPREAD, DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_DEADLINE,
@@ -34,6 +34,9 @@ const DEFAULT_STATE: &str = "sqlite:regmirror.db";
 #[derive(Debug)]
 pub struct WorkerConfig {
     pub state: StateUrl,
+    /// Bounds on every state store call (PostgreSQL queries and connection checkouts, SQLite's
+    /// wait for another process's write lock).
+    pub state_timeouts: StoreTimeouts,
     pub poll_interval: Duration,
     /// How long a claim lasts unless renewed (renewed every third of it while a sync runs): a
     /// dead worker's mirrors wait this long for another worker, a cancel up to a third of it.
@@ -89,6 +92,10 @@ pub struct Webhook {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state: Option<String>,
+    #[serde(default, deserialize_with = "duration::option")]
+    state_query_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::option")]
+    state_checkout_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
     poll_interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration::option")]
@@ -295,8 +302,15 @@ impl WorkerConfig {
             }
             mirrors.push(config);
         }
+        let default_timeouts = StoreTimeouts::default();
         Ok(WorkerConfig {
             state,
+            state_timeouts: StoreTimeouts {
+                query: raw.state_query_timeout.unwrap_or(default_timeouts.query),
+                checkout: raw
+                    .state_checkout_timeout
+                    .unwrap_or(default_timeouts.checkout),
+            },
             poll_interval: raw.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
             lease: raw.lease.unwrap_or(DEFAULT_LEASE),
             shutdown_deadline: raw.shutdown_deadline.unwrap_or(DEFAULT_SHUTDOWN_DEADLINE),
@@ -341,6 +355,8 @@ fn state(raw: &RawConfig, base: &Path) -> CliResult<StateUrl> {
 /// Every key of the file, the only text of a line an error message may repeat.
 const KEYS: &[&str] = &[
     "state",
+    "state_query_timeout",
+    "state_checkout_timeout",
     "poll_interval",
     "lease",
     "shutdown_deadline",

@@ -79,8 +79,9 @@ pub struct WorkerOptions {
     /// The most syncs running at once in this worker (default 4).
     pub max_concurrent: usize,
     /// After the shutdown signal: runs still going at two thirds of this are cancelled (they stop
-    /// after their unit in flight and release the mirror as due again); runs still going at the
-    /// deadline are abandoned and released by the worker (default 30 s).
+    /// after their unit in flight and release the mirror as due again); runs still going at five
+    /// sixths are abandoned and released by the worker; the worker stops by the deadline even
+    /// if the store does not answer (default 30 s).
     pub shutdown_deadline: Duration,
     /// How much usage log the store keeps; the worker prunes the rest when it starts and every
     /// [`LOG_PRUNE_INTERVAL`] (default: [`LogRetention::default`]).
@@ -206,7 +207,11 @@ impl Worker {
         loop {
             let free = self.options.max_concurrent - state.tasks.len();
             if free > 0 && self.mirror.settings().mirroring_enabled {
-                self.claim_and_start(&mut state, store, free).await;
+                // A store slow to answer (up to its query timeout) does not hold up shutdown.
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = self.claim_and_start(&mut state, store, free) => {}
+                }
             }
             tokio::select! {
                 () = &mut shutdown => break,
@@ -245,6 +250,7 @@ impl Worker {
                 self.mirror.lease(),
             )
             .await;
+        self.mirror.store_health().observe(&claims);
         match claims {
             Ok(claims) => {
                 for claim in claims {
@@ -273,9 +279,11 @@ impl Worker {
         }
     }
 
-    /// Let runs finish; cancel those left at two thirds of the deadline; abandon and release
-    /// those left at the deadline (or when `abort` completes), so the next poll of any worker
-    /// picks them up at once.
+    /// Let runs finish; cancel those left at two thirds of the deadline; abandon those left at
+    /// five sixths (or when `abort` completes) and release them, so the next poll of any worker
+    /// picks them up at once. The releases (at once, each bounded by the store's timeouts) get
+    /// until the deadline: a store that does not answer never holds the worker past it, and
+    /// those mirrors are taken over when their leases expire.
     async fn wind_down(
         &self,
         state: &mut Running,
@@ -284,34 +292,60 @@ impl Worker {
     ) {
         tokio::pin!(abort);
         let started = tokio::time::Instant::now();
-        let deadline = started + self.options.shutdown_deadline;
-        let cancel_at = started + self.options.shutdown_deadline * 2 / 3;
+        let limit = self.options.shutdown_deadline;
+        let deadline = started + limit;
+        let cancel_at = started + limit * 2 / 3;
+        let abandon_at = started + limit * 5 / 6;
         while !state.tasks.is_empty() {
             tokio::select! {
                 Some(done) = state.tasks.join_next_with_id() => state.finished(done, store).await,
                 () = tokio::time::sleep_until(cancel_at), if !state.cancel.is_cancelled() => {
                     state.cancel.cancel();
                 }
-                () = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(abandon_at) => break,
                 () = &mut abort => break,
             }
         }
-        for (_, (claim, handle)) in state.claims.drain() {
-            handle.abort();
+        let abandoned: Vec<Claim> = state
+            .claims
+            .drain()
+            .map(|(_, (claim, handle))| {
+                handle.abort();
+                claim
+            })
+            .collect();
+        let releases = abandoned.iter().map(|claim| async move {
             let released = store
-                .release(&claim, &RunOutcome::Interrupted, OffsetDateTime::now_utc())
+                .release(claim, &RunOutcome::Interrupted, OffsetDateTime::now_utc())
                 .await;
             if let Err(e) = released {
                 // The lease expires on its own; another worker takes the mirror over then.
                 tracing::warn!(mirror = %claim.mirror_id, "could not release at shutdown: {e}");
             }
+        });
+        let all = futures::future::join_all(releases);
+        if tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the state store did not answer the releases by the shutdown deadline; the \
+                 mirrors are taken over when their leases expire"
+            );
+        }
+        for claim in abandoned {
             state.report.runs.push(WorkerRun {
                 mirror_id: claim.mirror_id,
                 token: claim.token,
                 outcome: None,
             });
         }
-        state.tasks.shutdown().await;
+        // Aborted tasks end at their next await; none is waited for past the deadline.
+        let _ = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now()),
+            state.tasks.shutdown(),
+        )
+        .await;
     }
 }
 

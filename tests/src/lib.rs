@@ -1,8 +1,8 @@
 //! The regmirror test kit: real CNCF distribution registries on loopback ([`Registry`]), test
 //! images and a seeder that pushes them without the client under test ([`image`], [`Seeder`]),
 //! a counting, fault-injecting reverse proxy ([`Proxy`]), a registry that misbehaves on purpose
-//! ([`HostileRegistry`]), throwaway PostgreSQL clusters ([`Postgres`]), and a webhook receiver
-//! ([`WebhookReceiver`]).
+//! ([`HostileRegistry`]), a TCP proxy that stalls like a network partition ([`TcpProxy`]),
+//! throwaway PostgreSQL clusters ([`Postgres`]), and a webhook receiver ([`WebhookReceiver`]).
 //!
 //! Every server binds 127.0.0.1 only and stops when its handle is dropped.
 //!
@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod registry;
 pub mod seed;
 pub mod server;
+pub mod tcp_proxy;
 pub mod tls;
 pub mod token;
 pub mod webhook;
@@ -57,6 +58,7 @@ pub use registry::{
     PASSWORD, READER_PASSWORD, READER_USERNAME, Registry, RegistryBuilder, USERNAME,
 };
 pub use seed::Seeder;
+pub use tcp_proxy::TcpProxy;
 pub use webhook::WebhookReceiver;
 
 /// One `#[tokio::test]` per backend and case, for suites that run the same cases against every

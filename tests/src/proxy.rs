@@ -44,6 +44,8 @@ pub enum Fault {
     /// Never answer: the request hangs until the client gives up or the proxy stops (a worker
     /// stuck mid-run, to be killed there).
     Hang,
+    /// Wait this long, then forward (a slow registry: each request takes at least this).
+    Delay(Duration),
     /// Answer with this status and a `Retry-After` header of `after` (seconds or an HTTP
     /// date) without contacting the registry.
     RetryAfter { status: u16, after: String },
@@ -74,6 +76,8 @@ pub struct Seen {
     pub method: String,
     /// Path and query.
     pub path: String,
+    /// When the request's head arrived.
+    pub at: std::time::SystemTime,
 }
 
 #[derive(Debug)]
@@ -240,10 +244,12 @@ impl State {
         self.seen.lock().expect("proxy log lock").push(Seen {
             method: method.clone(),
             path: path.clone(),
+            at: std::time::SystemTime::now(),
         });
         let fault = self.take_fault(&method, &path);
         match &fault {
             Some(Fault::Hang) => return std::future::pending().await,
+            Some(Fault::Delay(pause)) => tokio::time::sleep(*pause).await,
             Some(Fault::RetryAfter { status, after }) => {
                 return Response::builder()
                     .status(StatusCode::from_u16(*status).expect("injected statuses are valid"))

@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 use regmirror::engine::{Mirror, Outcome, SourceConnector, StaticConnector};
 use regmirror::registry::SourceRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::state::{LogEntry, LogKind, LogRetention, PostgresStateStore, SqliteStateStore};
+use regmirror::state::{
+    LogEntry, LogKind, LogRetention, PostgresStateStore, SqliteStateStore, StoreTimeouts,
+};
 use regmirror::worker::WorkerOptions;
 use regmirror::{
     Digest, EngineSettings, ErrorKind, MemoryStateStore, MirrorConfig, RollbackMode, StateStore,
     SyncStatus,
 };
 use regmirror_tests::proxy::Fault;
-use regmirror_tests::{Image, Postgres, Proxy, Registry};
+use regmirror_tests::{Image, Postgres, Proxy, Registry, TcpProxy};
 use time::OffsetDateTime;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_regmirror-test-worker");
@@ -86,6 +88,17 @@ impl WorkerProcess {
                 )
             })
             .collect()
+    }
+}
+
+impl WorkerProcess {
+    /// Send `signal` (`"STOP"`, `"CONT"`, …).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal}");
     }
 }
 
@@ -975,4 +988,261 @@ async fn a_worker_applies_the_usage_log_retention() {
     assert_eq!(kept[0].message, "entry 29");
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
+}
+
+/// How many times the fencing cases repeat: `REGMIRROR_FENCING_ROUNDS` (default 2, to keep the
+/// suite short; run with 20 or more to show the race is gone, not rarer).
+fn fencing_rounds() -> usize {
+    std::env::var("REGMIRROR_FENCING_ROUNDS")
+        .ok()
+        .map(|n| n.parse().expect("REGMIRROR_FENCING_ROUNDS is a number"))
+        .unwrap_or(2)
+}
+
+/// The lease of the fencing cases' workers: renewed every second, fenced 0.75 s before its end.
+const FENCING_LEASE_MS: &str = "3000";
+const FENCING_TAGS: usize = 12;
+
+/// How a fencing round cuts worker A off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cut {
+    /// A's PostgreSQL connections stall (a TCP proxy stops passing bytes), mid-publish.
+    Partition,
+    /// A is frozen with SIGSTOP mid-publish and resumed once B has taken over and finished.
+    Freeze,
+}
+
+/// One round: worker A claims the mirror and publishes slowly (each tag PUT through its own
+/// proxy takes 500 ms, less than the fence margin), so that its publishing outlasts its lease;
+/// after two tags A is cut off, the source moves every tag to a new image, and worker B takes
+/// the mirror over once A's lease has expired and completes it. The destination ends exactly
+/// equal to the source, and A sent no write (PUT, DELETE, …) to the destination at or after
+/// B's claim. (Without fencing A goes on publishing its stale plan over B's tags.)
+async fn fencing_round(
+    round: usize,
+    cut: Cut,
+    pg: &Postgres,
+    source: &Registry,
+    dest: &Registry,
+) -> usize {
+    let url = pg.create_database();
+    let store = PostgresStateStore::connect(&url).await.unwrap();
+    let db_proxy = TcpProxy::start(([127, 0, 0, 1], pg.port()).into());
+    let a_url = url.replace(
+        &format!("port={}", pg.port()),
+        &format!("port={}", db_proxy.addr().port()),
+    );
+    let repo = format!("src/r{round}");
+    let id = format!("mirror/r{round}");
+    let seeder = source.seeder();
+    let tags: Vec<String> = (0..FENCING_TAGS).map(|i| format!("v{i}")).collect();
+    for (i, tag) in tags.iter().enumerate() {
+        let image = Image::simple((round * 100 + i) as u64, 1, 500);
+        seeder.push_image(&repo, tag, &image).await;
+    }
+    let mut config = mirror_config(&id, source, &repo);
+    // Both modes: neither may let A write after the takeover, neither its tags nor a rollback.
+    if round % 2 == 1 {
+        config.rollback = RollbackMode::AllOrNothing;
+    }
+    // A run fenced because the machine is too busy to renew in time is retried at once.
+    config.retry_backoff = Duration::ZERO;
+    store
+        .create_mirror(&config, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+
+    let a_dest = Proxy::start(dest);
+    a_dest.inject(
+        "PUT",
+        "/manifests/v",
+        Fault::Delay(Duration::from_millis(500)),
+        100,
+    );
+    let b_dest = Proxy::start(dest);
+    let args = [
+        "--lease-ms",
+        FENCING_LEASE_MS,
+        "--poll-ms",
+        "100",
+        "--store-timeout-ms",
+        "1000",
+        "--shutdown-ms",
+        "3000",
+    ];
+    let a_store = match cut {
+        Cut::Partition => format!("postgres:{a_url}"),
+        Cut::Freeze => format!("postgres:{url}"),
+    };
+    let a = WorkerProcess::start("worker-a", &a_store, &source.host(), &a_dest.host(), &args);
+    wait_for(
+        "A to publish two tags",
+        Duration::from_secs(60),
+        async || (a_dest.count("PUT", "/manifests/v") >= 2).then_some(()),
+    )
+    .await;
+    match cut {
+        Cut::Partition => db_proxy.stall(),
+        Cut::Freeze => a.signal("STOP"),
+    }
+    let mut new = BTreeMap::new();
+    for (i, tag) in tags.iter().enumerate() {
+        let image = Image::simple((round * 100 + 50 + i) as u64, 1, 500);
+        new.insert(tag.clone(), seeder.push_image(&repo, tag, &image).await);
+    }
+
+    let b = WorkerProcess::start(
+        "worker-b",
+        &format!("postgres:{url}"),
+        &source.host(),
+        &b_dest.host(),
+        &args,
+    );
+    let done = wait_for(
+        "B to complete the mirror",
+        Duration::from_secs(60),
+        async || {
+            let r = store.get_mirror(&id).await.unwrap();
+            (r.state.lease_token >= 2
+                && r.state.lease_owner.is_none()
+                && r.state.status == SyncStatus::Success)
+                .then_some(r)
+        },
+    )
+    .await;
+    let takeover = done.state.last_started.expect("B's claim");
+    if cut == Cut::Freeze {
+        a.signal("CONT");
+    }
+    // Time for whatever A would still do: resume its publishing, roll back, release.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    assert_eq!(
+        dest_tags(dest, &id).await,
+        new,
+        "round {round} ({cut:?}): the destination equals the source"
+    );
+    let stale: Vec<_> = a_dest
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r.method.as_str(), "PUT" | "DELETE" | "PATCH" | "POST"))
+        .filter(|r| OffsetDateTime::from(r.at) >= takeover)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "round {round} ({cut:?}): A wrote after B took over at {takeover}: {stale:?}"
+    );
+    let a_writes = a_dest.count("PUT", "/manifests/v");
+
+    // A stops on SIGTERM within its shutdown deadline, even cut off from its store.
+    let stopping = Instant::now();
+    let runs = a.terminate();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3 + 3),
+        "round {round} ({cut:?}): A took {:?} to stop",
+        stopping.elapsed()
+    );
+    assert!(runs.len() <= 1, "{runs:?}");
+    drop(b);
+    a_writes
+}
+
+async fn fencing_rounds_hold(cut: Cut) {
+    let pg = Postgres::shared();
+    let source = Registry::start();
+    let dest = Registry::start();
+    let rounds = fencing_rounds();
+    let mut a_writes = Vec::new();
+    for round in 0..rounds {
+        a_writes.push(fencing_round(round, cut, &pg, &source, &dest).await);
+    }
+    // Printed for the record (cargo test -- --nocapture).
+    println!(
+        "{cut:?}: {rounds} rounds, stale writes 0, A's tag writes before the takeover per round: {a_writes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_partitioned_from_postgresql_mid_publish_writes_nothing_after_the_takeover() {
+    fencing_rounds_hold(Cut::Partition).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_lease_writes_nothing_when_resumed() {
+    fencing_rounds_hold(Cut::Freeze).await;
+}
+
+/// A worker whose PostgreSQL stops answering (the connections stall): its polls fail within
+/// the store's timeouts, it reports the store unhealthy (and healthy again once it answers),
+/// and a shutdown still ends within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_hangs_is_reported_and_never_holds_up_shutdown() {
+    let pg = Postgres::shared();
+    let url = pg.create_database();
+    let proxy = TcpProxy::start(([127, 0, 0, 1], pg.port()).into());
+    let via_proxy = url.replace(
+        &format!("port={}", pg.port()),
+        &format!("port={}", proxy.addr().port()),
+    );
+    let timeouts = StoreTimeouts {
+        query: Duration::from_millis(500),
+        checkout: Duration::from_millis(500),
+    };
+    let store = PostgresStateStore::connect_with(&via_proxy, timeouts)
+        .await
+        .unwrap();
+    let mirror = engine(
+        Arc::new(store),
+        "127.0.0.1:1",
+        "127.0.0.1:1",
+        EngineSettings::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        mirror
+            .worker(WorkerOptions {
+                poll_interval: Duration::from_millis(100),
+                shutdown_deadline: Duration::from_secs(2),
+                ..WorkerOptions::default()
+            })
+            .run(async move {
+                let _ = stopped.await;
+            }),
+    );
+    let health = mirror.store_health();
+    proxy.stall();
+    wait_for(
+        "the store to be reported unhealthy",
+        Duration::from_secs(10),
+        async || (!health.is_healthy()).then_some(()),
+    )
+    .await;
+    assert!(
+        health.last_error().unwrap().contains("Timeout"),
+        "{:?}",
+        health.last_error()
+    );
+    proxy.resume();
+    wait_for(
+        "the store to be healthy again",
+        Duration::from_secs(10),
+        async || health.is_healthy().then_some(()),
+    )
+    .await;
+    proxy.stall();
+    wait_for(
+        "the store to be unhealthy again",
+        Duration::from_secs(10),
+        async || (!health.is_healthy()).then_some(()),
+    )
+    .await;
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(3), worker)
+        .await
+        .expect("the worker stops within its shutdown deadline")
+        .unwrap()
+        .unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(3));
+    assert!(report.failed_polls >= 2, "{report:?}");
 }

@@ -6,6 +6,7 @@
 mod connector;
 mod copy;
 mod events;
+mod fence;
 mod plan;
 mod preview;
 mod progress;
@@ -22,12 +23,14 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 pub use connector::{HttpConnector, SourceConnector, StaticConnector};
+pub use fence::fence_margin;
 pub use preview::{PreviewAction, PreviewTag, SyncPreview};
 pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
 pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 
 use copy::KnownBlobs;
 use events::EventQueue;
+use fence::Fence;
 use run::{Run, RunParts};
 
 use crate::config::MirrorConfig;
@@ -35,7 +38,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
 use crate::settings::{EngineSettings, may_push};
-use crate::state::{Claim, Declaration, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore};
+use crate::state::{
+    Claim, Declaration, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore, StoreHealth,
+};
 use crate::status::SyncStatus;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
@@ -109,6 +114,7 @@ struct Inner {
     settings: EngineSettings,
     known: Arc<KnownBlobs>,
     links: Arc<referrers::KnownLinks>,
+    store_health: StoreHealth,
 }
 
 impl fmt::Debug for Mirror {
@@ -243,6 +249,7 @@ impl MirrorBuilder {
                 settings: self.settings,
                 known: Arc::default(),
                 links: Arc::default(),
+                store_health: StoreHealth::default(),
             }),
         })
     }
@@ -275,6 +282,12 @@ impl Mirror {
     /// The engine-wide settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Whether the state store answered this engine's last claim, lease renewal or release
+    /// (what a worker reports as its store's health).
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.inner.store_health
     }
 
     /// May `principal` push to `repository`? False for anyone but the mirror's robot while the
@@ -402,10 +415,11 @@ impl Mirror {
                 error: report.error.clone().unwrap_or_else(|| "failed".to_owned()),
             },
         };
-        if let Err(e) = store
+        let released = store
             .release(&claim, &outcome, OffsetDateTime::now_utc())
-            .await
-        {
+            .await;
+        self.inner.store_health.observe(&released);
+        if let Err(e) = released {
             // The lease expires on its own; the next claim picks the mirror up again.
             tracing::warn!(mirror = %claim.mirror_id, "could not release the claim: {e}");
         }
@@ -433,7 +447,7 @@ impl Mirror {
         options: SyncOptions,
     ) -> Result<SyncPreview> {
         config.validate()?;
-        let run = Arc::new(self.start_run(config, options)?);
+        let run = Arc::new(self.start_run(config, options, None)?);
         // A preview is bounded by the run's timeout as a sync is: a registry that never
         // answers ends it there, not after every retry of every request.
         let watchdog = CancellationToken::new();
@@ -447,7 +461,12 @@ impl Mirror {
     }
 
     /// A run of `config`: the source connected, the tag filter built.
-    fn start_run(&self, config: &MirrorConfig, options: SyncOptions) -> Result<Run> {
+    fn start_run(
+        &self,
+        config: &MirrorConfig,
+        options: SyncOptions,
+        fence: Option<Arc<Fence>>,
+    ) -> Result<Run> {
         let inner = &self.inner;
         let source = inner
             .connector
@@ -463,6 +482,7 @@ impl Mirror {
             progress: options.progress,
             cancel: options.cancel.child_token(),
             prune: !options.keep_unselected,
+            fence,
         })
     }
 
@@ -497,7 +517,14 @@ impl Mirror {
             }
         }
 
-        let run = match self.start_run(config, options) {
+        let fence = claimed.map(|(_, claim)| {
+            Arc::new(Fence::for_claim(
+                &claim.mirror_id,
+                claim.expires,
+                inner.lease,
+            ))
+        });
+        let run = match self.start_run(config, options, fence.clone()) {
             Ok(run) => Arc::new(run),
             Err(e) => {
                 let mut report = SyncReport::new(&config.id, &config.source.to_string());
@@ -511,12 +538,13 @@ impl Mirror {
         let watchdogs = CancellationToken::new();
         let _stop_watchdogs = watchdogs.clone().drop_guard();
         tokio::spawn(timeout_watchdog(Arc::clone(&run), watchdogs.clone()));
-        if let Some((store, claim)) = claimed {
+        if let (Some((store, claim)), Some(fence)) = (claimed, fence) {
             tokio::spawn(renew_lease(
+                self.clone(),
                 Arc::clone(&run),
                 Arc::clone(store),
                 claim.clone(),
-                inner.lease,
+                fence,
                 watchdogs.clone(),
             ));
         }
@@ -583,22 +611,56 @@ async fn timeout_watchdog(run: Arc<Run>, stop: CancellationToken) {
     }
 }
 
-/// Renew the claim every third of the lease; `CANCEL` cancels the run, a lost claim aborts it.
+/// Keep the claim: renew it every third of the lease (sooner again after a renewal that
+/// failed), confirming the run's [`Fence`] with each renewal the store confirms. `CANCEL` cancels
+/// the run; a lost claim or a deleted mirror aborts it; and so does a fence that expires because
+/// no renewal was confirmed in time, whatever the reason (the store refused, failed, hung or
+/// could not be reached; the process was frozen): the run stops before its lease can expire.
 async fn renew_lease(
+    mirror: Mirror,
     run: Arc<Run>,
     store: Arc<dyn StateStore>,
     claim: Claim,
-    lease: Duration,
+    fence: Arc<Fence>,
     stop: CancellationToken,
 ) {
+    let lease = mirror.inner.lease;
+    let health = &mirror.inner.store_health;
+    let mut wait = lease / 3;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(lease / 3) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(fence.deadline()) => {}
         }
-        match store.renew(&claim, OffsetDateTime::now_utc(), lease).await {
-            Ok(SyncStatus::Cancel) => run.cancel_by_status(),
-            Ok(_) => {}
+        if fence.is_expired() {
+            run.abort(fence.expired_error());
+            tracing::warn!(mirror = %claim.mirror_id, "{}", fence.expired_error().message());
+            return;
+        }
+        // Measured before the wall-clock time the store computes the new expiry from.
+        let sent = tokio::time::Instant::now();
+        // An answer after the fence's deadline would come too late to matter.
+        let renewed = tokio::time::timeout_at(
+            fence.deadline(),
+            store.renew(&claim, OffsetDateTime::now_utc(), lease),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                "the state store did not answer the lease renewal in time",
+            ))
+        });
+        health.observe(&renewed);
+        wait = lease / 3;
+        match renewed {
+            Ok(status) => {
+                fence.confirm(sent);
+                if status == SyncStatus::Cancel {
+                    run.cancel_by_status();
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 run.abort(e.context("the claim on the mirror was lost"));
                 return;
@@ -609,9 +671,18 @@ async fn renew_lease(
                 run.abort(e.context("the mirror was deleted"));
                 return;
             }
-            Err(e) => tracing::warn!(mirror = %claim.mirror_id, "could not renew the lease: {e}"),
+            Err(e) => {
+                tracing::warn!(mirror = %claim.mirror_id, "could not renew the lease: {e}");
+                wait = renewal_retry(lease);
+            }
         }
     }
+}
+
+/// The wait before trying a failed renewal again: a tenth of the lease, so a store that comes
+/// back within the lease keeps the run going.
+fn renewal_retry(lease: Duration) -> Duration {
+    lease / 10
 }
 
 /// A usage-log entry about the whole run.

@@ -17,6 +17,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{KnownBlobs, Staged};
+use super::fence::{Fence, FencedDestination};
 use super::progress::Progress;
 use super::referrers::KnownLinks;
 use super::report::{Outcome, SyncReport};
@@ -95,6 +96,7 @@ pub(crate) struct Run {
     /// Abandon units in flight too (timeout, lease lost); `abort_reason` says why.
     abort: CancellationToken,
     abort_reason: Mutex<Option<Error>>,
+    fence: Option<Arc<Fence>>,
     pub stats: Stats,
     pub blobs: OnceMap<Described, ()>,
     /// Each child manifest's index nesting below it (0 for an image).
@@ -114,18 +116,24 @@ pub(crate) struct RunParts {
     pub progress: Progress,
     pub cancel: CancellationToken,
     pub prune: bool,
+    /// The claim's fence, for a run of a claimed mirror: every destination write checks it.
+    pub fence: Option<Arc<Fence>>,
 }
 
 impl Run {
     pub fn new(parts: RunParts) -> Result<Self> {
         let filter = parts.config.tag_filter()?;
+        let dest: Arc<dyn DestRegistry> = match &parts.fence {
+            Some(fence) => Arc::new(FencedDestination::new(parts.dest, Arc::clone(fence))),
+            None => parts.dest,
+        };
         Ok(Run {
             filter,
             src_repo: parts.config.source.repository().to_owned(),
             dest_repo: parts.config.id.clone(),
             config: parts.config,
             source: parts.source,
-            dest: parts.dest,
+            dest,
             pool: Semaphore::new(parts.concurrency.max(1)),
             metadata_pool: Semaphore::new(super::metadata_concurrency(parts.concurrency).max(1)),
             known: parts.known,
@@ -136,6 +144,7 @@ impl Run {
             cancelled_by_status: AtomicBool::new(false),
             abort: CancellationToken::new(),
             abort_reason: Mutex::new(None),
+            fence: parts.fence,
             stats: Stats::default(),
             blobs: OnceMap::default(),
             children: OnceMap::default(),
@@ -154,13 +163,26 @@ impl Run {
         self.abort.is_cancelled()
     }
 
-    /// Whether the run was aborted because another worker took the mirror over: the
-    /// destination is then that worker's to finish or roll back, not this run's.
+    /// Whether the run can no longer prove it holds its claim (another worker took the mirror
+    /// over, or the lease could not be renewed in time): the destination is then the next
+    /// holder's to finish or roll back, not this run's, and nothing more is written to it.
     pub fn is_claim_lost(&self) -> bool {
-        self.is_aborted()
-            && lock(&self.abort_reason)
-                .as_ref()
-                .is_some_and(|e| e.kind() == ErrorKind::Conflict)
+        self.fence_expired()
+            || (self.is_aborted()
+                && lock(&self.abort_reason)
+                    .as_ref()
+                    .is_some_and(|e| e.kind() == ErrorKind::Conflict))
+    }
+
+    /// Whether the claim's fence has expired; aborts the run if so.
+    fn fence_expired(&self) -> bool {
+        match &self.fence {
+            Some(fence) if fence.is_expired() => {
+                self.abort(fence.expired_error());
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -180,7 +202,7 @@ impl Run {
 
     /// Whether no new work may start.
     pub fn is_stopped(&self) -> bool {
-        self.is_aborted() || self.is_cancelled()
+        self.is_aborted() || self.fence_expired() || self.is_cancelled()
     }
 
     /// Why the run was aborted.
@@ -192,7 +214,7 @@ impl Run {
     }
 
     fn check(&self) -> Result<()> {
-        if self.is_aborted() {
+        if self.is_aborted() || self.fence_expired() {
             return Err(self.abort_error());
         }
         if self.is_cancelled() {

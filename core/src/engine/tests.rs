@@ -737,7 +737,9 @@ async fn a_dead_workers_run_is_restored_with_all_or_nothing() {
 
 #[tokio::test]
 async fn a_cancel_status_seen_on_renewal_stops_the_run() {
-    let s = setup_with(|b| b.lease(Duration::from_millis(30)));
+    // Renewed every 200 ms; a lease much shorter would stop the run at its fence whenever the
+    // machine is busy for a quarter of it.
+    let s = setup_with(|b| b.lease(Duration::from_millis(600)));
     let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
     s.source.inject(Fault::StallBlob(blobs_of(&m)[1].clone()));
     s.mirror.create_mirror(config(&["v1"])).await.unwrap();
@@ -751,8 +753,8 @@ async fn a_cancel_status_seen_on_renewal_stops_the_run() {
         tokio::task::yield_now().await;
     }
     s.mirror.cancel(DEST).await.unwrap();
-    // Give the renewal (every 10 ms) time to see CANCEL, then let the unit in flight finish.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Give the renewal (every 200 ms) time to see CANCEL, then let the unit in flight finish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     s.source.heal(&Fault::StallBlob(blobs_of(&m)[1].clone()));
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
@@ -814,7 +816,7 @@ async fn an_interrupted_run_keeps_its_record_and_the_next_run_completes_from_it(
 
 #[tokio::test]
 async fn a_lost_claim_aborts_the_run_and_leaves_the_destination_to_the_new_holder() {
-    let s = setup_with(|b| b.lease(Duration::from_millis(30)));
+    let s = setup_with(|b| b.lease(Duration::from_millis(600)));
     let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
     let layer = blobs_of(&m)[1].clone();
     s.source.inject(Fault::StallBlob(layer.clone()));

@@ -44,6 +44,7 @@ use crate::error::Result;
 use crate::reference::Digest;
 use crate::status::SyncStatus;
 
+mod health;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -52,6 +53,7 @@ mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use health::StoreHealth;
 pub use memory::MemoryStateStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
@@ -177,6 +179,27 @@ impl LogRetention {
     /// Entries before this time go (`None`: no age limit).
     pub fn cutoff(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
         self.max_age.map(|age| now - age)
+    }
+}
+
+/// Bounds on a store's calls (SEMANTICS.md §6: every store call is bounded), so a store that
+/// stops answering makes its callers fail in time instead of hanging: a worker then stops
+/// claiming and its runs stop before their leases could expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// One call's queries (PostgreSQL; the connection is closed when it runs out), or SQLite's
+    /// wait for another process's write lock. Default 10 s.
+    pub query: Duration,
+    /// The wait for a pooled connection (PostgreSQL). Default 10 s.
+    pub checkout: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> Self {
+        StoreTimeouts {
+            query: Duration::from_secs(10),
+            checkout: Duration::from_secs(10),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::row::{
 };
 use super::{
     Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
-    TagRecord, redact_secrets,
+    StoreTimeouts, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -75,6 +75,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct PostgresStateStore {
     pool: Pool,
+    /// The bound on one call's queries ([`StoreTimeouts::query`]).
+    query_timeout: Duration,
+    /// The bound on getting a connection for a call ([`StoreTimeouts::checkout`]).
+    checkout_timeout: Duration,
     /// `host:port/dbname`, for `Debug` (the connection string may hold a password).
     target: String,
 }
@@ -131,8 +135,15 @@ fn pool_error(e: deadpool_postgres::PoolError) -> Error {
 
 impl PostgresStateStore {
     /// Connect to the database named by `url` (`postgres://user:pass@host:port/db` or
-    /// `host=… user=… dbname=…`) and migrate its schema.
+    /// `host=… user=… dbname=…`) and migrate its schema, with the default [`StoreTimeouts`].
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, StoreTimeouts::default()).await
+    }
+
+    /// [`PostgresStateStore::connect`] with these bounds on every call: a pooled connection
+    /// within `timeouts.checkout` (a new one within the URL's `connect_timeout`, 15 s by
+    /// default), each call's queries within `timeouts.query`.
+    pub async fn connect_with(url: &str, timeouts: StoreTimeouts) -> Result<Self> {
         let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             Error::new(
                 ErrorKind::InvalidConfig,
@@ -157,6 +168,8 @@ impl PostgresStateStore {
             // answers; a connection (handshake and login included) must be made within it.
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(connect_timeout))
+            .wait_timeout(Some(timeouts.checkout))
+            .recycle_timeout(Some(timeouts.checkout))
             .build()
             .map_err(|e| {
                 Error::new(
@@ -164,7 +177,12 @@ impl PostgresStateStore {
                     format!("cannot build a PostgreSQL pool: {e}"),
                 )
             })?;
-        let store = PostgresStateStore { pool, target };
+        let store = PostgresStateStore {
+            pool,
+            query_timeout: timeouts.query,
+            checkout_timeout: timeouts.checkout,
+            target,
+        };
         store
             .migrate()
             .await
@@ -172,46 +190,84 @@ impl PostgresStateStore {
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<()> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+    /// Run `f` on a pooled connection, within the query timeout. A connection whose call timed
+    /// out is closed rather than pooled again: it may be stuck on a stalled network, or still
+    /// in the middle of the abandoned call.
+    async fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T>,
+    ) -> Result<T> {
+        // A new connection is made within the URL's connect_timeout, and no checkout, new or
+        // pooled, takes longer than the checkout timeout.
+        let mut client = tokio::time::timeout(self.checkout_timeout, self.pool.get())
             .await
-            .map_err(db_error)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS regmirror_schema (version BIGINT NOT NULL)")
-            .await
-            .map_err(db_error)?;
-        let version: i64 = match tx
-            .query_opt("SELECT version FROM regmirror_schema", &[])
-            .await
-            .map_err(db_error)?
-        {
-            Some(row) => row.get(0),
-            None => {
-                tx.execute("INSERT INTO regmirror_schema (version) VALUES (0)", &[])
-                    .await
-                    .map_err(db_error)?;
-                0
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres: no connection within {} (checkout timeout)",
+                        humantime::format_duration(self.checkout_timeout)
+                    ),
+                )
+            })?
+            .map_err(pool_error)?;
+        match tokio::time::timeout(self.query_timeout, f(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres: no answer within {} (query timeout); the connection was closed",
+                        humantime::format_duration(self.query_timeout)
+                    ),
+                ))
             }
-        };
-        let known = MIGRATIONS.len();
-        let from = usize::try_from(version).unwrap_or(usize::MAX);
-        if from > known {
-            return Err(Error::new(
-                ErrorKind::State,
-                format!(
-                    "the database has schema version {version}, newer than this regmirror knows ({known})"
-                ),
-            ));
         }
-        for migration in &MIGRATIONS[from..] {
-            tx.batch_execute(migration).await.map_err(db_error)?;
-        }
-        let known = i64::try_from(known).expect("a handful of migrations");
-        tx.execute("UPDATE regmirror_schema SET version = $1", &[&known])
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(db_error)?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS regmirror_schema (version BIGINT NOT NULL)")
+                .await
+                .map_err(db_error)?;
+            let version: i64 = match tx
+                .query_opt("SELECT version FROM regmirror_schema", &[])
+                .await
+                .map_err(db_error)?
+            {
+                Some(row) => row.get(0),
+                None => {
+                    tx.execute("INSERT INTO regmirror_schema (version) VALUES (0)", &[])
+                        .await
+                        .map_err(db_error)?;
+                    0
+                }
+            };
+            let known = MIGRATIONS.len();
+            let from = usize::try_from(version).unwrap_or(usize::MAX);
+            if from > known {
+                return Err(Error::new(
+                    ErrorKind::State,
+                    format!(
+                        "the database has schema version {version}, newer than this regmirror knows ({known})"
+                    ),
+                ));
+            }
+            for migration in &MIGRATIONS[from..] {
+                tx.batch_execute(migration).await.map_err(db_error)?;
+            }
+            let known = i64::try_from(known).expect("a handful of migrations");
+            tx.execute("UPDATE regmirror_schema SET version = $1", &[&known])
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
+        })
+        .await
     }
 
     /// Apply `f` to one mirror's state under a row lock and store the result.
@@ -220,13 +276,15 @@ impl PostgresStateStore {
         id: &str,
         f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()> + Send,
     ) -> Result<MirrorRecord> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut record = load_for_update(&tx, id).await?;
-        f(&record.config, &mut record.state)?;
-        store(&tx, &record.config, &mut record.state, false).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(record)
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut record = load_for_update(&tx, id).await?;
+            f(&record.config, &mut record.state)?;
+            store(&tx, &record.config, &mut record.state, false).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(record)
+        })
+        .await
     }
 }
 
@@ -400,15 +458,17 @@ impl StateStore for PostgresStateStore {
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         config.validate()?;
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut state = MirrorState::new(config, truncate(now));
-        store(&tx, config, &mut state, true).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(MirrorRecord {
-            config: config.clone(),
-            state,
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut state = MirrorState::new(config, truncate(now));
+            store(&tx, config, &mut state, true).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(MirrorRecord {
+                config: config.clone(),
+                state,
+            })
         })
+        .await
     }
 
     async fn declare_mirrors(
@@ -424,77 +484,87 @@ impl StateStore for PostgresStateStore {
         // each other instead of deadlocking.
         let mut order: Vec<usize> = (0..configs.len()).collect();
         order.sort_by(|a, b| configs[*a].id.cmp(&configs[*b].id));
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut declared = vec![Declaration::Unchanged; configs.len()];
-        for i in order {
-            let config = &configs[i];
-            // A mirror another worker is creating right now: this insert waits for its commit
-            // and then does nothing, and the row is read below.
-            let mut fresh = MirrorState::new(config, now);
-            let created = write_row(&tx, config, &mut fresh, Write::InsertIfAbsent).await?;
-            if created == 1 {
-                declared[i] = Declaration::Created;
-                continue;
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut declared = vec![Declaration::Unchanged; configs.len()];
+            for i in order {
+                let config = &configs[i];
+                // A mirror another worker is creating right now: this insert waits for its commit
+                // and then does nothing, and the row is read below.
+                let mut fresh = MirrorState::new(config, now);
+                let created = write_row(&tx, config, &mut fresh, Write::InsertIfAbsent).await?;
+                if created == 1 {
+                    declared[i] = Declaration::Created;
+                    continue;
+                }
+                let stored = load_for_update(&tx, &config.id).await?;
+                let (write, what) = super::declare(Some(stored), config, now);
+                if let Some(mut record) = write {
+                    store(&tx, &record.config, &mut record.state, false).await?;
+                }
+                declared[i] = what;
             }
-            let stored = load_for_update(&tx, &config.id).await?;
-            let (write, what) = super::declare(Some(stored), config, now);
-            if let Some(mut record) = write {
-                store(&tx, &record.config, &mut record.state, false).await?;
-            }
-            declared[i] = what;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(declared)
+            tx.commit().await.map_err(db_error)?;
+            Ok(declared)
+        })
+        .await
     }
 
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
         config.validate()?;
         let now = truncate(OffsetDateTime::now_utc());
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut record = load_for_update(&tx, &config.id).await?;
-        record.state.reconfigure(&record.config, config, now);
-        record.config = config.clone();
-        store(&tx, &record.config, &mut record.state, false).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(record)
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut record = load_for_update(&tx, &config.id).await?;
+            record.state.reconfigure(&record.config, config, now);
+            record.config = config.clone();
+            store(&tx, &record.config, &mut record.state, false).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_opt(&select_mirrors("WHERE id = $1"), &[&id])
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found(id))?;
-        to_record(&row)
+        self.with_client(async |client| {
+            let row = client
+                .query_opt(&select_mirrors("WHERE id = $1"), &[&id])
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| not_found(id))?;
+            to_record(&row)
+        })
+        .await
     }
 
     async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = client
-            .query(&select_mirrors("ORDER BY id"), &[])
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let mut record = to_record(row)?;
-                redact_secrets(&mut record.config);
-                Ok(record)
-            })
-            .collect()
+        self.with_client(async |client| {
+            let rows = client
+                .query(&select_mirrors("ORDER BY id"), &[])
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| {
+                    let mut record = to_record(row)?;
+                    redact_secrets(&mut record.config);
+                    Ok(record)
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
         let now = truncate(OffsetDateTime::now_utc());
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        ensure_deletable(id, &load_for_update(&tx, id).await?.state, now)?;
-        tx.execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            ensure_deletable(id, &load_for_update(&tx, id).await?.state, now)?;
+            tx.execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
+        })
+        .await
     }
 
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
@@ -506,13 +576,15 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut record = load_for_update(&tx, id).await?;
-        record.config.enabled = enabled;
-        store(&tx, &record.config, &mut record.state, false).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(record)
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut record = load_for_update(&tx, id).await?;
+            record.config.enabled = enabled;
+            store(&tx, &record.config, &mut record.state, false).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(record)
+        })
+        .await
     }
 
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
@@ -545,35 +617,37 @@ impl StateStore for PostgresStateStore {
         lease: Duration,
     ) -> Result<Vec<Claim>> {
         let now = truncate(now);
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        // SKIP LOCKED: rows another worker is claiming right now are left to it, not waited on.
-        let rows = tx
-            .query(
-                &select_mirrors(
-                    "WHERE due_us <= $1 ORDER BY due_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                ),
-                &[&micros(now), &limit(max)],
-            )
-            .await
-            .map_err(db_error)?;
-        let mut claims = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut record = to_record(row)?;
-            // The due_us column is derived from the state; re-check with the rule itself.
-            if !record.state.is_claimable(record.config.enabled, now) {
-                continue;
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            // SKIP LOCKED: rows another worker is claiming right now are left to it, not waited on.
+            let rows = tx
+                .query(
+                    &select_mirrors(
+                        "WHERE due_us <= $1 ORDER BY due_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    ),
+                    &[&micros(now), &limit(max)],
+                )
+                .await
+                .map_err(db_error)?;
+            let mut claims = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut record = to_record(row)?;
+                // The due_us column is derived from the state; re-check with the rule itself.
+                if !record.state.is_claimable(record.config.enabled, now) {
+                    continue;
+                }
+                let claim = record
+                    .state
+                    .claim_if_due(&record.config, worker, now, lease);
+                // A claimable mirror's state changed whether or not a claim came back (a lost
+                // run with no retries left moved to its next slot).
+                store(&tx, &record.config, &mut record.state, false).await?;
+                claims.extend(claim.map(|c| stored_claim(c, &record.state)));
             }
-            let claim = record
-                .state
-                .claim_if_due(&record.config, worker, now, lease);
-            // A claimable mirror's state changed whether or not a claim came back (a lost
-            // run with no retries left moved to its next slot).
-            store(&tx, &record.config, &mut record.state, false).await?;
-            claims.extend(claim.map(|c| stored_claim(c, &record.state)));
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(claims)
+            tx.commit().await.map_err(db_error)?;
+            Ok(claims)
+        })
+        .await
     }
 
     async fn claim(
@@ -584,16 +658,18 @@ impl StateStore for PostgresStateStore {
         lease: Duration,
     ) -> Result<Claim> {
         let now = truncate(now);
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let mut record = load_for_update(&tx, id).await?;
-        ensure_no_live_lease(id, &record.state, now)?;
-        let claim = record
-            .state
-            .claim_forced(&record.config, worker, now, lease);
-        store(&tx, &record.config, &mut record.state, false).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(stored_claim(claim, &record.state))
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut record = load_for_update(&tx, id).await?;
+            ensure_no_live_lease(id, &record.state, now)?;
+            let claim = record
+                .state
+                .claim_forced(&record.config, worker, now, lease);
+            store(&tx, &record.config, &mut record.state, false).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(stored_claim(claim, &record.state))
+        })
+        .await
     }
 
     async fn renew(
@@ -625,129 +701,141 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let json = tag_record_json(record);
-        client
-            .execute(
-                "INSERT INTO regmirror_tag_records (mirror_id, record) VALUES ($1, $2) \
-                 ON CONFLICT (mirror_id) DO UPDATE SET record = excluded.record",
-                &[&id, &json],
-            )
-            .await
-            .map_err(|e| match e.code() {
-                Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => not_found(id),
-                _ => db_error(e),
-            })?;
-        Ok(())
+        self.with_client(async |client| {
+            let json = tag_record_json(record);
+            client
+                .execute(
+                    "INSERT INTO regmirror_tag_records (mirror_id, record) VALUES ($1, $2) \
+                     ON CONFLICT (mirror_id) DO UPDATE SET record = excluded.record",
+                    &[&id, &json],
+                )
+                .await
+                .map_err(|e| match e.code() {
+                    Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => not_found(id),
+                    _ => db_error(e),
+                })?;
+            Ok(())
+        })
+        .await
     }
 
     async fn tag_record(&self, id: &str) -> Result<Option<TagRecord>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let row = client
-            .query_opt(
-                "SELECT record FROM regmirror_tag_records WHERE mirror_id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(db_error)?;
-        row.map(|r| tag_record_from_json(id, r.get(0))).transpose()
+        self.with_client(async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT record FROM regmirror_tag_records WHERE mirror_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db_error)?;
+            row.map(|r| tag_record_from_json(id, r.get(0))).transpose()
+        })
+        .await
     }
 
     async fn clear_tag_record(&self, id: &str) -> Result<()> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        client
-            .execute(
-                "DELETE FROM regmirror_tag_records WHERE mirror_id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "DELETE FROM regmirror_tag_records WHERE mirror_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn append_log(&self, entries: &[LogEntry]) -> Result<()> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO regmirror_usage_log (mirror_id, time_us, kind, tag, digest, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .await
-            .map_err(db_error)?;
-        for e in entries {
-            tx.execute(
-                &stmt,
-                &[
-                    &e.mirror_id,
-                    &micros(e.time),
-                    &log_kind_name(e.kind),
-                    &e.tag,
-                    &e.digest.as_ref().map(|d| d.as_str()),
-                    &e.message,
-                ],
-            )
-            .await
-            .map_err(|err| match err.code() {
-                Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
-                    not_found(&e.mirror_id)
-                }
-                _ => db_error(err),
-            })?;
-        }
-        tx.commit().await.map_err(db_error)
+        self.with_client(async |client| {
+            let tx = client.transaction().await.map_err(db_error)?;
+            let stmt = tx
+                .prepare(
+                    "INSERT INTO regmirror_usage_log (mirror_id, time_us, kind, tag, digest, message) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(db_error)?;
+            for e in entries {
+                tx.execute(
+                    &stmt,
+                    &[
+                        &e.mirror_id,
+                        &micros(e.time),
+                        &log_kind_name(e.kind),
+                        &e.tag,
+                        &e.digest.as_ref().map(|d| d.as_str()),
+                        &e.message,
+                    ],
+                )
+                .await
+                .map_err(|err| match err.code() {
+                    Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                        not_found(&e.mirror_id)
+                    }
+                    _ => db_error(err),
+                })?;
+            }
+            tx.commit().await.map_err(db_error)
+        })
+        .await
     }
 
     async fn logs(&self, id: &str, max: usize, before: Option<u64>) -> Result<Vec<LogEntry>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows = client
-            .query(
-                "SELECT seq, mirror_id, time_us, kind, tag, digest, message \
-                 FROM regmirror_usage_log WHERE mirror_id = $1 AND seq < $2 \
-                 ORDER BY seq DESC LIMIT $3",
-                &[&id, &before_seq(before), &limit(max)],
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|r| {
-                LogRow {
-                    seq: r.get(0),
-                    mirror_id: r.get(1),
-                    time_us: r.get(2),
-                    kind: r.get(3),
-                    tag: r.get(4),
-                    digest: r.get(5),
-                    message: r.get(6),
-                }
-                .into_entry()
-            })
-            .collect()
+        self.with_client(async |client| {
+            let rows = client
+                .query(
+                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message \
+                     FROM regmirror_usage_log WHERE mirror_id = $1 AND seq < $2 \
+                     ORDER BY seq DESC LIMIT $3",
+                    &[&id, &before_seq(before), &limit(max)],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|r| {
+                    LogRow {
+                        seq: r.get(0),
+                        mirror_id: r.get(1),
+                        time_us: r.get(2),
+                        kind: r.get(3),
+                        tag: r.get(4),
+                        digest: r.get(5),
+                        message: r.get(6),
+                    }
+                    .into_entry()
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let mut removed = 0;
-        if let Some(cutoff) = retention.cutoff(now) {
-            removed += client
-                .execute(
-                    "DELETE FROM regmirror_usage_log WHERE time_us < $1",
-                    &[&micros(cutoff)],
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        if let Some(max) = retention.max_entries {
-            removed += client
-                .execute(
-                    "DELETE FROM regmirror_usage_log WHERE seq IN (SELECT seq FROM (SELECT seq, \
-                     ROW_NUMBER() OVER (PARTITION BY mirror_id ORDER BY seq DESC) AS n \
-                     FROM regmirror_usage_log) AS ranked WHERE n > $1)",
-                    &[&limit(max)],
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        Ok(removed)
+        self.with_client(async |client| {
+            let mut removed = 0;
+            if let Some(cutoff) = retention.cutoff(now) {
+                removed += client
+                    .execute(
+                        "DELETE FROM regmirror_usage_log WHERE time_us < $1",
+                        &[&micros(cutoff)],
+                    )
+                    .await
+                    .map_err(db_error)?;
+            }
+            if let Some(max) = retention.max_entries {
+                removed += client
+                    .execute(
+                        "DELETE FROM regmirror_usage_log WHERE seq IN (SELECT seq FROM (SELECT seq, \
+                         ROW_NUMBER() OVER (PARTITION BY mirror_id ORDER BY seq DESC) AS n \
+                         FROM regmirror_usage_log) AS ranked WHERE n > $1)",
+                        &[&limit(max)],
+                    )
+                    .await
+                    .map_err(db_error)?;
+            }
+            Ok(removed)
+        })
+        .await
     }
 }

@@ -18,7 +18,7 @@ use super::row::{
 };
 use super::{
     Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
-    TagRecord, redact_secrets,
+    StoreTimeouts, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -59,9 +59,6 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX usage_log_mirror ON usage_log (mirror_id, seq);
 "];
 
-/// How long a write waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A [`StateStore`] in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStateStore {
@@ -88,20 +85,30 @@ fn db_error(e: rusqlite::Error) -> Error {
 }
 
 impl SqliteStateStore {
-    /// Open (creating if needed) the store at `path` and migrate its schema.
+    /// Open (creating if needed) the store at `path` and migrate its schema, with the default
+    /// [`StoreTimeouts`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, StoreTimeouts::default()).await
+    }
+
+    /// [`SqliteStateStore::open`] where a write waits at most `timeouts.query` for another
+    /// process's write lock (SQLite's busy timeout) before failing as a timeout.
+    pub async fn open_with(path: impl AsRef<Path>, timeouts: StoreTimeouts) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || Self::open_blocking(&opened))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("sqlite open panicked: {e}")))??;
+        let conn =
+            tokio::task::spawn_blocking(move || Self::open_blocking(&opened, timeouts.query))
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorKind::Internal, format!("sqlite open panicked: {e}"))
+                })??;
         Ok(SqliteStateStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn open_blocking(path: &Path) -> Result<Connection> {
+    fn open_blocking(path: &Path, busy_timeout: Duration) -> Result<Connection> {
         // SQLite says only "unable to open database file" for these two common mistakes.
         let invalid = |why: String| Err(Error::new(ErrorKind::InvalidConfig, why));
         if path.is_dir() {
@@ -122,7 +129,7 @@ impl SqliteStateStore {
         }
         let context = |e: rusqlite::Error| db_error(e).context(format!("{}", path.display()));
         let mut conn = Connection::open(path).map_err(context)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(context)?;
+        conn.busy_timeout(busy_timeout).map_err(context)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(context)?;

@@ -6,6 +6,7 @@
 //! regmirror-test-worker --store sqlite:PATH|postgres:URL --source 127.0.0.1:PORT
 //!     --dest 127.0.0.1:PORT --id NAME
 //!     [--lease-ms N] [--poll-ms N] [--max-concurrent N] [--batch N] [--spread-ms N]
+//!     [--store-timeout-ms N] [--shutdown-ms N]
 //! ```
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use regmirror::StateStore;
 use regmirror::engine::{Mirror, StaticConnector};
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::state::{PostgresStateStore, SqliteStateStore};
+use regmirror::state::{PostgresStateStore, SqliteStateStore, StoreTimeouts};
 use regmirror::worker::WorkerOptions;
 
 struct Args {
@@ -23,6 +24,7 @@ struct Args {
     dest: String,
     id: String,
     lease: Duration,
+    timeouts: StoreTimeouts,
     options: WorkerOptions,
 }
 
@@ -33,6 +35,7 @@ fn parse_args() -> Args {
         dest: String::new(),
         id: String::new(),
         lease: Duration::from_secs(60),
+        timeouts: StoreTimeouts::default(),
         options: WorkerOptions::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -53,6 +56,14 @@ fn parse_args() -> Args {
             "--max-concurrent" => args.options.max_concurrent = number() as usize,
             "--batch" => args.options.batch_size = number() as usize,
             "--spread-ms" => args.options.first_run_spread = Duration::from_millis(number()),
+            "--store-timeout-ms" => {
+                let timeout = Duration::from_millis(number());
+                args.timeouts = StoreTimeouts {
+                    query: timeout,
+                    checkout: timeout,
+                };
+            }
+            "--shutdown-ms" => args.options.shutdown_deadline = Duration::from_millis(number()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -65,12 +76,16 @@ fn parse_args() -> Args {
     args
 }
 
-async fn open_store(spec: &str) -> Arc<dyn StateStore> {
+async fn open_store(spec: &str, timeouts: StoreTimeouts) -> Arc<dyn StateStore> {
     if let Some(path) = spec.strip_prefix("sqlite:") {
-        Arc::new(SqliteStateStore::open(path).await.expect("opening SQLite"))
+        Arc::new(
+            SqliteStateStore::open_with(path, timeouts)
+                .await
+                .expect("opening SQLite"),
+        )
     } else if let Some(url) = spec.strip_prefix("postgres:") {
         Arc::new(
-            PostgresStateStore::connect(url)
+            PostgresStateStore::connect_with(url, timeouts)
                 .await
                 .expect("connecting to PostgreSQL"),
         )
@@ -90,7 +105,7 @@ async fn main() {
     let source = HttpRegistry::new(&args.source, plain_http()).expect("source client");
     let dest = HttpRegistry::new(&args.dest, plain_http()).expect("destination client");
     let mirror = Mirror::builder()
-        .state(open_store(&args.store).await)
+        .state(open_store(&args.store, args.timeouts).await)
         .destination(Arc::new(dest))
         .connector(Arc::new(StaticConnector(Arc::new(source))))
         .lease(args.lease)
