@@ -589,24 +589,26 @@ impl StateStore for PostgresStateStore {
 
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
         let now = truncate(now);
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        // Most polls find nothing to place: look before locking rows.
-        let mut crowd = unplaced_first_runs(&client, now, "").await?;
-        status::spread_first_runs(&mut crowd, now, window);
-        if crowd.is_empty() {
-            return Ok(0);
-        }
-        let tx = client.transaction().await.map_err(db_error)?;
-        // Waits for rows another worker is placing or claiming, then sees them as it left them
-        // (placed or claimed rows no longer match), so the crowd is placed once. Locked in id
-        // order, as any other placer locks them.
-        let mut crowd = unplaced_first_runs(&tx, now, "ORDER BY id FOR UPDATE").await?;
-        status::spread_first_runs(&mut crowd, now, window);
-        for record in &mut crowd {
-            store(&tx, &record.config, &mut record.state, false).await?;
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(crowd.len())
+        self.with_client(async |client| {
+            // Most polls find nothing to place: look before locking rows.
+            let mut crowd = unplaced_first_runs(&*client, now, "").await?;
+            status::spread_first_runs(&mut crowd, now, window);
+            if crowd.is_empty() {
+                return Ok(0);
+            }
+            let tx = client.transaction().await.map_err(db_error)?;
+            // Waits for rows another worker is placing or claiming, then sees them as it left
+            // them (placed or claimed rows no longer match), so the crowd is placed once. Locked
+            // in id order, as any other placer locks them.
+            let mut crowd = unplaced_first_runs(&tx, now, "ORDER BY id FOR UPDATE").await?;
+            status::spread_first_runs(&mut crowd, now, window);
+            for record in &mut crowd {
+                store(&tx, &record.config, &mut record.state, false).await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(crowd.len())
+        })
+        .await
     }
 
     async fn claim_due(
