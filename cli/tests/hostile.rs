@@ -362,8 +362,9 @@ fn control_characters_from_a_registry_are_escaped_in_text_and_exact_in_json() {
         let mut args = vec!["sync", &source, "--to", &layout, "--tags", "*"];
         args.push("--src-tls-verify=false");
         args.extend_from_slice(extra);
-        regmirror(&args).output().unwrap()
+        regmirror(&args).env("RUST_LOG", "trace").output().unwrap()
     };
+    // Logs on stderr (at trace level) are checked as well.
     for registry in [&hostile, &noisy] {
         for extra in [&[][..], &["--dry-run"][..]] {
             let output = sync(registry, extra);
@@ -401,4 +402,47 @@ fn control_characters_from_a_registry_are_escaped_in_text_and_exact_in_json() {
         reason.contains("\u{1b}]0;owned\u{7}\u{1b}[31mred"),
         "{reason:?}"
     );
+}
+
+#[test]
+fn an_endless_tag_list_stops_at_the_default_limit_in_bounded_memory() {
+    let hostile = HostileRegistry::start(Mode::EndlessTags {
+        page_size: 10_000,
+        tag_len: 24,
+    });
+    let source = format!("{}/src/app", hostile.host());
+    let dir = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}", dir.path().join("out").display());
+    let log = dir.path().join("output");
+    let file = std::fs::File::create(&log).unwrap();
+    let started = Instant::now();
+    #[allow(clippy::zombie_processes)] // Reaped by wait4 below, which reports its memory too.
+    let child = regmirror(&["sync", &source, "--to", &layout, "--tags", "*"])
+        .args(["--src-tls-verify=false", "--dry-run"])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let shown = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+        "{shown}"
+    );
+    assert!(
+        shown.contains("more than 1000000 tags (the max_tags limit)"),
+        "{shown}"
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    eprintln!(
+        "endless tag list: stopped at 1 000 000 tags after {} pages in {:?}, peak RSS {peak_mib} MiB",
+        hostile.count("GET", "/tags/list"),
+        started.elapsed()
+    );
+    assert!(peak_mib < 256, "peak RSS {peak_mib} MiB");
 }
