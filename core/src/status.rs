@@ -192,6 +192,11 @@ impl MirrorState {
         })
     }
 
+    /// Whether a worker runs this mirror now (`SYNCING` under a lease that has not expired).
+    pub fn holds_live_lease(&self, now: OffsetDateTime) -> bool {
+        self.status == SyncStatus::Syncing && self.lease_expires.is_some_and(|e| e > now)
+    }
+
     /// Whether a worker may claim this mirror at `now`.
     pub fn is_claimable(&self, enabled: bool, now: OffsetDateTime) -> bool {
         self.due_at(enabled).is_some_and(|due| due <= now)

@@ -71,8 +71,10 @@ pub const DEFAULT_FIRST_RUN_SPREAD: Duration = Duration::from_secs(180);
 /// [`Mirror`]'s (its builder's `lease` and `worker_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerOptions {
-    /// The wait between polls while nothing finishes (default 30 s). A run that finishes
-    /// triggers a poll at once, so a backlog drains without waiting.
+    /// The wait between polls while nothing finishes (default 30 s, ±20 % at random). A run
+    /// that finishes triggers a poll at once, so a backlog drains without waiting; but in each
+    /// poll interval a worker claims at most its share of the due and running mirrors over the
+    /// live workers ([`crate::state::Census::share`]), so work spreads across workers.
     pub poll_interval: Duration,
     /// The most mirrors claimed per poll (default: `max_concurrent`); never more than free slots.
     pub batch_size: usize,
@@ -121,7 +123,8 @@ pub struct WorkerRun {
 pub struct WorkerReport {
     /// Every run it started, in the order they ended.
     pub runs: Vec<WorkerRun>,
-    /// Polls whose claim failed (the store was unreachable); each was retried at the next poll.
+    /// Polls whose census or claim failed (the store did not answer); each was retried at the
+    /// next poll.
     pub failed_polls: u64,
 }
 
@@ -192,6 +195,8 @@ impl Worker {
             claims: HashMap::new(),
             cancel: CancellationToken::new(),
             report: WorkerReport::default(),
+            period_ends: tokio::time::Instant::now(),
+            allowance: 0,
         };
         let store = self
             .mirror
@@ -216,7 +221,7 @@ impl Worker {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(done) = state.tasks.join_next_with_id() => state.finished(done, store).await,
-                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = tokio::time::sleep(self.jittered_poll()) => {}
             }
         }
         self.wind_down(&mut state, store, abort).await;
@@ -242,17 +247,31 @@ impl Worker {
                 "placing the first runs of new mirrors failed: {e}"
             ),
         }
+        if tokio::time::Instant::now() >= state.period_ends {
+            let Some(share) = self.share(store).await else {
+                // The store does not answer: claim nothing, count the poll as failed.
+                state.report.failed_polls += 1;
+                return;
+            };
+            state.allowance = share;
+            state.period_ends = tokio::time::Instant::now() + self.jittered_poll();
+        }
+        let max = free.min(self.options.batch_size).min(state.allowance);
+        if max == 0 {
+            return;
+        }
         let claims = store
             .claim_due(
                 self.mirror.worker_id(),
                 OffsetDateTime::now_utc(),
-                free.min(self.options.batch_size),
+                max,
                 self.mirror.lease(),
             )
             .await;
         self.mirror.store_health().observe(&claims);
         match claims {
             Ok(claims) => {
+                state.allowance -= claims.len();
                 for claim in claims {
                     let mirror = self.mirror.clone();
                     let options = SyncOptions {
@@ -277,6 +296,36 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// This worker's share of the due and running mirrors for the poll interval now starting
+    /// (SEMANTICS.md §6: due mirrors are spread fairly across live workers): without it the
+    /// worker whose runs end first polls again at once and takes everything due, while the
+    /// others sleep until their next poll. Taking the census also keeps this worker counted as
+    /// live for three poll intervals. `None` when the store does not answer.
+    async fn share(&self, store: &Arc<dyn StateStore>) -> Option<usize> {
+        let now = OffsetDateTime::now_utc();
+        let live_until = now + self.options.poll_interval * 3;
+        let census = store.census(self.mirror.worker_id(), now, live_until).await;
+        self.mirror.store_health().observe(&census);
+        match census {
+            Ok(census) => Some(census.share()),
+            Err(e) => {
+                tracing::warn!(
+                    worker = self.mirror.worker_id(),
+                    "polling the store failed: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// The poll interval, ±20 % at random, so that workers started together do not poll in
+    /// step (and the same one always first).
+    fn jittered_poll(&self) -> Duration {
+        self.options
+            .poll_interval
+            .mul_f64(rand::random_range(0.8..1.2))
     }
 
     /// Let runs finish; cancel those left at two thirds of the deadline; abandon those left at
@@ -388,6 +437,10 @@ struct Running {
     claims: HashMap<tokio::task::Id, (Claim, AbortHandle)>,
     cancel: CancellationToken,
     report: WorkerReport,
+    /// When the current poll interval's share runs out; the next claim takes a new census.
+    period_ends: tokio::time::Instant,
+    /// Claims left of this worker's share in the current poll interval.
+    allowance: usize,
 }
 
 impl Running {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regmirror::state::{
-    Claim, Declaration, LogEntry, LogKind, LogRetention, RunOutcome, TagRecord,
+    Census, Claim, Declaration, LogEntry, LogKind, LogRetention, RunOutcome, TagRecord,
 };
 use regmirror::state::{PostgresStateStore, SqliteStateStore};
 use regmirror::{
@@ -851,6 +851,45 @@ async fn new_mirrors_are_due_at_once_and_a_crowd_is_spread(store: &dyn StateStor
     }
 }
 
+async fn the_census_counts_live_workers_and_the_work(store: &dyn StateStore) {
+    for i in 0..5 {
+        store
+            .create_mirror(&config(&format!("ns/m{i}")), T0)
+            .await
+            .unwrap();
+    }
+    let c = store.census("w1", T0, T0 + secs(30)).await.unwrap();
+    assert_eq!(
+        c,
+        Census {
+            live_workers: 1,
+            due: 5,
+            running: 0
+        }
+    );
+    assert_eq!(c.share(), 5, "a lone worker's share is everything");
+    assert_eq!(store.claim_due("w1", T0, 2, LEASE).await.unwrap().len(), 2);
+    let c = store
+        .census("w2", T0 + secs(1), T0 + secs(31))
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        Census {
+            live_workers: 2,
+            due: 3,
+            running: 2
+        }
+    );
+    assert_eq!(c.share(), 3, "five mirrors over two workers, rounded up");
+    // w1 was not heard from past its time: no longer counted.
+    let c = store
+        .census("w2", T0 + secs(40), T0 + secs(70))
+        .await
+        .unwrap();
+    assert_eq!((c.live_workers, c.due, c.running), (1, 3, 2));
+}
+
 macro_rules! behaviour {
     ($backend:ident) => {
         mod $backend {
@@ -872,6 +911,7 @@ macro_rules! behaviour {
                 the_tag_record_is_durable_until_cleared,
                 the_usage_log_is_newest_first_and_paginated,
                 the_usage_log_keeps_what_the_retention_says,
+                the_census_counts_live_workers_and_the_work,
                 new_mirrors_are_due_at_once_and_a_crowd_is_spread,
             );
 

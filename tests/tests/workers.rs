@@ -1246,3 +1246,71 @@ async fn a_store_that_hangs_is_reported_and_never_holds_up_shutdown() {
     assert!(stopping.elapsed() < Duration::from_secs(3));
     assert!(report.failed_polls >= 2, "{report:?}");
 }
+
+/// Three worker processes on one PostgreSQL, 30 mirrors due together every 4 s: over several
+/// slots each worker does at least a fifth of the runs. (A worker whose runs end first polls again
+/// at once; without shares it took nearly everything while the others slept until their poll.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_mirrors_are_spread_fairly_across_three_worker_processes() {
+    let pg = Postgres::shared();
+    let url = pg.create_database();
+    let store = PostgresStateStore::connect(&url).await.unwrap();
+    let source = Registry::start();
+    let dest = Registry::start();
+    source
+        .seeder()
+        .push_image("src/app", "v1", &Image::simple(1, 1, 500))
+        .await;
+    // Due in a few seconds, once every worker has come up and been counted.
+    let start = OffsetDateTime::now_utc() + Duration::from_secs(3);
+    for i in 0..30 {
+        let mut config = mirror_config(&format!("fleet/m{i:02}"), &source, "src/app");
+        config.sync_start_date = Some(start);
+        config.sync_interval = Duration::from_secs(4);
+        store
+            .create_mirror(&config, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    }
+    let args = ["--poll-ms", "1500", "--lease-ms", "10000"];
+    let workers: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| {
+            WorkerProcess::start(
+                name,
+                &format!("postgres:{url}"),
+                &source.host(),
+                &dest.host(),
+                &args,
+            )
+        })
+        .collect();
+    wait_for(
+        "every mirror to run in four slots",
+        Duration::from_secs(120),
+        async || {
+            let all = store.list_mirrors().await.unwrap();
+            all.iter().all(|r| r.state.lease_token >= 4).then_some(())
+        },
+    )
+    .await;
+    let mut per_worker = BTreeMap::new();
+    for w in workers {
+        let name = w.name.clone();
+        let runs = w.terminate();
+        assert!(
+            runs.iter().all(|(_, o)| o.as_deref() != Some("Failed")),
+            "{runs:?}"
+        );
+        per_worker.insert(name, runs.len());
+    }
+    let total: usize = per_worker.values().sum();
+    assert!(total >= 120, "{per_worker:?}");
+    for (name, runs) in &per_worker {
+        assert!(
+            runs * 5 >= total,
+            "{name} did {runs} of {total} runs, less than a fifth: {per_worker:?}"
+        );
+    }
+    println!("runs per worker: {per_worker:?}");
+}

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
-    TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
+    StateStore, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -28,6 +28,8 @@ struct Inner {
     tag_records: HashMap<String, TagRecord>,
     logs: HashMap<String, Vec<LogEntry>>,
     last_seq: u64,
+    /// Worker → live until.
+    workers: HashMap<String, OffsetDateTime>,
 }
 
 impl Inner {
@@ -231,6 +233,30 @@ impl StateStore for MemoryStateStore {
             Ok(record
                 .state
                 .claim_forced(&record.config, worker, now, lease))
+        })
+    }
+
+    async fn census(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        live_until: OffsetDateTime,
+    ) -> Result<Census> {
+        self.with(|inner| {
+            inner.workers.insert(worker.to_owned(), live_until);
+            inner.workers.retain(|_, until| *until >= now);
+            let mut census = Census {
+                live_workers: inner.workers.len(),
+                ..Census::default()
+            };
+            for r in inner.mirrors.values() {
+                if r.state.is_claimable(r.config.enabled, now) {
+                    census.due += 1;
+                } else if r.state.holds_live_lease(now) {
+                    census.running += 1;
+                }
+            }
+            Ok(census)
         })
     }
 

@@ -203,6 +203,25 @@ impl Default for StoreTimeouts {
     }
 }
 
+/// How the work stands across the workers sharing a store ([`StateStore::census`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Workers that said they are live (the asking one included).
+    pub live_workers: usize,
+    /// Mirrors a worker may claim now.
+    pub due: usize,
+    /// Mirrors some worker is running (a live lease).
+    pub running: usize,
+}
+
+impl Census {
+    /// One worker's fair share of the work: the due and running mirrors over the live workers,
+    /// rounded up (all of it for a lone worker).
+    pub fn share(&self) -> usize {
+        (self.due + self.running).div_ceil(self.live_workers.max(1))
+    }
+}
+
 /// What declaring one mirror did ([`StateStore::declare_mirrors`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Declaration {
@@ -328,6 +347,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Result<Claim>;
+    /// Record `worker` as live until `live_until` (forgetting workers whose time has passed)
+    /// and count the live workers and the due and running mirrors at `now`, so that workers
+    /// sharing the store can each take their share ([`Census::share`]).
+    async fn census(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        live_until: OffsetDateTime,
+    ) -> Result<Census>;
     /// Extend a claim. Returns the mirror's status: `CANCEL` tells the runner to stop.
     /// `Conflict` if the claim was lost (expired and taken by another worker).
     async fn renew(

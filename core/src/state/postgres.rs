@@ -20,15 +20,16 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
-    StoreTimeouts, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
+    StateStore, StoreTimeouts, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::{self, SyncStatus};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE regmirror_mirrors (
         id TEXT PRIMARY KEY,
         config TEXT NOT NULL,
@@ -60,7 +61,14 @@ const MIGRATIONS: &[&str] = &["
         message TEXT NOT NULL
     );
     CREATE INDEX regmirror_usage_log_mirror ON regmirror_usage_log (mirror_id, seq);
-"];
+",
+    "
+    CREATE TABLE regmirror_workers (
+        id TEXT PRIMARY KEY,
+        live_until_us BIGINT NOT NULL
+    );
+",
+];
 
 /// The advisory lock key that serializes schema migrations ("regmirro" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7265_676d_6972_726f;
@@ -670,6 +678,50 @@ impl StateStore for PostgresStateStore {
             store(&tx, &record.config, &mut record.state, false).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(stored_claim(claim, &record.state))
+        })
+        .await
+    }
+
+    async fn census(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        live_until: OffsetDateTime,
+    ) -> Result<Census> {
+        let (now, until) = (micros(now), micros(live_until));
+        self.with_client(async |client| {
+            client
+                .execute(
+                    "INSERT INTO regmirror_workers (id, live_until_us) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET live_until_us = excluded.live_until_us",
+                    &[&worker, &until],
+                )
+                .await
+                .map_err(db_error)?;
+            client
+                .execute(
+                    "DELETE FROM regmirror_workers WHERE live_until_us < $1",
+                    &[&now],
+                )
+                .await
+                .map_err(db_error)?;
+            let row = client
+                .query_one(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM regmirror_workers WHERE live_until_us >= $1), \
+                     (SELECT COUNT(*) FROM regmirror_mirrors WHERE due_us <= $1), \
+                     (SELECT COUNT(*) FROM regmirror_mirrors WHERE status = 'SYNCING' \
+                      AND lease_expires_us > $1)",
+                    &[&now],
+                )
+                .await
+                .map_err(db_error)?;
+            let count = |i: usize| usize::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+            Ok(Census {
+                live_workers: count(0),
+                due: count(1),
+                running: count(2),
+            })
         })
         .await
     }

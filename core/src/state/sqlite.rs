@@ -17,15 +17,16 @@ use super::row::{
     stored_claim, tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome, StateStore,
-    StoreTimeouts, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
+    StateStore, StoreTimeouts, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::{self, SyncStatus};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE mirrors (
         id TEXT PRIMARY KEY,
         config TEXT NOT NULL,
@@ -57,7 +58,14 @@ const MIGRATIONS: &[&str] = &["
         message TEXT NOT NULL
     );
     CREATE INDEX usage_log_mirror ON usage_log (mirror_id, seq);
-"];
+",
+    "
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        live_until_us INTEGER NOT NULL
+    );
+",
+];
 
 /// A [`StateStore`] in one SQLite file.
 #[derive(Clone)]
@@ -544,6 +552,46 @@ impl StateStore for SqliteStateStore {
             store(&tx, &record.config, &mut record.state, false)?;
             tx.commit().map_err(db_error)?;
             Ok(stored_claim(claim, &record.state))
+        })
+        .await
+    }
+
+    async fn census(
+        &self,
+        worker: &str,
+        now: OffsetDateTime,
+        live_until: OffsetDateTime,
+    ) -> Result<Census> {
+        let worker = worker.to_owned();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute(
+                "INSERT INTO workers (id, live_until_us) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET live_until_us = excluded.live_until_us",
+                params![worker, micros(live_until)],
+            )
+            .map_err(db_error)?;
+            tx.execute(
+                "DELETE FROM workers WHERE live_until_us < ?1",
+                [micros(now)],
+            )
+            .map_err(db_error)?;
+            let count = |sql: &str| -> Result<usize> {
+                let n: i64 = tx
+                    .query_row(sql, [micros(now)], |r| r.get(0))
+                    .map_err(db_error)?;
+                Ok(usize::try_from(n).unwrap_or(0))
+            };
+            let census = Census {
+                live_workers: count("SELECT COUNT(*) FROM workers WHERE live_until_us >= ?1")?,
+                due: count("SELECT COUNT(*) FROM mirrors WHERE due_us <= ?1")?,
+                running: count(
+                    "SELECT COUNT(*) FROM mirrors WHERE status = 'SYNCING' \
+                     AND lease_expires_us > ?1",
+                )?,
+            };
+            tx.commit().map_err(db_error)?;
+            Ok(census)
         })
         .await
     }
