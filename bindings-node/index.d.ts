@@ -110,6 +110,11 @@ export interface MirrorOptions {
   rollback?: 'failed_tags_only' | 'all_or_nothing'
   /** `'sparse'` (default) or `'rewrite'`. */
   platformIndex?: 'sparse' | 'rewrite'
+  /**
+   * Which signatures, SBOMs and attestations travel with the images: `'all'` (default),
+   * `'none'`, or comma-separated artifact types.
+   */
+  referrers?: string
   /** Keep destination tags the patterns do not select (default: prune them). */
   keepUnselected?: boolean
   sourceCredentials?: Credentials
@@ -174,6 +179,8 @@ export interface SyncReport {
   blobsMounted: number
   blobsPresent: number
   bytesCopied: number
+  /** Signatures, SBOMs and attestations newly copied with their images. */
+  referrersCopied: number
   durationMs: number
 }
 

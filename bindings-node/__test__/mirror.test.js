@@ -51,6 +51,7 @@ test('sync copies the selected tags with their digests, then finds them current'
   assert.equal(report.error, undefined)
   assert.equal(report.note, undefined)
   assert.equal(report.blobsCopied, 4) // a config and a layer per tag
+  assert.equal(report.referrersCopied, 0)
   const { 'v1.0': a, 'v1.1': b } = layoutTags(source)
   assert.deepEqual(layoutTags(dest), { 'v1.0': a, 'v1.1': b })
 
@@ -98,6 +99,7 @@ test('invalid settings throw with err.code when the mirror is created', () => {
     [{ rollback: 'sometimes' }, 'InvalidConfig', /sometimes/],
     [{ architectures: ['z80'] }, 'InvalidConfig', /architecture/],
     [{ concurrency: 0 }, 'InvalidConfig', /concurrency/],
+    [{ referrers: 'signed' }, 'InvalidConfig', /referrers: "signed"/],
     [{ to: 'oci:/tmp/a' }, 'InvalidConfig', /nothing to sync/],
     [{ timeoutSeconds: -1 }, 'InvalidConfig', /timeoutSeconds/],
   ]

@@ -55,6 +55,9 @@ pub struct MirrorOptions {
     /// `'sparse'` (default) or `'rewrite'`.
     #[napi(ts_type = "'sparse' | 'rewrite'")]
     pub platform_index: Option<String>,
+    /// Which signatures, SBOMs and attestations travel with the images: `'all'` (default),
+    /// `'none'`, or comma-separated artifact types.
+    pub referrers: Option<String>,
     /// Keep destination tags the patterns do not select (default: prune them).
     pub keep_unselected: Option<bool>,
     pub source_credentials: Option<Credentials>,
@@ -222,6 +225,8 @@ pub struct SyncReport {
     pub blobs_mounted: f64,
     pub blobs_present: f64,
     pub bytes_copied: f64,
+    /// Signatures, SBOMs and attestations newly copied with their images.
+    pub referrers_copied: f64,
     pub duration_ms: f64,
 }
 
@@ -332,6 +337,9 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
         if let Some(platform_index) = &o.platform_index {
             sync.platform_index = platform_index.parse()?;
         }
+        if let Some(referrers) = &o.referrers {
+            sync.referrers = referrers.parse()?;
+        }
         sync.keep_unselected = o.keep_unselected.unwrap_or(false);
         let allow = o.ssrf_allow.unwrap_or_default();
         sync.source_access = Access {
@@ -397,6 +405,7 @@ impl From<regmirror::SyncReport> for SyncReport {
             blobs_mounted: number(r.blobs_mounted),
             blobs_present: number(r.blobs_present),
             bytes_copied: number(r.bytes_copied),
+            referrers_copied: number(r.referrers_copied),
             duration_ms: number(r.duration_ms),
         }
     }

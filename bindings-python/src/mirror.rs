@@ -37,6 +37,7 @@ impl Mirror {
         architectures = Vec::new(),
         rollback = "failed_tags_only",
         platform_index = "sparse",
+        referrers = "all",
         keep_unselected = false,
         source_credentials = None,
         source_tls_verify = true,
@@ -57,6 +58,7 @@ impl Mirror {
         architectures: Vec<String>,
         rollback: &str,
         platform_index: &str,
+        referrers: &str,
         keep_unselected: bool,
         source_credentials: Option<(String, String)>,
         source_tls_verify: bool,
@@ -84,6 +86,7 @@ impl Mirror {
             sync.architectures = architectures;
             sync.rollback = rollback.parse()?;
             sync.platform_index = platform_index.parse()?;
+            sync.referrers = referrers.parse()?;
             sync.keep_unselected = keep_unselected;
             sync.source_access = Access {
                 address_guard: AddressGuard::switch(ssrf_guard, &ssrf_allow)
@@ -343,6 +346,8 @@ pub(crate) struct SyncReport {
     blobs_mounted: u64,
     blobs_present: u64,
     bytes_copied: u64,
+    /// Signatures, SBOMs and attestations newly copied with their images.
+    referrers_copied: u64,
     duration_ms: u64,
 }
 
@@ -396,6 +401,7 @@ impl From<regmirror::SyncReport> for SyncReport {
             blobs_mounted: r.blobs_mounted,
             blobs_present: r.blobs_present,
             bytes_copied: r.bytes_copied,
+            referrers_copied: r.referrers_copied,
             duration_ms: r.duration_ms,
         }
     }

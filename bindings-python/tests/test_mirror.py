@@ -45,6 +45,7 @@ def test_sync_copies_the_selected_tags_with_their_digests(source: Path, tmp_path
     assert report.tags_failed == []
     assert report.error is None and report.note is None
     assert report.blobs_copied == 4  # a config and a layer per tag
+    assert report.referrers_copied == 0
     want = {t: d for t, d in layout_tags(source).items() if t in ("v1.0", "v1.1")}
     assert layout_tags(dest) == want
 
@@ -111,6 +112,10 @@ def test_invalid_settings_raise_when_the_mirror_is_created(tmp_path: Path):
         Mirror(src, dst, "v*", architectures=["z80"])
     with pytest.raises(InvalidConfigError, match="concurrency"):
         Mirror(src, dst, "v*", concurrency=0)
+    with pytest.raises(InvalidConfigError, match='referrers: "signed"'):
+        Mirror(src, dst, "v*", referrers="signed")
+    Mirror(src, dst, "v*", referrers="none")
+    Mirror(src, dst, "v*", referrers="application/spdx+json, application/vnd.in-toto+json")
     with pytest.raises(InvalidConfigError, match="nothing to sync"):
         Mirror(src, src, "v*")
     with pytest.raises(TypeError):

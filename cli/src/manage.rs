@@ -15,7 +15,7 @@ use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, Failure};
 use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
 use crate::store::StateUrl;
-use crate::sync::{PlatformIndex, Rollback, check_cert_dir, parse_duration};
+use crate::sync::{PlatformIndex, Rollback, check_cert_dir, parse_duration, parse_referrers};
 use crate::worker_config::WorkerConfig;
 
 /// Environment variable naming the state store when neither --state nor --config is given.
@@ -151,6 +151,10 @@ pub struct MirrorSettings {
     /// With --arch, what to do when the destination refuses a sparse index.
     #[arg(long, value_enum)]
     pub platform_index: Option<PlatformIndex>,
+    /// Which signatures, SBOMs and attestations travel with the images: all (default), none,
+    /// or comma-separated artifact types.
+    #[arg(long, value_name = "all|none|TYPES", value_parser = parse_referrers)]
+    pub referrers: Option<regmirror::ReferrersPolicy>,
     /// The only identity allowed to push to the destination repository while it is mirrored.
     #[arg(long, value_name = "NAME")]
     pub robot: Option<String>,
@@ -260,6 +264,9 @@ impl MirrorSettings {
         }
         if let Some(mode) = self.platform_index {
             config.platform_index = mode.into();
+        }
+        if let Some(referrers) = &self.referrers {
+            config.referrers = referrers.clone();
         }
         set(&self.robot, &mut config.robot);
         Ok(())

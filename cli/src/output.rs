@@ -36,6 +36,8 @@ pub struct MirrorView {
     pub retry_backoff_secs: u64,
     pub rollback: RollbackMode,
     pub platform_index: PlatformIndexMode,
+    /// `all`, `none` or the artifact types copied with the images.
+    pub referrers: String,
     pub robot: Option<String>,
     #[serde(flatten)]
     pub state: MirrorState,
@@ -77,6 +79,7 @@ impl MirrorView {
             retry_backoff_secs: c.retry_backoff.as_secs(),
             rollback: c.rollback,
             platform_index: c.platform_index,
+            referrers: c.referrers.to_string(),
             robot: c.robot.clone(),
             state: record.state.clone(),
             next_run: next.time(),
@@ -124,6 +127,7 @@ impl MirrorView {
                 },
             ),
             ("rollback", rollback_name(self.rollback).to_owned()),
+            ("referrers", self.referrers.clone()),
             (
                 "retry backoff",
                 if self.retry_backoff_secs == 0 {

@@ -11,7 +11,7 @@ use regmirror::config::KNOWN_ARCHITECTURES;
 use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
 use regmirror::oneshot::{Access, OneShotSync};
 use regmirror::registry::http::AddressGuard;
-use regmirror::{MirrorConfig, PlatformIndexMode, RollbackMode, TagFilter};
+use regmirror::{MirrorConfig, PlatformIndexMode, ReferrersPolicy, RollbackMode, TagFilter};
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialSources;
@@ -62,6 +62,11 @@ pub struct SyncArgs {
     /// missing: fail the tag (sparse) or push a rewritten index of the selected platforms.
     #[arg(long, value_enum, default_value_t = PlatformIndex::Sparse)]
     pub platform_index: PlatformIndex,
+
+    /// Which signatures, SBOMs and attestations travel with the images: all, none, or
+    /// comma-separated artifact types (e.g. application/vnd.dev.cosign.simplesigning.v1+json).
+    #[arg(long, value_name = "all|none|TYPES", default_value = "all", value_parser = parse_referrers)]
+    pub referrers: ReferrersPolicy,
 
     /// Keep destination tags that the patterns do not select (by default they are deleted).
     #[arg(long)]
@@ -172,6 +177,12 @@ impl From<Rollback> for RollbackMode {
             Rollback::AllOrNothing => RollbackMode::AllOrNothing,
         }
     }
+}
+
+/// `--referrers`: the engine's own parser, its message without the error kind.
+pub fn parse_referrers(s: &str) -> Result<ReferrersPolicy, String> {
+    s.parse()
+        .map_err(|e: regmirror::Error| e.message().to_owned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -447,6 +458,7 @@ impl SyncArgs {
         sync.architectures = self.arch.clone();
         sync.rollback = self.rollback.into();
         sync.platform_index = self.platform_index.into();
+        sync.referrers = self.referrers.clone();
         sync.keep_unselected = self.no_prune;
         sync.source_access = source_access;
         sync.dest_access = dest_access;

@@ -17,7 +17,8 @@ use regmirror::worker::{
     DEFAULT_SHUTDOWN_DEADLINE,
 };
 use regmirror::{
-    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, RollbackMode, TagFilter,
+    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
+    TagFilter,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -177,6 +178,7 @@ struct RawMirror {
     timeout: Option<Duration>,
     rollback: Option<RollbackMode>,
     platform_index: Option<PlatformIndexMode>,
+    referrers: Option<ReferrersPolicy>,
     robot: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -393,6 +395,7 @@ const KEYS: &[&str] = &[
     "timeout",
     "rollback",
     "platform_index",
+    "referrers",
     "robot",
     "http_proxy",
     "https_proxy",
@@ -579,6 +582,9 @@ fn mirror(raw: RawMirror, base: &Path, defaults: &MirrorDefaults) -> CliResult<M
     if let Some(mode) = raw.platform_index {
         config.platform_index = mode;
     }
+    if let Some(referrers) = raw.referrers {
+        config.referrers = referrers;
+    }
     config.robot = raw.robot;
     let password = RawSecret {
         value: raw.password,
@@ -702,6 +708,7 @@ architectures = ["amd64", "arm64"]
 interval = "6h"
 start = 2026-12-01T03:00:00Z
 rollback = "all_or_nothing"
+referrers = "application/vnd.dev.cosign.simplesigning.v1+json, application/spdx+json"
 
 [[mirror]]
 id = "mirror/alpine"
@@ -742,11 +749,19 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         assert_eq!(etcd.sync_interval, Duration::from_secs(6 * 3600));
         assert_eq!(etcd.rollback, RollbackMode::AllOrNothing);
         assert_eq!(
+            etcd.referrers,
+            ReferrersPolicy::Types(vec![
+                "application/vnd.dev.cosign.simplesigning.v1+json".into(),
+                "application/spdx+json".into()
+            ])
+        );
+        assert_eq!(
             etcd.sync_start_date.unwrap(),
             time::macros::datetime!(2026-12-01 03:00 UTC)
         );
         let alpine = &c.mirrors[1];
         assert_eq!(alpine.sync_interval, Duration::from_secs(3600));
+        assert_eq!(alpine.referrers, ReferrersPolicy::All, "the default");
         assert!(etcd.verify_tls);
         assert!(
             !alpine.verify_tls,
@@ -777,6 +792,10 @@ password_env = "REGMIRROR_TEST_CFG_PW"
             (
                 "[destination]\nregistry = \"r.io/ns\"\n",
                 "is not host[:port]",
+            ),
+            (
+                "[destination]\nregistry = \"r.io\"\n[[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"*\"\nreferrers = \"signed\"\n",
+                "referrers: \"signed\" is not an artifact (media) type",
             ),
             (
                 "poll_interval = \"soon\"\n[destination]\nregistry = \"r.io\"\n",

@@ -601,9 +601,15 @@ fn mirror_commands_round_trip_through_the_state_store() {
         "all-or-nothing",
         "--retry-backoff",
         "0",
+        "--referrers",
+        "application/spdx+json",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("status:        NEVER_RUN"), "{out:?}");
+    assert!(
+        out.stdout.contains("referrers:     application/spdx+json"),
+        "{out:?}"
+    );
     assert!(
         out.stdout.contains("retry backoff: none (next poll)"),
         "{out:?}"
@@ -654,6 +660,16 @@ fn mirror_commands_round_trip_through_the_state_store() {
     assert_eq!(show["retries_remaining"], 3);
     assert_eq!(show["next_start"], "2030-01-01T03:00:00Z");
     assert_eq!(show["retry_backoff_secs"], 0);
+    assert_eq!(show["referrers"], "application/spdx+json");
+    let out = m(&["update", "mirror/etcd", "--referrers", "sometimes"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--referrers"), "{out:?}");
+    assert!(out.stderr.contains("\"sometimes\""), "{out:?}");
+    assert_eq!(m(&["update", "mirror/etcd", "--referrers", "none"]).code, 0);
+    assert_eq!(
+        m(&["show", "mirror/etcd", "--json"]).json()["referrers"],
+        "none"
+    );
     let out = m(&["update", "mirror/etcd", "--interval", "0.5s"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("--interval"), "{out:?}");

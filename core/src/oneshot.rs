@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Credentials, MirrorConfig, PlatformIndexMode, RollbackMode};
+use crate::config::{Credentials, MirrorConfig, PlatformIndexMode, ReferrersPolicy, RollbackMode};
 use crate::engine::{
     DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncReport, metadata_concurrency,
 };
@@ -148,6 +148,8 @@ pub struct OneShotSync {
     pub architectures: Vec<String>,
     pub rollback: RollbackMode,
     pub platform_index: PlatformIndexMode,
+    /// Which signatures, SBOMs and attestations travel with the images (SEMANTICS.md §9).
+    pub referrers: ReferrersPolicy,
     /// Keep destination tags the patterns do not select instead of pruning them.
     pub keep_unselected: bool,
     pub source_access: Access,
@@ -175,6 +177,7 @@ impl OneShotSync {
             architectures: Vec::new(),
             rollback: RollbackMode::default(),
             platform_index: PlatformIndexMode::default(),
+            referrers: ReferrersPolicy::default(),
             keep_unselected: false,
             source_access: Access::default(),
             dest_access: Access::default(),
@@ -222,6 +225,7 @@ impl OneShotSync {
         config.architectures = self.architectures.clone();
         config.rollback = self.rollback;
         config.platform_index = self.platform_index;
+        config.referrers = self.referrers.clone();
         config.verify_tls = self.source_access.tls_verify;
         config.source_credentials = self.source_access.credentials.clone();
         config.timeout = self.timeout;

@@ -162,6 +162,16 @@ regmirror_result regmirror_mirror_builder_set_keep_unselected(regmirror_mirror_b
 regmirror_result regmirror_mirror_builder_set_max_tags(regmirror_mirror_builder *builder,
                                                        size_t max_tags);
 
+// Which signatures, SBOMs and attestations travel with the images (default "all"): "all",
+// "none", or comma-separated artifact types such as
+// "application/vnd.dev.cosign.simplesigning.v1+json". Anything else is
+// `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `referrers` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_referrers(regmirror_mirror_builder *builder,
+                                                        const char *referrers);
+
 // Check the settings and build the mirror. The builder is consumed whatever the result
 // (do not free it afterwards). On success `*out` receives a mirror to release with
 // `regmirror_mirror_free`; an invalid pattern is `REGMIRROR_INVALID_PATTERN`, an invalid
@@ -181,7 +191,8 @@ void regmirror_mirror_builder_free(regmirror_mirror_builder *builder);
 // Run one sync, blocking the calling thread until it ends. `*out` receives the report as a
 // JSON object (`outcome`: `"success"`, `"failed"` or `"cancelled"`; `tags_synced`,
 // `tags_current`, `tags_failed`, `tags_deleted`, `error` (null unless the run failed or was
-// cancelled), `note` (a remark on a success, e.g. no tags matched), byte and blob counts), to
+// cancelled), `note` (a remark on a success, e.g. no tags matched), byte and blob counts,
+// `referrers_copied`), to
 // release with `regmirror_string_free`. A failed tag is in the report with `REGMIRROR_OK`; an
 // error code means the run could not start.
 //

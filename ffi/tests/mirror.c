@@ -239,6 +239,29 @@ static void test_null_arguments(void) {
     CHECK(strcmp(regmirror_result_name(99), "REGMIRROR_UNKNOWN") == 0, "unknown code");
 }
 
+/* The referrers setting: a bad value names itself; the report counts referrers copied. */
+static void test_referrers_setting(void) {
+    regmirror_mirror_builder *builder = NULL;
+    regmirror_mirror *mirror = NULL;
+    CHECK(regmirror_mirror_builder_new(source, dest, "v1", &builder) == REGMIRROR_OK, "new");
+    CHECK(regmirror_mirror_builder_set_referrers(builder, "some") == REGMIRROR_INVALID_CONFIG,
+          "invalid referrers");
+    CHECK(strstr(regmirror_last_error_message(), "\"some\"") != NULL, "[%s]",
+          regmirror_last_error_message());
+    CHECK(regmirror_mirror_builder_set_referrers(builder, "none") == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    CHECK(regmirror_mirror_builder_build(builder, &mirror) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    char *report = NULL;
+    CHECK(regmirror_mirror_sync(mirror, &report) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    CHECK(report && strstr(report, "\"referrers_copied\":0"), "[%s]", report);
+    regmirror_string_free(report);
+    regmirror_mirror_free(mirror);
+    CHECK(regmirror_mirror_builder_set_referrers(NULL, "all") == REGMIRROR_NULL_ARGUMENT,
+          "NULL builder (referrers)");
+}
+
 int main(void) {
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
@@ -258,6 +281,7 @@ int main(void) {
     test_unlistable_source_is_reported();
     test_ssrf_guard_refuses_a_loopback_source();
     test_invalid_settings();
+    test_referrers_setting();
     test_null_arguments();
     snprintf(command, sizeof command, "rm -rf %s", dir);
     if (system(command) != 0) {

@@ -8,6 +8,7 @@ const options: MirrorOptions = {
   tags: ['v1.*', '!*-rc*'],
   rollback: 'all_or_nothing',
   platformIndex: 'sparse',
+  referrers: 'application/spdx+json',
   sourceTlsVerify: false,
   sourceCredentials: { username: 'robot', password: 'secret' },
   concurrency: 4,
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
   try {
     const report: SyncReport = await new Mirror(options).sync()
     const outcome: 'success' | 'failed' | 'cancelled' = report.outcome
-    console.log(outcome, report.tagsSynced, report.tagsFailed, report.bytesCopied)
+    console.log(outcome, report.tagsSynced, report.tagsFailed, report.bytesCopied, report.referrersCopied)
   } catch (err) {
     if (err instanceof Error && (err as Error & { code?: string }).code === ErrorCode.NotFound) {
       console.log('not found')

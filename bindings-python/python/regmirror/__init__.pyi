@@ -61,6 +61,8 @@ class SyncReport:
     blobs_mounted: int
     blobs_present: int
     bytes_copied: int
+    referrers_copied: int
+    """Signatures, SBOMs and attestations newly copied with their images."""
     duration_ms: int
     @property
     def success(self) -> bool:
@@ -71,7 +73,9 @@ class Mirror:
 
     ``source`` and ``to`` are registry repositories (``host[:port]/path``) or OCI image layout
     directories (``oci:PATH``). The destination's tags end up exactly the selected ones unless
-    ``keep_unselected``. Settings are checked here: an invalid pattern raises
+    ``keep_unselected``. ``referrers`` says which signatures, SBOMs and attestations travel
+    with the images: ``"all"``, ``"none"`` or comma-separated artifact types. Settings are
+    checked here: an invalid pattern raises
     ``InvalidPatternError``, a bad reference ``InvalidReferenceError``, a bad option
     ``InvalidConfigError``. Credentials are ``(username, password)`` and never shown.
     """
@@ -85,6 +89,7 @@ class Mirror:
         architectures: Sequence[str] = (),
         rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
         platform_index: Literal["sparse", "rewrite"] = "sparse",
+        referrers: str = "all",
         keep_unselected: bool = False,
         source_credentials: tuple[str, str] | None = None,
         source_tls_verify: bool = True,
@@ -123,6 +128,7 @@ class AsyncMirror:
         architectures: Sequence[str] = (),
         rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
         platform_index: Literal["sparse", "rewrite"] = "sparse",
+        referrers: str = "all",
         keep_unselected: bool = False,
         source_credentials: tuple[str, str] | None = None,
         source_tls_verify: bool = True,

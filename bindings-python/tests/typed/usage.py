@@ -18,6 +18,7 @@ def blocking() -> SyncReport:
         "oci:./out",
         "v1.*",
         rollback="all_or_nothing",
+        referrers="none",
         source_credentials=("robot", "secret"),
         source_tls_verify=False,
         concurrency=regmirror.DEFAULT_CONCURRENCY,
