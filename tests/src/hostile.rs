@@ -30,8 +30,9 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 
 use regmirror::Digest;
-use regmirror::registry::Manifest;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::registry::manifest::referrers_index;
+use regmirror::registry::{Manifest, media_types};
 
 use crate::image::{Blob, Image, Index};
 use crate::registry::{PASSWORD, USERNAME, client_options};
@@ -100,6 +101,7 @@ pub struct HostileBuilder {
     mode: Mode,
     auth: Auth,
     tls: bool,
+    referrers_api: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,14 @@ impl HostileBuilder {
         self
     }
 
+    /// Serve the OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`, with
+    /// `artifactType` filtering) from the manifests put in; without it that route is a 404, as
+    /// on CNCF distribution 2.8.
+    pub fn referrers_api(mut self) -> Self {
+        self.referrers_api = true;
+        self
+    }
+
     /// Start serving on a free loopback port.
     pub fn start(self) -> HostileRegistry {
         let cell: Arc<std::sync::OnceLock<Arc<State>>> = Arc::new(std::sync::OnceLock::new());
@@ -158,6 +168,7 @@ impl HostileBuilder {
         let state = Arc::new(State {
             mode: self.mode,
             auth: self.auth,
+            referrers_api: self.referrers_api,
             base: format!("{scheme}://{}", server.addr()),
             content: Mutex::new(Content::default()),
             seen: Mutex::new(Vec::new()),
@@ -181,6 +192,7 @@ struct Content {
 struct State {
     mode: Mode,
     auth: Auth,
+    referrers_api: bool,
     /// `http://127.0.0.1:PORT` (`https://` with TLS).
     base: String,
     content: Mutex<Content>,
@@ -203,6 +215,7 @@ impl HostileRegistry {
             mode,
             auth: Auth::None,
             tls: false,
+            referrers_api: false,
         }
     }
 
@@ -314,6 +327,7 @@ enum Route<'a> {
     Token,
     Tags { repo: &'a str },
     Manifest { repo: &'a str, reference: String },
+    Referrers { digest: String },
     Blob { digest: String },
     Upload { repo: &'a str },
     Other,
@@ -340,6 +354,11 @@ fn route(path: &str) -> Route<'_> {
     }
     if let Some(repo) = rest.strip_suffix("/blobs/uploads/") {
         return Route::Upload { repo };
+    }
+    if let Some((_, digest)) = rest.rsplit_once("/referrers/") {
+        return Route::Referrers {
+            digest: decode(digest),
+        };
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
         return Route::Manifest {
@@ -395,6 +414,7 @@ impl State {
             }
             Route::Tags { repo } => self.tags(repo, &query),
             Route::Manifest { repo, reference } => self.manifest(repo, &reference, head),
+            Route::Referrers { digest } => self.referrers(&digest, &query),
             Route::Blob { digest } => self.blob(&digest, head),
             Route::Upload { repo } => match &self.mode {
                 Mode::Downgrade(base) => Response::builder()
@@ -412,6 +432,34 @@ impl State {
                 ),
             },
         }
+    }
+
+    /// The referrers API's answer: an index of the stored manifests whose subject is `digest`.
+    fn referrers(&self, digest: &str, query: &str) -> Response<Body> {
+        if !self.referrers_api {
+            return error(StatusCode::NOT_FOUND, "UNSUPPORTED", "no such route");
+        }
+        let Ok(digest) = Digest::parse(digest) else {
+            return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+        };
+        let wanted = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "artifactType")
+            .map(|(_, v)| v.into_owned());
+        let content = self.content.lock().expect("hostile content lock");
+        let mut found: Vec<Manifest> = content
+            .manifests
+            .values()
+            .filter_map(|(media_type, bytes)| Manifest::from_bytes(bytes.clone(), media_type).ok())
+            .filter(|m| m.subject().as_ref() == Some(&digest))
+            .filter(|m| wanted.is_none() || m.artifact_type() == wanted)
+            .collect();
+        found.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let index = referrers_index(&found);
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, media_types::OCI_INDEX)
+            .body(full(index.bytes))
+            .expect("a referrers answer is a valid response")
     }
 
     fn authorized(&self, authorization: Option<&str>) -> bool {

@@ -1,18 +1,21 @@
-//! Signatures, SBOMs and attestations travel with their images (SEMANTICS.md §9), between real
-//! CNCF distribution 2.8 registries, which lack the referrers API: cosign's `sha256-<hex>.sig`
-//! tags and the OCI referrers tag schema's `sha256-<hex>` indexes.
+//! Signatures, SBOMs and attestations travel with their images (SEMANTICS.md §9): between real
+//! CNCF distribution 2.8 registries, which lack the referrers API (cosign's `sha256-<hex>.sig`
+//! tags and the OCI referrers tag schema's `sha256-<hex>` indexes), and from the kit's
+//! in-process registry serving the referrers API, to each kind of destination.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use regmirror::engine::{HttpConnector, Mirror, SyncOptions, SyncReport};
 use regmirror::registry::Manifest;
+use regmirror::registry::MemoryRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::{
     DestRegistry, Digest, MirrorConfig, PlatformIndexMode, ReferrersPolicy, RollbackMode,
 };
 use regmirror_tests::{
-    Artifact, Flavor, Image, Index, Proxy, Registry, Seeder, referrers_index, referrers_tag,
+    Artifact, Flavor, HostileRegistry, Image, Index, Mode, Proxy, Registry, Seeder,
+    referrers_index, referrers_tag,
 };
 
 const SRC: &str = "upstream/app";
@@ -270,17 +273,32 @@ async fn oci_referrers_nested_and_per_platform_are_copied_and_merged_into_the_de
     let manifest_gets = env.proxy.count("GET", "/manifests/");
     let heads = env.proxy.count("HEAD", "/manifests/");
     assert_eq!(heads, 4, "multi and three referrers indexes: {requests:?}");
+    // The merged index lists all the source's: current, as the indexes' insides are known.
+    assert_eq!(manifest_gets, 0, "{requests:?}");
+    assert!(report.tags_synced.is_empty(), "{report:?}");
     assert_eq!(
-        manifest_gets, 1,
-        "the merged index is read again: {requests:?}"
+        env.proxy.count("GET", "/referrers/"),
+        0,
+        "the first run's probe found no referrers API"
     );
-    // A new process knows no index's insides yet: it reads the index and the referrers index
-    // that name the other subjects, once.
+    // A new process knows no index's insides yet: it reads the index and the referrers
+    // indexes it compares, once.
     env.proxy.reset_counts();
     let report = env.sync(&env.mirror(), &config).await;
     assert!(report.is_success(), "{report:?}");
+    assert!(report.tags_synced.is_empty(), "{report:?}");
     assert_eq!(env.proxy.count("HEAD", "/manifests/"), 4);
-    assert_eq!(env.proxy.count("GET", "/manifests/"), 3);
+    assert_eq!(
+        env.proxy.count("GET", "/manifests/"),
+        2,
+        "{:?}",
+        env.proxy.requests()
+    );
+    assert_eq!(
+        env.proxy.count("GET", "/referrers/"),
+        1,
+        "a process probes a source once"
+    );
 }
 
 #[tokio::test]
@@ -362,4 +380,161 @@ async fn all_or_nothing_publishes_a_subject_and_its_signature_together_or_neithe
     let report = env.sync(&env.mirror(), &config).await;
     assert!(!report.is_success(), "{report:?}");
     assert!(env.dest_tags().await.is_empty(), "{report:?}");
+}
+
+/// A source with the referrers API that keeps no `sha256-<hex>` tags (the kit's in-process
+/// registry), holding `v1` with an SBOM, a signature on that SBOM, and an index whose arm64
+/// image is signed.
+struct ApiSource {
+    registry: HostileRegistry,
+    image: Image,
+    index: Index,
+    sbom: Artifact,
+    sbom_signature: Artifact,
+    child_signature: Artifact,
+}
+
+impl ApiSource {
+    fn start() -> ApiSource {
+        let registry = HostileRegistry::builder(Mode::Honest)
+            .referrers_api()
+            .start();
+        let image = Image::simple(40, 1, 300);
+        let index = Index::two_platforms(Flavor::Oci, 41, 200);
+        registry.put_image(SRC, "v1", &image);
+        registry.put_index(SRC, "multi", &index);
+        let sbom = Artifact::oci(42, SBOM, Some(&image.manifest));
+        let sbom_signature = Artifact::oci(43, SIGNATURE, Some(&sbom.manifest));
+        let child_signature = Artifact::oci(44, SIGNATURE, Some(&index.children[1].manifest));
+        for artifact in [&sbom, &sbom_signature, &child_signature] {
+            for blob in artifact.blobs() {
+                registry.put_blob(blob);
+            }
+            registry.put_untagged(&artifact.manifest);
+        }
+        ApiSource {
+            registry,
+            image,
+            index,
+            sbom,
+            sbom_signature,
+            child_signature,
+        }
+    }
+
+    fn config(&self) -> MirrorConfig {
+        let mut c = MirrorConfig::new(
+            DEST,
+            format!("{}/{SRC}", self.registry.host()).parse().unwrap(),
+            &["*"],
+        );
+        c.verify_tls = false;
+        c
+    }
+
+    fn mirror(&self, dest: Arc<dyn DestRegistry>) -> Mirror {
+        Mirror::builder()
+            .destination(dest)
+            .connector(Arc::new(HttpConnector::new(self.registry.http_options())))
+            .build()
+            .unwrap()
+    }
+
+    fn referrers_requests(&self) -> usize {
+        self.registry.count("GET", "/referrers/")
+    }
+}
+
+#[tokio::test]
+async fn referrers_found_through_the_api_become_the_fallback_index_of_a_destination_without_it() {
+    let source = ApiSource::start();
+    let env = Env::start();
+    let mirror = source.mirror(Arc::new(env.dest.clone()));
+    let report = env.sync(&mirror, &source.config()).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.referrers_copied, 3, "{report:?}");
+    for artifact in [
+        &source.sbom,
+        &source.sbom_signature,
+        &source.child_signature,
+    ] {
+        env.assert_copied(&artifact.manifest).await;
+    }
+    let child = &source.index.children[1].manifest.digest;
+    assert_eq!(
+        env.listed(&source.image.manifest.digest).await,
+        std::slice::from_ref(&source.sbom.manifest.digest)
+    );
+    assert_eq!(
+        env.listed(&source.sbom.manifest.digest).await,
+        std::slice::from_ref(&source.sbom_signature.manifest.digest)
+    );
+    assert_eq!(
+        env.listed(child).await,
+        std::slice::from_ref(&source.child_signature.manifest.digest)
+    );
+
+    // A no-op asks the API once per mirrored digest (the probe included) and copies nothing.
+    let before = source.referrers_requests();
+    let report = env.sync(&mirror, &source.config()).await;
+    assert!(report.is_success(), "{report:?}");
+    assert!(report.tags_synced.is_empty(), "{report:?}");
+    assert_eq!(report.referrers_copied, 0);
+    // v1, multi, its two children, the SBOM, its signature, the child's signature: 7 digests,
+    // plus the probe.
+    assert_eq!(source.referrers_requests() - before, 8);
+
+    // Only the listed artifact type.
+    let mut sboms = source.config();
+    sboms.referrers = SBOM.parse().unwrap();
+    let fresh = Env::start();
+    let report = fresh
+        .sync(&source.mirror(Arc::new(fresh.dest.clone())), &sboms)
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.referrers_copied, 1, "{report:?}");
+    assert_eq!(
+        fresh.listed(&source.image.manifest.digest).await,
+        std::slice::from_ref(&source.sbom.manifest.digest)
+    );
+    assert!(fresh.listed(child).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_destination_with_the_referrers_api_indexes_them_itself_without_tags() {
+    let source = ApiSource::start();
+    let dest = MemoryRegistry::new();
+    let mirror = source.mirror(Arc::new(dest.clone()));
+    let report = mirror
+        .sync_config(&source.config(), SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.referrers_copied, 3, "{report:?}");
+    assert_eq!(
+        DestRegistry::list_tags(&dest, DEST).await.unwrap(),
+        ["multi", "v1"],
+        "no referrers tags"
+    );
+    let answer = DestRegistry::referrers(&dest, DEST, &source.image.manifest.digest, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let Ok(regmirror::registry::ManifestKind::Index { manifests }) = answer.kind() else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(manifests.len(), 1);
+    let copied = DestRegistry::get_manifest(&dest, DEST, manifests[0].digest.as_str())
+        .await
+        .unwrap();
+    assert_eq!(copied.bytes, source.sbom.manifest.bytes);
+
+    // Known present, a no-op asks the destination nothing about them.
+    let report = mirror
+        .sync_config(&source.config(), SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.referrers_copied, 0);
+    assert!(report.tags_synced.is_empty(), "{report:?}");
 }

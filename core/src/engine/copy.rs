@@ -156,6 +156,9 @@ pub(crate) enum Staged {
     },
     /// A single-platform image the architecture filter excludes: a success with nothing to do.
     Skipped { reason: String },
+    /// Referrers pushed by digest to a destination whose referrers API indexes them: no tag
+    /// to move (SEMANTICS.md §9).
+    Untagged,
 }
 
 /// What the architecture filter makes of a single-platform manifest.

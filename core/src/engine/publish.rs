@@ -308,6 +308,9 @@ pub(crate) async fn publish(
                     keep.insert(tag.clone());
                     to_publish.push((tag, manifest, source_digest));
                 }
+                Some(Ok(Staged::Untagged)) => {
+                    finished(run, &tag, TagStatus::Synced, None, None);
+                }
                 Some(Ok(Staged::Skipped { reason })) => {
                     finished(run, &tag, TagStatus::Skipped, None, None);
                     tracing::info!(mirror = %run.config.id, %tag, "skipped: {reason}");

@@ -13,6 +13,12 @@
 //! any tag, and nothing is read when no tag names a mirrored digest. A referrers index at the
 //! destination is merged with what it already lists, so a referrer pushed there by someone else
 //! is never dropped.
+//!
+//! A source with the OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`) may keep no
+//! such tags: after one probe per run says it has the API, each mirrored digest that no listed
+//! tag covers is asked for its referrers. What it lists becomes the `sha256-<hex>` index at a
+//! destination without the API, or is pushed by digest (with its `subject`) to a destination
+//! with it, which indexes it itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -24,6 +30,7 @@ use serde_json::Value;
 use super::copy::{Staged, Walk, platform_selected};
 use super::plan::{self, Action, Plan};
 use super::run::{Run, lock};
+use crate::config::ReferrersPolicy;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
 use crate::registry::Manifest;
@@ -47,6 +54,8 @@ pub(crate) struct ReferrerTag {
     pub subject: Digest,
     /// The OCI referrers tag schema's index (`sha256-<hex>`), not a cosign tag.
     pub index: bool,
+    /// Made from the source's referrers API answer, not a tag the source lists.
+    pub from_api: bool,
 }
 
 /// Whether `tag` names a subject digest, and how.
@@ -58,26 +67,49 @@ pub(crate) fn referrer_tag(tag: &str) -> Option<ReferrerTag> {
     };
     let (algorithm, hex) = name.split_once('-')?;
     let subject = Digest::parse(&format!("{algorithm}:{hex}")).ok()?;
-    Some(ReferrerTag { subject, index })
+    Some(ReferrerTag {
+        subject,
+        index,
+        from_api: false,
+    })
 }
 
 /// The manifests each manifest points at (an index's entries; nothing for an image), by digest.
 /// A digest's content never changes, so this is kept across the runs of one `Mirror`: a run
 /// that must look inside an index to match referrer tags reads it once per process.
+/// It also remembers which referrers a destination repository was seen holding, so a
+/// destination with the referrers API is not asked again for them every run, and which sources
+/// have no referrers API, so a process probes each source once.
 #[derive(Debug, Default)]
-pub(crate) struct KnownLinks(Mutex<HashMap<Digest, Arc<Vec<Reference>>>>);
+pub(crate) struct KnownLinks {
+    links: Mutex<HashMap<Digest, Arc<Vec<Reference>>>>,
+    present: Mutex<HashSet<(String, Digest)>>,
+    without_api: Mutex<HashSet<String>>,
+}
 
 impl KnownLinks {
     fn get(&self, digest: &Digest) -> Option<Arc<Vec<Reference>>> {
-        lock(&self.0).get(digest).cloned()
+        lock(&self.links).get(digest).cloned()
     }
 
     fn note(&self, digest: &Digest, links: Arc<Vec<Reference>>) {
-        let mut map = lock(&self.0);
+        let mut map = lock(&self.links);
         if map.len() >= MAX_KNOWN_LINKS {
             map.clear();
         }
         map.insert(digest.clone(), links);
+    }
+
+    fn is_present(&self, repo: &str, digest: &Digest) -> bool {
+        lock(&self.present).contains(&(repo.to_owned(), digest.clone()))
+    }
+
+    fn note_present(&self, repo: &str, digest: &Digest) {
+        let mut set = lock(&self.present);
+        if set.len() >= MAX_KNOWN_LINKS {
+            set.clear();
+        }
+        set.insert((repo.to_owned(), digest.clone()));
     }
 }
 
@@ -163,13 +195,13 @@ pub(crate) async fn plan_referrer_tags(
         .filter(|t| !planned.contains(t.as_str()))
         .filter_map(|t| referrer_tag(t).map(|r| (t.clone(), r)))
         .collect();
-    if candidates.is_empty() {
-        return;
-    }
     let mut mirrored: HashSet<Digest> = plan.tags.iter().filter_map(|(_, a)| digest(a)).collect();
     // Manifests whose insides may name more subjects, not yet looked into.
-    let mut unread: Vec<Digest> = indexes.into_iter().collect();
+    let mut unread: Vec<Digest> = indexes.iter().cloned().collect();
     for _ in 0..=2 * MAX_DEPTH {
+        if candidates.is_empty() {
+            break;
+        }
         let room = MAX_REFERRER_TAGS.saturating_sub(plan.referrer_tags.len());
         let matched: Vec<(String, ReferrerTag)> = candidates
             .iter()
@@ -185,13 +217,22 @@ pub(crate) async fn plan_referrer_tags(
             unread = run.expand(Side::Source, digests, &mut mirrored).await;
             continue;
         }
-        let actions = join_all(
-            matched
-                .iter()
-                .map(|(tag, _)| plan::plan_tag(run, tag, &plan.prior)),
-        )
+        let prior = &plan.prior;
+        let actions = join_all(matched.iter().map(|(tag, referrer)| async move {
+            let (action, _) = plan::plan_tag(run, tag, prior).await;
+            match (&action, prior.get(tag)) {
+                // A destination index that lists more than the source's (merged) is current
+                // when it lists all of the source's.
+                (Action::Copy(d, _), Some(prior))
+                    if referrer.index && run.lists_all(d, prior).await =>
+                {
+                    Action::Current(prior.clone())
+                }
+                _ => action,
+            }
+        }))
         .await;
-        for ((tag, referrer), (action, _)) in matched.into_iter().zip(actions) {
+        for ((tag, referrer), action) in matched.into_iter().zip(actions) {
             candidates.remove(&tag);
             if let Some(d) = digest(&action) {
                 // A referrer is a subject too (a signature on an SBOM); a referrers index
@@ -207,6 +248,8 @@ pub(crate) async fn plan_referrer_tags(
             plan.tags.push((tag, action));
         }
     }
+    let listed: HashSet<&str> = source_tags.iter().map(String::as_str).collect();
+    plan_api_referrers(run, plan, &listed, indexes).await;
     if plan.referrer_tags.len() >= MAX_REFERRER_TAGS {
         tracing::warn!(
             mirror = %run.config.id,
@@ -214,6 +257,213 @@ pub(crate) async fn plan_referrer_tags(
         );
     }
     plan.tags.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// Ask a source with the referrers API for the referrers of every mirrored digest no listed
+/// `sha256-<hex>` tag covers (the selected tags' manifests, indexes' children the architecture
+/// filter keeps, referrers found, up to [`MAX_DEPTH`] levels), and plan what it lists as that
+/// digest's referrers index. One probe per run finds a source without the API.
+async fn plan_api_referrers(
+    run: &Arc<Run>,
+    plan: &mut Plan,
+    listed: &HashSet<&str>,
+    indexes: HashSet<Digest>,
+) {
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let uncovered = |d: &Digest| !listed.contains(index_tag(d).as_str());
+    let mut queue: Vec<Digest> = plan
+        .tags
+        .iter()
+        .filter_map(|(_, a)| digest(a))
+        .filter(|d| seen.insert(d.clone()))
+        .collect();
+    let Some(first) = queue.first().cloned() else {
+        return;
+    };
+    let source = run.config.source.to_string();
+    if lock(&run.links.without_api).contains(&source) {
+        return;
+    }
+    let filter = match &run.config.referrers {
+        ReferrersPolicy::Types(types) if types.len() == 1 => Some(types[0].as_str()),
+        _ => None,
+    };
+    match run
+        .metadata_unit(run.source.referrers(&run.src_repo, &first, filter))
+        .await
+    {
+        Ok(Some(_)) => {}
+        // No API: the tags are all there is.
+        Ok(None) => {
+            let mut without = lock(&run.links.without_api);
+            if without.len() >= MAX_KNOWN_LINKS {
+                without.clear();
+            }
+            without.insert(source);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(mirror = %run.config.id, "the source's referrers API failed: {e}");
+            return;
+        }
+    }
+    let children = run
+        .expand(Side::Source, indexes.into_iter().collect(), &mut seen)
+        .await;
+    queue.extend(children);
+    for _ in 0..=MAX_DEPTH {
+        queue.retain(|d| uncovered(d));
+        let room = MAX_REFERRER_TAGS.saturating_sub(plan.referrer_tags.len());
+        queue.truncate(room);
+        if queue.is_empty() {
+            break;
+        }
+        let answers = join_all(queue.iter().map(|subject| async move {
+            let answer = run
+                .metadata_unit(run.source.referrers(&run.src_repo, subject, filter))
+                .await;
+            (subject, answer)
+        }))
+        .await;
+        let mut next = Vec::new();
+        for (subject, answer) in answers {
+            let tag = index_tag(subject);
+            let action = match answer {
+                Ok(Some(index)) => {
+                    let Ok(entries) = descriptors(&index) else {
+                        continue;
+                    };
+                    let allowed: Vec<Digest> = entries
+                        .iter()
+                        .filter(|d| run.config.referrers.allows(artifact_type_of(d).into_iter()))
+                        .filter_map(|d| {
+                            d.get("digest")?
+                                .as_str()
+                                .and_then(|d| Digest::parse(d).ok())
+                        })
+                        .collect();
+                    if allowed.is_empty() {
+                        continue;
+                    }
+                    next.extend(
+                        allowed
+                            .iter()
+                            .filter(|d| seen.insert((*d).clone()))
+                            .cloned(),
+                    );
+                    match run
+                        .api_referrers_action(index, &allowed, plan.prior.get(&tag))
+                        .await
+                    {
+                        Some(action) => action,
+                        None => continue,
+                    }
+                }
+                Ok(None) => continue,
+                Err(e) => Action::Failed(e.context(format!("listing the referrers of {subject}"))),
+            };
+            plan.referrer_tags.insert(
+                tag.clone(),
+                ReferrerTag {
+                    subject: subject.clone(),
+                    index: true,
+                    from_api: true,
+                },
+            );
+            plan.tags.push((tag, action));
+        }
+        queue = next;
+    }
+}
+
+/// The referrers tag schema's tag for `subject`.
+fn index_tag(subject: &Digest) -> String {
+    format!("{}-{}", subject.algorithm(), subject.hex())
+}
+
+/// A referrers index descriptor's `artifactType`.
+fn artifact_type_of(descriptor: &Value) -> Option<&str> {
+    descriptor.get("artifactType").and_then(Value::as_str)
+}
+
+impl Run {
+    /// What to do with the referrers `allowed` of the source's referrers API answer `index`
+    /// (the destination's referrers index being `prior`): nothing when the destination holds
+    /// them all already.
+    async fn api_referrers_action(
+        &self,
+        index: Manifest,
+        allowed: &[Digest],
+        prior: Option<&Digest>,
+    ) -> Option<Action> {
+        if self.dest_has_referrers_api(&index).await {
+            let held = join_all(allowed.iter().map(|d| self.dest_holds(d))).await;
+            return if held.into_iter().all(|h| h) {
+                None
+            } else {
+                Some(Action::Copy(index.digest.clone(), Some(index)))
+            };
+        }
+        match prior {
+            Some(prior) => {
+                let ours = self.links(Side::Destination, prior).await;
+                if allowed.iter().all(|d| ours.iter().any(|o| &o.digest == d)) {
+                    Some(Action::Current(prior.clone()))
+                } else {
+                    Some(Action::Copy(index.digest.clone(), Some(index)))
+                }
+            }
+            None => Some(Action::Copy(index.digest.clone(), Some(index))),
+        }
+    }
+
+    /// Whether the destination has the referrers API (asked once per run, about `index`'s
+    /// first referrer's subject: any digest serves).
+    async fn dest_has_referrers_api(&self, index: &Manifest) -> bool {
+        *self
+            .dest_referrers_api
+            .get_or_init(|| async {
+                matches!(
+                    self.metadata_unit(self.dest.referrers(&self.dest_repo, &index.digest, None))
+                        .await,
+                    Ok(Some(_))
+                )
+            })
+            .await
+    }
+
+    /// Whether the destination repository holds manifest `digest` (remembered once seen).
+    async fn dest_holds(&self, digest: &Digest) -> bool {
+        if self.links.is_present(&self.dest_repo, digest) {
+            return true;
+        }
+        let held = matches!(
+            self.metadata_unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
+                .await,
+            Ok(Some(_))
+        );
+        if held {
+            self.links.note_present(&self.dest_repo, digest);
+        }
+        held
+    }
+
+    /// Whether the destination's referrers index `ours` lists every referrer of the source's
+    /// index `theirs` (only with every referrer copied: a type filter compares entry by entry
+    /// when staging).
+    async fn lists_all(&self, theirs: &Digest, ours: &Digest) -> bool {
+        if self.config.referrers != ReferrersPolicy::All {
+            return false;
+        }
+        let (theirs, ours) = tokio::join!(
+            self.links(Side::Source, theirs),
+            self.links(Side::Destination, ours)
+        );
+        !theirs.is_empty()
+            && theirs
+                .iter()
+                .all(|t| ours.iter().any(|o| o.digest == t.digest))
+    }
 }
 
 /// The source digest an action mirrors.
@@ -309,7 +559,7 @@ impl Run {
                         ),
                     });
                 }
-                Ok(Staged::Ready { .. }) => {}
+                Ok(Staged::Ready { .. } | Staged::Untagged) => {}
             }
         }
         let manifest = match fetched {
@@ -318,7 +568,7 @@ impl Run {
         };
         match manifest.kind()? {
             ManifestKind::Index { manifests } if referrer.index => {
-                self.stage_referrers_index(tag, manifest, &manifests, prior)
+                self.stage_referrers_index(tag, referrer, manifest, &manifests, prior)
                     .await
             }
             kind => {
@@ -348,6 +598,7 @@ impl Run {
     async fn stage_referrers_index(
         self: &Arc<Self>,
         tag: &str,
+        referrer: &ReferrerTag,
         source: Manifest,
         entries: &[Reference],
         prior: Option<&Digest>,
@@ -410,6 +661,13 @@ impl Run {
             })
             .cloned()
             .collect();
+        if referrer.from_api && self.dest_referrers_api.get() == Some(&true) {
+            // The destination indexes them by their `subject`: no tag to keep.
+            for entry in &copy {
+                self.links.note_present(&self.dest_repo, &entry.digest);
+            }
+            return Ok(Staged::Untagged);
+        }
         let manifest = match existing {
             // Everything the source lists is there already: leave the destination's as it is.
             Some(existing) if added.is_empty() => existing,
@@ -504,7 +762,8 @@ mod tests {
                 referrer_tag(&tag),
                 Some(ReferrerTag {
                     subject: subject.clone(),
-                    index
+                    index,
+                    from_api: false,
                 }),
                 "{tag}"
             );

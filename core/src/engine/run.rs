@@ -102,6 +102,8 @@ pub(crate) struct Run {
     /// Each child manifest's index nesting below it (0 for an image).
     pub children: OnceMap<Described, usize>,
     pub tops: OnceMap<Digest, Staged>,
+    /// Whether the destination has the referrers API, once asked.
+    pub dest_referrers_api: OnceCell<bool>,
     entries: Mutex<Vec<LogEntry>>,
 }
 
@@ -149,6 +151,7 @@ impl Run {
             blobs: OnceMap::default(),
             children: OnceMap::default(),
             tops: OnceMap::default(),
+            dest_referrers_api: OnceCell::new(),
             entries: Mutex::new(Vec::new()),
         })
     }

@@ -227,6 +227,78 @@ impl Manifest {
     }
 }
 
+/// What a manifest says about itself as a referrer (OCI 1.1): its `subject`, `artifactType`
+/// and annotations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AsReferrer {
+    subject: Option<SubjectField>,
+    artifact_type: Option<String>,
+    config: Option<ConfigField>,
+    annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectField {
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigField {
+    media_type: Option<String>,
+}
+
+impl Manifest {
+    fn as_referrer(&self) -> AsReferrer {
+        serde_json::from_slice(&self.bytes).unwrap_or_default()
+    }
+
+    /// The digest this manifest's `subject` names, if it has one (it is then a referrer).
+    pub fn subject(&self) -> Option<Digest> {
+        let subject = self.as_referrer().subject?;
+        Digest::parse(&subject.digest).ok()
+    }
+
+    /// Its artifact type as the referrers API reports it: `artifactType`, else its config's
+    /// media type.
+    pub fn artifact_type(&self) -> Option<String> {
+        let r = self.as_referrer();
+        r.artifact_type.or(r.config.and_then(|c| c.media_type))
+    }
+}
+
+/// The referrers index (what `GET /v2/<name>/referrers/<digest>` answers, and what the
+/// referrers tag schema's `sha256-<hex>` tag holds) listing `referrers`: each one's media type,
+/// digest, size, artifact type and annotations.
+pub fn referrers_index<'a>(referrers: impl IntoIterator<Item = &'a Manifest>) -> Manifest {
+    let entries: Vec<serde_json::Value> = referrers
+        .into_iter()
+        .map(|m| {
+            let mut entry = serde_json::json!({
+                "mediaType": m.media_type,
+                "digest": m.digest.as_str(),
+                "size": m.bytes.len(),
+            });
+            if let Some(t) = m.artifact_type() {
+                entry["artifactType"] = t.into();
+            }
+            if let Some(a) = m.as_referrer().annotations {
+                entry["annotations"] = a.into();
+            }
+            entry
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": entries,
+    }))
+    .expect("a json! value always serializes");
+    Manifest::from_bytes(bytes, media_types::OCI_INDEX)
+        .expect("an index of valid descriptors is valid")
+}
+
 fn detect_media_type(bytes: &[u8], content_type: &str) -> Result<String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]

@@ -277,6 +277,26 @@ impl MemoryRegistry {
         index
     }
 
+    /// The referrers API's answer: the manifests of `repo` whose subject is `digest`.
+    fn referrers_of(&self, repo: &str, digest: &Digest, artifact_type: Option<&str>) -> Manifest {
+        let inner = self.lock();
+        let mut found: Vec<&Manifest> = inner
+            .repos
+            .get(repo)
+            .map(|r| {
+                r.manifests
+                    .values()
+                    .filter(|m| m.subject().as_ref() == Some(digest))
+                    .filter(|m| {
+                        artifact_type.is_none_or(|t| m.artifact_type().as_deref() == Some(t))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by(|a, b| a.digest.cmp(&b.digest));
+        crate::registry::manifest::referrers_index(found)
+    }
+
     fn resolve(inner: &Inner, repo: &str, reference: &str) -> Option<Manifest> {
         let r = inner.repos.get(repo)?;
         let digest = if is_digest(reference) {
@@ -396,6 +416,15 @@ impl SourceRegistry for MemoryRegistry {
         self.get(repo, reference)
     }
 
+    async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        Ok(Some(self.referrers_of(repo, digest, artifact_type)))
+    }
+
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
         let stalled = {
             let mut inner = self.lock();
@@ -443,6 +472,15 @@ impl DestRegistry for MemoryRegistry {
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
         self.get(repo, reference)
+    }
+
+    async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        Ok(Some(self.referrers_of(repo, digest, artifact_type)))
     }
 
     async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {

@@ -48,6 +48,18 @@ pub trait SourceRegistry: Send + Sync + fmt::Debug {
     /// by tag, its digest is computed from the bytes.
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest>;
 
+    /// The index of the manifests whose `subject` is `digest`, from the OCI 1.1 referrers API,
+    /// narrowed to `artifact_type` when given (a registry may ignore the filter: callers filter
+    /// again); `None` when the registry has no referrers API (the default).
+    async fn referrers(
+        &self,
+        _repo: &str,
+        _digest: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        Ok(None)
+    }
+
     /// Stream a blob. The stream yields the registry's bytes unverified; the caller checks them.
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream>;
 }
@@ -63,6 +75,17 @@ pub trait DestRegistry: Send + Sync + fmt::Debug {
 
     /// The manifest's exact bytes (used to restore a tag on rollback).
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest>;
+
+    /// Like [`SourceRegistry::referrers`]: `None` when the registry has no referrers API, and a
+    /// manifest pushed with a `subject` is then found only through the referrers tag schema.
+    async fn referrers(
+        &self,
+        _repo: &str,
+        _digest: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        Ok(None)
+    }
 
     /// The size of the blob `repo` holds under `digest`, or `None` when it holds none (or will
     /// not say its size: the engine then copies it, verifying it on the way).

@@ -20,6 +20,7 @@ mod client;
 mod docker_config;
 mod guard;
 mod manifests;
+mod referrers;
 mod retry;
 mod tags;
 mod upload;
@@ -490,6 +491,21 @@ impl SourceRegistry for HttpRegistry {
         .await
     }
 
+    async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .referrers(&repo, digest, artifact_type, &[pull_scope(&repo)])
+                .await
+        })
+        .await
+    }
+
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
         self.scrubbed(async {
             let (repo, permit) = self.slot(repo).await?;
@@ -534,6 +550,21 @@ impl DestRegistry for HttpRegistry {
             let (repo, _permit) = self.metadata_slot(repo).await?;
             self.client
                 .get_manifest(&repo, reference, &[push_scope(&repo)])
+                .await
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .referrers(&repo, digest, artifact_type, &[push_scope(&repo)])
                 .await
         })
         .await
