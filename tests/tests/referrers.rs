@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use regmirror::engine::{HttpConnector, Mirror, SyncOptions, SyncReport};
 use regmirror::registry::Manifest;
-use regmirror::registry::MemoryRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
+use regmirror::registry::{LayoutRegistry, MemoryRegistry};
 use regmirror::{
     DestRegistry, Digest, MirrorConfig, PlatformIndexMode, ReferrersPolicy, RollbackMode,
 };
@@ -537,4 +537,59 @@ async fn a_destination_with_the_referrers_api_indexes_them_itself_without_tags()
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.referrers_copied, 0);
     assert!(report.tags_synced.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn an_oci_layout_keeps_referrers_under_the_tag_schema_with_the_subject_annotation() {
+    let env = Env::start();
+    let src = env.src();
+    let image = Image::simple(50, 1, 300);
+    let v1 = src.push_image(SRC, "v1", &image).await;
+    let signature = Artifact::cosign_signature(50);
+    src.push_artifact(SRC, &cosign_tag(&v1, "sig"), &signature)
+        .await;
+    let sbom = Artifact::oci(51, SBOM, Some(&image.manifest));
+    src.push_artifact(SRC, sbom.manifest.digest.as_str(), &sbom)
+        .await;
+    src.push_manifest(SRC, &referrers_tag(&v1), &referrers_index(&[&sbom]))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = LayoutRegistry::single(dir.path());
+    let mirror = Mirror::builder()
+        .destination(Arc::new(layout.clone()))
+        .connector(Arc::new(HttpConnector::new(HttpOptions {
+            tls_verify: false,
+            docker_config: false,
+            ..HttpOptions::default()
+        })))
+        .build()
+        .unwrap();
+    let report = env.sync(&mirror, &env.config(&["v1"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.referrers_copied, 2, "{report:?}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let named = |tag: &str| {
+        entries
+            .iter()
+            .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("{tag} in {index}"))
+    };
+    assert_eq!(
+        named(&cosign_tag(&v1, "sig"))["digest"],
+        signature.manifest.digest.as_str()
+    );
+    assert_eq!(
+        named(&referrers_tag(&v1))["annotations"]["org.opencontainers.image.referrer.subject"],
+        v1.as_str()
+    );
+    for manifest in [&signature.manifest, &sbom.manifest] {
+        let blob = dir.path().join("blobs/sha256").join(manifest.digest.hex());
+        assert_eq!(
+            std::fs::read(blob).unwrap(),
+            manifest.bytes,
+            "byte-identical"
+        );
+    }
 }

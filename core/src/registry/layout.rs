@@ -19,6 +19,10 @@
 //!   write them). skopeo 1.9's `oci:` transport finds tags among OCI-typed entries only, so a
 //!   Docker-typed image mirrored into a layout is readable by regmirror, crane and containerd
 //!   but not by that skopeo.
+//! - Referrers are kept as a registry without the referrers API keeps them: the referrers tag
+//!   schema's `sha256-<hex>` tag holds the subject's referrers index (its entry also carries
+//!   the `org.opencontainers.image.referrer.subject` annotation of image-spec draft PR #1171),
+//!   cosign's `.sig` / `.att` / `.sbom` are tags, and the referrer manifests are blobs.
 //! - Indexes whose children are absent ("sparse", SEMANTICS.md §4) are accepted; an image
 //!   manifest whose config or layers are absent is refused, as registries do.
 
@@ -41,6 +45,19 @@ use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRe
 
 /// The annotation that names a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation that marks an `index.json` entry as the referrers index of a subject digest
+/// (image-spec draft PR #1171; the released layout spec says nothing of referrers).
+pub const REFERRER_SUBJECT: &str = "org.opencontainers.image.referrer.subject";
+/// The subject of a referrers index stored under `tag` in the referrers tag schema
+/// (`sha256-<hex>`), so tools reading either convention find it.
+fn referrers_subject(tag: &str, manifest: &Manifest) -> Option<Digest> {
+    let hex = tag.strip_prefix("sha256-")?;
+    if !manifest.is_index() {
+        return None;
+    }
+    Digest::parse(&format!("sha256:{hex}")).ok()
+}
+
 /// Where regmirror keeps its lock file and upload temp files inside a layout.
 const WORK_DIR: &str = ".regmirror";
 /// Read size when streaming a blob out.
@@ -596,12 +613,15 @@ impl DestRegistry for LayoutRegistry {
                 .await?;
         }
         if let Some(tag) = tag {
-            let entry = json!({
+            let mut entry = json!({
                 "mediaType": manifest.media_type,
                 "digest": actual.as_str(),
                 "size": manifest.bytes.len(),
                 "annotations": { REF_NAME: tag },
             });
+            if let Some(subject) = referrers_subject(&tag, manifest) {
+                entry["annotations"][REFERRER_SUBJECT] = json!(subject.as_str());
+            }
             self.update_index(&dir, move |manifests| {
                 manifests.retain(|e| ref_name(e) != Some(tag.as_str()));
                 manifests.push(entry);
