@@ -2830,3 +2830,42 @@ fn mirror_add_and_update_check_the_source_against_the_configs_ssrf_guard() {
     ]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[tokio::test]
+async fn signatures_travel_with_their_image_unless_referrers_is_none() {
+    let (source, dest) = (Registry::start(), Registry::start());
+    let seeded = seed(&source, "lib/app", &["v1"]).await;
+    let signature = regmirror_tests::Artifact::cosign_signature(1);
+    let sig_tag = format!("{}.sig", regmirror_tests::referrers_tag(&seeded["v1"]));
+    source
+        .seeder()
+        .push_artifact("lib/app", &sig_tag, &signature)
+        .await;
+    let src = format!("{}/lib/app", source.host());
+    let dst = format!("{}/mirror/app", dest.host());
+
+    let mut args = sync_args(&src, &dst, "v1", &PLAIN);
+    args.extend(["--referrers", "none", "--json"]);
+    let out = regmirror(&args);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["referrers_copied"], 0, "{out:?}");
+    assert_eq!(tags_of(&dest, "mirror/app").await.len(), 1);
+
+    let out = regmirror(&sync_args(&src, &dst, "v1", &PLAIN));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("1 referrer (signature, SBOM, attestation)"),
+        "{out:?}"
+    );
+    assert_eq!(
+        tags_of(&dest, "mirror/app").await.get(&sig_tag),
+        Some(&signature.manifest.digest)
+    );
+
+    let mut args = sync_args(&src, &dst, "v1", &PLAIN);
+    args.extend(["--referrers", "sboms"]);
+    let out = regmirror(&args);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--referrers"), "{out:?}");
+}
