@@ -370,6 +370,11 @@ impl MirrorConfig {
         {
             return invalid("source_credentials", "the username is empty".to_owned());
         }
+        // A policy built in code (not parsed) is held to the parser's rules: its written form
+        // must read back as itself.
+        if let Err(e) = self.referrers.to_string().parse::<ReferrersPolicy>() {
+            return Err(e.context(format!("mirror {:?}", self.id)));
+        }
         Ok(())
     }
 
@@ -469,6 +474,47 @@ mod tests {
         json.as_object_mut().unwrap().remove("retry_backoff");
         let back: MirrorConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back.retry_backoff, DEFAULT_RETRY_BACKOFF);
+    }
+
+    #[test]
+    fn referrers_policies_read_and_write_the_same_names() {
+        for (text, policy) in [
+            ("all", ReferrersPolicy::All),
+            ("none", ReferrersPolicy::None),
+            (
+                " application/spdx+json , application/vnd.dev.cosign.simplesigning.v1+json,",
+                ReferrersPolicy::Types(vec![
+                    "application/spdx+json".into(),
+                    "application/vnd.dev.cosign.simplesigning.v1+json".into(),
+                ]),
+            ),
+        ] {
+            let parsed: ReferrersPolicy = text.parse().unwrap();
+            assert_eq!(parsed, policy, "{text}");
+            assert_eq!(
+                parsed.to_string().parse::<ReferrersPolicy>().unwrap(),
+                policy
+            );
+        }
+        assert!(
+            ReferrersPolicy::Types(vec!["application/spdx+json".into()])
+                .allows(["text/plain", "application/spdx+json"].into_iter())
+        );
+        assert!(!ReferrersPolicy::None.allows(["application/spdx+json"].into_iter()));
+        for bad in ["", " , ", "signed", "application/", "a b/c", "All"] {
+            let e = bad.parse::<ReferrersPolicy>().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}");
+            assert!(e.message().starts_with("referrers: "), "{e}");
+        }
+        let mut c = config();
+        c.referrers = ReferrersPolicy::Types(Vec::new());
+        let e = c.validate().unwrap_err();
+        assert!(e.message().contains("referrers: "), "{e}");
+        assert_eq!(
+            serde_json::from_value::<ReferrersPolicy>("none".into()).unwrap(),
+            ReferrersPolicy::None
+        );
+        assert!(serde_json::from_value::<ReferrersPolicy>("signed".into()).is_err());
     }
 
     #[test]
