@@ -168,12 +168,29 @@ async fn cosign_tags_follow_their_subject_are_kept_with_it_and_pruned_with_it() 
         .delete_tag(SRC, &cosign_tag(&v1, "att"))
         .await
         .unwrap();
+    let preview = mirror
+        .preview_config(&config, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        preview.tags_to_delete.is_empty(),
+        "a dry run agrees: {preview:?}"
+    );
+    assert!(
+        preview.tags.iter().any(|t| t.tag == cosign_tag(&v1, "sig")),
+        "a dry run lists the referrer tags: {preview:?}"
+    );
     let report = env.sync(&mirror, &config).await;
     assert!(report.is_success(), "{report:?}");
     assert!(report.tags_deleted.is_empty(), "{report:?}");
     assert_eq!(env.dest_tags().await, expected);
 
     // Narrowed to v2, v1 goes and its signatures with it.
+    let preview = mirror
+        .preview_config(&env.config(&["v2"]), SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(preview.tags_to_delete.len(), 3, "{preview:?}");
     let report = env.sync(&mirror, &env.config(&["v2"])).await;
     assert!(report.is_success(), "{report:?}");
     assert_eq!(
