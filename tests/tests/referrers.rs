@@ -466,7 +466,8 @@ impl ApiSource {
 async fn referrers_found_through_the_api_become_the_fallback_index_of_a_destination_without_it() {
     let source = ApiSource::start();
     let env = Env::start();
-    let mirror = source.mirror(Arc::new(env.dest.clone()));
+    let dest_proxy = Proxy::start(&env.dest_registry);
+    let mirror = source.mirror(Arc::new(dest_proxy.client()));
     let report = env.sync(&mirror, &source.config()).await;
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.referrers_copied, 3, "{report:?}");
@@ -493,6 +494,7 @@ async fn referrers_found_through_the_api_become_the_fallback_index_of_a_destinat
 
     // A no-op asks the API once per mirrored digest (the probe included) and copies nothing.
     let before = source.referrers_requests();
+    dest_proxy.reset_counts();
     let report = env.sync(&mirror, &source.config()).await;
     assert!(report.is_success(), "{report:?}");
     assert!(report.tags_synced.is_empty(), "{report:?}");
@@ -500,6 +502,12 @@ async fn referrers_found_through_the_api_become_the_fallback_index_of_a_destinat
     // v1, multi, its two children, the SBOM, its signature, the child's signature: 7 digests,
     // plus the probe.
     assert_eq!(source.referrers_requests() - before, 8);
+    // The destination: its tag list and one HEAD per tag (v1, multi, three referrers
+    // indexes), nothing else: no referrers API probe, the indexes' insides known.
+    let requests = dest_proxy.requests();
+    assert_eq!(dest_proxy.count("GET", "/tags/list"), 1, "{requests:?}");
+    assert_eq!(dest_proxy.count("HEAD", "/manifests/"), 5, "{requests:?}");
+    assert_eq!(requests.len(), 6, "{requests:?}");
 
     // Only the listed artifact type.
     let mut sboms = source.config();

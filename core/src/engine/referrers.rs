@@ -85,6 +85,8 @@ pub(crate) struct KnownLinks {
     links: Mutex<HashMap<Digest, Arc<Vec<Reference>>>>,
     present: Mutex<HashSet<(String, Digest)>>,
     without_api: Mutex<HashSet<String>>,
+    /// Destination repository → whether it has the referrers API.
+    dest_api: Mutex<HashMap<String, bool>>,
 }
 
 impl KnownLinks {
@@ -417,17 +419,27 @@ impl Run {
         }
     }
 
-    /// Whether the destination has the referrers API (asked once per run, about `index`'s
-    /// first referrer's subject: any digest serves).
+    /// Whether the destination has the referrers API (asked once per process and repository,
+    /// about `index`'s digest: any digest serves).
     async fn dest_has_referrers_api(&self, index: &Manifest) -> bool {
         *self
             .dest_referrers_api
             .get_or_init(|| async {
-                matches!(
-                    self.metadata_unit(self.dest.referrers(&self.dest_repo, &index.digest, None))
-                        .await,
-                    Ok(Some(_))
-                )
+                if let Some(known) = lock(&self.links.dest_api).get(&self.dest_repo) {
+                    return *known;
+                }
+                let answer = self
+                    .metadata_unit(self.dest.referrers(&self.dest_repo, &index.digest, None))
+                    .await;
+                let has = matches!(answer, Ok(Some(_)));
+                if answer.is_ok() {
+                    let mut known = lock(&self.links.dest_api);
+                    if known.len() >= MAX_KNOWN_LINKS {
+                        known.clear();
+                    }
+                    known.insert(self.dest_repo.clone(), has);
+                }
+                has
             })
             .await
     }
@@ -675,6 +687,9 @@ impl Run {
             None if added.len() == listed.len() => source,
             None => with_entries(&source, added, false)?,
         };
+        // Known, the next run compares against it without reading it back.
+        self.links
+            .note(&manifest.digest, Arc::new(links_of(&manifest)));
         Ok(Staged::Ready {
             manifest,
             source_digest,
