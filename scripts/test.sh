@@ -234,7 +234,7 @@ agree() {
 # The binary `cargo test --workspace` built (`cargo run -p regmirror-cli` alone would resolve other
 # features and rebuild the engine).
 agree "regmirror --version" "$(target/x86_64-unknown-linux-gnu/debug/regmirror --version | cut -d' ' -f2)"
-agree "the wheel's file name" "$(basename "$(compgen -G "target/wheels/regmirror-*.whl")" | cut -d- -f2)"
+agree "the wheel's file name" "$(basename "$(compgen -G "target/wheels/regmirror-*-manylinux_*.whl")" | cut -d- -f2)"
 agree "the sdist's file name" "$(basename "$(compgen -G "target/wheels/regmirror-*.tar.gz")" .tar.gz | cut -d- -f2)"
 agree "installed wheel's metadata" "$(target/py310-wheel/bin/python -c 'import importlib.metadata as m; print(m.version("regmirror"))')"
 agree "regmirror.__version__" "$(target/py310-wheel/bin/python -c 'import regmirror; print(regmirror.__version__)')"
