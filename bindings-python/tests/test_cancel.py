@@ -72,10 +72,16 @@ def test_ctrl_c_interrupts_a_blocking_sync_and_cancels_the_run(stalled: StalledR
         if stalled.accepted.wait(30):
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
+    # A shell that starts the suite in the background hands Python SIGINT ignored, and Python then
+    # installs no handler: put the default one in place so Ctrl-C is what the user would press.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        mirror.sync()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mirror.sync()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # Not a performance bound: without the fix the call returns only at the run's deadline.
     assert time.monotonic() - started < RUN_TIMEOUT / 2
     assert stalled.closed.wait(30), "the run kept waiting on the source after Ctrl-C"
