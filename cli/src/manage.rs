@@ -15,7 +15,10 @@ use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, Failure};
 use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
 use crate::store::StateUrl;
-use crate::sync::{PlatformIndex, Rollback, check_cert_dir, parse_duration, parse_referrers};
+use crate::sync::{
+    PlatformIndex, Rollback, check_cert_dir, parse_duration, parse_duration_or_zero,
+    parse_referrers,
+};
 use crate::worker_config::WorkerConfig;
 
 /// Environment variable naming the state store when neither --state nor --config is given.
@@ -167,10 +170,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_backoff(s: &str) -> Result<Duration, String> {
-    let backoff = match s.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string())?,
-    };
+    let backoff = parse_duration_or_zero(s)?;
     if backoff.subsec_nanos() != 0 {
         return Err("must be whole seconds (0 retries at the next poll)".to_owned());
     }

@@ -204,14 +204,19 @@ impl From<PlatformIndex> for PlatformIndexMode {
 
 /// `90s`, `30m`, `2h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = match s.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string())?,
-    };
+    let d = parse_duration_or_zero(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".to_owned());
     }
     Ok(d)
+}
+
+/// A duration as whole seconds (`30`) or with units (`30s`, `6h`, `1day`), zero included.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    Ok(match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| e.to_string())?,
+    })
 }
 
 impl SourceAccess {
