@@ -338,11 +338,7 @@ async fn plan_api_referrers(
                     let allowed: Vec<Digest> = entries
                         .iter()
                         .filter(|d| run.config.referrers.allows(artifact_type_of(d).into_iter()))
-                        .filter_map(|d| {
-                            d.get("digest")?
-                                .as_str()
-                                .and_then(|d| Digest::parse(d).ok())
-                        })
+                        .filter_map(|d| descriptor_digest(d).and_then(|d| Digest::parse(d).ok()))
                         .collect();
                     if allowed.is_empty() {
                         continue;
@@ -386,6 +382,11 @@ fn index_tag(subject: &Digest) -> String {
 /// A referrers index descriptor's `artifactType`.
 fn artifact_type_of(descriptor: &Value) -> Option<&str> {
     descriptor.get("artifactType").and_then(Value::as_str)
+}
+
+/// A referrers index descriptor's `digest`, as written.
+fn descriptor_digest(descriptor: &Value) -> Option<&str> {
+    descriptor.get("digest").and_then(Value::as_str)
 }
 
 impl Run {
@@ -620,8 +621,9 @@ impl Run {
         let allowed: Vec<&Value> = listed
             .iter()
             .filter(|d| {
-                let artifact_type = d.get("artifactType").and_then(Value::as_str);
-                self.config.referrers.allows(artifact_type.into_iter())
+                self.config
+                    .referrers
+                    .allows(artifact_type_of(d).into_iter())
             })
             .collect();
         let existing = match prior {
@@ -635,7 +637,7 @@ impl Run {
         let present: HashSet<String> = match &existing {
             Some(m) => descriptors(m)?
                 .iter()
-                .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_owned))
+                .filter_map(|d| descriptor_digest(d).map(str::to_owned))
                 .collect(),
             None => HashSet::new(),
         };
@@ -644,7 +646,7 @@ impl Run {
             .filter(|e| {
                 allowed
                     .iter()
-                    .any(|d| d.get("digest").and_then(Value::as_str) == Some(e.digest.as_str()))
+                    .any(|d| descriptor_digest(d) == Some(e.digest.as_str()))
             })
             .collect();
         // Bounded as an index's children are (count and nesting).
@@ -666,11 +668,7 @@ impl Run {
             .fetch_add(copied as u64, Ordering::Relaxed);
         let added: Vec<Value> = allowed
             .into_iter()
-            .filter(|d| {
-                d.get("digest")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| !present.contains(d))
-            })
+            .filter(|d| descriptor_digest(d).is_some_and(|d| !present.contains(d)))
             .cloned()
             .collect();
         if referrer.from_api && self.dest_referrers_api.get() == Some(&true) {
