@@ -10,6 +10,9 @@ use regmirror_tests::image::{Flavor, Index};
 use regmirror_tests::registry::{Registry, USERNAME};
 use serde_json::Value;
 
+mod common;
+use common::command;
+
 /// What one run of the binary did.
 #[derive(Debug)]
 struct Output {
@@ -27,24 +30,6 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
-}
-
-/// A command for the built binary, isolated from the machine's docker logins and proxies.
-fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_regmirror"));
-    c.args(args)
-        .env("DOCKER_CONFIG", "/nonexistent/regmirror-test-docker-config")
-        .env(
-            "REGISTRY_AUTH_FILE",
-            "/nonexistent/regmirror-test-auth.json",
-        )
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env_remove("REGMIRROR_SRC_CREDS")
-        .env_remove("REGMIRROR_DEST_CREDS")
-        .env_remove("REGMIRROR_STATE")
-        .env_remove("XDG_RUNTIME_DIR");
-    c
 }
 
 fn output(mut c: Command) -> Output {

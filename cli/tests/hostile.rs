@@ -6,22 +6,8 @@ use std::time::{Duration, Instant};
 
 use regmirror_tests::hostile::{HostileRegistry, Mode};
 
-/// The built binary, isolated from the machine's docker logins and proxies.
-fn regmirror(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_regmirror"));
-    c.args(args)
-        .env("DOCKER_CONFIG", "/nonexistent/regmirror-test-docker-config")
-        .env(
-            "REGISTRY_AUTH_FILE",
-            "/nonexistent/regmirror-test-auth.json",
-        )
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env_remove("REGMIRROR_SRC_CREDS")
-        .env_remove("REGMIRROR_DEST_CREDS")
-        .env_remove("REGMIRROR_STATE");
-    c
-}
+mod common;
+use common::command as regmirror;
 
 fn text(output: &Output) -> String {
     format!(
