@@ -445,6 +445,56 @@ impl HttpRegistry {
         tags
     }
 
+    /// [`SourceRegistry::head_manifest`] and [`DestRegistry::head_manifest`], which differ only
+    /// in the token scope they ask for (`pull_scope` or `push_scope`).
+    async fn head_manifest_as(
+        &self,
+        repo: &str,
+        reference: &str,
+        scope: fn(&str) -> String,
+    ) -> Result<Option<ManifestHead>> {
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .head_manifest(&repo, reference, &[scope(&repo)])
+                .await
+        })
+        .await
+    }
+
+    /// Both traits' `get_manifest`, under the given token scope.
+    async fn get_manifest_as(
+        &self,
+        repo: &str,
+        reference: &str,
+        scope: fn(&str) -> String,
+    ) -> Result<Manifest> {
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .get_manifest(&repo, reference, &[scope(&repo)])
+                .await
+        })
+        .await
+    }
+
+    /// Both traits' `referrers`, under the given token scope.
+    async fn referrers_as(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        scope: fn(&str) -> String,
+    ) -> Result<Option<Manifest>> {
+        self.scrubbed(async {
+            let (repo, _permit) = self.metadata_slot(repo).await?;
+            self.client
+                .referrers(&repo, digest, artifact_type, &[scope(&repo)])
+                .await
+        })
+        .await
+    }
+
     /// Like [`HttpRegistry::slot`], under the cap of small reads.
     async fn metadata_slot<'a>(
         &self,
@@ -472,23 +522,11 @@ impl SourceRegistry for HttpRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .head_manifest(&repo, reference, &[pull_scope(&repo)])
-                .await
-        })
-        .await
+        self.head_manifest_as(repo, reference, pull_scope).await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .get_manifest(&repo, reference, &[pull_scope(&repo)])
-                .await
-        })
-        .await
+        self.get_manifest_as(repo, reference, pull_scope).await
     }
 
     async fn referrers(
@@ -497,13 +535,8 @@ impl SourceRegistry for HttpRegistry {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Manifest>> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .referrers(&repo, digest, artifact_type, &[pull_scope(&repo)])
-                .await
-        })
-        .await
+        self.referrers_as(repo, digest, artifact_type, pull_scope)
+            .await
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
@@ -536,23 +569,11 @@ impl DestRegistry for HttpRegistry {
     }
 
     async fn head_manifest(&self, repo: &str, reference: &str) -> Result<Option<ManifestHead>> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .head_manifest(&repo, reference, &[push_scope(&repo)])
-                .await
-        })
-        .await
+        self.head_manifest_as(repo, reference, push_scope).await
     }
 
     async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .get_manifest(&repo, reference, &[push_scope(&repo)])
-                .await
-        })
-        .await
+        self.get_manifest_as(repo, reference, push_scope).await
     }
 
     async fn referrers(
@@ -561,13 +582,8 @@ impl DestRegistry for HttpRegistry {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Manifest>> {
-        self.scrubbed(async {
-            let (repo, _permit) = self.metadata_slot(repo).await?;
-            self.client
-                .referrers(&repo, digest, artifact_type, &[push_scope(&repo)])
-                .await
-        })
-        .await
+        self.referrers_as(repo, digest, artifact_type, push_scope)
+            .await
     }
 
     async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
