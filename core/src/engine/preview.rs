@@ -82,7 +82,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         return Ok(preview);
     }
     let plan = plan::plan_with_prior(run, &tags, selected, prior?).await?;
-    let prior_record = plan.prior.clone();
+    let prior_record = plan.prior;
     let mut seen = HashSet::new();
     let mut keep = BTreeSet::new();
     for (tag, action) in plan.tags {
