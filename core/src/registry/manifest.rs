@@ -263,8 +263,14 @@ impl Manifest {
     /// Its artifact type as the referrers API reports it: `artifactType`, else its config's
     /// media type.
     pub fn artifact_type(&self) -> Option<String> {
-        let r = self.as_referrer();
-        r.artifact_type.or(r.config.and_then(|c| c.media_type))
+        self.as_referrer().artifact_type()
+    }
+}
+
+impl AsReferrer {
+    fn artifact_type(&self) -> Option<String> {
+        let config_type = || self.config.as_ref()?.media_type.clone();
+        self.artifact_type.clone().or_else(config_type)
     }
 }
 
@@ -280,10 +286,12 @@ pub fn referrers_index<'a>(referrers: impl IntoIterator<Item = &'a Manifest>) ->
                 "digest": m.digest.as_str(),
                 "size": m.bytes.len(),
             });
-            if let Some(t) = m.artifact_type() {
+            // One parse of the manifest for both fields.
+            let referrer = m.as_referrer();
+            if let Some(t) = referrer.artifact_type() {
                 entry["artifactType"] = t.into();
             }
-            if let Some(a) = m.as_referrer().annotations {
+            if let Some(a) = referrer.annotations {
                 entry["annotations"] = a.into();
             }
             entry
