@@ -136,6 +136,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod handoff;
 pub mod notify;
 pub mod oneshot;
 pub mod pattern;
