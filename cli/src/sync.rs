@@ -347,7 +347,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         auth_file: raw.authfile.map(|(_, file)| file.to_owned()),
         tls_verify: raw.tls_verify.unwrap_or(true),
         ca_certs: raw.cert_dir.map(ToOwned::to_owned).into_iter().collect(),
-        address_guard: None,
+        ..Access::default()
     })
 }
 

@@ -9,7 +9,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Credentials, MirrorConfig, PlatformIndexMode, ReferrersPolicy, RollbackMode};
+use crate::config::{
+    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
+};
 use crate::engine::{
     DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncReport, metadata_concurrency,
 };
@@ -121,6 +123,8 @@ pub struct Access {
     /// The SSRF guard for this side, its token service and its redirects (off by default):
     /// see [`HttpOptions::address_guard`]. Meant for the source, which others may choose.
     pub address_guard: Option<AddressGuard>,
+    /// Proxies for reaching the registry; all unset, the usual `*_proxy` environment variables.
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Access {
@@ -132,6 +136,7 @@ impl Default for Access {
             auth_file: None,
             ca_certs: Vec::new(),
             address_guard: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -289,6 +294,7 @@ impl OneShotSync {
             docker_config: access.docker_config,
             auth_file: access.auth_file.clone(),
             address_guard: access.address_guard.clone(),
+            proxy: access.proxy.clone(),
             max_concurrent_requests: self.concurrency,
             max_concurrent_metadata_requests: metadata_concurrency(self.concurrency),
             max_tags: self.max_tags,
