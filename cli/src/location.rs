@@ -9,10 +9,7 @@ use crate::failure::Failure;
 /// Parse `arg` given as `what` (`SOURCE`, `--to`), naming it in the error.
 pub fn parse(arg: &str, what: &str) -> Result<Location, Failure> {
     arg.parse().map_err(|e: regmirror::Error| {
-        // The core names every reference a "source reference"; here it may be the
-        // destination, so say which argument it was instead.
-        let why = e.message().replacen("source reference", "reference", 1);
-        let failure = Failure::invalid(format!("{what}: {why}"));
+        let failure = Failure::invalid(format!("{what}: {}", e.message()));
         if arg.starts_with("oci:") {
             failure
         } else {

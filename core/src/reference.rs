@@ -162,7 +162,7 @@ impl RepositoryRef {
         let bad = |why: &str| {
             Err(Error::new(
                 ErrorKind::InvalidReference,
-                format!("source reference {s:?} is not valid: {why} (expected host[:port]/path)"),
+                format!("reference {s:?} is not valid: {why} (expected host[:port]/path)"),
             ))
         };
         if s.contains("://") {

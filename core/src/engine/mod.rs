@@ -606,7 +606,10 @@ async fn timeout_watchdog(run: Arc<Run>, stop: CancellationToken) {
         _ = stop.cancelled() => {}
         _ = tokio::time::sleep(timeout) => run.abort(Error::new(
             ErrorKind::Timeout,
-            format!("the sync took longer than its timeout of {}s", timeout.as_secs()),
+            format!(
+                "the sync took longer than its timeout of {}",
+                humantime::format_duration(timeout)
+            ),
         )),
     }
 }
