@@ -158,8 +158,8 @@ pub use pattern::TagFilter;
 pub use reference::{Digest, RepositoryRef};
 pub use registry::{DestRegistry, Manifest, SourceRegistry};
 pub use settings::{EngineSettings, may_push};
+pub use state::SyncStatus;
 pub use state::{MemoryStateStore, StateStore};
-pub use status::SyncStatus;
 
 // What implementing the traits and cancelling a sync need, so embedders do not have to pin
 // matching versions of these crates themselves.

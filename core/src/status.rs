@@ -1,66 +1,15 @@
-//! A mirror's sync status and schedule (SEMANTICS.md §6): the state machine and the scheduling
+//! The rules of a mirror's [`SyncStatus`] and schedule (SEMANTICS.md §6): the state machine and the scheduling
 //! arithmetic, pure and without I/O, so every [`StateStore`](crate::StateStore) applies exactly
 //! the same rules — a store loads a [`MirrorState`], calls one transition here, and writes it back
 //! atomically.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::state::{Claim, MirrorRecord, MirrorState, RunOutcome};
-
-/// Where a mirror is in its life, with Quay's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SyncStatus {
-    NeverRun,
-    SyncNow,
-    Syncing,
-    Success,
-    Fail,
-    Cancel,
-}
-
-impl SyncStatus {
-    /// Quay's name (`NEVER_RUN`, `SYNC_NOW`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncStatus::NeverRun => "NEVER_RUN",
-            SyncStatus::SyncNow => "SYNC_NOW",
-            SyncStatus::Syncing => "SYNCING",
-            SyncStatus::Success => "SUCCESS",
-            SyncStatus::Fail => "FAIL",
-            SyncStatus::Cancel => "CANCEL",
-        }
-    }
-
-    /// The status named `s` (Quay's spelling, as [`SyncStatus::as_str`] writes it).
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "NEVER_RUN" => SyncStatus::NeverRun,
-            "SYNC_NOW" => SyncStatus::SyncNow,
-            "SYNCING" => SyncStatus::Syncing,
-            "SUCCESS" => SyncStatus::Success,
-            "FAIL" => SyncStatus::Fail,
-            "CANCEL" => SyncStatus::Cancel,
-            other => {
-                return Err(Error::new(
-                    ErrorKind::State,
-                    format!("unknown sync status {other:?} in the state store"),
-                ));
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for SyncStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::state::{Claim, MirrorRecord, MirrorState, RunOutcome, SyncStatus};
 
 /// Retries a mirror gets before it waits for its next slot (Quay's `MAX_SYNC_RETRIES`).
 pub const MAX_RETRIES: u32 = 3;

@@ -38,10 +38,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
 use crate::settings::{EngineSettings, may_push};
+use crate::state::SyncStatus;
 use crate::state::{
     Claim, Declaration, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore, StoreHealth,
 };
-use crate::status::SyncStatus;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
 pub const DEFAULT_CONCURRENCY: usize = 8;

@@ -10,11 +10,11 @@ use time::OffsetDateTime;
 
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
-    StateStore, TagRecord, redact_secrets,
+    StateStore, SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::{self, SyncStatus};
+use crate::status;
 
 /// A [`StateStore`] in memory. Each operation holds one lock, so each is atomic.
 #[derive(Debug, Default)]

@@ -40,9 +40,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::MirrorConfig;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
-use crate::status::SyncStatus;
 
 mod health;
 mod memory;
@@ -62,6 +61,56 @@ pub use sqlite::SqliteStateStore;
 
 /// The destination's tags before a run changed anything: tag → digest.
 pub type TagRecord = BTreeMap<String, Digest>;
+
+/// Where a mirror is in its life, with Quay's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncStatus {
+    NeverRun,
+    SyncNow,
+    Syncing,
+    Success,
+    Fail,
+    Cancel,
+}
+
+impl SyncStatus {
+    /// Quay's name (`NEVER_RUN`, `SYNC_NOW`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::NeverRun => "NEVER_RUN",
+            SyncStatus::SyncNow => "SYNC_NOW",
+            SyncStatus::Syncing => "SYNCING",
+            SyncStatus::Success => "SUCCESS",
+            SyncStatus::Fail => "FAIL",
+            SyncStatus::Cancel => "CANCEL",
+        }
+    }
+
+    /// The status named `s` (Quay's spelling, as [`SyncStatus::as_str`] writes it).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "NEVER_RUN" => SyncStatus::NeverRun,
+            "SYNC_NOW" => SyncStatus::SyncNow,
+            "SYNCING" => SyncStatus::Syncing,
+            "SUCCESS" => SyncStatus::Success,
+            "FAIL" => SyncStatus::Fail,
+            "CANCEL" => SyncStatus::Cancel,
+            other => {
+                return Err(Error::new(
+                    ErrorKind::State,
+                    format!("unknown sync status {other:?} in the state store"),
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A mirror's status and schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

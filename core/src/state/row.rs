@@ -8,7 +8,7 @@ use super::{Claim, LogEntry, LogKind, MirrorRecord, MirrorState, TagRecord};
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
-use crate::status::SyncStatus;
+use crate::state::SyncStatus;
 
 /// The columns of the `mirrors` table after `id` and `config`, in this order.
 pub(crate) const STATE_COLUMNS: &str = "enabled, status, retries_remaining, start_date_us, \

@@ -18,11 +18,11 @@ use super::row::{
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
-    StateStore, StoreTimeouts, TagRecord, redact_secrets,
+    StateStore, StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::{self, SyncStatus};
+use crate::status;
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
