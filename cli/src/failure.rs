@@ -88,15 +88,15 @@ impl Failure {
         }
     }
 
-    /// Print this failure as `--json` output: a command that asked for JSON gets JSON on stdout
-    /// even when it stops before it has a report.
-    pub fn print_json(&self) {
-        crate::output::print_json_error(
-            self.outcome(),
-            &self.message,
-            self.hint.as_deref(),
-            self.status,
-        );
+    /// This failure as `--json` output: a command that asked for JSON gets JSON on stdout even
+    /// when it stops before it has a report.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "outcome": self.outcome(),
+            "error": self.message,
+            "hint": self.hint,
+            "exit_status": self.status,
+        })
     }
 }
 

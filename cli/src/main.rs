@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // A script that asked for JSON reads stdout: a usage error is JSON there too.
             if e.use_stderr() && std::env::args().any(|a| a == "--json") {
-                output::print_json_error("invalid", &usage_error(&e), None, failure::EXIT_INVALID);
+                output::print_json(&Failure::invalid(usage_error(&e)).json());
             }
             if let Some(tip) = bool_flag_tip(std::env::args()) {
                 eprintln!("regmirror: {tip}");
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         Err(failure) => {
             eprintln!("regmirror: {}", output::escaped(&failure.to_string()));
             if json {
-                failure.print_json();
+                output::print_json(&failure.json());
             }
             failure.exit_code()
         }

@@ -427,17 +427,6 @@ pub fn print_json(value: &impl Serialize) {
     }
 }
 
-/// The `--json` output of a command that stopped without a result: `outcome` is `invalid`
-/// (exit status 2, input to fix), `failed` or `cancelled`, as in a sync report.
-pub fn print_json_error(outcome: &str, message: &str, hint: Option<&str>, exit_status: u8) {
-    print_json(&serde_json::json!({
-        "outcome": outcome,
-        "error": message,
-        "hint": hint,
-        "exit_status": exit_status,
-    }));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
