@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod bridge;
 mod errors;
 mod mirror;
 mod tag_filter;
@@ -24,7 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tag_filter::TagFilter>()?;
     m.add_class::<mirror::Mirror>()?;
     m.add_class::<mirror::AsyncMirror>()?;
-    m.add_class::<mirror::SyncReport>()?;
+    m.add_class::<bridge::CancelToken>()?;
     errors::register(m)?;
     Ok(())
 }

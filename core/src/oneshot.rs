@@ -13,7 +13,8 @@ use crate::config::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
 };
 use crate::engine::{
-    DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncReport, metadata_concurrency,
+    DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncPreview, SyncReport,
+    metadata_concurrency,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::RepositoryRef;
@@ -253,6 +254,20 @@ impl OneShotSync {
         // A layout source has no registry name; say which directory it was.
         report.source = self.source.to_string();
         Ok(report)
+    }
+
+    /// What [`OneShotSync::run`] would do, changing nothing: each selected tag's action and the
+    /// bytes to move (`options`' cancellation token and progress sink apply).
+    pub async fn preview(&self, options: SyncOptions) -> Result<SyncPreview> {
+        let options = SyncOptions {
+            keep_unselected: self.keep_unselected,
+            ..options
+        };
+        let config = self.config()?;
+        let mirror = self.mirror(self.source_registry()?, self.dest_registry()?)?;
+        let mut preview = mirror.preview_config(&config, options).await?;
+        preview.source = self.source.to_string();
+        Ok(preview)
     }
 
     /// The source's registry client, or its layout directory.

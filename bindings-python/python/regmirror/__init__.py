@@ -6,6 +6,7 @@ package re-exports the native module ``regmirror._native``.
 
 from regmirror._native import (
     AsyncMirror,
+    CancelToken,
     CancelledError,
     ConflictError,
     DEFAULT_CONCURRENCY,
@@ -24,7 +25,6 @@ from regmirror._native import (
     NotFoundError,
     RateLimitedError,
     StateError,
-    SyncReport,
     TagFilter,
     TimeoutError,
     TlsError,
@@ -32,17 +32,30 @@ from regmirror._native import (
     UnsupportedError,
     __version__,
 )
+from regmirror._records import (
+    Event,
+    LogEntry,
+    MirrorView,
+    PreviewTag,
+    Progress,
+    RewrittenTag,
+    SyncPreview,
+    SyncReport,
+    TagFailure,
+)
 
 # TimeoutError is left out of `from regmirror import *`: that would shadow the builtin, and
 # `except TimeoutError` would then miss the builtin ones (asyncio.timeout, sockets). It derives
 # from the builtin, so that name catches regmirror's as well.
 __all__ = [
     "AsyncMirror",
+    "CancelToken",
     "CancelledError",
     "ConflictError",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_TAGS",
     "DigestMismatchError",
+    "Event",
     "ForbiddenError",
     "InternalError",
     "InvalidConfigError",
@@ -50,13 +63,20 @@ __all__ = [
     "InvalidPatternError",
     "InvalidReferenceError",
     "IoError",
+    "LogEntry",
     "Mirror",
     "MirrorError",
+    "MirrorView",
     "NetworkError",
     "NotFoundError",
+    "PreviewTag",
+    "Progress",
     "RateLimitedError",
+    "RewrittenTag",
     "StateError",
+    "SyncPreview",
     "SyncReport",
+    "TagFailure",
     "TagFilter",
     "TlsError",
     "UnauthorizedError",

@@ -1,8 +1,25 @@
 """Type stubs for regmirror (the native module regmirror._native, re-exported)."""
 
 import builtins
-from collections.abc import Iterable, Sequence
-from typing import Final, Literal
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Literal
+
+from regmirror._records import (
+    Event as Event,
+    LogEntry as LogEntry,
+    MirrorView as MirrorView,
+    PreviewTag as PreviewTag,
+    Progress as Progress,
+    RewrittenTag as RewrittenTag,
+    SyncPreview as SyncPreview,
+    SyncReport as SyncReport,
+    TagFailure as TagFailure,
+)
+
+ProgressCallback = Callable[[Progress], object]
+"""Receives each progress event of a sync, on a thread of regmirror's (never the engine's),
+rate-limited; what it raises is reported by ``sys.unraisablehook`` and never fails the sync."""
 
 __version__: str
 
@@ -34,39 +51,17 @@ class TagFilter:
     def patterns(self) -> list[str]:
         """The patterns, split and trimmed, in the order given."""
 
-class SyncReport:
-    """What one sync run did. A failed tag is reported here, not raised."""
+class CancelToken:
+    """Cancels a sync from another thread: ``mirror.sync(cancel=token)`` in one,
+    ``token.cancel()`` in the other. The run stops after the units of work in flight and its
+    report says ``"cancelled"``."""
 
-    mirror_id: str
-    """The destination repository the run was named after."""
-    source: str
-    outcome: Literal["success", "failed", "cancelled"]
-    error: str | None
-    """Why the run failed or was cancelled; ``None`` when it succeeded."""
-    note: str | None
-    """A remark on a successful run, such as "no tags matched"."""
-    partial: bool
-    """A failed run whose successful tags and pruning stand (``failed_tags_only``)."""
-    rolled_back: bool
-    """The destination was put back as it was (``all_or_nothing``)."""
-    tags_synced: list[str]
-    tags_current: list[str]
-    tags_failed: list[tuple[str, str]]
-    """``(tag, reason)`` pairs."""
-    tags_deleted: list[str]
-    tags_skipped: list[str]
-    tags_rewritten: list[tuple[str, str, str]]
-    """``(tag, source_digest, digest)`` of indexes rewritten to the selected platforms."""
-    blobs_copied: int
-    blobs_mounted: int
-    blobs_present: int
-    bytes_copied: int
-    referrers_copied: int
-    """Signatures, SBOMs and attestations newly copied with their images."""
-    duration_ms: int
+    def __init__(self) -> None: ...
+    def cancel(self) -> None:
+        """Cancel every run given this token (and those given it later). Thread-safe."""
     @property
-    def success(self) -> bool:
-        """Whether every selected tag is current now."""
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` was called."""
 
 class Mirror:
     """One mirror: ``source``'s tags selected by ``tags``, kept in ``to``.
@@ -78,6 +73,12 @@ class Mirror:
     checked here: an invalid pattern raises
     ``InvalidPatternError``, a bad reference ``InvalidReferenceError``, a bad option
     ``InvalidConfigError``. Credentials are ``(username, password)`` and never shown.
+
+    ``*_cert_dir`` is a CA certificate file (PEM) or a directory as docker's ``certs.d/HOST``
+    (``*.crt`` CAs, ``client.cert`` + ``client.key``). ``auth_file`` holds logins (docker's
+    ``config.json`` / podman's ``auth.json``) for both sides, as skopeo's ``--authfile``;
+    ``docker_config`` reads the default ones. The proxies are for the source (unset: the
+    ``*_proxy`` environment variables). ``timeout`` bounds the run, in seconds.
     """
 
     def __init__(
@@ -93,22 +94,32 @@ class Mirror:
         keep_unselected: bool = False,
         source_credentials: tuple[str, str] | None = None,
         source_tls_verify: bool = True,
+        source_cert_dir: str | os.PathLike[str] | None = None,
         dest_credentials: tuple[str, str] | None = None,
         dest_tls_verify: bool = True,
+        dest_cert_dir: str | os.PathLike[str] | None = None,
         docker_config: bool = False,
+        auth_file: str | os.PathLike[str] | None = None,
+        http_proxy: str | None = None,
+        https_proxy: str | None = None,
+        no_proxy: str | None = None,
         concurrency: int = 8,
         timeout: float = 3600.0,
         ssrf_guard: bool = False,
         ssrf_allow: Sequence[str] = (),
         max_tags: int = 1000000,
     ) -> None: ...
-    def sync(self) -> SyncReport:
+    def sync(self, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> SyncReport:
         """Run one sync, blocking (the GIL is released meanwhile).
 
         Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` at once and cancels the run, which stops
         in the background after the blob copies and requests in flight; it is not rolled back,
-        so the destination may hold some of the selected tags.
+        so the destination may hold some of the selected tags. ``cancel.cancel()`` from another
+        thread stops it the same way, and the report then says ``"cancelled"``.
         """
+    def preview(self) -> SyncPreview:
+        """What ``sync()`` would do, changing nothing: each selected tag's action (``copy``,
+        ``current``, ``skip``, ``fail``), the tags it would delete and the bytes to move."""
     @property
     def source(self) -> str: ...
     @property
@@ -132,16 +143,24 @@ class AsyncMirror:
         keep_unselected: bool = False,
         source_credentials: tuple[str, str] | None = None,
         source_tls_verify: bool = True,
+        source_cert_dir: str | os.PathLike[str] | None = None,
         dest_credentials: tuple[str, str] | None = None,
         dest_tls_verify: bool = True,
+        dest_cert_dir: str | os.PathLike[str] | None = None,
         docker_config: bool = False,
+        auth_file: str | os.PathLike[str] | None = None,
+        http_proxy: str | None = None,
+        https_proxy: str | None = None,
+        no_proxy: str | None = None,
         concurrency: int = 8,
         timeout: float = 3600.0,
         ssrf_guard: bool = False,
         ssrf_allow: Sequence[str] = (),
         max_tags: int = 1000000,
     ) -> None: ...
-    async def sync(self) -> SyncReport:
+    async def sync(
+        self, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> SyncReport:
         """Run one sync on regmirror's tokio runtime (a coroutine; the run starts when it is
         first awaited).
 
@@ -150,6 +169,8 @@ class AsyncMirror:
         the background after the blob copies and requests in flight; it is not rolled back,
         so the destination may hold some of the selected tags.
         """
+    async def preview(self) -> SyncPreview:
+        """What ``sync()`` would do, changing nothing (see ``Mirror.preview``)."""
     @property
     def source(self) -> str: ...
     @property
@@ -188,10 +209,13 @@ class InternalError(MirrorError): ...
 
 __all__ = [
     "AsyncMirror",
+    "CancelToken",
     "CancelledError",
     "ConflictError",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_TAGS",
     "DigestMismatchError",
+    "Event",
     "ForbiddenError",
     "InternalError",
     "InvalidConfigError",
@@ -199,13 +223,20 @@ __all__ = [
     "InvalidPatternError",
     "InvalidReferenceError",
     "IoError",
+    "LogEntry",
     "Mirror",
     "MirrorError",
+    "MirrorView",
     "NetworkError",
     "NotFoundError",
+    "PreviewTag",
+    "Progress",
     "RateLimitedError",
+    "RewrittenTag",
     "StateError",
+    "SyncPreview",
     "SyncReport",
+    "TagFailure",
     "TagFilter",
     "TlsError",
     "UnauthorizedError",

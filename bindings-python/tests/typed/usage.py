@@ -56,3 +56,33 @@ def refused() -> None:
     except MirrorError as e:
         e.kind = 1  # type: ignore[assignment]
     print(failed)
+
+
+def parity(token: regmirror.CancelToken) -> int:
+    mirror = Mirror(
+        "127.0.0.1:5000/library/app",
+        "oci:./out",
+        ["v1.*"],
+        source_cert_dir="/etc/docker/certs.d/127.0.0.1:5000",
+        auth_file="auth.json",
+        https_proxy="http://proxy:3128",
+        keep_unselected=True,
+    )
+    plan: regmirror.SyncPreview = mirror.preview()
+    moving: int = sum(t.bytes for t in plan.tags if t.action == "copy")
+
+    def on_progress(event: regmirror.Progress) -> None:
+        if event.type == "blob_bytes":
+            print(event.done, event.total)
+
+    report = mirror.sync(progress=on_progress, cancel=token)
+    kinds: list[str] = [f.kind for f in report.tags_failed]
+    data: dict[str, object] = report.to_dict()
+    print(kinds, data)
+    token.cancel()
+    return moving
+
+
+def refused_parity() -> None:
+    Mirror("a", "b", "v*").sync(progress="print")  # type: ignore[arg-type]
+    Mirror("a", "b", "v*").sync(cancel=True)  # type: ignore[arg-type]
