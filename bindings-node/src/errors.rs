@@ -70,8 +70,18 @@ pub(crate) fn to_js(e: regmirror::Error) -> napi::Error<ErrorCode> {
     napi::Error::new(ErrorCode::of(e.kind()), e.message())
 }
 
+/// A failure of napi itself while setting up `what` (a bug, or a closing environment).
+pub(crate) fn internal(what: &str, e: napi::Error) -> napi::Error<ErrorCode> {
+    napi::Error::new(ErrorCode::Internal, format!("{what}: {}", e.reason))
+}
+
 /// For promises settled on the JavaScript thread (a task's `resolve`): napi rejects with the
 /// very JS object an error was made from, so the object built here keeps its `code`.
 pub(crate) fn to_js_rejection(env: Env, e: regmirror::Error) -> napi::Error {
-    napi::Error::from(JsError::from(to_js(e)).into_unknown(env))
+    throw(env, to_js(e))
+}
+
+/// `e` as a function returning `napi::Result` throws it, `code` kept (see `to_js_rejection`).
+pub(crate) fn throw(env: Env, e: napi::Error<ErrorCode>) -> napi::Error {
+    napi::Error::from(JsError::from(e).into_unknown(env))
 }

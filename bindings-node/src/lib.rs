@@ -1,10 +1,13 @@
 //! Node.js bindings of regmirror (npm package `regmirror`). Thin: argument conversion and
 //! error mapping only; the generated `index.d.ts` documents the API for TypeScript.
 
+mod callbacks;
+mod convert;
 mod errors;
 mod mirror;
+mod run;
 mod tag_filter;
 
 pub use errors::ErrorCode;
-pub use mirror::{Mirror, SyncReport};
+pub use mirror::Mirror;
 pub use tag_filter::TagFilter;
