@@ -6,11 +6,9 @@
 //! destination; else mount it from another destination repository known to hold it; else
 //! stream it from the source to the destination, verifying size and sha256 on the fly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,9 +18,9 @@ use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
-use super::plan::{Action, Plan};
+use super::context::{Run, Staged, cell};
+use super::platform::{self, PlatformFit};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
-use super::run::{Run, cell, lock};
 use crate::config::{PlatformIndexMode, RollbackMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -31,16 +29,10 @@ use crate::registry::manifest::{
 };
 use crate::registry::{BlobStream, Manifest};
 
-/// Annotation on a rewritten index: the digest of the source index it was made from.
-pub(crate) const SOURCE_DIGEST_ANNOTATION: &str = "io.regmirror.source.digest";
-/// Annotation on a rewritten index: the architectures it was filtered to.
-pub(crate) const ARCHITECTURES_ANNOTATION: &str = "io.regmirror.architectures";
 /// Config blobs larger than this are refused when read to learn an image's architecture.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Progress reports a streaming blob about this often.
 const PROGRESS_EVERY: u64 = 1 << 20;
-/// The known-blob index forgets everything beyond this many entries (it is only a hint).
-const MAX_KNOWN_BLOBS: usize = 200_000;
 /// A blob copy that failed for a temporary reason once its stream had started (the source's
 /// connection cut or stalled, the destination dropping the upload or answering its final
 /// request with a server error) is started again from a fresh source stream this many times.
@@ -49,29 +41,6 @@ const MAX_KNOWN_BLOBS: usize = 200_000;
 const BLOB_RETRIES: u32 = 2;
 /// The wait before the first new attempt of a cut-short copy; it doubles each time.
 const BLOB_RETRY_DELAY: Duration = Duration::from_millis(500);
-
-/// Which destination repository was last seen holding each blob, and the blob's size: where to
-/// mount from. Shared by every run of one `Mirror`.
-#[derive(Debug, Default)]
-pub(crate) struct KnownBlobs(Mutex<HashMap<Digest, (String, u64)>>);
-
-impl KnownBlobs {
-    fn note(&self, digest: &Digest, repo: &str, size: u64) {
-        let mut map = lock(&self.0);
-        if map.len() >= MAX_KNOWN_BLOBS {
-            map.clear();
-        }
-        map.insert(digest.clone(), (repo.to_owned(), size));
-    }
-
-    /// Another repository holding the blob, and the blob's size there.
-    fn elsewhere(&self, digest: &Digest, repo: &str) -> Option<(String, u64)> {
-        lock(&self.0)
-            .get(digest)
-            .filter(|(r, _)| r != repo)
-            .cloned()
-    }
-}
 
 /// How far one tag's manifests may reach (SEMANTICS.md §10): indexes nest at most
 /// [`MAX_INDEX_DEPTH`] levels and the tag reaches at most [`MAX_MANIFESTS_PER_TAG`] child
@@ -145,106 +114,7 @@ fn too_deep(index: &Digest, levels: usize) -> Error {
     )
 }
 
-/// A tag's content, staged and ready to be published.
-#[derive(Debug, Clone)]
-pub(crate) enum Staged {
-    /// Push `manifest` under the tag. Its digest differs from `source_digest` only for a
-    /// rewritten index.
-    Ready {
-        manifest: Manifest,
-        source_digest: Digest,
-    },
-    /// A single-platform image the architecture filter excludes: a success with nothing to do.
-    Skipped { reason: String },
-    /// Referrers pushed by digest to a destination whose referrers API indexes them: no tag
-    /// to move (SEMANTICS.md §9).
-    Untagged,
-}
-
-/// What the architecture filter makes of a single-platform manifest.
-pub(crate) enum PlatformFit {
-    /// Copy it; the config's verified bytes when they had to be read.
-    Selected(Option<Bytes>),
-    /// Skip it, for this reason.
-    Excluded(String),
-}
-
-/// Whether the architecture filter selects index entry `child`. An empty filter selects all;
-/// an entry without a platform (an artifact, a referrer) is not a platform image, so the filter
-/// does not apply to it (SEMANTICS.md §9).
-pub(crate) fn platform_selected(architectures: &[String], child: &Reference) -> bool {
-    architectures.is_empty()
-        || child
-            .platform
-            .as_ref()
-            .is_none_or(|p| architectures.contains(&p.architecture))
-}
-
-/// The sorted comma-joined architectures, as recorded on rewritten indexes.
-pub(crate) fn architectures_label(architectures: &[String]) -> String {
-    let mut a = architectures.to_vec();
-    a.sort();
-    a.join(",")
-}
-
 impl Run {
-    /// Stage every tag the plan copies, concurrently. The result maps each such tag to its
-    /// outcome.
-    pub(crate) async fn stage_all(
-        self: &Arc<Self>,
-        plan: &Plan,
-    ) -> BTreeMap<String, Result<Staged>> {
-        let copied: HashSet<&Digest> = plan
-            .tags
-            .iter()
-            .filter_map(|(_, action)| match action {
-                Action::Copy(digest, _) => Some(digest),
-                _ => None,
-            })
-            .collect();
-        let work = plan.tags.iter().filter_map(|(tag, action)| match action {
-            Action::Copy(digest, fetched) => Some((tag.clone(), digest.clone(), fetched.clone())),
-            _ => None,
-        });
-        let tasks = work.map(|(tag, digest, fetched)| {
-            let run = Arc::clone(self);
-            let name = tag.clone();
-            let referrer = plan.referrer_tags.get(&tag).map(|r| {
-                let subject_copied = copied.contains(&r.subject);
-                (r.clone(), subject_copied, plan.prior.get(&tag).cloned())
-            });
-            // Each tag on its own task, so hashing of different blobs uses every core.
-            let task = tokio::spawn(async move {
-                run.progress
-                    .emit(ProgressEvent::TagStarted { tag: name.clone() });
-                match referrer {
-                    Some((referrer, subject_copied, prior)) => {
-                        run.stage_referrer_tag(
-                            &name,
-                            &referrer,
-                            subject_copied,
-                            &digest,
-                            fetched,
-                            prior.as_ref(),
-                        )
-                        .await
-                    }
-                    None => run.stage_top(&digest, fetched).await,
-                }
-            });
-            task.map(move |joined| {
-                let staged = joined.unwrap_or_else(|e| {
-                    Err(Error::new(
-                        ErrorKind::Internal,
-                        format!("staging panicked: {e}"),
-                    ))
-                });
-                (tag, staged)
-            })
-        });
-        join_all(tasks).await.into_iter().collect()
-    }
-
     /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
     pub(crate) async fn stage_top(
         self: &Arc<Self>,
@@ -288,19 +158,7 @@ impl Run {
                 Ok(ready(manifest))
             }
             ManifestKind::Index { manifests } => {
-                let chosen: Vec<&Reference> = manifests
-                    .iter()
-                    .filter(|c| platform_selected(architectures, c))
-                    .collect();
-                if chosen.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "index {digest} has no platform matching the architecture filter {architectures:?} (it has {})",
-                            platforms(&manifests)
-                        ),
-                    ));
-                }
+                let chosen = platform::chosen(digest, &manifests, architectures)?;
                 let walk = Walk::new();
                 walk.enter(1, chosen.len(), digest)?;
                 let heights = join_all(chosen.iter().map(|c| self.stage_child(c, &walk, 1))).await;
@@ -328,7 +186,7 @@ impl Run {
                         Err(e)
                     }
                     Err(e) if self.config.platform_index == PlatformIndexMode::Rewrite => {
-                        let rewritten = rewrite_index(&manifest, &chosen, architectures)?;
+                        let rewritten = platform::rewrite_index(&manifest, &chosen, architectures)?;
                         self.push_by_digest(&rewritten).await.map_err(|e2| {
                             e2.context(format!(
                                 "the destination refused the sparse index ({e}) and the rewritten index"
@@ -474,28 +332,15 @@ impl Run {
         all_ok(std::iter::once(config).chain(layers)).await
     }
 
-    /// Whether the architecture filter selects a single-platform manifest with `config`. An
-    /// image config names the architecture; an artifact's config (any other media type, and
-    /// not necessarily JSON) is not read: an artifact has no platform, and the filter applies
-    /// to platform images only (SEMANTICS.md §9), so it is copied. So is an image whose config
-    /// names no architecture.
+    /// Whether the architecture filter selects a single-platform manifest with `config`,
+    /// reading the config when the filter must know its architecture.
     pub(crate) async fn platform_fit(&self, config: &Reference) -> Result<PlatformFit> {
         let architectures = &self.config.architectures;
-        if architectures.is_empty() {
-            return Ok(PlatformFit::Selected(None));
-        }
-        if !media_types::is_image_config(&config.media_type) {
+        if !platform::reads_config(architectures, config) {
             return Ok(PlatformFit::Selected(None));
         }
         let bytes = self.read_config(config).await?;
-        let arch = image_architecture(&bytes, &config.digest)?;
-        if arch.is_empty() || architectures.contains(&arch) {
-            Ok(PlatformFit::Selected(Some(bytes)))
-        } else {
-            Ok(PlatformFit::Excluded(format!(
-                "single-platform image for {arch:?}, not in the architecture filter {architectures:?}"
-            )))
-        }
+        platform::config_fit(bytes, &config.digest, architectures)
     }
 
     /// Read a config blob whole (it is small) to learn the image's platform, verified.
@@ -648,88 +493,6 @@ impl Run {
 /// runs on, detached.
 async fn all_ok<F: Future<Output = Result<()>>>(work: impl IntoIterator<Item = F>) -> Result<()> {
     join_all(work).await.into_iter().collect()
-}
-
-/// `os/arch` of each index entry, for messages.
-fn platforms(manifests: &[Reference]) -> String {
-    let list: Vec<String> = manifests
-        .iter()
-        .map(|m| match &m.platform {
-            Some(p) => format!("{}/{}", p.os, p.architecture),
-            None => "unknown".to_owned(),
-        })
-        .collect();
-    if list.is_empty() {
-        "no entries".to_owned()
-    } else {
-        list.join(", ")
-    }
-}
-
-/// The `architecture` field of an image config.
-fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        #[serde(default)]
-        architecture: String,
-    }
-    serde_json::from_slice::<Config>(config)
-        .map(|c| c.architecture)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidManifest,
-                format!("config blob {digest} is not a valid image config: {e}"),
-            )
-        })
-}
-
-/// A new index holding only `chosen` of `index`'s entries, annotated with where it came from.
-fn rewrite_index(
-    index: &Manifest,
-    chosen: &[&Reference],
-    architectures: &[String],
-) -> Result<Manifest> {
-    let invalid = |e: serde_json::Error| {
-        Error::new(
-            ErrorKind::InvalidManifest,
-            format!("index {} cannot be rewritten: {e}", index.digest),
-        )
-    };
-    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes).map_err(invalid)?;
-    let object = value.as_object_mut().ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidManifest,
-            format!("index {} is not a JSON object", index.digest),
-        )
-    })?;
-    if let Some(serde_json::Value::Array(entries)) = object.get_mut("manifests") {
-        entries.retain(|entry| {
-            entry
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .is_some_and(|d| chosen.iter().any(|c| c.digest.as_str() == d))
-        });
-    }
-    let annotations = object
-        .entry("annotations")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if let Some(annotations) = annotations.as_object_mut() {
-        annotations.insert(
-            SOURCE_DIGEST_ANNOTATION.to_owned(),
-            index.digest.to_string().into(),
-        );
-        annotations.insert(
-            ARCHITECTURES_ANNOTATION.to_owned(),
-            architectures_label(architectures).into(),
-        );
-    }
-    let bytes = serde_json::to_vec(&value).map_err(invalid)?;
-    let media_type = if index.media_type.is_empty() {
-        media_types::OCI_INDEX
-    } else {
-        &index.media_type
-    };
-    Manifest::from_bytes(bytes, media_type)
 }
 
 /// A blob stream checked against its descriptor as it flows: more bytes than declared, fewer,

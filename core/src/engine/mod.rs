@@ -2,12 +2,31 @@
 //! runs syncs (SEMANTICS.md §3–§5, §7).
 //!
 //! A sync is list → select → plan → stage → publish → prune → finish; see [`Mirror::sync`].
+//! To follow one from [`Mirror::sync`] to the registry calls, read the files in this order —
+//! each imports only files further down the list:
+//!
+//! 1. this file: [`Mirror`] claims the mirror, starts the run (`context::Run`), its timeout
+//!    and lease renewal, and reports the outcome (`execute`, `finish`);
+//! 2. `run.rs`: the steps of one run, in order (`Run::execute`: recover, list, select,
+//!    `plan_all`, `stage_all`, publish); `preview.rs` takes the same first steps and stops;
+//! 3. `publish.rs`: moving the tags, pruning, rolling back;
+//! 4. `referrers.rs`: the signatures, SBOMs and attestations planned, kept and staged with
+//!    their subjects;
+//! 5. `plan.rs`: what to do with each tag (`Action`, `Plan`); `copy.rs`: staging a tag's
+//!    manifests and blobs into the destination by digest;
+//! 6. `platform.rs`: the architecture filter and the rewritten index; `context.rs`: the `Run`
+//!    every step works through (units of work, cancellation, once-per-run results, caches).
+//!
+//! `fence.rs` (the claim's lease as a write fence), `progress.rs`, `report.rs`, `events.rs` and
+//! `connector.rs` stand apart: any step may use them.
 
 mod connector;
+mod context;
 mod copy;
 mod events;
 mod fence;
 mod plan;
+mod platform;
 mod preview;
 mod progress;
 mod publish;
@@ -28,10 +47,9 @@ pub use preview::{PreviewAction, PreviewTag, SyncPreview};
 pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
 pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 
-use copy::KnownBlobs;
+use context::{KnownBlobs, KnownLinks, Run, RunParts};
 use events::EventQueue;
 use fence::Fence;
-use run::{Run, RunParts};
 
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -113,7 +131,7 @@ struct Inner {
     worker_id: String,
     settings: EngineSettings,
     known: Arc<KnownBlobs>,
-    links: Arc<referrers::KnownLinks>,
+    links: Arc<KnownLinks>,
     store_health: StoreHealth,
 }
 
@@ -477,6 +495,7 @@ impl Mirror {
             source,
             dest: Arc::clone(&inner.destination),
             concurrency: inner.concurrency,
+            metadata_concurrency: metadata_concurrency(inner.concurrency),
             known: Arc::clone(&inner.known),
             links: Arc::clone(&inner.links),
             progress: options.progress,

@@ -3,14 +3,12 @@
 //! destination has is compared by a HEAD of the source manifest, so a tag that is already
 //! current costs neither a manifest GET nor any blob traffic.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use futures::future::join_all;
 
-use super::copy::{ARCHITECTURES_ANNOTATION, SOURCE_DIGEST_ANNOTATION, architectures_label};
-use super::referrers::{self, ReferrerTag};
-use super::run::Run;
+use super::context::Run;
+use super::platform;
 use crate::config::PlatformIndexMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -28,6 +26,16 @@ pub(crate) enum Action {
     Failed(Error),
 }
 
+impl Action {
+    /// The source digest the action mirrors.
+    pub(crate) fn digest(&self) -> Option<&Digest> {
+        match self {
+            Action::Current(d) | Action::Copy(d, _) => Some(d),
+            Action::Failed(_) => None,
+        }
+    }
+}
+
 /// The work of one run.
 #[derive(Debug)]
 pub(crate) struct Plan {
@@ -37,6 +45,18 @@ pub(crate) struct Plan {
     pub tags: Vec<(String, Action)>,
     /// The tags of `tags` that are there for their subject's sake (SEMANTICS.md §9).
     pub referrer_tags: BTreeMap<String, ReferrerTag>,
+}
+
+/// A planned tag that belongs to the image whose digest it names (SEMANTICS.md §9): a
+/// signature, an SBOM, an attestation or a referrers index (see [`super::referrers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReferrerTag {
+    /// The digest the tag names.
+    pub subject: Digest,
+    /// The OCI referrers tag schema's index (`sha256-<hex>`), not a cosign tag.
+    pub index: bool,
+    /// Made from the source's referrers API answer, not a tag the source lists.
+    pub from_api: bool,
 }
 
 /// The destination repository's tags and their digests. Any failure fails the run: without
@@ -66,41 +86,6 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
         }
     }
     Ok(record)
-}
-
-/// Plan the run for `selected` (sorted) tags of the source's `listed` tags, the destination's
-/// tags being `prior`; the referrer tags of what it mirrors join the plan.
-pub(crate) async fn plan_with_prior(
-    run: &Arc<Run>,
-    listed: &[String],
-    selected: Vec<String>,
-    prior: TagRecord,
-) -> Result<Plan> {
-    let planned = join_all(selected.iter().map(|tag| plan_tag(run, tag, &prior))).await;
-    let mut indexes = HashSet::new();
-    let mut tags = Vec::with_capacity(selected.len());
-    for (tag, (action, index)) in selected.into_iter().zip(planned) {
-        if let (true, Action::Current(d) | Action::Copy(d, _)) = (index, &action) {
-            indexes.insert(d.clone());
-        }
-        tags.push((tag, action));
-    }
-    let mut plan = Plan {
-        tags,
-        prior,
-        referrer_tags: BTreeMap::new(),
-    };
-    referrers::plan_referrer_tags(run, listed, &mut plan, indexes).await;
-    let to_copy = plan
-        .tags
-        .iter()
-        .filter(|(_, a)| matches!(a, Action::Copy(..)))
-        .count();
-    run.progress.emit(super::progress::ProgressEvent::Planned {
-        selected: plan.tags.len(),
-        to_copy,
-    });
-    Ok(plan)
 }
 
 /// What to do with `tag`, and whether its manifest is an index (as far as known).
@@ -169,14 +154,5 @@ async fn rewritten_from(run: &Run, current: &Digest, source: &Digest) -> bool {
     else {
         return false;
     };
-    #[derive(serde::Deserialize)]
-    struct Annotated {
-        #[serde(default)]
-        annotations: BTreeMap<String, String>,
-    }
-    serde_json::from_slice::<Annotated>(&manifest.bytes).is_ok_and(|m| {
-        m.annotations.get(SOURCE_DIGEST_ANNOTATION) == Some(&source.to_string())
-            && m.annotations.get(ARCHITECTURES_ANNOTATION)
-                == Some(&architectures_label(&run.config.architectures))
-    })
+    platform::is_rewrite_of(&manifest, source, &run.config.architectures)
 }

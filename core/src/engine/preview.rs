@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::copy::{PlatformFit, Walk, platform_selected};
-use super::plan::{self, Action};
+use super::context::Run;
+use super::copy::Walk;
+use super::plan::Action;
+use super::platform::{PlatformFit, platform_selected};
 use super::referrers;
-use super::run::Run;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
 use crate::registry::Manifest;
@@ -81,7 +82,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         preview.note = Some(run.no_tags_matched(tags.len()));
         return Ok(preview);
     }
-    let plan = plan::plan_with_prior(run, &tags, selected, prior?).await?;
+    let plan = run.plan_all(&tags, selected, prior?).await?;
     let prior_record = plan.prior;
     let mut seen = HashSet::new();
     let mut keep = BTreeSet::new();

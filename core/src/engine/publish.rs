@@ -10,12 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::copy::Staged;
+use super::context::{Run, Staged};
 use super::plan::{Action, Plan, destination_tags};
 use super::progress::{ProgressEvent, TagStatus};
 use super::referrers;
 use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
-use super::run::Run;
 use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;

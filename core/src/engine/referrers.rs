@@ -20,16 +20,17 @@
 //! destination without the API, or is pushed by digest (with its `subject`) to a destination
 //! with it, which indexes it itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
 use serde_json::Value;
 
-use super::copy::{Staged, Walk, platform_selected};
-use super::plan::{self, Action, Plan};
-use super::run::{Run, lock};
+use super::context::{Run, Staged};
+use super::copy::Walk;
+use super::plan::{self, Action, Plan, ReferrerTag};
+use super::platform::platform_selected;
 use crate::config::ReferrersPolicy;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -41,22 +42,9 @@ use crate::registry::manifest::{ManifestKind, Reference};
 const MAX_DEPTH: usize = 4;
 /// At most this many referrer tags join one run; the rest wait for the next run.
 const MAX_REFERRER_TAGS: usize = 1000;
-/// The manifest-link cache forgets everything beyond this many manifests (it is only a saving).
-const MAX_KNOWN_LINKS: usize = 100_000;
 
 /// The suffixes of cosign's tags, after `sha256-<hex>`.
 const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
-
-/// A tag that belongs to the image whose digest it names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReferrerTag {
-    /// The digest the tag names.
-    pub subject: Digest,
-    /// The OCI referrers tag schema's index (`sha256-<hex>`), not a cosign tag.
-    pub index: bool,
-    /// Made from the source's referrers API answer, not a tag the source lists.
-    pub from_api: bool,
-}
 
 /// Whether `tag` names a subject digest, and how.
 pub(crate) fn referrer_tag(tag: &str) -> Option<ReferrerTag> {
@@ -72,47 +60,6 @@ pub(crate) fn referrer_tag(tag: &str) -> Option<ReferrerTag> {
         index,
         from_api: false,
     })
-}
-
-/// The manifests each manifest points at (an index's entries; nothing for an image), by digest.
-/// A digest's content never changes, so this is kept across the runs of one `Mirror`: a run
-/// that must look inside an index to match referrer tags reads it once per process.
-/// It also remembers which referrers a destination repository was seen holding, so a
-/// destination with the referrers API is not asked again for them every run, and which sources
-/// have no referrers API, so a process probes each source once.
-#[derive(Debug, Default)]
-pub(crate) struct KnownLinks {
-    links: Mutex<HashMap<Digest, Arc<Vec<Reference>>>>,
-    present: Mutex<HashSet<(String, Digest)>>,
-    without_api: Mutex<HashSet<String>>,
-    /// Destination repository → whether it has the referrers API.
-    dest_api: Mutex<HashMap<String, bool>>,
-}
-
-impl KnownLinks {
-    fn get(&self, digest: &Digest) -> Option<Arc<Vec<Reference>>> {
-        lock(&self.links).get(digest).cloned()
-    }
-
-    fn note(&self, digest: &Digest, links: Arc<Vec<Reference>>) {
-        let mut map = lock(&self.links);
-        if map.len() >= MAX_KNOWN_LINKS {
-            map.clear();
-        }
-        map.insert(digest.clone(), links);
-    }
-
-    fn is_present(&self, repo: &str, digest: &Digest) -> bool {
-        lock(&self.present).contains(&(repo.to_owned(), digest.clone()))
-    }
-
-    fn note_present(&self, repo: &str, digest: &Digest) {
-        let mut set = lock(&self.present);
-        if set.len() >= MAX_KNOWN_LINKS {
-            set.clear();
-        }
-        set.insert((repo.to_owned(), digest.clone()));
-    }
 }
 
 /// The manifests `manifest` points at.
@@ -197,7 +144,11 @@ pub(crate) async fn plan_referrer_tags(
         .filter(|t| !planned.contains(t.as_str()))
         .filter_map(|t| referrer_tag(t).map(|r| (t.clone(), r)))
         .collect();
-    let mut mirrored: HashSet<Digest> = plan.tags.iter().filter_map(|(_, a)| digest(a)).collect();
+    let mut mirrored: HashSet<Digest> = plan
+        .tags
+        .iter()
+        .filter_map(|(_, a)| a.digest().cloned())
+        .collect();
     // Manifests whose insides may name more subjects, not yet looked into.
     let mut unread: Vec<Digest> = indexes.iter().cloned().collect();
     for _ in 0..=2 * MAX_DEPTH {
@@ -236,7 +187,7 @@ pub(crate) async fn plan_referrer_tags(
         .await;
         for ((tag, referrer), action) in matched.into_iter().zip(actions) {
             candidates.remove(&tag);
-            if let Some(d) = digest(&action) {
+            if let Some(d) = action.digest().cloned() {
                 // A referrer is a subject too (a signature on an SBOM); a referrers index
                 // lists more of them.
                 if mirrored.insert(d.clone()) && referrer.index {
@@ -276,14 +227,14 @@ async fn plan_api_referrers(
     let mut queue: Vec<Digest> = plan
         .tags
         .iter()
-        .filter_map(|(_, a)| digest(a))
+        .filter_map(|(_, a)| a.digest().cloned())
         .filter(|d| seen.insert(d.clone()))
         .collect();
     let Some(first) = queue.first().cloned() else {
         return;
     };
     let source = run.config.source.to_string();
-    if lock(&run.links.without_api).contains(&source) {
+    if run.links.lacks_api(&source) {
         return;
     }
     let filter = match &run.config.referrers {
@@ -297,11 +248,7 @@ async fn plan_api_referrers(
         Ok(Some(_)) => {}
         // No API: the tags are all there is.
         Ok(None) => {
-            let mut without = lock(&run.links.without_api);
-            if without.len() >= MAX_KNOWN_LINKS {
-                without.clear();
-            }
-            without.insert(source);
+            run.links.note_lacks_api(source);
             return;
         }
         Err(e) => {
@@ -426,19 +373,15 @@ impl Run {
         *self
             .dest_referrers_api
             .get_or_init(|| async {
-                if let Some(known) = lock(&self.links.dest_api).get(&self.dest_repo) {
-                    return *known;
+                if let Some(known) = self.links.dest_api(&self.dest_repo) {
+                    return known;
                 }
                 let answer = self
                     .metadata_unit(self.dest.referrers(&self.dest_repo, &index.digest, None))
                     .await;
                 let has = matches!(answer, Ok(Some(_)));
                 if answer.is_ok() {
-                    let mut known = lock(&self.links.dest_api);
-                    if known.len() >= MAX_KNOWN_LINKS {
-                        known.clear();
-                    }
-                    known.insert(self.dest_repo.clone(), has);
+                    self.links.note_dest_api(&self.dest_repo, has);
                 }
                 has
             })
@@ -476,14 +419,6 @@ impl Run {
             && theirs
                 .iter()
                 .all(|t| ours.iter().any(|o| o.digest == t.digest))
-    }
-}
-
-/// The source digest an action mirrors.
-fn digest(action: &Action) -> Option<Digest> {
-    match action {
-        Action::Current(d) | Action::Copy(d, _) => Some(d.clone()),
-        Action::Failed(_) => None,
     }
 }
 

@@ -1,292 +1,27 @@
-//! One sync run from listing to finish (SEMANTICS.md §3): the shared context every step works
-//! through ([`Run`]), and the order of the steps ([`Run::execute`]).
-//!
-//! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's
-//! bounded pool, is not started once the run is cancelled (so a cancelled run stops after the
-//! units in flight), and is abandoned when the run is aborted (timeout, lost lease). Small reads
-//! (manifest `HEAD`s and `GET`s, blob `HEAD`s) are units of a second, larger pool
-//! ([`Run::metadata_unit`]): they carry no bulk, and each wave of them costs a round trip.
+//! One sync run from listing to finish (SEMANTICS.md §3), step by step: recover what a dead
+//! worker left, list both sides, select, plan ([`Run::plan_all`]), stage
+//! ([`Run::stage_all`]), publish and prune ([`publish::publish`]). Each step's work is in its
+//! own module, below this one; what every step works with is the [`Run`] of
+//! [`super::context`].
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use time::OffsetDateTime;
-use tokio::sync::{OnceCell, Semaphore};
-use tokio_util::sync::CancellationToken;
+use futures::FutureExt;
+use futures::future::join_all;
 
-use super::copy::{KnownBlobs, Staged};
-use super::fence::{Fence, FencedDestination};
-use super::progress::Progress;
-use super::referrers::KnownLinks;
+use super::context::{CANCELLED, Run, Staged};
+use super::plan::{self, Action, Plan};
+use super::progress::ProgressEvent;
 use super::report::{Outcome, SyncReport};
-use super::{plan, publish};
-use crate::config::{MirrorConfig, RollbackMode};
+use super::{publish, referrers};
+use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pattern::TagFilter;
 use crate::reference::Digest;
-use crate::registry::{DestRegistry, SourceRegistry};
-use crate::state::{LogEntry, LogKind, StateStore, TagRecord};
-
-/// An error that several waiters share (the first attempt's result is reused).
-#[derive(Debug, Clone)]
-pub(crate) struct SharedError {
-    kind: ErrorKind,
-    message: String,
-}
-
-impl From<Error> for SharedError {
-    fn from(e: Error) -> Self {
-        SharedError {
-            kind: e.kind(),
-            message: e.message().to_owned(),
-        }
-    }
-}
-
-impl From<SharedError> for Error {
-    fn from(e: SharedError) -> Self {
-        Error::new(e.kind, e.message)
-    }
-}
-
-pub(crate) type Shared<T> = std::result::Result<T, SharedError>;
-/// A once-per-run result keyed by `K`: the first caller does the work, the rest wait for it.
-pub(crate) type OnceMap<K, T> = Mutex<HashMap<K, Arc<OnceCell<Shared<T>>>>>;
-/// What a blob or child manifest is staged under: the digest and the size its descriptor
-/// declares, so a descriptor whose size lies fails on its own instead of sharing (or
-/// spoiling) the work of a right one.
-pub(crate) type Described = (Digest, u64);
-
-/// Counters of the run, filled concurrently.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub blobs_copied: AtomicU64,
-    pub blobs_mounted: AtomicU64,
-    pub blobs_present: AtomicU64,
-    pub bytes_copied: AtomicU64,
-    /// Referrer manifests (signatures, SBOMs, attestations) newly copied.
-    pub referrers_copied: AtomicU64,
-    /// Referrers not copied because their subject index was rewritten.
-    pub referrers_of_rewritten: AtomicU64,
-}
-
-/// Everything one run works with.
-#[derive(Debug)]
-pub(crate) struct Run {
-    pub config: MirrorConfig,
-    pub filter: TagFilter,
-    pub source: Arc<dyn SourceRegistry>,
-    pub dest: Arc<dyn DestRegistry>,
-    /// The source repository path.
-    pub src_repo: String,
-    /// The destination repository path (the mirror's id).
-    pub dest_repo: String,
-    pool: Semaphore,
-    metadata_pool: Semaphore,
-    pub known: Arc<KnownBlobs>,
-    pub links: Arc<KnownLinks>,
-    pub progress: Progress,
-    /// Delete destination tags the patterns do not select.
-    pub prune: bool,
-    /// Stop starting new units (cancel requested).
-    pub cancel: CancellationToken,
-    cancelled_by_status: AtomicBool,
-    /// Abandon units in flight too (timeout, lease lost); `abort_reason` says why.
-    abort: CancellationToken,
-    abort_reason: Mutex<Option<Error>>,
-    fence: Option<Arc<Fence>>,
-    pub stats: Stats,
-    pub blobs: OnceMap<Described, ()>,
-    /// Each child manifest's index nesting below it (0 for an image).
-    pub children: OnceMap<Described, usize>,
-    pub tops: OnceMap<Digest, Staged>,
-    /// Whether the destination has the referrers API, once asked.
-    pub dest_referrers_api: OnceCell<bool>,
-    entries: Mutex<Vec<LogEntry>>,
-}
-
-/// What [`Run::new`] needs.
-pub(crate) struct RunParts {
-    pub config: MirrorConfig,
-    pub source: Arc<dyn SourceRegistry>,
-    pub dest: Arc<dyn DestRegistry>,
-    pub concurrency: usize,
-    pub known: Arc<KnownBlobs>,
-    pub links: Arc<KnownLinks>,
-    pub progress: Progress,
-    pub cancel: CancellationToken,
-    pub prune: bool,
-    /// The claim's fence, for a run of a claimed mirror: every destination write checks it.
-    pub fence: Option<Arc<Fence>>,
-}
+use crate::state::{StateStore, TagRecord};
 
 impl Run {
-    pub fn new(parts: RunParts) -> Result<Self> {
-        let filter = parts.config.tag_filter()?;
-        let dest: Arc<dyn DestRegistry> = match &parts.fence {
-            Some(fence) => Arc::new(FencedDestination::new(parts.dest, Arc::clone(fence))),
-            None => parts.dest,
-        };
-        Ok(Run {
-            filter,
-            src_repo: parts.config.source.repository().to_owned(),
-            dest_repo: parts.config.id.clone(),
-            config: parts.config,
-            source: parts.source,
-            dest,
-            pool: Semaphore::new(parts.concurrency.max(1)),
-            metadata_pool: Semaphore::new(super::metadata_concurrency(parts.concurrency).max(1)),
-            known: parts.known,
-            links: parts.links,
-            progress: parts.progress,
-            prune: parts.prune,
-            cancel: parts.cancel,
-            cancelled_by_status: AtomicBool::new(false),
-            abort: CancellationToken::new(),
-            abort_reason: Mutex::new(None),
-            fence: parts.fence,
-            stats: Stats::default(),
-            blobs: OnceMap::default(),
-            children: OnceMap::default(),
-            tops: OnceMap::default(),
-            dest_referrers_api: OnceCell::new(),
-            entries: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Stop the run now, abandoning units in flight, because of `reason` (first reason wins).
-    pub fn abort(&self, reason: Error) {
-        lock(&self.abort_reason).get_or_insert(reason);
-        self.abort.cancel();
-    }
-
-    pub fn is_aborted(&self) -> bool {
-        self.abort.is_cancelled()
-    }
-
-    /// Whether the run can no longer prove it holds its claim (another worker took the mirror
-    /// over, or the lease could not be renewed in time): the destination is then the next
-    /// holder's to finish or roll back, not this run's, and nothing more is written to it.
-    pub fn is_claim_lost(&self) -> bool {
-        self.fence_expired()
-            || (self.is_aborted()
-                && lock(&self.abort_reason)
-                    .as_ref()
-                    .is_some_and(|e| e.kind() == ErrorKind::Conflict))
-    }
-
-    /// Whether the claim's fence has expired; aborts the run if so.
-    fn fence_expired(&self) -> bool {
-        match &self.fence {
-            Some(fence) if fence.is_expired() => {
-                self.abort(fence.expired_error());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
-    /// Stop after the units in flight because the mirror's status became `CANCEL`.
-    pub fn cancel_by_status(&self) {
-        self.cancelled_by_status.store(true, Ordering::SeqCst);
-        self.cancel.cancel();
-    }
-
-    /// Whether the cancel came from the mirror's status (not from this process).
-    pub fn is_cancelled_by_status(&self) -> bool {
-        self.cancelled_by_status.load(Ordering::SeqCst)
-    }
-
-    /// Whether no new work may start.
-    pub fn is_stopped(&self) -> bool {
-        self.is_aborted() || self.fence_expired() || self.is_cancelled()
-    }
-
-    /// Why the run was aborted.
-    pub fn abort_error(&self) -> Error {
-        match &*lock(&self.abort_reason) {
-            Some(e) => Error::new(e.kind(), e.message()),
-            None => Error::new(ErrorKind::Internal, "run aborted without a reason"),
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.is_aborted() || self.fence_expired() {
-            return Err(self.abort_error());
-        }
-        if self.is_cancelled() {
-            return Err(cancelled());
-        }
-        Ok(())
-    }
-
-    /// Run one unit of network work under the pool, the cancel token and the abort token.
-    pub async fn unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        self.unit_in(&self.pool, work).await
-    }
-
-    /// Like [`Run::unit`], for a small read (a manifest `HEAD` or `GET`, a blob `HEAD`), under
-    /// the larger pool of those.
-    pub async fn metadata_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        self.unit_in(&self.metadata_pool, work).await
-    }
-
-    async fn unit_in<T>(
-        &self,
-        pool: &Semaphore,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.check()?;
-        let _permit = tokio::select! {
-            biased;
-            _ = self.abort.cancelled() => return Err(self.abort_error()),
-            _ = self.cancel.cancelled() => return Err(cancelled()),
-            permit = pool.acquire() => permit.expect("the run's pools are never closed"),
-        };
-        self.check()?;
-        tokio::select! {
-            biased;
-            _ = self.abort.cancelled() => Err(self.abort_error()),
-            result = work => result,
-        }
-    }
-
-    /// Like [`Run::unit`], for work that changes nothing (listing tags): a cancel stops it at
-    /// once instead of waiting for it, since there is nothing to finish. A registry that
-    /// accepts connections but never answers would otherwise hold a cancelled run for the
-    /// stall timeout and every retry.
-    pub async fn read_only_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => Err(cancelled()),
-            result = self.unit(work) => result,
-        }
-    }
-
-    /// Add a usage-log entry (stored when the run finishes).
-    pub fn log(&self, kind: LogKind, tag: Option<&str>, digest: Option<&Digest>, message: String) {
-        lock(&self.entries).push(LogEntry {
-            seq: 0,
-            mirror_id: self.config.id.clone(),
-            time: OffsetDateTime::now_utc(),
-            kind,
-            tag: tag.map(str::to_owned),
-            digest: digest.cloned(),
-            message,
-        });
-    }
-
-    /// The usage-log entries gathered so far, leaving none behind.
-    pub fn take_entries(&self) -> Vec<LogEntry> {
-        std::mem::take(&mut *lock(&self.entries))
-    }
-
     /// Run every step and say how it went. Never fails: failures are in the report.
     pub async fn execute(self: &Arc<Self>, store: Option<&Arc<dyn StateStore>>) -> SyncReport {
         let mut report = SyncReport::new(&self.config.id, &self.config.source.to_string());
@@ -339,9 +74,101 @@ impl Run {
             report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
-        let plan = plan::plan_with_prior(self, &tags, selected, prior?).await?;
+        let plan = self.plan_all(&tags, selected, prior?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
+    }
+
+    /// Plan the run for `selected` (sorted) tags of the source's `listed` tags, the
+    /// destination's tags being `prior`; the referrer tags of what it mirrors join the plan.
+    pub(crate) async fn plan_all(
+        self: &Arc<Self>,
+        listed: &[String],
+        selected: Vec<String>,
+        prior: TagRecord,
+    ) -> Result<Plan> {
+        let planned = join_all(selected.iter().map(|tag| plan::plan_tag(self, tag, &prior))).await;
+        let mut indexes = HashSet::new();
+        let mut tags = Vec::with_capacity(selected.len());
+        for (tag, (action, index)) in selected.into_iter().zip(planned) {
+            if let (true, Action::Current(d) | Action::Copy(d, _)) = (index, &action) {
+                indexes.insert(d.clone());
+            }
+            tags.push((tag, action));
+        }
+        let mut plan = Plan {
+            tags,
+            prior,
+            referrer_tags: BTreeMap::new(),
+        };
+        referrers::plan_referrer_tags(self, listed, &mut plan, indexes).await;
+        let to_copy = plan
+            .tags
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Copy(..)))
+            .count();
+        self.progress.emit(ProgressEvent::Planned {
+            selected: plan.tags.len(),
+            to_copy,
+        });
+        Ok(plan)
+    }
+
+    /// Stage every tag the plan copies, concurrently. The result maps each such tag to its
+    /// outcome.
+    pub(crate) async fn stage_all(
+        self: &Arc<Self>,
+        plan: &Plan,
+    ) -> BTreeMap<String, Result<Staged>> {
+        let copied: HashSet<&Digest> = plan
+            .tags
+            .iter()
+            .filter_map(|(_, action)| match action {
+                Action::Copy(digest, _) => Some(digest),
+                _ => None,
+            })
+            .collect();
+        let work = plan.tags.iter().filter_map(|(tag, action)| match action {
+            Action::Copy(digest, fetched) => Some((tag.clone(), digest.clone(), fetched.clone())),
+            _ => None,
+        });
+        let tasks = work.map(|(tag, digest, fetched)| {
+            let run = Arc::clone(self);
+            let name = tag.clone();
+            let referrer = plan.referrer_tags.get(&tag).map(|r| {
+                let subject_copied = copied.contains(&r.subject);
+                (r.clone(), subject_copied, plan.prior.get(&tag).cloned())
+            });
+            // Each tag on its own task, so hashing of different blobs uses every core.
+            let task = tokio::spawn(async move {
+                run.progress
+                    .emit(ProgressEvent::TagStarted { tag: name.clone() });
+                match referrer {
+                    Some((referrer, subject_copied, prior)) => {
+                        run.stage_referrer_tag(
+                            &name,
+                            &referrer,
+                            subject_copied,
+                            &digest,
+                            fetched,
+                            prior.as_ref(),
+                        )
+                        .await
+                    }
+                    None => run.stage_top(&digest, fetched).await,
+                }
+            });
+            task.map(move |joined| {
+                let staged = joined.unwrap_or_else(|e| {
+                    Err(Error::new(
+                        ErrorKind::Internal,
+                        format!("staging panicked: {e}"),
+                    ))
+                });
+                (tag, staged)
+            })
+        });
+        join_all(tasks).await.into_iter().collect()
     }
 
     /// The source's tags, and the destination's tags and digests (checked by the caller only
@@ -380,24 +207,4 @@ impl Run {
         }
         store.clear_tag_record(&self.config.id).await
     }
-}
-
-/// Why a cancelled run stopped (its error and its report's).
-const CANCELLED: &str = "the sync was cancelled";
-
-fn cancelled() -> Error {
-    Error::new(ErrorKind::Cancelled, CANCELLED)
-}
-
-/// Lock a mutex whose data stays consistent even if a holder panicked (every update is one step).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The once-cell for `key` in `map`, created if needed.
-pub(crate) fn cell<K: Clone + Eq + std::hash::Hash, T>(
-    map: &OnceMap<K, T>,
-    key: &K,
-) -> Arc<OnceCell<Shared<T>>> {
-    lock(map).entry(key.clone()).or_default().clone()
 }
