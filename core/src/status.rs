@@ -1,7 +1,8 @@
 //! The rules of a mirror's [`SyncStatus`] and schedule (SEMANTICS.md §6): the state machine and the scheduling
 //! arithmetic, pure and without I/O, so every [`StateStore`](crate::StateStore) applies exactly
-//! the same rules — a store loads a [`MirrorState`], calls one transition here, and writes it back
-//! atomically.
+//! the same rules — an operation loads a [`MirrorState`], calls one transition here, and writes it
+//! back in one transaction of the store (the state layer's `ops` module, written once for every
+//! store).
 
 use std::time::Duration;
 
@@ -144,6 +145,35 @@ impl MirrorState {
     /// Whether a worker runs this mirror now (`SYNCING` under a lease that has not expired).
     pub fn holds_live_lease(&self, now: OffsetDateTime) -> bool {
         self.status == SyncStatus::Syncing && self.lease_expires.is_some_and(|e| e > now)
+    }
+
+    /// `Conflict` while a worker runs this mirror under a lease that has not expired: a
+    /// one-shot claim may take any mirror except one another worker is running right now.
+    pub(crate) fn ensure_no_live_lease(&self, id: &str, now: OffsetDateTime) -> Result<()> {
+        match (&self.lease_owner, self.lease_expires) {
+            (Some(owner), Some(expires)) if expires > now => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "mirror {id:?} is being synced by worker {owner:?} (lease until {expires})"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A mirror is deleted only while no worker runs it: a run going on after the delete would
+    /// write to a repository that is no longer mirrored (SEMANTICS.md §8). A lease that expired
+    /// (its worker died) does not hold a delete up.
+    pub(crate) fn ensure_deletable(&self, id: &str, now: OffsetDateTime) -> Result<()> {
+        self.ensure_no_live_lease(id, now).map_err(|e| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{}; cancel the run and delete the mirror once it has stopped",
+                    e.message()
+                ),
+            )
+        })
     }
 
     /// Whether a worker may claim this mirror at `now`.

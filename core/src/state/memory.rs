@@ -1,6 +1,7 @@
 //! [`MemoryStateStore`]: every mirror in one process's memory, for tests and for embedders that
 //! keep their own durable copy. Nothing survives the process; workers share it only in-process.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -8,13 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::ops::{self, Txn};
 use super::{
-    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
-    StateStore, SyncStatus, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
+    SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
-use crate::error::{Error, ErrorKind, Result};
-use crate::status;
+use crate::error::Result;
 
 /// A [`StateStore`] in memory. Each operation holds one lock, so each is atomic.
 #[derive(Debug, Default)]
@@ -33,13 +34,63 @@ struct Inner {
 }
 
 impl Inner {
-    fn mirror(&mut self, id: &str) -> Result<&mut MirrorRecord> {
-        self.mirrors.get_mut(id).ok_or_else(|| not_found(id))
+    fn mirror(&self, id: &str) -> Result<&MirrorRecord> {
+        self.mirrors.get(id).ok_or_else(|| ops::not_found(id))
     }
 }
 
-pub(crate) fn not_found(id: &str) -> Error {
-    Error::new(ErrorKind::NotFound, format!("no mirror {id:?}"))
+/// The whole store is the transaction: [`MemoryStateStore::write`] holds its lock throughout.
+impl Txn for Inner {
+    async fn get(&mut self, id: &str) -> Result<Option<MirrorRecord>> {
+        Ok(self.mirrors.get(id).cloned())
+    }
+
+    async fn insert(&mut self, record: &mut MirrorRecord) -> Result<bool> {
+        match self.mirrors.entry(record.config.id.clone()) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(slot) => {
+                slot.insert(record.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    async fn put(&mut self, record: &mut MirrorRecord) -> Result<()> {
+        self.mirrors
+            .insert(record.config.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn remove(&mut self, id: &str) -> Result<()> {
+        self.mirrors.remove(id);
+        self.tag_records.remove(id);
+        self.logs.remove(id);
+        Ok(())
+    }
+
+    async fn due(&mut self, now: OffsetDateTime, max: usize) -> Result<Vec<MirrorRecord>> {
+        let mut due: Vec<(OffsetDateTime, &MirrorRecord)> = self
+            .mirrors
+            .values()
+            .filter_map(|r| {
+                let at = r.state.due_at(r.config.enabled)?;
+                (at <= now).then_some((at, r))
+            })
+            .collect();
+        // The map iterates in id order and the sort is stable: earliest first, by id among
+        // equals.
+        due.sort_by_key(|(at, _)| *at);
+        Ok(due.into_iter().take(max).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn unplaced(&mut self, _now: OffsetDateTime) -> Result<Vec<MirrorRecord>> {
+        Ok(self
+            .mirrors
+            .values()
+            .filter(|r| r.state.first_run_unplaced(&r.config))
+            .cloned()
+            .collect())
+    }
 }
 
 impl MemoryStateStore {
@@ -48,8 +99,8 @@ impl MemoryStateStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
-        // A panic while holding the lock cannot leave a half-applied transition (each one
-        // mutates a clone first or is a single assignment), so a poisoned lock is still usable.
+        // A panic while holding the lock cannot leave a half-applied change to a mirror (each
+        // is written whole, by one assignment), so a poisoned lock is still usable.
         let mut inner = self
             .inner
             .lock()
@@ -57,18 +108,10 @@ impl MemoryStateStore {
         f(&mut inner)
     }
 
-    fn transition(
-        &self,
-        id: &str,
-        f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()>,
-    ) -> Result<MirrorRecord> {
-        self.with(|inner| {
-            let record = inner.mirror(id)?;
-            let mut state = record.state.clone();
-            f(&record.config, &mut state)?;
-            record.state = state;
-            Ok(record.clone())
-        })
+    /// Run one operation of [`ops`] under the lock. There is nothing to roll back: these
+    /// primitives never fail, and an operation fails only before its first write.
+    fn write<T>(&self, op: impl AsyncFnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        self.with(|inner| ops::ready(op(inner)))
     }
 }
 
@@ -80,20 +123,7 @@ impl StateStore for MemoryStateStore {
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         config.validate()?;
-        self.with(|inner| {
-            if inner.mirrors.contains_key(&config.id) {
-                return Err(Error::new(
-                    ErrorKind::Conflict,
-                    format!("a mirror {:?} already exists", config.id),
-                ));
-            }
-            let record = MirrorRecord {
-                config: config.clone(),
-                state: MirrorState::new(config, now),
-            };
-            inner.mirrors.insert(config.id.clone(), record.clone());
-            Ok(record)
-        })
+        self.write(async |tx| ops::create(tx, config, now).await)
     }
 
     async fn declare_mirrors(
@@ -104,30 +134,13 @@ impl StateStore for MemoryStateStore {
         for config in configs {
             config.validate()?;
         }
-        self.with(|inner| {
-            Ok(configs
-                .iter()
-                .map(|config| {
-                    let stored = inner.mirrors.get(&config.id).cloned();
-                    let (write, declared) = super::declare(stored, config, now);
-                    if let Some(record) = write {
-                        inner.mirrors.insert(config.id.clone(), record);
-                    }
-                    declared
-                })
-                .collect())
-        })
+        self.write(async |tx| ops::declare(tx, configs, now).await)
     }
 
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
         config.validate()?;
         let now = OffsetDateTime::now_utc();
-        self.with(|inner| {
-            let record = inner.mirror(&config.id)?;
-            record.state.reconfigure(&record.config, config, now);
-            record.config = config.clone();
-            Ok(record.clone())
-        })
+        self.write(async |tx| ops::update(tx, config, now).await)
     }
 
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
@@ -150,46 +163,23 @@ impl StateStore for MemoryStateStore {
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
         let now = OffsetDateTime::now_utc();
-        self.with(|inner| {
-            ensure_deletable(id, &inner.mirror(id)?.state, now)?;
-            inner.mirrors.remove(id);
-            inner.tag_records.remove(id);
-            inner.logs.remove(id);
-            Ok(())
-        })
+        self.write(async |tx| ops::delete(tx, id, now).await)
     }
 
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
-        self.transition(id, |_, state| state.sync_now(id))
+        self.write(async |tx| ops::sync_now(tx, id).await)
     }
 
     async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
-        self.transition(id, |_, state| state.cancel(id))
+        self.write(async |tx| ops::cancel(tx, id).await)
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
-        self.with(|inner| {
-            let record = inner.mirror(id)?;
-            record.config.enabled = enabled;
-            Ok(record.clone())
-        })
+        self.write(async |tx| ops::set_enabled(tx, id, enabled).await)
     }
 
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
-        self.with(|inner| {
-            let mut crowd: Vec<MirrorRecord> = inner
-                .mirrors
-                .values()
-                .filter(|r| r.state.first_run_unplaced(&r.config))
-                .cloned()
-                .collect();
-            status::spread_first_runs(&mut crowd, now, window);
-            let moved = crowd.len();
-            for record in crowd {
-                inner.mirrors.insert(record.config.id.clone(), record);
-            }
-            Ok(moved)
-        })
+        self.write(async |tx| ops::spread_first_runs(tx, now, window).await)
     }
 
     async fn claim_due(
@@ -199,25 +189,7 @@ impl StateStore for MemoryStateStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Claim>> {
-        self.with(|inner| {
-            let mut due: Vec<(OffsetDateTime, &mut MirrorRecord)> = inner
-                .mirrors
-                .values_mut()
-                .filter_map(|r| {
-                    let at = r.state.due_at(r.config.enabled)?;
-                    (at <= now).then_some((at, r))
-                })
-                .collect();
-            due.sort_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| a.1.config.id.cmp(&b.1.config.id))
-            });
-            Ok(due
-                .into_iter()
-                .take(max)
-                .filter_map(|(_, r)| r.state.claim_if_due(&r.config, worker, now, lease))
-                .collect())
-        })
+        self.write(async |tx| ops::claim_due(tx, worker, now, max, lease).await)
     }
 
     async fn claim(
@@ -227,13 +199,7 @@ impl StateStore for MemoryStateStore {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Result<Claim> {
-        self.with(|inner| {
-            let record = inner.mirror(id)?;
-            ensure_no_live_lease(id, &record.state, now)?;
-            Ok(record
-                .state
-                .claim_forced(&record.config, worker, now, lease))
-        })
+        self.write(async |tx| ops::claim(tx, id, worker, now, lease).await)
     }
 
     async fn census(
@@ -266,12 +232,7 @@ impl StateStore for MemoryStateStore {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Result<SyncStatus> {
-        self.with(|inner| {
-            inner
-                .mirror(&claim.mirror_id)?
-                .state
-                .renew(claim, now, lease)
-        })
+        self.write(async |tx| ops::renew(tx, claim, now, lease).await)
     }
 
     async fn release(
@@ -280,9 +241,7 @@ impl StateStore for MemoryStateStore {
         outcome: &RunOutcome,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
-        self.transition(&claim.mirror_id, |config, state| {
-            state.release(claim, outcome, config, now)
-        })
+        self.write(async |tx| ops::release(tx, claim, outcome, now).await)
     }
 
     async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {
@@ -361,42 +320,13 @@ impl StateStore for MemoryStateStore {
     }
 }
 
-/// A mirror is deleted only while no worker runs it: a run going on after the delete would
-/// write to a repository that is no longer mirrored (SEMANTICS.md §8). A lease that expired
-/// (its worker died) does not hold a delete up.
-pub(crate) fn ensure_deletable(id: &str, state: &MirrorState, now: OffsetDateTime) -> Result<()> {
-    ensure_no_live_lease(id, state, now).map_err(|e| {
-        Error::new(
-            ErrorKind::Conflict,
-            format!(
-                "{}; cancel the run and delete the mirror once it has stopped",
-                e.message()
-            ),
-        )
-    })
-}
-
-/// A one-shot claim may take any mirror except one another worker is running right now.
-pub(crate) fn ensure_no_live_lease(
-    id: &str,
-    state: &MirrorState,
-    now: OffsetDateTime,
-) -> Result<()> {
-    match (&state.lease_owner, state.lease_expires) {
-        (Some(owner), Some(expires)) if expires > now => Err(Error::new(
-            ErrorKind::Conflict,
-            format!("mirror {id:?} is being synced by worker {owner:?} (lease until {expires})"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
 
     use super::*;
     use crate::config::Credentials;
+    use crate::error::ErrorKind;
 
     fn config(id: &str) -> MirrorConfig {
         let mut c = MirrorConfig::new(id, "quay.io/coreos/etcd".parse().unwrap(), &["v3.*"]);

@@ -4,7 +4,9 @@
 //! Three stores behave identically (one behaviour suite runs against all of them): the
 //! [`MemoryStateStore`], the [`SqliteStateStore`] (feature `sqlite`, the default: one file,
 //! several processes on one host) and the `PostgresStateStore` (feature `postgres`: many workers
-//! on many hosts). Each applies the status machine of [`crate::status`].
+//! on many hosts). Their operations are written once (the private `ops` module) over a few
+//! primitives each store implements inside its own transaction, and apply the status machine of
+//! [`crate::status`].
 //!
 //! Secrets: a store keeps each mirror's source credentials in full and hands them out with
 //! [`StateStore::get_mirror`] and with claims (a run needs them); [`StateStore::list_mirrors`]
@@ -45,6 +47,7 @@ use crate::reference::Digest;
 
 mod health;
 mod memory;
+mod ops;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -281,44 +284,6 @@ pub enum Declaration {
     Updated { changed: Vec<String> },
     /// It existed exactly so.
     Unchanged,
-}
-
-/// The rule of [`StateStore::declare_mirrors`] for one mirror: the record to write (if any) and
-/// what it did, given the stored record (if any). Every store applies it inside one transaction.
-pub(crate) fn declare(
-    stored: Option<MirrorRecord>,
-    config: &MirrorConfig,
-    now: OffsetDateTime,
-) -> (Option<MirrorRecord>, Declaration) {
-    match stored {
-        None => (
-            Some(MirrorRecord {
-                config: config.clone(),
-                state: MirrorState::new(config, now),
-            }),
-            Declaration::Created,
-        ),
-        Some(record) if record.config == *config => (None, Declaration::Unchanged),
-        Some(mut record) => {
-            let changed = changed_settings(&record.config, config);
-            record.state.reconfigure(&record.config, config, now);
-            record.config = config.clone();
-            (Some(record), Declaration::Updated { changed })
-        }
-    }
-}
-
-/// The names of the settings that differ between `old` and `new`.
-fn changed_settings(old: &MirrorConfig, new: &MirrorConfig) -> Vec<String> {
-    let fields = |c: &MirrorConfig| match serde_json::to_value(c) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let (old, new) = (fields(old), fields(new));
-    new.iter()
-        .filter(|(key, value)| old.get(*key) != Some(value))
-        .map(|(key, _)| key.clone())
-        .collect()
 }
 
 /// Strip what a listing must not carry: the source password (the username stays, so a listing

@@ -9,19 +9,21 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
 use time::OffsetDateTime;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 
-use super::memory::{ensure_deletable, ensure_no_live_lease, not_found};
+use super::ops::{self, Txn, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    stored_claim, tag_record_from_json, tag_record_json, truncate,
+    tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
-    StateStore, StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
+    StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -278,19 +280,14 @@ impl PostgresStateStore {
         .await
     }
 
-    /// Apply `f` to one mirror's state under a row lock and store the result.
-    async fn transition(
-        &self,
-        id: &str,
-        f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()> + Send,
-    ) -> Result<MirrorRecord> {
+    /// Run one operation of [`ops`] in a transaction, committed when it succeeds; the rows it
+    /// reads are locked ([`Txn`] for `Transaction`).
+    async fn write<T>(&self, op: impl AsyncFnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut record = load_for_update(&tx, id).await?;
-            f(&record.config, &mut record.state)?;
-            store(&tx, &record.config, &mut record.state, false).await?;
+            let mut tx = client.transaction().await.map_err(db_error)?;
+            let done = op(&mut tx).await?;
             tx.commit().await.map_err(db_error)?;
-            Ok(record)
+            Ok(done)
         })
         .await
     }
@@ -331,17 +328,9 @@ fn to_record(r: &Row) -> Result<MirrorRecord> {
     .into_record()
 }
 
-async fn load_for_update(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord> {
-    let row = tx
-        .query_opt(&select_mirrors("WHERE id = $1 FOR UPDATE"), &[&id])
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(id))?;
-    to_record(&row)
-}
-
 /// The mirrors due at `now` that may be waiting for their first run to be placed
-/// ([`MirrorState::first_run_unplaced`] decides); `tail` ends the query.
+/// ([`MirrorState::first_run_unplaced`](super::MirrorState::first_run_unplaced) decides); `tail`
+/// ends the query.
 async fn unplaced_first_runs(
     client: &impl GenericClient,
     now: OffsetDateTime,
@@ -358,45 +347,22 @@ async fn unplaced_first_runs(
     rows.iter().map(to_record).collect()
 }
 
-/// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
-async fn store(
-    tx: &Transaction<'_>,
-    config: &MirrorConfig,
-    state: &mut MirrorState,
-    insert: bool,
-) -> Result<()> {
-    let write = if insert { Write::Insert } else { Write::Update };
-    write_row(tx, config, state, write).await.map(drop)
-}
-
-/// How [`write_row`] writes.
-enum Write {
-    Insert,
-    /// Insert unless a row with the id exists (then nothing).
-    InsertIfAbsent,
-    Update,
-}
-
-/// Write a mirror row; returns how many rows changed (0 when `InsertIfAbsent` found one).
-async fn write_row(
-    tx: &Transaction<'_>,
-    config: &MirrorConfig,
-    state: &mut MirrorState,
-    write: Write,
-) -> Result<u64> {
-    let row = MirrorRow::new(config, state)?;
-    let insert = format!(
-        "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    );
-    let sql = match write {
-        Write::Insert => insert,
-        Write::InsertIfAbsent => format!("{insert} ON CONFLICT (id) DO NOTHING"),
-        Write::Update => "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
+/// Write a mirror row: `insert` a new one (unless the id exists), or update one. Cuts `record`'s
+/// times to what is stored; returns how many rows changed.
+async fn write_row(tx: &Transaction<'_>, record: &mut MirrorRecord, insert: bool) -> Result<u64> {
+    let row = MirrorRow::new(&record.config, &mut record.state)?;
+    let sql = if insert {
+        format!(
+            "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (id) DO NOTHING"
+        )
+    } else {
+        "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
          retries_remaining = $5, start_date_us = $6, next_start_us = $7, last_started_us = $8, \
          last_finished_us = $9, last_error = $10, lease_owner = $11, lease_expires_us = $12, \
          lease_token = $13, due_us = $14 WHERE id = $1"
-            .to_owned(),
+            .to_owned()
     };
     tx.execute(
         &sql,
@@ -418,17 +384,62 @@ async fn write_row(
         ],
     )
     .await
-    .map_err(|e| {
-        let e = db_error(e);
-        if e.kind() == ErrorKind::Conflict {
-            Error::new(
-                ErrorKind::Conflict,
-                format!("a mirror {:?} already exists", config.id),
+    .map_err(db_error)
+}
+
+/// Inside [`PostgresStateStore::write`]'s transaction: every read locks the rows it returns
+/// (`FOR UPDATE`) until the commit, so concurrent workers' changes to one mirror take turns.
+impl Txn for Transaction<'_> {
+    fn stored_time(t: OffsetDateTime) -> OffsetDateTime {
+        truncate(t)
+    }
+
+    async fn get(&mut self, id: &str) -> Result<Option<MirrorRecord>> {
+        let row = self
+            .query_opt(&select_mirrors("WHERE id = $1 FOR UPDATE"), &[&id])
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(to_record).transpose()
+    }
+
+    async fn insert(&mut self, record: &mut MirrorRecord) -> Result<bool> {
+        // A row another transaction is inserting makes this wait for its commit, then do
+        // nothing.
+        Ok(write_row(self, record, true).await? == 1)
+    }
+
+    async fn put(&mut self, record: &mut MirrorRecord) -> Result<()> {
+        write_row(self, record, false).await.map(drop)
+    }
+
+    async fn remove(&mut self, id: &str) -> Result<()> {
+        // The tag record and the usage log go with it (ON DELETE CASCADE).
+        self.execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn due(&mut self, now: OffsetDateTime, max: usize) -> Result<Vec<MirrorRecord>> {
+        // SKIP LOCKED: rows another worker is claiming right now are left to it, not waited on.
+        let rows = self
+            .query(
+                &select_mirrors(
+                    "WHERE due_us <= $1 ORDER BY due_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                ),
+                &[&micros(now), &limit(max)],
             )
-        } else {
-            e
-        }
-    })
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(to_record).collect()
+    }
+
+    async fn unplaced(&mut self, now: OffsetDateTime) -> Result<Vec<MirrorRecord>> {
+        // Waits for rows another worker is placing or claiming, then sees them as it left them
+        // (placed or claimed rows no longer match), so a crowd is placed once. Locked in id
+        // order, as any other placer locks them.
+        unplaced_first_runs(&*self, now, "ORDER BY id FOR UPDATE").await
+    }
 }
 
 /// A statement parameter holding secrets (a mirror's configuration with its source password).
@@ -466,17 +477,8 @@ impl StateStore for PostgresStateStore {
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         config.validate()?;
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut state = MirrorState::new(config, truncate(now));
-            store(&tx, config, &mut state, true).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(MirrorRecord {
-                config: config.clone(),
-                state,
-            })
-        })
-        .await
+        self.write(async |tx| ops::create(tx, config, now).await)
+            .await
     }
 
     async fn declare_mirrors(
@@ -487,50 +489,15 @@ impl StateStore for PostgresStateStore {
         for config in configs {
             config.validate()?;
         }
-        let now = truncate(now);
-        // Rows are locked in id order, so workers declaring the same mirrors together wait for
-        // each other instead of deadlocking.
-        let mut order: Vec<usize> = (0..configs.len()).collect();
-        order.sort_by(|a, b| configs[*a].id.cmp(&configs[*b].id));
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut declared = vec![Declaration::Unchanged; configs.len()];
-            for i in order {
-                let config = &configs[i];
-                // A mirror another worker is creating right now: this insert waits for its commit
-                // and then does nothing, and the row is read below.
-                let mut fresh = MirrorState::new(config, now);
-                let created = write_row(&tx, config, &mut fresh, Write::InsertIfAbsent).await?;
-                if created == 1 {
-                    declared[i] = Declaration::Created;
-                    continue;
-                }
-                let stored = load_for_update(&tx, &config.id).await?;
-                let (write, what) = super::declare(Some(stored), config, now);
-                if let Some(mut record) = write {
-                    store(&tx, &record.config, &mut record.state, false).await?;
-                }
-                declared[i] = what;
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok(declared)
-        })
-        .await
+        self.write(async |tx| ops::declare(tx, configs, now).await)
+            .await
     }
 
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
         config.validate()?;
-        let now = truncate(OffsetDateTime::now_utc());
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut record = load_for_update(&tx, &config.id).await?;
-            record.state.reconfigure(&record.config, config, now);
-            record.config = config.clone();
-            store(&tx, &record.config, &mut record.state, false).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(record)
-        })
-        .await
+        let now = OffsetDateTime::now_utc();
+        self.write(async |tx| ops::update(tx, config, now).await)
+            .await
     }
 
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
@@ -563,60 +530,35 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
-        let now = truncate(OffsetDateTime::now_utc());
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            ensure_deletable(id, &load_for_update(&tx, id).await?.state, now)?;
-            tx.execute("DELETE FROM regmirror_mirrors WHERE id = $1", &[&id])
-                .await
-                .map_err(db_error)?;
-            tx.commit().await.map_err(db_error)
-        })
-        .await
+        let now = OffsetDateTime::now_utc();
+        self.write(async |tx| ops::delete(tx, id, now).await).await
     }
 
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
-        self.transition(id, |_, state| state.sync_now(id)).await
+        self.write(async |tx| ops::sync_now(tx, id).await).await
     }
 
     async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
-        self.transition(id, |_, state| state.cancel(id)).await
+        self.write(async |tx| ops::cancel(tx, id).await).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut record = load_for_update(&tx, id).await?;
-            record.config.enabled = enabled;
-            store(&tx, &record.config, &mut record.state, false).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(record)
-        })
-        .await
+        self.write(async |tx| ops::set_enabled(tx, id, enabled).await)
+            .await
     }
 
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
-        let now = truncate(now);
-        self.with_client(async |client| {
-            // Most polls find nothing to place: look before locking rows.
-            let mut crowd = unplaced_first_runs(&*client, now, "").await?;
-            status::spread_first_runs(&mut crowd, now, window);
-            if crowd.is_empty() {
-                return Ok(0);
-            }
-            let tx = client.transaction().await.map_err(db_error)?;
-            // Waits for rows another worker is placing or claiming, then sees them as it left
-            // them (placed or claimed rows no longer match), so the crowd is placed once. Locked
-            // in id order, as any other placer locks them.
-            let mut crowd = unplaced_first_runs(&tx, now, "ORDER BY id FOR UPDATE").await?;
-            status::spread_first_runs(&mut crowd, now, window);
-            for record in &mut crowd {
-                store(&tx, &record.config, &mut record.state, false).await?;
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok(crowd.len())
-        })
-        .await
+        // Most polls find nothing to place: look before locking rows.
+        let at = truncate(now);
+        let mut crowd = self
+            .with_client(async |client| unplaced_first_runs(&*client, at, "").await)
+            .await?;
+        status::spread_first_runs(&mut crowd, at, window);
+        if crowd.is_empty() {
+            return Ok(0);
+        }
+        self.write(async |tx| ops::spread_first_runs(tx, now, window).await)
+            .await
     }
 
     async fn claim_due(
@@ -626,38 +568,8 @@ impl StateStore for PostgresStateStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Claim>> {
-        let now = truncate(now);
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            // SKIP LOCKED: rows another worker is claiming right now are left to it, not waited on.
-            let rows = tx
-                .query(
-                    &select_mirrors(
-                        "WHERE due_us <= $1 ORDER BY due_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    ),
-                    &[&micros(now), &limit(max)],
-                )
-                .await
-                .map_err(db_error)?;
-            let mut claims = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let mut record = to_record(row)?;
-                // The due_us column is derived from the state; re-check with the rule itself.
-                if !record.state.is_claimable(record.config.enabled, now) {
-                    continue;
-                }
-                let claim = record
-                    .state
-                    .claim_if_due(&record.config, worker, now, lease);
-                // A claimable mirror's state changed whether or not a claim came back (a lost
-                // run with no retries left moved to its next slot).
-                store(&tx, &record.config, &mut record.state, false).await?;
-                claims.extend(claim.map(|c| stored_claim(c, &record.state)));
-            }
-            tx.commit().await.map_err(db_error)?;
-            Ok(claims)
-        })
-        .await
+        self.write(async |tx| ops::claim_due(tx, worker, now, max, lease).await)
+            .await
     }
 
     async fn claim(
@@ -667,19 +579,8 @@ impl StateStore for PostgresStateStore {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Result<Claim> {
-        let now = truncate(now);
-        self.with_client(async |client| {
-            let tx = client.transaction().await.map_err(db_error)?;
-            let mut record = load_for_update(&tx, id).await?;
-            ensure_no_live_lease(id, &record.state, now)?;
-            let claim = record
-                .state
-                .claim_forced(&record.config, worker, now, lease);
-            store(&tx, &record.config, &mut record.state, false).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(stored_claim(claim, &record.state))
-        })
-        .await
+        self.write(async |tx| ops::claim(tx, id, worker, now, lease).await)
+            .await
     }
 
     async fn census(
@@ -732,13 +633,8 @@ impl StateStore for PostgresStateStore {
         now: OffsetDateTime,
         lease: Duration,
     ) -> Result<SyncStatus> {
-        let now = truncate(now);
-        let record = self
-            .transition(&claim.mirror_id, |_, state| {
-                state.renew(claim, now, lease).map(|_| ())
-            })
-            .await?;
-        Ok(record.state.status)
+        self.write(async |tx| ops::renew(tx, claim, now, lease).await)
+            .await
     }
 
     async fn release(
@@ -747,11 +643,8 @@ impl StateStore for PostgresStateStore {
         outcome: &RunOutcome,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
-        let now = truncate(now);
-        self.transition(&claim.mirror_id, |config, state| {
-            state.release(claim, outcome, config, now)
-        })
-        .await
+        self.write(async |tx| ops::release(tx, claim, outcome, now).await)
+            .await
     }
 
     async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Claim, LogEntry, LogKind, MirrorRecord, MirrorState, TagRecord};
+use super::{LogEntry, LogKind, MirrorRecord, MirrorState, TagRecord};
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -117,12 +117,6 @@ impl MirrorRow {
         };
         Ok(MirrorRecord { config, state })
     }
-}
-
-/// `claim` with its expiry as stored (a [`MirrorRow`] truncates the state's lease expiry).
-pub(crate) fn stored_claim(mut claim: Claim, state: &MirrorState) -> Claim {
-    claim.expires = state.lease_expires.unwrap_or(claim.expires);
-    claim
 }
 
 /// The status column's text as the `&'static str` a [`MirrorRow`] holds.

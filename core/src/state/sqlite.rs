@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::memory::{ensure_deletable, ensure_no_live_lease, not_found};
+use super::ops::{self, Txn, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    stored_claim, tag_record_from_json, tag_record_json, truncate,
+    tag_record_from_json, tag_record_json, truncate,
 };
 use super::{
-    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, MirrorState, RunOutcome,
-    StateStore, StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
+    StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -179,20 +179,16 @@ impl SqliteStateStore {
         .map_err(|e| Error::new(ErrorKind::Internal, format!("sqlite call panicked: {e}")))?
     }
 
-    /// Apply `f` to one mirror's state in a write transaction and store the result.
-    async fn transition(
+    /// Run one operation of [`ops`] in a write transaction, committed when it succeeds.
+    async fn write<T: Send + 'static>(
         &self,
-        id: &str,
-        f: impl FnOnce(&MirrorConfig, &mut MirrorState) -> Result<()> + Send + 'static,
-    ) -> Result<MirrorRecord> {
-        let id = id.to_owned();
+        op: impl AsyncFnOnce(&mut Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut record = load(&tx, &id)?;
-            f(&record.config, &mut record.state)?;
-            store(&tx, &record.config, &mut record.state, false)?;
+            let mut tx = write_tx(conn)?;
+            let done = ops::ready(op(&mut tx))?;
             tx.commit().map_err(db_error)?;
-            Ok(record)
+            Ok(done)
         })
         .await
     }
@@ -267,41 +263,41 @@ fn to_record((mut row, status): (MirrorRow, String)) -> Result<MirrorRecord> {
     row.into_record()
 }
 
-fn load(tx: &Transaction<'_>, id: &str) -> Result<MirrorRecord> {
-    let row = tx
-        .query_row(&select_mirrors("WHERE id = ?1"), [id], read_row)
+fn get(conn: &Connection, id: &str) -> Result<Option<MirrorRecord>> {
+    conn.query_row(&select_mirrors("WHERE id = ?1"), [id], read_row)
         .optional()
         .map_err(db_error)?
-        .ok_or_else(|| not_found(id))?;
-    to_record(row)
+        .map(to_record)
+        .transpose()
+}
+
+fn query(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<MirrorRecord>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+    let rows = stmt.query_map(params, read_row).map_err(db_error)?;
+    rows.map(|row| to_record(row.map_err(db_error)?)).collect()
 }
 
 /// The mirrors due at `now` that may be waiting for their first run to be placed
 /// ([`MirrorState::first_run_unplaced`] decides).
 fn unplaced_first_runs(conn: &Connection, now: OffsetDateTime) -> Result<Vec<MirrorRecord>> {
-    let mut stmt = conn
-        .prepare_cached(&select_mirrors(
+    query(
+        conn,
+        &select_mirrors(
             "WHERE due_us <= ?1 AND status = 'NEVER_RUN' AND last_started_us IS NULL \
-             AND next_start_us = start_date_us",
-        ))
-        .map_err(db_error)?;
-    let rows = stmt
-        .query_map(params![micros(now)], read_row)
-        .map_err(db_error)?;
-    rows.map(|row| to_record(row.map_err(db_error)?)).collect()
+             AND next_start_us = start_date_us ORDER BY id",
+        ),
+        params![micros(now)],
+    )
 }
 
-/// Write a mirror row (`insert` for a new one); truncates `state`'s times to what is stored.
-fn store(
-    tx: &Transaction<'_>,
-    config: &MirrorConfig,
-    state: &mut MirrorState,
-    insert: bool,
-) -> Result<()> {
-    let row = MirrorRow::new(config, state)?;
+/// Write a mirror row: `insert` a new one (unless the id exists), or update one. Cuts `record`'s
+/// times to what is stored; returns how many rows changed.
+fn write_row(tx: &Transaction<'_>, record: &mut MirrorRecord, insert: bool) -> Result<usize> {
+    let row = MirrorRow::new(&record.config, &mut record.state)?;
     let sql = if insert {
         format!(
-            "INSERT INTO mirrors (id, config, {STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            "INSERT INTO mirrors (id, config, {STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (id) DO NOTHING"
         )
     } else {
         "UPDATE mirrors SET config = ?2, enabled = ?3, status = ?4, retries_remaining = ?5, \
@@ -329,14 +325,45 @@ fn store(
             row.due_us,
         ],
     )
-    .map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) if insert => Error::new(
-            ErrorKind::Conflict,
-            format!("a mirror {:?} already exists", config.id),
-        ),
-        _ => db_error(e),
-    })?;
-    Ok(())
+    .map_err(db_error)
+}
+
+/// Inside [`SqliteStateStore::write`]'s transaction, which holds the write lock from its start.
+impl Txn for Transaction<'_> {
+    fn stored_time(t: OffsetDateTime) -> OffsetDateTime {
+        truncate(t)
+    }
+
+    async fn get(&mut self, id: &str) -> Result<Option<MirrorRecord>> {
+        get(self, id)
+    }
+
+    async fn insert(&mut self, record: &mut MirrorRecord) -> Result<bool> {
+        Ok(write_row(self, record, true)? == 1)
+    }
+
+    async fn put(&mut self, record: &mut MirrorRecord) -> Result<()> {
+        write_row(self, record, false).map(drop)
+    }
+
+    async fn remove(&mut self, id: &str) -> Result<()> {
+        // The tag record and the usage log go with it (ON DELETE CASCADE).
+        self.execute("DELETE FROM mirrors WHERE id = ?1", [id])
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    async fn due(&mut self, now: OffsetDateTime, max: usize) -> Result<Vec<MirrorRecord>> {
+        query(
+            self,
+            &select_mirrors("WHERE due_us <= ?1 ORDER BY due_us, id LIMIT ?2"),
+            params![micros(now), limit(max)],
+        )
+    }
+
+    async fn unplaced(&mut self, now: OffsetDateTime) -> Result<Vec<MirrorRecord>> {
+        unplaced_first_runs(self, now)
+    }
 }
 
 #[async_trait]
@@ -348,14 +375,8 @@ impl StateStore for SqliteStateStore {
     ) -> Result<MirrorRecord> {
         config.validate()?;
         let config = config.clone();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut state = MirrorState::new(&config, truncate(now));
-            store(&tx, &config, &mut state, true)?;
-            tx.commit().map_err(db_error)?;
-            Ok(MirrorRecord { config, state })
-        })
-        .await
+        self.write(async move |tx| ops::create(tx, &config, now).await)
+            .await
     }
 
     async fn declare_mirrors(
@@ -367,127 +388,77 @@ impl StateStore for SqliteStateStore {
             config.validate()?;
         }
         let configs = configs.to_vec();
-        let now = truncate(now);
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut declared = Vec::with_capacity(configs.len());
-            for config in &configs {
-                let stored = match load(&tx, &config.id) {
-                    Ok(record) => Some(record),
-                    Err(e) if e.kind() == ErrorKind::NotFound => None,
-                    Err(e) => return Err(e),
-                };
-                let insert = stored.is_none();
-                let (write, what) = super::declare(stored, config, now);
-                if let Some(mut record) = write {
-                    store(&tx, &record.config, &mut record.state, insert)?;
-                }
-                declared.push(what);
-            }
-            tx.commit().map_err(db_error)?;
-            Ok(declared)
-        })
-        .await
+        self.write(async move |tx| ops::declare(tx, &configs, now).await)
+            .await
     }
 
     async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
         config.validate()?;
         let config = config.clone();
-        let now = truncate(OffsetDateTime::now_utc());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut record = load(&tx, &config.id)?;
-            record.state.reconfigure(&record.config, &config, now);
-            record.config = config;
-            store(&tx, &record.config, &mut record.state, false)?;
-            tx.commit().map_err(db_error)?;
-            Ok(record)
-        })
-        .await
+        let now = OffsetDateTime::now_utc();
+        self.write(async move |tx| ops::update(tx, &config, now).await)
+            .await
     }
 
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord> {
         let id = id.to_owned();
         self.run(move |conn| {
             let tx = conn.transaction().map_err(db_error)?;
-            load(&tx, &id)
+            get(&tx, &id)?.ok_or_else(|| not_found(&id))
         })
         .await
     }
 
     async fn list_mirrors(&self) -> Result<Vec<MirrorRecord>> {
         self.run(|conn| {
-            let mut stmt = conn
-                .prepare(&select_mirrors("ORDER BY id"))
-                .map_err(db_error)?;
-            let rows = stmt.query_map([], read_row).map_err(db_error)?;
-            rows.map(|row| {
-                let mut record = to_record(row.map_err(db_error)?)?;
+            let mut records = query(conn, &select_mirrors("ORDER BY id"), [])?;
+            for record in &mut records {
                 redact_secrets(&mut record.config);
-                Ok(record)
-            })
-            .collect()
+            }
+            Ok(records)
         })
         .await
     }
 
     async fn delete_mirror(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
-        let now = truncate(OffsetDateTime::now_utc());
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            ensure_deletable(&id, &load(&tx, &id)?.state, now)?;
-            tx.execute("DELETE FROM mirrors WHERE id = ?1", [&id])
-                .map_err(db_error)?;
-            tx.commit().map_err(db_error)
-        })
-        .await
+        let now = OffsetDateTime::now_utc();
+        self.write(async move |tx| ops::delete(tx, &id, now).await)
+            .await
     }
 
     async fn sync_now(&self, id: &str) -> Result<MirrorRecord> {
-        let owned = id.to_owned();
-        self.transition(id, move |_, state| state.sync_now(&owned))
+        let id = id.to_owned();
+        self.write(async move |tx| ops::sync_now(tx, &id).await)
             .await
     }
 
     async fn cancel(&self, id: &str) -> Result<MirrorRecord> {
-        let owned = id.to_owned();
-        self.transition(id, move |_, state| state.cancel(&owned))
-            .await
+        let id = id.to_owned();
+        self.write(async move |tx| ops::cancel(tx, &id).await).await
     }
 
     async fn set_enabled(&self, id: &str, enabled: bool) -> Result<MirrorRecord> {
         let id = id.to_owned();
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut record = load(&tx, &id)?;
-            record.config.enabled = enabled;
-            store(&tx, &record.config, &mut record.state, false)?;
-            tx.commit().map_err(db_error)?;
-            Ok(record)
-        })
-        .await
+        self.write(async move |tx| ops::set_enabled(tx, &id, enabled).await)
+            .await
     }
 
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
-        let now = truncate(now);
-        self.run(move |conn| {
-            // Most polls find nothing to place: look before taking the write lock.
-            let mut crowd = unplaced_first_runs(conn, now)?;
-            status::spread_first_runs(&mut crowd, now, window);
-            if crowd.is_empty() {
-                return Ok(0);
-            }
-            let tx = write_tx(conn)?;
-            let mut crowd = unplaced_first_runs(&tx, now)?;
-            status::spread_first_runs(&mut crowd, now, window);
-            for record in &mut crowd {
-                store(&tx, &record.config, &mut record.state, false)?;
-            }
-            tx.commit().map_err(db_error)?;
-            Ok(crowd.len())
-        })
-        .await
+        // Most polls find nothing to place: look before taking the write lock.
+        let at = truncate(now);
+        let nothing = self
+            .run(move |conn| {
+                let mut crowd = unplaced_first_runs(conn, at)?;
+                status::spread_first_runs(&mut crowd, at, window);
+                Ok(crowd.is_empty())
+            })
+            .await?;
+        if nothing {
+            return Ok(0);
+        }
+        self.write(async move |tx| ops::spread_first_runs(tx, now, window).await)
+            .await
     }
 
     async fn claim_due(
@@ -498,39 +469,8 @@ impl StateStore for SqliteStateStore {
         lease: Duration,
     ) -> Result<Vec<Claim>> {
         let worker = worker.to_owned();
-        let now = truncate(now);
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let due: Vec<MirrorRecord> = {
-                let mut stmt = tx
-                    .prepare_cached(&select_mirrors(
-                        "WHERE due_us <= ?1 ORDER BY due_us, id LIMIT ?2",
-                    ))
-                    .map_err(db_error)?;
-                let rows = stmt
-                    .query_map(params![micros(now), limit(max)], read_row)
-                    .map_err(db_error)?;
-                rows.map(|row| to_record(row.map_err(db_error)?))
-                    .collect::<Result<_>>()?
-            };
-            let mut claims = Vec::with_capacity(due.len());
-            for mut record in due {
-                // The due_us column is derived from the state; re-check with the rule itself.
-                if !record.state.is_claimable(record.config.enabled, now) {
-                    continue;
-                }
-                let claim = record
-                    .state
-                    .claim_if_due(&record.config, &worker, now, lease);
-                // A claimable mirror's state changed whether or not a claim came back (a lost
-                // run with no retries left moved to its next slot).
-                store(&tx, &record.config, &mut record.state, false)?;
-                claims.extend(claim.map(|c| stored_claim(c, &record.state)));
-            }
-            tx.commit().map_err(db_error)?;
-            Ok(claims)
-        })
-        .await
+        self.write(async move |tx| ops::claim_due(tx, &worker, now, max, lease).await)
+            .await
     }
 
     async fn claim(
@@ -541,19 +481,8 @@ impl StateStore for SqliteStateStore {
         lease: Duration,
     ) -> Result<Claim> {
         let (id, worker) = (id.to_owned(), worker.to_owned());
-        let now = truncate(now);
-        self.run(move |conn| {
-            let tx = write_tx(conn)?;
-            let mut record = load(&tx, &id)?;
-            ensure_no_live_lease(&id, &record.state, now)?;
-            let claim = record
-                .state
-                .claim_forced(&record.config, &worker, now, lease);
-            store(&tx, &record.config, &mut record.state, false)?;
-            tx.commit().map_err(db_error)?;
-            Ok(stored_claim(claim, &record.state))
-        })
-        .await
+        self.write(async move |tx| ops::claim(tx, &id, &worker, now, lease).await)
+            .await
     }
 
     async fn census(
@@ -603,13 +532,8 @@ impl StateStore for SqliteStateStore {
         lease: Duration,
     ) -> Result<SyncStatus> {
         let claim = claim.clone();
-        let now = truncate(now);
-        let record = self
-            .transition(&claim.mirror_id.clone(), move |_, state| {
-                state.renew(&claim, now, lease).map(|_| ())
-            })
-            .await?;
-        Ok(record.state.status)
+        self.write(async move |tx| ops::renew(tx, &claim, now, lease).await)
+            .await
     }
 
     async fn release(
@@ -619,18 +543,15 @@ impl StateStore for SqliteStateStore {
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         let (claim, outcome) = (claim.clone(), outcome.clone());
-        let now = truncate(now);
-        self.transition(&claim.mirror_id.clone(), move |config, state| {
-            state.release(&claim, &outcome, config, now)
-        })
-        .await
+        self.write(async move |tx| ops::release(tx, &claim, &outcome, now).await)
+            .await
     }
 
     async fn save_tag_record(&self, id: &str, record: &TagRecord) -> Result<()> {
         let (id, json) = (id.to_owned(), tag_record_json(record));
         self.run(move |conn| {
             let tx = write_tx(conn)?;
-            load(&tx, &id)?;
+            get(&tx, &id)?.ok_or_else(|| not_found(&id))?;
             tx.execute(
                 "INSERT INTO tag_records (mirror_id, record) VALUES (?1, ?2) \
                  ON CONFLICT (mirror_id) DO UPDATE SET record = excluded.record",
