@@ -51,6 +51,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::engine::{Mirror, Outcome, SyncOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -278,13 +279,23 @@ impl Worker {
                         cancel: state.cancel.child_token(),
                         ..SyncOptions::default()
                     };
+                    // Every line logged during the run carries these fields (JSON logs).
+                    let span = tracing::info_span!(
+                        "run",
+                        mirror = %claim.mirror_id,
+                        run = claim.token,
+                        worker = %claim.worker
+                    );
                     let run_claim = claim.clone();
-                    let handle = state.tasks.spawn(async move {
-                        mirror
-                            .run_claimed_with(run_claim, options)
-                            .await
-                            .map(|report| report.outcome)
-                    });
+                    let handle = state.tasks.spawn(
+                        async move {
+                            mirror
+                                .run_claimed_with(run_claim, options)
+                                .await
+                                .map(|report| report.outcome)
+                        }
+                        .instrument(span),
+                    );
                     state.claims.insert(handle.id(), (claim, handle));
                 }
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::notify::{MirrorEvent, Notifier};
 
@@ -30,17 +31,21 @@ impl EventQueue {
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<MirrorEvent>();
         let notifiers = notifiers.to_vec();
-        let task = tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                // In order, one event at a time, every notifier at once.
-                join_all(
-                    notifiers
-                        .iter()
-                        .map(|n| deliver(n.as_ref(), &event, timeout)),
-                )
-                .await;
+        let task = tokio::spawn(
+            async move {
+                while let Some(event) = rx.recv().await {
+                    // In order, one event at a time, every notifier at once.
+                    join_all(
+                        notifiers
+                            .iter()
+                            .map(|n| deliver(n.as_ref(), &event, timeout)),
+                    )
+                    .await;
+                }
             }
-        });
+            // Lines a notifier logs carry the run's fields (mirror, run, worker).
+            .in_current_span(),
+        );
         EventQueue {
             tx: Some(tx),
             task: Some(task),

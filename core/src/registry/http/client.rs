@@ -420,7 +420,9 @@ impl Client {
             {
                 request = request.body(call.body.clone());
             }
-            let resp = match self.timed(request.send()).await {
+            let sent = self.timed(request.send()).await;
+            count_request(&url, sent.as_ref().ok().map(Response::status));
+            let resp = match sent {
                 Ok(resp) => resp,
                 Err(Failed { error: e, unsent }) => {
                     if e.kind().is_temporary()
@@ -613,6 +615,20 @@ impl Client {
 }
 
 /// A URL fit for messages and logs: no query string (upload states, signed redirect URLs).
+/// `regmirror_registry_requests_total{host, status}` (a no-op unless the program installed a
+/// metrics recorder, as the worker does for its `/metrics`). The host keeps its port; a request
+/// that got no response counts as status `error`.
+fn count_request(url: &Url, status: Option<StatusCode>) {
+    let host = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => String::new(),
+    };
+    let status = status.map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
+    metrics::counter!("regmirror_registry_requests_total", "host" => host, "status" => status)
+        .increment(1);
+}
+
 pub(crate) fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
