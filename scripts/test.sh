@@ -40,6 +40,7 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v cmake >/dev/null || missing+=(cmake) # the C library's CMake package is tested
+command -v chromium >/dev/null || missing+=(chromium) # the worker's status page is loaded in it
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Keep the packages' own services (a registry on all interfaces, a PostgreSQL cluster) from
@@ -52,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 else
-    echo "docker-registry, skopeo, PostgreSQL and cmake present"
+    echo "docker-registry, skopeo, PostgreSQL, cmake and chromium present"
 fi
 
 section "Setup: cbindgen"
@@ -69,7 +70,9 @@ if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     }
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check 'maturin==1.16.*'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check 'maturin==1.16.*' 'prometheus_client==0.*'
+# The worker API's tests read /metrics with prometheus_client's parser from this venv.
+export REGMIRROR_TEST_PYTHON="$venv/bin/python"
 "$venv/bin/maturin" --version
 # maturin builds pyo3 with these variables set; setting them for every cargo command below
 # lets cargo and maturin share one pyo3 build instead of rebuilding it for each (a mismatch

@@ -5,6 +5,7 @@
 //! Exit status: 0 success, 1 a tag (or the run, or a registry or the store) failed, 2 invalid
 //! input — clap's own usage errors exit 2 as well.
 
+mod api;
 mod credentials;
 mod failure;
 mod hint;

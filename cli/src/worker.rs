@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use regmirror::engine::{HttpConnector, Mirror, metadata_concurrency};
@@ -18,8 +19,10 @@ use regmirror::worker::WorkerOptions;
 use regmirror::{DestRegistry, EngineSettings, MirrorConfig, StateStore};
 use tracing_subscriber::EnvFilter;
 
+use crate::api::metrics::{MeteredStore, MetricsNotifier};
+use crate::api::{self, MirrorDefaults, Server, WorkerState};
 use crate::failure::{CliResult, Failure};
-use crate::worker_config::{DestinationTarget, WorkerConfig};
+use crate::worker_config::{DestinationTarget, LogFormat, WorkerConfig};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -32,21 +35,44 @@ pub struct WorkerArgs {
 const DEFAULT_LOG_FILTER: &str = "info,rustls_platform_verifier=off";
 
 pub async fn run(args: WorkerArgs) -> CliResult<()> {
-    // Logs go to stderr; RUST_LOG picks the level (info by default). The TLS verifier logs
-    // every refused certificate as an ERROR of its own; the sync's failure event already says
-    // it, with the mirror and what to do, so by default the verifier is quiet.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
-    let config = WorkerConfig::load(&args.config)?;
-    let store = config.state.open(config.state_timeouts).await?;
-    let mirror = engine(&config, Arc::clone(&store))?;
+    let config = WorkerConfig::load(&args.config);
+    // Logs in the file's format; a file that cannot be read is reported in text.
+    init_logs(config.as_ref().map_or(LogFormat::Text, |c| c.log_format));
+    let config = config?;
+    let mut store = config.state.open(config.state_timeouts).await?;
+    let metrics = match &config.api {
+        Some(_) => {
+            store = Arc::new(MeteredStore(store));
+            Some(api::metrics::install()?)
+        }
+        None => None,
+    };
+    let mirror = engine(&config, store, metrics.is_some())?;
     declare(&mirror, &config.mirrors).await?;
+    let worker_state = Arc::new(WorkerState::default());
+    let server = match (&config.api, metrics) {
+        (Some(api_config), Some(metrics)) => {
+            let defaults = MirrorDefaults {
+                rollback: config.default_rollback,
+                retry_backoff: config.retry_backoff,
+            };
+            let (server, addr) = Server::start(
+                api_config,
+                mirror.clone(),
+                metrics,
+                Arc::clone(&worker_state),
+                defaults,
+            )
+            .await?;
+            tracing::info!(
+                address = %addr,
+                tls = api_config.tls.is_some(),
+                "API endpoint listening"
+            );
+            Some(server)
+        }
+        _ => None,
+    };
     tracing::info!(
         worker = mirror.worker_id(),
         state = %config.state,
@@ -58,6 +84,15 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     // Listened for from here on: a signal while opening the store or declaring mirrors
     // (nothing claimed yet) ends the process at once, by the signal's default action.
     let stop = StopSignals::listen();
+    worker_state.set_claiming(true);
+    let graceful = {
+        let worker_state = Arc::clone(&worker_state);
+        async move {
+            stop.graceful.await;
+            // Unready from the first signal on: a balancer stops sending management calls.
+            worker_state.set_claiming(false);
+        }
+    };
     let report = mirror
         .worker(WorkerOptions {
             poll_interval: config.poll_interval,
@@ -67,8 +102,13 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             log_retention: config.log_retention,
             first_run_spread: config.first_run_spread,
         })
-        .run_until(stop.graceful, stop.now)
-        .await?;
+        .run_until(graceful, stop.now)
+        .await;
+    worker_state.set_claiming(false);
+    if let Some(server) = server {
+        server.stop(API_GRACE).await;
+    }
+    let report = report?;
     tracing::info!(
         runs = report.runs.len(),
         failed_polls = report.failed_polls,
@@ -78,8 +118,34 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// How long API requests in flight may take to finish once the worker has stopped.
+const API_GRACE: Duration = Duration::from_secs(2);
+
+/// Logs go to stderr, as text lines (colored on a terminal) or JSON objects; RUST_LOG picks
+/// the level (info by default). The TLS verifier logs every refused certificate as an ERROR of
+/// its own; the sync's failure event already says it, with the mirror and what to do, so by
+/// default the verifier is quiet.
+fn init_logs(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object a line: the event's fields (worker=...) at the top, and for a line from a
+        // run the run's span (mirror, run, worker) under "span".
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 /// The engine the file describes: its store, destination, robot, notifiers and limits.
-fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror> {
+fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>, metered: bool) -> CliResult<Mirror> {
     let dest = &config.destination;
     let mut builder = Mirror::builder()
         .state(store)
@@ -104,6 +170,9 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>) -> CliResult<Mirror
             ..EngineSettings::default()
         })
         .notifier(Arc::new(LogNotifier));
+    if metered {
+        builder = builder.notifier(Arc::new(MetricsNotifier));
+    }
     for (i, hook) in config.webhooks.iter().enumerate() {
         let mut webhook = WebhookNotifier::builder(&hook.url);
         if let Some(secret) = &hook.secret {

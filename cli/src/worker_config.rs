@@ -62,6 +62,41 @@ pub struct WorkerConfig {
     pub destination: Destination,
     pub webhooks: Vec<Webhook>,
     pub mirrors: Vec<MirrorConfig>,
+    /// The retry backoff of mirrors that do not set one (also those added through the API).
+    pub retry_backoff: Duration,
+    /// The HTTP endpoint (`[api]`); `None` is off.
+    pub api: Option<ApiConfig>,
+    /// How the worker writes its log lines.
+    pub log_format: LogFormat,
+}
+
+/// `log_format`: lines for people (the default) or one JSON object a line for machines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The worker's HTTP endpoint: management API, metrics, health, status page.
+#[derive(Debug)]
+pub struct ApiConfig {
+    /// `HOST:PORT` to listen on (a host name is resolved when the worker starts).
+    pub listen: String,
+    /// A certificate chain and its private key (PEM) to serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// What `Authorization: Bearer` must carry.
+    pub token: ApiToken,
+}
+
+/// The API token; `Debug` never shows it.
+pub struct ApiToken(pub String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
 }
 
 /// Where every mirror writes (Quay's `REPO_MIRROR_SERVER_HOSTNAME` and robot).
@@ -122,6 +157,18 @@ struct RawConfig {
     webhook: Vec<Spanned<RawWebhook>>,
     #[serde(default)]
     mirror: Vec<Spanned<RawMirror>>,
+    api: Option<Spanned<RawApi>>,
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +351,13 @@ impl WorkerConfig {
             }
             mirrors.push(config);
         }
+        let api = match raw.api {
+            Some(a) => {
+                let at = line(a.span());
+                Some(api(a.into_inner(), base).map_err(|f| f.context(format!("{at}: api")))?)
+            }
+            None => None,
+        };
         let default_timeouts = StoreTimeouts::default();
         Ok(WorkerConfig {
             state,
@@ -334,6 +388,9 @@ impl WorkerConfig {
             destination,
             webhooks,
             mirrors,
+            retry_backoff: defaults.retry_backoff,
+            api,
+            log_format: raw.log_format.unwrap_or_default(),
         })
     }
 }
@@ -400,6 +457,12 @@ const KEYS: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "no_proxy",
+    "listen",
+    "tls_cert",
+    "tls_key",
+    "token_file",
+    "token_env",
+    "log_format",
 ];
 
 /// The 1-based line of byte `offset` in `text`.
@@ -498,6 +561,46 @@ fn webhook(raw: RawWebhook, base: &Path) -> CliResult<Webhook> {
     Ok(Webhook {
         url: raw.url,
         secret,
+    })
+}
+
+fn api(raw: RawApi, base: &Path) -> CliResult<ApiConfig> {
+    if !raw.listen.contains(':') || raw.listen.starts_with(':') {
+        return Err(Failure::invalid(format!(
+            "listen: {:?} is not HOST:PORT, as in \"127.0.0.1:9480\"",
+            raw.listen
+        )));
+    }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        _ => {
+            return Err(Failure::invalid(
+                "tls_cert and tls_key go together (a certificate chain and its key, PEM)",
+            ));
+        }
+    };
+    let token = secret(
+        RawSecret {
+            value: None,
+            file: raw.token_file,
+            env: raw.token_env,
+        },
+        "token",
+        base,
+    )?
+    .ok_or_else(|| {
+        Failure::invalid(
+            "token_file or token_env is required: requests must carry Authorization: Bearer TOKEN",
+        )
+    })?;
+    if token.is_empty() {
+        return Err(Failure::invalid("the token is empty"));
+    }
+    Ok(ApiConfig {
+        listen: raw.listen,
+        tls,
+        token: ApiToken(token),
     })
 }
 
@@ -683,6 +786,56 @@ mod duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_table_needs_a_token_and_a_port_and_never_shows_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0ken-in-a-file\n").unwrap();
+        let parse = |extra: &str| {
+            WorkerConfig::parse(
+                &format!("log_format = \"json\"\n[destination]\nregistry = \"r.io\"\n{extra}"),
+                dir.path(),
+            )
+        };
+        let config = parse("[api]\nlisten = \"127.0.0.1:9480\"\ntoken_file = \"token\"\n").unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        let api = config.api.expect("[api] given");
+        assert_eq!(api.listen, "127.0.0.1:9480");
+        assert_eq!(api.token.0, "t0ken-in-a-file");
+        assert!(!format!("{api:?}").contains("t0ken"));
+        assert!(parse("").unwrap().api.is_none());
+        for (bad, says) in [
+            (
+                "[api]\nlisten = \"127.0.0.1:9480\"\n",
+                "token_file or token_env is required",
+            ),
+            (
+                "[api]\nlisten = \"9480\"\ntoken_file = \"token\"\n",
+                "not HOST:PORT",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\ntoken_file = \"token\"\ntls_cert = \"c.pem\"\n",
+                "tls_cert and tls_key go together",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\ntoken_env = \"REGMIRROR_TEST_UNSET_TOKEN\"\n",
+                "REGMIRROR_TEST_UNSET_TOKEN is not set",
+            ),
+            (
+                "[api]\nlisten = \"127.0.0.1:1\"\ntoken = \"x\"\n",
+                "unknown field `token`",
+            ),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = WorkerConfig::parse(
+            "log_format = \"xml\"\n[destination]\nregistry = \"r.io\"\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("log_format"), "{e}");
+    }
 
     const EXAMPLE: &str = r#"
 state = "sqlite:state/regmirror.db"

@@ -1,0 +1,769 @@
+//! The worker's HTTP endpoint (`[api]`), driven from outside: a real `regmirror worker` process,
+//! real registries and PostgreSQL, requests from a real HTTP client; `/metrics` read by the
+//! Python `prometheus_client` parser and the status page by headless Chromium.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use regmirror_tests::image::{Flavor, Index};
+use regmirror_tests::proxy::{Fault, Proxy};
+use regmirror_tests::registry::{Registry, free_port};
+use regmirror_tests::tcp_proxy::TcpProxy;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+mod common;
+use common::command;
+
+const TOKEN: &str = "api-test-token-0123456789";
+
+/// A running `regmirror worker` with its API on a loopback port; SIGTERM and wait on drop.
+struct Worker {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Start a worker whose config is `state` plus `extra` (mirrors, destination...), with the
+    /// API on a free port and the token in a file.
+    async fn start(state: &str, extra: &str) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        let port = free_port();
+        let config = dir.path().join("regmirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state = \"{state}\"\npoll_interval = \"1s\"\nlease = \"6s\"\n\
+                 state_query_timeout = \"1s\"\nstate_checkout_timeout = \"1s\"\n\
+                 log_format = \"json\"\n{extra}\n\
+                 [api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("worker.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command(&["worker", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting the worker");
+        let worker = Worker {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = client
+                .get(worker.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the API did not come up: {}",
+                worker.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worker
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client for the API: `call(method, path, body)` with the token.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(worker: &Worker) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: worker.base.clone(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    async fn text(&self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the API answers");
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn mirror(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call("GET", &format!("/api/v1/repository/{id}/mirror"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Wait until the mirror's `sync_status` is `want`.
+    async fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mirror = self.mirror(id).await;
+            if mirror["sync_status"] == want {
+                return mirror;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never reached {want}: {mirror}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Push a two-platform index under each tag (content of its own per tag name).
+async fn seed(registry: &Registry, repo: &str, tags: &[&str]) {
+    let seeder = registry.seeder();
+    for tag in tags {
+        let seed = tag
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let index = Index::two_platforms(Flavor::Oci, seed, 4096);
+        seeder.push_index(repo, tag, &index).await;
+    }
+}
+
+async fn dest_tags(registry: &Registry, repo: &str) -> Vec<String> {
+    registry
+        .seeder()
+        .tag_digests(repo)
+        .await
+        .into_keys()
+        .collect()
+}
+
+fn destination(dest: &Registry) -> String {
+    format!(
+        "[destination]\nregistry = \"{}\"\ntls_verify = false\n",
+        dest.host()
+    )
+}
+
+fn postgres_state() -> (std::sync::Arc<regmirror_tests::Postgres>, String) {
+    let pg = regmirror_tests::Postgres::shared();
+    let conn = pg.create_database();
+    let db = conn
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .expect("the kit names the database")
+        .to_owned();
+    (pg, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quay_mirror_api_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    quay_mirror_api(&state).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quay_mirror_api_on_postgresql() {
+    let (pg, db) = postgres_state();
+    let state = format!("postgres://postgres@127.0.0.1:{}/{db}", pg.port());
+    quay_mirror_api(&state).await;
+}
+
+/// What a Quay script does, against a worker on `state`: add a mirror with POST, watch it sync
+/// with GET, sync-now, cancel (pending and running), edit with PUT, read the usage log and the
+/// metrics, delete; with Quay's error codes along the way.
+async fn quay_mirror_api(state: &str) {
+    let source = Registry::start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1", "v2", "other"]).await;
+    // The source is reached through a proxy that can slow it down (to catch a run in SYNCING).
+    let slow = Proxy::start(&source);
+    let worker = Worker::start(state, &destination(&dest)).await;
+    let api = Client::new(&worker);
+    let http = reqwest::Client::new();
+    let path = "/api/v1/repository/mirror/app/mirror";
+
+    // Authentication: none, a wrong token, a wrong scheme are refused; health checks are open.
+    let anonymous = http.get(worker.url(path)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    for header in [
+        "Bearer wrong-token".to_owned(),
+        format!("Bearer {TOKEN}x"),
+        format!("Token {TOKEN}"),
+    ] {
+        let refused = http
+            .get(worker.url(path))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    for open in ["/healthz", "/readyz"] {
+        let r = http.get(worker.url(open)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{open}");
+    }
+    let metrics = http.get(worker.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+
+    // No mirror yet.
+    let (status, body) = api.call("GET", path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error_type"], "not_found");
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/v1/repository/mirror/app/mirror/sync-now",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let create = json!({
+        "is_enabled": true,
+        "external_reference": format!("{}/lib/app", slow.host()),
+        "external_registry_username": null,
+        "external_registry_password": null,
+        "external_registry_config": {"verify_tls": false, "unsigned_images": false,
+                                     "proxy": {"http_proxy": null, "https_proxy": null, "no_proxy": null}},
+        "sync_interval": 3600,
+        "sync_start_date": "2020-01-01T00:00:00Z",
+        "robot_username": null,
+        "root_rule": {"rule_kind": "tag_glob_csv", "rule_value": ["v*"]},
+    });
+    // Quay's checks: required fields, the rule kind, the date format; and the core's: patterns,
+    // the interval, the reference.
+    let mut missing = create.clone();
+    missing.as_object_mut().unwrap().remove("root_rule");
+    let with = |key: &str, value: Value| {
+        let mut body = create.clone();
+        body[key] = value;
+        body
+    };
+    for (bad, says) in [
+        (missing, "root_rule"),
+        (
+            with(
+                "root_rule",
+                json!({"rule_kind": "regex", "rule_value": ["v*"]}),
+            ),
+            "tag_glob_csv",
+        ),
+        (
+            with("sync_start_date", json!("yesterday")),
+            "sync_start_date",
+        ),
+        (
+            with(
+                "root_rule",
+                json!({"rule_kind": "tag_glob_csv", "rule_value": ["v[1"]}),
+            ),
+            "v[1",
+        ),
+        (with("sync_interval", json!(0)), "interval"),
+        (with("sync_interval", json!("1h")), "sync_interval"),
+        (
+            with("external_reference", json!("https://quay.io/x")),
+            "external_reference",
+        ),
+    ] {
+        let (status, body) = api.call("POST", path, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(says),
+            "{says}: {body}"
+        );
+    }
+    let (status, body) = api.call("POST", path, Some(create.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = api.call("POST", path, Some(create.clone())).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Due since 2020: the worker's next poll runs it.
+    let synced = api.wait_status("mirror/app", "SUCCESS").await;
+    assert_eq!(synced["mirror_type"], "PULL");
+    assert_eq!(synced["is_enabled"], true);
+    assert_eq!(synced["sync_interval"], 3600);
+    assert_eq!(synced["sync_retries_remaining"], 3);
+    assert_eq!(
+        synced["root_rule"],
+        json!({"rule_kind": "tag_glob_csv", "rule_value": ["v*"]})
+    );
+    assert_eq!(synced["external_registry_config"]["verify_tls"], false);
+    assert_eq!(synced["sync_expiration_date"], Value::Null);
+    // The next start is on the hourly grid from the given start, in Quay's format.
+    let next = synced["sync_start_date"].as_str().unwrap();
+    assert!(next.ends_with(":00:00Z") && next.len() == 20, "{next}");
+    assert_eq!(dest_tags(&dest, "mirror/app").await, ["v1", "v2"]);
+
+    // Cancel applies to a pending or running sync only (Quay: 404 otherwise).
+    let sync_now = "/api/v1/repository/mirror/app/mirror/sync-now";
+    let sync_cancel = "/api/v1/repository/mirror/app/mirror/sync-cancel";
+    let (status, _) = api.call("POST", sync_cancel, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Right after a run the worker's next poll is a second away: sync-now, then cancel it.
+    let (status, _) = api.call("POST", sync_now, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call("POST", sync_cancel, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.mirror("mirror/app").await["sync_status"], "CANCEL");
+
+    // A slow source keeps the next run in SYNCING: sync-now is refused with 404, as Quay does,
+    // and cancel stops the run before it copies the new tag.
+    seed(&source, "lib/app", &["v3"]).await;
+    slow.inject("GET", "/tags/list", Fault::Delay(Duration::from_secs(4)), 1);
+    let (status, _) = api.call("POST", sync_now, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let running = api.wait_status("mirror/app", "SYNCING").await;
+    assert!(running["sync_expiration_date"].is_string(), "{running}");
+    let (status, body) = api.call("POST", sync_now, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = api.call("POST", sync_cancel, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.mirror("mirror/app").await["sync_status"], "CANCEL");
+    // The run notices at its next lease renewal and stops once the slow listing returns, without
+    // copying v3.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, logs) = api
+            .call("GET", "/api/v1/repository/mirror/app/logs?limit=1", None)
+            .await;
+        if logs["logs"][0]["kind"] == "repo_mirror_sync_cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never stopped: {logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.mirror("mirror/app").await["sync_status"], "CANCEL");
+    assert_eq!(dest_tags(&dest, "mirror/app").await, ["v1", "v2"]);
+
+    // PUT: Quay's credential rules, an empty reference refused, a narrower rule.
+    for (bad, says) in [
+        (json!({"external_reference": ""}), "Empty string"),
+        (
+            json!({"external_registry_password": "pw"}),
+            "without also specifying a username",
+        ),
+        (
+            json!({"external_registry_username": null, "external_registry_password": "pw"}),
+            "delete username",
+        ),
+        (
+            json!({"root_rule": {"rule_kind": "x", "rule_value": []}}),
+            "tag_glob_csv",
+        ),
+    ] {
+        let (status, body) = api.call("PUT", path, Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(says), "{body}");
+    }
+    let (status, _) = api
+        .call(
+            "PUT",
+            "/api/v1/repository/mirror/nope/mirror",
+            Some(json!({"is_enabled": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let secret = "s3cr3t-'\"-pässwörd";
+    let (status, body) = api
+        .call(
+            "PUT",
+            path,
+            Some(json!({
+                "root_rule": {"rule_kind": "tag_glob_csv", "rule_value": ["v1"]},
+                "external_registry_username": "reader",
+                "external_registry_password": secret,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let edited = api.mirror("mirror/app").await;
+    assert_eq!(edited["root_rule"]["rule_value"], json!(["v1"]));
+    assert_eq!(edited["external_registry_username"], "reader");
+    // The password is write-only.
+    assert!(!edited.to_string().contains("s3cr3t"), "{edited}");
+
+    let (status, _) = api.call("POST", sync_now, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.wait_status("mirror/app", "SUCCESS").await;
+    assert_eq!(dest_tags(&dest, "mirror/app").await, ["v1"]);
+
+    // The usage log, newest first, with Quay's kind names; paged.
+    let (status, logs) = api
+        .call("GET", "/api/v1/repository/mirror/app/logs", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    let kinds: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"repo_mirror_sync_success"), "{logs}");
+    assert!(kinds.contains(&"repo_mirror_sync_tag_success"), "{logs}");
+    assert!(kinds.contains(&"repo_mirror_sync_tag_deleted"), "{logs}");
+    assert!(kinds.contains(&"repo_mirror_sync_cancelled"), "{logs}");
+    let (status, page) = api
+        .call("GET", "/api/v1/repository/mirror/app/logs?limit=2", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["logs"].as_array().unwrap().len(), 2);
+    let next = page["next_page"].as_u64().expect("a next page");
+    let (_, rest) = api
+        .call(
+            "GET",
+            &format!("/api/v1/repository/mirror/app/logs?next_page={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["logs"][0], logs["logs"][2], "the next page follows on");
+
+    // Metrics after two successful runs (v1 and v2 copied, then v2 pruned) and a cancelled one.
+    // (A run's events reach the metrics as they reach any notifier, possibly just after the
+    // status changed.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, samples) = loop {
+        let (status, text) = api.text("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let samples = parse_metrics(&text);
+        let done = sample(
+            &samples,
+            "regmirror_syncs_total",
+            &[("mirror", "mirror/app"), ("outcome", "success")],
+        );
+        if done == Some(2.0) || Instant::now() > deadline {
+            break (text, samples);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&samples, name, labels);
+    let app = ("mirror", "mirror/app");
+    assert_eq!(
+        value("regmirror_syncs_total", &[app, ("outcome", "success")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("regmirror_syncs_total", &[app, ("outcome", "cancelled")]),
+        Some(1.0)
+    );
+    assert_eq!(value("regmirror_tags_synced_total", &[app]), Some(2.0));
+    assert_eq!(value("regmirror_tags_deleted_total", &[app]), Some(1.0));
+    assert_eq!(value("regmirror_tags_failed_total", &[app]), Some(0.0));
+    assert!(value("regmirror_bytes_copied_total", &[app]).unwrap() > 8192.0);
+    assert_eq!(
+        value("regmirror_mirror_last_sync_status", &[app]),
+        Some(1.0)
+    );
+    assert_eq!(value("regmirror_mirror_sync_complete", &[app]), Some(1.0));
+    assert_eq!(value("regmirror_syncs_running", &[]), Some(0.0));
+    assert_eq!(
+        value("regmirror_sync_duration_seconds_count", &[app]),
+        Some(3.0)
+    );
+    assert_eq!(value("regmirror_store_healthy", &[]), Some(1.0));
+    assert!(
+        value(
+            "regmirror_store_call_duration_seconds_count",
+            &[("operation", "claim_due")]
+        )
+        .unwrap()
+            >= 3.0
+    );
+    let source_requests = value(
+        "regmirror_registry_requests_total",
+        &[("host", &slow.host()), ("status", "200")],
+    );
+    assert!(source_requests.unwrap() > 0.0, "{text}");
+    assert!(!text.contains("tag=\"v1\""), "no tag names as labels");
+
+    // DELETE (regmirror's addition).
+    let (status, _) = api.call("DELETE", path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = api.call("GET", path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.call("DELETE", path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // JSON logs: one object a line; a run's lines carry its mirror, run and worker.
+    let log = worker.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["span"]["mirror"] == "mirror/app"
+            && l["span"]["run"].is_number()
+            && l["span"]["worker"].is_string()),
+        "{log}"
+    );
+    assert!(!log.contains("s3cr3t") && !log.contains(TOKEN), "{log}");
+}
+
+/// The samples of a Prometheus text exposition as `prometheus_client`'s parser reads them.
+fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let python = std::env::var("REGMIRROR_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = "import json, sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = [[s.name, s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n\
+        print(json.dumps(out))\n";
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'prometheus_client'"),
+        "the Python prometheus_client package is missing: `{python} -m pip install prometheus_client` \
+         (scripts/test.sh installs it into target/py-venv and sets REGMIRROR_TEST_PYTHON)"
+    );
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {stderr}\n{text}"
+    );
+    serde_json::from_slice(&out.stdout).expect("the parser's JSON")
+}
+
+fn sample(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+/// SEMANTICS.md §6 fencing as an operator sees it: `/readyz` turns unready while PostgreSQL
+/// stops answering (a partition: connections stay open, nothing comes back) and ready again
+/// when it answers; `/healthz` stays live throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_state_store() {
+    let (pg, db) = postgres_state();
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", pg.port()).parse().unwrap());
+    let state = format!("postgres://postgres@{}/{db}", proxy.addr());
+    let dest = Registry::start();
+    let worker = Worker::start(&state, &destination(&dest)).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ready = async || {
+        http.get(worker.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status())
+    };
+    let wait_for = async |want: StatusCode, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready().await.ok() == Some(want) {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never {what}: {}",
+                worker.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_for(StatusCode::OK, "ready").await;
+    let stalled = Instant::now();
+    proxy.stall();
+    let unready = wait_for(StatusCode::SERVICE_UNAVAILABLE, "unready").await;
+    // A poll (1 s, ±20 %) and a query timeout (1 s), with slack for a busy machine.
+    assert!(unready - stalled < Duration::from_secs(10));
+    let body = http
+        .get(worker.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("state store"), "{body}");
+    let live = http.get(worker.url("/healthz")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    proxy.resume();
+    wait_for(StatusCode::OK, "ready again").await;
+}
+
+/// The status page in a real browser: Debian's headless Chromium loads `/` (HTTP Basic with the
+/// token, as a person's browser would send it), its DOM holds a row per mirror with the status
+/// and the last error, and a phone-sized screenshot is a real image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_in_headless_chromium() {
+    let chromium = which("chromium").unwrap_or_else(|| {
+        panic!("chromium is not installed: `apt-get install -y chromium` (scripts/test.sh does)")
+    });
+    let source = Registry::start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    let mirrors = format!(
+        "{}\n[[mirror]]\nid = \"mirror/good\"\nsource = \"{src}/lib/app\"\ntags = \"v*\"\n\
+         verify_tls = false\nstart = 2020-01-01T00:00:00Z\n\n[[mirror]]\nid = \"mirror/broken\"\n\
+         source = \"{src}/lib/does-not-exist\"\ntags = \"v*\"\nverify_tls = false\n\
+         start = 2020-01-01T00:00:00Z\n",
+        destination(&dest),
+        src = source.host()
+    );
+    let worker = Worker::start(&state, &mirrors).await;
+    let api = Client::new(&worker);
+    api.wait_status("mirror/good", "SUCCESS").await;
+    api.wait_status("mirror/broken", "FAIL").await;
+
+    let (status, html) = api.text("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("mirror/good") && html.contains("/logs/mirror/good"));
+    let (status, log_page) = api.text("/logs/mirror/good").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(log_page.contains("repo_mirror_sync_success"), "{log_page}");
+
+    let url = format!(
+        "http://regmirror:{TOKEN}@{}/",
+        worker.base.trim_start_matches("http://")
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let browse = |extra: &[&str]| {
+        let mut c = Command::new(&chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(&url);
+        let out = c.output().expect("running chromium");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = browse(&["--dump-dom"]);
+    let rows = dom.matches("<tr>").count();
+    assert_eq!(rows, 3, "a header and one row per mirror: {dom}");
+    for expected in [
+        "mirror/good",
+        "mirror/broken",
+        "SUCCESS",
+        "FAIL",
+        "usage log",
+    ] {
+        assert!(dom.contains(expected), "{expected} missing: {dom}");
+    }
+    assert!(
+        dom.contains("does-not-exist"),
+        "the last error is shown: {dom}"
+    );
+
+    let shot = dir.path().join("status.png");
+    browse(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=412,915",
+        "--hide-scrollbars",
+    ]);
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (412, 915), "the phone-sized window");
+    // A blank page compresses to a few hundred bytes; rendered rows and text do not.
+    assert!(
+        png.len() > 10_000,
+        "a near-empty screenshot: {} bytes",
+        png.len()
+    );
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
