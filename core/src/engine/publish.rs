@@ -7,11 +7,11 @@
 //! undo needed); a failure while pruning or publishing undoes every change of the run. That mode
 //! prunes first, so a destination that refuses deletes fails the run before any tag moved.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::context::{Run, Staged};
-use super::plan::{Action, Plan, destination_tags};
+use super::plan::{Action, Plan, ReferrerTag, destination_tags};
 use super::progress::{ProgressEvent, TagStatus};
 use super::referrers;
 use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
@@ -217,61 +217,41 @@ fn finished(
     });
 }
 
-/// Delete the unselected tags `prune` (tag, digest), recording each in `undo` (a failed delete
-/// too: the tag may be gone all the same) and each failure in `failures` and `unpruned`; with
-/// `all_or_nothing` each manifest is saved for a rollback first and the first failure stops it.
-/// Returns the tags deleted.
-async fn prune_tags(
-    run: &Run,
-    prune: Vec<(String, Digest)>,
-    undo: &mut Undo<'_>,
-    failures: &mut Vec<(String, Error)>,
-    unpruned: &mut BTreeSet<String>,
-) -> Vec<(String, Digest)> {
-    let aon = run.config.rollback == RollbackMode::AllOrNothing;
-    let mut deleted = Vec::new();
-    for (tag, old) in prune {
-        if run.is_stopped() {
-            break;
-        }
-        if aon && let Err(e) = undo.save(&old).await {
-            unpruned.insert(tag.clone());
-            failures.push((tag, e.context("saving its manifest for rollback")));
-            break;
-        }
-        match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
-            Ok(()) => {
-                undo.changes.push(Change::Pruned {
-                    tag: tag.clone(),
-                    old: old.clone(),
-                    unsure: false,
-                });
-                deleted.push((tag, old));
-            }
-            Err(e) if e.kind() == ErrorKind::Cancelled => break,
-            Err(e) => {
-                // It may be gone all the same: a rollback puts it back if so.
-                undo.changes.push(Change::Pruned {
-                    tag: tag.clone(),
-                    old: old.clone(),
-                    unsure: true,
-                });
-                unpruned.insert(tag.clone());
-                failures.push((tag, e.context("pruning")));
-                if aon {
-                    break;
-                }
-            }
-        }
-    }
-    deleted
+/// What publishing did, tag by tag, for the log and the report.
+#[derive(Debug, Default)]
+struct Done {
+    /// Tags pointed at their new manifest.
+    synced: Vec<(String, Digest)>,
+    /// Unselected tags deleted.
+    deleted: Vec<(String, Digest)>,
+    failures: Vec<(String, Error)>,
+    /// Unselected tags whose deletion failed: counted apart from the selected tags that failed.
+    unpruned: BTreeSet<String>,
+}
+
+/// A staged tag to point at its manifest.
+#[derive(Debug)]
+struct Publishable {
+    tag: String,
+    manifest: Manifest,
+    source_digest: Digest,
+}
+
+/// The planned tags sorted by how staging went.
+#[derive(Debug, Default)]
+struct Sorted {
+    /// The tags the destination keeps, each with the digest it points at once the run is done
+    /// (`None`: the one it has now).
+    keep: BTreeMap<String, Option<Digest>>,
+    publish: Vec<Publishable>,
+    failures: Vec<(String, Error)>,
 }
 
 /// Publish the staged tags, prune, and roll back as the mode says; fill `report`.
 pub(crate) async fn publish(
     run: &Arc<Run>,
     plan: Plan,
-    mut staged: BTreeMap<String, Result<Staged>>,
+    staged: BTreeMap<String, Result<Staged>>,
     store: Option<&Arc<dyn StateStore>>,
     report: &mut SyncReport,
 ) -> Result<()> {
@@ -281,31 +261,88 @@ pub(crate) async fn publish(
         referrer_tags,
     } = plan;
     let selected = tags.len();
-    // Tags the destination keeps: every selected tag except skipped ones (failed tags keep
-    // their previous value, so they are not pruned either).
-    let mut keep = BTreeSet::new();
-    let mut to_publish = Vec::new();
-    let mut failures: Vec<(String, Error)> = Vec::new();
-    // Unselected tags whose deletion failed: counted apart from the selected tags that failed.
-    let mut unpruned: BTreeSet<String> = BTreeSet::new();
+    let Sorted {
+        keep,
+        publish,
+        mut failures,
+    } = sort(run, tags, staged, report);
+    // A cancelled run stops here: units cut short report `Cancelled`, which is no failure.
+    failures.retain(|(_, e)| e.kind() != ErrorKind::Cancelled);
+    let prune = to_prune(run, &prior, &keep).await;
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    let mut done = Done {
+        failures,
+        ..Done::default()
+    };
+    let mut saved_record = false;
+    let mut changed = Changed::default();
+    let blocked = run.is_stopped() || (aon && !done.failures.is_empty());
+    if !blocked && (!publish.is_empty() || !prune.is_empty()) {
+        if let Some(store) = store {
+            store
+                .save_tag_record(&run.config.id, &prior)
+                .await
+                .map_err(|e| e.context("saving the destination's tags before changing them"))?;
+            saved_record = true;
+        }
+        let to_change = ToChange {
+            prior: &prior,
+            publish,
+            prune,
+            referrer_tags: &referrer_tags,
+        };
+        changed = change(run, to_change, &mut done, report).await;
+    }
+
+    // A run interrupted from this side (shutdown, caller's token) rather than cancelled
+    // through the store keeps its record: the next run rolls back or completes from it.
+    let interrupted = run.is_cancelled() && !run.is_cancelled_by_status();
+    if let Some(store) = store
+        && saved_record
+        && !changed.keep_record
+        && !interrupted
+        && let Err(e) = store.clear_tag_record(&run.config.id).await
+    {
+        tracing::warn!(mirror = %run.config.id, "could not clear the pre-run tag record: {e}");
+    }
+    tell(run, done, selected, changed.rollback_error, report);
+    Ok(())
+}
+
+/// Sort the planned `tags` by how staging went: report the current and the skipped ones, and
+/// say which the destination keeps (every selected tag but the skipped ones: failed tags keep
+/// their previous value, so they are not pruned either), which to publish and which failed.
+fn sort(
+    run: &Run,
+    tags: Vec<(String, Action)>,
+    mut staged: BTreeMap<String, Result<Staged>>,
+    report: &mut SyncReport,
+) -> Sorted {
+    let mut sorted = Sorted::default();
     for (tag, action) in tags {
         match action {
             Action::Current(digest) => {
                 finished(run, &tag, TagStatus::Current, Some(&digest), None);
-                keep.insert(tag.clone());
+                sorted.keep.insert(tag.clone(), None);
                 report.tags_current.push(tag);
             }
             Action::Failed(e) => {
-                keep.insert(tag.clone());
-                failures.push((tag, e));
+                sorted.keep.insert(tag.clone(), None);
+                sorted.failures.push((tag, e));
             }
             Action::Copy(..) => match staged.remove(&tag) {
                 Some(Ok(Staged::Ready {
                     manifest,
                     source_digest,
                 })) => {
-                    keep.insert(tag.clone());
-                    to_publish.push((tag, manifest, source_digest));
+                    sorted
+                        .keep
+                        .insert(tag.clone(), Some(manifest.digest.clone()));
+                    sorted.publish.push(Publishable {
+                        tag,
+                        manifest,
+                        source_digest,
+                    });
                 }
                 Some(Ok(Staged::Untagged)) => {
                     finished(run, &tag, TagStatus::Synced, None, None);
@@ -316,161 +353,244 @@ pub(crate) async fn publish(
                     report.tags_skipped.push(tag);
                 }
                 Some(Err(e)) => {
-                    keep.insert(tag.clone());
-                    failures.push((tag, e));
+                    sorted.keep.insert(tag.clone(), None);
+                    sorted.failures.push((tag, e));
                 }
                 None => {
-                    keep.insert(tag.clone());
+                    sorted.keep.insert(tag.clone(), None);
                     let e = Error::new(ErrorKind::Internal, "the tag was planned but not staged");
-                    failures.push((tag, e));
+                    sorted.failures.push((tag, e));
                 }
             },
         }
     }
-    // A cancelled run stops here: units cut short report `Cancelled`, which is no failure.
-    failures.retain(|(_, e)| e.kind() != ErrorKind::Cancelled);
-    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    sorted
+}
+
+/// The keep/prune rule (SEMANTICS.md §3 step 6, §9), one for a run and its preview: the
+/// destination's tags `prior` that are not in `keep` are deleted (none with
+/// `keep_unselected`), except the referrer tags whose subject stays mirrored — a digest the
+/// kept tags point at once the run is done (`keep` maps each kept tag to its new digest,
+/// `None` for its present one), one of their children, or a referrer kept this way.
+pub(crate) async fn to_prune(
+    run: &Run,
+    prior: &TagRecord,
+    keep: &BTreeMap<String, Option<Digest>>,
+) -> Vec<(String, Digest)> {
+    if !run.prune {
+        return Vec::new();
+    }
     let mut prune: Vec<(String, Digest)> = prior
         .iter()
-        .filter(|(tag, _)| run.prune && !keep.contains(*tag))
+        .filter(|(tag, _)| !keep.contains_key(*tag))
         .map(|(t, d)| (t.clone(), d.clone()))
-        .collect();
-    // What the kept tags point at once the run is done: their subjects' referrer tags stay.
-    let publishing: HashMap<&str, &Digest> = to_publish
-        .iter()
-        .map(|(tag, manifest, _)| (tag.as_str(), &manifest.digest))
         .collect();
     let staying = keep
         .iter()
-        .filter_map(|tag| match publishing.get(tag.as_str()) {
-            Some(digest) => Some((*digest).clone()),
-            None => prior.get(tag).cloned(),
-        })
+        .filter_map(|(tag, new)| new.clone().or_else(|| prior.get(tag).cloned()))
         .collect();
     referrers::keep_referrer_tags(run, staying, &mut prune).await;
+    prune
+}
 
-    let mut synced: Vec<(String, Digest)> = Vec::new();
-    let mut deleted: Vec<(String, Digest)> = Vec::new();
-    let mut saved_record = false;
-    let mut keep_record = false;
-    let mut rollback_error: Option<Error> = None;
-    let blocked = run.is_stopped() || (aon && !failures.is_empty());
-    if !blocked && (!to_publish.is_empty() || !prune.is_empty()) {
-        if let Some(store) = store {
-            store
-                .save_tag_record(&run.config.id, &prior)
-                .await
-                .map_err(|e| e.context("saving the destination's tags before changing them"))?;
-            saved_record = true;
+/// The destination changes a run makes.
+struct ToChange<'a> {
+    /// The destination's tags before the run.
+    prior: &'a TagRecord,
+    publish: Vec<Publishable>,
+    prune: Vec<(String, Digest)>,
+    referrer_tags: &'a BTreeMap<String, ReferrerTag>,
+}
+
+/// How changing the destination ended.
+#[derive(Debug, Default)]
+struct Changed {
+    /// The pre-run record stays in the store: the next run restores or completes from it.
+    keep_record: bool,
+    /// Rolling back failed (all_or_nothing).
+    rollback_error: Option<Error>,
+}
+
+/// Prune and publish (with all_or_nothing, pruning first), then roll back as the mode says.
+async fn change(
+    run: &Run,
+    to_change: ToChange<'_>,
+    done: &mut Done,
+    report: &mut SyncReport,
+) -> Changed {
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    let mut undo = Undo::new(run);
+    // With all_or_nothing, unselected tags go first: a destination that refuses deletes
+    // (distribution's default, many registries) then fails the run before any tag moved.
+    // Publishing first would leave created tags that the rollback cannot delete either.
+    let (prune_first, prune_last) = if aon {
+        (to_change.prune, Vec::new())
+    } else {
+        (Vec::new(), to_change.prune)
+    };
+    prune_tags(run, prune_first, &mut undo, done).await;
+    for publishable in to_change.publish {
+        if run.is_stopped() || (aon && !done.failures.is_empty()) {
+            break;
         }
-        let mut undo = Undo::new(run);
-        // With all_or_nothing, unselected tags go first: a destination that refuses deletes
-        // (distribution's default, many registries) then fails the run before any tag moved.
-        // Publishing first would leave created tags that the rollback cannot delete either.
-        let (prune_first, prune_last) = if aon {
-            (prune, Vec::new())
-        } else {
-            (Vec::new(), prune)
-        };
-        let pruned = prune_tags(run, prune_first, &mut undo, &mut failures, &mut unpruned).await;
-        deleted.extend(pruned);
-        for (tag, manifest, source_digest) in to_publish {
-            if run.is_stopped() || (aon && !failures.is_empty()) {
-                break;
-            }
-            let old = prior.get(&tag).cloned();
-            if aon
-                && let Some(old) = &old
-                && let Err(e) = undo.save(old).await
-            {
-                failures.push((tag, e.context("saving its previous manifest for rollback")));
-                break;
-            }
-            match run
-                .unit(run.dest.push_manifest(&run.dest_repo, &tag, &manifest))
-                .await
-            {
-                Ok(_) => {
-                    finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
-                    // A referrers index merged with the destination's is no rewritten image.
-                    if manifest.digest != source_digest && !referrer_tags.contains_key(&tag) {
-                        report.tags_rewritten.push(RewrittenTag {
-                            tag: tag.clone(),
-                            source_digest,
-                            digest: manifest.digest.clone(),
-                        });
-                    }
-                    undo.changes.push(Change::Tagged {
-                        tag: tag.clone(),
-                        old,
-                        unsure: false,
-                    });
-                    synced.push((tag, manifest.digest));
-                }
-                Err(e) if e.kind() == ErrorKind::Cancelled => break,
-                Err(e) => {
-                    let mut e = e.context("publishing");
-                    // The registry may have moved the tag before the request failed (an answer
-                    // lost on the way back, a misreported digest): the tag is put back with the
-                    // rest (all_or_nothing), or on its own, since a failed tag keeps its
-                    // previous value.
-                    if aon {
-                        undo.changes.push(Change::Tagged {
-                            tag: tag.clone(),
-                            old,
-                            unsure: true,
-                        });
-                        failures.push((tag, e));
-                        break;
-                    }
-                    // Within the run's limits: a run timed out or taken over stops here.
-                    if !run.is_claim_lost()
-                        && let Err(restore) = run.unit(undo.revert(&tag, old.as_ref(), true)).await
-                    {
-                        e = e.context(format!(
-                            "the destination may now point it at {} (putting it back failed: {restore})",
-                            manifest.digest
-                        ));
-                    }
-                    failures.push((tag, e));
-                }
-            }
+        let old = to_change.prior.get(&publishable.tag).cloned();
+        let rewritten = !to_change.referrer_tags.contains_key(&publishable.tag);
+        if !publish_tag(run, publishable, old, rewritten, &mut undo, done, report).await {
+            break;
         }
-        let pruned = prune_tags(run, prune_last, &mut undo, &mut failures, &mut unpruned).await;
-        deleted.extend(pruned);
-        if run.is_claim_lost() {
-            // The new holder recovers from the record this run saved.
-            keep_record = true;
-        } else if aon && (!failures.is_empty() || run.is_aborted()) {
-            match undo.roll_back().await {
-                Ok(reverted) => {
-                    report.rolled_back = reverted > 0;
-                    synced.clear();
-                    deleted.clear();
-                    report.tags_rewritten.clear();
-                }
-                Err(e) => {
-                    // The record stays in the store: the next run restores from it.
-                    keep_record = true;
-                    rollback_error = Some(e);
-                }
+    }
+    prune_tags(run, prune_last, &mut undo, done).await;
+    let mut changed = Changed::default();
+    if run.is_claim_lost() {
+        // The new holder recovers from the record this run saved.
+        changed.keep_record = true;
+    } else if aon && (!done.failures.is_empty() || run.is_aborted()) {
+        match undo.roll_back().await {
+            Ok(reverted) => {
+                report.rolled_back = reverted > 0;
+                done.synced.clear();
+                done.deleted.clear();
+                report.tags_rewritten.clear();
+            }
+            Err(e) => {
+                // The record stays in the store: the next run restores from it.
+                changed.keep_record = true;
+                changed.rollback_error = Some(e);
             }
         }
     }
+    changed
+}
 
-    // A run interrupted from this side (shutdown, caller's token) rather than cancelled
-    // through the store keeps its record: the next run rolls back or completes from it.
-    let interrupted = run.is_cancelled() && !run.is_cancelled_by_status();
-    if let Some(store) = store
-        && saved_record
-        && !keep_record
-        && !interrupted
-        && let Err(e) = store.clear_tag_record(&run.config.id).await
+/// Point one tag at its staged manifest (it pointed at `old`), recording the change in
+/// `undo`; a manifest whose digest differs from the source's is reported as a rewrite when
+/// `may_be_rewritten` (a referrers index merged with the destination's is no rewritten
+/// image). Returns whether publishing goes on.
+async fn publish_tag(
+    run: &Run,
+    publishable: Publishable,
+    old: Option<Digest>,
+    may_be_rewritten: bool,
+    undo: &mut Undo<'_>,
+    done: &mut Done,
+    report: &mut SyncReport,
+) -> bool {
+    let Publishable {
+        tag,
+        manifest,
+        source_digest,
+    } = publishable;
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    if aon
+        && let Some(old) = &old
+        && let Err(e) = undo.save(old).await
     {
-        tracing::warn!(mirror = %run.config.id, "could not clear the pre-run tag record: {e}");
+        done.failures
+            .push((tag, e.context("saving its previous manifest for rollback")));
+        return false;
     }
+    match run
+        .unit(run.dest.push_manifest(&run.dest_repo, &tag, &manifest))
+        .await
+    {
+        Ok(_) => {
+            finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
+            if manifest.digest != source_digest && may_be_rewritten {
+                report.tags_rewritten.push(RewrittenTag {
+                    tag: tag.clone(),
+                    source_digest,
+                    digest: manifest.digest.clone(),
+                });
+            }
+            undo.changes.push(Change::Tagged {
+                tag: tag.clone(),
+                old,
+                unsure: false,
+            });
+            done.synced.push((tag, manifest.digest));
+            true
+        }
+        Err(e) if e.kind() == ErrorKind::Cancelled => false,
+        Err(e) => {
+            let mut e = e.context("publishing");
+            // The registry may have moved the tag before the request failed (an answer lost on
+            // the way back, a misreported digest): the tag is put back with the rest
+            // (all_or_nothing), or on its own, since a failed tag keeps its previous value.
+            if aon {
+                undo.changes.push(Change::Tagged {
+                    tag: tag.clone(),
+                    old,
+                    unsure: true,
+                });
+                done.failures.push((tag, e));
+                return false;
+            }
+            // Within the run's limits: a run timed out or taken over stops here.
+            if !run.is_claim_lost()
+                && let Err(restore) = run.unit(undo.revert(&tag, old.as_ref(), true)).await
+            {
+                e = e.context(format!(
+                    "the destination may now point it at {} (putting it back failed: {restore})",
+                    manifest.digest
+                ));
+            }
+            done.failures.push((tag, e));
+            true
+        }
+    }
+}
 
-    for (tag, digest) in synced {
+/// Delete the unselected tags `prune` (tag, digest), recording each in `undo` (a failed delete
+/// too: the tag may be gone all the same) and in `done`; with `all_or_nothing` each manifest is
+/// saved for a rollback first and the first failure stops it.
+async fn prune_tags(run: &Run, prune: Vec<(String, Digest)>, undo: &mut Undo<'_>, done: &mut Done) {
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    for (tag, old) in prune {
+        if run.is_stopped() {
+            break;
+        }
+        if aon && let Err(e) = undo.save(&old).await {
+            done.unpruned.insert(tag.clone());
+            done.failures
+                .push((tag, e.context("saving its manifest for rollback")));
+            break;
+        }
+        match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
+            Ok(()) => {
+                undo.changes.push(Change::Pruned {
+                    tag: tag.clone(),
+                    old: old.clone(),
+                    unsure: false,
+                });
+                done.deleted.push((tag, old));
+            }
+            Err(e) if e.kind() == ErrorKind::Cancelled => break,
+            Err(e) => {
+                // It may be gone all the same: a rollback puts it back if so.
+                undo.changes.push(Change::Pruned {
+                    tag: tag.clone(),
+                    old: old.clone(),
+                    unsure: true,
+                });
+                done.unpruned.insert(tag.clone());
+                done.failures.push((tag, e.context("pruning")));
+                if aon {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Log and report what publishing did; a run with failures says which tags in its error.
+fn tell(
+    run: &Run,
+    done: Done,
+    selected: usize,
+    rollback_error: Option<Error>,
+    report: &mut SyncReport,
+) {
+    for (tag, digest) in done.synced {
         run.log(
             LogKind::TagSynced,
             Some(&tag),
@@ -479,7 +599,7 @@ pub(crate) async fn publish(
         );
         report.tags_synced.push(tag);
     }
-    for (tag, digest) in deleted {
+    for (tag, digest) in done.deleted {
         run.log(
             LogKind::TagDeleted,
             Some(&tag),
@@ -488,7 +608,7 @@ pub(crate) async fn publish(
         );
         report.tags_deleted.push(tag);
     }
-    for (tag, e) in &failures {
+    for (tag, e) in &done.failures {
         finished(run, tag, TagStatus::Failed, None, Some(e));
         run.log(LogKind::TagFailed, Some(tag), None, e.to_string());
         report.tags_failed.push(TagFailure {
@@ -496,50 +616,70 @@ pub(crate) async fn publish(
             reason: e.to_string(),
         });
     }
-    if !failures.is_empty() {
+    if !done.failures.is_empty() {
+        let aon = run.config.rollback == RollbackMode::AllOrNothing;
         report.outcome = Outcome::Failed;
         report.partial =
             !aon && (!report.tags_synced.is_empty() || !report.tags_deleted.is_empty());
-        let (pruning, copying): (Vec<&str>, Vec<&str>) = failures
-            .iter()
-            .map(|(t, _)| t.as_str())
-            .partition(|t| unpruned.contains(*t));
-        let mut parts = Vec::new();
-        if !copying.is_empty() {
-            parts.push(format!(
-                "{} of {selected} selected tags failed: {}",
-                copying.len(),
-                copying.join(", ")
-            ));
-        }
-        if !pruning.is_empty() {
-            parts.push(format!(
-                "{} unselected {} could not be deleted: {}",
-                pruning.len(),
-                if pruning.len() == 1 { "tag" } else { "tags" },
-                pruning.join(", ")
-            ));
-        }
-        let mut message = parts.join("; ");
-        if aon {
-            message.push_str(match (&rollback_error, report.rolled_back) {
-                (Some(_), _) => {
-                    "; rolling back failed (all_or_nothing): the next run restores the pre-run tags"
-                }
-                (None, true) => "; the destination was rolled back (all_or_nothing)",
-                (None, false) => "; nothing was published (all_or_nothing)",
-            });
-        } else if report.partial {
-            message.push_str("; partial sync: the other tags and pruning stand");
-        }
-        if let Some(e) = &rollback_error {
-            message.push_str("; ");
-            message.push_str(&e.to_string());
-        }
-        report.error = Some(message);
+        report.error = Some(failure_message(
+            &done.failures,
+            &done.unpruned,
+            selected,
+            aon,
+            rollback_error.as_ref(),
+            report,
+        ));
     } else if let Some(e) = rollback_error {
         // A run aborted while publishing (timeout) whose rollback failed.
         report.error = Some(e.to_string());
     }
-    Ok(())
+}
+
+/// The error of a run with failed tags: which selected tags failed, which unselected ones
+/// could not be deleted, and what became of the rest.
+fn failure_message(
+    failures: &[(String, Error)],
+    unpruned: &BTreeSet<String>,
+    selected: usize,
+    aon: bool,
+    rollback_error: Option<&Error>,
+    report: &SyncReport,
+) -> String {
+    let (pruning, copying): (Vec<&str>, Vec<&str>) = failures
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .partition(|t| unpruned.contains(*t));
+    let mut parts = Vec::new();
+    if !copying.is_empty() {
+        parts.push(format!(
+            "{} of {selected} selected tags failed: {}",
+            copying.len(),
+            copying.join(", ")
+        ));
+    }
+    if !pruning.is_empty() {
+        parts.push(format!(
+            "{} unselected {} could not be deleted: {}",
+            pruning.len(),
+            if pruning.len() == 1 { "tag" } else { "tags" },
+            pruning.join(", ")
+        ));
+    }
+    let mut message = parts.join("; ");
+    if aon {
+        message.push_str(match (rollback_error, report.rolled_back) {
+            (Some(_), _) => {
+                "; rolling back failed (all_or_nothing): the next run restores the pre-run tags"
+            }
+            (None, true) => "; the destination was rolled back (all_or_nothing)",
+            (None, false) => "; nothing was published (all_or_nothing)",
+        });
+    } else if report.partial {
+        message.push_str("; partial sync: the other tags and pruning stand");
+    }
+    if let Some(e) = rollback_error {
+        message.push_str("; ");
+        message.push_str(&e.to_string());
+    }
+    message
 }
