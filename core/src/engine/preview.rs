@@ -5,7 +5,7 @@
 //! platform filter needs) and asks the destination which blobs it holds. The planning is the
 //! run's own ([`super::plan`]), so a preview and the sync that follows agree.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -14,7 +14,7 @@ use super::context::Run;
 use super::copy::Walk;
 use super::plan::Action;
 use super::platform::{PlatformFit, platform_selected};
-use super::referrers;
+use super::publish;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
 use crate::registry::Manifest;
@@ -83,9 +83,8 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         return Ok(preview);
     }
     let plan = run.plan_all(&tags, selected, prior?).await?;
-    let prior_record = plan.prior;
     let mut seen = HashSet::new();
-    let mut keep = BTreeSet::new();
+    let mut keep = BTreeMap::new();
     for (tag, action) in plan.tags {
         let entry = |action, digest, bytes, reason| PreviewTag {
             tag: tag.clone(),
@@ -109,31 +108,20 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
                 Err(e) => entry(PreviewAction::Fail, Some(digest), 0, Some(e.to_string())),
             },
         };
-        // As in the run: failed tags keep their old value, skipped tags are pruned.
-        if entry.action != PreviewAction::Skip {
-            keep.insert(entry.tag.clone());
-        }
+        // As in the run: a copied tag points at its new digest, current and failed tags keep
+        // theirs, skipped tags are pruned.
+        match entry.action {
+            PreviewAction::Copy => keep.insert(entry.tag.clone(), entry.digest.clone()),
+            PreviewAction::Current | PreviewAction::Fail => keep.insert(entry.tag.clone(), None),
+            PreviewAction::Skip => None,
+        };
         preview.tags.push(entry);
     }
-    if run.prune {
-        let mut prune: Vec<(String, Digest)> = prior_record
-            .iter()
-            .filter(|(t, _)| !keep.contains(*t))
-            .map(|(t, d)| (t.clone(), d.clone()))
-            .collect();
-        let staying = preview
-            .tags
-            .iter()
-            .filter(|t| keep.contains(&t.tag))
-            .filter_map(|t| {
-                t.digest
-                    .clone()
-                    .or_else(|| prior_record.get(&t.tag).cloned())
-            })
-            .collect();
-        referrers::keep_referrer_tags(run, staying, &mut prune).await;
-        preview.tags_to_delete = prune.into_iter().map(|(t, _)| t).collect();
-    }
+    preview.tags_to_delete = publish::to_prune(run, &plan.prior, &keep)
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     Ok(preview)
 }
 
