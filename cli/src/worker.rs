@@ -15,7 +15,7 @@ use regmirror::notify::{LogNotifier, WebhookNotifier};
 use regmirror::registry::LayoutRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::state::Declaration;
-use regmirror::worker::WorkerOptions;
+use regmirror::worker::{RunProgress, WorkerOptions};
 use regmirror::{DestRegistry, EngineSettings, MirrorConfig, StateStore};
 use tracing_subscriber::EnvFilter;
 
@@ -47,7 +47,8 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
         }
         None => None,
     };
-    let mirror = engine(&config, store, metrics.is_some())?;
+    let metered = metrics.is_some();
+    let mirror = engine(&config, store, metered)?;
     declare(&mirror, &config.mirrors).await?;
     let worker_state = Arc::new(WorkerState::default());
     let server = match (&config.api, metrics) {
@@ -101,6 +102,11 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
             shutdown_deadline: config.shutdown_deadline,
             log_retention: config.log_retention,
             first_run_spread: config.first_run_spread,
+            progress: if metered {
+                api::metrics::run_progress()
+            } else {
+                RunProgress::default()
+            },
         })
         .run_until(graceful, stop.now)
         .await;

@@ -514,6 +514,10 @@ async fn quay_mirror_api(state: &str) {
     );
     assert_eq!(value("regmirror_mirror_sync_complete", &[app]), Some(1.0));
     assert_eq!(value("regmirror_syncs_running", &[]), Some(0.0));
+    assert_eq!(value("regmirror_mirror_pending_tags", &[app]), Some(0.0));
+    // v1 and v2 in the first run: per image a shared layer, and per platform its own layer and
+    // config.
+    assert_eq!(value("regmirror_blobs_copied_total", &[app]), Some(10.0));
     assert_eq!(
         value("regmirror_sync_duration_seconds_count", &[app]),
         Some(3.0)

@@ -53,7 +53,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::engine::{Mirror, Outcome, SyncOptions};
+use crate::engine::{Mirror, Outcome, Progress, ProgressEvent, SyncOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::{Claim, LogRetention, RunOutcome, StateStore};
 
@@ -94,6 +94,56 @@ pub struct WorkerOptions {
     /// than a mirror's interval — and their schedules follow from there (default 3 min;
     /// [`StateStore::spread_first_runs`]). A lone new mirror runs at once.
     pub first_run_spread: Duration,
+    /// Receives the progress events of every run this worker starts, with the mirror's id
+    /// (metrics such as the tags still pending in a run; default: none).
+    pub progress: RunProgress,
+}
+
+/// A callback for the progress of a worker's runs: `(mirror id, event)`. Cheap to clone; two
+/// are equal when they are the same callback.
+#[derive(Clone, Default)]
+pub struct RunProgress(Option<Arc<RunProgressFn>>);
+
+type RunProgressFn = dyn Fn(&str, ProgressEvent) + Send + Sync;
+
+impl RunProgress {
+    /// Call `f` for every event of every run. It runs on the engine's tasks: keep it quick.
+    pub fn new(f: impl Fn(&str, ProgressEvent) + Send + Sync + 'static) -> Self {
+        RunProgress(Some(Arc::new(f)))
+    }
+
+    /// The [`Progress`] of one run of `mirror_id`.
+    fn for_run(&self, mirror_id: &str) -> Progress {
+        match &self.0 {
+            Some(f) => {
+                let (f, id) = (Arc::clone(f), mirror_id.to_owned());
+                Progress::new(move |event| f(&id, event))
+            }
+            None => Progress::default(),
+        }
+    }
+}
+
+impl PartialEq for RunProgress {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for RunProgress {}
+
+impl std::fmt::Debug for RunProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "RunProgress(callback)"
+        } else {
+            "RunProgress(none)"
+        })
+    }
 }
 
 impl Default for WorkerOptions {
@@ -105,6 +155,7 @@ impl Default for WorkerOptions {
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             log_retention: LogRetention::default(),
             first_run_spread: DEFAULT_FIRST_RUN_SPREAD,
+            progress: RunProgress::default(),
         }
     }
 }
@@ -277,6 +328,7 @@ impl Worker {
                     let mirror = self.mirror.clone();
                     let options = SyncOptions {
                         cancel: state.cancel.child_token(),
+                        progress: self.options.progress.for_run(&claim.mirror_id),
                         ..SyncOptions::default()
                     };
                     // Every line logged during the run carries these fields (JSON logs).

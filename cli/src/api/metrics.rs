@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use regmirror::engine::{BlobTransfer, ProgressEvent};
 use regmirror::notify::EventKind;
 use regmirror::state::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, TagRecord,
 };
+use regmirror::worker::RunProgress;
 use regmirror::{MirrorConfig, MirrorEvent, Notifier, Result, StateStore, SyncStatus};
 use time::OffsetDateTime;
 
@@ -74,6 +76,14 @@ fn describe() {
         "When the mirror's last run ended (Unix time)"
     );
     describe_gauge!(
+        "regmirror_mirror_pending_tags",
+        "Selected tags the mirror's run in progress has not finished yet (0 between runs)"
+    );
+    describe_counter!(
+        "regmirror_blobs_copied_total",
+        "Blobs streamed from source to destination (not mounted or already present), by mirror"
+    );
+    describe_gauge!(
         "regmirror_syncs_running",
         "Sync runs in progress in this worker"
     );
@@ -120,6 +130,26 @@ fn describe() {
     );
 }
 
+/// Records what only a run's progress tells: the tags still pending and the blobs copied.
+pub fn run_progress() -> RunProgress {
+    RunProgress::new(|mirror, event| match event {
+        ProgressEvent::Planned { selected, .. } => {
+            gauge!("regmirror_mirror_pending_tags", "mirror" => mirror.to_owned())
+                .set(selected as f64);
+        }
+        ProgressEvent::TagFinished { .. } => {
+            gauge!("regmirror_mirror_pending_tags", "mirror" => mirror.to_owned()).decrement(1.0);
+        }
+        ProgressEvent::BlobFinished {
+            transfer: BlobTransfer::Copied,
+            ..
+        } => {
+            counter!("regmirror_blobs_copied_total", "mirror" => mirror.to_owned()).increment(1);
+        }
+        _ => {}
+    })
+}
+
 /// Set at scrape time from the engine's view of the store.
 pub fn observe_health(healthy: bool) {
     gauge!("regmirror_store_healthy").set(if healthy { 1.0 } else { 0.0 });
@@ -144,6 +174,8 @@ impl Notifier for MetricsNotifier {
             EventKind::SyncCancelled => "cancelled",
         };
         gauge!("regmirror_syncs_running").decrement(1.0);
+        // Whatever the run got through, nothing is pending once it ended.
+        gauge!("regmirror_mirror_pending_tags", "mirror" => mirror.clone()).set(0.0);
         counter!("regmirror_syncs_total", "mirror" => mirror.clone(), "outcome" => outcome)
             .increment(1);
         if event.event == EventKind::SyncFailed {
