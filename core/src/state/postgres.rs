@@ -19,7 +19,7 @@ use tokio_postgres::{NoTls, Row};
 use super::ops::{self, Txn, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    tag_record_from_json, tag_record_json, truncate,
+    tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -351,21 +351,8 @@ async fn unplaced_first_runs(
 /// times to what is stored; returns how many rows changed.
 async fn write_row(tx: &Transaction<'_>, record: &mut MirrorRecord, insert: bool) -> Result<u64> {
     let row = MirrorRow::new(&record.config, &mut record.state)?;
-    let sql = if insert {
-        format!(
-            "INSERT INTO regmirror_mirrors (id, config, {STATE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (id) DO NOTHING"
-        )
-    } else {
-        "UPDATE regmirror_mirrors SET config = $2, enabled = $3, status = $4, \
-         retries_remaining = $5, start_date_us = $6, next_start_us = $7, last_started_us = $8, \
-         last_finished_us = $9, last_error = $10, lease_owner = $11, lease_expires_us = $12, \
-         lease_token = $13, due_us = $14 WHERE id = $1"
-            .to_owned()
-    };
     tx.execute(
-        &sql,
+        &write_sql("regmirror_mirrors", '$', insert),
         &[
             &row.id,
             &SecretText(&row.config),

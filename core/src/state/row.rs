@@ -15,6 +15,34 @@ pub(crate) const STATE_COLUMNS: &str = "enabled, status, retries_remaining, star
      next_start_us, last_started_us, last_finished_us, last_error, lease_owner, \
      lease_expires_us, lease_token, due_us";
 
+/// The statement that writes a [`MirrorRow`] into `table`: a new row unless one with its id
+/// exists (`insert`), or else the row with its id. Its parameters are the row's fields in order
+/// (id, config, then [`STATE_COLUMNS`]), each written `{mark}N` (SQLite `?N`, PostgreSQL `$N`).
+pub(crate) fn write_sql(table: &str, mark: char, insert: bool) -> String {
+    let columns: Vec<&str> = ["id", "config"]
+        .into_iter()
+        .chain(STATE_COLUMNS.split(", "))
+        .collect();
+    let param = |i: usize| format!("{mark}{}", i + 1);
+    if insert {
+        let values: Vec<String> = (0..columns.len()).map(param).collect();
+        format!(
+            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+            columns.join(", "),
+            values.join(", ")
+        )
+    } else {
+        let set: Vec<String> = (1..columns.len())
+            .map(|i| format!("{} = {}", columns[i], param(i)))
+            .collect();
+        format!(
+            "UPDATE {table} SET {} WHERE id = {}",
+            set.join(", "),
+            param(0)
+        )
+    }
+}
+
 /// One `mirrors` row.
 #[derive(Debug)]
 pub(crate) struct MirrorRow {
@@ -180,4 +208,27 @@ pub(crate) fn before_seq(before: Option<u64>) -> i64 {
 
 pub(crate) fn limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_statements_name_each_column_with_its_parameter() {
+        assert_eq!(
+            write_sql("mirrors", '?', false),
+            "UPDATE mirrors SET config = ?2, enabled = ?3, status = ?4, retries_remaining = ?5, \
+             start_date_us = ?6, next_start_us = ?7, last_started_us = ?8, last_finished_us = ?9, \
+             last_error = ?10, lease_owner = ?11, lease_expires_us = ?12, lease_token = ?13, \
+             due_us = ?14 WHERE id = ?1"
+        );
+        assert_eq!(
+            write_sql("regmirror_mirrors", '$', true),
+            "INSERT INTO regmirror_mirrors (id, config, enabled, status, retries_remaining, \
+             start_date_us, next_start_us, last_started_us, last_finished_us, last_error, \
+             lease_owner, lease_expires_us, lease_token, due_us) VALUES ($1, $2, $3, $4, $5, $6, \
+             $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::ops::{self, Txn, not_found};
 use super::row::{
     LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    tag_record_from_json, tag_record_json, truncate,
+    tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -294,20 +294,8 @@ fn unplaced_first_runs(conn: &Connection, now: OffsetDateTime) -> Result<Vec<Mir
 /// times to what is stored; returns how many rows changed.
 fn write_row(tx: &Transaction<'_>, record: &mut MirrorRecord, insert: bool) -> Result<usize> {
     let row = MirrorRow::new(&record.config, &mut record.state)?;
-    let sql = if insert {
-        format!(
-            "INSERT INTO mirrors (id, config, {STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-             ON CONFLICT (id) DO NOTHING"
-        )
-    } else {
-        "UPDATE mirrors SET config = ?2, enabled = ?3, status = ?4, retries_remaining = ?5, \
-         start_date_us = ?6, next_start_us = ?7, last_started_us = ?8, last_finished_us = ?9, \
-         last_error = ?10, lease_owner = ?11, lease_expires_us = ?12, lease_token = ?13, \
-         due_us = ?14 WHERE id = ?1"
-            .to_owned()
-    };
     tx.execute(
-        &sql,
+        &write_sql("mirrors", '?', insert),
         params![
             row.id,
             row.config,
