@@ -11,6 +11,7 @@ use regmirror_tests::image::{Flavor, Index};
 use regmirror_tests::proxy::{Fault, Proxy};
 use regmirror_tests::registry::{Registry, free_port};
 use regmirror_tests::tcp_proxy::TcpProxy;
+use regmirror_tests::tls::ServerTls;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -31,17 +32,29 @@ impl Worker {
     /// Start a worker whose config is `state` plus `extra` (mirrors, destination...), with the
     /// API on a free port and the token in a file.
     async fn start(state: &str, extra: &str) -> Worker {
+        Worker::start_with(state, extra, None).await
+    }
+
+    /// [`Worker::start`], serving HTTPS with `tls`'s certificate when given.
+    async fn start_with(state: &str, extra: &str, tls: Option<&ServerTls>) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let port = free_port();
         let config = dir.path().join("regmirror.toml");
+        let tls_keys = tls.map_or_else(String::new, |t| {
+            format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                t.cert_pem.display(),
+                t.key_pem.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
                 "state = \"{state}\"\npoll_interval = \"1s\"\nlease = \"6s\"\n\
                  state_query_timeout = \"1s\"\nstate_checkout_timeout = \"1s\"\n\
                  log_format = \"json\"\n{extra}\n\
-                 [api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n"
+                 [api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n{tls_keys}"
             ),
         )
         .unwrap();
@@ -52,13 +65,14 @@ impl Worker {
             .stderr(file)
             .spawn()
             .expect("starting the worker");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let worker = Worker {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             log,
             _dir: dir,
         };
-        let client = reqwest::Client::new();
+        let client = http_client(tls);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let up = client
@@ -100,6 +114,16 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client that trusts `tls`'s CA when given.
+fn http_client(tls: Option<&ServerTls>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        let ca = std::fs::read(&tls.ca_pem).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 /// An HTTP client for the API: `call(method, path, body)` with the token.
@@ -770,4 +794,42 @@ fn which(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
+}
+
+/// `tls_cert` / `tls_key`: the API speaks HTTPS with that certificate, and only HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_with_its_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = ServerTls::generate(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    let dest = Registry::start();
+    let worker = Worker::start_with(&state, &destination(&dest), Some(&tls)).await;
+    assert!(worker.base.starts_with("https://"));
+    let https = http_client(Some(&tls));
+    let (status, body) = Client {
+        http: https.clone(),
+        base: worker.base.clone(),
+    }
+    .call("GET", "/api/v1/repository/mirror/app/mirror", None)
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let anonymous = https.get(worker.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // Plain HTTP to the same port gets no answer from the API.
+    let plain = worker.base.replace("https://", "http://");
+    let answered = http_client(None)
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    assert!(!answered);
+    // A client that does not trust the CA refuses the connection.
+    assert!(
+        http_client(None)
+            .get(worker.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
 }

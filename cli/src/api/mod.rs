@@ -229,3 +229,30 @@ async fn metrics_text(State(api): State<Api>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_of(authorization: &str) -> Option<Vec<u8>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        presented_token(&headers)
+    }
+
+    #[test]
+    fn a_token_comes_as_bearer_or_as_the_basic_password() {
+        assert_eq!(token_of("Bearer s3cr:t").as_deref(), Some(&b"s3cr:t"[..]));
+        assert_eq!(token_of("bearer s3cr:t").as_deref(), Some(&b"s3cr:t"[..]));
+        // A browser's Basic login: any user name, the token as the password (colons kept).
+        let basic = base64::engine::general_purpose::STANDARD.encode("me:s3cr:t");
+        assert_eq!(
+            token_of(&format!("Basic {basic}")).as_deref(),
+            Some(&b"s3cr:t"[..])
+        );
+        assert_eq!(token_of("Basic not-base64!"), None);
+        assert_eq!(token_of("Digest s3cr:t"), None);
+        assert_eq!(token_of("s3cr:t"), None);
+        assert_eq!(presented_token(&HeaderMap::new()), None);
+    }
+}

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use regmirror::SyncStatus;
 use regmirror::state::MirrorRecord;
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -23,10 +24,10 @@ h1{font-size:1.3rem}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}
 th{background:#eee}.status{font-weight:600;white-space:nowrap}
 .SUCCESS{color:#17692b}.FAIL{color:#b00020}.SYNCING,.SYNC_NOW{color:#1d4ed8}.CANCEL{color:#92400e}
-.error{color:#b00020;word-break:break-word}.muted{color:#666}
+.error{color:#b00020;word-break:break-word}a{white-space:nowrap}.muted{color:#666}
 @media (max-width:700px){table,thead,tbody,tr,th,td{display:block}thead{display:none}
 tr{border:1px solid #ddd;border-radius:6px;margin-bottom:.8rem;background:#fff}
-td{border:none;padding:.25rem .6rem}td::before{content:attr(data-label) ': ';font-weight:600}}
+td{border:none;padding:.25rem .6rem}td:empty{display:none}td::before{content:attr(data-label) ': ';font-weight:600}}
 ";
 
 fn document(title: &str, body: &str) -> Html<String> {
@@ -80,10 +81,14 @@ pub(super) async fn status(State(api): State<Api>) -> Response {
 fn row(out: &mut String, record: &MirrorRecord) {
     let (config, state) = (&record.config, &record.state);
     let status = state.status.as_str();
-    let next = if config.enabled {
-        time_of(Some(state.next_start))
-    } else {
-        "disabled".to_owned()
+    let next = match state.status {
+        SyncStatus::Syncing => "running now".to_owned(),
+        SyncStatus::SyncNow => "at the next poll".to_owned(),
+        // Cancelled: nothing runs until "sync now".
+        SyncStatus::Cancel => "after sync-now".to_owned(),
+        _ if !config.enabled => "disabled".to_owned(),
+        _ if state.next_start <= OffsetDateTime::now_utc() => "at the next poll".to_owned(),
+        _ => time_of(Some(state.next_start)),
     };
     let _ = write!(
         out,

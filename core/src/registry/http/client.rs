@@ -357,7 +357,14 @@ impl Client {
         &self,
         fut: impl Future<Output = reqwest::Result<Response>>,
     ) -> Result<Response, Failed> {
-        match tokio::time::timeout(self.options.stall_timeout, fut).await {
+        let sent = tokio::time::timeout(self.options.stall_timeout, fut).await;
+        // Every request to a registry or its token service passes here, once per attempt.
+        match &sent {
+            Ok(Ok(resp)) => count_request(Some(resp.url()), &self.host, Some(resp.status())),
+            Ok(Err(e)) => count_request(e.url(), &self.host, None),
+            Err(_) => count_request(None, &self.host, None),
+        }
+        match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(Failed {
                 unsent: e.is_connect(),
@@ -420,9 +427,7 @@ impl Client {
             {
                 request = request.body(call.body.clone());
             }
-            let sent = self.timed(request.send()).await;
-            count_request(&url, sent.as_ref().ok().map(Response::status));
-            let resp = match sent {
+            let resp = match self.timed(request.send()).await {
                 Ok(resp) => resp,
                 Err(Failed { error: e, unsent }) => {
                     if e.kind().is_temporary()
@@ -616,13 +621,14 @@ impl Client {
 
 /// A URL fit for messages and logs: no query string (upload states, signed redirect URLs).
 /// `regmirror_registry_requests_total{host, status}` (a no-op unless the program installed a
-/// metrics recorder, as the worker does for its `/metrics`). The host keeps its port; a request
-/// that got no response counts as status `error`.
-fn count_request(url: &Url, status: Option<StatusCode>) {
-    let host = match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_owned(),
-        (None, _) => String::new(),
+/// metrics recorder, as the worker does for its `/metrics`). The host is the URL's, with its
+/// port (a token service or a redirect target counts under its own), or the registry's when
+/// the request has none to show; a request that got no response counts as status `error`.
+fn count_request(url: Option<&Url>, registry: &str, status: Option<StatusCode>) {
+    let host = match url.map(|u| (u.host_str(), u.port())) {
+        Some((Some(host), Some(port))) => format!("{host}:{port}"),
+        Some((Some(host), None)) => host.to_owned(),
+        _ => registry.to_owned(),
     };
     let status = status.map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
     metrics::counter!("regmirror_registry_requests_total", "host" => host, "status" => status)
