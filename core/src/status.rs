@@ -594,6 +594,30 @@ mod tests {
     }
 
     #[test]
+    fn only_a_live_lease_holds_up_a_one_shot_claim_or_a_delete() {
+        let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
+        let now = datetime!(2026-01-01 00:00 UTC);
+        s.ensure_no_live_lease("ns/app", now).unwrap();
+        s.ensure_deletable("ns/app", now).unwrap();
+        claimed(&mut s, now);
+        s.cancel("ns/app").unwrap();
+        // A cancelled run keeps its lease until it stops.
+        let e = s.ensure_no_live_lease("ns/app", now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(e.message().contains("\"w1\""), "{e}");
+        let e = s.ensure_deletable("ns/app", now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict);
+        assert!(
+            e.message()
+                .ends_with("delete the mirror once it has stopped"),
+            "{e}"
+        );
+        let expired = now + Duration::from_secs(60);
+        s.ensure_no_live_lease("ns/app", expired).unwrap();
+        s.ensure_deletable("ns/app", expired).unwrap();
+    }
+
+    #[test]
     fn an_interrupted_run_is_due_again_with_its_retries() {
         let mut s = MirrorState::new(&config(), datetime!(2026-01-01 00:00 UTC));
         let now = datetime!(2026-01-01 00:00 UTC);

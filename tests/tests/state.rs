@@ -702,9 +702,14 @@ async fn the_usage_log_keeps_what_the_retention_says(store: &dyn StateStore) {
 async fn declaring_is_an_idempotent_upsert(store: Arc<dyn StateStore>) {
     let configs: Vec<MirrorConfig> = (0..10).map(|i| config(&format!("ns/m{i}"))).collect();
     // Eight workers declare the same file at once: all succeed, each mirror is created once.
+    // Half list the mirrors the other way round: a store that locks rows must still not
+    // deadlock.
     let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let (store, configs) = (store.clone(), configs.clone());
+        .map(|i| {
+            let (store, mut configs) = (store.clone(), configs.clone());
+            if i % 2 == 1 {
+                configs.reverse();
+            }
             tokio::spawn(async move { store.declare_mirrors(&configs, T0).await })
         })
         .collect();
