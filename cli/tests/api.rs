@@ -833,3 +833,29 @@ async fn the_api_serves_https_with_its_certificate() {
             .is_err()
     );
 }
+
+/// A client that sends part of its request headers and then nothing is cut off (after 10 s),
+/// so idle half-open requests cannot pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_headers_never_end_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    let dest = Registry::start();
+    let worker = Worker::start(&state, &destination(&dest)).await;
+    let addr = worker.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was still open after 30 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "closed too soon"
+    );
+}

@@ -30,6 +30,10 @@ use subtle::ConstantTimeEq;
 use crate::failure::{CliResult, Failure};
 use crate::worker_config::ApiConfig;
 
+/// How long a client may take to send a request's headers (a connection that trickles them
+/// is closed); bodies are bounded by axum's 2 MiB limit, and handlers by the store's timeouts.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the handlers share.
 #[derive(Clone)]
 struct Api {
@@ -104,9 +108,13 @@ impl Server {
         let handle = Handle::new();
         let task = match &config.tls {
             None => {
-                let server = axum_server::from_tcp(listener)
+                let mut server = axum_server::from_tcp(listener)
                     .map_err(|e| Failure::invalid(format!("api: listen: {e}")))?
                     .handle(handle.clone());
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(HEADER_TIMEOUT);
                 tokio::spawn(server.serve(app))
             }
             Some((cert, key)) => {
@@ -117,9 +125,14 @@ impl Server {
                         key.display()
                     ))
                 })?;
-                let server = axum_server::from_tcp_rustls(listener, tls)
+                let mut server = axum_server::from_tcp_rustls(listener, tls)
                     .map_err(|e| Failure::invalid(format!("api: listen: {e}")))?
                     .handle(handle.clone());
+                // (The TLS handshake has axum-server's own bound, 10 s.)
+                server
+                    .http_builder()
+                    .http1()
+                    .header_read_timeout(HEADER_TIMEOUT);
                 tokio::spawn(server.serve(app))
             }
         };
