@@ -78,6 +78,10 @@ typedef uint32_t regmirror_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Stops the syncs and previews it was passed to. Thread-safe: pass it to a sync on one
+// thread and call `regmirror_cancel_cancel` on another.
+typedef struct regmirror_cancel regmirror_cancel;
+
 // A mirror, ready to sync.
 typedef struct regmirror_mirror regmirror_mirror;
 
@@ -87,9 +91,42 @@ typedef struct regmirror_mirror_builder regmirror_mirror_builder;
 // A compiled list of tag patterns. Immutable: one filter may be used from many threads.
 typedef struct regmirror_tag_filter regmirror_tag_filter;
 
+// A function regmirror calls with one event: `userdata` as registered, `json` a
+// NUL-terminated JSON object valid only during the call (copy what you keep). The calls of
+// one registration come one at a time, in order, from a regmirror thread (never the thread
+// that registered it); they must not free the handle they were registered on.
+typedef void (*regmirror_event_callback)(void *userdata, const char *json);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// A new, untriggered cancel handle in `*out`, released with `regmirror_cancel_free`.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+regmirror_result regmirror_cancel_new(regmirror_cancel **out);
+
+// Stop every sync and preview given this handle, now and later: each ends after the unit of
+// work in flight (nothing half-published, no rollback) with outcome `"cancelled"` (a preview
+// with `REGMIRROR_CANCELLED`). Callable from any thread, any number of times.
+//
+// # Safety
+// `cancel` is NULL or a live handle.
+regmirror_result regmirror_cancel_cancel(const regmirror_cancel *cancel);
+
+// Whether `regmirror_cancel_cancel` was called on this handle (false for NULL).
+//
+// # Safety
+// `cancel` is NULL or a live handle.
+bool regmirror_cancel_is_cancelled(const regmirror_cancel *cancel);
+
+// Release a cancel handle. `NULL` does nothing. A sync or preview given it keeps working (and
+// can no longer be cancelled through it).
+//
+// # Safety
+// `cancel` is NULL or a handle not freed yet, which no other thread still uses.
+void regmirror_cancel_free(regmirror_cancel *cancel);
 
 // The message of the last failed call on this thread (`""` if the last call succeeded). The
 // pointer stays valid until the next regmirror call on the same thread; never free it.
@@ -172,6 +209,116 @@ regmirror_result regmirror_mirror_builder_set_max_tags(regmirror_mirror_builder 
 regmirror_result regmirror_mirror_builder_set_referrers(regmirror_mirror_builder *builder,
                                                         const char *referrers);
 
+// Copy only these platforms of multi-arch images: comma-separated architectures such as
+// "amd64,arm64" (NULL or "" copies all, the default). An unknown one is
+// `REGMIRROR_INVALID_CONFIG` at `_build`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `architectures` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_architectures(regmirror_mirror_builder *builder,
+                                                            const char *architectures);
+
+// What happens to the destination when a tag fails: "failed_tags_only" (the default: failed
+// tags keep their old value, the rest of the run stands) or "all_or_nothing" (any failure
+// puts the destination back as it was). Anything else is `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `rollback` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_rollback(regmirror_mirror_builder *builder,
+                                                       const char *rollback);
+
+// With architectures set, what to do when the destination refuses an index whose other
+// platforms are missing: "sparse" (the default: fail the tag) or "rewrite" (push an index of
+// the selected platforms). Anything else is `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `platform_index` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_platform_index(regmirror_mirror_builder *builder,
+                                                             const char *platform_index);
+
+// Blob copies and registry requests in flight at once (default 8; small reads up to 4x as
+// many). 0 is `REGMIRROR_INVALID_CONFIG` at `_build`.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_concurrency(regmirror_mirror_builder *builder,
+                                                          size_t concurrency);
+
+// Give up on a sync or preview after `timeout_ms` milliseconds (default one hour): the sync
+// then ends with outcome "failed" and a timeout error, a preview with `REGMIRROR_TIMEOUT`,
+// even against a registry that accepts connections and never answers. 0 is
+// `REGMIRROR_INVALID_CONFIG` at `_build`.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_timeout_ms(regmirror_mirror_builder *builder,
+                                                         uint64_t timeout_ms);
+
+// Trust extra CA certificates for the source: `path` is a PEM file, or a directory of `*.crt`
+// files whose `client.cert` + `client.key` (if any) is the client certificate to present, as
+// in docker's `certs.d/HOST`. May be called several times; a path that cannot be read fails
+// the sync.
+//
+// # Safety
+// `builder` is NULL or a live builder; `path` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_add_source_ca_certs(regmirror_mirror_builder *builder,
+                                                              const char *path);
+
+// As `regmirror_mirror_builder_add_source_ca_certs`, for the destination.
+//
+// # Safety
+// As `regmirror_mirror_builder_add_source_ca_certs`.
+regmirror_result regmirror_mirror_builder_add_dest_ca_certs(regmirror_mirror_builder *builder,
+                                                            const char *path);
+
+// Where each side's credentials come from when none were set: with `source` / `dest` true,
+// the logins docker and podman store (`$REGISTRY_AUTH_FILE`,
+// `$XDG_RUNTIME_DIR/containers/auth.json`, `$DOCKER_CONFIG` or `~/.docker/config.json`,
+// credential helpers); false (the default) is anonymous.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirror_builder_set_docker_config(regmirror_mirror_builder *builder,
+                                                            bool source,
+                                                            bool dest);
+
+// Read stored logins for the source from this auth file (docker `config.json` / podman
+// `auth.json` format, skopeo's `--authfile`) instead of the default locations, when no
+// credentials were set. It must exist when the sync starts. NULL unsets it.
+//
+// # Safety
+// `builder` is NULL or a live builder; `path` is NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_source_auth_file(regmirror_mirror_builder *builder,
+                                                               const char *path);
+
+// As `regmirror_mirror_builder_set_source_auth_file`, for the destination.
+//
+// # Safety
+// As `regmirror_mirror_builder_set_source_auth_file`.
+regmirror_result regmirror_mirror_builder_set_dest_auth_file(regmirror_mirror_builder *builder,
+                                                             const char *path);
+
+// Proxies for reaching the source registry: `http_proxy` for http:// and `https_proxy` for
+// https:// addresses (URLs, `user:password@` allowed and never shown), `no_proxy` the hosts
+// reached directly (comma-separated). All NULL (the default): the usual `*_proxy`
+// environment variables.
+//
+// # Safety
+// `builder` is NULL or a live builder; the strings are NULL or NUL-terminated.
+regmirror_result regmirror_mirror_builder_set_source_proxy(regmirror_mirror_builder *builder,
+                                                           const char *http_proxy,
+                                                           const char *https_proxy,
+                                                           const char *no_proxy);
+
+// As `regmirror_mirror_builder_set_source_proxy`, for the destination.
+//
+// # Safety
+// As `regmirror_mirror_builder_set_source_proxy`.
+regmirror_result regmirror_mirror_builder_set_dest_proxy(regmirror_mirror_builder *builder,
+                                                         const char *http_proxy,
+                                                         const char *https_proxy,
+                                                         const char *no_proxy);
+
 // Check the settings and build the mirror. The builder is consumed whatever the result
 // (do not free it afterwards). On success `*out` receives a mirror to release with
 // `regmirror_mirror_free`; an invalid pattern is `REGMIRROR_INVALID_PATTERN`, an invalid
@@ -199,6 +346,41 @@ void regmirror_mirror_builder_free(regmirror_mirror_builder *builder);
 // # Safety
 // `mirror` is NULL or a live mirror; `out` is NULL or valid for a write.
 regmirror_result regmirror_mirror_sync(const regmirror_mirror *mirror, char **out);
+
+// As `regmirror_mirror_sync`, with a cancel handle and a progress callback (each may be
+// NULL). `regmirror_cancel_cancel(cancel)` from another thread stops the run after the work in
+// flight; the report then says `"outcome":"cancelled"`. `progress` receives the run's progress
+// events as JSON objects whose `type` is `"planned"` (`selected`, `to_copy`), `"tag_started"`
+// (`tag`), `"tag_finished"` (`tag`, `status`: `"synced"`/`"current"`/`"failed"`/`"skipped"`,
+// `digest`, `error`), `"blob_bytes"` (`digest`, `done`, `total`; at most five a second, and
+// each blob's last) or `"blob_finished"` (`digest`, `transfer`: `"copied"`/`"mounted"`/
+// `"present"`), with `userdata`. The callback runs on a regmirror thread; a slow one misses events rather than
+// slowing the sync, and none is made after this function returns.
+//
+// # Safety
+// `mirror` is NULL or a live mirror; `cancel` is NULL or a live handle; `out` is NULL or
+// valid for a write; `progress`, if not NULL, may be called with `userdata` from another
+// thread until this function returns.
+regmirror_result regmirror_mirror_sync_with(const regmirror_mirror *mirror,
+                                            const regmirror_cancel *cancel,
+                                            regmirror_event_callback progress,
+                                            void *userdata,
+                                            char **out);
+
+// What a sync would do now, changing nothing (a dry run): `*out` receives a JSON object with
+// `mirror_id`, `source`, `tags` (each `tag`, `action`: `"copy"`, `"current"`, `"skip"` or
+// `"fail"`, the source `digest`, `bytes` it needs moved, `reason` it fails or is skipped),
+// `tags_to_delete`, `blobs_to_copy`,
+// `bytes_to_copy` and `note`, to release with `regmirror_string_free`. Unlike a sync, a
+// registry that cannot be reached is an error code (`REGMIRROR_NETWORK`, `REGMIRROR_TIMEOUT`
+// at the timeout, `REGMIRROR_CANCELLED` when `cancel`, which may be NULL, is triggered).
+//
+// # Safety
+// `mirror` is NULL or a live mirror; `cancel` is NULL or a live handle; `out` is NULL or
+// valid for a write.
+regmirror_result regmirror_mirror_preview(const regmirror_mirror *mirror,
+                                          const regmirror_cancel *cancel,
+                                          char **out);
 
 // Release a mirror. `NULL` does nothing.
 //

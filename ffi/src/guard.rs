@@ -107,3 +107,18 @@ pub(crate) unsafe fn utf8<'a>(
         message: format!("argument `{name}` is not valid UTF-8: {e}"),
     })
 }
+
+/// An optional string argument: NULL is `None`.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn opt_utf8<'a>(
+    ptr: *const c_char,
+    name: impl fmt::Display,
+) -> Result<Option<&'a str>, Failure> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { utf8(ptr, name) }.map(Some)
+}

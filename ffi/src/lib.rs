@@ -14,13 +14,21 @@
 // The Rust names of exported types are their C names.
 #![allow(non_camel_case_types)]
 
+mod callback;
+mod cancel;
 mod guard;
 mod mirror;
 mod result_code;
+mod run;
 mod strings;
 mod tag_filter;
 mod version;
 
+pub use callback::regmirror_event_callback;
+pub use cancel::{
+    regmirror_cancel, regmirror_cancel_cancel, regmirror_cancel_free,
+    regmirror_cancel_is_cancelled, regmirror_cancel_new,
+};
 pub use guard::regmirror_last_error_message;
 pub use mirror::{
     regmirror_mirror, regmirror_mirror_builder, regmirror_mirror_builder_build,

@@ -2,6 +2,8 @@
 
 use std::ffi::{CString, c_char};
 
+use serde::Serialize;
+
 use crate::guard::{self, Failure};
 
 /// A Rust string as a C string the caller owns (freed with `regmirror_string_free`).
@@ -10,6 +12,13 @@ pub(crate) fn to_owned_c(s: String) -> Result<*mut c_char, Failure> {
     let c = CString::new(s)
         .map_err(|e| Failure::internal(format!("output string contains NUL: {e}")))?;
     Ok(c.into_raw())
+}
+
+/// `value` as a JSON C string the caller owns (freed with `regmirror_string_free`).
+pub(crate) fn json(value: &impl Serialize) -> Result<*mut c_char, Failure> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| Failure::internal(format!("serializing to JSON: {e}")))?;
+    to_owned_c(json)
 }
 
 /// Free a string returned by regmirror (for example by `regmirror_tag_filter_select`).

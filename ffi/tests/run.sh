@@ -2,8 +2,8 @@
 # Install the C library as a C project gets it (ffi/install.sh: release build, SONAME, pkg-config
 # file) into target/ctest/prefix, check the checked-in header is what cbindgen generates now and
 # that the library exports only regmirror_* symbols, then compile every ffi/tests/*.c with
-# -Wall -Wextra -Werror using `pkg-config --cflags --libs regmirror`, against the shared and the
-# static library, and run it. Run from anywhere; used by scripts/test.sh.
+# -Wall -Wextra -Werror -pedantic using `pkg-config --cflags --libs regmirror`, against the shared
+# and the static library, and run it. Run from anywhere; used by scripts/test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -38,7 +38,7 @@ soname="$(readelf -d "$lib/libregmirror.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\
 }
 
 needs() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
-cflags=(-std=c11 -Wall -Wextra -Werror)
+cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -pthread)
 read -ra pc_cflags <<<"$(pkg-config --cflags regmirror)"
 read -ra pc_libs <<<"$(pkg-config --libs regmirror)"
 # Statically as the README says: the archive, then what Rust's std needs (Libs.private).
