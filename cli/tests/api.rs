@@ -689,6 +689,16 @@ async fn readyz_follows_the_state_store() {
     assert_eq!(live.status(), StatusCode::OK);
     proxy.resume();
     wait_for(StatusCode::OK, "ready again").await;
+    // The calls that did not answer are counted, by operation.
+    let (_, text) = Client::new(&worker).text("/metrics").await;
+    let samples = parse_metrics(&text);
+    let errors: f64 = samples
+        .iter()
+        .filter(|(name, _, _)| name == "regmirror_store_errors_total")
+        .map(|(_, _, value)| value)
+        .sum();
+    assert!(errors >= 1.0, "{text}");
+    assert_eq!(sample(&samples, "regmirror_store_healthy", &[]), Some(1.0));
 }
 
 /// The status page in a real browser: Debian's headless Chromium loads `/` (HTTP Basic with the
