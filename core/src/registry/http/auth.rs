@@ -1,30 +1,28 @@
-//! Registry authentication: `WWW-Authenticate` challenges, Basic credentials, and the bearer
-//! token flow (anonymous or credentialed token requests, tokens cached per scope until they
-//! expire). Tokens and passwords live only in sensitive header values, never in messages.
+//! Registry authentication: `WWW-Authenticate` challenges, Basic credentials, the token
+//! requests of the bearer flow (anonymous, credentialed or with an identity token) and their
+//! answers, and the tokens cached per scope until they expire. Tokens and passwords live only in
+//! sensitive header values, never in messages. The client sends the requests (`token.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::client::{Client, Failed, display_url, error_for_status};
 use super::docker_config;
-use super::retry::is_retryable_status;
 use crate::config::Credentials;
 use crate::error::{Error, ErrorKind, Result};
+use crate::redact::Secrets;
 
 /// Tokens without `expires_in` live this long (distribution token spec: the minimum is 60 s).
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 /// A token is renewed this long before it expires, so it does not expire mid-request.
 const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
-/// Token responses are small JSON documents.
-const MAX_TOKEN_BODY: usize = 1 << 20;
 /// The user name docker uses for an identity (OAuth2 refresh) token.
 const IDENTITY_TOKEN_USER: &str = "<token>";
 
@@ -83,19 +81,24 @@ pub(crate) fn push_scope(repo: &str) -> String {
 }
 
 /// A bearer token and when to stop using it. Deliberately not `Debug`.
-struct CachedToken {
-    header: HeaderValue,
+pub(crate) struct CachedToken {
+    pub(crate) header: HeaderValue,
     renew_at: Instant,
 }
 
-/// Which challenge the registry uses, the credentials to answer it, and the token cache.
+/// Which challenge the registry uses, the credentials to answer it, and the token cache. The
+/// requests themselves (tokens fetched, calls authorized) are the client's: see `token.rs`.
 pub(crate) struct AuthState {
+    /// The registry as the user named it: where stored logins are looked up.
+    host: String,
     explicit: Option<Credentials>,
     /// The stored logins, read when the client was made, for when none are explicit;
     /// `None`: anonymous.
     stored: Option<docker_config::StoredLogins>,
     /// Explicit credentials, or what the docker config yields, looked up on first need.
     credentials: OnceCell<Option<Credentials>>,
+    /// The client's secrets, which stored credentials join once looked up.
+    secrets: Secrets,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     /// One token request at a time, so a burst of requests does not fetch the same token often.
@@ -104,13 +107,17 @@ pub(crate) struct AuthState {
 
 impl AuthState {
     pub(crate) fn new(
+        host: String,
         explicit: Option<Credentials>,
         stored: Option<docker_config::StoredLogins>,
+        secrets: Secrets,
     ) -> Self {
         AuthState {
+            host,
             explicit,
             stored,
             credentials: OnceCell::new(),
+            secrets,
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
@@ -128,7 +135,16 @@ impl AuthState {
         Some(challenge)
     }
 
-    async fn credentials(&self, client: &Client) -> Result<Option<&Credentials>> {
+    /// The challenge learnt last, if any.
+    pub(crate) fn challenge(&self) -> Option<Challenge> {
+        self.challenge
+            .lock()
+            .expect("no panics while locked")
+            .clone()
+    }
+
+    /// The credentials to answer a challenge with, if any.
+    pub(crate) async fn credentials(&self) -> Result<Option<&Credentials>> {
         let found = self
             .credentials
             .get_or_try_init(|| async {
@@ -136,11 +152,11 @@ impl AuthState {
                     return Ok(Some(explicit.clone()));
                 }
                 let found = match &self.stored {
-                    Some(stored) => stored.lookup(&client.host).await?,
+                    Some(stored) => stored.lookup(&self.host).await?,
                     None => None,
                 };
                 if let Some(credentials) = &found {
-                    client.secrets.add_credentials(credentials);
+                    self.secrets.add_credentials(credentials);
                 }
                 Ok::<_, Error>(found)
             })
@@ -159,43 +175,8 @@ impl AuthState {
         (basic && credentials.username != IDENTITY_TOKEN_USER).then_some(&credentials.username)
     }
 
-    /// The `Authorization` value for a request needing `scopes`, fetching a token if needed.
-    pub(crate) async fn authorization(
-        &self,
-        client: &Client,
-        scopes: &[String],
-    ) -> Result<Option<HeaderValue>> {
-        let challenge = self
-            .challenge
-            .lock()
-            .expect("no panics while locked")
-            .clone();
-        match challenge {
-            None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.credentials(client).await?.map(basic_header)),
-            Some(Challenge::Bearer { realm, service, .. }) => {
-                if let Some(header) = self.cached(scopes) {
-                    return Ok(Some(header));
-                }
-                let _one_at_a_time = self.fetching.lock().await;
-                if let Some(header) = self.cached(scopes) {
-                    return Ok(Some(header));
-                }
-                let token = self
-                    .fetch_token(client, &realm, service.as_deref(), scopes)
-                    .await?;
-                let header = token.header.clone();
-                self.tokens
-                    .lock()
-                    .expect("no panics while locked")
-                    .insert(scopes.join(" "), token);
-                Ok(Some(header))
-            }
-        }
-    }
-
     /// A cached, unexpired token for `scopes`. A push token also serves pulls of its repository.
-    fn cached(&self, scopes: &[String]) -> Option<HeaderValue> {
+    pub(crate) fn cached(&self, scopes: &[String]) -> Option<HeaderValue> {
         let tokens = self.tokens.lock().expect("no panics while locked");
         let now = Instant::now();
         let fresh = |key: &str| {
@@ -212,172 +193,73 @@ impl AuthState {
         })
     }
 
-    /// After a 401: learn the challenge it carries and get fresh authorization. Returns whether
-    /// repeating the request can help (false when the credentials we sent were refused).
-    pub(crate) async fn reauthorize(
-        &self,
-        client: &Client,
-        headers: &HeaderMap,
-        scopes: &[String],
-        sent_authorization: bool,
-    ) -> Result<bool> {
-        // A 401 without a challenge (some proxies strip it) still means "authorize afresh".
-        let challenge = self.learn(headers).or_else(|| {
-            self.challenge
-                .lock()
-                .expect("no panics while locked")
-                .clone()
-        });
-        match challenge {
-            None => Ok(false),
-            Some(Challenge::Basic) => {
-                Ok(!sent_authorization && self.credentials(client).await?.is_some())
-            }
-            Some(Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            }) => {
-                let mut wanted = scopes.to_vec();
-                if let Some(scope) = scope
-                    && !wanted.contains(&scope)
-                {
-                    wanted.push(scope);
-                }
-                let _one_at_a_time = self.fetching.lock().await;
-                let token = self
-                    .fetch_token(client, &realm, service.as_deref(), &wanted)
-                    .await?;
-                self.tokens
-                    .lock()
-                    .expect("no panics while locked")
-                    .insert(scopes.join(" "), token);
-                Ok(true)
-            }
-        }
+    /// Cache `token` for `scopes`.
+    pub(crate) fn keep(&self, scopes: &[String], token: CachedToken) {
+        self.tokens
+            .lock()
+            .expect("no panics while locked")
+            .insert(scopes.join(" "), token);
     }
 
-    /// Ask the token service for a token covering `scopes`: a GET with Basic credentials (or
-    /// none, for an anonymous token), or an OAuth2 refresh-token POST for identity tokens.
-    async fn fetch_token(
-        &self,
-        client: &Client,
-        realm: &Url,
-        service: Option<&str>,
-        scopes: &[String],
-    ) -> Result<CachedToken> {
-        let what = format!("token request to {}", display_url(realm));
-        let refuse = |why: &str| {
-            Err(Error::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "the token service of {} is {}, {why}",
-                    client.host,
-                    display_url(realm)
-                ),
-            ))
-        };
-        if client.options.tls_verify && realm.scheme() == "http" {
-            return refuse("plain HTTP while TLS verification is on: refused, nothing was sent");
-        }
-        client.check_target(realm, &what)?;
-        let credentials = self.credentials(client).await?;
-        if credentials.is_some() && !may_take_credentials(realm, client.base().await?) {
-            return refuse(
-                "plain HTTP on another host: refused, the credentials are not sent there",
-            );
-        }
-        let who = match credentials {
-            Some(c) if c.username == IDENTITY_TOKEN_USER => "with an identity token".to_owned(),
-            Some(c) => format!("for user {:?}", c.username),
-            None => "anonymously".to_owned(),
-        };
-        let mut retries = 0;
-        let resp = loop {
-            let request = match credentials {
-                Some(c) if c.username == IDENTITY_TOKEN_USER => {
-                    let mut form = url::form_urlencoded::Serializer::new(String::new());
-                    form.append_pair("grant_type", "refresh_token")
-                        .append_pair("client_id", "regmirror")
-                        .append_pair("refresh_token", &c.password)
-                        .append_pair("scope", &scopes.join(" "));
-                    if let Some(service) = service {
-                        form.append_pair("service", service);
-                    }
-                    client
-                        .http
-                        .request(Method::POST, realm.clone())
-                        .header(
-                            CONTENT_TYPE,
-                            "application/x-www-form-urlencoded; charset=utf-8",
-                        )
-                        .body(form.finish())
-                }
-                _ => {
-                    let mut url = realm.clone();
-                    {
-                        let mut query = url.query_pairs_mut();
-                        if let Some(service) = service {
-                            query.append_pair("service", service);
-                        }
-                        for scope in scopes {
-                            query.append_pair("scope", scope);
-                        }
-                    }
-                    let mut request = client.http.get(url);
-                    if let Some(c) = credentials {
-                        request = request.header(reqwest::header::AUTHORIZATION, basic_header(c));
-                    }
-                    request
-                }
-            };
-            let request = request.header(ACCEPT, "application/json");
-            match client.timed(request.send()).await {
-                Ok(resp)
-                    if is_retryable_status(resp.status())
-                        && retries < client.options.retry.max_retries =>
-                {
-                    tokio::time::sleep(client.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                Ok(resp) => break resp,
-                Err(Failed { error, .. })
-                    if error.kind().is_temporary()
-                        && retries < client.options.retry.max_retries =>
-                {
-                    tokio::time::sleep(client.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                Err(Failed { error, .. }) => return Err(error.context(what)),
+    /// Wait for the turn to fetch a token (one request at a time).
+    pub(crate) async fn fetching(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.fetching.lock().await
+    }
+}
+
+/// The token request to `realm` for `scopes`: a GET with Basic credentials (or none, for an
+/// anonymous token), or an OAuth2 refresh-token POST for identity tokens.
+pub(crate) fn token_request(
+    http: &reqwest::Client,
+    realm: &Url,
+    service: Option<&str>,
+    scopes: &[String],
+    credentials: Option<&Credentials>,
+) -> reqwest::RequestBuilder {
+    let request = match credentials {
+        Some(c) if c.username == IDENTITY_TOKEN_USER => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("client_id", "regmirror")
+                .append_pair("refresh_token", &c.password)
+                .append_pair("scope", &scopes.join(" "));
+            if let Some(service) = service {
+                form.append_pair("service", service);
             }
-        };
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                let e = error_for_status(resp, &what).await;
-                return Err(Error::new(
-                    ErrorKind::Unauthorized,
-                    // The registry's name, not only the token service's: a sync talks to two.
-                    format!(
-                        "the token service of {} refused access {who}: {}",
-                        client.host,
-                        e.message()
-                    ),
-                ));
+            http.request(Method::POST, realm.clone())
+                .header(
+                    CONTENT_TYPE,
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                )
+                .body(form.finish())
+        }
+        _ => {
+            let mut url = realm.clone();
+            {
+                let mut query = url.query_pairs_mut();
+                if let Some(service) = service {
+                    query.append_pair("service", service);
+                }
+                for scope in scopes {
+                    query.append_pair("scope", scope);
+                }
             }
-            _ => return Err(error_for_status(resp, &what).await),
+            let mut request = http.get(url);
+            if let Some(c) = credentials {
+                request = request.header(reqwest::header::AUTHORIZATION, basic_header(c));
+            }
+            request
         }
-        let body = client.read_limited(resp, MAX_TOKEN_BODY, &what).await?;
-        let token = token_from_body(&body).map_err(|e| e.context(what))?;
-        if let Some(bearer) = token
-            .header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            client.secrets.add_token(bearer);
-        }
-        Ok(token)
+    };
+    request.header(ACCEPT, "application/json")
+}
+
+/// Who a token request asks as, for messages.
+pub(crate) fn asking_as(credentials: Option<&Credentials>) -> String {
+    match credentials {
+        Some(c) if c.username == IDENTITY_TOKEN_USER => "with an identity token".to_owned(),
+        Some(c) => format!("for user {:?}", c.username),
+        None => "anonymously".to_owned(),
     }
 }
 
@@ -385,7 +267,7 @@ impl AuthState {
 /// over HTTPS wherever it is (the registry names its token service, as Docker Hub names
 /// auth.docker.io, and TLS proves who receives them), over plain HTTP only on the registry's
 /// own host (any port), where they would travel in the clear anyway.
-fn may_take_credentials(realm: &Url, base: &Url) -> bool {
+pub(crate) fn may_take_credentials(realm: &Url, base: &Url) -> bool {
     let same_host = match (realm.host_str(), base.host_str()) {
         (Some(realm), Some(base)) => realm.eq_ignore_ascii_case(base),
         _ => false,
@@ -401,7 +283,7 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-fn token_from_body(body: &[u8]) -> Result<CachedToken> {
+pub(crate) fn token_from_body(body: &[u8]) -> Result<CachedToken> {
     let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| {
         // serde's message names a position, never the content.
         Error::new(
@@ -439,7 +321,7 @@ fn token_from_body(body: &[u8]) -> Result<CachedToken> {
 }
 
 /// `Basic base64(user:password)`, marked sensitive so it never shows in `Debug` output.
-fn basic_header(credentials: &Credentials) -> HeaderValue {
+pub(crate) fn basic_header(credentials: &Credentials) -> HeaderValue {
     let encoded = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", credentials.username, credentials.password));
     let mut header = HeaderValue::from_str(&format!("Basic {encoded}"))
@@ -532,7 +414,7 @@ mod tests {
 
     #[test]
     fn cached_push_token_serves_pulls_and_expired_tokens_do_not() {
-        let auth = AuthState::new(None, None);
+        let auth = AuthState::new("registry.example".into(), None, None, Secrets::default());
         let header = |s: &str| HeaderValue::from_str(s).unwrap();
         auth.tokens.lock().unwrap().insert(
             push_scope("a/b"),

@@ -137,8 +137,13 @@ impl Client {
             (None, false) => None,
         };
         let stored = sources.as_ref().map(Sources::load).transpose()?;
-        let auth = AuthState::new(options.credentials.clone(), stored);
         let secrets = Secrets::default();
+        let auth = AuthState::new(
+            host.clone(),
+            options.credentials.clone(),
+            stored,
+            secrets.clone(),
+        );
         if let Some(credentials) = &options.credentials {
             secrets.add_credentials(credentials);
         }
@@ -411,7 +416,7 @@ impl Client {
             // such as object storage.
             let ours = url.origin() == base.origin();
             let authorization = if ours {
-                self.auth.authorization(self, call.scopes).await?
+                self.authorization(call.scopes).await?
             } else {
                 None
             };
@@ -450,8 +455,7 @@ impl Client {
             if status == StatusCode::UNAUTHORIZED && ours && !reauthorized {
                 reauthorized = true;
                 if self
-                    .auth
-                    .reauthorize(self, resp.headers(), call.scopes, authorization.is_some())
+                    .reauthorize(resp.headers(), call.scopes, authorization.is_some())
                     .await?
                 {
                     continue;

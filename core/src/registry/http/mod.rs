@@ -23,6 +23,7 @@ mod manifests;
 mod referrers;
 mod retry;
 mod tags;
+mod token;
 mod upload;
 
 use std::borrow::Cow;

@@ -216,7 +216,7 @@ impl Client {
             .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(verified));
         if url.origin() == self.base().await?.origin()
-            && let Some(value) = self.auth.authorization(self, scopes).await?
+            && let Some(value) = self.authorization(scopes).await?
         {
             request = request.header(AUTHORIZATION, value);
         }
