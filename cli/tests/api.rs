@@ -376,6 +376,30 @@ async fn quay_mirror_api(state: &str) {
     let next = synced["sync_start_date"].as_str().unwrap();
     assert!(next.ends_with(":00:00Z") && next.len() == 20, "{next}");
     assert_eq!(dest_tags(&dest, "mirror/app").await, ["v1", "v2"]);
+    let (status, health) = api
+        .call(
+            "GET",
+            "/api/v1/repository/mirror/health?detailed=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["healthy"], true);
+    assert_eq!(health["repositories"]["total"], 1);
+    assert_eq!(health["repositories"]["completed"], 1);
+    assert_eq!(health["repositories"]["details"][0]["repository"], "app");
+    assert_eq!(
+        health["repositories"]["details"][0]["sync_status"],
+        "SUCCESS"
+    );
+    let (_, other) = api
+        .call(
+            "GET",
+            "/api/v1/repository/mirror/health?namespace=other",
+            None,
+        )
+        .await;
+    assert_eq!(other["repositories"]["total"], 0);
 
     // Cancel applies to a pending or running sync only (Quay: 404 otherwise).
     let sync_now = "/api/v1/repository/mirror/app/mirror/sync-now";
@@ -726,6 +750,14 @@ async fn status_page_renders_in_headless_chromium() {
     let api = Client::new(&worker);
     api.wait_status("mirror/good", "SUCCESS").await;
     api.wait_status("mirror/broken", "FAIL").await;
+
+    // One mirror of two failing is more than Quay's fifth: mirroring is unhealthy.
+    let (status, health) = api
+        .call("GET", "/api/v1/repository/mirror/health", None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["healthy"], false);
+    assert_eq!(health["repositories"]["failed"], 1);
 
     let (status, html) = api.text("/").await;
     assert_eq!(status, StatusCode::OK);

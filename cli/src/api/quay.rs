@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use regmirror::state::{LogEntry, LogKind, MirrorRecord};
-use regmirror::{Credentials, Error, ErrorKind, MirrorConfig, RepositoryRef};
+use regmirror::{Credentials, Error, ErrorKind, MirrorConfig, RepositoryRef, SyncStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -23,7 +23,106 @@ use super::{Api, MirrorDefaults};
 const LOG_PAGE: usize = 100;
 
 pub(super) fn routes() -> Router<Api> {
-    Router::new().route("/repository/{*path}", any(dispatch))
+    Router::new()
+        .route("/repository/mirror/health", get(health))
+        .route("/repository/{*path}", any(dispatch))
+}
+
+/// The share of failing mirrors above which mirroring is unhealthy (Quay's threshold).
+const FAILING_THRESHOLD: f64 = 0.2;
+
+#[derive(Deserialize)]
+pub(super) struct HealthQuery {
+    namespace: Option<String>,
+    #[serde(default)]
+    detailed: bool,
+}
+
+/// Quay's `GET /api/v1/repository/mirror/health`: counts by status, the issues found, 200 when
+/// healthy and 503 when not (the store does not answer, or more than a fifth of the mirrors
+/// fail); `?namespace=` narrows it, `?detailed=true` lists the mirrors.
+async fn health(State(api): State<Api>, Query(query): Query<HealthQuery>) -> Response {
+    let now = OffsetDateTime::now_utc();
+    let records = match api.mirror.list().await {
+        Ok(records) => records,
+        Err(e) => return failure(&e),
+    };
+    let records: Vec<&MirrorRecord> = records
+        .iter()
+        .filter(|r| match &query.namespace {
+            Some(ns) => r.config.id.split_once('/').is_some_and(|(n, _)| n == ns),
+            None => true,
+        })
+        .collect();
+    let count =
+        |f: &dyn Fn(SyncStatus) -> bool| records.iter().filter(|r| f(r.state.status)).count();
+    let syncing = count(&|s| s == SyncStatus::Syncing);
+    let completed = count(&|s| s == SyncStatus::Success);
+    // Quay counts NEVER_RUN as failed too; a mirror just added is not failing.
+    let failed = count(&|s| s == SyncStatus::Fail);
+    let never_run = count(&|s| s == SyncStatus::NeverRun);
+    let stamp = quay_date(now);
+    let mut issues = Vec::new();
+    let store_healthy = api.mirror.store_health().is_healthy();
+    if let Some(e) = api.mirror.store_health().last_error() {
+        issues.push(json!({"severity": "critical", "message": format!("the state store does not answer: {e}"), "timestamp": stamp}));
+    }
+    let failure_rate = if records.is_empty() {
+        0.0
+    } else {
+        failed as f64 / records.len() as f64
+    };
+    if failure_rate > FAILING_THRESHOLD {
+        issues.push(json!({"severity": "critical", "message": format!("{:.1}% of repositories are failing (threshold: {}%)", failure_rate * 100.0, FAILING_THRESHOLD * 100.0), "timestamp": stamp}));
+    }
+    for r in records
+        .iter()
+        .filter(|r| r.state.status == SyncStatus::Fail && r.state.retries_remaining == 0)
+        .take(5)
+    {
+        issues.push(json!({"severity": "error", "message": format!("Repository {} has exhausted all retry attempts", r.config.id), "timestamp": stamp}));
+    }
+    let healthy = store_healthy && failure_rate <= FAILING_THRESHOLD;
+    let mut repositories = json!({
+        "total": records.len(),
+        "syncing": syncing,
+        "completed": completed,
+        "failed": failed,
+        "never_run": never_run,
+    });
+    if query.detailed {
+        repositories["details"] = records
+            .iter()
+            .map(|r| {
+                let (namespace, repository) =
+                    r.config.id.split_once('/').unwrap_or(("", &r.config.id));
+                json!({
+                    "namespace": namespace,
+                    "repository": repository,
+                    "sync_status": r.state.status.as_str(),
+                    "is_enabled": r.config.enabled,
+                    "last_sync": r.state.last_finished.map(quay_date),
+                    "retries_remaining": r.state.retries_remaining,
+                })
+            })
+            .collect();
+    }
+    let body = json!({
+        "healthy": healthy,
+        "workers": {
+            "active": syncing,
+            "status": if healthy { "healthy" } else { "degraded" },
+        },
+        "repositories": repositories,
+        "last_check": stamp,
+        "issues": issues,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Repository names may hold slashes (`org/team/app`), so the path is split at its known
