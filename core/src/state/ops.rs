@@ -222,6 +222,17 @@ pub(crate) async fn spread_first_runs<T: Txn>(
     Ok(crowd.len())
 }
 
+/// Whether [`spread_first_runs`] would place any of `crowd` (what [`Txn::unplaced`] returns,
+/// read without locking): stores look first, as most polls find nothing to place.
+pub(crate) fn any_to_place(
+    mut crowd: Vec<MirrorRecord>,
+    now: OffsetDateTime,
+    window: Duration,
+) -> bool {
+    status::spread_first_runs(&mut crowd, now, window);
+    !crowd.is_empty()
+}
+
 /// Claim up to `max` due mirrors for `worker` ([`MirrorState::claim_if_due`]).
 pub(crate) async fn claim_due<T: Txn>(
     tx: &mut T,

@@ -27,7 +27,6 @@ use super::{
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status;
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -537,11 +536,10 @@ impl StateStore for PostgresStateStore {
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
         // Most polls find nothing to place: look before locking rows.
         let at = truncate(now);
-        let mut crowd = self
+        let crowd = self
             .with_client(async |client| unplaced_first_runs(&*client, at, "").await)
             .await?;
-        status::spread_first_runs(&mut crowd, at, window);
-        if crowd.is_empty() {
+        if !ops::any_to_place(crowd, at, window) {
             return Ok(0);
         }
         self.write(async |tx| ops::spread_first_runs(tx, now, window).await)

@@ -22,7 +22,6 @@ use super::{
 };
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::status;
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -435,14 +434,16 @@ impl StateStore for SqliteStateStore {
     async fn spread_first_runs(&self, now: OffsetDateTime, window: Duration) -> Result<usize> {
         // Most polls find nothing to place: look before taking the write lock.
         let at = truncate(now);
-        let nothing = self
+        let place = self
             .run(move |conn| {
-                let mut crowd = unplaced_first_runs(conn, at)?;
-                status::spread_first_runs(&mut crowd, at, window);
-                Ok(crowd.is_empty())
+                Ok(ops::any_to_place(
+                    unplaced_first_runs(conn, at)?,
+                    at,
+                    window,
+                ))
             })
             .await?;
-        if nothing {
+        if !place {
             return Ok(0);
         }
         self.write(async move |tx| ops::spread_first_runs(tx, now, window).await)
