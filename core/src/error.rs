@@ -3,12 +3,19 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
+use crate::failure::{Detail, Failure, Phase, Side};
+
 /// What went wrong, coarsely: enough for a caller (or a binding) to decide what to do.
 ///
 /// Non-exhaustive for Rust callers; the bindings map every kind and check at compile time that
 /// they map as many kinds as [`ErrorKind::ALL`] holds, so a new kind cannot reach Python, Node
 /// or C as `Internal` unnoticed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum_macros::VariantArray)]
+/// Serialized under its [`ErrorKind::as_str`] name.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum_macros::VariantArray,
+)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A mirror or engine setting is invalid (which field, and why, is in the message).
@@ -97,9 +104,15 @@ impl fmt::Display for ErrorKind {
 /// The error of every fallible regmirror operation.
 ///
 /// `Display` is one line (`kind: message`) and never contains a secret; `Debug` adds the source chain.
+/// Where it happened (side, phase, registry host) and what regmirror recognised about it
+/// ([`Detail`]) are fields, so callers decide from data, not from the message ([`Failure`]).
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    side: Option<Side>,
+    phase: Option<Phase>,
+    host: Option<String>,
+    detail: Option<Detail>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -109,8 +122,45 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            side: None,
+            phase: None,
+            host: None,
+            detail: None,
             source: None,
         }
+    }
+
+    /// Say which registry of the sync the error came from, unless it already says: an error
+    /// that crossed sides (a source's blob stream failing inside the destination's upload)
+    /// stays the side it started on.
+    #[must_use]
+    pub fn on_side(mut self, side: Side) -> Self {
+        self.side.get_or_insert(side);
+        self
+    }
+
+    /// Say which step of the run the error happened in, unless it already says (the innermost
+    /// step is the one that failed).
+    #[must_use]
+    pub fn in_phase(mut self, phase: Phase) -> Self {
+        self.phase.get_or_insert(phase);
+        self
+    }
+
+    /// Name the registry host the error came from, unless it already names one.
+    #[must_use]
+    pub fn at_host(mut self, host: impl Into<String>) -> Self {
+        if self.host.is_none() {
+            self.host = Some(host.into());
+        }
+        self
+    }
+
+    /// Say what in particular went wrong.
+    #[must_use]
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// Attach the underlying cause.
@@ -147,6 +197,41 @@ impl Error {
     /// The message without the kind prefix.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Which registry of the sync the error came from, when known.
+    pub fn side(&self) -> Option<Side> {
+        self.side
+    }
+
+    /// The step of the run it happened in, when known.
+    pub fn phase(&self) -> Option<Phase> {
+        self.phase
+    }
+
+    /// The registry host it came from, when known (`None` for an OCI layout).
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// What regmirror recognised in particular, if anything.
+    pub fn detail(&self) -> Option<Detail> {
+        self.detail
+    }
+}
+
+impl From<Failure> for Error {
+    /// The error a [`Failure`] describes (without a cause chain, which a failure does not keep).
+    fn from(f: Failure) -> Self {
+        Error {
+            kind: f.kind,
+            message: f.message,
+            side: f.side,
+            phase: f.phase,
+            host: f.host,
+            detail: f.detail,
+            source: None,
+        }
     }
 }
 
@@ -204,6 +289,10 @@ mod tests {
         assert_eq!(names.len(), ErrorKind::ALL.len());
         for kind in ErrorKind::ALL {
             assert_eq!(format!("{kind:?}"), kind.as_str());
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
         }
     }
 }

@@ -136,6 +136,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failure;
 pub mod handoff;
 pub mod notify;
 pub mod oneshot;
@@ -153,6 +154,7 @@ pub use config::{
 };
 pub use engine::{Mirror, SyncOptions, SyncReport};
 pub use error::{Error, ErrorKind, Result};
+pub use failure::{Detail, Failure, Phase, Side};
 pub use notify::{EventKind, MirrorEvent, Notifier};
 pub use pattern::TagFilter;
 pub use reference::{Digest, RepositoryRef};

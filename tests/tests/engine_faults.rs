@@ -14,7 +14,8 @@ use regmirror::registry::http::{HttpOptions, HttpRegistry};
 use regmirror::registry::{Manifest, media_types};
 use regmirror::state::RunOutcome;
 use regmirror::{
-    DestRegistry, Digest, MemoryStateStore, MirrorConfig, RollbackMode, StateStore, SyncStatus,
+    DestRegistry, Digest, ErrorKind, MemoryStateStore, MirrorConfig, Phase, RollbackMode, Side,
+    StateStore, SyncStatus,
 };
 use regmirror_tests::proxy::Fault;
 use regmirror_tests::{
@@ -176,6 +177,16 @@ async fn a_blob_cut_every_time_fails_its_tag_after_three_reads_and_publishes_not
     let reason = &report.tags_failed[0].reason;
     assert!(reason.contains("Network"), "{reason}");
     assert!(reason.contains(layer.as_str()), "{reason}");
+    // The source's stream failed inside the destination's upload: still the source's failure.
+    let failure = &report.tags_failed[0].failure;
+    assert_eq!(failure.kind, ErrorKind::Network, "{failure:?}");
+    assert_eq!(failure.side, Some(Side::Source), "{failure:?}");
+    assert_eq!(failure.phase, Some(Phase::Stage), "{failure:?}");
+    assert_eq!(failure.host.as_deref(), Some(env.proxy.host().as_str()));
+    assert_eq!(
+        report.failure.as_ref().map(|f| f.side),
+        Some(Some(Side::Source))
+    );
     assert_eq!(env.blob_gets(&layer), 3);
     assert!(env.dest_tags().await.is_empty());
     assert!(!env.dst().has_blob(DEST, &layer).await);
@@ -191,6 +202,10 @@ async fn a_corrupt_blob_is_not_read_again() {
     let report = env.sync_once(&env.mirror(), &env.config(&["v1"])).await;
     assert_eq!(report.failed_tags(), ["v1"], "{report:?}");
     assert!(report.tags_failed[0].reason.contains("DigestMismatch"));
+    // The destination noticed, but the bytes were the source's.
+    let failure = &report.tags_failed[0].failure;
+    assert_eq!(failure.kind, ErrorKind::DigestMismatch, "{failure:?}");
+    assert_eq!(failure.side, Some(Side::Source), "{failure:?}");
     assert_eq!(env.blob_gets(&layer), 1);
 }
 
@@ -364,7 +379,23 @@ async fn a_source_that_dies_mid_run_leaves_an_all_or_nothing_destination_as_it_w
 /// neither the report nor its `Debug` shows `password`.
 fn assert_refused_by_destination(report: &SyncReport, dest_host: &str, password: &str) {
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let run = report
+        .failure
+        .as_ref()
+        .expect("a failed run says why, as data");
+    assert_eq!(run.side, Some(Side::Destination), "{run:?}");
+    assert_eq!(run.host.as_deref(), Some(dest_host), "{run:?}");
+    let failures = report.tags_failed.iter().map(|f| &f.failure);
+    for f in failures.chain([run]) {
+        assert!(
+            matches!(f.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden),
+            "{f:?}"
+        );
+        assert_eq!(f.side, Some(Side::Destination), "{f:?}");
+    }
     let reasons: Vec<&str> = if report.tags_failed.is_empty() {
+        // The destination's tags are listed first: the run fails there.
+        assert_eq!(run.phase, Some(Phase::List), "{run:?}");
         vec![report.error.as_deref().expect("a failed run says why")]
     } else {
         assert_eq!(report.failed_tags(), ["v1", "v2"], "{report:?}");
@@ -424,6 +455,11 @@ async fn a_source_repository_that_does_not_exist_is_not_found_naming_it() {
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     let error = report.error.as_deref().unwrap();
     assert!(error.starts_with("NotFound"), "{error}");
+    let failure = report.failure.as_ref().unwrap();
+    assert_eq!(
+        (failure.kind, failure.side, failure.phase),
+        (ErrorKind::NotFound, Some(Side::Source), Some(Phase::List))
+    );
     assert!(
         error.contains(&format!("{}/nope/missing", env.proxy.host())),
         "{error}"

@@ -8,7 +8,9 @@ use std::path::Path;
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::registry::LayoutRegistry;
 use regmirror::registry::http::{AddressGuard, HttpOptions, HttpRegistry};
-use regmirror::{Credentials, DestRegistry, ErrorKind, SourceRegistry, SyncOptions, SyncReport};
+use regmirror::{
+    Credentials, DestRegistry, Detail, ErrorKind, SourceRegistry, SyncOptions, SyncReport,
+};
 use regmirror_tests::hostile::{HostileRegistry, Mode};
 use regmirror_tests::{Blob, Image, PASSWORD, USERNAME};
 
@@ -314,6 +316,7 @@ async fn the_ssrf_guard_refuses_loopback_sources_unless_allow_listed() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    assert_eq!(e.detail(), Some(Detail::SsrfGuard), "{e}");
     assert!(e.message().contains("127.0.0.1 (loopback)"), "{e}");
     assert!(e.message().contains("allow-list"), "{e}");
     assert_eq!(registry.requests(), [], "a refused address was contacted");
@@ -324,6 +327,7 @@ async fn the_ssrf_guard_refuses_loopback_sources_unless_allow_listed() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    assert_eq!(e.detail(), Some(Detail::SsrfGuard), "{e}");
     assert!(e.message().contains("localhost resolves to"), "{e}");
     assert!(e.message().contains("(loopback)"), "{e}");
     assert_eq!(registry.requests(), []);

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use regmirror::registry::BlobStream;
 use regmirror::registry::http::{HttpOptions, HttpRegistry, RetryPolicy};
-use regmirror::{Credentials, DestRegistry, Digest, ErrorKind, SourceRegistry};
+use regmirror::{Credentials, DestRegistry, Detail, Digest, ErrorKind, SourceRegistry};
 use regmirror_tests::{
     Blob, Fault, Flavor, Image, Index, PASSWORD, Proxy, READER_PASSWORD, READER_USERNAME, Registry,
     USERNAME,
@@ -107,6 +107,9 @@ async fn plain_http_is_used_only_when_tls_verification_is_off() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+    // What the hint needs is data: the registry answered in plain HTTP, and which one it was.
+    assert_eq!(e.detail(), Some(Detail::PlainHttp), "{e}");
+    assert_eq!(e.host(), Some(registry.host().as_str()), "{e}");
 
     let lax = HttpRegistry::new(&registry.host(), options()).unwrap();
     let image = Image::simple(1, 1, 100);
@@ -115,6 +118,24 @@ async fn plain_http_is_used_only_when_tls_verification_is_off() {
         SourceRegistry::list_tags(&lax, "plain/app").await.unwrap(),
         ["v1"]
     );
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_said_as_data() {
+    let nowhere = HttpRegistry::new("no-such-registry.invalid", options()).unwrap();
+    let e = SourceRegistry::list_tags(&nowhere, "any/repo")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    assert_eq!(e.detail(), Some(Detail::Dns), "{e}");
+    assert_eq!(e.host(), Some("no-such-registry.invalid"), "{e}");
+    // A registry that resolves but does not listen is no DNS problem.
+    let port = regmirror_tests::registry::free_port();
+    let closed = HttpRegistry::new(&format!("127.0.0.1:{port}"), options()).unwrap();
+    let e = SourceRegistry::list_tags(&closed, "any/repo")
+        .await
+        .unwrap_err();
+    assert_eq!((e.kind(), e.detail()), (ErrorKind::Network, None), "{e}");
 }
 
 #[tokio::test]

@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::fence::{Fence, FencedDestination};
 use super::progress::Progress;
+use super::sides::{DestSide, SourceSide};
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::Failure;
 use crate::pattern::TagFilter;
 use crate::reference::Digest;
 use crate::registry::manifest::Reference;
@@ -33,29 +35,9 @@ const MAX_KNOWN_BLOBS: usize = 200_000;
 /// The manifest-link cache forgets everything beyond this many manifests (it is only a saving).
 const MAX_KNOWN_LINKS: usize = 100_000;
 
-/// An error that several waiters share (the first attempt's result is reused).
-#[derive(Debug, Clone)]
-pub(crate) struct SharedError {
-    kind: ErrorKind,
-    message: String,
-}
-
-impl From<Error> for SharedError {
-    fn from(e: Error) -> Self {
-        SharedError {
-            kind: e.kind(),
-            message: e.message().to_owned(),
-        }
-    }
-}
-
-impl From<SharedError> for Error {
-    fn from(e: SharedError) -> Self {
-        Error::new(e.kind, e.message)
-    }
-}
-
-pub(crate) type Shared<T> = std::result::Result<T, SharedError>;
+/// A result several waiters share (the first attempt's is reused): its error as a [`Failure`],
+/// which converts back into an [`Error`] with everything but the cause chain.
+pub(crate) type Shared<T> = std::result::Result<T, Failure>;
 /// A once-per-run result keyed by `K`: the first caller does the work, the rest wait for it.
 pub(crate) type OnceMap<K, T> = Mutex<HashMap<K, Arc<OnceCell<Shared<T>>>>>;
 /// What a blob or child manifest is staged under: the digest and the size its descriptor
@@ -131,16 +113,18 @@ pub(crate) struct RunParts {
 impl Run {
     pub fn new(parts: RunParts) -> Result<Self> {
         let filter = parts.config.tag_filter()?;
+        // The fence's refusals are the run's, not the destination's: it wraps the side.
+        let dest: Arc<dyn DestRegistry> = Arc::new(DestSide(parts.dest));
         let dest: Arc<dyn DestRegistry> = match &parts.fence {
-            Some(fence) => Arc::new(FencedDestination::new(parts.dest, Arc::clone(fence))),
-            None => parts.dest,
+            Some(fence) => Arc::new(FencedDestination::new(dest, Arc::clone(fence))),
+            None => dest,
         };
         Ok(Run {
             filter,
             src_repo: parts.config.source.repository().to_owned(),
             dest_repo: parts.config.id.clone(),
             config: parts.config,
-            source: parts.source,
+            source: Arc::new(SourceSide(parts.source)),
             dest,
             pool: Semaphore::new(parts.concurrency.max(1)),
             metadata_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
@@ -217,7 +201,7 @@ impl Run {
     /// Why the run was aborted.
     pub fn abort_error(&self) -> Error {
         match &*lock(&self.abort_reason) {
-            Some(e) => Error::new(e.kind(), e.message()),
+            Some(e) => Error::from(Failure::from(e)),
             None => Error::new(ErrorKind::Internal, "run aborted without a reason"),
         }
     }

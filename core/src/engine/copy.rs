@@ -23,6 +23,7 @@ use super::platform::{self, PlatformFit};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
 use crate::config::{PlatformIndexMode, RollbackMode};
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Detail, Side};
 use crate::reference::Digest;
 use crate::registry::manifest::{
     MAX_INDEX_DEPTH, MAX_MANIFESTS_PER_TAG, ManifestKind, Reference, media_types,
@@ -102,6 +103,15 @@ impl Walk {
             return Err(too_deep(index, deepest));
         }
         Ok(height)
+    }
+}
+
+/// A child manifest the source does not hold, though its index names it: the source is a
+/// sparse copy (an OCI layout written for some platforms only, say).
+pub(crate) fn missing_child(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => e.with_detail(Detail::SparseSource),
+        _ => e,
     }
 }
 
@@ -194,16 +204,16 @@ impl Run {
                         })?;
                         Ok(ready(rewritten))
                     }
-                    Err(e) => Err(Error::new(
-                        e.kind(),
-                        format!(
+                    Err(e) => {
+                        let message = format!(
                             "the destination refused the sparse index {digest} ({} of {} platforms copied): {}; \
                              set platform_index = rewrite to push an index of the selected platforms instead",
                             chosen.len(),
                             manifests.len(),
                             e.message()
-                        ),
-                    )),
+                        );
+                        Err(e.with_message(message).with_detail(Detail::SparseIndex))
+                    }
                 }
             }
         }
@@ -249,7 +259,7 @@ impl Run {
                 return Ok(0);
             }
         }
-        let manifest = self.fetch_manifest(digest).await?;
+        let manifest = self.fetch_manifest(digest).await.map_err(missing_child)?;
         child.check_size(manifest.bytes.len() as u64)?;
         let height = match manifest.kind()? {
             ManifestKind::Image { config, layers } => {
@@ -282,7 +292,8 @@ impl Run {
                     "the source served manifest {digest} with bytes that hash to {}",
                     manifest.digest
                 ),
-            ));
+            )
+            .on_side(Side::Source));
         }
         Ok(manifest)
     }

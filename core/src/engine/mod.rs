@@ -33,6 +33,7 @@ mod publish;
 mod referrers;
 mod report;
 mod run;
+mod sides;
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ use fence::Fence;
 
 use crate::config::MirrorConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Detail, Side};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
 use crate::settings::{EngineSettings, may_push};
@@ -489,7 +491,7 @@ impl Mirror {
         let source = inner
             .connector
             .connect(config)
-            .map_err(|e| e.context("connecting to the source"))?;
+            .map_err(|e| e.context("connecting to the source").on_side(Side::Source))?;
         Run::new(RunParts {
             config: config.clone(),
             source,
@@ -547,8 +549,7 @@ impl Mirror {
             Ok(run) => Arc::new(run),
             Err(e) => {
                 let mut report = SyncReport::new(&config.id, &config.source.to_string());
-                report.outcome = Outcome::Failed;
-                report.error = Some(e.to_string());
+                report.fail(&e);
                 return self
                     .finish(config, report, Vec::new(), started, store, events)
                     .await;
@@ -629,7 +630,7 @@ async fn timeout_watchdog(run: Arc<Run>, stop: CancellationToken) {
                 "the sync took longer than its timeout of {}",
                 humantime::format_duration(timeout)
             ),
-        )),
+        ).with_detail(Detail::RunTimeout)),
     }
 }
 

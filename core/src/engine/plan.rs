@@ -11,6 +11,7 @@ use super::context::Run;
 use super::platform;
 use crate::config::PlatformIndexMode;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::Side;
 use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::state::TagRecord;
@@ -133,10 +134,13 @@ pub(crate) async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> (Action
 }
 
 fn disappeared(tag: &str) -> Action {
-    Action::Failed(Error::new(
-        ErrorKind::NotFound,
-        format!("tag {tag} disappeared from the source after it was listed"),
-    ))
+    Action::Failed(
+        Error::new(
+            ErrorKind::NotFound,
+            format!("tag {tag} disappeared from the source after it was listed"),
+        )
+        .on_side(Side::Source),
+    )
 }
 
 /// Whether the destination's `current` manifest is an index this engine rewrote from the

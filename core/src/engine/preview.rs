@@ -11,11 +11,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::context::Run;
-use super::copy::Walk;
+use super::copy::{Walk, missing_child};
 use super::plan::Action;
 use super::platform::{PlatformFit, platform_selected};
 use super::publish;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Failure, Phase};
 use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::registry::manifest::{ManifestKind, Reference};
@@ -46,6 +47,8 @@ pub struct PreviewTag {
     pub bytes: u64,
     /// Why the tag fails or is skipped.
     pub reason: Option<String>,
+    /// Why the tag fails, as data.
+    pub failure: Option<Failure>,
 }
 
 /// The plan of one sync: see [`crate::engine::Mirror::preview_config`].
@@ -92,10 +95,15 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
             digest,
             bytes,
             reason,
+            failure: None,
+        };
+        let fail = |digest, e: Error| PreviewTag {
+            failure: Some(Failure::from(&e)),
+            ..entry(PreviewAction::Fail, digest, 0, Some(e.to_string()))
         };
         let entry = match action {
             Action::Current(digest) => entry(PreviewAction::Current, Some(digest), 0, None),
-            Action::Failed(e) => entry(PreviewAction::Fail, None, 0, Some(e.to_string())),
+            Action::Failed(e) => fail(None, e.in_phase(Phase::Read)),
             Action::Copy(digest, fetched) => match needs(run, &digest, fetched, &mut seen).await {
                 Ok(Needs::Blobs { count, bytes }) => {
                     preview.blobs_to_copy += count;
@@ -105,7 +113,7 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
                 Ok(Needs::Skip(reason)) => {
                     entry(PreviewAction::Skip, Some(digest), 0, Some(reason))
                 }
-                Err(e) => entry(PreviewAction::Fail, Some(digest), 0, Some(e.to_string())),
+                Err(e) => fail(Some(digest), e.in_phase(Phase::Stage)),
             },
         };
         // As in the run: a copied tag points at its new digest, current and failed tags keep
@@ -191,7 +199,8 @@ async fn needs(
                 run.source
                     .get_manifest(&run.src_repo, child.digest.as_str()),
             )
-            .await?;
+            .await
+            .map_err(missing_child)?;
         child.check_size(manifest.bytes.len() as u64)?;
         match manifest.kind()? {
             ManifestKind::Image { config, layers } => images.push((config, layers)),

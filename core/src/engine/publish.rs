@@ -17,6 +17,7 @@ use super::referrers;
 use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
 use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Failure, Phase};
 use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::state::{LogKind, StateStore, TagRecord};
@@ -129,22 +130,21 @@ impl<'a> Undo<'a> {
                 Err(e) => errors.push((tag, e)),
             }
         }
-        // The error keeps its cause's kind (a refused delete, a lost login, the network): the
-        // newest change's failure, which is the first one met.
-        let Some(kind) = errors.first().map(|(_, e)| e.kind()) else {
+        // The error keeps its cause's kind, side and host (a refused delete, a lost login, the
+        // network): the newest change's failure, which is the first one met.
+        if errors.is_empty() {
             return Ok(reverted);
-        };
+        }
         let tags: Vec<String> = errors
             .iter()
             .map(|(tag, e)| format!("{tag}: {e}"))
             .collect();
-        Err(Error::new(
-            kind,
-            format!(
-                "rollback incomplete, the destination may be inconsistent; tags not restored: {}",
-                tags.join("; ")
-            ),
-        ))
+        let message = format!(
+            "rollback incomplete, the destination may be inconsistent; tags not restored: {}",
+            tags.join("; ")
+        );
+        let (_, first) = errors.swap_remove(0);
+        Err(first.with_message(message).in_phase(Phase::Rollback))
     }
 }
 
@@ -282,7 +282,10 @@ pub(crate) async fn publish(
             store
                 .save_tag_record(&run.config.id, &prior)
                 .await
-                .map_err(|e| e.context("saving the destination's tags before changing them"))?;
+                .map_err(|e| {
+                    e.context("saving the destination's tags before changing them")
+                        .in_phase(Phase::Publish)
+                })?;
             saved_record = true;
         }
         let to_change = ToChange {
@@ -328,7 +331,7 @@ fn sort(
             }
             Action::Failed(e) => {
                 sorted.keep.insert(tag.clone(), None);
-                sorted.failures.push((tag, e));
+                sorted.failures.push((tag, e.in_phase(Phase::Read)));
             }
             Action::Copy(..) => match staged.remove(&tag) {
                 Some(Ok(Staged::Ready {
@@ -354,12 +357,12 @@ fn sort(
                 }
                 Some(Err(e)) => {
                     sorted.keep.insert(tag.clone(), None);
-                    sorted.failures.push((tag, e));
+                    sorted.failures.push((tag, e.in_phase(Phase::Stage)));
                 }
                 None => {
                     sorted.keep.insert(tag.clone(), None);
                     let e = Error::new(ErrorKind::Internal, "the tag was planned but not staged");
-                    sorted.failures.push((tag, e));
+                    sorted.failures.push((tag, e.in_phase(Phase::Stage)));
                 }
             },
         }
@@ -455,7 +458,7 @@ async fn change(
             Err(e) => {
                 // The record stays in the store: the next run restores from it.
                 changed.keep_record = true;
-                changed.rollback_error = Some(e);
+                changed.rollback_error = Some(e.in_phase(Phase::Rollback));
             }
         }
     }
@@ -485,8 +488,8 @@ async fn publish_tag(
         && let Some(old) = &old
         && let Err(e) = undo.save(old).await
     {
-        done.failures
-            .push((tag, e.context("saving its previous manifest for rollback")));
+        let e = e.context("saving its previous manifest for rollback");
+        done.failures.push((tag, e.in_phase(Phase::Publish)));
         return false;
     }
     match run
@@ -512,7 +515,7 @@ async fn publish_tag(
         }
         Err(e) if e.kind() == ErrorKind::Cancelled => false,
         Err(e) => {
-            let mut e = e.context("publishing");
+            let mut e = e.context("publishing").in_phase(Phase::Publish);
             // The registry may have moved the tag before the request failed (an answer lost on
             // the way back, a misreported digest): the tag is put back with the rest
             // (all_or_nothing), or on its own, since a failed tag keeps its previous value.
@@ -551,8 +554,8 @@ async fn prune_tags(run: &Run, prune: Vec<(String, Digest)>, undo: &mut Undo<'_>
         }
         if aon && let Err(e) = undo.save(&old).await {
             done.unpruned.insert(tag.clone());
-            done.failures
-                .push((tag, e.context("saving its manifest for rollback")));
+            let e = e.context("saving its manifest for rollback");
+            done.failures.push((tag, e.in_phase(Phase::Prune)));
             break;
         }
         match run.unit(run.dest.delete_tag(&run.dest_repo, &tag)).await {
@@ -573,7 +576,8 @@ async fn prune_tags(run: &Run, prune: Vec<(String, Digest)>, undo: &mut Undo<'_>
                     unsure: true,
                 });
                 done.unpruned.insert(tag.clone());
-                done.failures.push((tag, e.context("pruning")));
+                done.failures
+                    .push((tag, e.context("pruning").in_phase(Phase::Prune)));
                 if aon {
                     break;
                 }
@@ -611,27 +615,31 @@ fn tell(
     for (tag, e) in &done.failures {
         finished(run, tag, TagStatus::Failed, None, Some(e));
         run.log(LogKind::TagFailed, Some(tag), None, e.to_string());
-        report.tags_failed.push(TagFailure {
-            tag: tag.clone(),
-            reason: e.to_string(),
-        });
+        report.tags_failed.push(TagFailure::new(tag, e));
     }
     if !done.failures.is_empty() {
         let aon = run.config.rollback == RollbackMode::AllOrNothing;
         report.outcome = Outcome::Failed;
         report.partial =
             !aon && (!report.tags_synced.is_empty() || !report.tags_deleted.is_empty());
-        report.error = Some(failure_message(
+        let message = failure_message(
             &done.failures,
             &done.unpruned,
             selected,
             aon,
             rollback_error.as_ref(),
             report,
-        ));
+        );
+        // The run's failure as data: the rollback's if it failed, else the first tag's.
+        let cause = rollback_error.as_ref().unwrap_or(&done.failures[0].1);
+        report.error = Some(message.clone());
+        report.failure = Some(Failure {
+            message,
+            ..Failure::from(cause)
+        });
     } else if let Some(e) = rollback_error {
         // A run aborted while publishing (timeout) whose rollback failed.
-        report.error = Some(e.to_string());
+        report.fail(&e);
     }
 }
 

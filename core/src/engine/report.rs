@@ -1,7 +1,9 @@
 //! What a sync run did: the [`SyncReport`] returned to callers (and printed by `--json`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+use crate::failure::Failure;
 use crate::reference::Digest;
 
 /// How a run ended.
@@ -27,11 +29,25 @@ impl Outcome {
     }
 }
 
-/// A tag that failed, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A tag that failed, and why: as data (`failure`, whose fields it serializes beside `tag`) and
+/// as one line (`reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagFailure {
     pub tag: String,
+    /// `Kind: message`, one line.
     pub reason: String,
+    #[serde(flatten)]
+    pub failure: Failure,
+}
+
+impl TagFailure {
+    pub fn new(tag: impl Into<String>, error: &Error) -> Self {
+        TagFailure {
+            tag: tag.into(),
+            reason: error.to_string(),
+            failure: Failure::from(error),
+        }
+    }
 }
 
 /// A tag whose index was rewritten to the selected platforms (`platform_index = rewrite`):
@@ -53,6 +69,10 @@ pub struct SyncReport {
     pub outcome: Outcome,
     /// Why the run failed or was cancelled; `None` when it succeeded.
     pub error: Option<String>,
+    /// The same as data; `None` when the run succeeded. A run that failed because of its tags
+    /// carries the kind, side, phase and host of its rollback's failure if that failed, else of
+    /// its first failed tag (each tag's own are in `tags_failed`).
+    pub failure: Option<Failure>,
     /// A remark on a successful run, such as "no tags matched" (never an error).
     pub note: Option<String>,
     /// A failed run whose successful tags and pruning stand (`failed_tags_only`).
@@ -88,6 +108,7 @@ impl SyncReport {
             source: source.to_owned(),
             outcome: Outcome::Success,
             error: None,
+            failure: None,
             note: None,
             partial: false,
             rolled_back: false,
@@ -109,6 +130,13 @@ impl SyncReport {
     /// Whether the run succeeded.
     pub fn is_success(&self) -> bool {
         self.outcome == Outcome::Success
+    }
+
+    /// Fail the run because of `error`.
+    pub(crate) fn fail(&mut self, error: &Error) {
+        self.outcome = Outcome::Failed;
+        self.error = Some(error.to_string());
+        self.failure = Some(Failure::from(error));
     }
 
     /// The failed tags' names.

@@ -18,6 +18,7 @@ use super::report::{Outcome, SyncReport};
 use super::{publish, referrers};
 use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Failure, Phase};
 use crate::reference::Digest;
 use crate::state::{StateStore, TagRecord};
 
@@ -26,8 +27,7 @@ impl Run {
     pub async fn execute(self: &Arc<Self>, store: Option<&Arc<dyn StateStore>>) -> SyncReport {
         let mut report = SyncReport::new(&self.config.id, &self.config.source.to_string());
         if let Err(e) = self.steps(store, &mut report).await {
-            report.outcome = Outcome::Failed;
-            report.error = Some(e.to_string());
+            report.fail(&e);
         }
         let stats = &self.stats;
         report.blobs_copied = stats.blobs_copied.load(Ordering::Relaxed);
@@ -47,15 +47,19 @@ impl Run {
             });
         }
         if self.is_aborted() {
-            report.outcome = Outcome::Failed;
-            let reason = self.abort_error().to_string();
-            report.error = Some(match report.error.take() {
-                Some(more) => format!("{reason}; {more}"),
-                _ => reason,
-            });
+            // The abort is the run's failure; what failed because of it follows in the message.
+            let more = report.error.take();
+            report.fail(&self.abort_error());
+            if let (Some(more), Some(error), Some(failure)) =
+                (more, &mut report.error, &mut report.failure)
+            {
+                error.push_str(&format!("; {more}"));
+                failure.message.push_str(&format!("; {more}"));
+            }
         } else if self.is_cancelled() {
             report.outcome = Outcome::Cancelled;
             report.error = Some(CANCELLED.to_owned());
+            report.failure = Some(Failure::from(Error::new(ErrorKind::Cancelled, CANCELLED)));
         }
         report
     }
@@ -179,9 +183,11 @@ impl Run {
             self.read_only_unit(self.source.list_tags(&self.src_repo)),
             plan::destination_tags(self)
         );
-        let tags =
-            tags.map_err(|e| e.context(format!("listing the tags of {}", self.config.source)))?;
-        Ok((tags, prior))
+        let tags = tags.map_err(|e| {
+            e.context(format!("listing the tags of {}", self.config.source))
+                .in_phase(Phase::List)
+        })?;
+        Ok((tags, prior.map_err(|e| e.in_phase(Phase::List))))
     }
 
     /// The note of a run or preview whose patterns select none of the source's `count` tags.
@@ -201,9 +207,10 @@ impl Run {
             return Ok(());
         };
         if self.config.rollback == RollbackMode::AllOrNothing {
-            publish::restore(self, &record)
-                .await
-                .map_err(|e| e.context("restoring the destination after an interrupted run"))?;
+            publish::restore(self, &record).await.map_err(|e| {
+                e.context("restoring the destination after an interrupted run")
+                    .in_phase(Phase::Rollback)
+            })?;
         }
         store.clear_tag_record(&self.config.id).await
     }

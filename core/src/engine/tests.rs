@@ -588,6 +588,15 @@ async fn the_timeout_bounds_a_stalled_run() {
         report.error.as_deref().unwrap().contains("timeout"),
         "{report:?}"
     );
+    // The run's own bound, told apart from a registry that timed out as data.
+    let failure = report.failure.as_ref().unwrap();
+    assert_eq!(failure.kind, ErrorKind::Timeout, "{failure:?}");
+    assert_eq!(
+        failure.detail,
+        Some(crate::Detail::RunTimeout),
+        "{failure:?}"
+    );
+    assert_eq!(failure.side, None, "{failure:?}");
     assert!(s.dest.tag_map(DEST).is_empty());
 }
 

@@ -18,9 +18,10 @@ use url::Url;
 use super::HttpOptions;
 use super::auth::AuthState;
 use super::docker_config::Sources;
-use super::guard::Refused;
+use super::guard::{Refused, Unresolved};
 use super::retry::{is_retryable_status, parse_retry_after};
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::{Detail, Failure};
 use crate::redact::Secrets;
 use crate::registry::BlobStream;
 
@@ -607,12 +608,13 @@ impl Client {
                             Err(Error::new(
                                 ErrorKind::Timeout,
                                 format!("{what}: no data from {host} for {stall:?}"),
-                            )),
+                            )
+                            .at_host(&*host)),
                             (inner, permit, true),
                         )),
                         Ok(None) => None,
                         Ok(Some(Err(e))) => Some((
-                            Err(map_reqwest_error(e, &host).context(&*what)),
+                            Err(map_reqwest_error(e, &host).context(&*what).at_host(&*host)),
                             (inner, permit, true),
                         )),
                         Ok(Some(Ok(bytes))) => Some((Ok(bytes), (inner, permit, false))),
@@ -759,39 +761,61 @@ pub(crate) fn map_reqwest_error(e: reqwest::Error, host: &str) -> Error {
         source = err.source();
     }
     if let Some(refused) = find_source::<Refused>(&e) {
-        return Error::new(ErrorKind::Forbidden, refused.0.message());
+        return Error::from(Failure::from(&refused.0));
     }
-    let tls = find_source::<rustls::Error>(&e).map(tls_problem);
     let detail = chain.join(": ");
-    let (kind, message) = if let Some(tls) = tls {
-        (ErrorKind::Tls, format!("TLS with {host} failed: {tls}"))
+    let (kind, message, recognised) = if let Some(tls) = find_source::<rustls::Error>(&e) {
+        let (problem, recognised) = tls_problem(tls);
+        (
+            ErrorKind::Tls,
+            format!("TLS with {host} failed: {problem}"),
+            recognised,
+        )
+    } else if find_source::<Unresolved>(&e).is_some() {
+        let message = format!("cannot connect to {host}: {detail}");
+        (ErrorKind::Network, message, Some(Detail::Dns))
     } else if e.is_timeout() {
-        (ErrorKind::Timeout, format!("{host} timed out: {detail}"))
+        (
+            ErrorKind::Timeout,
+            format!("{host} timed out: {detail}"),
+            None,
+        )
     } else if e.is_connect() {
+        let message = format!("cannot connect to {host}: {detail}");
+        (ErrorKind::Network, message, None)
+    } else {
         (
             ErrorKind::Network,
-            format!("cannot connect to {host}: {detail}"),
+            format!("talking to {host}: {detail}"),
+            None,
         )
-    } else {
-        (ErrorKind::Network, format!("talking to {host}: {detail}"))
     };
-    Error::new(kind, message).with_source(e)
+    let error = Error::new(kind, message).with_source(e);
+    match recognised {
+        Some(recognised) => error.with_detail(recognised),
+        None => error,
+    }
 }
 
 /// What went wrong in a TLS handshake, with what to do about it. A server that answers a TLS
 /// hello in plain HTTP shows up as a record of an invalid content type; say so plainly, since a
 /// registry on plain HTTP is the usual local setup.
-fn tls_problem(e: &rustls::Error) -> String {
-    match e {
+fn tls_problem(e: &rustls::Error) -> (String, Option<Detail>) {
+    let problem = match e {
         rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
-            "it answered in plain HTTP, not TLS (turn TLS verification off for it to allow plain HTTP)"
-                .to_owned()
+            return (
+                "it answered in plain HTTP, not TLS (turn TLS verification off for it to allow \
+                 plain HTTP)"
+                    .to_owned(),
+                Some(Detail::PlainHttp),
+            );
         }
         rustls::Error::InvalidCertificate(_) => {
             format!("{e} (trust its CA certificate, or turn TLS verification off for it)")
         }
         _ => e.to_string(),
-    }
+    };
+    (problem, None)
 }
 
 /// The error of type `E` behind a transport error (a rustls error, the SSRF guard's refusal),
@@ -826,10 +850,14 @@ mod tests {
     #[test]
     fn tls_problems_say_what_to_do() {
         let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
-        assert!(tls_problem(&plain).contains("plain HTTP"));
+        let (problem, detail) = tls_problem(&plain);
+        assert!(problem.contains("plain HTTP"), "{problem}");
+        assert_eq!(detail, Some(Detail::PlainHttp));
         let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        assert!(tls_problem(&unknown).contains("UnknownIssuer"));
-        assert!(tls_problem(&unknown).contains("trust its CA"));
+        let (problem, detail) = tls_problem(&unknown);
+        assert!(problem.contains("UnknownIssuer"), "{problem}");
+        assert!(problem.contains("trust its CA"), "{problem}");
+        assert_eq!(detail, None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::Detail;
 
 /// Refuses non-public addresses except those its allow-list names. `AddressGuard::default()`
 /// allows nothing but public addresses.
@@ -136,14 +137,6 @@ impl AddressGuard {
             return Err(refused(host, &refusals));
         }
         Ok(allowed)
-    }
-
-    /// A DNS resolver for reqwest that resolves with the system resolver and keeps only the
-    /// addresses this guard allows.
-    pub(crate) fn resolver(&self) -> Arc<GuardedResolver> {
-        Arc::new(GuardedResolver {
-            guard: self.clone(),
-        })
     }
 }
 
@@ -289,6 +282,7 @@ fn refused(host: &str, addrs: &[(IpAddr, &'static str)]) -> Error {
              holding the address to the guard's allow-list"
         ),
     )
+    .with_detail(Detail::SsrfGuard)
 }
 
 /// The guard's refusal inside a reqwest error chain (the resolver can only return a boxed
@@ -304,19 +298,45 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// reqwest's resolver under a guard: the system resolver's answer, less what the guard refuses.
+/// A host name the system resolver could not resolve, inside a reqwest error chain;
+/// [`super::client::map_reqwest_error`] finds it and says so as [`Detail::Dns`].
 #[derive(Debug)]
-pub(crate) struct GuardedResolver {
-    guard: AddressGuard,
+pub(crate) struct Unresolved(std::io::Error);
+
+impl fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
-impl Resolve for GuardedResolver {
+impl std::error::Error for Unresolved {}
+
+/// reqwest's resolver: the system resolver's answer, less what the guard (when there is one)
+/// refuses.
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    guard: Option<AddressGuard>,
+}
+
+impl Resolver {
+    pub(crate) fn new(guard: Option<AddressGuard>) -> Arc<Self> {
+        Arc::new(Resolver { guard })
+    }
+}
+
+impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.guard.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = guard.screen(&host, found).map_err(Refused)?;
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(Unresolved)?
+                .collect();
+            let allowed = match guard {
+                Some(guard) => guard.screen(&host, found).map_err(Refused)?,
+                None => found,
+            };
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
@@ -455,8 +475,7 @@ mod tests {
     #[tokio::test]
     async fn the_resolver_keeps_only_allowed_addresses() {
         let resolve = |guard: AddressGuard| async move {
-            guard
-                .resolver()
+            Resolver::new(Some(guard))
                 .resolve("localhost".parse().unwrap())
                 .await
                 .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
@@ -469,6 +488,7 @@ mod tests {
             refused.0
         );
         assert!(refused.0.message().contains("(loopback)"), "{}", refused.0);
+        assert_eq!(refused.0.detail(), Some(Detail::SsrfGuard));
         let only_v4 = resolve(AddressGuard::new(["127.0.0.0/8"]).unwrap())
             .await
             .unwrap();

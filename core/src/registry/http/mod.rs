@@ -268,9 +268,8 @@ fn build_http(host: &str, options: &HttpOptions) -> Result<reqwest::Client> {
     if let Some(identity) = client_identity(&options.ca_certs)? {
         builder = builder.identity(identity);
     }
-    if let Some(guard) = &options.address_guard {
-        builder = builder.dns_resolver(guard.resolver());
-    }
+    // Always ours, guard or not: a name that does not resolve is then told apart by type.
+    builder = builder.dns_resolver(guard::Resolver::new(options.address_guard.clone()));
     let proxy = &options.proxy;
     if proxy.http_proxy.is_some() || proxy.https_proxy.is_some() {
         // Explicit proxies replace the environment's.
@@ -425,9 +424,15 @@ impl HttpRegistry {
     }
 
     /// `work`'s result as it leaves this client: every error passes here, and is scrubbed of the
-    /// client's secrets (see [`crate::redact`]) whatever the registry echoed into it.
+    /// client's secrets (see [`crate::redact`]) whatever the registry echoed into it, and names
+    /// the registry's host as a field.
     async fn scrubbed<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        work.await.map_err(|e| self.client.secrets.scrub_error(e))
+        work.await.map_err(|e| {
+            self.client
+                .secrets
+                .scrub_error(e)
+                .at_host(&self.client.host)
+        })
     }
 
     /// `tags` without those holding one of the client's secrets: a registry can only have

@@ -409,7 +409,7 @@ impl Verified {
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<Bytes>>> {
         self.done = true;
-        let copy = Error::new(error.kind(), error.message());
+        let copy = Error::from(crate::failure::Failure::from(&error));
         *self.failure.lock().expect("no panics while locked") = Some(error);
         Poll::Ready(Some(Err(copy)))
     }
