@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use indicatif::HumanBytes;
-use regmirror::ErrorKind;
 use regmirror::engine::{Outcome, PreviewAction, SyncPreview, SyncReport};
+use regmirror::{Detail, ErrorKind, Phase, Side};
 use serde::Serialize;
 
 use crate::hint::{self, Sides};
@@ -120,17 +120,14 @@ pub fn report_text(report: &SyncReport, destination: &str, sides: &Sides) -> Str
 }
 
 /// What to try when the run or its tags failed on the way to a registry (credentials, TLS, a
-/// registry out of reach). Errors read `Kind: message`; the run's error comes first.
+/// registry out of reach), decided from the failures' fields; the run's failure comes first.
 pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
     if report.outcome != Outcome::Failed {
         return None;
     }
+    let tags = || report.tags_failed.iter().map(|f| &f.failure);
     // The engine says how to allow an index rewrite in its own terms (`platform_index`).
-    if report
-        .tags_failed
-        .iter()
-        .any(|f| f.reason.contains("refused the sparse index"))
-    {
+    if tags().any(|f| f.detail == Some(Detail::SparseIndex)) {
         return Some(
             "this registry refuses an index whose other platforms are missing; add \
              --platform-index rewrite to push an index of the selected platforms (its digest \
@@ -139,11 +136,7 @@ pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
         );
     }
     // A layout written with --arch holds only those platforms of each index.
-    if report
-        .tags_failed
-        .iter()
-        .any(|f| f.reason.starts_with("NotFound: manifest") && f.reason.contains("OCI layout"))
-    {
+    if sides.source_is_layout() && tags().any(|f| f.detail == Some(Detail::SparseSource)) {
         return Some(
             "the layout lacks some platforms of these images (was it written with --arch?); \
              copy only what it holds with the same --arch"
@@ -151,34 +144,22 @@ pub fn hint(report: &SyncReport, sides: &Sides) -> Option<String> {
         );
     }
     // distribution refuses deletes unless configured to allow them (storage.delete.enabled).
-    if report
-        .tags_failed
-        .iter()
-        .any(|f| f.reason.starts_with("Unsupported: pruning:"))
-    {
+    if tags().any(|f| {
+        f.kind == ErrorKind::Unsupported
+            && f.phase == Some(Phase::Prune)
+            && f.side == Some(Side::Destination)
+    }) {
         return Some(
             "the destination refuses to delete tags; --no-prune keeps the tags the patterns do \
              not select (or allow deletes on the registry: distribution's storage.delete.enabled)"
                 .to_owned(),
         );
     }
-    let errors = report
-        .error
+    report
+        .failure
         .iter()
-        .chain(report.tags_failed.iter().map(|f| &f.reason));
-    errors.into_iter().find_map(|error| {
-        let (kind, _) = error.split_once(": ")?;
-        let kind = [
-            ErrorKind::Unauthorized,
-            ErrorKind::Forbidden,
-            ErrorKind::Tls,
-            ErrorKind::Network,
-            ErrorKind::Timeout,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == kind)?;
-        hint::for_error(kind, error, sides)
-    })
+        .chain(tags())
+        .find_map(|failure| hint::for_error(failure, sides))
 }
 
 /// The plan of a dry run, ready to print (registry-supplied text [`escaped`], as in
@@ -229,22 +210,22 @@ mod tests {
 
     #[test]
     fn a_registry_refusing_deletes_gets_the_no_prune_hint() {
+        // The message is not what decides: the kind, side and phase are.
+        let refused = regmirror::Error::new(ErrorKind::Unsupported, "no deletes here")
+            .on_side(Side::Destination)
+            .in_phase(Phase::Prune);
         let report = SyncReport {
             mirror_id: "m/app".into(),
             source: "127.0.0.1:5000/app".into(),
             outcome: Outcome::Failed,
             error: Some("1 unselected tag could not be deleted: old".into()),
+            failure: Some(regmirror::Failure::from(&refused)),
             note: None,
             partial: true,
             rolled_back: false,
             tags_synced: vec!["v1".into()],
             tags_current: Vec::new(),
-            tags_failed: vec![regmirror::engine::TagFailure {
-                tag: "old".into(),
-                reason: "Unsupported: pruning: delete tag m/app:old on 127.0.0.1:6000: the \
-                         registry deletes neither by tag nor by digest"
-                    .into(),
-            }],
+            tags_failed: vec![regmirror::engine::TagFailure::new("old", &refused)],
             tags_deleted: Vec::new(),
             tags_skipped: Vec::new(),
             tags_rewritten: Vec::new(),

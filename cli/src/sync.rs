@@ -506,7 +506,7 @@ pub async fn run(args: SyncArgs) -> CliResult<ExitCode> {
             bars.finish();
         }
         let mut preview = preview.map_err(|e| {
-            let hint = hint::for_error(e.kind(), e.message(), &sides);
+            let hint = hint::for_error(&regmirror::Failure::from(&e), &sides);
             let failure = Failure::from(e).context("planning the sync");
             match hint {
                 Some(hint) => failure.hint(hint),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use regmirror::Digest;
 use regmirror_tests::image::{Flavor, Index};
-use regmirror_tests::registry::{Registry, USERNAME};
+use regmirror_tests::registry::{PASSWORD, Registry, USERNAME};
 use serde_json::Value;
 
 mod common;
@@ -1443,6 +1443,19 @@ async fn a_platform_filter_into_distribution_needs_a_rewritten_index_and_says_so
             && out.stdout.contains("add --platform-index rewrite"),
         "{out:?}"
     );
+    let mut json = args.clone();
+    json.push("--json");
+    let r = regmirror(&sync_args(&src, &dst, "*", &json)).json();
+    let f = &r["tags_failed"][0];
+    assert_eq!(
+        (&f["detail"], &f["side"], &f["phase"]),
+        (
+            &"sparse_index".into(),
+            &"destination".into(),
+            &"stage".into()
+        ),
+        "{r}"
+    );
     assert!(tags_of(&dest, "mirror/app").await.is_empty());
 
     args.extend(["--platform-index", "rewrite"]);
@@ -1631,6 +1644,14 @@ async fn a_layout_written_with_arch_goes_on_with_the_same_arch() {
         out.stdout.contains("hint: the layout lacks some platforms"),
         "{out:?}"
     );
+    let json = ["--dest-tls-verify=false", "--json"];
+    let r = regmirror(&sync_args(&layout, &dst, "*", &json)).json();
+    let f = &r["tags_failed"][0];
+    assert_eq!(f["kind"], "NotFound", "{r}");
+    assert_eq!(f["detail"], "sparse_source", "{r}");
+    assert_eq!(f["side"], "source", "{r}");
+    // A layout has no host.
+    assert_eq!(f["host"], Value::Null, "{r}");
 
     let out = regmirror(&sync_args(
         &layout,
@@ -1889,6 +1910,23 @@ async fn a_destination_that_refuses_deletes_fails_pruning_per_tag_and_keeps_thos
         .map(|f| f["tag"].as_str().unwrap())
         .collect();
     assert_eq!(failed, ["old", "older"], "{r}");
+    // Each failed tag says what failed where, as data.
+    for f in r["tags_failed"].as_array().unwrap() {
+        assert_eq!(f["kind"], "Unsupported", "{f}");
+        assert_eq!(f["side"], "destination", "{f}");
+        assert_eq!(f["phase"], "prune", "{f}");
+        assert_eq!(f["host"], dest.host(), "{f}");
+        assert!(
+            f["reason"].as_str().unwrap().starts_with("Unsupported: "),
+            "{f}"
+        );
+        assert!(
+            f["message"].as_str().unwrap().starts_with("pruning: "),
+            "{f}"
+        );
+    }
+    assert_eq!(r["failure"]["kind"], "Unsupported", "{r}");
+    assert_eq!(r["failure"]["phase"], "prune", "{r}");
     // The hint the text summary gives, for scripts too.
     assert!(r["hint"].as_str().unwrap().contains("--no-prune"), "{r}");
     assert_eq!(tags_of(&dest, "mirror/app").await, expected);
@@ -2150,6 +2188,16 @@ async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
                     assert_eq!(r["outcome"], "failed", "{r}");
                     assert!(r["error"].as_str().unwrap().starts_with("Unauthorized: "));
                     assert!(r["hint"].as_str().unwrap().contains(&hint), "{r}");
+                    let failure = &r["failure"];
+                    assert_eq!(failure["kind"], "Unauthorized", "{r}");
+                    let named = if side == "src" {
+                        "source"
+                    } else {
+                        "destination"
+                    };
+                    assert_eq!(failure["side"], named, "{r}");
+                    assert_eq!(failure["phase"], "list", "{r}");
+                    assert_eq!(failure["host"], registry.host(), "{r}");
                 } else {
                     let failed: Vec<&str> = out
                         .stdout
@@ -2174,6 +2222,46 @@ async fn a_refused_login_names_its_side_in_one_line_without_the_password() {
         }
     }
     assert!(tags_of(&basic, "lib/app").await.contains_key("v1"));
+}
+
+#[tokio::test]
+async fn one_registry_on_both_sides_gets_the_hint_of_the_side_whose_login_failed() {
+    // The same host on both sides: only the failure's side, not the host its message names,
+    // can tell which login was refused.
+    let registry = Registry::builder().basic_auth().start();
+    seed(&registry, "lib/app", &["v1"]).await;
+    let good = format!("{USERNAME}:{PASSWORD}");
+    let bad = format!("{USERNAME}:wrong-Pw-4Kd");
+    let src = format!("{}/lib/app", registry.host());
+    let dst = format!("{}/mirror/app", registry.host());
+    for (side, other, named) in [("src", "dest", "source"), ("dest", "src", "destination")] {
+        let (bad_flag, good_flag) = (format!("--{side}-creds"), format!("--{other}-creds"));
+        for json in [false, true] {
+            let mut args = sync_args(&src, &dst, "*", &PLAIN);
+            args.extend([
+                bad_flag.as_str(),
+                bad.as_str(),
+                good_flag.as_str(),
+                good.as_str(),
+            ]);
+            if json {
+                args.push("--json");
+            }
+            let out = regmirror(&args);
+            assert_eq!(out.code, 1, "{out:?}");
+            let hint = format!("check --{side}-creds (or the docker login");
+            let text = if json {
+                let r = out.json();
+                assert_eq!(r["failure"]["kind"], "Unauthorized", "{r}");
+                assert_eq!(r["failure"]["side"], named, "{r}");
+                r["hint"].as_str().unwrap().to_owned()
+            } else {
+                out.stdout.clone()
+            };
+            assert!(text.contains(&hint), "{side}: {out:?}");
+            assert!(!text.contains(&good_flag), "{side}: {out:?}");
+        }
+    }
 }
 
 #[tokio::test]
