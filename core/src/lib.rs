@@ -134,6 +134,7 @@
 )]
 
 pub mod config;
+mod destination;
 pub mod engine;
 pub mod error;
 pub mod failure;
@@ -147,11 +148,13 @@ pub mod registry;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod view;
 pub mod worker;
 
 pub use config::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
 };
+pub use destination::{Destination, DestinationTarget};
 pub use engine::{Mirror, SyncOptions, SyncReport};
 pub use error::{Error, ErrorKind, Result};
 pub use failure::{Detail, Failure, Phase, Side};
@@ -161,7 +164,8 @@ pub use reference::{Digest, RepositoryRef};
 pub use registry::{DestRegistry, Manifest, SourceRegistry};
 pub use settings::{EngineSettings, may_push};
 pub use state::SyncStatus;
-pub use state::{MemoryStateStore, StateStore};
+pub use state::{MemoryStateStore, StateStore, StoreUrl};
+pub use view::MirrorView;
 
 // What implementing the traits and cancelling a sync need, so embedders do not have to pin
 // matching versions of these crates themselves.

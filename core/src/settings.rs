@@ -1,7 +1,9 @@
 //! Engine-wide settings: Quay's mirroring config fields (SEMANTICS.md §1), and the push guard
 //! for embedding registries (SEMANTICS.md §8).
 
-use crate::config::{MirrorConfig, RollbackMode};
+use std::time::Duration;
+
+use crate::config::{DEFAULT_RETRY_BACKOFF, MirrorConfig, MirrorDefaults, RollbackMode};
 use crate::error::ErrorKind;
 use crate::reference::RepositoryRef;
 use crate::state::StateStore;
@@ -19,8 +21,12 @@ pub struct EngineSettings {
     /// permits plain HTTP).
     pub destination_verify_tls: bool,
     /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors configured through
-    /// [`EngineSettings::mirror_config`].
+    /// [`EngineSettings::mirror_config`] or [`MirrorSettings`](crate::config::MirrorSettings)
+    /// that do not set one.
     pub default_rollback: RollbackMode,
+    /// The retry backoff of those mirrors when they do not set one (default
+    /// [`DEFAULT_RETRY_BACKOFF`]).
+    pub default_retry_backoff: Duration,
     /// The identity that writes to destinations for mirrors without their own `robot`; the only
     /// principal [`may_push`] allows for those.
     pub robot: Option<String>,
@@ -33,13 +39,14 @@ impl Default for EngineSettings {
             destination_host: None,
             destination_verify_tls: true,
             default_rollback: RollbackMode::default(),
+            default_retry_backoff: DEFAULT_RETRY_BACKOFF,
             robot: None,
         }
     }
 }
 
 impl EngineSettings {
-    /// [`MirrorConfig::new`] with this engine's defaults applied (the rollback mode).
+    /// [`MirrorConfig::new`] with this engine's defaults applied (rollback mode, retry backoff).
     pub fn mirror_config(
         &self,
         id: impl Into<String>,
@@ -48,7 +55,16 @@ impl EngineSettings {
     ) -> MirrorConfig {
         let mut config = MirrorConfig::new(id, source, tags);
         config.rollback = self.default_rollback;
+        config.retry_backoff = self.default_retry_backoff;
         config
+    }
+
+    /// The defaults for [`MirrorSettings::into_config`](crate::config::MirrorSettings::into_config).
+    pub fn mirror_defaults(&self) -> MirrorDefaults {
+        MirrorDefaults {
+            rollback: self.default_rollback,
+            retry_backoff: self.default_retry_backoff,
+        }
     }
 }
 

@@ -224,6 +224,7 @@ impl Worker {
                 "a worker needs a Mirror with a state store; build it with .state(...)",
             ));
         }
+        self.mirror.destination()?;
         Ok(())
     }
 

@@ -52,16 +52,19 @@ use context::{KnownBlobs, KnownLinks, Run, RunParts};
 use events::EventQueue;
 use fence::Fence;
 
-use crate::config::MirrorConfig;
+use crate::config::{MirrorConfig, MirrorSettings};
+use crate::destination::{Destination, DestinationTarget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure::{Detail, Side};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
+use crate::registry::http::DEFAULT_MAX_TAGS;
 use crate::settings::{EngineSettings, may_push};
 use crate::state::SyncStatus;
 use crate::state::{
     Claim, Declaration, LogEntry, LogKind, MirrorRecord, RunOutcome, StateStore, StoreHealth,
 };
+use crate::view::MirrorView;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -124,7 +127,7 @@ pub struct Mirror {
 
 struct Inner {
     state: Option<Arc<dyn StateStore>>,
-    destination: Arc<dyn DestRegistry>,
+    destination: Option<Arc<dyn DestRegistry>>,
     connector: Arc<dyn SourceConnector>,
     notifiers: Vec<Arc<dyn Notifier>>,
     concurrency: usize,
@@ -152,13 +155,16 @@ impl fmt::Debug for Mirror {
     }
 }
 
-/// Builds a [`Mirror`]. A destination is required; a state store is required for everything
-/// but [`Mirror::sync_config`].
+/// Builds a [`Mirror`]. A state store is required for everything but [`Mirror::sync_config`]
+/// and [`Mirror::preview_config`]; a destination for everything that syncs or previews (a
+/// `Mirror` without one manages stored mirrors: the CLI's `mirror` commands, an HTTP API).
 #[derive(Debug, Default)]
 #[must_use]
 pub struct MirrorBuilder {
     state: Option<Arc<dyn StateStore>>,
     destination: Option<Arc<dyn DestRegistry>>,
+    destination_spec: Option<Destination>,
+    max_tags: Option<usize>,
     connector: Option<Arc<dyn SourceConnector>>,
     notifiers: Vec<Arc<dyn Notifier>>,
     concurrency: Option<usize>,
@@ -178,6 +184,22 @@ impl MirrorBuilder {
     /// The registry mirrors write to; each mirror's id is its repository there.
     pub fn destination(mut self, destination: Arc<dyn DestRegistry>) -> Self {
         self.destination = Some(destination);
+        self
+    }
+
+    /// The destination by name ([`Destination`]): opened by [`MirrorBuilder::build`] with this
+    /// builder's concurrency and [`MirrorBuilder::max_tags`]; its robot (the credentials'
+    /// username) becomes [`EngineSettings::robot`] unless the settings name one. Instead of
+    /// [`MirrorBuilder::destination`].
+    pub fn destination_spec(mut self, destination: Destination) -> Self {
+        self.destination_spec = Some(destination);
+        self
+    }
+
+    /// A destination given by [`MirrorBuilder::destination_spec`] listing more tags than this
+    /// fails the run that lists them (default [`DEFAULT_MAX_TAGS`]).
+    pub fn max_tags(mut self, max: usize) -> Self {
+        self.max_tags = Some(max);
         self
     }
 
@@ -224,12 +246,6 @@ impl MirrorBuilder {
     }
 
     pub fn build(self) -> Result<Mirror> {
-        let missing = |what: &str| {
-            Error::new(
-                ErrorKind::InvalidConfig,
-                format!("Mirror::builder(): {what} is required"),
-            )
-        };
         let invalid = |what: &str| {
             Error::new(
                 ErrorKind::InvalidConfig,
@@ -248,10 +264,35 @@ impl MirrorBuilder {
         if notifier_timeout.is_zero() {
             return Err(invalid("notifier_timeout"));
         }
+        let max_tags = self.max_tags.unwrap_or(DEFAULT_MAX_TAGS);
+        if max_tags == 0 {
+            return Err(invalid("max_tags"));
+        }
+        let mut settings = self.settings;
+        let destination = match (self.destination, self.destination_spec) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "Mirror::builder(): give either destination or destination_spec, not both",
+                ));
+            }
+            (Some(destination), None) => Some(destination),
+            (None, Some(spec)) => {
+                if settings.robot.is_none() {
+                    settings.robot = spec.robot().map(str::to_owned);
+                }
+                if let DestinationTarget::Registry(host) = &spec.target {
+                    settings.destination_host = Some(host.clone());
+                }
+                settings.destination_verify_tls = spec.tls_verify;
+                Some(spec.open(concurrency, max_tags)?)
+            }
+            (None, None) => None,
+        };
         Ok(Mirror {
             inner: Arc::new(Inner {
                 state: self.state,
-                destination: self.destination.ok_or_else(|| missing("destination"))?,
+                destination,
                 connector: self
                     .connector
                     .unwrap_or_else(|| Arc::new(HttpConnector::default())),
@@ -266,7 +307,7 @@ impl MirrorBuilder {
                         rand::random::<u32>()
                     )
                 }),
-                settings: self.settings,
+                settings,
                 known: Arc::default(),
                 links: Arc::default(),
                 store_health: StoreHealth::default(),
@@ -285,6 +326,16 @@ impl Mirror {
             Error::new(
                 ErrorKind::InvalidConfig,
                 "this Mirror has no state store; build it with .state(...)",
+            )
+        })
+    }
+
+    pub(crate) fn destination(&self) -> Result<&Arc<dyn DestRegistry>> {
+        self.inner.destination.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                "this Mirror has no destination; build it with .destination(...) or \
+                 .destination_spec(...) to sync or preview",
             )
         })
     }
@@ -342,16 +393,42 @@ impl Mirror {
             .await
     }
 
+    /// Create a mirror from its [`MirrorSettings`] (a `[[mirror]]` table's names), what they
+    /// leave out taken from this engine's [`EngineSettings::mirror_defaults`].
+    pub async fn add(&self, settings: MirrorSettings) -> Result<MirrorRecord> {
+        let config = settings.into_config(&self.inner.settings.mirror_defaults())?;
+        self.create_mirror(config).await
+    }
+
     /// Declare `configs` (a worker's config file): create those that do not exist, update
     /// those that differ, in one transaction, so workers starting together all succeed.
     /// Each configuration is validated first; nothing is written if one is invalid.
+    ///
+    /// Each creation and each update is logged (`tracing`): an update replaces settings changed
+    /// by [`Mirror::update_mirror`] or [`Mirror::set_enabled`], so it is logged as a warning
+    /// naming the settings that changed (never their values).
     pub async fn declare(&self, configs: &[MirrorConfig]) -> Result<Vec<Declaration>> {
         for config in configs {
             config.validate()?;
         }
-        self.store()?
+        let declared = self
+            .store()?
             .declare_mirrors(configs, OffsetDateTime::now_utc())
-            .await
+            .await?;
+        for (config, what) in configs.iter().zip(&declared) {
+            match what {
+                Declaration::Created => {
+                    tracing::info!(mirror = %config.id, "created from the config file");
+                }
+                Declaration::Updated { changed } => tracing::warn!(
+                    mirror = %config.id,
+                    changed = %changed.join(", "),
+                    "the config file's settings replace the stored ones"
+                ),
+                Declaration::Unchanged => {}
+            }
+        }
+        Ok(declared)
     }
 
     /// Replace a mirror's configuration (validated); a running sync finishes with the old one.
@@ -391,6 +468,32 @@ impl Mirror {
         self.store()?.delete_mirror(id).await
     }
 
+    /// Mirror `id` for display: settings without secrets, status, next run, and the summary of
+    /// its newest finished run ([`MirrorView`], what `regmirror mirror show --json` prints).
+    pub async fn view(&self, id: &str) -> Result<MirrorView> {
+        let record = self.get(id).await?;
+        let last_report = self.last_report(id).await?;
+        Ok(MirrorView::new(&record, last_report))
+    }
+
+    /// [`Mirror::view`] of every mirror, ordered by id.
+    pub async fn views(&self) -> Result<Vec<MirrorView>> {
+        let records = self.list().await?;
+        let mut views = Vec::with_capacity(records.len());
+        for record in &records {
+            let last_report = self.last_report(&record.config.id).await?;
+            views.push(MirrorView::new(record, last_report));
+        }
+        Ok(views)
+    }
+
+    async fn last_report(&self, id: &str) -> Result<Option<String>> {
+        // The finish entry is the last of a run; a page this long reaches it unless one run
+        // logged more tags than that, and then the report is simply not shown.
+        let log = self.store()?.logs(id, 500, None).await?;
+        Ok(MirrorView::last_report(&log))
+    }
+
     /// Claim mirror `id` now and sync it. The run's failures are in the report; `Err` means
     /// it could not run at all (unknown mirror, another worker holds it, store failure).
     pub async fn sync(&self, id: &str) -> Result<SyncReport> {
@@ -399,6 +502,8 @@ impl Mirror {
 
     /// [`Mirror::sync`] with a cancellation token and a progress callback.
     pub async fn sync_with(&self, id: &str, options: SyncOptions) -> Result<SyncReport> {
+        // Checked before claiming: a claim would count the run as failed.
+        self.destination()?;
         let claim = self
             .store()?
             .claim(
@@ -421,6 +526,7 @@ impl Mirror {
 
     /// [`Mirror::run_claimed`] with a cancellation token and a progress callback.
     pub async fn run_claimed_with(&self, claim: Claim, options: SyncOptions) -> Result<SyncReport> {
+        self.destination()?;
         let store = Arc::clone(self.store()?);
         let caller_cancel = options.cancel.clone();
         let report = self
@@ -454,6 +560,7 @@ impl Mirror {
         options: SyncOptions,
     ) -> Result<SyncReport> {
         config.validate()?;
+        self.destination()?;
         Ok(self.execute(config, options, None).await)
     }
 
@@ -480,6 +587,20 @@ impl Mirror {
         preview
     }
 
+    /// What [`Mirror::sync`] would do with stored mirror `id` now, changing nothing (see
+    /// [`Mirror::preview_config`]); it neither claims the mirror nor writes to its log.
+    pub async fn preview(&self, id: &str) -> Result<SyncPreview> {
+        self.preview_with(id, SyncOptions::default()).await
+    }
+
+    /// [`Mirror::preview`] with a cancellation token (`options.keep_unselected` shows what a
+    /// sync keeping unselected tags would do).
+    pub async fn preview_with(&self, id: &str, options: SyncOptions) -> Result<SyncPreview> {
+        self.destination()?;
+        let record = self.get(id).await?;
+        self.preview_config(&record.config, options).await
+    }
+
     /// A run of `config`: the source connected, the tag filter built.
     fn start_run(
         &self,
@@ -495,7 +616,7 @@ impl Mirror {
         Run::new(RunParts {
             config: config.clone(),
             source,
-            dest: Arc::clone(&inner.destination),
+            dest: Arc::clone(self.destination()?),
             concurrency: inner.concurrency,
             metadata_concurrency: metadata_concurrency(inner.concurrency),
             known: Arc::clone(&inner.known),

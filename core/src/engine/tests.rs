@@ -1046,3 +1046,117 @@ fn small_reads_get_four_slots_per_unit_up_to_32_or_the_concurrency() {
         .collect();
     assert_eq!(slots, [4, 8, 32, 32, 64]);
 }
+
+#[tokio::test]
+async fn a_mirror_without_a_destination_manages_but_never_claims() {
+    let s = setup();
+    s.source.seed_image(SRC, Some("v1"), "amd64", &[b"layer"]);
+    let manage = Mirror::builder()
+        .state(s.store.clone())
+        .settings(EngineSettings {
+            default_rollback: RollbackMode::AllOrNothing,
+            default_retry_backoff: Duration::from_secs(7),
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap();
+    let settings = crate::config::MirrorSettings::new(DEST, format!("src.example/{SRC}"), &["v*"]);
+    // What the settings leave out comes from the engine's defaults.
+    let created = manage.add(settings).await.unwrap();
+    assert_eq!(created.config.rollback, RollbackMode::AllOrNothing);
+    assert_eq!(created.config.retry_backoff, Duration::from_secs(7));
+    for e in [
+        manage.sync(DEST).await.unwrap_err(),
+        manage.preview(DEST).await.map(drop).unwrap_err(),
+        manage
+            .sync_config(&config(&["v*"]), SyncOptions::default())
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(
+            e.message().starts_with("this Mirror has no destination"),
+            "{e}"
+        );
+    }
+    let view = manage.view(DEST).await.unwrap();
+    assert_eq!(view.state.status, SyncStatus::NeverRun, "never claimed");
+    assert_eq!(view.state.lease_token, 0);
+
+    // The same store through an engine with a destination: preview by id, then sync.
+    let preview = s.mirror.preview(DEST).await.unwrap();
+    assert_eq!(preview.tags.len(), 1);
+    assert_eq!(preview.tags[0].action, PreviewAction::Copy);
+    assert!(s.dest.tag_map(DEST).is_empty(), "a preview writes nothing");
+    assert!(s.mirror.sync(DEST).await.unwrap().is_success());
+    let views = manage.views().await.unwrap();
+    assert_eq!(views.len(), 1);
+    let report = views[0].last_report.as_deref().unwrap_or_default();
+    assert!(report.starts_with("succeeded: 1 synced"), "{report}");
+}
+
+#[tokio::test]
+async fn a_named_destination_is_opened_at_build_and_names_the_robot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::builder()
+        .destination_spec(crate::Destination::layouts(dir.path()))
+        .build()
+        .unwrap();
+    assert_eq!(mirror.settings().robot, None);
+    let mut registry = crate::Destination::registry("registry.example:5000");
+    registry.credentials = Some(crate::Credentials::new("robot", "secret"));
+    let mirror = Mirror::builder()
+        .destination_spec(registry.clone())
+        .build()
+        .unwrap();
+    assert_eq!(mirror.settings().robot.as_deref(), Some("robot"));
+    assert_eq!(
+        mirror.settings().destination_host.as_deref(),
+        Some("registry.example:5000")
+    );
+    // Settings naming a robot keep it.
+    let mirror = Mirror::builder()
+        .destination_spec(registry.clone())
+        .settings(EngineSettings {
+            robot: Some("other".into()),
+            ..EngineSettings::default()
+        })
+        .build()
+        .unwrap();
+    assert_eq!(mirror.settings().robot.as_deref(), Some("other"));
+    let e = Mirror::builder()
+        .destination_spec(registry)
+        .destination(Arc::new(MemoryRegistry::new()))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("either destination or destination_spec"),
+        "{e}"
+    );
+    let e = Mirror::builder()
+        .destination_spec(crate::Destination::registry("r.io/ns"))
+        .build()
+        .unwrap_err();
+    assert!(e.message().starts_with("destination: registry: "), "{e}");
+}
+
+#[tokio::test]
+async fn declaring_reports_each_mirror_and_refuses_an_invalid_one() {
+    let s = setup();
+    let mut a = config(&["v*"]);
+    a.source_credentials = Some(crate::Credentials::new("u", "p"));
+    let declared = s.mirror.declare(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(declared, [Declaration::Created]);
+    a.source_credentials = Some(crate::Credentials::new("u", "q"));
+    let declared = s.mirror.declare(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(
+        declared,
+        [Declaration::Updated {
+            changed: vec!["source_credentials".into()]
+        }]
+    );
+    a.tags = vec!["v3.[12".into()];
+    let e = s.mirror.declare(&[a]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidPattern);
+}

@@ -54,6 +54,7 @@ mod postgres;
 mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod url;
 
 pub use health::StoreHealth;
 pub use memory::MemoryStateStore;
@@ -61,6 +62,7 @@ pub use memory::MemoryStateStore;
 pub use postgres::PostgresStateStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
+pub use url::StoreUrl;
 
 /// The destination's tags before a run changed anything: tag → digest.
 pub type TagRecord = BTreeMap<String, Digest>;

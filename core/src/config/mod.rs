@@ -12,6 +12,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pattern::TagFilter;
 use crate::reference::{RepositoryRef, validate_repository};
 
+mod mirror_settings;
+
+pub use mirror_settings::{MirrorDefaults, MirrorSettings, check_cert_dir};
+
 /// A username and a password or token. The password never appears in `Debug`, `Display`,
 /// logs, errors or events; it is serialized only for the state store.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
