@@ -5,19 +5,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use regmirror::config::{KNOWN_ARCHITECTURES, check_interval};
-use regmirror::state::{LogKind, MirrorRecord, StoreTimeouts};
-use regmirror::{ErrorKind, MirrorConfig, ProxyConfig, RepositoryRef, StateStore, TagFilter};
+use regmirror::config::{KNOWN_ARCHITECTURES, check_cert_dir, check_interval};
+use regmirror::state::{MirrorRecord, StoreTimeouts};
+use regmirror::{
+    ErrorKind, Mirror, MirrorConfig, MirrorView, ProxyConfig, RepositoryRef, StoreUrl, TagFilter,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::credentials::CredentialSources;
 use crate::failure::{CliResult, Failure};
-use crate::output::{MirrorView, logs_table, mirrors_table, print_json, print_table};
-use crate::store::StateUrl;
+use crate::output::{logs_table, mirrors_table, print_json, print_table, print_view};
 use crate::sync::{
-    PlatformIndex, Rollback, check_cert_dir, parse_duration, parse_duration_or_zero,
-    parse_referrers,
+    PlatformIndex, Rollback, parse_duration, parse_duration_or_zero, parse_referrers,
 };
 use crate::worker_config::WorkerConfig;
 
@@ -235,7 +235,7 @@ impl MirrorSettings {
             config.source_ca_certs.clear();
             if !dir.is_empty() {
                 let dir = std::path::Path::new(dir);
-                check_cert_dir(dir).map_err(|f| f.context("--src-cert-dir"))?;
+                check_cert_dir(dir).map_err(|e| Failure::from(e).context("--src-cert-dir"))?;
                 // Stored for workers running elsewhere: not relative to this shell's directory.
                 let dir = std::path::absolute(dir).map_err(|e| {
                     Failure::invalid(format!("--src-cert-dir: {}: {e}", dir.display()))
@@ -285,15 +285,15 @@ fn parse_tags(tags: &[String]) -> CliResult<Vec<String>> {
 }
 
 /// The state store these arguments name: --state, else --config's `state`, else $REGMIRROR_STATE.
-pub fn state_url(state: Option<&str>, config: Option<&std::path::Path>) -> CliResult<StateUrl> {
+pub fn state_url(state: Option<&str>, config: Option<&std::path::Path>) -> CliResult<StoreUrl> {
     if let Some(s) = state {
-        return StateUrl::parse(s, "--state");
+        return crate::store::parse(s, "--state");
     }
     if let Some(path) = config {
         return WorkerConfig::load_state(path);
     }
     match std::env::var(STATE_ENV) {
-        Ok(s) if !s.is_empty() => StateUrl::parse(&s, STATE_ENV),
+        Ok(s) if !s.is_empty() => crate::store::parse(&s, STATE_ENV),
         _ => Err(Failure::invalid("no state store given")
             .hint("pass --state sqlite:PATH or --config regmirror.toml, or set $REGMIRROR_STATE")),
     }
@@ -345,13 +345,19 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             })?;
         }
     }
-    let store = url.open(StoreTimeouts::default()).await?;
+    if url == StoreUrl::Memory {
+        return Err(Failure::invalid(
+            "--state: memory: keeps nothing past this command; give sqlite:PATH or postgres://…",
+        ));
+    }
+    let store = crate::store::open(&url, StoreTimeouts::default()).await?;
+    let mirrors = Mirror::builder().state(store).build()?;
     let json = args.json;
     match args.command {
         MirrorCommand::Add(add) => {
             let config = prepared.expect("add always prepares a configuration");
-            let record = store
-                .create_mirror(&config, OffsetDateTime::now_utc())
+            let record = mirrors
+                .create_mirror(config)
                 .await
                 .map_err(|e| match e.kind() {
                     ErrorKind::Conflict => {
@@ -360,11 +366,11 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                     }
                     _ => Failure::from(e),
                 })?;
-            show(&record, None, json);
+            show(&record, json);
         }
         MirrorCommand::Update(update) => {
-            let mut config = store
-                .get_mirror(&update.id)
+            let mut config = mirrors
+                .get(&update.id)
                 .await
                 .map_err(|e| about(&update.id, e))?
                 .config;
@@ -375,35 +381,31 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 config.tags = parse_tags(&update.tags)?;
             }
             update.settings.apply(&mut config)?;
-            config.validate()?;
-            let record = store
-                .update_mirror(&config)
+            let record = mirrors
+                .update_mirror(config)
                 .await
                 .map_err(|e| about(&update.id, e))?;
-            show(&record, None, json);
+            show(&record, json);
         }
+        MirrorCommand::List if json => print_json(&mirrors.views().await?),
         MirrorCommand::List => {
-            let records = store.list_mirrors().await?;
-            if json {
-                let mut views = Vec::with_capacity(records.len());
-                for record in &records {
-                    let report = last_report(&*store, &record.config.id).await?;
-                    views.push(MirrorView::new(record, report));
-                }
-                print_json(&views);
-            } else if records.is_empty() {
+            let records = mirrors.list().await?;
+            if records.is_empty() {
                 crate::output::line("no mirrors yet (add one with `regmirror mirror add`)");
             } else {
                 print_table(&mirrors_table(&records));
             }
         }
         MirrorCommand::Show { id } => {
-            let record = store.get_mirror(&id).await.map_err(|e| about(&id, e))?;
-            let report = last_report(&*store, &id).await?;
-            show(&record, report, json);
+            let view = mirrors.view(&id).await.map_err(|e| about(&id, e))?;
+            if json {
+                print_json(&view);
+            } else {
+                print_view(&view);
+            }
         }
         MirrorCommand::SyncNow { id } => {
-            let record = store.sync_now(&id).await.map_err(|e| {
+            let record = mirrors.sync_now(&id).await.map_err(|e| {
                 refused(
                     &id,
                     e,
@@ -414,7 +416,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             status_line(&record, "a worker runs it at its next poll", json);
         }
         MirrorCommand::Cancel { id } => {
-            let record = store.cancel(&id).await.map_err(|e| {
+            let record = mirrors.cancel(&id).await.map_err(|e| {
                 refused(
                     &id,
                     e,
@@ -425,14 +427,14 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             status_line(&record, "no further runs until sync-now", json);
         }
         MirrorCommand::Enable { id } => {
-            let record = store
+            let record = mirrors
                 .set_enabled(&id, true)
                 .await
                 .map_err(|e| about(&id, e))?;
             status_line(&record, "enabled", json);
         }
         MirrorCommand::Disable { id } => {
-            let record = store
+            let record = mirrors
                 .set_enabled(&id, false)
                 .await
                 .map_err(|e| about(&id, e))?;
@@ -440,9 +442,9 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
         }
         MirrorCommand::Logs { id, limit, before } => {
             // Tell "no such mirror" apart from "no entries yet".
-            store.get_mirror(&id).await.map_err(|e| about(&id, e))?;
+            mirrors.get(&id).await.map_err(|e| about(&id, e))?;
             let limit = usize::try_from(limit).expect("a u32 fits in usize here");
-            let entries = store.logs(&id, limit, before).await?;
+            let entries = mirrors.logs(&id, limit, before).await?;
             if json {
                 print_json(&entries);
             } else if entries.is_empty() {
@@ -462,7 +464,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             }
         }
         MirrorCommand::Delete { id } => {
-            store.delete_mirror(&id).await.map_err(|e| {
+            mirrors.delete(&id).await.map_err(|e| {
                 refused(
                     &id,
                     e,
@@ -496,35 +498,12 @@ fn prepare(command: &MirrorCommand) -> CliResult<Option<MirrorConfig>> {
     Ok(Some(config))
 }
 
-/// The summary of the newest finished run, from the usage log.
-async fn last_report(store: &dyn StateStore, id: &str) -> CliResult<Option<String>> {
-    // The finish entry is the last of a run; a page this long reaches it unless one run logged
-    // more tags than that, and then the report is simply not shown.
-    let entries = store.logs(id, 500, None).await?;
-    Ok(entries
-        .into_iter()
-        .find(|e| {
-            matches!(
-                e.kind,
-                LogKind::SyncSucceeded | LogKind::SyncFailed | LogKind::SyncCancelled
-            )
-        })
-        .map(|e| {
-            let outcome = match e.kind {
-                LogKind::SyncSucceeded => "succeeded",
-                LogKind::SyncFailed => "failed",
-                _ => "cancelled",
-            };
-            format!("{outcome}: {}", e.message)
-        }))
-}
-
-fn show(record: &MirrorRecord, report: Option<String>, json: bool) {
-    let view = MirrorView::new(record, report);
+fn show(record: &MirrorRecord, json: bool) {
+    let view = MirrorView::new(record, None);
     if json {
         print_json(&view);
     } else {
-        view.print_text();
+        print_view(&view);
     }
 }
 

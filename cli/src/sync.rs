@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
-use regmirror::config::KNOWN_ARCHITECTURES;
+use regmirror::config::{KNOWN_ARCHITECTURES, check_cert_dir};
 use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
 use regmirror::oneshot::{Access, OneShotSync};
 use regmirror::registry::http::AddressGuard;
@@ -324,7 +324,7 @@ fn resolve_access(location: &Location, side: &str, raw: RawAccess<'_>) -> CliRes
         return Ok(Access::default());
     }
     if let Some(dir) = raw.cert_dir {
-        check_cert_dir(dir).map_err(|f| f.context(raw.cert_flag))?;
+        check_cert_dir(dir).map_err(|e| Failure::from(e).context(raw.cert_flag))?;
     }
     if let Some((flag, file)) = raw.authfile {
         check_auth_file(file).map_err(|f| f.context(flag))?;
@@ -375,38 +375,6 @@ fn check_auth_file(file: &Path) -> CliResult<()> {
             file.display()
         ))),
     }
-}
-
-/// A CA directory as docker's `certs.d/HOST`: only its `*.crt` files (CAs) and `*.cert` +
-/// `*.key` pairs (a client certificate) are read, so one without any (a `ca.pem`, a typo) would
-/// silently do nothing and fail later as an unknown issuer.
-pub fn check_cert_dir(dir: &Path) -> CliResult<()> {
-    if dir.is_file() {
-        return Err(Failure::invalid(format!(
-            "{} is a file; give the directory that holds it (as docker's certs.d/HOST), with \
-             the CA certificate named ca.crt",
-            dir.display()
-        )));
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Failure::invalid(format!(
-            "{} is not a readable directory: {e}",
-            dir.display()
-        ))
-    })?;
-    let used = entries.filter_map(Result::ok).any(|e| {
-        e.path()
-            .extension()
-            .is_some_and(|ext| ext == "crt" || ext == "cert")
-    });
-    if !used {
-        return Err(Failure::invalid(format!(
-            "{} holds no *.crt file; put the registry's CA certificate (PEM) there as ca.crt \
-             (and a client certificate as client.cert + client.key)",
-            dir.display()
-        )));
-    }
-    Ok(())
 }
 
 /// A one-shot sync, checked: where from, where to, how to reach each, and the mirror settings

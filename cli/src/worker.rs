@@ -10,19 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use regmirror::engine::{HttpConnector, Mirror, metadata_concurrency};
+use regmirror::engine::{HttpConnector, Mirror};
 use regmirror::notify::{LogNotifier, WebhookNotifier};
-use regmirror::registry::LayoutRegistry;
-use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::state::Declaration;
+use regmirror::registry::http::HttpOptions;
 use regmirror::worker::{RunProgress, WorkerOptions};
-use regmirror::{DestRegistry, EngineSettings, MirrorConfig, StateStore};
+use regmirror::{EngineSettings, StateStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::metrics::{MeteredStore, MetricsNotifier};
-use crate::api::{self, MirrorDefaults, Server, WorkerState};
+use crate::api::{self, Server, WorkerState};
 use crate::failure::{CliResult, Failure};
-use crate::worker_config::{DestinationTarget, LogFormat, WorkerConfig};
+use crate::worker_config::{LogFormat, WorkerConfig};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -39,7 +37,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     // Logs in the file's format; a file that cannot be read is reported in text.
     init_logs(config.as_ref().map_or(LogFormat::Text, |c| c.log_format));
     let config = config?;
-    let mut store = config.state.open(config.state_timeouts).await?;
+    let mut store = crate::store::open(&config.state, config.state_timeouts).await?;
     let metrics = match &config.api {
         Some(_) => {
             store = Arc::new(MeteredStore(store));
@@ -49,20 +47,18 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     };
     let metered = metrics.is_some();
     let mirror = engine(&config, store, metered)?;
-    declare(&mirror, &config.mirrors).await?;
+    // Mirrors in the store but not in the file are left alone: they may have been added with
+    // `regmirror mirror add`.
+    mirror.declare(&config.mirrors).await?;
     let worker_state = Arc::new(WorkerState::default());
     let server = match (&config.api, metrics) {
         (Some(api_config), Some(metrics)) => {
-            let defaults = MirrorDefaults {
-                rollback: config.default_rollback,
-                retry_backoff: config.retry_backoff,
-            };
             let (server, addr) = Server::start(
                 api_config,
                 mirror.clone(),
                 metrics,
                 Arc::clone(&worker_state),
-                defaults,
+                config.defaults,
             )
             .await?;
             tracing::info!(
@@ -77,7 +73,7 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
     tracing::info!(
         worker = mirror.worker_id(),
         state = %config.state,
-        destination = ?config.destination.target,
+        destination = %config.destination,
         poll_interval_secs = config.poll_interval.as_secs(),
         mirrors_declared = config.mirrors.len(),
         "worker started"
@@ -152,10 +148,10 @@ fn init_logs(format: LogFormat) {
 
 /// The engine the file describes: its store, destination, robot, notifiers and limits.
 fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>, metered: bool) -> CliResult<Mirror> {
-    let dest = &config.destination;
     let mut builder = Mirror::builder()
         .state(store)
-        .destination(destination(config)?)
+        .destination_spec(config.destination.clone())
+        .max_tags(config.max_tags)
         .connector(Arc::new(HttpConnector::new(HttpOptions {
             // As HttpConnector::default(): a mirror without credentials is anonymous.
             docker_config: false,
@@ -166,13 +162,8 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>, metered: bool) -> C
         .concurrency(config.concurrency)
         .lease(config.lease)
         .settings(EngineSettings {
-            destination_host: match &dest.target {
-                DestinationTarget::Registry(host) => Some(host.clone()),
-                DestinationTarget::Layouts(_) => None,
-            },
-            destination_verify_tls: dest.tls_verify,
-            default_rollback: config.default_rollback,
-            robot: dest.credentials.as_ref().map(|c| c.username.clone()),
+            default_rollback: config.defaults.rollback,
+            default_retry_backoff: config.defaults.retry_backoff,
             ..EngineSettings::default()
         })
         .notifier(Arc::new(LogNotifier));
@@ -190,53 +181,6 @@ fn engine(config: &WorkerConfig, store: Arc<dyn StateStore>, metered: bool) -> C
         builder = builder.notifier(Arc::new(webhook));
     }
     Ok(builder.build()?)
-}
-
-fn destination(config: &WorkerConfig) -> CliResult<Arc<dyn DestRegistry>> {
-    let (dest, concurrency) = (&config.destination, config.concurrency);
-    Ok(match &dest.target {
-        DestinationTarget::Layouts(root) => Arc::new(LayoutRegistry::new(root)),
-        DestinationTarget::Registry(host) => {
-            let options = HttpOptions {
-                credentials: dest.credentials.clone(),
-                tls_verify: dest.tls_verify,
-                ca_certs: dest.cert_dir.iter().cloned().collect(),
-                // The robot is the only identity that writes; never a login lying around.
-                docker_config: false,
-                max_concurrent_requests: concurrency,
-                max_concurrent_metadata_requests: metadata_concurrency(concurrency),
-                max_tags: config.max_tags,
-                ..HttpOptions::default()
-            };
-            Arc::new(
-                HttpRegistry::new(host, options)
-                    .map_err(|e| Failure::from(e).context("destination"))?,
-            )
-        }
-    })
-}
-
-/// Declare the file's mirrors: create those that do not exist, update those whose settings
-/// differ (status, schedule and logs stay), in one transaction, so workers started together all
-/// come up. Mirrors in the store but not in the file are left alone: they may have been added
-/// with `regmirror mirror add`.
-async fn declare(mirror: &Mirror, mirrors: &[MirrorConfig]) -> CliResult<()> {
-    let declared = mirror.declare(mirrors).await?;
-    for (config, what) in mirrors.iter().zip(declared) {
-        match what {
-            Declaration::Created => {
-                tracing::info!(mirror = %config.id, "created from the config file");
-            }
-            // Said loudly: an edit made with `regmirror mirror update/disable` is undone.
-            Declaration::Updated { changed } => tracing::warn!(
-                mirror = %config.id,
-                changed = %changed.join(", "),
-                "the config file's settings replace the stored ones"
-            ),
-            Declaration::Unchanged => {}
-        }
-    }
-    Ok(())
 }
 
 /// SIGINT and SIGTERM (what Ctrl-C, `systemctl stop` and `docker stop` send): the first asks
@@ -286,19 +230,18 @@ impl StopSignals<(), ()> {
 
 #[cfg(test)]
 mod tests {
-    use regmirror::Credentials;
-    use regmirror::state::SqliteStateStore;
+    use regmirror::state::Declaration;
+    use regmirror::{Credentials, StoreUrl};
 
     use super::*;
 
     #[tokio::test]
     async fn declaring_again_changes_nothing_and_an_edit_keeps_the_status() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn StateStore> = Arc::new(
-            SqliteStateStore::open(dir.path().join("s.db"))
-                .await
-                .unwrap(),
-        );
+        let store = StoreUrl::Sqlite(dir.path().join("s.db"))
+            .open(Default::default())
+            .await
+            .unwrap();
         let config = WorkerConfig::parse(
             "[destination]\nregistry = \"r.io\"\n\
              [[mirror]]\nid = \"m/a\"\nsource = \"q.io/a\"\ntags = \"v*\"\n\
@@ -306,19 +249,18 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        let mirror = Mirror::builder()
-            .state(Arc::clone(&store))
-            .destination(Arc::new(LayoutRegistry::new(dir.path())))
-            .build()
-            .unwrap();
-        declare(&mirror, &config.mirrors).await.unwrap();
-        store.sync_now("m/a").await.unwrap();
-        let before = store.get_mirror("m/a").await.unwrap();
+        let mirror = engine(&config, store, false).unwrap();
+        assert_eq!(
+            mirror.declare(&config.mirrors).await.unwrap(),
+            [Declaration::Created]
+        );
+        mirror.sync_now("m/a").await.unwrap();
+        let before = mirror.get("m/a").await.unwrap();
 
         // A restart with the same file: the stored mirror (and its schedule) stay as they are.
         let again = mirror.declare(&config.mirrors).await.unwrap();
         assert_eq!(again, [Declaration::Unchanged]);
-        assert_eq!(store.get_mirror("m/a").await.unwrap(), before);
+        assert_eq!(mirror.get("m/a").await.unwrap(), before);
 
         let mut edited = config.mirrors.clone();
         edited[0].tags = vec!["v2*".into()];
@@ -330,7 +272,7 @@ mod tests {
                 changed: vec!["enabled".into(), "source_credentials".into(), "tags".into()]
             }]
         );
-        let after = store.get_mirror("m/a").await.unwrap();
+        let after = mirror.get("m/a").await.unwrap();
         assert_eq!(after.config.tags, ["v2*"]);
         assert_eq!(after.state.status, before.state.status);
     }

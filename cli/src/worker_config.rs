@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use regmirror::config::{DEFAULT_RETRY_BACKOFF, KNOWN_ARCHITECTURES, check_interval};
+use regmirror::config::{DEFAULT_RETRY_BACKOFF, MirrorDefaults, MirrorSettings, check_cert_dir};
 use regmirror::engine::{DEFAULT_CONCURRENCY, DEFAULT_LEASE};
 use regmirror::registry::http::AddressGuard;
 use regmirror::state::{LogRetention, StoreTimeouts};
@@ -16,17 +16,11 @@ use regmirror::worker::{
     DEFAULT_FIRST_RUN_SPREAD, DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_DEADLINE,
 };
-use regmirror::{
-    Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
-    TagFilter,
-};
+use regmirror::{Credentials, Destination, MirrorConfig, RollbackMode, StoreUrl};
 use serde::Deserialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use toml::Spanned;
 
 use crate::failure::{CliResult, Failure};
-use crate::store::StateUrl;
 
 /// Where the state lives when the file does not say: next to the config file.
 const DEFAULT_STATE: &str = "sqlite:regmirror.db";
@@ -34,7 +28,7 @@ const DEFAULT_STATE: &str = "sqlite:regmirror.db";
 /// A checked worker configuration.
 #[derive(Debug)]
 pub struct WorkerConfig {
-    pub state: StateUrl,
+    pub state: StoreUrl,
     /// Bounds on every state store call (PostgreSQL queries and connection checkouts, SQLite's
     /// wait for another process's write lock).
     pub state_timeouts: StoreTimeouts,
@@ -53,17 +47,17 @@ pub struct WorkerConfig {
     pub max_tags: usize,
     /// The window the first runs of many new mirrors due together are spread over.
     pub first_run_spread: Duration,
-    /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors that do not set one.
-    pub default_rollback: RollbackMode,
+    /// Quay's `REPO_MIRROR_ROLLBACK` (`default_rollback`) and the file's `retry_backoff`: what
+    /// mirrors that do not set their own get (also those added through the API).
+    pub defaults: MirrorDefaults,
     /// How much usage log the worker keeps.
     pub log_retention: LogRetention,
     /// The SSRF guard over every mirror's source (`ssrf_guard`, `ssrf_allow`); `None` is off.
     pub address_guard: Option<AddressGuard>,
+    /// Where every mirror writes (Quay's `REPO_MIRROR_SERVER_HOSTNAME` and robot).
     pub destination: Destination,
     pub webhooks: Vec<Webhook>,
     pub mirrors: Vec<MirrorConfig>,
-    /// The retry backoff of mirrors that do not set one (also those added through the API).
-    pub retry_backoff: Duration,
     /// The HTTP endpoint (`[api]`); `None` is off.
     pub api: Option<ApiConfig>,
     /// How the worker writes its log lines.
@@ -97,23 +91,6 @@ impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ApiToken(<redacted>)")
     }
-}
-
-/// Where every mirror writes (Quay's `REPO_MIRROR_SERVER_HOSTNAME` and robot).
-#[derive(Debug)]
-pub struct Destination {
-    /// A registry host (each mirror's id is its repository there) or a directory of layouts
-    /// (mirror `a/b` is the layout `DIR/a/b`).
-    pub target: DestinationTarget,
-    pub credentials: Option<Credentials>,
-    pub tls_verify: bool,
-    pub cert_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DestinationTarget {
-    Registry(String),
-    Layouts(PathBuf),
 }
 
 /// A webhook receiving `sync started/succeeded/failed/cancelled` as JSON POSTs.
@@ -155,8 +132,9 @@ struct RawConfig {
     destination: Spanned<RawDestination>,
     #[serde(default)]
     webhook: Vec<Spanned<RawWebhook>>,
+    /// Each a [`MirrorSettings`] once its secret and paths are resolved.
     #[serde(default)]
-    mirror: Vec<Spanned<RawMirror>>,
+    mirror: Vec<Spanned<toml::Table>>,
     api: Option<Spanned<RawApi>>,
     log_format: Option<LogFormat>,
 }
@@ -200,67 +178,6 @@ struct RawSecret {
     env: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMirror {
-    id: String,
-    source: String,
-    tags: Patterns,
-    #[serde(default)]
-    architectures: Vec<String>,
-    #[serde(default, deserialize_with = "duration::option")]
-    interval: Option<Duration>,
-    start: Option<StartTime>,
-    #[serde(default, deserialize_with = "duration::option_or_zero")]
-    retry_backoff: Option<Duration>,
-    enabled: Option<bool>,
-    /// Also spelled `tls_verify`, as in `[destination]` and skopeo.
-    #[serde(alias = "tls_verify")]
-    verify_tls: Option<bool>,
-    /// The source's private CA: a directory of `*.crt` files (as `[destination]`) ...
-    cert_dir: Option<PathBuf>,
-    /// ... or one PEM bundle.
-    ca_file: Option<PathBuf>,
-    #[serde(default, deserialize_with = "duration::option")]
-    timeout: Option<Duration>,
-    rollback: Option<RollbackMode>,
-    platform_index: Option<PlatformIndexMode>,
-    referrers: Option<ReferrersPolicy>,
-    robot: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    http_proxy: Option<String>,
-    https_proxy: Option<String>,
-    no_proxy: Option<String>,
-}
-
-/// `start = 2026-12-01T03:00:00Z` (a TOML date-time) or the same quoted, as many write it.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StartTime {
-    Toml(toml::value::Datetime),
-    Text(String),
-}
-
-impl std::fmt::Display for StartTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartTime::Toml(t) => write!(f, "{t}"),
-            StartTime::Text(t) => f.write_str(t),
-        }
-    }
-}
-
-/// `tags = "v3.*, !*-rc*"` or `tags = ["v3.*", "!*-rc*"]`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Patterns {
-    One(String),
-    Many(Vec<String>),
-}
-
 impl WorkerConfig {
     /// Read and check the file at `path`.
     pub fn load(path: &Path) -> CliResult<WorkerConfig> {
@@ -270,7 +187,7 @@ impl WorkerConfig {
 
     /// Only the state store of the file at `path`, for the mirror commands: they need no
     /// secrets, so the file's passwords (files, environment variables) are not read.
-    pub fn load_state(path: &Path) -> CliResult<StateUrl> {
+    pub fn load_state(path: &Path) -> CliResult<StoreUrl> {
         let (text, base) = read(path)?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| {
             toml_error(&text, &e).context(format!("config file {}", path.display()))
@@ -319,6 +236,7 @@ impl WorkerConfig {
             rollback: raw.default_rollback.unwrap_or_default(),
             retry_backoff: raw.retry_backoff.unwrap_or(DEFAULT_RETRY_BACKOFF),
         };
+        // Checked here too: with no mirror relying on it, nothing else would.
         check_whole_seconds(defaults.retry_backoff, "retry_backoff")?;
         // 0 keeps everything, as leaving the key out of a file could not say.
         let log_retention = LogRetention {
@@ -339,7 +257,11 @@ impl WorkerConfig {
         for m in raw.mirror {
             let at = line(m.span());
             let m = m.into_inner();
-            let id = m.id.clone();
+            let id = m
+                .get("id")
+                .and_then(toml::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let config = mirror(m, base, &defaults).map_err(|f| {
                 // The core's checks name the mirror already.
                 f.context_if_new(format!("mirror {id:?}")).context(&at)
@@ -382,13 +304,12 @@ impl WorkerConfig {
                 regmirror::registry::http::DEFAULT_MAX_TAGS,
             )?,
             first_run_spread: raw.first_run_spread.unwrap_or(DEFAULT_FIRST_RUN_SPREAD),
-            default_rollback: defaults.rollback,
+            defaults,
             log_retention,
             address_guard,
             destination,
             webhooks,
             mirrors,
-            retry_backoff: defaults.retry_backoff,
             api,
             log_format: raw.log_format.unwrap_or_default(),
         })
@@ -403,11 +324,11 @@ fn read(path: &Path) -> CliResult<(String, &Path)> {
 }
 
 /// The state store the file names (a relative SQLite path is relative to the file).
-fn state(raw: &RawConfig, base: &Path) -> CliResult<StateUrl> {
+fn state(raw: &RawConfig, base: &Path) -> CliResult<StoreUrl> {
     let state = raw.state.as_deref().unwrap_or(DEFAULT_STATE);
-    Ok(match StateUrl::parse(state, "state")? {
-        StateUrl::Sqlite(path) => StateUrl::Sqlite(base.join(path)),
-        postgres => postgres,
+    Ok(match crate::store::parse(state, "state")? {
+        StoreUrl::Sqlite(path) => StoreUrl::Sqlite(base.join(path)),
+        other => other,
     })
 }
 
@@ -503,43 +424,24 @@ fn toml_error(text: &str, e: &toml::de::Error) -> Failure {
 
 fn destination(raw: RawDestination, base: &Path) -> CliResult<Destination> {
     let context = |f: Failure| f.context("destination");
-    let target = if let Some(dir) = raw.registry.strip_prefix("oci:") {
-        if dir.is_empty() {
-            return Err(context(Failure::invalid(
-                "registry: \"oci:\" needs a directory, as in oci:/srv/mirrors",
-            )));
-        }
-        DestinationTarget::Layouts(base.join(dir))
-    } else {
-        let host = &raw.registry;
-        if host.is_empty() || host.contains("://") || host.contains('/') {
-            return Err(context(Failure::invalid(format!(
-                "registry: {host:?} is not host[:port]; give only the registry host (each mirror's id is its repository there), or oci:DIRECTORY"
-            ))));
-        }
-        DestinationTarget::Registry(host.clone())
-    };
+    let mut destination = Destination::parse(&raw.registry).map_err(|e| context(e.into()))?;
+    if let regmirror::DestinationTarget::Layouts(dir) = &mut destination.target {
+        *dir = base.join(&*dir);
+    }
     let password = RawSecret {
         value: raw.password,
         file: raw.password_file,
         env: raw.password_env,
     };
-    let credentials = credentials(raw.username, password, base).map_err(context)?;
-    if let (DestinationTarget::Layouts(_), Some(_)) = (&target, &credentials) {
-        return Err(context(Failure::invalid(
-            "username/password apply to a registry, not to oci: layouts",
-        )));
+    destination.credentials = credentials(raw.username, password, base).map_err(context)?;
+    destination.validate().map_err(|e| context(e.into()))?;
+    if let Some(dir) = raw.cert_dir {
+        let dir = base.join(dir);
+        check_cert_dir(&dir).map_err(|e| context(Failure::from(e).context("cert_dir")))?;
+        destination.ca_certs.push(dir);
     }
-    let cert_dir = raw.cert_dir.map(|d| base.join(d));
-    if let Some(dir) = &cert_dir {
-        crate::sync::check_cert_dir(dir).map_err(|f| context(f.context("cert_dir")))?;
-    }
-    Ok(Destination {
-        target,
-        credentials,
-        tls_verify: raw.tls_verify.unwrap_or(true),
-        cert_dir,
-    })
+    destination.tls_verify = raw.tls_verify.unwrap_or(true);
+    Ok(destination)
 }
 
 fn webhook(raw: RawWebhook, base: &Path) -> CliResult<Webhook> {
@@ -604,12 +506,6 @@ fn api(raw: RawApi, base: &Path) -> CliResult<ApiConfig> {
     })
 }
 
-/// What the file's top level sets for mirrors that do not set it themselves.
-struct MirrorDefaults {
-    rollback: RollbackMode,
-    retry_backoff: Duration,
-}
-
 /// `key` (a backoff) must be whole seconds: the store keeps whole seconds.
 fn check_whole_seconds(d: Duration, key: &str) -> CliResult<()> {
     if d.subsec_nanos() != 0 {
@@ -621,87 +517,41 @@ fn check_whole_seconds(d: Duration, key: &str) -> CliResult<()> {
     Ok(())
 }
 
-fn mirror(raw: RawMirror, base: &Path, defaults: &MirrorDefaults) -> CliResult<MirrorConfig> {
-    let source = raw.source.strip_prefix("docker://").unwrap_or(&raw.source);
-    let source = regmirror::RepositoryRef::parse(source)
-        .map_err(|e| Failure::invalid(format!("source: {}", e.message())))?;
-    let tags = match raw.tags {
-        Patterns::One(s) => vec![s],
-        Patterns::Many(v) => v,
+/// A `[[mirror]]` table as [`MirrorSettings`]: its password read from where the file says,
+/// its paths relative to the file, its TOML date-time as text. The core checks the rest.
+fn mirror(
+    mut table: toml::Table,
+    base: &Path,
+    defaults: &MirrorDefaults,
+) -> CliResult<MirrorConfig> {
+    let mut text = |key: &str| match table.remove(key) {
+        Some(toml::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Failure::invalid(format!("{key}: must be a string"))),
+        None => Ok(None),
     };
-    let tags = TagFilter::new(&tags)
-        .map_err(|e| Failure::from(e).context("tags"))?
-        .patterns()
-        .to_vec();
-    if let Some(a) = raw
-        .architectures
-        .iter()
-        .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
-    {
-        return Err(Failure::invalid(format!(
-            "architectures: unknown architecture {a:?} (known: {})",
-            KNOWN_ARCHITECTURES.join(", ")
-        )));
-    }
-    let patterns: Vec<&str> = tags.iter().map(String::as_str).collect();
-    let mut config = MirrorConfig::new(raw.id, source, &patterns);
-    config.architectures = raw.architectures;
-    if let Some(interval) = raw.interval {
-        check_interval(interval).map_err(|why| Failure::invalid(format!("interval: {why}")))?;
-        config.sync_interval = interval;
-    }
-    config.retry_backoff = raw.retry_backoff.unwrap_or(defaults.retry_backoff);
-    check_whole_seconds(config.retry_backoff, "retry_backoff")?;
-    if let Some(start) = raw.start {
-        config.sync_start_date = Some(
-            OffsetDateTime::parse(&start.to_string(), &Rfc3339).map_err(|e| {
-                Failure::invalid(format!(
-                    "start: {start} is not a full date and time with an offset ({e}); write e.g. 2026-12-01T03:00:00Z"
-                ))
-            })?,
-        );
-    }
-    config.enabled = raw.enabled.unwrap_or(true);
-    config.verify_tls = raw.verify_tls.unwrap_or(true);
-    if let Some(dir) = raw.cert_dir {
-        let dir = base.join(dir);
-        crate::sync::check_cert_dir(&dir).map_err(|f| f.context("cert_dir"))?;
-        config.source_ca_certs.push(dir);
-    }
-    if let Some(file) = raw.ca_file {
-        let file = base.join(file);
-        if !file.is_file() {
-            return Err(Failure::invalid(format!(
-                "ca_file: {} is not a file; give the source's CA certificate (PEM)",
-                file.display()
-            )));
-        }
-        config.source_ca_certs.push(file);
-    }
-    if let Some(timeout) = raw.timeout {
-        config.timeout = timeout;
-    }
-    config.rollback = raw.rollback.unwrap_or(defaults.rollback);
-    if let Some(mode) = raw.platform_index {
-        config.platform_index = mode;
-    }
-    if let Some(referrers) = raw.referrers {
-        config.referrers = referrers;
-    }
-    config.robot = raw.robot;
     let password = RawSecret {
-        value: raw.password,
-        file: raw.password_file,
-        env: raw.password_env,
+        value: text("password")?,
+        file: text("password_file")?.map(PathBuf::from),
+        env: text("password_env")?,
     };
-    config.source_credentials = credentials(raw.username, password, base)?;
-    config.proxy = ProxyConfig {
-        http_proxy: raw.http_proxy,
-        https_proxy: raw.https_proxy,
-        no_proxy: raw.no_proxy,
-    };
-    config.validate()?;
-    Ok(config)
+    if let Some(password) = secret(password, "password", base)? {
+        table.insert("password".into(), password.into());
+    }
+    for key in ["cert_dir", "ca_file"] {
+        if let Some(toml::Value::String(path)) = table.get_mut(key) {
+            *path = base.join(&*path).display().to_string();
+        }
+    }
+    // `start = 2026-12-01T03:00:00Z` (a TOML date-time) or the same quoted, as many write it.
+    if let Some(start) = table.get_mut("start")
+        && let toml::Value::Datetime(time) = start
+    {
+        *start = time.to_string().into();
+    }
+    let settings: MirrorSettings = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| Failure::invalid(e.message().trim_end()))?;
+    Ok(settings.into_config(defaults)?)
 }
 
 fn credentials(
@@ -785,6 +635,8 @@ mod duration {
 
 #[cfg(test)]
 mod tests {
+    use regmirror::ReferrersPolicy;
+
     use super::*;
 
     #[test]
@@ -881,7 +733,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         let c = WorkerConfig::parse(EXAMPLE, Path::new("/etc/regmirror")).unwrap();
         assert_eq!(
             c.state,
-            StateUrl::Sqlite("/etc/regmirror/state/regmirror.db".into())
+            StoreUrl::Sqlite("/etc/regmirror/state/regmirror.db".into())
         );
         assert_eq!(c.poll_interval, Duration::from_secs(10));
         assert_eq!(c.lease, Duration::from_secs(15));
@@ -889,7 +741,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         assert_eq!(c.first_run_spread, Duration::from_secs(90));
         assert_eq!(
             c.destination.target,
-            DestinationTarget::Registry("127.0.0.1:5000".into())
+            regmirror::DestinationTarget::Registry("127.0.0.1:5000".into())
         );
         assert_eq!(
             c.destination.credentials.as_ref().unwrap().password,
@@ -1110,8 +962,8 @@ password_env = "REGMIRROR_TEST_CFG_PW"
         .unwrap();
         assert_eq!(
             c.destination.target,
-            DestinationTarget::Layouts("/srv/mirrors".into())
+            regmirror::DestinationTarget::Layouts("/srv/mirrors".into())
         );
-        assert_eq!(c.state, StateUrl::Sqlite("/srv/regmirror.db".into()));
+        assert_eq!(c.state, StoreUrl::Sqlite("/srv/regmirror.db".into()));
     }
 }

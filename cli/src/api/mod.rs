@@ -22,7 +22,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use regmirror::RollbackMode;
+use regmirror::config::MirrorDefaults;
 use regmirror::engine::Mirror;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -43,14 +43,6 @@ struct Api {
     metrics: PrometheusHandle,
     worker: Arc<WorkerState>,
     defaults: MirrorDefaults,
-}
-
-/// What a mirror created through the API gets when the request does not say (the worker
-/// file's top-level settings).
-#[derive(Debug, Clone, Copy)]
-pub struct MirrorDefaults {
-    pub rollback: RollbackMode,
-    pub retry_backoff: Duration,
 }
 
 /// Whether the worker loop is claiming: set when it starts, cleared when shutdown begins.
