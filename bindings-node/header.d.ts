@@ -94,3 +94,136 @@ export type ProgressEvent =
   /** Bytes of a blob streamed so far: at most five a second, and each blob's last. */
   | { type: 'blob_bytes'; digest: string; done: number; total: number }
   | { type: 'blob_finished'; digest: string; transfer: 'copied' | 'mounted' | 'present' }
+
+/**
+ * A mirror's settings: the names of a `[[mirror]]` table in the worker's `regmirror.toml`, in
+ * camelCase. Durations are `'6h'`, `'30m'`, `'90s'` or seconds. Unknown names are refused.
+ */
+export interface MirrorSettings {
+  /** The destination repository (`namespace/name`): the mirror's id. */
+  id: string
+  /** The repository to mirror, `host[:port]/path`. */
+  source: string
+  /** Tag patterns: a list, or one comma-separated string. */
+  tags: string | Array<string>
+  /** Platforms to copy from multi-arch images (default: all). */
+  architectures?: Array<string>
+  /** Time between scheduled syncs (default `'24h'`). */
+  interval?: string | number
+  /** The first scheduled sync, RFC 3339 (default: now). */
+  start?: string
+  /** The wait before retrying a failed run (default: the `Mirrors`' `retryBackoffSeconds`). */
+  retryBackoff?: string | number
+  /** Default true; a disabled mirror runs only on `syncNow`. */
+  enabled?: boolean
+  /** Verify the source's TLS certificate (default true); `false` also permits plain HTTP. */
+  tlsVerify?: boolean
+  /** `tlsVerify`, as the worker file also spells it. */
+  verifyTls?: boolean
+  /** The source's private CA: a directory as docker's `certs.d/HOST` … */
+  certDir?: string
+  /** … or one PEM file. */
+  caFile?: string
+  /** Upper bound for one run (default `'1h'`). */
+  timeout?: string | number
+  rollback?: 'failed_tags_only' | 'all_or_nothing'
+  platformIndex?: 'sparse' | 'rewrite'
+  /** `'all'` (default), `'none'`, or comma-separated artifact types. */
+  referrers?: string
+  /** The only identity that may push to the destination repository while it is mirrored. */
+  robot?: string
+  /** The source's login; never shown again. */
+  username?: string
+  password?: string
+  httpProxy?: string
+  httpsProxy?: string
+  noProxy?: string
+}
+
+/** Where a mirror is in its life, with Quay's names. */
+export type SyncStatus = 'NEVER_RUN' | 'SYNC_NOW' | 'SYNCING' | 'SUCCESS' | 'FAIL' | 'CANCEL'
+
+/**
+ * A stored mirror as `regmirror mirror show --json` prints it (camelCase): its settings (never
+ * a password), status, schedule and last run.
+ */
+export interface MirrorView {
+  id: string
+  source: string
+  /** The source username, when the mirror has credentials. */
+  sourceUsername?: string
+  tags: Array<string>
+  architectures: Array<string>
+  syncIntervalSecs: number
+  enabled: boolean
+  verifyTls: boolean
+  sourceCaCerts: Array<string>
+  httpProxy?: string
+  httpsProxy?: string
+  noProxy?: string
+  timeoutSecs: number
+  retryBackoffSecs: number
+  rollback: 'failed_tags_only' | 'all_or_nothing'
+  platformIndex: 'sparse' | 'rewrite'
+  referrers: string
+  robot?: string
+  status: SyncStatus
+  /** Retries left before the mirror waits for its next slot. */
+  retriesRemaining: number
+  /** The schedule's anchor, RFC 3339. */
+  startDate: string
+  nextStart: string
+  lastStarted?: string
+  lastFinished?: string
+  /** The last run's error, if it failed. */
+  lastError?: string
+  /** The worker holding the lease, while one does. */
+  leaseOwner?: string
+  leaseExpires?: string
+  leaseToken: number
+  /** When a worker runs it next (absent while it runs, or when nothing will run it). */
+  nextRun?: string
+  /** Whether the next poll of any worker with a free slot runs it. */
+  nextRunAtNextPoll: boolean
+  /** The newest finished run's summary: `'succeeded: …'`, `'failed: …'`, `'cancelled: …'`. */
+  lastReport?: string
+}
+
+/** One line of a mirror's usage log (Quay's "Usage Logs"), newest first. */
+export interface LogEntry {
+  /** Increasing; `logs(id, { before: seq })` pages back. */
+  seq: number
+  mirrorId: string
+  /** RFC 3339. */
+  time: string
+  kind:
+    | 'sync_started'
+    | 'tag_synced'
+    | 'tag_failed'
+    | 'tag_deleted'
+    | 'tag_restored'
+    | 'sync_succeeded'
+    | 'sync_failed'
+    | 'sync_cancelled'
+  tag?: string
+  digest?: string
+  message: string
+}
+
+/** A run's event, as a notifier function receives it: the webhook's payload in camelCase. */
+export interface MirrorEvent {
+  event: 'sync_started' | 'sync_succeeded' | 'sync_failed' | 'sync_cancelled'
+  mirrorId: string
+  source: string
+  patterns: Array<string>
+  tagsSynced: Array<string>
+  tagsFailed: Array<string>
+  tagsDeleted: Array<string>
+  bytesCopied: number
+  referrersCopied: number
+  durationMs: number
+  /** Why the run failed or was cancelled. */
+  error?: string
+  /** A remark on a successful run, such as "no tags matched". */
+  note?: string
+}

@@ -96,6 +96,139 @@ export type ProgressEvent =
   | { type: 'blob_finished'; digest: string; transfer: 'copied' | 'mounted' | 'present' }
 
 /**
+ * A mirror's settings: the names of a `[[mirror]]` table in the worker's `regmirror.toml`, in
+ * camelCase. Durations are `'6h'`, `'30m'`, `'90s'` or seconds. Unknown names are refused.
+ */
+export interface MirrorSettings {
+  /** The destination repository (`namespace/name`): the mirror's id. */
+  id: string
+  /** The repository to mirror, `host[:port]/path`. */
+  source: string
+  /** Tag patterns: a list, or one comma-separated string. */
+  tags: string | Array<string>
+  /** Platforms to copy from multi-arch images (default: all). */
+  architectures?: Array<string>
+  /** Time between scheduled syncs (default `'24h'`). */
+  interval?: string | number
+  /** The first scheduled sync, RFC 3339 (default: now). */
+  start?: string
+  /** The wait before retrying a failed run (default: the `Mirrors`' `retryBackoffSeconds`). */
+  retryBackoff?: string | number
+  /** Default true; a disabled mirror runs only on `syncNow`. */
+  enabled?: boolean
+  /** Verify the source's TLS certificate (default true); `false` also permits plain HTTP. */
+  tlsVerify?: boolean
+  /** `tlsVerify`, as the worker file also spells it. */
+  verifyTls?: boolean
+  /** The source's private CA: a directory as docker's `certs.d/HOST` … */
+  certDir?: string
+  /** … or one PEM file. */
+  caFile?: string
+  /** Upper bound for one run (default `'1h'`). */
+  timeout?: string | number
+  rollback?: 'failed_tags_only' | 'all_or_nothing'
+  platformIndex?: 'sparse' | 'rewrite'
+  /** `'all'` (default), `'none'`, or comma-separated artifact types. */
+  referrers?: string
+  /** The only identity that may push to the destination repository while it is mirrored. */
+  robot?: string
+  /** The source's login; never shown again. */
+  username?: string
+  password?: string
+  httpProxy?: string
+  httpsProxy?: string
+  noProxy?: string
+}
+
+/** Where a mirror is in its life, with Quay's names. */
+export type SyncStatus = 'NEVER_RUN' | 'SYNC_NOW' | 'SYNCING' | 'SUCCESS' | 'FAIL' | 'CANCEL'
+
+/**
+ * A stored mirror as `regmirror mirror show --json` prints it (camelCase): its settings (never
+ * a password), status, schedule and last run.
+ */
+export interface MirrorView {
+  id: string
+  source: string
+  /** The source username, when the mirror has credentials. */
+  sourceUsername?: string
+  tags: Array<string>
+  architectures: Array<string>
+  syncIntervalSecs: number
+  enabled: boolean
+  verifyTls: boolean
+  sourceCaCerts: Array<string>
+  httpProxy?: string
+  httpsProxy?: string
+  noProxy?: string
+  timeoutSecs: number
+  retryBackoffSecs: number
+  rollback: 'failed_tags_only' | 'all_or_nothing'
+  platformIndex: 'sparse' | 'rewrite'
+  referrers: string
+  robot?: string
+  status: SyncStatus
+  /** Retries left before the mirror waits for its next slot. */
+  retriesRemaining: number
+  /** The schedule's anchor, RFC 3339. */
+  startDate: string
+  nextStart: string
+  lastStarted?: string
+  lastFinished?: string
+  /** The last run's error, if it failed. */
+  lastError?: string
+  /** The worker holding the lease, while one does. */
+  leaseOwner?: string
+  leaseExpires?: string
+  leaseToken: number
+  /** When a worker runs it next (absent while it runs, or when nothing will run it). */
+  nextRun?: string
+  /** Whether the next poll of any worker with a free slot runs it. */
+  nextRunAtNextPoll: boolean
+  /** The newest finished run's summary: `'succeeded: …'`, `'failed: …'`, `'cancelled: …'`. */
+  lastReport?: string
+}
+
+/** One line of a mirror's usage log (Quay's "Usage Logs"), newest first. */
+export interface LogEntry {
+  /** Increasing; `logs(id, { before: seq })` pages back. */
+  seq: number
+  mirrorId: string
+  /** RFC 3339. */
+  time: string
+  kind:
+    | 'sync_started'
+    | 'tag_synced'
+    | 'tag_failed'
+    | 'tag_deleted'
+    | 'tag_restored'
+    | 'sync_succeeded'
+    | 'sync_failed'
+    | 'sync_cancelled'
+  tag?: string
+  digest?: string
+  message: string
+}
+
+/** A run's event, as a notifier function receives it: the webhook's payload in camelCase. */
+export interface MirrorEvent {
+  event: 'sync_started' | 'sync_succeeded' | 'sync_failed' | 'sync_cancelled'
+  mirrorId: string
+  source: string
+  patterns: Array<string>
+  tagsSynced: Array<string>
+  tagsFailed: Array<string>
+  tagsDeleted: Array<string>
+  bytesCopied: number
+  referrersCopied: number
+  durationMs: number
+  /** Why the run failed or was cancelled. */
+  error?: string
+  /** A remark on a successful run, such as "no tags matched". */
+  note?: string
+}
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
@@ -136,6 +269,66 @@ export declare class Mirror {
 }
 
 /**
+ * Mirrors kept in a state store, as `regmirror mirror …` and `regmirror worker` keep them
+ * (the same SQLite file or PostgreSQL database serves both). Every method returns a Promise;
+ * errors carry `code` (`'NotFound'`, `'InvalidConfig'`, `'Conflict'`, …).
+ */
+export declare class Mirrors {
+  /** Check the options (throws when one is invalid); the store is opened by the first call. */
+  constructor(options: MirrorsOptions)
+  /**
+   * Create a mirror from its settings (the names of a `[[mirror]]` in the worker's
+   * `regmirror.toml`, in camelCase); resolves with its view. Unknown names are refused.
+   */
+  add(settings: MirrorSettings): Promise<MirrorView>
+  /**
+   * Mirror `id`: its settings (never a password), `status` (Quay's names: `'NEVER_RUN'`,
+   * `'SYNCING'`, `'SUCCESS'`, …), retries left, last and next run, last report.
+   */
+  get(id: string): Promise<MirrorView>
+  /** Every mirror, ordered by id. */
+  list(): Promise<Array<MirrorView>>
+  /** Remove mirror `id`, its status and its log (the destination's images stay). */
+  delete(id: string): Promise<void>
+  /** Let the schedule run mirror `id` again; resolves with its view. */
+  enable(id: string): Promise<MirrorView>
+  /**
+   * Keep the schedule from running mirror `id` (`syncNow` still does); resolves with its
+   * view.
+   */
+  disable(id: string): Promise<MirrorView>
+  /**
+   * Run mirror `id` at a worker's next poll, even if disabled or not due (status
+   * `'SYNC_NOW'`); resolves with its view.
+   */
+  syncNow(id: string): Promise<MirrorView>
+  /**
+   * Cancel mirror `id`'s pending or running sync: a running one (in any worker sharing the
+   * store) stops after its unit in flight and reports `'cancelled'`. Resolves with its view.
+   */
+  cancel(id: string): Promise<MirrorView>
+  /**
+   * Mirror `id`'s usage log, newest first: at most `limit` entries (default 50), only those
+   * older than the sequence number `before` (to page back).
+   */
+  logs(id: string, options?: LogsOptions | undefined | null): Promise<Array<LogEntry>>
+  /**
+   * Claim mirror `id` now and sync it here, returning its report (a failed tag or run is in
+   * the report; the promise rejects when it could not run: unknown mirror, a worker holds
+   * it). `options` as for `Mirror.sync()`.
+   */
+  sync(id: string, options?: SyncOptions | undefined | null): Promise<SyncReport>
+  /** What syncing mirror `id` would do, changing nothing (see `Mirror.preview()`). */
+  preview(id: string, options?: SyncOptions | undefined | null): Promise<SyncPreview>
+  /**
+   * Run a worker in this process, as `regmirror worker` does: poll the store for due
+   * mirrors and sync them, with this `Mirrors`' notifiers. It keeps the process alive until
+   * `stop()`.
+   */
+  startWorker(options?: WorkerOptions | undefined | null): WorkerHandle
+}
+
+/**
  * A compiled list of tag patterns: shell-style globs matched against the whole tag,
  * case-sensitively (`*`, `?`, `[seq]`, `[!seq]`), plus `regex:`, `semver:` and `!`
  * exclusions. Invalid patterns throw an Error with `code === 'InvalidPattern'`.
@@ -149,6 +342,16 @@ export declare class TagFilter {
   select(tags: Array<string>): Array<string>
   /** The patterns, split and trimmed, in the order given. */
   get patterns(): Array<string>
+}
+
+/** A worker running in this process (`Mirrors.startWorker()`). */
+export declare class WorkerHandle {
+  /**
+   * Stop claiming, let the runs in flight finish (within the shutdown deadline), and resolve
+   * with what the worker did; rejects with what stopped it otherwise (a store that could not
+   * be opened, no destination). A second call resolves with `null` once the first has.
+   */
+  stop(): Promise<WorkerReport | null>
 }
 
 /** A username and a password or token. The password is never shown. */
@@ -195,6 +398,14 @@ export declare enum ErrorCode {
   Io = 'Io',
   /** A bug inside regmirror. */
   Internal = 'Internal',
+}
+
+/** Which page of a usage log `logs()` returns. */
+export interface LogsOptions {
+  /** At most this many entries (default 50). */
+  limit?: number
+  /** Only entries older than this sequence number (an entry's `seq`), to page back. */
+  before?: number
 }
 
 /** What a `Mirror` copies, from where to where, and how. */
@@ -267,6 +478,58 @@ export interface MirrorOptions {
   maxTags?: number
 }
 
+/** Where `Mirrors` keeps its mirrors and writes their images, and how. */
+export interface MirrorsOptions {
+  /**
+   * The state store: `'sqlite:PATH'` (one file, created with its schema),
+   * `'postgres://USER@HOST/DB'` (shared by workers on many hosts), or `'memory:'`.
+   */
+  state: string
+  /**
+   * Where mirrors write: a registry `'HOST[:PORT]'` (mirror `a/b` writes repository `a/b`
+   * there) or `'oci:DIR'` (one OCI layout per mirror). Without one, mirrors are managed but
+   * `sync`, `preview` and `startWorker` reject.
+   */
+  destination?: string
+  /**
+   * The robot that writes to the destination registry: the one identity allowed to push
+   * to a mirrored repository.
+   */
+  destCredentials?: Credentials
+  /** Verify the destination's TLS certificate (default true); `false` also permits plain HTTP. */
+  destTlsVerify?: boolean
+  /** A PEM file of CA certificates to trust for the destination besides the system's. */
+  destCaFile?: string
+  /** A directory as docker's `certs.d/HOST` for the destination. */
+  destCertDir?: string
+  /**
+   * Functions called with each run's events, as a webhook receives them (see
+   * `MirrorEvent`). One that throws, rejects, blocks or is slow never fails or stalls a
+   * sync; when it falls behind, events are dropped.
+   */
+  notifiers?: Array<(event: MirrorEvent) => unknown>
+  /** Blob copies in flight per run, a whole number (default 8). */
+  concurrency?: number
+  /** A registry listing more tags than this fails the run (default 1000000). */
+  maxTags?: number
+  /**
+   * How long a worker's claim on a running mirror lasts without renewal, in seconds (default
+   * 60); a crashed worker's mirrors run again after it.
+   */
+  leaseSeconds?: number
+  /** The `rollback` of mirrors that do not set one (default `'failed_tags_only'`). */
+  defaultRollback?: 'failed_tags_only' | 'all_or_nothing'
+  /**
+   * The `retryBackoff` of mirrors that do not set one, in seconds (default 60; 0 retries at
+   * the next poll).
+   */
+  retryBackoffSeconds?: number
+  /** The SSRF guard for every mirror's source (default false), as the worker's `ssrf_guard`. */
+  ssrfGuard?: boolean
+  /** Host names, addresses or CIDR networks the SSRF guard lets through. */
+  ssrfAllow?: Array<string>
+}
+
 /** How to run one `sync()` or `preview()`. */
 export interface SyncOptions {
   /**
@@ -281,4 +544,34 @@ export interface SyncOptions {
    * throws or is slow loses events (a process warning says so), never the run.
    */
   onProgress?: (event: ProgressEvent) => unknown
+}
+
+/** How a worker polls and runs, as the `[worker]` settings of `regmirror worker`. */
+export interface WorkerOptions {
+  /** The wait between polls while nothing finishes, in seconds (default 30, ±20 % at random). */
+  pollIntervalSeconds?: number
+  /** The most syncs running at once in this worker (default 4). */
+  maxConcurrentSyncs?: number
+  /**
+   * After `stop()`: runs still going at two thirds of this are cancelled, at five sixths
+   * abandoned (released for another worker); the worker stops by then (default 30).
+   */
+  shutdownDeadlineSeconds?: number
+  /** Several new mirrors due together are spread over this window (default 180). */
+  firstRunSpreadSeconds?: number
+}
+
+/** What a worker did between start and stop. */
+export interface WorkerReport {
+  /** Every run it started, in the order they ended. */
+  runs: Array<WorkerRun>
+  /** Polls the store did not answer (each retried at the next poll). */
+  failedPolls: number
+}
+
+/** One run a worker made. */
+export interface WorkerRun {
+  mirrorId: string
+  /** Absent when the run was abandoned at the shutdown deadline. */
+  outcome?: 'success' | 'failed' | 'cancelled'
 }

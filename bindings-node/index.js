@@ -836,5 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Mirror = nativeBinding.Mirror
+module.exports.Mirrors = nativeBinding.Mirrors
 module.exports.TagFilter = nativeBinding.TagFilter
+module.exports.WorkerHandle = nativeBinding.WorkerHandle
 module.exports.ErrorCode = nativeBinding.ErrorCode

@@ -1,4 +1,4 @@
-//! JavaScript functions the engine calls: a sync's `onProgress`.
+//! JavaScript functions the engine calls: a `Mirrors`' notifiers and a sync's `onProgress`.
 //!
 //! The core's [`regmirror::handoff`] queues each event for a thread of its own (bounded, byte
 //! counts rate-limited), and that thread passes it to the event loop through a threadsafe
@@ -11,8 +11,9 @@
 use napi::bindgen_prelude::{FnArgs, Function, JsObjectValue, Object, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, JsError, JsValue, Status};
+use regmirror::MirrorEvent;
 use regmirror::engine::{Progress, ProgressEvent};
-use regmirror::handoff;
+use regmirror::handoff::{self, CallbackNotifier};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -65,6 +66,15 @@ impl JsCallback {
             },
         );
     }
+}
+
+/// A notifier calling `function` with each event of the runs it is given to.
+pub(crate) fn notifier(function: &EventFunction) -> napi::Result<CallbackNotifier, ErrorCode> {
+    let callback = JsCallback::new(function, "a notifier")?;
+    CallbackNotifier::new("regmirror-node-notifier", move |event: MirrorEvent| {
+        callback.call(&event)
+    })
+    .map_err(errors::to_js)
 }
 
 /// The progress sink calling `function` with each event of one run.

@@ -5,9 +5,11 @@ mod callbacks;
 mod convert;
 mod errors;
 mod mirror;
+mod mirrors;
 mod run;
 mod tag_filter;
 
 pub use errors::ErrorCode;
 pub use mirror::Mirror;
+pub use mirrors::{Mirrors, WorkerHandle};
 pub use tag_filter::TagFilter;

@@ -4,16 +4,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use napi::bindgen_prelude::PromiseRaw;
 use napi::{Either, Env};
 use napi_derive::napi;
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::registry::http::AddressGuard;
-use regmirror::{Credentials as CoreCredentials, Error, ErrorKind, ProxyConfig};
+use regmirror::{Credentials as CoreCredentials, ProxyConfig};
 use serde_json::Value;
 
+use crate::convert::{seconds, whole_number};
 use crate::errors::{ErrorCode, to_js};
 use crate::run::{self, SyncOptions};
 
@@ -238,28 +238,10 @@ fn build(o: MirrorOptions) -> napi::Result<OneShotSync, ErrorCode> {
             sync.max_tags = whole_number("maxTags", n)?;
         }
         if let Some(secs) = o.timeout_seconds {
-            sync.timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidConfig,
-                    format!("timeoutSeconds: {secs} is not a number of seconds"),
-                )
-            })?;
+            sync.timeout = seconds("timeoutSeconds", secs)?;
         }
         sync.config()?;
         Ok(sync)
     };
     build().map_err(to_js)
-}
-
-/// A count given as a JavaScript number, which napi would wrap (-1) or truncate (1.5) on the
-/// way to an integer; the core checks its range.
-pub(crate) fn whole_number(name: &str, n: f64) -> regmirror::Result<usize> {
-    if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("{name}: {n} is not a whole number of 1 or more"),
-        ));
-    }
-    // Whole and in range: exact.
-    Ok(n as usize)
 }

@@ -90,15 +90,17 @@ where
         Some(signal) => Some(AbortListener::attach(env, signal, cancel.clone())?),
         None => None,
     };
+    // Cancelled only by the signal (a stored mirror's cancel reaches the run another way).
     let aborted = cancel.clone();
     let work = run(regmirror::SyncOptions {
-        cancel: cancel.clone(),
+        cancel,
         progress,
         ..regmirror::SyncOptions::default()
     });
+    let started = aborted.clone();
     env.spawn_future_with_callback(
         async move {
-            if aborted.is_cancelled() {
+            if started.is_cancelled() {
                 return Ok(None);
             }
             Ok(Some(work.await))
@@ -109,16 +111,17 @@ where
                 Some(listener) => Some(listener.detach(env)?),
                 None => None,
             };
-            match (output, reason) {
-                (Some(Ok(out)), Some(reason)) if out.cancelled() => {
-                    Err(abort_error(env, Some(&out), Some(reason))?)
+            let by_signal = aborted.is_cancelled();
+            match output {
+                Some(Ok(out)) if by_signal && out.cancelled() => {
+                    Err(abort_error(env, Some(&out), reason)?)
                 }
-                (Some(Ok(out)), _) => to_js(&out).map_err(|e| to_js_rejection(*env, e)),
-                (Some(Err(e)), Some(reason)) if e.kind() == ErrorKind::Cancelled => {
-                    Err(abort_error(env, None::<&T>, Some(reason))?)
+                Some(Ok(out)) => to_js(&out).map_err(|e| to_js_rejection(*env, e)),
+                Some(Err(e)) if by_signal && e.kind() == ErrorKind::Cancelled => {
+                    Err(abort_error(env, None::<&T>, reason)?)
                 }
-                (Some(Err(e)), _) => Err(to_js_rejection(*env, e)),
-                (None, reason) => Err(abort_error(env, None::<&T>, reason)?),
+                Some(Err(e)) => Err(to_js_rejection(*env, e)),
+                None => Err(abort_error(env, None::<&T>, reason)?),
             }
         },
     )
@@ -210,4 +213,28 @@ fn abort_error<T: RunOutput>(
         error.set_named_property("report", report)?;
     }
     Ok(napi::Error::from(error.to_unknown()))
+}
+
+/// A promise of `work`'s output as a plain object (`to_js`), rejecting with its error (`code`
+/// kept). For the calls that are not runs: no signal, no progress.
+pub(crate) fn promise<'env, T, F>(env: &'env Env, work: F) -> napi::Result<PromiseRaw<'env, Value>>
+where
+    T: Serialize + Send + 'static,
+    F: Future<Output = regmirror::Result<T>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(work.await) }, move |env, output| {
+        output
+            .and_then(|out| to_js(&out))
+            .map_err(|e| to_js_rejection(*env, e))
+    })
+}
+
+/// `promise` for work with no result: resolves with `undefined`.
+pub(crate) fn settled<'env, F>(env: &'env Env, work: F) -> napi::Result<PromiseRaw<'env, ()>>
+where
+    F: Future<Output = regmirror::Result<()>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(work.await) }, move |env, output| {
+        output.map_err(|e| to_js_rejection(*env, e))
+    })
 }

@@ -1,6 +1,23 @@
 // Type-checked by `npx tsc -p __test__/types` (scripts/test.sh): index.d.ts as a TypeScript user meets it,
 // with strict settings and isolatedModules (so ErrorCode must be a real enum, not a const one).
-import { ErrorCode, Mirror, MirrorOptions, ProgressEvent, SyncOptions, SyncPreview, SyncReport, TagFilter } from '../..'
+import {
+  ErrorCode,
+  LogEntry,
+  Mirror,
+  MirrorEvent,
+  MirrorOptions,
+  Mirrors,
+  MirrorSettings,
+  MirrorView,
+  ProgressEvent,
+  SyncOptions,
+  SyncPreview,
+  SyncReport,
+  SyncStatus,
+  TagFilter,
+  WorkerHandle,
+  WorkerReport,
+} from '../..'
 
 const options: MirrorOptions = {
   source: '127.0.0.1:5000/library/app',
@@ -71,3 +88,58 @@ async function main(): Promise<void> {
 }
 
 void main()
+
+async function stored(): Promise<void> {
+  const events: MirrorEvent[] = []
+  const mirrors = new Mirrors({
+    state: 'sqlite:/var/lib/regmirror/state.db',
+    destination: 'registry.example.com:5000',
+    destCredentials: { username: 'robot', password: 'token' },
+    destTlsVerify: false,
+    notifiers: [
+      (event: MirrorEvent) => {
+        if (event.event === 'sync_failed') console.log(event.mirrorId, event.error, event.tagsFailed)
+        events.push(event)
+      },
+      async (event) => console.log(event.event, event.bytesCopied),
+    ],
+    leaseSeconds: 60,
+    defaultRollback: 'all_or_nothing',
+    retryBackoffSeconds: 30,
+  })
+  const settings: MirrorSettings = {
+    id: 'mirror/app',
+    source: 'quay.io/coreos/etcd',
+    tags: ['v3.5.*', '!*-rc*'],
+    interval: '1h',
+    tlsVerify: false,
+    architectures: ['amd64'],
+    caFile: '/etc/ssl/quay-ca.pem',
+    timeout: 600,
+  }
+  const added: MirrorView = await mirrors.add(settings)
+  const status: SyncStatus = added.status
+  console.log(status, added.syncIntervalSecs, added.nextRun ?? 'not scheduled', added.lastReport)
+  const all: MirrorView[] = await mirrors.list()
+  console.log(all.map((v) => [v.id, v.status, v.retriesRemaining]))
+  await mirrors.enable('mirror/app')
+  await mirrors.disable('mirror/app')
+  await mirrors.syncNow('mirror/app')
+  await mirrors.cancel('mirror/app')
+  const log: LogEntry[] = await mirrors.logs('mirror/app', { limit: 10, before: 100 })
+  console.log(log.map((e) => `${e.seq} ${e.time} ${e.kind} ${e.tag ?? ''} ${e.message}`))
+  const report: SyncReport = await mirrors.sync('mirror/app', { onProgress, signal: AbortSignal.timeout(60_000) })
+  const plan: SyncPreview = await mirrors.preview('mirror/app')
+  console.log(report.outcome, plan.bytesToCopy)
+  const worker: WorkerHandle = mirrors.startWorker({
+    pollIntervalSeconds: 30,
+    maxConcurrentSyncs: 4,
+    shutdownDeadlineSeconds: 30,
+    firstRunSpreadSeconds: 180,
+  })
+  const done: WorkerReport | null = await worker.stop()
+  console.log(done?.runs.map((r) => `${r.mirrorId} ${r.outcome ?? 'abandoned'}`), done?.failedPolls)
+  await mirrors.delete('mirror/app')
+}
+
+void stored()
