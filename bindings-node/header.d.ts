@@ -4,8 +4,27 @@
 // The engine's results and events, which reach JavaScript as plain objects through serde
 // (src/convert.rs): the CLI's `--json` field names in camelCase, absent fields left out.
 
-/** A tag that failed, and why. */
-export interface TagFailure {
+/**
+ * An error as data: decide from these fields, never from message text. `side`, `phase`,
+ * `host` and `detail` are absent when not known (or, for `host`, an OCI layout).
+ */
+export interface Failure {
+  /** The error kind's name, as an `Error`'s `code` (`ErrorCode`). */
+  kind: `${ErrorCode}`
+  /** Which registry of the sync it came from. */
+  side?: 'source' | 'destination'
+  /** The step of the run it happened in. */
+  phase?: 'list' | 'read' | 'stage' | 'publish' | 'prune' | 'rollback'
+  /** The registry's host (`quay.io`, `127.0.0.1:5000`). */
+  host?: string
+  /** What regmirror recognised in particular. */
+  detail?: 'plain_http' | 'ssrf_guard' | 'dns' | 'sparse_index' | 'sparse_source' | 'run_timeout'
+  /** One line, without the kind. */
+  message: string
+}
+
+/** A tag that failed: why as one line (`reason`), and as data (the `Failure` fields). */
+export interface TagFailure extends Failure {
   tag: string
   /** The error kind's name and message, `'NotFound: manifest … not found'`. */
   reason: string
@@ -29,6 +48,12 @@ export interface SyncReport {
   outcome: 'success' | 'failed' | 'cancelled'
   /** Why the run failed or was cancelled; absent when it succeeded. */
   error?: string
+  /**
+   * The same as data; absent when it succeeded. A run failed by its tags carries its
+   * rollback's failure if that failed, else its first failed tag's (each tag's own are in
+   * `tagsFailed`).
+   */
+  failure?: Failure
   /** A remark on a successful run, such as "no tags matched". */
   note?: string
   /** A failed run whose successful tags and pruning stand (`failed_tags_only`). */
@@ -62,6 +87,8 @@ export interface PreviewTag {
   bytes: number
   /** Why the tag fails or is skipped. */
   reason?: string
+  /** Why the tag fails, as data. */
+  failure?: Failure
 }
 
 /** What a sync would do, changing nothing (`preview()`, the CLI's `--dry-run --json`). */

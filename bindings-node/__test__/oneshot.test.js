@@ -4,6 +4,7 @@
 
 const { after, before, test } = require('node:test')
 const assert = require('node:assert/strict')
+const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 
@@ -157,6 +158,32 @@ test('a progress callback that blocks the event loop does not stall the sync', a
   assert.ok(Date.now() - started >= 600)
 })
 
+test('a failed tag carries its error kind, side and phase as fields', async () => {
+  const dir = tempDir('regmirror-node-')
+  dirs.push(dir)
+  const layout = path.join(dir, 'layout')
+  execFileSync('bash', [path.join(__dirname, '..', '..', 'scripts', 'make-test-layout.sh'), layout, 'v1', 'v2'])
+  // v2's layer goes missing from the layout.
+  const blob = (digest) => path.join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length))
+  const index = JSON.parse(fs.readFileSync(path.join(layout, 'index.json'), 'utf8'))
+  const v2 = index.manifests.find((m) => m.annotations['org.opencontainers.image.ref.name'] === 'v2')
+  const manifest = JSON.parse(fs.readFileSync(blob(v2.digest), 'utf8'))
+  fs.rmSync(blob(manifest.layers[0].digest))
+
+  const report = await new Mirror({ source: `oci:${layout}`, to: `${registry.host}/failing/app`, tags: 'v*', destTlsVerify: false }).sync()
+  assert.equal(report.outcome, 'failed')
+  assert.deepEqual(report.tagsSynced, ['v1'])
+  assert.equal(report.tagsFailed.length, 1)
+  const [failed] = report.tagsFailed
+  assert.equal(failed.tag, 'v2')
+  assert.equal(failed.kind, 'NotFound')
+  assert.equal(failed.side, 'source')
+  assert.equal(failed.phase, 'stage')
+  assert.equal(failed.host, undefined, 'a layout has no host')
+  assert.equal(failed.reason, `NotFound: ${failed.message}`)
+  assert.equal(report.failure.kind, 'NotFound')
+})
+
 test('invalid settings throw with a clear message naming them', () => {
   const base = { source: `${registry.host}/library/app`, to: 'oci:/tmp/x', tags: 'v*' }
   const cases = [
@@ -178,6 +205,8 @@ test('a sub-second timeout stops a run against a registry that never answers, an
     const report = await new Mirror(options).sync()
     assert.equal(report.outcome, 'failed')
     assert.match(report.error, /^Timeout: .*timeout of 500ms/)
+    assert.equal(report.failure.kind, 'Timeout')
+    assert.equal(report.failure.detail, 'run_timeout')
     await assert.rejects(new Mirror(options).preview(), { code: 'Timeout', message: /timeout of 500ms/ })
   } finally {
     await silent.stop()

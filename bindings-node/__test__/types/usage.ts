@@ -63,6 +63,11 @@ async function main(): Promise<void> {
     const outcome: 'success' | 'failed' | 'cancelled' = report.outcome
     console.log(outcome, report.tagsSynced, report.tagsFailed, report.bytesCopied, report.referrersCopied)
     const failed: string[] = report.tagsFailed.map((f) => `${f.tag}: ${f.reason}`)
+    for (const f of report.tagsFailed) {
+      if (f.kind === ErrorCode.Unauthorized && f.side === 'source') console.log('check the source login for', f.host)
+      if (f.detail === 'sparse_source' || f.phase === 'stage') console.log(f.message)
+    }
+    if (report.failure?.kind === 'Timeout') console.log('took too long')
     console.log(failed, report.error ?? report.note)
     const plan: SyncPreview = await new Mirror(options).preview({ onProgress })
     for (const tag of plan.tags) {
