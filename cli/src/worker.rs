@@ -58,7 +58,6 @@ pub async fn run(args: WorkerArgs) -> CliResult<()> {
                 mirror.clone(),
                 metrics,
                 Arc::clone(&worker_state),
-                config.defaults,
             )
             .await?;
             tracing::info!(

@@ -810,6 +810,10 @@ async fn status_page_renders_in_headless_chromium() {
         dom.contains("does-not-exist"),
         "the last error is shown: {dom}"
     );
+    assert!(
+        dom.contains("succeeded: 1 synced"),
+        "the last run's summary: {dom}"
+    );
 
     let shot = dir.path().join("status.png");
     browse(&[

@@ -22,7 +22,6 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use regmirror::config::MirrorDefaults;
 use regmirror::engine::Mirror;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -42,7 +41,6 @@ struct Api {
     token_hash: [u8; 32],
     metrics: PrometheusHandle,
     worker: Arc<WorkerState>,
-    defaults: MirrorDefaults,
 }
 
 /// Whether the worker loop is claiming: set when it starts, cleared when shutdown begins.
@@ -75,7 +73,6 @@ impl Server {
         mirror: Mirror,
         metrics: PrometheusHandle,
         worker: Arc<WorkerState>,
-        defaults: MirrorDefaults,
     ) -> CliResult<(Server, SocketAddr)> {
         let listener = std::net::TcpListener::bind(&config.listen).map_err(|e| {
             Failure::invalid(format!(
@@ -94,7 +91,6 @@ impl Server {
             token_hash: Sha256::digest(config.token.0.as_bytes()).into(),
             metrics,
             worker,
-            defaults,
         };
         let app = router(api).into_make_service();
         let handle = Handle::new();

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use regmirror::SyncStatus;
-use regmirror::state::MirrorRecord;
+use regmirror::MirrorView;
+use regmirror::view::NextRun;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -40,8 +40,8 @@ fn document(title: &str, body: &str) -> Html<String> {
 }
 
 pub(super) async fn status(State(api): State<Api>) -> Response {
-    let records = match api.mirror.list().await {
-        Ok(records) => records,
+    let views = match api.mirror.views().await {
+        Ok(views) => views,
         Err(e) => {
             let body = format!(
                 "<h1>regmirror</h1><p class=\"error\">The state store did not answer: {}</p>",
@@ -59,7 +59,7 @@ pub(super) async fn status(State(api): State<Api>) -> Response {
         "<h1>regmirror worker {}</h1><p class=\"muted\">{} mirror(s); state store {}; page \
          rendered {}</p>",
         escape(api.mirror.worker_id()),
-        records.len(),
+        views.len(),
         if health.is_healthy() {
             "answering"
         } else {
@@ -71,24 +71,38 @@ pub(super) async fn status(State(api): State<Api>) -> Response {
         "<table><thead><tr><th>Mirror</th><th>Source</th><th>Status</th><th>Last run</th>\
          <th>Next run</th><th>Last error</th><th>Log</th></tr></thead><tbody>",
     );
-    for record in &records {
-        row(&mut body, record);
+    for view in &views {
+        row(&mut body, view);
     }
     body.push_str("</tbody></table>");
     document("regmirror", &body).into_response()
 }
 
-fn row(out: &mut String, record: &MirrorRecord) {
-    let (config, state) = (&record.config, &record.state);
+fn row(out: &mut String, view: &MirrorView) {
+    let state = &view.state;
     let status = state.status.as_str();
-    let next = match state.status {
-        SyncStatus::Syncing => "running now".to_owned(),
-        SyncStatus::SyncNow => "at the next poll".to_owned(),
-        // Cancelled: nothing runs until "sync now".
-        SyncStatus::Cancel => "after sync-now".to_owned(),
-        _ if !config.enabled => "disabled".to_owned(),
-        _ if state.next_start <= OffsetDateTime::now_utc() => "at the next poll".to_owned(),
-        _ => time_of(Some(state.next_start)),
+    let next = match view.next {
+        NextRun::Running => "running now".to_owned(),
+        NextRun::AtNextPoll(_) => "at the next poll".to_owned(),
+        NextRun::At { time, first: false } => time_of(Some(time)),
+        NextRun::At { time, first: true } => {
+            format!(
+                "{} (first run, spread with other new mirrors)",
+                time_of(Some(time))
+            )
+        }
+        NextRun::Cancelled => "cancelled: after sync-now".to_owned(),
+        NextRun::Disabled => "disabled: on sync-now only".to_owned(),
+        NextRun::Unscheduled => "not scheduled".to_owned(),
+    };
+    // The last run's summary line ("succeeded: 2 synced, …") says more than its time alone.
+    let last = match &view.last_report {
+        Some(report) => format!(
+            "{}<br><span class=\"muted\">{}</span>",
+            time_of(state.last_finished),
+            escape(report)
+        ),
+        None => time_of(state.last_finished),
     };
     let _ = write!(
         out,
@@ -97,12 +111,11 @@ fn row(out: &mut String, record: &MirrorRecord) {
          <td data-label=\"Last run\">{last}</td><td data-label=\"Next run\">{next}</td>\
          <td data-label=\"Last error\" class=\"error\">{error}</td>\
          <td data-label=\"Log\"><a href=\"/logs/{href}\">usage log</a></td></tr>",
-        id = escape(&config.id),
-        source = escape(&config.source.to_string()),
-        last = time_of(state.last_finished),
+        id = escape(&view.id),
+        source = escape(&view.source),
         next = escape(&next),
         error = escape(state.last_error.as_deref().unwrap_or("")),
-        href = escape(&config.id),
+        href = escape(&view.id),
     );
 }
 

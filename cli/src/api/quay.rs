@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::macros::format_description;
 
-use super::{Api, MirrorDefaults};
+use super::Api;
 
 /// Entries one usage-log page holds at most (and by default).
 const LOG_PAGE: usize = 100;
@@ -349,8 +349,8 @@ async fn create(api: &Api, id: &str, body: &Bytes) -> Response {
         Ok(source) => source,
         Err(detail) => return bad_request(&detail),
     };
-    let mut config = MirrorConfig::new(id, source, &[]);
-    apply_defaults(&mut config, api.defaults);
+    // The worker's defaults (its file's default_rollback and retry_backoff) come with it.
+    let mut config = api.mirror.settings().mirror_config(id, source, &[]);
     if let Err(detail) = apply(&mut config, body) {
         return bad_request(&detail);
     }
@@ -363,11 +363,6 @@ async fn create(api: &Api, id: &str, body: &Bytes) -> Response {
         ),
         Err(e) => failure(&e),
     }
-}
-
-fn apply_defaults(config: &mut MirrorConfig, defaults: MirrorDefaults) {
-    config.rollback = defaults.rollback;
-    config.retry_backoff = defaults.retry_backoff;
 }
 
 async fn update(api: &Api, id: &str, body: &Bytes) -> Response {
