@@ -905,3 +905,39 @@ async fn a_request_whose_headers_never_end_is_cut_off() {
         "closed too soon"
     );
 }
+
+/// A worker killed mid-run: the next worker takes the mirror over when the lease expires, and
+/// its `/metrics` counts the takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_is_counted() {
+    let source = Registry::start();
+    let dest = Registry::start();
+    seed(&source, "lib/app", &["v1"]).await;
+    let stuck = Proxy::start(&source);
+    stuck.inject("GET", "/tags/list", Fault::Hang, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.db").display());
+    let mirrors = format!(
+        "{}\n[[mirror]]\nid = \"mirror/app\"\nsource = \"{}/lib/app\"\ntags = \"v*\"\n\
+         verify_tls = false\nstart = 2020-01-01T00:00:00Z\n",
+        destination(&dest),
+        stuck.host()
+    );
+    let mut first = Worker::start(&state, &mirrors).await;
+    Client::new(&first)
+        .wait_status("mirror/app", "SYNCING")
+        .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Worker::start(&state, &mirrors).await;
+    let api = Client::new(&second);
+    api.wait_status("mirror/app", "SUCCESS").await;
+    let (_, text) = api.text("/metrics").await;
+    let samples = parse_metrics(&text);
+    assert_eq!(
+        sample(&samples, "regmirror_lease_takeovers_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+}
