@@ -275,6 +275,15 @@ impl HostileRegistry {
         );
     }
 
+    /// Store `manifest`'s bytes under `digest`, which is not theirs: a registry answering a
+    /// digest with the wrong content.
+    pub fn put_as(&self, digest: &Digest, manifest: &Manifest) {
+        self.content().manifests.insert(
+            digest.clone(),
+            (manifest.media_type.clone(), manifest.bytes.clone()),
+        );
+    }
+
     /// Point `tag` of `repo` at `digest` (listed even when nothing is stored under it).
     pub fn put_tag(&self, repo: &str, tag: &str, digest: &Digest) {
         self.content()

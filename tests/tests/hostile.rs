@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use regmirror::engine::{Outcome, SyncOptions, SyncReport};
+use regmirror::engine::{Outcome, PreviewAction, SyncOptions, SyncReport};
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::registry::manifest::{MAX_INDEX_DEPTH, MAX_MANIFESTS_PER_TAG};
 use regmirror::registry::{Manifest, media_types};
@@ -125,6 +125,49 @@ async fn an_index_whose_child_descriptor_size_lies_is_never_published() {
         let tags = destination.list_tags(DEST).await.unwrap();
         assert_eq!(tags, ["honest"], "{to}");
     }
+}
+
+#[tokio::test]
+async fn a_child_manifest_served_under_a_wrong_digest_fails_its_tag_in_the_preview_as_in_the_sync()
+{
+    let hostile = HostileRegistry::start(Mode::Honest);
+    let (named, served) = (Image::simple(3, 1, 300), Image::simple(4, 1, 300));
+    hostile.put_image(SRC, "honest", &served);
+    for blob in named.blobs() {
+        hostile.put_blob(blob);
+    }
+    // The index names `named`'s manifest (digest and size right); the registry answers that
+    // digest with `served`'s bytes.
+    let lying = index(
+        &[(
+            media_types::OCI_MANIFEST,
+            &named.manifest.digest,
+            size_of(&named.manifest),
+        )],
+        "lying",
+    );
+    hostile.put_manifest(SRC, "lying", &lying);
+    hostile.put_as(&named.manifest.digest, &served.manifest);
+    let registry = Registry::start();
+    let sync = sync_to(&hostile, registry_dest(&registry), &["*"]);
+    let preview = sync.preview(SyncOptions::default()).await.unwrap();
+    let entry = |tag: &str| preview.tags.iter().find(|t| t.tag == tag).unwrap();
+    assert_eq!(entry("honest").action, PreviewAction::Copy, "{preview:#?}");
+    let lying_entry = entry("lying");
+    assert_eq!(lying_entry.action, PreviewAction::Fail, "{preview:#?}");
+    let why = lying_entry.reason.as_deref().unwrap();
+    assert!(why.starts_with("DigestMismatch:"), "{why}");
+    assert!(why.contains(named.manifest.digest.as_str()), "{why}");
+    // Nothing of the lying tag is counted as to be copied: only the honest image's blobs.
+    assert_eq!(lying_entry.bytes, 0, "{preview:#?}");
+    let honest_bytes: u64 = served.blobs().map(|b| b.size()).sum();
+    assert_eq!(preview.bytes_to_copy, honest_bytes, "{preview:#?}");
+
+    let report = run(&sync).await;
+    assert_eq!(report.tags_synced, ["honest"], "{report:#?}");
+    let why = reason(&report, "lying");
+    assert!(why.starts_with("DigestMismatch:"), "{why}");
+    assert!(why.contains(named.manifest.digest.as_str()), "{why}");
 }
 
 #[tokio::test]

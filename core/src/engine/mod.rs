@@ -5,21 +5,26 @@
 //! To follow one from [`Mirror::sync`] to the registry calls, read the files in this order —
 //! each imports only files further down the list:
 //!
-//! 1. this file: [`Mirror`] claims the mirror, starts the run (`context::Run`), its timeout
-//!    and lease renewal, and reports the outcome (`execute`, `finish`);
+//! 1. this file: [`Mirror`] claims the mirror, starts the run, its timeout and lease renewal
+//!    (`execute`), and reports the outcome (`finish`);
 //! 2. `run.rs`: the steps of one run, in order (`Run::execute`: recover, list, select,
-//!    `plan_all`, `stage_all`, publish); `preview.rs` takes the same first steps and stops;
-//! 3. `publish.rs`: moving the tags, pruning, rolling back;
+//!    `plan_all`, `stage_all`, publish); `preview.rs` takes the same first steps, then walks
+//!    each tag's manifests as staging would and counts what it would copy;
+//! 3. `publish.rs`: moving the tags, pruning (`to_prune`, the rule a preview uses too),
+//!    rolling back;
 //! 4. `referrers.rs`: the signatures, SBOMs and attestations planned, kept and staged with
 //!    their subjects;
 //! 5. `plan.rs`: what to do with each tag (`Action`, `Plan`); `copy.rs`: staging a tag's
-//!    manifests and blobs into the destination by digest;
-//! 6. `platform.rs`: the architecture filter and the rewritten index; `context.rs`: the `Run`
+//!    manifests into the destination by digest;
+//! 6. `walk.rs`: a tag's manifests read, verified and bounded, as staging and preview walk
+//!    them; `blobs.rs`: copying a blob (present, mounted or streamed and verified);
+//! 7. `platform.rs`: the architecture filter and the rewritten index; `context.rs`: the `Run`
 //!    every step works through (units of work, cancellation, once-per-run results, caches).
 //!
 //! `fence.rs` (the claim's lease as a write fence), `progress.rs`, `report.rs`, `events.rs` and
 //! `connector.rs` stand apart: any step may use them.
 
+mod blobs;
 mod connector;
 mod context;
 mod copy;
@@ -34,6 +39,7 @@ mod referrers;
 mod report;
 mod run;
 mod sides;
+mod walk;
 
 use std::fmt;
 use std::sync::Arc;

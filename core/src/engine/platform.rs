@@ -45,14 +45,15 @@ pub(crate) fn architectures_label(architectures: &[String]) -> String {
 }
 
 /// The entries of index `digest` the architecture filter selects; an error when none is.
-pub(crate) fn chosen<'a>(
+pub(crate) fn chosen(
     digest: &Digest,
-    manifests: &'a [Reference],
+    manifests: &[Reference],
     architectures: &[String],
-) -> Result<Vec<&'a Reference>> {
-    let chosen: Vec<&Reference> = manifests
+) -> Result<Vec<Reference>> {
+    let chosen: Vec<Reference> = manifests
         .iter()
         .filter(|c| platform_selected(architectures, c))
+        .cloned()
         .collect();
     if chosen.is_empty() {
         return Err(Error::new(
@@ -146,7 +147,7 @@ fn image_architecture(config: &[u8], digest: &Digest) -> Result<String> {
 /// A new index holding only `chosen` of `index`'s entries, annotated with where it came from.
 pub(crate) fn rewrite_index(
     index: &Manifest,
-    chosen: &[&Reference],
+    chosen: &[Reference],
     architectures: &[String],
 ) -> Result<Manifest> {
     let invalid = |e: serde_json::Error| {

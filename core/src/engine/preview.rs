@@ -11,15 +11,14 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::context::Run;
-use super::copy::{Walk, missing_child};
 use super::plan::Action;
-use super::platform::{PlatformFit, platform_selected};
 use super::publish;
-use crate::error::{Error, ErrorKind, Result};
+use super::walk::{Child, Top, Walk};
+use crate::error::{Error, Result};
 use crate::failure::{Failure, Phase};
 use crate::reference::Digest;
 use crate::registry::Manifest;
-use crate::registry::manifest::{ManifestKind, Reference};
+use crate::registry::manifest::Reference;
 
 /// What a sync would do with one selected tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,74 +138,30 @@ enum Needs {
 }
 
 /// The blobs the manifest `digest` needs that the destination lacks (not counting those in
-/// `seen`, which collects every blob looked at). `fetched` is the manifest if planning read it.
+/// `seen`, which collects every blob looked at), walking its manifests as staging does.
+/// `fetched` is the manifest if planning read it.
 async fn needs(
     run: &Arc<Run>,
     digest: &Digest,
     fetched: Option<Manifest>,
     seen: &mut HashSet<Digest>,
 ) -> Result<Needs> {
-    let architectures = &run.config.architectures;
-    let manifest = match fetched {
-        Some(manifest) => manifest,
-        None => {
-            run.metadata_unit(run.source.get_manifest(&run.src_repo, digest.as_str()))
-                .await?
-        }
-    };
     let mut images: Vec<(Reference, Vec<Reference>)> = Vec::new();
     // Child manifests still to look at, with the nesting level of the index listing them.
     let mut children: Vec<(Reference, usize)> = Vec::new();
     let walk = Walk::new();
-    match manifest.kind()? {
-        ManifestKind::Image { config, layers } => {
-            if let PlatformFit::Excluded(reason) = run.platform_fit(&config).await? {
-                return Ok(Needs::Skip(reason));
-            }
-            images.push((config, layers));
-        }
-        ManifestKind::Index { manifests } => {
-            children = manifests
-                .into_iter()
-                .filter(|c| platform_selected(architectures, c))
-                .map(|c| (c, 1))
-                .collect();
-            walk.enter(1, children.len(), digest)?;
-            if children.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "index {digest} has no platform matching the architecture filter {architectures:?}"
-                    ),
-                ));
-            }
-        }
+    match run.open_top(digest, fetched, &walk).await? {
+        Top::Excluded(reason) => return Ok(Needs::Skip(reason)),
+        Top::Image { config, layers, .. } => images.push((config, layers)),
+        Top::Index { chosen, .. } => children.extend(chosen.into_iter().map(|c| (c, 1))),
     }
-    // Child manifests the destination holds bring their blobs along already (as in staging).
+    // Child manifests the destination holds bring their blobs along already.
     while let Some((child, level)) = children.pop() {
-        let present = run
-            .metadata_unit(
-                run.dest
-                    .head_manifest(&run.dest_repo, child.digest.as_str()),
-            )
-            .await?;
-        if let Some(head) = present {
-            child.check_size(head.size)?;
-            continue;
-        }
-        let manifest = run
-            .metadata_unit(
-                run.source
-                    .get_manifest(&run.src_repo, child.digest.as_str()),
-            )
-            .await
-            .map_err(missing_child)?;
-        child.check_size(manifest.bytes.len() as u64)?;
-        match manifest.kind()? {
-            ManifestKind::Image { config, layers } => images.push((config, layers)),
-            ManifestKind::Index { manifests } => {
-                walk.enter(level + 1, manifests.len(), &child.digest)?;
-                children.extend(manifests.into_iter().map(|c| (c, level + 1)));
+        match run.open_child(&child, &walk, level).await? {
+            Child::Held | Child::Image { held: true, .. } | Child::Index { held: true, .. } => {}
+            Child::Image { config, layers, .. } => images.push((config, layers)),
+            Child::Index { entries, .. } => {
+                children.extend(entries.into_iter().map(|c| (c, level + 1)));
             }
         }
     }

@@ -28,9 +28,9 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use super::context::{Run, Staged};
-use super::copy::Walk;
 use super::plan::{self, Action, Plan, ReferrerTag};
 use super::platform::platform_selected;
+use super::walk::Walk;
 use crate::config::ReferrersPolicy;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;

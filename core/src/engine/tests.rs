@@ -8,9 +8,10 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::config::{PlatformIndexMode, RollbackMode};
-use crate::registry::Manifest;
+use crate::reference::Digest;
 use crate::registry::manifest::ManifestKind;
 use crate::registry::memory::{Fault, MemoryRegistry};
+use crate::registry::{Manifest, SourceRegistry};
 use crate::state::MemoryStateStore;
 use crate::state::TagRecord;
 
@@ -1159,4 +1160,78 @@ async fn declaring_reports_each_mirror_and_refuses_an_invalid_one() {
     a.tags = vec!["v3.[12".into()];
     let e = s.mirror.declare(&[a]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidPattern);
+}
+
+/// A source that breaks [`SourceRegistry`]'s promise for one digest: it answers it with another
+/// manifest, unverified.
+#[derive(Debug)]
+struct Unverified {
+    inner: MemoryRegistry,
+    digest: Digest,
+    served: Manifest,
+}
+
+#[async_trait]
+impl SourceRegistry for Unverified {
+    async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        SourceRegistry::list_tags(&self.inner, repo).await
+    }
+
+    async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<crate::registry::ManifestHead>> {
+        SourceRegistry::head_manifest(&self.inner, repo, reference).await
+    }
+
+    async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest> {
+        if reference == self.digest.as_str() {
+            return Ok(self.served.clone());
+        }
+        SourceRegistry::get_manifest(&self.inner, repo, reference).await
+    }
+
+    async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<crate::registry::BlobStream> {
+        SourceRegistry::get_blob(&self.inner, repo, digest).await
+    }
+}
+
+#[tokio::test]
+async fn a_preview_verifies_child_manifests_as_staging_does() {
+    let source = MemoryRegistry::new();
+    let named = source.seed_image(SRC, None, "amd64", &[b"named layer"]);
+    let served = source.seed_image(SRC, Some("v1"), "amd64", &[b"served layer"]);
+    source.seed_index(SRC, Some("multi"), &[("amd64", &named)]);
+    let unverified = Unverified {
+        inner: source,
+        digest: named.digest.clone(),
+        served,
+    };
+    let dest = MemoryRegistry::new();
+    let mirror = Mirror::builder()
+        .connector(Arc::new(StaticConnector(Arc::new(unverified))))
+        .destination(Arc::new(dest.clone()))
+        .build()
+        .unwrap();
+    let c = config(&["*"]);
+    let preview = mirror
+        .preview_config(&c, SyncOptions::default())
+        .await
+        .unwrap();
+    let multi = &preview.tags[0];
+    assert_eq!(multi.tag, "multi");
+    assert_eq!(multi.action, PreviewAction::Fail, "{preview:#?}");
+    let why = multi.reason.as_deref().unwrap();
+    assert!(why.contains(named.digest.as_str()), "{why}");
+    assert!(why.starts_with("DigestMismatch:"), "{why}");
+
+    let report = mirror
+        .sync_config(&c, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.tags_synced, ["v1"]);
+    assert_eq!(report.tags_failed.len(), 1, "{report:#?}");
+    assert_eq!(report.tags_failed[0].tag, "multi");
+    assert!(report.tags_failed[0].reason.starts_with("DigestMismatch:"));
 }
