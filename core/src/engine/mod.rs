@@ -21,8 +21,9 @@
 //! 7. `platform.rs`: the architecture filter and the rewritten index; `context.rs`: the `Run`
 //!    every step works through (units of work, cancellation, once-per-run results, caches).
 //!
-//! `fence.rs` (the claim's lease as a write fence), `progress.rs`, `report.rs`, `events.rs` and
-//! `connector.rs` stand apart: any step may use them.
+//! `fence.rs` (the claim's lease as a write fence), `sides.rs` (which registry an error came
+//! from), `progress.rs`, `report.rs`, `events.rs` and `connector.rs` stand apart: any step may
+//! use them.
 
 mod blobs;
 mod connector;
