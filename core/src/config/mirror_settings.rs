@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -275,6 +275,102 @@ impl MirrorSettings {
     }
 }
 
+impl From<&MirrorConfig> for MirrorSettings {
+    /// The settings that give `config` back through [`MirrorSettings::into_config`] (every
+    /// default spelled out, the password included): what an update changes a few names of.
+    fn from(config: &MirrorConfig) -> Self {
+        let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) =
+            config.source_ca_certs.iter().partition(|p| p.is_dir());
+        let credentials = config.source_credentials.as_ref();
+        MirrorSettings {
+            id: config.id.clone(),
+            source: config.source.to_string(),
+            tags: config.tags.clone(),
+            architectures: config.architectures.clone(),
+            interval: Some(config.sync_interval),
+            start: config
+                .sync_start_date
+                .and_then(|start| start.format(&Rfc3339).ok()),
+            retry_backoff: Some(config.retry_backoff),
+            enabled: Some(config.enabled),
+            verify_tls: Some(config.verify_tls),
+            cert_dir: dirs.first().map(|p| p.to_path_buf()),
+            ca_file: files.first().map(|p| p.to_path_buf()),
+            timeout: Some(config.timeout),
+            rollback: Some(config.rollback),
+            platform_index: Some(config.platform_index),
+            referrers: Some(config.referrers.clone()),
+            robot: config.robot.clone(),
+            username: credentials.map(|c| c.username.clone()),
+            password: credentials.map(|c| c.password.clone()),
+            http_proxy: config.proxy.http_proxy.clone(),
+            https_proxy: config.proxy.https_proxy.clone(),
+            no_proxy: config.proxy.no_proxy.clone(),
+        }
+    }
+}
+
+impl MirrorSettings {
+    /// Settings from JSON, as the bindings and an HTTP API send them. An error names the
+    /// setting (`interval: "soon" is not a duration …`), not a position in the text.
+    pub fn from_json(text: &str) -> Result<Self> {
+        deserialize(&mut serde_json::Deserializer::from_str(text))
+    }
+
+    /// These settings with `changes` (names of a `[[mirror]]` table, as JSON) put over them;
+    /// a `null` clears a setting back to its default. `id` cannot change.
+    pub fn with_changes(self, changes: serde_json::Map<String, serde_json::Value>) -> Result<Self> {
+        let id = self.id.clone();
+        let invalid = |why: String| Error::new(ErrorKind::InvalidConfig, why);
+        if changes.contains_key("id") {
+            return Err(invalid(format!(
+                "mirror {id:?}: id cannot change; add a mirror under the new id and delete this one"
+            )));
+        }
+        let serde_json::Value::Object(mut settings) =
+            serde_json::to_value(&self).map_err(|e| invalid(e.to_string()))?
+        else {
+            return Err(invalid(format!(
+                "mirror {id:?}: settings are not an object"
+            )));
+        };
+        for (name, value) in changes {
+            if value.is_null() {
+                settings.remove(&name);
+            } else {
+                settings.insert(name, value);
+            }
+        }
+        deserialize(serde_json::Value::Object(settings))
+            .map_err(|e| e.context(format!("mirror {id:?}")))
+    }
+}
+
+/// Settings from any serde source, an error naming the setting it is about.
+fn deserialize<'de, D>(from: D) -> Result<MirrorSettings>
+where
+    D: Deserializer<'de>,
+    D::Error: fmt::Display,
+{
+    serde_path_to_error::deserialize(from).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde_json adds where in the text it was; the setting's name says it better.
+        let message = match message.rfind(" at line ") {
+            Some(at) => &message[..at],
+            None => &message,
+        };
+        Error::new(
+            ErrorKind::InvalidConfig,
+            if path == "." {
+                message.to_owned()
+            } else {
+                format!("{path}: {message}")
+            },
+        )
+    })
+}
+
 fn absolute(path: &Path, key: &str) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| {
         Error::new(
@@ -375,6 +471,56 @@ pub(crate) mod duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_settings_come_back_and_take_changes() {
+        let defaults = MirrorDefaults::default();
+        let config = MirrorSettings::from_json(
+            r#"{"id": "m/a", "source": "q.io/a", "tags": "v*, !*-rc", "interval": "6h",
+                "username": "u", "password": "p:w", "rollback": "all_or_nothing",
+                "start": "2026-12-01T03:00:00Z", "tls_verify": false}"#,
+        )
+        .unwrap()
+        .into_config(&defaults)
+        .unwrap();
+        let back = MirrorSettings::from(&config);
+        assert!(back.clone().into_config(&defaults).unwrap() == config);
+
+        let changes = serde_json::json!({"interval": 7200, "tags": ["v1"], "rollback": null});
+        let changed = back
+            .clone()
+            .with_changes(changes.as_object().unwrap().clone())
+            .unwrap()
+            .into_config(&defaults)
+            .unwrap();
+        assert_eq!(changed.sync_interval.as_secs(), 7200);
+        assert_eq!(changed.tags, ["v1"]);
+        assert_eq!(changed.rollback, RollbackMode::FailedTagsOnly);
+        assert!(changed.source_credentials == config.source_credentials);
+        assert!(!changed.verify_tls);
+
+        let id = serde_json::json!({"id": "m/b"});
+        let e = back
+            .with_changes(id.as_object().unwrap().clone())
+            .unwrap_err();
+        assert!(e.message().contains("id cannot change"), "{e}");
+    }
+
+    #[test]
+    fn json_errors_name_the_setting_not_a_position() {
+        let e = MirrorSettings::from_json(
+            r#"{"id": "m", "source": "q.io/a", "tags": "v", "interval": "soon"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().starts_with("interval: "), "{e}");
+        let e = MirrorSettings::from_json(
+            r#"{"id": "m", "source": "q.io/a", "tags": "v", "intervl": 1}"#,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("unknown field `intervl`"), "{e}");
+        assert!(!e.message().contains("line"), "{e}");
+    }
 
     fn settings(json: &str) -> Result<MirrorConfig> {
         let settings: MirrorSettings = serde_json::from_str(json)

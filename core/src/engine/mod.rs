@@ -444,6 +444,20 @@ impl Mirror {
         self.store()?.update_mirror(&config).await
     }
 
+    /// Change mirror `id`: `changes` (names of a `[[mirror]]` table, as JSON) replace its stored
+    /// settings and the rest stay ([`MirrorSettings::with_changes`]); a running sync finishes
+    /// with the old ones.
+    pub async fn update(
+        &self,
+        id: &str,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<MirrorRecord> {
+        let current = self.get(id).await?;
+        let settings = MirrorSettings::from(&current.config).with_changes(changes)?;
+        self.update_mirror(settings.into_config(&self.inner.settings.mirror_defaults())?)
+            .await
+    }
+
     pub async fn get(&self, id: &str) -> Result<MirrorRecord> {
         self.store()?.get_mirror(id).await
     }
