@@ -10,7 +10,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyCFunction;
 use regmirror::engine::Progress;
-use regmirror::handoff::{self, Drained};
+use regmirror::handoff::{self, CallbackNotifier, Drained};
 use regmirror::{Error, ErrorKind};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -27,6 +27,13 @@ const PROGRESS_DRAIN: Duration = Duration::from_secs(5);
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Start `work` on regmirror's runtime (from any thread).
+pub(crate) fn spawn<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> JoinHandle<T> {
+    runtime().spawn(work)
 }
 
 /// A task's outcome; tasks are never aborted, so a join error is a panic (a bug).
@@ -73,11 +80,13 @@ where
 
 /// An asyncio coroutine running `work` on regmirror's runtime. `work` starts when the coroutine
 /// is first awaited, with a token that cancelling the coroutine cancels (and `parent`, when
-/// given); `convert` makes the Python result from its output, under the GIL.
+/// given); `convert` makes the Python result from its output, under the GIL. A cancelled
+/// coroutine returns at once, or with `wind_down` once `work` has ended (a worker stopping).
 pub(crate) fn coroutine<'py, T, F, W, C>(
     py: Python<'py>,
     name: &'static std::ffi::CStr,
     parent: Option<&CancelToken>,
+    wind_down: bool,
     work: W,
     convert: C,
 ) -> PyResult<Bound<'py, PyAny>>
@@ -131,7 +140,7 @@ where
     )?;
     py.import("regmirror._coroutine")?
         .getattr("run")?
-        .call1((start,))
+        .call1((start, wind_down))
 }
 
 /// A record of `regmirror._records` (`class`) from a core value's JSON: the same field names
@@ -164,6 +173,21 @@ fn deliver<T: Serialize>(function: &str, target: &Py<PyAny>, event: &T) {
     });
 }
 
+/// A notifier calling `target` (a callable, or an object with `notify(event)`) on a thread of
+/// its own.
+pub(crate) fn notifier(target: &Bound<'_, PyAny>) -> PyResult<CallbackNotifier> {
+    let py = target.py();
+    let target = py
+        .import("regmirror._callbacks")?
+        .getattr("check")?
+        .call1((target, "notifier"))?
+        .unbind();
+    CallbackNotifier::new("regmirror-notifier", move |event| {
+        deliver("notify", &target, &event)
+    })
+    .map_err(to_py)
+}
+
 /// A progress sink calling `target` with each event on a thread of its own, and what waits
 /// for its last events after the run.
 pub(crate) fn progress(target: Option<&Bound<'_, PyAny>>) -> PyResult<(Progress, Option<Drained>)> {
@@ -190,6 +214,10 @@ pub(crate) fn drain(py: Python<'_>, drained: Option<Drained>) {
         py.detach(move || drained.wait(PROGRESS_DRAIN));
     }
 }
+
+/// What an async call does with a sync's progress drain: nothing (the coroutine returns when
+/// the run ends; the last events follow on the callback's thread).
+pub(crate) fn forget(_py: Python<'_>, _drained: Option<Drained>) {}
 
 /// Cancels a sync from another thread: `mirror.sync(cancel=token)` in one, `token.cancel()` in
 /// the other. The run stops after the units of work in flight and reports `"cancelled"`.

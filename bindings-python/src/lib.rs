@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod bridge;
 mod errors;
 mod mirror;
+mod mirrors;
 mod tag_filter;
 
 #[pymodule]
@@ -25,6 +26,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tag_filter::TagFilter>()?;
     m.add_class::<mirror::Mirror>()?;
     m.add_class::<mirror::AsyncMirror>()?;
+    m.add_class::<mirrors::Mirrors>()?;
+    m.add_class::<mirrors::AsyncMirrors>()?;
     m.add_class::<bridge::CancelToken>()?;
     errors::register(m)?;
     Ok(())

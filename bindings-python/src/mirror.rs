@@ -244,6 +244,7 @@ one_shot_class!(AsyncMirror {
             py,
             c"sync",
             cancel,
+            false,
             move |cancel| {
                 let options = SyncOptions {
                     cancel,
@@ -263,6 +264,7 @@ one_shot_class!(AsyncMirror {
             py,
             c"preview",
             None,
+            false,
             move |cancel| {
                 let options = SyncOptions {
                     cancel,

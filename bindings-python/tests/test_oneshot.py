@@ -14,18 +14,9 @@ import pytest
 
 import regmirror
 from regmirror import AsyncMirror, CancelToken, InvalidConfigError, InvalidReferenceError, Mirror
+from kit import cli
 from test_cancel import StalledRegistry
 from test_mirror import MAKE_LAYOUT, layout_tags
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def cli() -> str:
-    """The CLI binary `cargo test` built (scripts/test.sh runs the Rust suite first)."""
-    path = REPO / "target" / "x86_64-unknown-linux-gnu" / "debug" / "regmirror"
-    assert path.is_file(), f"{path} is missing: build the CLI first (cargo build -p regmirror-cli)"
-    return str(path)
-
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
@@ -172,3 +163,4 @@ def test_help_shows_real_signatures_and_plain_docstrings() -> None:
         for name, member in [("", cls), *inspect.getmembers(cls)]:
             doc = getattr(member, "__doc__", None) or ""
             assert "[`" not in doc, f"{cls.__name__}.{name}: {doc}"
+

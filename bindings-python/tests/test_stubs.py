@@ -73,3 +73,22 @@ def test_the_stubs_defaults_are_the_native_ones():
     native["ssrf_allow"] = ()
     for cls in ("Mirror", "AsyncMirror"):
         assert stub_defaults(cls) == native, cls
+
+
+def test_the_stored_mirrors_stubs_match_the_native_classes():
+    for cls in ("Mirrors", "AsyncMirrors"):
+        native_cls = getattr(_native, cls)
+        native = {
+            name: p.default
+            for name, p in inspect.signature(native_cls).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        assert native.pop("concurrency") is Ellipsis and native.pop("max_tags") is Ellipsis
+        assert native.pop("notifiers") is Ellipsis and native.pop("ssrf_allow") is Ellipsis
+        native.update(concurrency=regmirror.DEFAULT_CONCURRENCY, max_tags=regmirror.DEFAULT_MAX_TAGS)
+        native.update(notifiers=(), ssrf_allow=())
+        assert stub_defaults(cls) == native, cls
+        declared = {n.name for n in stub_classes()[cls].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        methods = {n for n in dir(native_cls) if not n.startswith("_")}
+        assert methods <= declared, f"{cls}: the stubs lack {methods - declared}"
+    assert inspect.signature(_native.Mirrors) == inspect.signature(_native.AsyncMirrors)

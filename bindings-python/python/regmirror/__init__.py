@@ -6,6 +6,7 @@ package re-exports the native module ``regmirror._native``.
 
 from regmirror._native import (
     AsyncMirror,
+    AsyncMirrors,
     CancelToken,
     CancelledError,
     ConflictError,
@@ -21,6 +22,7 @@ from regmirror._native import (
     IoError,
     Mirror,
     MirrorError,
+    Mirrors,
     NetworkError,
     NotFoundError,
     RateLimitedError,
@@ -49,6 +51,7 @@ from regmirror._records import (
 # from the builtin, so that name catches regmirror's as well.
 __all__ = [
     "AsyncMirror",
+    "AsyncMirrors",
     "CancelToken",
     "CancelledError",
     "ConflictError",
@@ -67,6 +70,7 @@ __all__ = [
     "Mirror",
     "MirrorError",
     "MirrorView",
+    "Mirrors",
     "NetworkError",
     "NotFoundError",
     "PreviewTag",

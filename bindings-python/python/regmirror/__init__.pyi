@@ -1,9 +1,12 @@
 """Type stubs for regmirror (the native module regmirror._native, re-exported)."""
 
 import builtins
+import datetime
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Literal
+from typing import Final, Literal, Protocol, TypedDict
+
+from typing_extensions import Required, Unpack
 
 from regmirror._records import (
     Event as Event,
@@ -178,6 +181,171 @@ class AsyncMirror:
     @property
     def tags(self) -> list[str]: ...
 
+class Notifier(Protocol):
+    """An object with ``notify(event)``; a plain callable taking the event works too."""
+
+    def notify(self, event: Event) -> object: ...
+
+class StopFlag(Protocol):
+    """What ``Mirrors.run_worker(stop=...)`` polls, such as a ``threading.Event``."""
+
+    def is_set(self) -> bool: ...
+
+class _Changes(TypedDict, total=False):
+    """A mirror's settings: the names of a ``[[mirror]]`` table in the worker's
+    ``regmirror.toml``. Durations are strings (``"6h"``, ``"30s"``), seconds, or a
+    ``timedelta``; ``start`` is RFC 3339 (or a ``datetime`` with a time zone)."""
+
+    source: str
+    """The repository to mirror, ``host[:port]/path``."""
+    tags: str | Sequence[str]
+    """Tag patterns: a list, or one comma-separated string."""
+    architectures: Sequence[str]
+    interval: str | int | float | datetime.timedelta
+    """Time between scheduled syncs (default ``"24h"``)."""
+    start: str | datetime.datetime
+    retry_backoff: str | int | float | datetime.timedelta
+    enabled: bool
+    tls_verify: bool
+    """Verify the source's TLS certificate (default ``True``); ``False`` also permits plain HTTP."""
+    verify_tls: bool
+    cert_dir: str | os.PathLike[str]
+    ca_file: str | os.PathLike[str]
+    timeout: str | int | float | datetime.timedelta
+    rollback: Literal["failed_tags_only", "all_or_nothing"]
+    platform_index: Literal["sparse", "rewrite"]
+    referrers: str
+    robot: str
+    username: str
+    password: str
+    http_proxy: str
+    https_proxy: str
+    no_proxy: str
+
+class _MirrorSettings(_Changes, total=False):
+    """``add``'s settings: ``source`` and ``tags`` are required."""
+
+    source: Required[str]
+    tags: Required[str | Sequence[str]]
+
+class Mirrors:
+    """Mirrors kept in a state store (``"sqlite:PATH"``, ``"postgres://USER@HOST:PORT/DB"``,
+    ``"memory:"``) and synced into ``destination`` (``"HOST[:PORT]"`` with the robot's
+    ``dest_credentials``, or ``"oci:DIR"``); the same store ``regmirror worker`` and
+    ``regmirror mirror`` use. Methods block, the GIL released.
+
+    Without a destination the mirrors can be managed but not synced or previewed. Each
+    notifier (a callable, or an object with ``notify(event)``) receives every run's events on
+    a thread of its own: what it raises goes to ``sys.unraisablehook``, and one that blocks or
+    is slow loses events rather than holding up a sync. The store opens (and its schema is
+    created or migrated) here.
+    """
+
+    def __init__(
+        self,
+        state: str,
+        *,
+        destination: str | None = None,
+        dest_credentials: tuple[str, str] | None = None,
+        dest_tls_verify: bool = True,
+        dest_cert_dir: str | os.PathLike[str] | None = None,
+        notifiers: Sequence[Notifier | Callable[[Event], object]] = (),
+        concurrency: int = 8,
+        lease: float = 60.0,
+        default_rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
+        retry_backoff: float = 60.0,
+        ssrf_guard: bool = False,
+        ssrf_allow: Sequence[str] = (),
+        max_tags: int = 1000000,
+    ) -> None: ...
+    def add(self, id: str, /, **settings: Unpack[_MirrorSettings]) -> MirrorView:
+        """Create mirror ``id`` (its destination repository) from ``[[mirror]]`` settings;
+        ``source`` and ``tags`` are required. Unknown names raise ``InvalidConfigError``."""
+    def update(self, id: str, /, **changes: Unpack[_Changes]) -> MirrorView:
+        """Change the settings given; the rest stay. A running sync finishes with the old ones."""
+    def get(self, id: str) -> MirrorView:
+        """Settings (never a password), status, retries left, last and next run, last report;
+        ``NotFoundError`` if there is no such mirror."""
+    def list(self) -> builtins.list[MirrorView]:
+        """Every mirror, ordered by id."""
+    def delete(self, id: str) -> None:
+        """Remove the mirror, its status and its log (the destination's images stay)."""
+    def enable(self, id: str) -> MirrorView: ...
+    def disable(self, id: str) -> MirrorView:
+        """Keep the schedule from running it (``sync_now`` still does)."""
+    def sync_now(self, id: str) -> MirrorView:
+        """Run it at a worker's next poll, even if disabled or not due."""
+    def cancel(self, id: str) -> MirrorView:
+        """Stop its pending or running sync (after the current tag); no runs until ``sync_now``."""
+    def logs(self, id: str, limit: int = 50, before: int | None = None) -> builtins.list[LogEntry]:
+        """The usage log, newest first; ``before`` a sequence number to page back from."""
+    def sync(
+        self, id: str, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> SyncReport:
+        """Run it now in this process and return the report (status, schedule and log are
+        updated as a worker's run does). Ctrl-C or ``cancel.cancel()`` cancels the run."""
+    def preview(self, id: str) -> SyncPreview:
+        """What a sync would do, changing nothing."""
+    def run_worker(
+        self,
+        *,
+        stop: StopFlag | None = None,
+        poll_interval: float = 30.0,
+        max_concurrent_syncs: int = 4,
+        shutdown_deadline: float = 30.0,
+        first_run_spread: float = 180.0,
+    ) -> None:
+        """Run the worker here, as ``regmirror worker`` does, until ``stop.is_set()`` or Ctrl-C
+        (which then raises ``KeyboardInterrupt``). Stopping lets the runs in flight finish
+        within ``shutdown_deadline``; a second Ctrl-C releases them at once."""
+
+class AsyncMirrors:
+    """``Mirrors`` for asyncio: the same arguments (the store opens in the constructor);
+    every method is a coroutine."""
+
+    def __init__(
+        self,
+        state: str,
+        *,
+        destination: str | None = None,
+        dest_credentials: tuple[str, str] | None = None,
+        dest_tls_verify: bool = True,
+        dest_cert_dir: str | os.PathLike[str] | None = None,
+        notifiers: Sequence[Notifier | Callable[[Event], object]] = (),
+        concurrency: int = 8,
+        lease: float = 60.0,
+        default_rollback: Literal["failed_tags_only", "all_or_nothing"] = "failed_tags_only",
+        retry_backoff: float = 60.0,
+        ssrf_guard: bool = False,
+        ssrf_allow: Sequence[str] = (),
+        max_tags: int = 1000000,
+    ) -> None: ...
+    async def add(self, id: str, /, **settings: Unpack[_MirrorSettings]) -> MirrorView: ...
+    async def update(self, id: str, /, **changes: Unpack[_Changes]) -> MirrorView: ...
+    async def get(self, id: str) -> MirrorView: ...
+    async def list(self) -> builtins.list[MirrorView]: ...
+    async def delete(self, id: str) -> None: ...
+    async def enable(self, id: str) -> MirrorView: ...
+    async def disable(self, id: str) -> MirrorView: ...
+    async def sync_now(self, id: str) -> MirrorView: ...
+    async def cancel(self, id: str) -> MirrorView: ...
+    async def logs(self, id: str, limit: int = 50, before: int | None = None) -> builtins.list[LogEntry]: ...
+    async def sync(
+        self, id: str, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> SyncReport:
+        """Cancelling the task awaiting it cancels the run, as ``cancel.cancel()`` does."""
+    async def preview(self, id: str) -> SyncPreview: ...
+    async def run_worker(
+        self,
+        *,
+        poll_interval: float = 30.0,
+        max_concurrent_syncs: int = 4,
+        shutdown_deadline: float = 30.0,
+        first_run_spread: float = 180.0,
+    ) -> None:
+        """Run the worker until the task awaiting it is cancelled; the runs in flight then
+        finish (within ``shutdown_deadline``) before the cancellation completes."""
+
 class MirrorError(Exception):
     """Base class of every regmirror error."""
 
@@ -209,6 +377,7 @@ class InternalError(MirrorError): ...
 
 __all__ = [
     "AsyncMirror",
+    "AsyncMirrors",
     "CancelToken",
     "CancelledError",
     "ConflictError",
@@ -227,6 +396,7 @@ __all__ = [
     "Mirror",
     "MirrorError",
     "MirrorView",
+    "Mirrors",
     "NetworkError",
     "NotFoundError",
     "PreviewTag",

@@ -86,3 +86,44 @@ def parity(token: regmirror.CancelToken) -> int:
 def refused_parity() -> None:
     Mirror("a", "b", "v*").sync(progress="print")  # type: ignore[arg-type]
     Mirror("a", "b", "v*").sync(cancel=True)  # type: ignore[arg-type]
+
+
+def stored(notify: regmirror.Notifier) -> list[str]:
+    events: list[regmirror.Event] = []
+    mirrors = regmirror.Mirrors(
+        "sqlite:/var/lib/regmirror/state.db",
+        destination="127.0.0.1:5000",
+        dest_tls_verify=False,
+        notifiers=[events.append, notify],
+    )
+    view = mirrors.add("mirror/app", source="quay.io/app/app", tags=["v1.*"], interval="1h", tls_verify=False)
+    status: str = view.status
+    mirrors.update("mirror/app", interval=3600, architectures=["amd64"])
+    report = mirrors.sync("mirror/app", progress=print)
+    print(status, report.outcome, mirrors.preview("mirror/app").bytes_to_copy, mirrors.get("mirror/app").next_run)
+    for entry in mirrors.logs("mirror/app", limit=10, before=None):
+        print(entry.kind, entry.seq)
+    mirrors.sync_now("mirror/app")
+    mirrors.cancel("mirror/app")
+    mirrors.run_worker(stop=__import__("threading").Event(), poll_interval=5.0)
+    mirrors.delete("mirror/app")
+    return [m.id for m in mirrors.list()] + [e.mirror_id for e in events if e.event == "sync_failed"]
+
+
+async def stored_async() -> None:
+    mirrors = regmirror.AsyncMirrors("memory:", destination="oci:/srv/mirrors")
+    await mirrors.add("mirror/app", source="quay.io/app/app", tags="v*")
+    worker: asyncio.Task[None] = asyncio.create_task(mirrors.run_worker(max_concurrent_syncs=2))
+    report: regmirror.SyncReport = await mirrors.sync("mirror/app")
+    worker.cancel()
+    print(report.success, [v.status for v in await mirrors.list()])
+
+
+def refused_stored() -> None:
+    mirrors = regmirror.Mirrors("memory:")
+    mirrors.add("mirror/app", tags="v*")  # type: ignore[call-arg]
+    mirrors.add("mirror/app", source="a/b", tags="v*", intervl="1h")  # type: ignore[call-arg]
+    mirrors.update("mirror/app", enabled="yes")  # type: ignore[arg-type]
+    regmirror.Mirrors("memory:", notifiers=[42])  # type: ignore[list-item]
+    status: int = mirrors.get("m").status  # type: ignore[assignment]
+    print(status)
