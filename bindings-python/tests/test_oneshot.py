@@ -164,3 +164,18 @@ def test_help_shows_real_signatures_and_plain_docstrings() -> None:
             doc = getattr(member, "__doc__", None) or ""
             assert "[`" not in doc, f"{cls.__name__}.{name}: {doc}"
 
+
+
+def test_a_failed_tag_carries_its_error_kind(source: Path, tmp_path: Path) -> None:
+    # A layer of v2 goes missing from the source layout: v2 fails, v1 is copied.
+    index = json.loads((source / "index.json").read_text())
+    v2 = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "v2")
+    manifest = json.loads((source / "blobs" / "sha256" / v2["digest"].split(":")[1]).read_text())
+    (source / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]).unlink()
+    report = Mirror(f"oci:{source}", f"oci:{tmp_path / 'dest'}", "v*").sync()
+    assert report.outcome == "failed" and report.tags_synced == ["v1"]
+    [failure] = report.tags_failed
+    assert failure.tag == "v2"
+    assert failure.kind == "NotFound", failure.to_dict()
+    assert failure.reason.startswith("NotFound: ")
+    assert report.to_dict()["tags_failed"][0]["kind"] == "NotFound"
