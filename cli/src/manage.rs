@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use regmirror::config::{KNOWN_ARCHITECTURES, check_cert_dir, check_interval};
+use regmirror::config::{check_architectures, check_cert_dir, check_interval};
 use regmirror::state::{MirrorRecord, StoreTimeouts};
 use regmirror::{
     ErrorKind, Mirror, MirrorConfig, MirrorView, ProxyConfig, RepositoryRef, StoreUrl, TagFilter,
@@ -193,15 +193,8 @@ impl MirrorSettings {
             if archs.iter().any(|a| a == "all") {
                 config.architectures.clear();
             } else {
-                if let Some(a) = archs
-                    .iter()
-                    .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
-                {
-                    return Err(Failure::invalid(format!(
-                        "--arch: unknown architecture {a:?} (known: {}, or all)",
-                        KNOWN_ARCHITECTURES.join(", ")
-                    )));
-                }
+                check_architectures(&archs)
+                    .map_err(|why| Failure::invalid(format!("--arch: {why}; or all")))?;
                 config.architectures = archs;
             }
         }
@@ -274,7 +267,7 @@ impl MirrorSettings {
 }
 
 fn parse_source(s: &str) -> CliResult<RepositoryRef> {
-    RepositoryRef::parse(s.strip_prefix("docker://").unwrap_or(s))
+    RepositoryRef::parse_docker(s)
         .map_err(|e| Failure::invalid(format!("--source: {}", e.message())))
 }
 

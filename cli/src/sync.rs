@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
-use regmirror::config::{KNOWN_ARCHITECTURES, check_cert_dir};
+use regmirror::config::{check_architectures, check_cert_dir};
 use regmirror::engine::{DEFAULT_CONCURRENCY, PreviewAction, SyncOptions};
 use regmirror::oneshot::{Access, OneShotSync};
 use regmirror::registry::http::AddressGuard;
@@ -416,16 +416,8 @@ impl SyncArgs {
         let source_access = self.src.resolve(&source, self.authfile.as_deref())?;
         let dest_access = self.dest.resolve(&dest, self.authfile.as_deref())?;
         let filter = TagFilter::new(&self.tags).map_err(|e| Failure::from(e).context("--tags"))?;
-        if let Some(arch) = self
-            .arch
-            .iter()
-            .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
-        {
-            return Err(Failure::invalid(format!(
-                "--arch: unknown architecture {arch:?} (known: {})",
-                KNOWN_ARCHITECTURES.join(", ")
-            )));
-        }
+        check_architectures(&self.arch)
+            .map_err(|why| Failure::invalid(format!("--arch: {why}")))?;
 
         let mut sync = OneShotSync::new(source, dest, filter.patterns());
         sync.architectures = self.arch.clone();

@@ -341,18 +341,8 @@ impl MirrorConfig {
             return invalid("id", e.message().to_owned());
         }
         self.tag_filter()?;
-        if let Some(arch) = self
-            .architectures
-            .iter()
-            .find(|a| !KNOWN_ARCHITECTURES.contains(&a.as_str()))
-        {
-            return invalid(
-                "architectures",
-                format!(
-                    "unknown architecture {arch:?} (known: {})",
-                    KNOWN_ARCHITECTURES.join(", ")
-                ),
-            );
+        if let Err(why) = check_architectures(&self.architectures) {
+            return invalid("architectures", why);
         }
         if let Err(why) = check_interval(self.sync_interval) {
             return invalid("sync_interval", why);
@@ -385,6 +375,22 @@ impl MirrorConfig {
     /// The compiled tag patterns.
     pub fn tag_filter(&self) -> Result<TagFilter> {
         TagFilter::new(&self.tags).map_err(|e| e.context(format!("mirror {:?}: tags", self.id)))
+    }
+}
+
+/// Whether every name in `architectures` is one of [`KNOWN_ARCHITECTURES`]. The error names the
+/// first that is not and lists the known ones, without the field.
+pub fn check_architectures(architectures: &[impl AsRef<str>]) -> std::result::Result<(), String> {
+    match architectures
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|a| !KNOWN_ARCHITECTURES.contains(a))
+    {
+        Some(arch) => Err(format!(
+            "unknown architecture {arch:?} (known: {})",
+            KNOWN_ARCHITECTURES.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 
@@ -519,6 +525,15 @@ mod tests {
             ReferrersPolicy::None
         );
         assert!(serde_json::from_value::<ReferrersPolicy>("signed".into()).is_err());
+    }
+
+    #[test]
+    fn architectures_are_checked_against_the_known_names() {
+        assert_eq!(check_architectures(&["amd64", "arm64", "s390x"]), Ok(()));
+        assert_eq!(check_architectures(&Vec::<String>::new()), Ok(()));
+        let why = check_architectures(&["amd64".to_owned(), "x86_64".to_owned()]).unwrap_err();
+        assert!(why.starts_with("unknown architecture \"x86_64\""), "{why}");
+        assert!(why.contains("amd64, arm"), "{why}");
     }
 
     #[test]
