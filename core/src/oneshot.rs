@@ -14,7 +14,6 @@ use crate::config::{
 };
 use crate::engine::{
     DEFAULT_CONCURRENCY, Mirror, StaticConnector, SyncOptions, SyncPreview, SyncReport,
-    metadata_concurrency,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::RepositoryRef;
@@ -63,7 +62,7 @@ impl FromStr for Location {
             }
             return Ok(Location::Layout(PathBuf::from(path)));
         }
-        RepositoryRef::parse(s.strip_prefix("docker://").unwrap_or(s)).map(Location::Registry)
+        RepositoryRef::parse_docker(s).map(Location::Registry)
     }
 }
 
@@ -310,11 +309,10 @@ impl OneShotSync {
             auth_file: access.auth_file.clone(),
             address_guard: access.address_guard.clone(),
             proxy: access.proxy.clone(),
-            max_concurrent_requests: self.concurrency,
-            max_concurrent_metadata_requests: metadata_concurrency(self.concurrency),
             max_tags: self.max_tags,
             ..HttpOptions::default()
-        };
+        }
+        .with_concurrency(self.concurrency);
         HttpRegistry::new(reference.registry(), options)
     }
 }

@@ -156,6 +156,12 @@ fn looks_like_host(s: &str) -> bool {
 }
 
 impl RepositoryRef {
+    /// [`RepositoryRef::parse`], also accepting skopeo's transport prefix: `docker://host/path`,
+    /// as sources and one-shot locations may be written.
+    pub fn parse_docker(s: &str) -> Result<Self> {
+        RepositoryRef::parse(s.strip_prefix("docker://").unwrap_or(s))
+    }
+
     /// Parse `host[:port]/path`. A reference without a registry host (`library/alpine`, `alpine`)
     /// means Docker Hub, as with `docker pull`; `docker.io` single names get `library/`.
     pub fn parse(s: &str) -> Result<Self> {
@@ -290,6 +296,17 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidReference, "{bad}");
             assert!(e.message().contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn the_docker_transport_prefix_is_accepted_where_asked_for() {
+        let r = RepositoryRef::parse_docker("docker://quay.io/coreos/etcd").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("quay.io", "coreos/etcd"));
+        let r = RepositoryRef::parse_docker("quay.io/coreos/etcd").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("quay.io", "coreos/etcd"));
+        // Once only, and never in plain references.
+        assert!(RepositoryRef::parse_docker("docker://docker://quay.io/a").is_err());
+        assert!(RepositoryRef::parse("docker://quay.io/a").is_err());
     }
 
     #[test]

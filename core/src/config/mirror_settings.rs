@@ -179,12 +179,8 @@ impl MirrorSettings {
     fn convert(self, defaults: &MirrorDefaults) -> Result<MirrorConfig> {
         let invalid =
             |key: &str, why: String| Error::new(ErrorKind::InvalidConfig, format!("{key}: {why}"));
-        let source = self
-            .source
-            .strip_prefix("docker://")
-            .unwrap_or(&self.source);
-        let source =
-            RepositoryRef::parse(source).map_err(|e| invalid("source", e.message().to_owned()))?;
+        let source = RepositoryRef::parse_docker(&self.source)
+            .map_err(|e| invalid("source", e.message().to_owned()))?;
         let tags = TagFilter::new(&self.tags).map_err(|e| e.context("tags"))?;
         let patterns: Vec<&str> = tags.patterns().iter().map(String::as_str).collect();
         let mut config = MirrorConfig::new(self.id, source, &patterns);
