@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Credentials;
-use crate::engine::metadata_concurrency;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::http::{HttpOptions, HttpRegistry};
 use crate::registry::{DestRegistry, LayoutRegistry};
@@ -109,9 +108,9 @@ impl Destination {
     }
 
     /// The client mirrors write through: `concurrency` requests in flight (as
-    /// [`MirrorBuilder::concurrency`](crate::engine::MirrorBuilder::concurrency), small reads as
-    /// [`metadata_concurrency`]), and a registry listing more than `max_tags` tags fails the
-    /// run that lists them.
+    /// [`MirrorBuilder::concurrency`](crate::engine::MirrorBuilder::concurrency), small reads
+    /// as [`HttpOptions::with_concurrency`]), and a registry listing more than `max_tags` tags
+    /// fails the run that lists them.
     pub fn open(&self, concurrency: usize, max_tags: usize) -> Result<Arc<dyn DestRegistry>> {
         self.validate()
             .and_then(|()| match &self.target {
@@ -125,11 +124,10 @@ impl Destination {
                         ca_certs: self.ca_certs.clone(),
                         // The robot is the only identity that writes; never a login lying around.
                         docker_config: false,
-                        max_concurrent_requests: concurrency,
-                        max_concurrent_metadata_requests: metadata_concurrency(concurrency),
                         max_tags,
                         ..HttpOptions::default()
-                    };
+                    }
+                    .with_concurrency(concurrency);
                     Ok(Arc::new(HttpRegistry::new(host, options)?) as Arc<dyn DestRegistry>)
                 }
             })

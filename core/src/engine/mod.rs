@@ -60,7 +60,7 @@ use events::EventQueue;
 use fence::Fence;
 
 use crate::config::{MirrorConfig, MirrorSettings};
-use crate::destination::{Destination, DestinationTarget};
+use crate::destination::Destination;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure::{Detail, Side};
 use crate::notify::{EventKind, MirrorEvent, Notifier};
@@ -75,17 +75,7 @@ use crate::view::MirrorView;
 
 /// How many units of network work (blob copies, manifest requests) one run has in flight.
 pub const DEFAULT_CONCURRENCY: usize = 8;
-/// The most small reads one run has in flight when its concurrency is smaller than this.
-const MAX_METADATA_CONCURRENCY: usize = 32;
-
-/// How many small reads (manifest `HEAD`s and `GET`s, blob `HEAD`s) a run of `concurrency`
-/// units has in flight apart from those units: four per unit, up to 32 (or `concurrency`
-/// itself when that is larger). Planning is a burst of such reads, one per tag, each a round
-/// trip; the blob transfers keep the smaller limit. Use it for
-/// [`HttpOptions::max_concurrent_metadata_requests`](crate::registry::http::HttpOptions).
-pub fn metadata_concurrency(concurrency: usize) -> usize {
-    concurrency.max(concurrency.saturating_mul(4).min(MAX_METADATA_CONCURRENCY))
-}
+pub use crate::registry::http::metadata_concurrency;
 /// How long a notifier may take per event.
 pub const DEFAULT_NOTIFIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim lasts without renewal; renewed every third of it while a run goes on.
@@ -288,10 +278,6 @@ impl MirrorBuilder {
                 if settings.robot.is_none() {
                     settings.robot = spec.robot().map(str::to_owned);
                 }
-                if let DestinationTarget::Registry(host) = &spec.target {
-                    settings.destination_host = Some(host.clone());
-                }
-                settings.destination_verify_tls = spec.tls_verify;
                 Some(spec.open(concurrency, max_tags)?)
             }
             (None, None) => None,

@@ -106,6 +106,30 @@ pub struct HttpOptions {
     pub address_guard: Option<AddressGuard>,
 }
 
+/// The most small reads one run has in flight when its concurrency is smaller than this.
+const MAX_METADATA_CONCURRENCY: usize = 32;
+
+/// How many small reads (manifest `HEAD`s and `GET`s, blob `HEAD`s) a run of `concurrency`
+/// units has in flight apart from those units: four per unit, up to 32 (or `concurrency`
+/// itself when that is larger). Planning is a burst of such reads, one per tag, each a round
+/// trip; the blob transfers keep the smaller limit.
+pub fn metadata_concurrency(concurrency: usize) -> usize {
+    concurrency.max(concurrency.saturating_mul(4).min(MAX_METADATA_CONCURRENCY))
+}
+
+impl HttpOptions {
+    /// These options with the request caps of a run of `concurrency` units:
+    /// `max_concurrent_requests` that many, `max_concurrent_metadata_requests` the
+    /// [`metadata_concurrency`] of it.
+    pub fn with_concurrency(self, concurrency: usize) -> HttpOptions {
+        HttpOptions {
+            max_concurrent_requests: concurrency,
+            max_concurrent_metadata_requests: metadata_concurrency(concurrency),
+            ..self
+        }
+    }
+}
+
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
@@ -662,6 +686,26 @@ impl DestRegistry for HttpRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_concurrency_sets_both_request_caps_and_nothing_else() {
+        let options = HttpOptions {
+            max_tags: 7,
+            ..HttpOptions::default()
+        }
+        .with_concurrency(2);
+        assert_eq!(options.max_concurrent_requests, 2);
+        assert_eq!(options.max_concurrent_metadata_requests, 8);
+        assert_eq!(options.max_tags, 7);
+        let options = HttpOptions::default().with_concurrency(64);
+        assert_eq!(
+            (
+                options.max_concurrent_requests,
+                options.max_concurrent_metadata_requests
+            ),
+            (64, 64)
+        );
+    }
 
     #[test]
     fn hosts_are_checked() {
