@@ -8,18 +8,14 @@ use crate::error::ErrorKind;
 use crate::reference::RepositoryRef;
 use crate::state::StateStore;
 
-/// Settings that apply to every mirror an engine runs.
+/// Settings that apply to every mirror an engine runs. Where mirrors write (Quay's
+/// `REPO_MIRROR_SERVER_HOSTNAME`, `REPO_MIRROR_TLS_VERIFY`) is the engine's
+/// [`Destination`](crate::Destination), not a setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
     /// Quay's `FEATURE_REPO_MIRROR`: when off, workers claim nothing (management calls and
     /// explicit one-shot syncs still work).
     pub mirroring_enabled: bool,
-    /// Quay's `REPO_MIRROR_SERVER_HOSTNAME`: the destination registry, `host[:port]`, when the
-    /// engine builds its own destination client; `None` when the embedder supplies one.
-    pub destination_host: Option<String>,
-    /// Quay's `REPO_MIRROR_TLS_VERIFY`: verify the destination's certificate (`false` also
-    /// permits plain HTTP).
-    pub destination_verify_tls: bool,
     /// Quay's `REPO_MIRROR_ROLLBACK`: the rollback mode of mirrors configured through
     /// [`EngineSettings::mirror_config`] or [`MirrorSettings`](crate::config::MirrorSettings)
     /// that do not set one.
@@ -36,8 +32,6 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             mirroring_enabled: true,
-            destination_host: None,
-            destination_verify_tls: true,
             default_rollback: RollbackMode::default(),
             default_retry_backoff: DEFAULT_RETRY_BACKOFF,
             robot: None,

@@ -1111,10 +1111,6 @@ async fn a_named_destination_is_opened_at_build_and_names_the_robot() {
         .build()
         .unwrap();
     assert_eq!(mirror.settings().robot.as_deref(), Some("robot"));
-    assert_eq!(
-        mirror.settings().destination_host.as_deref(),
-        Some("registry.example:5000")
-    );
     // Settings naming a robot keep it.
     let mirror = Mirror::builder()
         .destination_spec(registry.clone())
