@@ -331,6 +331,12 @@ impl MirrorSettings {
             )));
         };
         for (name, value) in changes {
+            // Under its alias a change must still replace the stored setting, not sit beside
+            // it (serde refuses both spellings at once as a duplicate).
+            let name = match name.as_str() {
+                "tls_verify" => "verify_tls".to_owned(),
+                _ => name,
+            };
             if value.is_null() {
                 settings.remove(&name);
             } else {
@@ -500,6 +506,19 @@ mod tests {
             .with_changes(id.as_object().unwrap().clone())
             .unwrap_err();
         assert!(e.message().contains("id cannot change"), "{e}");
+    }
+
+    #[test]
+    fn a_change_under_an_alias_replaces_the_setting() {
+        let settings = MirrorSettings::from_json(
+            r#"{"id": "m/a", "source": "q.io/a", "tags": "v*", "tls_verify": true}"#,
+        )
+        .unwrap();
+        let changes = serde_json::json!({"tls_verify": false});
+        let changed = settings
+            .with_changes(changes.as_object().unwrap().clone())
+            .unwrap();
+        assert_eq!(changed.verify_tls, Some(false));
     }
 
     #[test]
