@@ -167,6 +167,9 @@ export interface MirrorSettings {
   noProxy?: string
 }
 
+/** The settings `update()` changes: any but `id`; `null` puts one back to its default. */
+export type MirrorChanges = { [K in Exclude<keyof MirrorSettings, 'id'>]?: MirrorSettings[K] | null }
+
 /** Where a mirror is in its life, with Quay's names. */
 export type SyncStatus = 'NEVER_RUN' | 'SYNC_NOW' | 'SYNCING' | 'SUCCESS' | 'FAIL' | 'CANCEL'
 

@@ -167,6 +167,9 @@ export interface MirrorSettings {
   noProxy?: string
 }
 
+/** The settings `update()` changes: any but `id`; `null` puts one back to its default. */
+export type MirrorChanges = { [K in Exclude<keyof MirrorSettings, 'id'>]?: MirrorSettings[K] | null }
+
 /** Where a mirror is in its life, with Quay's names. */
 export type SyncStatus = 'NEVER_RUN' | 'SYNC_NOW' | 'SYNCING' | 'SUCCESS' | 'FAIL' | 'CANCEL'
 
@@ -308,6 +311,12 @@ export declare class Mirrors {
    * `regmirror.toml`, in camelCase); resolves with its view. Unknown names are refused.
    */
   add(settings: MirrorSettings): Promise<MirrorView>
+  /**
+   * Change mirror `id`: the settings given replace the stored ones, the rest stay (`null`
+   * puts one back to its default); a running sync finishes with the old ones. Resolves with
+   * its view.
+   */
+  update(id: string, changes: MirrorChanges): Promise<MirrorView>
   /**
    * Mirror `id`: its settings (never a password), `status` (Quay's names: `'NEVER_RUN'`,
    * `'SYNCING'`, `'SUCCESS'`, …), retries left, last and next run, last report.

@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use heck::{ToLowerCamelCase, ToSnakeCase};
+use regmirror::config::MirrorSettings;
 use regmirror::{Error, ErrorKind};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 /// `value` as the JavaScript object its `index.d.ts` type describes.
 pub(crate) fn to_js<T: Serialize>(value: &T) -> regmirror::Result<Value> {
@@ -42,15 +42,28 @@ fn camel(value: Value) -> Value {
     }
 }
 
-/// The core's `T` from a JavaScript options object; `what` names the object in errors, which
-/// name its fields as JavaScript spells them.
-pub(crate) fn from_js<T: DeserializeOwned>(value: Value, what: &str) -> regmirror::Result<T> {
-    serde_json::from_value(snake(value)).map_err(|e| {
-        Error::new(
+/// A mirror's settings from a JavaScript object, checked by the core (an error names the
+/// setting, and quotes unknown names as JavaScript spells them).
+pub(crate) fn mirror_settings(value: Value) -> regmirror::Result<MirrorSettings> {
+    MirrorSettings::from_json(&snake(value).to_string()).map_err(js_names)
+}
+
+/// A JavaScript object's fields under the core's snake_case names, for the core to check
+/// (`what` names the object in errors).
+pub(crate) fn snake_fields(value: Value, what: &str) -> regmirror::Result<Map<String, Value>> {
+    match snake(value) {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(Error::new(
             ErrorKind::InvalidConfig,
-            format!("{what}: {}", camel_names(&e.to_string())),
-        )
-    })
+            format!("{what} must be an object"),
+        )),
+    }
+}
+
+/// `e` with the names serde quotes (`` unknown field `tls_verifyy` ``) as JavaScript spells
+/// them.
+pub(crate) fn js_names(e: Error) -> Error {
+    Error::new(e.kind(), camel_names(e.message()))
 }
 
 fn snake(value: Value) -> Value {

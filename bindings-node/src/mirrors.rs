@@ -1,7 +1,7 @@
 //! `Mirrors`: mirrors kept in a state store (`sqlite:PATH`, `postgres://…`, `memory:`),
 //! managed, synced and previewed through the core's front door ([`regmirror::Mirror`]), and its
 //! worker run in-process (`startWorker()`). Settings pass through the core's serde type
-//! ([`MirrorSettings`], a `[[mirror]]` table's names in camelCase); what comes back (views,
+//! ([`regmirror::config::MirrorSettings`], a `[[mirror]]` table's names in camelCase); what comes back (views,
 //! reports, previews, log entries) is the core's serde output as plain objects.
 //!
 //! The constructor checks every option but opens nothing, so it never blocks the event loop on
@@ -16,7 +16,6 @@ use napi::bindgen_prelude::{Function, PromiseRaw, Unknown};
 use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status};
 use napi_derive::napi;
-use regmirror::config::MirrorSettings;
 use regmirror::engine::{DEFAULT_CONCURRENCY, HttpConnector};
 use regmirror::registry::http::{AddressGuard, DEFAULT_MAX_TAGS, HttpOptions};
 use regmirror::state::StoreTimeouts;
@@ -26,7 +25,7 @@ use tokio::sync::{Mutex, OnceCell, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{self, EventFunction};
-use crate::convert::{from_js, seconds, whole_number};
+use crate::convert::{js_names, mirror_settings, seconds, snake_fields, whole_number};
 use crate::errors::{ErrorCode, to_js};
 use crate::mirror::Credentials;
 use crate::run::{self, SyncOptions, promise, settled};
@@ -229,13 +228,33 @@ impl Mirrors {
         env: &'env Env,
         #[napi(ts_arg_type = "MirrorSettings")] settings: Value,
     ) -> napi::Result<PromiseRaw<'env, Value>> {
-        let settings = from_js::<MirrorSettings>(settings, "mirror settings");
+        let settings = mirror_settings(settings);
         promise(
             env,
             self.with(move |m| async move {
                 let settings = settings?;
                 let id = settings.id.clone();
                 m.add(settings).await?;
+                m.view(&id).await
+            }),
+        )
+    }
+
+    /// Change mirror `id`: the settings given replace the stored ones, the rest stay (`null`
+    /// puts one back to its default); a running sync finishes with the old ones. Resolves with
+    /// its view.
+    #[napi(ts_return_type = "Promise<MirrorView>")]
+    pub fn update<'env>(
+        &self,
+        env: &'env Env,
+        id: String,
+        #[napi(ts_arg_type = "MirrorChanges")] changes: Value,
+    ) -> napi::Result<PromiseRaw<'env, Value>> {
+        let changes = snake_fields(changes, "changes");
+        promise(
+            env,
+            self.with(move |m| async move {
+                m.update(&id, changes?).await.map_err(js_names)?;
                 m.view(&id).await
             }),
         )

@@ -4,6 +4,7 @@ import {
   ErrorCode,
   LogEntry,
   Mirror,
+  MirrorChanges,
   MirrorEvent,
   MirrorOptions,
   Mirrors,
@@ -124,7 +125,10 @@ async function stored(): Promise<void> {
   }
   const added: MirrorView = await mirrors.add(settings)
   const status: SyncStatus = added.status
-  console.log(status, added.syncIntervalSecs, added.nextRun ?? 'not scheduled', added.lastReport)
+  const updated = await mirrors.update('mirror/app', { interval: '2h', enabled: false, rollback: null })
+  console.log(status, updated.syncIntervalSecs, updated.nextRun ?? 'not scheduled', updated.lastReport)
+  const changes: MirrorChanges = { tags: 'v3.6.*', timeout: null }
+  await mirrors.update('mirror/app', changes)
   const all: MirrorView[] = await mirrors.list()
   console.log(all.map((v) => [v.id, v.status, v.retriesRemaining]))
   await mirrors.enable('mirror/app')
