@@ -49,12 +49,14 @@ impl Run {
         if self.is_aborted() {
             // The abort is the run's failure; what failed because of it follows in the message.
             let more = report.error.take();
-            report.fail(&self.abort_error());
+            let reason = self.abort_error();
+            report.fail(&reason);
             if let (Some(more), Some(error), Some(failure)) =
                 (more, &mut report.error, &mut report.failure)
             {
-                error.push_str(&format!("; {more}"));
-                failure.message.push_str(&format!("; {more}"));
+                let more = after_abort(&reason, &more);
+                error.push_str(&more);
+                failure.message.push_str(&more);
             }
         } else if self.is_cancelled() {
             report.outcome = Outcome::Cancelled;
@@ -213,5 +215,44 @@ impl Run {
             })?;
         }
         store.clear_tag_record(&self.config.id).await
+    }
+}
+
+/// What a step that failed during an abort adds to the abort's message: its own error, or, when
+/// it failed because of the abort (its message is the abort's reason under the step's context,
+/// `Timeout: listing the tags of …: the sync took longer …`), only where it was, so the reason
+/// is not said twice.
+fn after_abort(reason: &Error, step: &str) -> String {
+    let context = step
+        .strip_prefix(&format!("{}: ", reason.kind()))
+        .and_then(|rest| rest.strip_suffix(reason.message()))
+        .map(|context| context.trim_end_matches(": "));
+    match context {
+        Some("") => String::new(),
+        Some(context) => format!(" (while {context})"),
+        None => format!("; {step}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_failing_because_of_the_abort_does_not_repeat_its_reason() {
+        let reason = Error::new(
+            ErrorKind::Timeout,
+            "the sync took longer than its timeout of 500ms",
+        );
+        let listing =
+            "Timeout: listing the tags of h/app: the sync took longer than its timeout of 500ms";
+        assert_eq!(
+            after_abort(&reason, listing),
+            " (while listing the tags of h/app)"
+        );
+        let same = "Timeout: the sync took longer than its timeout of 500ms";
+        assert_eq!(after_abort(&reason, same), "");
+        let other = "Network: connection reset";
+        assert_eq!(after_abort(&reason, other), "; Network: connection reset");
     }
 }
