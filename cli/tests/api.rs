@@ -927,6 +927,15 @@ async fn a_takeover_is_counted() {
     Client::new(&first)
         .wait_status("mirror/app", "SYNCING")
         .await;
+    // Killed once its listing hangs (not before it asked: the next worker's would hang then).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stuck.count("GET", "/tags/list") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never listed the tags"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 
