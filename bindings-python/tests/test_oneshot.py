@@ -162,7 +162,7 @@ def test_help_shows_real_signatures_and_plain_docstrings() -> None:
     assert inspect.signature(AsyncMirror) == inspect.signature(Mirror)
     assert "auth_file" in inspect.signature(Mirror).parameters
     assert list(inspect.signature(Mirror.sync).parameters) == ["self", "progress", "cancel"]
-    for cls in (Mirror, AsyncMirror, CancelToken, regmirror.TagFilter):
+    for cls in (Mirror, AsyncMirror, CancelToken, regmirror.TagFilter, regmirror.Mirrors, regmirror.AsyncMirrors):
         for name, member in [("", cls), *inspect.getmembers(cls)]:
             doc = getattr(member, "__doc__", None) or ""
             assert "[`" not in doc, f"{cls.__name__}.{name}: {doc}"
