@@ -32,11 +32,12 @@ impl Worker {
     /// Start a worker whose config is `state` plus `extra` (mirrors, destination...), with the
     /// API on a free port and the token in a file.
     async fn start(state: &str, extra: &str) -> Worker {
-        Worker::start_with(state, extra, None).await
+        Worker::start_with(state, extra, None, "1s").await
     }
 
-    /// [`Worker::start`], serving HTTPS with `tls`'s certificate when given.
-    async fn start_with(state: &str, extra: &str, tls: Option<&ServerTls>) -> Worker {
+    /// [`Worker::start`], serving HTTPS with `tls`'s certificate when given, polling every
+    /// `poll`.
+    async fn start_with(state: &str, extra: &str, tls: Option<&ServerTls>, poll: &str) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let port = free_port();
@@ -51,7 +52,7 @@ impl Worker {
         std::fs::write(
             &config,
             format!(
-                "state = \"{state}\"\npoll_interval = \"1s\"\nlease = \"6s\"\n\
+                "state = \"{state}\"\npoll_interval = \"{poll}\"\nlease = \"6s\"\n\
                  state_query_timeout = \"1s\"\nstate_checkout_timeout = \"1s\"\n\
                  log_format = \"json\"\n{extra}\n\
                  [api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n{tls_keys}"
@@ -258,7 +259,8 @@ async fn quay_mirror_api(state: &str) {
     seed(&source, "lib/app", &["v1", "v2", "other"]).await;
     // The source is reached through a proxy that can slow it down (to catch a run in SYNCING).
     let slow = Proxy::start(&source);
-    let worker = Worker::start(state, &destination(&dest)).await;
+    // Polls 3 s apart (±20 %) leave time to catch a mirror in SYNC_NOW right after a run.
+    let worker = Worker::start_with(state, &destination(&dest), None, "3s").await;
     let api = Client::new(&worker);
     let http = reqwest::Client::new();
     let path = "/api/v1/repository/mirror/app/mirror";
@@ -406,7 +408,7 @@ async fn quay_mirror_api(state: &str) {
     let sync_cancel = "/api/v1/repository/mirror/app/mirror/sync-cancel";
     let (status, _) = api.call("POST", sync_cancel, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    // Right after a run the worker's next poll is a second away: sync-now, then cancel it.
+    // Right after a run the worker's next poll is seconds away: sync-now, then cancel it.
     let (status, _) = api.call("POST", sync_now, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = api.call("POST", sync_cancel, None).await;
@@ -850,7 +852,7 @@ async fn the_api_serves_https_with_its_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let state = format!("sqlite:{}", dir.path().join("state.db").display());
     let dest = Registry::start();
-    let worker = Worker::start_with(&state, &destination(&dest), Some(&tls)).await;
+    let worker = Worker::start_with(&state, &destination(&dest), Some(&tls), "1s").await;
     assert!(worker.base.starts_with("https://"));
     let https = http_client(Some(&tls));
     let (status, body) = Client {
