@@ -204,7 +204,8 @@ test('a sub-second timeout stops a run against a registry that never answers, an
     const options = { source: `${silent.host}/library/app`, to: `oci:${tempDir('regmirror-node-')}/out`, tags: 'v*', sourceTlsVerify: false, timeoutSeconds: 0.5 }
     const report = await new Mirror(options).sync()
     assert.equal(report.outcome, 'failed')
-    assert.match(report.error, /^Timeout: .*timeout of 500ms/)
+    assert.match(report.error, /^Timeout: the sync took longer than its timeout of 500ms/)
+    assert.equal(report.error.split('Timeout').length, 2, `says Timeout once: ${report.error}`)
     assert.equal(report.failure.kind, 'Timeout')
     assert.equal(report.failure.detail, 'run_timeout')
     await assert.rejects(new Mirror(options).preview(), { code: 'Timeout', message: /timeout of 500ms/ })
