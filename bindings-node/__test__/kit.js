@@ -15,8 +15,14 @@ const { Mirror } = require('..')
 const ROOT = path.join(__dirname, '..', '..')
 const MAKE_LAYOUT = path.join(ROOT, 'scripts', 'make-test-layout.sh')
 
+// Temp dirs made here are removed when the test process exits.
+const made = []
+process.on('exit', () => made.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })))
+
 function tempDir(prefix) {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  made.push(dir)
+  return dir
 }
 
 function freePort() {

@@ -21,7 +21,6 @@ const CLI =
   ['debug', 'release'].map((p) => path.join(ROOT, 'target', 'x86_64-unknown-linux-gnu', p, 'regmirror')).find((p) => fs.existsSync(p))
 
 let source, dest, silent, postgres
-const dirs = []
 before(async () => {
   assert.ok(CLI, 'the regmirror CLI is not built: run `cargo build -p regmirror-cli` or set REGMIRROR_CLI')
   ;[source, dest, silent, postgres] = await Promise.all([startRegistry(), startRegistry(), silentServer(), startPostgres()])
@@ -30,7 +29,6 @@ before(async () => {
 })
 after(async () => {
   await Promise.all([source?.stop(), dest?.stop(), silent?.stop(), postgres?.stop()])
-  dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true }))
 })
 
 function cli(...args) {
@@ -45,8 +43,7 @@ async function destTags(repository) {
 const stores = {
   sqlite: () => {
     const dir = tempDir('regmirror-node-')
-    dirs.push(dir)
-    return `sqlite:${path.join(dir, 'state.db')}`
+      return `sqlite:${path.join(dir, 'state.db')}`
   },
   postgres: () => postgres.createDatabase(),
 }

@@ -12,14 +12,12 @@ const { Mirror } = require('..')
 const { pushImages, silentServer, startRegistry, tempDir } = require('./kit')
 
 let registry
-const dirs = []
 before(async () => {
   registry = await startRegistry()
   await pushImages(registry.host, 'library/app', ['v1.0', 'v1.1', 'v2.0'])
 })
 after(async () => {
   await registry?.stop()
-  dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true }))
 })
 
 function mirrorTo(to, extra = {}) {
@@ -160,7 +158,6 @@ test('a progress callback that blocks the event loop does not stall the sync', a
 
 test('a failed tag carries its error kind, side and phase as fields', async () => {
   const dir = tempDir('regmirror-node-')
-  dirs.push(dir)
   const layout = path.join(dir, 'layout')
   execFileSync('bash', [path.join(__dirname, '..', '..', 'scripts', 'make-test-layout.sh'), layout, 'v1', 'v2'])
   // v2's layer goes missing from the layout.
@@ -216,7 +213,6 @@ test('a sub-second timeout stops a run against a registry that never answers, an
 
 test('CA file, cert dir, auth file and proxies are checked and used', async () => {
   const dir = tempDir('regmirror-node-')
-  dirs.push(dir)
   const out = `oci:${path.join(dir, 'out')}`
   // A proxy that cannot be reached fails the run: the setting is used.
   const proxied = await mirrorTo(out, { httpProxy: 'http://127.0.0.1:9', noProxy: 'example.com' }).sync()
