@@ -4,6 +4,7 @@
 //! unless allow-listed. Every registry here is a [`HostileRegistry`] on loopback.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use regmirror::oneshot::{Access, Location, OneShotSync};
 use regmirror::registry::LayoutRegistry;
@@ -12,7 +13,7 @@ use regmirror::{
     Credentials, DestRegistry, Detail, ErrorKind, SourceRegistry, SyncOptions, SyncReport,
 };
 use regmirror_tests::hostile::{HostileRegistry, Mode};
-use regmirror_tests::{Blob, Image, PASSWORD, USERNAME};
+use regmirror_tests::{Blob, Fault, Image, PASSWORD, Proxy, USERNAME};
 
 const REPO: &str = "src/app";
 
@@ -153,6 +154,42 @@ async fn a_plain_http_realm_on_the_registrys_own_host_still_gets_the_credentials
         "{:?}",
         service.requests()
     );
+}
+
+#[tokio::test]
+async fn a_rate_limiting_token_service_is_retried_after_what_its_retry_after_asks() {
+    // The challenges name a token service on the same host behind the fault-injecting proxy.
+    let service = HostileRegistry::builder(Mode::Honest).token_auth().start();
+    let proxy = Proxy::to(&service.base_url(), None);
+    let (registry, _) = serving(Mode::Realm(format!("{}/token", proxy.base_url())), false);
+    let rate_limited = |after: &str| Fault::RetryAfter {
+        status: 429,
+        after: after.into(),
+    };
+
+    proxy.inject("GET", "/token", rate_limited("1"), 1);
+    let started = Instant::now();
+    let tags = SourceRegistry::list_tags(&registry.client(), REPO)
+        .await
+        .unwrap();
+    assert_eq!(tags, ["v1"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was waited out, not the shorter backoff ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(proxy.count("GET", "/token"), 2);
+
+    // A pause longer than the client is willing to wait fails the fetch at once, unrepeated.
+    proxy.reset_counts();
+    proxy.inject("GET", "/token", rate_limited("3600"), 100);
+    let started = Instant::now();
+    let e = SourceRegistry::list_tags(&registry.client(), REPO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+    assert_eq!(proxy.count("GET", "/token"), 1);
 }
 
 #[tokio::test]

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
-use time::OffsetDateTime;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
@@ -19,7 +18,6 @@ use super::HttpOptions;
 use super::auth::AuthState;
 use super::docker_config::Sources;
 use super::guard::{Refused, Unresolved};
-use super::retry::{is_retryable_status, parse_retry_after};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure::{Detail, Failure};
 use crate::redact::Secrets;
@@ -327,34 +325,22 @@ impl Client {
         let mut retries = 0;
         loop {
             let sent = self.timed(self.http.get(url.clone()).send()).await;
-            match sent {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if retry
-                        && is_retryable_status(status)
-                        && let Some(wait) = self.retry_wait(retries, &resp)
-                    {
-                        retries += 1;
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    if status == StatusCode::UNAUTHORIZED {
-                        return Ok(Some(resp.headers().clone()));
-                    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                        return Err(error_for_status(resp, &what).await);
-                    }
-                    return Ok(None);
-                }
-                Err(Failed { error: e, .. }) => {
-                    if retry && e.kind().is_temporary() && retries < self.options.retry.max_retries
-                    {
-                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                        retries += 1;
-                        continue;
-                    }
-                    return Err(e.context(what));
-                }
+            let sent = sent.map_err(|failed| failed.error);
+            if retry
+                && self
+                    .pause_to_retry(&mut retries, sent.as_ref(), &what)
+                    .await
+            {
+                continue;
             }
+            let resp = sent.map_err(|e| e.context(&what))?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED {
+                return Ok(Some(resp.headers().clone()));
+            } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(error_for_status(resp, &what).await);
+            }
+            return Ok(None);
         }
     }
 
@@ -389,17 +375,31 @@ impl Client {
         }
     }
 
-    /// How long to wait before retry number `retries` after `resp`, or `None` to give up.
-    fn retry_wait(&self, retries: u32, resp: &Response) -> Option<Duration> {
-        if retries >= self.options.retry.max_retries {
-            return None;
-        }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
-        self.options.retry.delay_for(retries, retry_after)
+    /// Whether to repeat `what` after an attempt that ended in `outcome`, as
+    /// [`RetryPolicy::wait_before`](super::RetryPolicy) decides; if so, waits that long and
+    /// counts the retry in `retries`. Every retry loop of the client (the ping, [`Self::send`],
+    /// the token fetch, the body and upload restarts) goes through here.
+    pub(crate) async fn pause_to_retry(
+        &self,
+        retries: &mut u32,
+        outcome: Result<&Response, &Error>,
+        what: &str,
+    ) -> bool {
+        let Some(wait) = self.options.retry.wait_before(*retries, outcome) else {
+            return false;
+        };
+        let why = match outcome {
+            Ok(resp) => resp.status().to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(
+            target: "regmirror::http",
+            "{}; retrying in {wait:?}",
+            self.secrets.scrub(&format!("{what}: {why}"))
+        );
+        *retries += 1;
+        tokio::time::sleep(wait).await;
+        true
     }
 
     /// Send a call: authorize it, retry what may be retried, re-authorize once on 401, follow
@@ -433,25 +433,26 @@ impl Client {
             {
                 request = request.body(call.body.clone());
             }
-            let resp = match self.timed(request.send()).await {
-                Ok(resp) => resp,
-                Err(Failed { error: e, unsent }) => {
-                    if e.kind().is_temporary()
-                        && (call.retry || unsent)
-                        && retries < self.options.retry.max_retries
-                    {
-                        tracing::debug!(
-                            target: "regmirror::http",
-                            "{}; retrying",
-                            self.secrets.scrub(&format!("{what}: {e}"))
-                        );
-                        tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                        retries += 1;
-                        continue;
-                    }
-                    return Err(e.context(what));
-                }
-            };
+            let sent = self.timed(request.send()).await;
+            // A request never sent, or answered 429 or 503 (not processed), may go again even
+            // when it is not safe to repeat (a POST).
+            let may_repeat = call.retry
+                || match &sent {
+                    Err(failed) => failed.unsent,
+                    Ok(resp) => matches!(
+                        resp.status(),
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    ),
+                };
+            let sent = sent.map_err(|failed| failed.error);
+            if may_repeat
+                && self
+                    .pause_to_retry(&mut retries, sent.as_ref(), &what)
+                    .await
+            {
+                continue;
+            }
+            let resp = sent.map_err(|e| e.context(&what))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && ours && !reauthorized {
                 reauthorized = true;
@@ -461,18 +462,6 @@ impl Client {
                 {
                     continue;
                 }
-            }
-            // 429 and 503 mean the request was not processed, so even a POST may go again.
-            let unprocessed = status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::SERVICE_UNAVAILABLE;
-            if is_retryable_status(status)
-                && (call.retry || unprocessed)
-                && let Some(wait) = self.retry_wait(retries, &resp)
-            {
-                tracing::debug!(target: "regmirror::http", "{what}: {status}; retrying in {wait:?}");
-                retries += 1;
-                tokio::time::sleep(wait).await;
-                continue;
             }
             if status.is_redirection() && call.follow_redirects {
                 let Some(location) = resp.headers().get(LOCATION) else {
@@ -523,17 +512,11 @@ impl Client {
     /// an upload to restart): waits out the backoff and counts the retry when `e` is temporary
     /// and retries remain, otherwise gives `e` back.
     pub(crate) async fn back_off_or_fail(&self, e: Error, retries: &mut u32) -> Result<()> {
-        if !e.kind().is_temporary() || *retries >= self.options.retry.max_retries {
-            return Err(e);
+        if self.pause_to_retry(retries, Err(&e), "cut short").await {
+            Ok(())
+        } else {
+            Err(e)
         }
-        tracing::debug!(
-            target: "regmirror::http",
-            "{}; retrying",
-            self.secrets.scrub(&e.to_string())
-        );
-        tokio::time::sleep(self.options.retry.backoff(*retries)).await;
-        *retries += 1;
-        Ok(())
     }
 
     /// Read a whole (small) body, refusing it as soon as it grows past `limit` bytes.

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use rand::Rng;
-use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Response, StatusCode};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
+
+use crate::error::Error;
 
 /// A `Retry-After` longer than this is not waited out: the request fails as rate limited, so a
 /// sync does not hang for an hour on one registry's say-so.
@@ -45,9 +48,37 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
+    /// Whether an attempt that ended in `outcome` (an answer, or no answer) is repeated as retry
+    /// number `retry`, and the wait before it: a retryable status waits what its `Retry-After`
+    /// asks (a pause longer than we are willing to wait is not repeated) or else the backoff; a
+    /// temporary failure waits the backoff. Anything else, or once the retries are used up,
+    /// `None`. Every retry loop of the client decides here; whether the request is safe to
+    /// repeat at all is the caller's to know.
+    pub(crate) fn wait_before(
+        &self,
+        retry: u32,
+        outcome: Result<&Response, &Error>,
+    ) -> Option<Duration> {
+        if retry >= self.max_retries {
+            return None;
+        }
+        match outcome {
+            Ok(resp) if is_retryable_status(resp.status()) => {
+                let retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
+                self.delay_for(retry, retry_after)
+            }
+            Err(e) if e.kind().is_temporary() => Some(self.backoff(retry)),
+            _ => None,
+        }
+    }
+
     /// The wait before retry number `retry` after a response that allows one, or `None` when the
     /// registry asked for a pause longer than we are willing to wait.
-    pub(crate) fn delay_for(&self, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    fn delay_for(&self, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
         match retry_after {
             Some(wait) if wait > MAX_RETRY_AFTER => None,
             Some(wait) => Some(wait),
@@ -120,6 +151,42 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(policy.delay_for(0, Some(Duration::from_secs(3600))), None);
+    }
+
+    fn answer(status: u16, retry_after: Option<&str>) -> Response {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(after) = retry_after {
+            builder = builder.header("retry-after", after);
+        }
+        Response::from(builder.body("").unwrap())
+    }
+
+    #[test]
+    fn one_rule_decides_every_retry() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        // The registry's Retry-After, not the backoff (whose first ceiling is 100 ms).
+        let limited = answer(429, Some("7"));
+        assert_eq!(
+            policy.wait_before(0, Ok(&limited)),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(policy.wait_before(0, Ok(&answer(503, Some("3600")))), None);
+        assert!(
+            policy.wait_before(1, Ok(&answer(502, None))).unwrap() <= Duration::from_millis(200)
+        );
+        assert_eq!(policy.wait_before(0, Ok(&answer(404, Some("1")))), None);
+        assert_eq!(policy.wait_before(0, Ok(&answer(200, None))), None);
+        let temporary = Error::new(crate::ErrorKind::Network, "connection reset");
+        assert!(policy.wait_before(0, Err(&temporary)).unwrap() <= Duration::from_millis(100));
+        let permanent = Error::new(crate::ErrorKind::Unauthorized, "denied");
+        assert_eq!(policy.wait_before(0, Err(&permanent)), None);
+        // Used up.
+        assert_eq!(policy.wait_before(2, Ok(&limited)), None);
+        assert_eq!(policy.wait_before(2, Err(&temporary)), None);
     }
 
     #[test]

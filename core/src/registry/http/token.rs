@@ -7,8 +7,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use url::Url;
 
 use super::auth::{self, CachedToken, Challenge};
-use super::client::{Client, Failed, display_url, error_for_status};
-use super::retry::is_retryable_status;
+use super::client::{Client, display_url, error_for_status};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Token responses are small JSON documents.
@@ -135,8 +134,9 @@ impl Client {
         Ok(token)
     }
 
-    /// Send the token request `request` makes, again after a temporary failure while retries
-    /// remain. Returns the final response whatever its status.
+    /// Send the token request `request` makes, again after a temporary failure or a retryable
+    /// status (waiting what its `Retry-After` asks) while retries remain. Returns the final
+    /// response whatever its status.
     async fn send_token_request(
         &self,
         request: impl Fn() -> reqwest::RequestBuilder,
@@ -144,22 +144,10 @@ impl Client {
     ) -> Result<reqwest::Response> {
         let mut retries = 0;
         loop {
-            match self.timed(request().send()).await {
-                Ok(resp)
-                    if is_retryable_status(resp.status())
-                        && retries < self.options.retry.max_retries =>
-                {
-                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                Ok(resp) => return Ok(resp),
-                Err(Failed { error, .. })
-                    if error.kind().is_temporary() && retries < self.options.retry.max_retries =>
-                {
-                    tokio::time::sleep(self.options.retry.backoff(retries)).await;
-                    retries += 1;
-                }
-                Err(Failed { error, .. }) => return Err(error.context(what)),
+            let sent = self.timed(request().send()).await;
+            let sent = sent.map_err(|failed| failed.error);
+            if !self.pause_to_retry(&mut retries, sent.as_ref(), what).await {
+                return sent.map_err(|e| e.context(what));
             }
         }
     }
