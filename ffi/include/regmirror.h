@@ -336,12 +336,14 @@ regmirror_result regmirror_mirror_builder_build(regmirror_mirror_builder *builde
 void regmirror_mirror_builder_free(regmirror_mirror_builder *builder);
 
 // Run one sync, blocking the calling thread until it ends. `*out` receives the report as a
-// JSON object (`outcome`: `"success"`, `"failed"` or `"cancelled"`; `tags_synced`,
-// `tags_current`, `tags_failed`, `tags_deleted`, `error` (null unless the run failed or was
+// JSON object with the field names of `regmirror sync --json` (`outcome`: `"success"`,
+// `"failed"` or `"cancelled"`; `tags_synced`, `tags_current`, `tags_deleted`, `tags_skipped`;
+// `tags_failed`, each with `tag`, `reason` and the error's `kind` (`"NotFound"`,
+// `"Unauthorized"`, ... as the result codes name them), `side`, `phase`, `host`, `detail`,
+// `message`; `error` and `failure` (the same fields, for the run: null unless it failed or was
 // cancelled), `note` (a remark on a success, e.g. no tags matched), byte and blob counts,
-// `referrers_copied`), to
-// release with `regmirror_string_free`. A failed tag is in the report with `REGMIRROR_OK`; an
-// error code means the run could not start.
+// `referrers_copied`, `duration_ms`), to release with `regmirror_string_free`. A failed tag is
+// in the report with `REGMIRROR_OK`; an error code means the run could not start.
 //
 // # Safety
 // `mirror` is NULL or a live mirror; `out` is NULL or valid for a write.

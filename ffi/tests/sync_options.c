@@ -203,6 +203,32 @@ static void test_preview(void) {
     regmirror_mirror_free(mirror);
 }
 
+/* A tag whose layer is missing from the source fails alone; the report says its error kind
+ * (the CLI's --json fields), and the run's. */
+static void test_failed_tag_has_its_kind(void) {
+    char broken[160], dest[160], command[512];
+    snprintf(broken, sizeof broken, "%s/broken", dir);
+    snprintf(command, sizeof command,
+             "bash scripts/make-test-layout.sh %s v1 v2 && "
+             "rm %s/blobs/sha256/$(printf 'layer of v2\\n' | sha256sum | cut -d' ' -f1)",
+             broken, broken);
+    CHECK(system(command) == 0, "%s", command);
+    snprintf(broken, sizeof broken, "oci:%s/broken", dir);
+    dest_dir(dest, sizeof dest, "broken-copy");
+    regmirror_mirror *mirror = build(builder_for(broken, dest, "*"));
+    char *report = NULL;
+    CHECK(regmirror_mirror_sync(mirror, &report) == REGMIRROR_OK, "%s",
+          regmirror_last_error_message());
+    CHECK(report && strstr(report, "\"outcome\":\"failed\""), "[%s]", report);
+    CHECK(report && strstr(report, "\"tags_synced\":[\"v1\"]"), "[%s]", report);
+    CHECK(report && strstr(report, "\"tags_failed\":[{\"tag\":\"v2\",\"reason\":"), "[%s]",
+          report);
+    CHECK(report && strstr(report, "\"kind\":\"NotFound\""), "[%s]", report);
+    CHECK(report && strstr(report, "\"failure\":{\"kind\":"), "[%s]", report);
+    regmirror_string_free(report);
+    regmirror_mirror_free(mirror);
+}
+
 struct events {
     atomic_int count;
     atomic_int tag_finished;
@@ -322,6 +348,7 @@ static void test_cancel_and_timeout(void) {
     CHECK(rc == REGMIRROR_OK, "%s: %s", regmirror_result_name(rc), regmirror_last_error_message());
     CHECK(report && strstr(report, "\"outcome\":\"failed\""), "[%s]", report);
     CHECK(report && strstr(report, "took longer than its timeout of 1s 500ms"), "[%s]", report);
+    CHECK(report && strstr(report, "\"failure\":{\"kind\":\"Timeout\""), "[%s]", report);
     CHECK(took >= 1.4 && took < 10.0, "timed out after %.1fs", took);
     regmirror_string_free(report);
 
@@ -350,6 +377,7 @@ int main(void) {
     test_settings_accepted();
     test_settings_refused();
     test_preview();
+    test_failed_tag_has_its_kind();
     test_progress();
     test_cancel_and_timeout();
     snprintf(command, sizeof command, "rm -rf %s", dir);
