@@ -88,14 +88,43 @@ typedef struct regmirror_mirror regmirror_mirror;
 // Settings for a mirror, before it is built.
 typedef struct regmirror_mirror_builder regmirror_mirror_builder;
 
+// Mirrors in a state store. Thread-safe: its functions may be called from several threads at
+// once.
+typedef struct regmirror_mirrors regmirror_mirrors;
+
+// Where a `regmirror_mirrors` keeps its mirrors and writes them, before it is opened.
+typedef struct regmirror_mirrors_builder regmirror_mirrors_builder;
+
 // A compiled list of tag patterns. Immutable: one filter may be used from many threads.
 typedef struct regmirror_tag_filter regmirror_tag_filter;
+
+// A running worker.
+typedef struct regmirror_worker regmirror_worker;
 
 // A function regmirror calls with one event: `userdata` as registered, `json` a
 // NUL-terminated JSON object valid only during the call (copy what you keep). The calls of
 // one registration come one at a time, in order, from a regmirror thread (never the thread
 // that registered it); they must not free the handle they were registered on.
 typedef void (*regmirror_event_callback)(void *userdata, const char *json);
+
+// A worker's settings, as the CLI worker's regmirror.toml names them; 0 takes the default.
+typedef struct {
+  // The wait between polls of the store (`poll_interval`, default 30 s).
+  uint64_t poll_interval_ms;
+  // How long a claim on a mirror lasts without renewal (`lease`, default 60 s): a worker
+  // that dies holds its mirrors this long.
+  uint64_t lease_ms;
+  // After `regmirror_worker_stop`: runs still going at two thirds of it are cancelled, at
+  // five sixths released (`shutdown_deadline`, default 30 s).
+  uint64_t shutdown_deadline_ms;
+  // The most syncs running at once in this worker (`max_concurrent_syncs`, default 4).
+  size_t max_concurrent_syncs;
+  // Blob copies and registry requests in flight per sync (`concurrency`, default 8).
+  size_t concurrency;
+  // When several new mirrors without a start time are due together, all but one are spread
+  // over this window (`first_run_spread`, default 3 min).
+  uint64_t first_run_spread_ms;
+} regmirror_worker_settings;
 
 #ifdef __cplusplus
 extern "C" {
@@ -391,6 +420,210 @@ regmirror_result regmirror_mirror_preview(const regmirror_mirror *mirror,
 // sync on it is running.
 void regmirror_mirror_free(regmirror_mirror *mirror);
 
+// Start opening mirrors kept in the state store `state` — `sqlite:PATH` (created if
+// missing), `postgres://USER:PASSWORD@HOST/DB` (also `postgresql://`), or `memory:` (this
+// handle alone) — written to `destination`: a registry `HOST[:PORT]` (each mirror's id is its
+// repository there) or `oci:DIR` (a layout per mirror under DIR); NULL manages mirrors only
+// (sync, preview and workers then fail with `REGMIRROR_INVALID_CONFIG`). `*out` receives a
+// builder for `regmirror_mirrors_builder_open` (or `_free`). Nothing is connected yet.
+//
+// # Safety
+// `state` and `destination` are NULL or NUL-terminated; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirrors_builder_new(const char *state,
+                                               const char *destination,
+                                               regmirror_mirrors_builder **out);
+
+// The destination registry's robot: the credentials mirrors write with, and the one identity
+// allowed to push to a mirrored repository. Never shown in messages, views or events.
+//
+// # Safety
+// `builder` is NULL or a live builder; the strings are NULL or NUL-terminated.
+regmirror_result regmirror_mirrors_builder_set_dest_credentials(regmirror_mirrors_builder *builder,
+                                                                const char *username,
+                                                                const char *password);
+
+// Whether to verify the destination registry's TLS certificate (default true); false also
+// permits plain HTTP.
+//
+// # Safety
+// `builder` is NULL or a live builder.
+regmirror_result regmirror_mirrors_builder_set_dest_tls_verify(regmirror_mirrors_builder *builder,
+                                                               bool verify);
+
+// Trust extra CA certificates for the destination registry: a PEM file, or a directory of
+// `*.crt` files (docker's `certs.d/HOST`). May be called several times.
+//
+// # Safety
+// `builder` is NULL or a live builder; `path` is NULL or NUL-terminated.
+regmirror_result regmirror_mirrors_builder_add_dest_ca_certs(regmirror_mirrors_builder *builder,
+                                                             const char *path);
+
+// Receive every run's events (of syncs through this handle and of its workers): `callback`
+// is called with `userdata` and a JSON object holding the webhook payload's fields —
+// `event` (`"sync_started"`, `"sync_succeeded"`, `"sync_failed"` or `"sync_cancelled"`),
+// `mirror_id`, `source`, `patterns`, `tags_synced`, `tags_failed`, `tags_deleted`,
+// `bytes_copied`, `referrers_copied`, `duration_ms`, `error` (null unless failed or
+// cancelled) and `note`. Calls come one at a time from a regmirror thread; a callback that is
+// slow or blocks delays no sync (events wait in a queue of 1024, then are dropped). None is
+// made after `regmirror_mirrors_free` returns. NULL `callback` removes it.
+//
+// # Safety
+// `builder` is NULL or a live builder; `callback`, if not NULL, may be called with `userdata`
+// from another thread until `regmirror_mirrors_free`.
+regmirror_result regmirror_mirrors_builder_set_notifier(regmirror_mirrors_builder *builder,
+                                                        regmirror_event_callback callback,
+                                                        void *userdata);
+
+// Connect to the state store (creating its tables if needed) and open the destination. The
+// builder is consumed whatever the result. On success `*out` receives the handle, released
+// with `regmirror_mirrors_free`; an unreachable store is `REGMIRROR_STATE`, an invalid
+// setting `REGMIRROR_INVALID_CONFIG`.
+//
+// # Safety
+// `builder` is NULL or a live builder; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirrors_builder_open(regmirror_mirrors_builder *builder,
+                                                regmirror_mirrors **out);
+
+// Release a builder that was not opened. `NULL` does nothing.
+//
+// # Safety
+// `builder` is NULL or a live builder not passed to `_open`.
+void regmirror_mirrors_builder_free(regmirror_mirrors_builder *builder);
+
+// Add a mirror. `settings` is a JSON object with the names of a `[[mirror]]` table of the
+// worker's regmirror.toml: `id` (the destination repository), `source`
+// (`host[:port]/path`), `tags` (a list or one comma-separated string of patterns), and
+// optionally `interval` (`"6h"` or seconds; default 24h), `start` (RFC 3339), `enabled`,
+// `architectures`, `rollback`, `platform_index`, `referrers`, `tls_verify`, `cert_dir` or
+// `ca_file`, `username` / `password`, `http_proxy` / `https_proxy` / `no_proxy`, `timeout`,
+// `retry_backoff`, `robot`. An unknown name or invalid value is `REGMIRROR_INVALID_CONFIG`
+// naming it; an existing id `REGMIRROR_CONFLICT`. When `out` is not NULL it receives the
+// mirror as `regmirror_mirrors_get` returns it.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `settings` is NULL or NUL-terminated; `out` is NULL or
+// valid for a write.
+regmirror_result regmirror_mirrors_add(const regmirror_mirrors *mirrors,
+                                       const char *settings,
+                                       char **out);
+
+// Change mirror `id`: `changes` is a JSON object of settings (the names of
+// `regmirror_mirrors_add`) that replace the stored ones; the rest stay, and a `null` puts one
+// back to its default. `id` cannot change. Its status and schedule stay; a run in progress
+// finishes with the old settings. `REGMIRROR_NOT_FOUND` if there is no such mirror. `out` as
+// for `_add`.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` and `changes` are NULL or NUL-terminated; `out`
+// is NULL or valid for a write.
+regmirror_result regmirror_mirrors_update(const regmirror_mirrors *mirrors,
+                                          const char *id,
+                                          const char *changes,
+                                          char **out);
+
+// One mirror: `*out` receives a JSON object with its settings (no password: `source_username`
+// only), `status` (Quay's names: `"NEVER_RUN"`, `"SYNC_NOW"`, `"SYNCING"`, `"SUCCESS"`,
+// `"FAIL"`, `"CANCEL"`), `retries_remaining`, `last_sync`, `next_run`, `last_report` and the
+// rest of what `regmirror mirror show --json` prints, under the same names.
+// `REGMIRROR_NOT_FOUND` if there is no such mirror. Free it with `regmirror_string_free`.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` is NULL or NUL-terminated; `out` is NULL or valid
+// for a write.
+regmirror_result regmirror_mirrors_get(const regmirror_mirrors *mirrors,
+                                       const char *id,
+                                       char **out);
+
+// Every mirror, as a JSON array of what `regmirror_mirrors_get` returns (sorted by id; what
+// `regmirror mirror list --json` prints). Free it with `regmirror_string_free`.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirrors_list(const regmirror_mirrors *mirrors, char **out);
+
+// Delete a mirror and its usage log (the destination repository is left as it is).
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` is NULL or NUL-terminated.
+regmirror_result regmirror_mirrors_delete(const regmirror_mirrors *mirrors, const char *id);
+
+// Let workers run the mirror on its schedule again.
+//
+// # Safety
+// As `regmirror_mirrors_delete`.
+regmirror_result regmirror_mirrors_enable(const regmirror_mirrors *mirrors, const char *id);
+
+// Keep workers from running the mirror on its schedule ("sync now" still runs it).
+//
+// # Safety
+// As `regmirror_mirrors_delete`.
+regmirror_result regmirror_mirrors_disable(const regmirror_mirrors *mirrors, const char *id);
+
+// Quay's "sync now": the mirror's status becomes `SYNC_NOW` and the next poll of a worker
+// runs it. `REGMIRROR_CONFLICT` while it is syncing.
+//
+// # Safety
+// As `regmirror_mirrors_delete`.
+regmirror_result regmirror_mirrors_sync_now(const regmirror_mirrors *mirrors, const char *id);
+
+// Cancel a mirror that is syncing or waiting to (`SYNCING` or `SYNC_NOW`): its status becomes
+// `CANCEL`, a run in progress (in any worker) stops after its work in flight, and it is not
+// scheduled again until "sync now". `REGMIRROR_CONFLICT` in any other status.
+//
+// # Safety
+// As `regmirror_mirrors_delete`.
+regmirror_result regmirror_mirrors_cancel(const regmirror_mirrors *mirrors, const char *id);
+
+// A mirror's usage log, newest first: at most `limit` entries with a `seq` below `before`
+// (0 for the newest), as a JSON array of objects with `seq`, `mirror_id`, `time` (RFC 3339),
+// `kind`, `tag`, `digest` and `message`. Free it with `regmirror_string_free`.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` is NULL or NUL-terminated; `out` is NULL or valid
+// for a write.
+regmirror_result regmirror_mirrors_logs(const regmirror_mirrors *mirrors,
+                                        const char *id,
+                                        size_t limit,
+                                        uint64_t before,
+                                        char **out);
+
+// Sync a stored mirror now in this thread, whatever its schedule, and return its report as
+// `regmirror_mirror_sync_with` does (the same JSON; the run is recorded in the store, its log
+// and its events as a worker's run is). `cancel` and `progress` may be NULL; either the
+// cancel handle or `regmirror_mirrors_cancel` from anywhere stops it. A failed run is
+// `REGMIRROR_OK` with its report; `REGMIRROR_CONFLICT` if a worker is running it.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` is NULL or NUL-terminated; `cancel` is NULL or a
+// live handle; `out` is NULL or valid for a write; `progress` as for
+// `regmirror_mirror_sync_with`.
+regmirror_result regmirror_mirrors_sync(const regmirror_mirrors *mirrors,
+                                        const char *id,
+                                        const regmirror_cancel *cancel,
+                                        regmirror_event_callback progress,
+                                        void *userdata,
+                                        char **out);
+
+// What syncing a stored mirror now would do, changing nothing: the JSON of
+// `regmirror_mirror_preview`. `cancel` may be NULL.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `id` is NULL or NUL-terminated; `cancel` is NULL or a
+// live handle; `out` is NULL or valid for a write.
+regmirror_result regmirror_mirrors_preview(const regmirror_mirrors *mirrors,
+                                           const char *id,
+                                           const regmirror_cancel *cancel,
+                                           char **out);
+
+// Release the handle; its notifier callback is not called after this returns (a call in
+// progress is waited for). Stop its workers first (`regmirror_worker_stop`): they keep running
+// without it, but their events no longer reach the callback. `NULL` does nothing.
+//
+// # Safety
+// `mirrors` is NULL or a handle not freed yet that no other thread is using; not called from
+// its own notifier callback.
+void regmirror_mirrors_free(regmirror_mirrors *mirrors);
+
 // The name of a result code (`"REGMIRROR_INVALID_PATTERN"`), or `"REGMIRROR_UNKNOWN"` for a
 // number that is not a code. The string is static: never free it.
 const char *regmirror_result_name(uint32_t code);
@@ -442,6 +675,27 @@ void regmirror_tag_filter_free(regmirror_tag_filter *filter);
 
 // The version of the loaded library, such as "0.1.0": a static string, never freed.
 const char *regmirror_version(void);
+
+// Start a worker on the store and destination of `mirrors` with `settings` (NULL for the
+// defaults); `*out` receives it, to end with `regmirror_worker_stop`. It runs on regmirror's
+// threads, not the caller's; its runs' events reach the notifier of `mirrors`. A handle
+// without a destination is `REGMIRROR_INVALID_CONFIG`. Store failures while it runs are
+// retried at its next poll; they do not stop it.
+//
+// # Safety
+// `mirrors` is NULL or a live handle; `settings` is NULL or points to a
+// `regmirror_worker_settings`; `out` is NULL or valid for a write.
+regmirror_result regmirror_worker_start(const regmirror_mirrors *mirrors,
+                                        const regmirror_worker_settings *settings,
+                                        regmirror_worker **out);
+
+// Stop a worker and release it, blocking until it has stopped: it claims nothing more, lets
+// the runs in progress finish within its shutdown deadline (cancelling, then releasing what
+// is left), and returns. `NULL` does nothing and returns `REGMIRROR_OK`.
+//
+// # Safety
+// `worker` is NULL or a worker from `regmirror_worker_start` not stopped yet.
+regmirror_result regmirror_worker_stop(regmirror_worker *worker);
 
 #ifdef __cplusplus
 }  // extern "C"

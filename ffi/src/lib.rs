@@ -1,7 +1,11 @@
 //! The C ABI of regmirror (`include/regmirror.h`), in the style of rustls-ffi.
 //!
-//! - Handles are opaque (`regmirror_tag_filter *`, `regmirror_mirror *`), made by `_new` (or
-//!   a builder's `_build`) and released by `_free`; `_free(NULL)` does nothing.
+//! - Handles are opaque (`regmirror_tag_filter *`, `regmirror_mirror *`, `regmirror_mirrors *`,
+//!   `regmirror_worker *`, `regmirror_cancel *`), made by `_new` (or a builder's `_build` /
+//!   `_open`, or `regmirror_worker_start`) and released by `_free` (`regmirror_worker_stop`);
+//!   `_free(NULL)` does nothing.
+//! - Everything structured crosses as JSON text with the core's serde names (the CLI's
+//!   `--json` names): mirror settings in, views, reports, previews, logs and events out.
 //! - Every fallible function returns a [`regmirror_result`]; outputs go through pointer
 //!   parameters and are written only on success.
 //! - Every export runs inside one guard ([`guard::guard`]) that turns NULL arguments, invalid
@@ -18,11 +22,13 @@ mod callback;
 mod cancel;
 mod guard;
 mod mirror;
+mod mirrors;
 mod result_code;
 mod run;
 mod strings;
 mod tag_filter;
 mod version;
+mod worker;
 
 pub use callback::regmirror_event_callback;
 pub use cancel::{
@@ -37,6 +43,7 @@ pub use mirror::{
     regmirror_mirror_builder_set_source_credentials, regmirror_mirror_builder_set_tls_verify,
     regmirror_mirror_free, regmirror_mirror_sync,
 };
+pub use mirrors::{regmirror_mirrors, regmirror_mirrors_builder};
 pub use result_code::{regmirror_result, regmirror_result_name};
 pub use strings::regmirror_string_free;
 pub use tag_filter::{
@@ -46,3 +53,4 @@ pub use tag_filter::{
 pub use version::{
     REGMIRROR_VERSION_MAJOR, REGMIRROR_VERSION_MINOR, REGMIRROR_VERSION_PATCH, regmirror_version,
 };
+pub use worker::{regmirror_worker, regmirror_worker_settings};

@@ -44,6 +44,28 @@ read -ra pc_libs <<<"$(pkg-config --libs regmirror)"
 # Statically as the README says: the archive, then what Rust's std needs (Libs.private).
 static_libs="$(pkg-config --static --libs-only-l regmirror)"
 read -ra pc_static <<<"$(pkg-config --variable=libdir regmirror)/libregmirror.a ${static_libs/-lregmirror/}"
+# The stored-mirror tests need real registries, a PostgreSQL and the regmirror CLI: the test
+# kit's services (the debug build the Rust tests use) print their addresses, then run until
+# their stdin closes at exit.
+echo "starting the test registries and PostgreSQL"
+bins="$(cargo build -p regmirror-tests --bin regmirror-test-services -p regmirror-cli --bin regmirror \
+    --message-format=json-render-diagnostics | sed -n 's|.*"executable":"\([^"]*\)".*|\1|p')"
+services_bin="$(grep '/regmirror-test-services$' <<<"$bins")"
+REGMIRROR_TEST_CLI="$(grep '/regmirror$' <<<"$bins")"
+export REGMIRROR_TEST_CLI
+coproc SERVICES { "$services_bin" --postgres; }
+services_pid=$SERVICES_PID
+services_in=${SERVICES[1]}
+trap 'eval "exec $services_in>&-"; wait "$services_pid" || true' EXIT
+while read -r line <&"${SERVICES[0]}"; do
+    [ "$line" = READY ] && break
+    export "${line?}"
+done
+[ -n "${REGMIRROR_TEST_POSTGRES:-}" ] || {
+    echo "the test services did not start" >&2
+    exit 1
+}
+
 for test in ffi/tests/*.c; do
     name="$(basename "$test" .c)"
     gcc "${cflags[@]}" "${pc_cflags[@]}" "$test" -o "$out/$name" "${pc_libs[@]}" -Wl,-rpath,"$lib"
