@@ -26,7 +26,7 @@ async fn populate(store: &SqliteStateStore, n: usize) {
         let mut config = MirrorConfig::new(format!("fleet/m{i:06}"), source.clone(), &["v*"]);
         config.sync_start_date = Some(T0 + DAY * i as u32 / n as u32);
         store
-            .create_mirror(&config, T0)
+            .create_mirror(&config.validated().expect("a valid config"), T0)
             .await
             .expect("creating a mirror");
     }

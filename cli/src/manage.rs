@@ -9,6 +9,7 @@ use regmirror::config::{check_architectures, check_cert_dir, check_interval};
 use regmirror::state::{MirrorRecord, StoreTimeouts};
 use regmirror::{
     ErrorKind, Mirror, MirrorConfig, MirrorView, ProxyConfig, RepositoryRef, StoreUrl, TagFilter,
+    ValidConfig,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -375,7 +376,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             }
             update.settings.apply(&mut config)?;
             let record = mirrors
-                .update_mirror(config)
+                .update_mirror(config.validated()?)
                 .await
                 .map_err(|e| about(&update.id, e))?;
             show(&record, json);
@@ -477,7 +478,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
 }
 
 /// The configuration `add` will create, checked; `None` for the other commands.
-fn prepare(command: &MirrorCommand) -> CliResult<Option<MirrorConfig>> {
+fn prepare(command: &MirrorCommand) -> CliResult<Option<ValidConfig>> {
     let MirrorCommand::Add(add) = command else {
         return Ok(None);
     };
@@ -487,8 +488,7 @@ fn prepare(command: &MirrorCommand) -> CliResult<Option<MirrorConfig>> {
     let mut config = MirrorConfig::new(add.id.clone(), source, &patterns);
     config.enabled = !add.disabled;
     add.settings.apply(&mut config)?;
-    config.validate()?;
-    Ok(Some(config))
+    Ok(Some(config.validated()?))
 }
 
 fn show(record: &MirrorRecord, json: bool) {

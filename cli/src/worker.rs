@@ -261,12 +261,15 @@ mod tests {
         assert_eq!(again, [Declaration::Unchanged]);
         assert_eq!(mirror.get("m/a").await.unwrap(), before);
 
-        let mut edited = config.mirrors.clone();
-        edited[0].tags = vec!["v2*".into()];
-        edited[0].enabled = false;
-        edited[0].source_credentials = Some(Credentials::new("u", "other:pw"));
+        let mut edited = config.mirrors[0].clone().into_inner();
+        edited.tags = vec!["v2*".into()];
+        edited.enabled = false;
+        edited.source_credentials = Some(Credentials::new("u", "other:pw"));
         assert_eq!(
-            mirror.declare(&edited).await.unwrap(),
+            mirror
+                .declare(&[edited.validated().unwrap()])
+                .await
+                .unwrap(),
             [Declaration::Updated {
                 changed: vec!["enabled".into(), "source_credentials".into(), "tags".into()]
             }]

@@ -16,7 +16,7 @@ use regmirror::worker::{
     DEFAULT_FIRST_RUN_SPREAD, DEFAULT_MAX_CONCURRENT, DEFAULT_POLL_INTERVAL,
     DEFAULT_SHUTDOWN_DEADLINE,
 };
-use regmirror::{Credentials, Destination, MirrorConfig, RollbackMode, StoreUrl};
+use regmirror::{Credentials, Destination, RollbackMode, StoreUrl, ValidConfig};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -57,7 +57,7 @@ pub struct WorkerConfig {
     /// Where every mirror writes (Quay's `REPO_MIRROR_SERVER_HOSTNAME` and robot).
     pub destination: Destination,
     pub webhooks: Vec<Webhook>,
-    pub mirrors: Vec<MirrorConfig>,
+    pub mirrors: Vec<ValidConfig>,
     /// The HTTP endpoint (`[api]`); `None` is off.
     pub api: Option<ApiConfig>,
     /// How the worker writes its log lines.
@@ -266,7 +266,7 @@ impl WorkerConfig {
                 // The core's checks name the mirror already.
                 f.context_if_new(format!("mirror {id:?}")).context(&at)
             })?;
-            if mirrors.iter().any(|c: &MirrorConfig| c.id == config.id) {
+            if mirrors.iter().any(|c: &ValidConfig| c.id == config.id) {
                 return Err(Failure::invalid(format!(
                     "{at}: mirror {id:?} is declared twice; one mirror per destination repository"
                 )));
@@ -523,7 +523,7 @@ fn mirror(
     mut table: toml::Table,
     base: &Path,
     defaults: &MirrorDefaults,
-) -> CliResult<MirrorConfig> {
+) -> CliResult<ValidConfig> {
     let mut text = |key: &str| match table.remove(key) {
         Some(toml::Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Failure::invalid(format!("{key}: must be a string"))),

@@ -2546,7 +2546,10 @@ async fn show_tells_a_lost_run_from_a_running_one() {
     for id in ["mirror/live", "mirror/lost"] {
         let mut c = MirrorConfig::new(id, "quay.io/coreos/etcd".parse().unwrap(), &["v*"]);
         c.sync_start_date = Some(now - lease * 10);
-        store.create_mirror(&c, now).await.unwrap();
+        store
+            .create_mirror(&c.validated().unwrap(), now)
+            .await
+            .unwrap();
     }
     // The dead worker claimed "lost" long ago; the live one holds "live" now.
     store

@@ -61,10 +61,10 @@ async fn main() -> Result<()> {
         .notifier(events.clone())
         .build()?;
 
-    // Invalid configurations are refused with the field at fault.
+    // Invalid configurations are refused, with the field at fault, before they reach a store.
     let source = "quay.io/coreos/etcd".parse()?;
     let bad = MirrorConfig::new("mirrors/etcd", source, &["v3.[5"]);
-    if let Err(e) = mirror.create_mirror(bad).await {
+    if let Err(e) = bad.validated() {
         println!("refused: {e}");
     }
 
@@ -73,7 +73,7 @@ async fn main() -> Result<()> {
         "quay.io/coreos/etcd".parse()?,
         &["v3.*", "!*-rc*"],
     );
-    mirror.create_mirror(config).await?;
+    mirror.create_mirror(config.validated()?).await?;
 
     // One sync now, its progress read from a channel.
     let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();

@@ -37,7 +37,7 @@
 //!     .unwrap();
 //! let source = "quay.io/coreos/etcd".parse().unwrap();
 //! mirror
-//!     .create_mirror(MirrorConfig::new("mirrors/etcd", source, &["v3.*", "!*-rc*"]))
+//!     .create_mirror(MirrorConfig::new("mirrors/etcd", source, &["v3.*", "!*-rc*"]).validated().unwrap())
 //!     .await
 //!     .unwrap();
 //!
@@ -153,6 +153,7 @@ pub mod worker;
 
 pub use config::{
     Credentials, MirrorConfig, PlatformIndexMode, ProxyConfig, ReferrersPolicy, RollbackMode,
+    ValidConfig,
 };
 pub use destination::{Destination, DestinationTarget};
 pub use engine::{Mirror, SyncOptions, SyncReport};

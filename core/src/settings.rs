@@ -102,10 +102,16 @@ mod tests {
         let source: RepositoryRef = "quay.io/coreos/etcd".parse().unwrap();
         let plain = settings.mirror_config("ns/plain", source.clone(), &["*"]);
         assert_eq!(plain.rollback, RollbackMode::AllOrNothing);
-        store.create_mirror(&plain, now).await.unwrap();
+        store
+            .create_mirror(&plain.validated().unwrap(), now)
+            .await
+            .unwrap();
         let mut own = settings.mirror_config("ns/own", source, &["*"]);
         own.robot = Some("own-robot".into());
-        store.create_mirror(&own, now).await.unwrap();
+        store
+            .create_mirror(&own.validated().unwrap(), now)
+            .await
+            .unwrap();
         let robot = settings.robot.as_deref();
 
         assert!(may_push(&store, "ns/plain", "engine-robot", robot).await);

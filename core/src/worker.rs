@@ -25,7 +25,7 @@
 //!     .build()
 //!     .unwrap();
 //! let config = MirrorConfig::new("mirror/app", "example.com/library/app".parse().unwrap(), &["v*"]);
-//! mirror.create_mirror(config).await.unwrap();
+//! mirror.create_mirror(config.validated().unwrap()).await.unwrap();
 //! // Due at the worker's next poll, whatever the schedule says.
 //! mirror.sync_now("mirror/app").await.unwrap();
 //!

@@ -139,7 +139,10 @@ async fn quay_rollback_case_all_or_nothing_restores_the_destination_exactly() {
     let mirror = env.mirror();
     let mut config = env.config(&["updated", "created", "zzerror"]);
     config.rollback = RollbackMode::AllOrNothing;
-    mirror.create_mirror(config).await.unwrap();
+    mirror
+        .create_mirror(config.validated().unwrap())
+        .await
+        .unwrap();
 
     let report = mirror.sync(DEST).await.unwrap();
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
@@ -159,7 +162,11 @@ async fn quay_rollback_case_failed_tags_only_keeps_the_good_tags() {
     let (_, new) = quay_case(&env).await;
     let mirror = env.mirror();
     mirror
-        .create_mirror(env.config(&["updated", "created", "zzerror"]))
+        .create_mirror(
+            env.config(&["updated", "created", "zzerror"])
+                .validated()
+                .unwrap(),
+        )
         .await
         .unwrap();
 
@@ -354,7 +361,10 @@ async fn a_second_run_with_nothing_changed_reads_no_blob() {
         .push_index(SRC, "b", &Index::two_platforms(Flavor::Docker, 42, 10_000))
         .await;
     let mirror = env.mirror();
-    mirror.create_mirror(env.config(&["*"])).await.unwrap();
+    mirror
+        .create_mirror(env.config(&["*"]).validated().unwrap())
+        .await
+        .unwrap();
     let first = mirror.sync(DEST).await.unwrap();
     assert!(first.is_success(), "{first:?}");
     assert!(first.blobs_copied > 0);
@@ -505,7 +515,10 @@ async fn a_webhook_receives_signed_events_with_the_payload() {
         "someone",
         "src-pass-never-sent",
     ));
-    mirror.create_mirror(config).await.unwrap();
+    mirror
+        .create_mirror(config.validated().unwrap())
+        .await
+        .unwrap();
 
     let report = mirror.sync(DEST).await.unwrap();
     assert_eq!(report.failed_tags(), ["v2"]);

@@ -657,7 +657,7 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
             .unwrap()
     };
     let a = builder(dest_proxy.client(), "worker-a");
-    a.create_mirror(config).await.unwrap();
+    a.create_mirror(config.validated().unwrap()).await.unwrap();
     // Worker A publishes v1, then hangs on v2.
     dest_proxy.inject("PUT", "/manifests/v2", Fault::Hang, 1);
     let lease = Duration::from_millis(600);

@@ -825,7 +825,10 @@ async fn a_rollback_the_destination_refuses_is_reported_as_inconsistent_and_fini
         .inject("PUT", "/manifests/b", Fault::Status(500), 5);
     env.dest_proxy
         .inject("DELETE", "/manifests/", Fault::Status(403), 5);
-    mirror.create_mirror(config.clone()).await.unwrap();
+    mirror
+        .create_mirror(config.clone().validated().unwrap())
+        .await
+        .unwrap();
     let report = mirror.sync(DEST).await.unwrap();
     env.dest_proxy.clear_faults();
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
@@ -1005,7 +1008,11 @@ async fn restoring_after_a_dead_worker_against_a_failing_destination_fails_and_k
     let record = env.seed_dest(&["a"], 215).await;
     let mirror = env.mirror();
     mirror
-        .create_mirror(env.config(&["a", "b"], RollbackMode::AllOrNothing))
+        .create_mirror(
+            env.config(&["a", "b"], RollbackMode::AllOrNothing)
+                .validated()
+                .unwrap(),
+        )
         .await
         .unwrap();
     // A dead worker's all_or_nothing run: the record saved, then a moved and b created.

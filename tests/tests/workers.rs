@@ -174,7 +174,10 @@ async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str
     let mut config = mirror_config("mirror/app", &source, "src/app");
     config.rollback = RollbackMode::AllOrNothing;
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     proxy.inject("PUT", "/manifests/v3", Fault::Hang, 1);
@@ -330,7 +333,7 @@ async fn worker_processes_share_due_mirrors(
     for id in &ids {
         store
             .create_mirror(
-                &mirror_config(id, &source, "src/app"),
+                &mirror_config(id, &source, "src/app").validated().unwrap(),
                 OffsetDateTime::now_utc(),
             )
             .await
@@ -460,17 +463,26 @@ async fn a_new_mirror_runs_at_the_next_poll_and_explicit_starts_are_kept() {
     let now = OffsetDateTime::now_utc();
     let now = now.replace_microsecond(now.microsecond()).unwrap();
     store
-        .create_mirror(&new_mirror("mirror/new", &source, hour), now)
+        .create_mirror(
+            &new_mirror("mirror/new", &source, hour).validated().unwrap(),
+            now,
+        )
         .await
         .unwrap();
     let mut past = new_mirror("mirror/past", &source, hour);
     let past_start = now - Duration::from_secs(90 * 60);
     past.sync_start_date = Some(past_start);
-    store.create_mirror(&past, now).await.unwrap();
+    store
+        .create_mirror(&past.clone().validated().unwrap(), now)
+        .await
+        .unwrap();
     let mut future = new_mirror("mirror/future", &source, hour);
     let future_start = now + Duration::from_secs(4);
     future.sync_start_date = Some(future_start);
-    store.create_mirror(&future, now).await.unwrap();
+    store
+        .create_mirror(&future.clone().validated().unwrap(), now)
+        .await
+        .unwrap();
 
     let poll = Duration::from_secs(1);
     let worker = WorkerProcess::start(
@@ -563,7 +575,10 @@ async fn a_crowd_of_new_mirrors_is_spread_over_the_window_and_stays_spread() {
     for id in &ids {
         let config = new_mirror(id, &source, interval);
         store
-            .create_mirror(&config, OffsetDateTime::now_utc())
+            .create_mirror(
+                &config.clone().validated().unwrap(),
+                OffsetDateTime::now_utc(),
+            )
             .await
             .unwrap();
     }
@@ -705,7 +720,10 @@ async fn a_finished_run_frees_its_slot_without_waiting_for_the_next_poll() {
     for i in 0..3 {
         let config = mirror_config(&format!("ns/m{i}"), &source, "src/app");
         store
-            .create_mirror(&config, OffsetDateTime::now_utc())
+            .create_mirror(
+                &config.clone().validated().unwrap(),
+                OffsetDateTime::now_utc(),
+            )
             .await
             .unwrap();
     }
@@ -768,7 +786,10 @@ async fn shutdown_releases_a_stuck_run_within_the_deadline() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/stuck", &source, "src/app");
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     let mirror = engine(
@@ -826,7 +847,10 @@ async fn with_mirroring_switched_off_a_worker_claims_nothing() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/app", &source, "src/app");
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     store.sync_now("ns/app").await.unwrap();
@@ -887,7 +911,10 @@ async fn a_run_that_panics_is_released_as_failed_and_the_worker_goes_on() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/app", &source, "src/app");
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     let mirror = Mirror::builder()
@@ -941,7 +968,10 @@ async fn a_worker_applies_the_usage_log_retention() {
     let mut config = MirrorConfig::new("ns/app", "example.com/src/app".parse().unwrap(), &["v*"]);
     config.enabled = false;
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     let entries: Vec<LogEntry> = (0..30)
@@ -1048,7 +1078,10 @@ async fn fencing_round(
     // A run fenced because the machine is too busy to renew in time is retried at once.
     config.retry_backoff = Duration::ZERO;
     store
-        .create_mirror(&config, OffsetDateTime::now_utc())
+        .create_mirror(
+            &config.clone().validated().unwrap(),
+            OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
 
@@ -1268,7 +1301,10 @@ async fn due_mirrors_are_spread_fairly_across_three_worker_processes() {
         config.sync_start_date = Some(start);
         config.sync_interval = Duration::from_secs(4);
         store
-            .create_mirror(&config, OffsetDateTime::now_utc())
+            .create_mirror(
+                &config.clone().validated().unwrap(),
+                OffsetDateTime::now_utc(),
+            )
             .await
             .unwrap();
     }

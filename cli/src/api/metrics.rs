@@ -16,7 +16,7 @@ use regmirror::state::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, TagRecord,
 };
 use regmirror::worker::RunProgress;
-use regmirror::{MirrorConfig, MirrorEvent, Notifier, Result, StateStore, SyncStatus};
+use regmirror::{MirrorEvent, Notifier, Result, StateStore, SyncStatus, ValidConfig};
 use time::OffsetDateTime;
 
 use crate::failure::{CliResult, Failure};
@@ -239,7 +239,7 @@ impl MeteredStore {
 impl StateStore for MeteredStore {
     async fn create_mirror(
         &self,
-        config: &MirrorConfig,
+        config: &ValidConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
         self.timed("create_mirror", self.0.create_mirror(config, now))
@@ -248,14 +248,14 @@ impl StateStore for MeteredStore {
 
     async fn declare_mirrors(
         &self,
-        configs: &[MirrorConfig],
+        configs: &[ValidConfig],
         now: OffsetDateTime,
     ) -> Result<Vec<Declaration>> {
         self.timed("declare_mirrors", self.0.declare_mirrors(configs, now))
             .await
     }
 
-    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
+    async fn update_mirror(&self, config: &ValidConfig) -> Result<MirrorRecord> {
         self.timed("update_mirror", self.0.update_mirror(config))
             .await
     }

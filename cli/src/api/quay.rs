@@ -354,7 +354,11 @@ async fn create(api: &Api, id: &str, body: &Bytes) -> Response {
     if let Err(detail) = apply(&mut config, body) {
         return bad_request(&detail);
     }
-    match api.mirror.create_mirror(config).await {
+    let created = match config.validated() {
+        Ok(config) => api.mirror.create_mirror(config).await,
+        Err(e) => Err(e),
+    };
+    match created {
         Ok(_) => StatusCode::CREATED.into_response(),
         Err(e) if e.kind() == ErrorKind::Conflict => error(
             StatusCode::CONFLICT,
@@ -387,7 +391,11 @@ async fn update(api: &Api, id: &str, body: &Bytes) -> Response {
         return bad_request(&detail);
     }
     // Quay answers 201 to a successful PUT.
-    match api.mirror.update_mirror(config).await {
+    let updated = match config.validated() {
+        Ok(config) => api.mirror.update_mirror(config).await,
+        Err(e) => Err(e),
+    };
+    match updated {
         Ok(_) => StatusCode::CREATED.into_response(),
         Err(e) => failure(&e),
     }

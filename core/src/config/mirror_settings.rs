@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{
     Credentials, DEFAULT_RETRY_BACKOFF, MirrorConfig, PlatformIndexMode, ProxyConfig,
-    ReferrersPolicy, RollbackMode, check_interval,
+    ReferrersPolicy, RollbackMode, ValidConfig, check_interval,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pattern::TagFilter;
@@ -159,12 +159,12 @@ impl MirrorSettings {
         }
     }
 
-    /// The checked configuration ([`MirrorConfig::validate`] included), what is left out taken
+    /// The checked configuration ([`MirrorConfig::validated`]), what is left out taken
     /// from `defaults`. Relative `cert_dir` / `ca_file` paths become absolute against the
     /// current directory (a worker elsewhere reads them); both must exist here. An error is
     /// `InvalidConfig` naming the mirror and the setting as written here (`interval`, not
     /// `sync_interval`), never a password.
-    pub fn into_config(self, defaults: &MirrorDefaults) -> Result<MirrorConfig> {
+    pub fn into_config(self, defaults: &MirrorDefaults) -> Result<ValidConfig> {
         let id = self.id.clone();
         self.convert(defaults).map_err(|e| {
             let prefix = format!("mirror {id:?}");
@@ -176,7 +176,7 @@ impl MirrorSettings {
         })
     }
 
-    fn convert(self, defaults: &MirrorDefaults) -> Result<MirrorConfig> {
+    fn convert(self, defaults: &MirrorDefaults) -> Result<ValidConfig> {
         let invalid =
             |key: &str, why: String| Error::new(ErrorKind::InvalidConfig, format!("{key}: {why}"));
         let source = RepositoryRef::parse_docker(&self.source)
@@ -266,8 +266,7 @@ impl MirrorSettings {
             https_proxy: self.https_proxy,
             no_proxy: self.no_proxy,
         };
-        config.validate()?;
-        Ok(config)
+        config.validated()
     }
 }
 
@@ -485,7 +484,7 @@ mod tests {
         .unwrap()
         .into_config(&defaults)
         .unwrap();
-        let back = MirrorSettings::from(&config);
+        let back = MirrorSettings::from(&*config);
         assert!(back.clone().into_config(&defaults).unwrap() == config);
 
         let changes = serde_json::json!({"interval": 7200, "tags": ["v1"], "rollback": null});
@@ -537,7 +536,7 @@ mod tests {
         assert!(!e.message().contains("line"), "{e}");
     }
 
-    fn settings(json: &str) -> Result<MirrorConfig> {
+    fn settings(json: &str) -> Result<ValidConfig> {
         let settings: MirrorSettings = serde_json::from_str(json)
             .map_err(|e| Error::new(ErrorKind::InvalidConfig, e.to_string()))?;
         settings.into_config(&MirrorDefaults::default())

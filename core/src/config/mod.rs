@@ -376,6 +376,44 @@ impl MirrorConfig {
     pub fn tag_filter(&self) -> Result<TagFilter> {
         TagFilter::new(&self.tags).map_err(|e| e.context(format!("mirror {:?}: tags", self.id)))
     }
+
+    /// This configuration checked ([`MirrorConfig::validate`]), as the state stores take it.
+    pub fn validated(self) -> Result<ValidConfig> {
+        self.validate()?;
+        Ok(ValidConfig(self))
+    }
+}
+
+/// A [`MirrorConfig`] that passed [`MirrorConfig::validate`]: what
+/// [`StateStore`](crate::StateStore)s and [`Mirror`](crate::Mirror)'s management calls take,
+/// so a configuration is checked once, where it is made ([`MirrorConfig::validated`],
+/// [`MirrorSettings::into_config`]), and nothing invalid is ever stored. Read it as a
+/// `MirrorConfig` (`Deref`); to change it, take it apart with [`ValidConfig::into_inner`] and
+/// validate again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(MirrorConfig);
+
+impl ValidConfig {
+    /// The configuration, to change and validate again.
+    pub fn into_inner(self) -> MirrorConfig {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = MirrorConfig;
+
+    fn deref(&self) -> &MirrorConfig {
+        &self.0
+    }
+}
+
+impl TryFrom<MirrorConfig> for ValidConfig {
+    type Error = Error;
+
+    fn try_from(config: MirrorConfig) -> Result<ValidConfig> {
+        config.validated()
+    }
 }
 
 /// Whether every name in `architectures` is one of [`KNOWN_ARCHITECTURES`]. The error names the
@@ -467,6 +505,18 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<MirrorConfig>(&json).unwrap(), c);
         assert!(!format!("{c:?}").contains("p@$s"));
+    }
+
+    #[test]
+    fn only_a_valid_config_becomes_a_valid_config() {
+        let valid = config().validated().unwrap();
+        assert_eq!(valid.id, "ns/app", "read through Deref");
+        let mut changed = valid.clone().into_inner();
+        assert_eq!(changed, config());
+        changed.sync_interval = Duration::from_millis(500);
+        let e = ValidConfig::try_from(changed).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.message().contains("sync_interval"), "{e}");
     }
 
     #[test]

@@ -59,7 +59,7 @@ use context::{KnownBlobs, KnownLinks, Run, RunParts};
 use events::EventQueue;
 use fence::Fence;
 
-use crate::config::{MirrorConfig, MirrorSettings};
+use crate::config::{MirrorConfig, MirrorSettings, ValidConfig};
 use crate::destination::Destination;
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure::{Detail, Side};
@@ -377,10 +377,10 @@ impl Mirror {
         self.inner.state.as_ref()
     }
 
-    /// Create a mirror after validating its configuration (invalid patterns, references,
-    /// architectures or intervals are refused here, never at sync time).
-    pub async fn create_mirror(&self, config: MirrorConfig) -> Result<MirrorRecord> {
-        config.validate()?;
+    /// Create a mirror. Its configuration was checked when it became a [`ValidConfig`]
+    /// ([`MirrorConfig::validated`]): invalid patterns, references, architectures or intervals
+    /// are refused there, never at sync time.
+    pub async fn create_mirror(&self, config: ValidConfig) -> Result<MirrorRecord> {
         self.store()?
             .create_mirror(&config, OffsetDateTime::now_utc())
             .await
@@ -395,15 +395,11 @@ impl Mirror {
 
     /// Declare `configs` (a worker's config file): create those that do not exist, update
     /// those that differ, in one transaction, so workers starting together all succeed.
-    /// Each configuration is validated first; nothing is written if one is invalid.
     ///
     /// Each creation and each update is logged (`tracing`): an update replaces settings changed
     /// by [`Mirror::update_mirror`] or [`Mirror::set_enabled`], so it is logged as a warning
     /// naming the settings that changed (never their values).
-    pub async fn declare(&self, configs: &[MirrorConfig]) -> Result<Vec<Declaration>> {
-        for config in configs {
-            config.validate()?;
-        }
+    pub async fn declare(&self, configs: &[ValidConfig]) -> Result<Vec<Declaration>> {
         let declared = self
             .store()?
             .declare_mirrors(configs, OffsetDateTime::now_utc())
@@ -424,9 +420,8 @@ impl Mirror {
         Ok(declared)
     }
 
-    /// Replace a mirror's configuration (validated); a running sync finishes with the old one.
-    pub async fn update_mirror(&self, config: MirrorConfig) -> Result<MirrorRecord> {
-        config.validate()?;
+    /// Replace a mirror's configuration; a running sync finishes with the old one.
+    pub async fn update_mirror(&self, config: ValidConfig) -> Result<MirrorRecord> {
         self.store()?.update_mirror(&config).await
     }
 

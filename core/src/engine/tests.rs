@@ -650,7 +650,10 @@ async fn a_run_matching_no_tag_succeeds_with_a_note_and_no_error_in_its_event_an
     let recorder = Arc::new(Recorder::default());
     let s = setup_with(|b| b.notifier(recorder.clone()));
     s.source.seed_image(SRC, Some("v1"), "amd64", &[b"1"]);
-    s.mirror.create_mirror(config(&["nomatch"])).await.unwrap();
+    s.mirror
+        .create_mirror(config(&["nomatch"]).validated().unwrap())
+        .await
+        .unwrap();
     let report = s.mirror.sync(DEST).await.unwrap();
     assert!(report.is_success() && report.error.is_none(), "{report:?}");
     let note = r#"no tags matched (the source has 1 tag; patterns ["nomatch"])"#;
@@ -679,13 +682,12 @@ async fn stored_sync_claims_logs_and_releases() {
     s.source.seed_image(SRC, Some("bad"), "amd64", &[b"2"]);
     s.source
         .inject(Fault::UnreadableBlob(crate::reference::Digest::of(b"2")));
-    let invalid = s
-        .mirror
-        .create_mirror(config(&["v3.[12"]))
-        .await
-        .unwrap_err();
+    let invalid = config(&["v3.[12"]).validated().unwrap_err();
     assert_eq!(invalid.kind(), ErrorKind::InvalidPattern);
-    s.mirror.create_mirror(config(&["*"])).await.unwrap();
+    s.mirror
+        .create_mirror(config(&["*"]).validated().unwrap())
+        .await
+        .unwrap();
 
     let report = s.mirror.sync(DEST).await.unwrap();
     assert_eq!(report.failed_tags(), ["bad"]);
@@ -722,7 +724,10 @@ async fn a_dead_workers_run_is_restored_with_all_or_nothing() {
     let old = s.dest.seed_image(DEST, Some("v1"), "amd64", &[b"old"]);
     let mut c = config(&["v*"]);
     c.rollback = RollbackMode::AllOrNothing;
-    s.mirror.create_mirror(c).await.unwrap();
+    s.mirror
+        .create_mirror(c.validated().unwrap())
+        .await
+        .unwrap();
     // A dead worker recorded {v1: old}, then moved v1 and created v2.
     let record: TagRecord = [("v1".to_owned(), old.digest.clone())].into();
     s.store.save_tag_record(DEST, &record).await.unwrap();
@@ -752,7 +757,10 @@ async fn a_cancel_status_seen_on_renewal_stops_the_run() {
     let s = setup_with(|b| b.lease(Duration::from_millis(600)));
     let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
     s.source.inject(Fault::StallBlob(blobs_of(&m)[1].clone()));
-    s.mirror.create_mirror(config(&["v1"])).await.unwrap();
+    s.mirror
+        .create_mirror(config(&["v1"]).validated().unwrap())
+        .await
+        .unwrap();
     let mirror = s.mirror.clone();
     let run = tokio::spawn(async move { mirror.sync(DEST).await });
     // Wait until the run holds the claim, then cancel it through the store.
@@ -783,7 +791,10 @@ async fn an_interrupted_run_keeps_its_record_and_the_next_run_completes_from_it(
     }
     let mut c = config(&["*"]);
     c.rollback = RollbackMode::AllOrNothing;
-    s.mirror.create_mirror(c).await.unwrap();
+    s.mirror
+        .create_mirror(c.validated().unwrap())
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     let options = SyncOptions {
@@ -830,7 +841,10 @@ async fn a_lost_claim_aborts_the_run_and_leaves_the_destination_to_the_new_holde
     let m = s.source.seed_image(SRC, Some("v1"), "amd64", &[b"stalls"]);
     let layer = blobs_of(&m)[1].clone();
     s.source.inject(Fault::StallBlob(layer.clone()));
-    s.mirror.create_mirror(config(&["v1"])).await.unwrap();
+    s.mirror
+        .create_mirror(config(&["v1"]).validated().unwrap())
+        .await
+        .unwrap();
     let mirror = s.mirror.clone();
     let run = tokio::spawn(async move { mirror.sync(DEST).await });
     while s.source.blob_reads(&layer) == 0 {
@@ -868,7 +882,10 @@ impl SourceConnector for Unreachable {
 #[tokio::test]
 async fn a_source_that_cannot_be_connected_fails_the_run_with_a_full_log() {
     let s = setup_with(|b| b.connector(Arc::new(Unreachable)));
-    s.mirror.create_mirror(config(&["*"])).await.unwrap();
+    s.mirror
+        .create_mirror(config(&["*"]).validated().unwrap())
+        .await
+        .unwrap();
     let report = s.mirror.sync(DEST).await.unwrap();
     assert_eq!(report.outcome, Outcome::Failed);
     assert!(
@@ -1139,22 +1156,22 @@ async fn a_named_destination_is_opened_at_build_and_names_the_robot() {
 }
 
 #[tokio::test]
-async fn declaring_reports_each_mirror_and_refuses_an_invalid_one() {
+async fn declaring_reports_each_mirror_and_an_invalid_one_is_never_valid() {
     let s = setup();
     let mut a = config(&["v*"]);
     a.source_credentials = Some(crate::Credentials::new("u", "p"));
-    let declared = s.mirror.declare(std::slice::from_ref(&a)).await.unwrap();
-    assert_eq!(declared, [Declaration::Created]);
+    let declared = s.mirror.declare(&[a.clone().validated().unwrap()]).await;
+    assert_eq!(declared.unwrap(), [Declaration::Created]);
     a.source_credentials = Some(crate::Credentials::new("u", "q"));
-    let declared = s.mirror.declare(std::slice::from_ref(&a)).await.unwrap();
+    let declared = s.mirror.declare(&[a.clone().validated().unwrap()]).await;
     assert_eq!(
-        declared,
+        declared.unwrap(),
         [Declaration::Updated {
             changed: vec!["source_credentials".into()]
         }]
     );
     a.tags = vec!["v3.[12".into()];
-    let e = s.mirror.declare(&[a]).await.unwrap_err();
+    let e = a.validated().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidPattern);
 }
 

@@ -14,7 +14,7 @@ use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
     SyncStatus, TagRecord, redact_secrets,
 };
-use crate::config::MirrorConfig;
+use crate::config::ValidConfig;
 use crate::error::Result;
 
 /// A [`StateStore`] in memory. Each operation holds one lock, so each is atomic.
@@ -119,26 +119,21 @@ impl MemoryStateStore {
 impl StateStore for MemoryStateStore {
     async fn create_mirror(
         &self,
-        config: &MirrorConfig,
+        config: &ValidConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
-        config.validate()?;
         self.write(async |tx| ops::create(tx, config, now).await)
     }
 
     async fn declare_mirrors(
         &self,
-        configs: &[MirrorConfig],
+        configs: &[ValidConfig],
         now: OffsetDateTime,
     ) -> Result<Vec<Declaration>> {
-        for config in configs {
-            config.validate()?;
-        }
         self.write(async |tx| ops::declare(tx, configs, now).await)
     }
 
-    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
-        config.validate()?;
+    async fn update_mirror(&self, config: &ValidConfig) -> Result<MirrorRecord> {
         let now = OffsetDateTime::now_utc();
         self.write(async |tx| ops::update(tx, config, now).await)
     }
@@ -325,7 +320,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::config::Credentials;
+    use crate::config::{Credentials, MirrorConfig};
     use crate::error::ErrorKind;
 
     fn config(id: &str) -> MirrorConfig {
@@ -340,10 +335,16 @@ mod tests {
         let now = datetime!(2026-01-01 00:00 UTC);
         let mut a = config("ns/a");
         a.source_credentials = Some(Credentials::new("bot", "s3cret"));
-        store.create_mirror(&a, now).await.unwrap();
+        store
+            .create_mirror(&a.clone().validated().unwrap(), now)
+            .await
+            .unwrap();
         let mut later = config("ns/later");
         later.sync_start_date = Some(datetime!(2026-06-01 00:00 UTC));
-        store.create_mirror(&later, now).await.unwrap();
+        store
+            .create_mirror(&later.validated().unwrap(), now)
+            .await
+            .unwrap();
         let lease = Duration::from_secs(60);
 
         let claims = store.claim_due("w1", now, 10, lease).await.unwrap();

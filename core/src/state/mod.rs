@@ -22,6 +22,7 @@
 //! let store = MemoryStateStore::new();
 //! let mut config = MirrorConfig::new("mirror/app", "quay.io/org/app".parse().unwrap(), &["v*"]);
 //! config.sync_start_date = Some(datetime!(2026-01-01 00:00 UTC));
+//! let config = config.validated().unwrap();
 //! store.create_mirror(&config, datetime!(2025-12-31 00:00 UTC)).await.unwrap();
 //!
 //! let now = datetime!(2026-01-01 00:00:05 UTC);
@@ -41,7 +42,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::MirrorConfig;
+use crate::config::{MirrorConfig, ValidConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
 
@@ -300,23 +301,23 @@ pub fn redact_secrets(config: &mut MirrorConfig) {
 /// may share one store.
 #[async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
-    /// Store a new, validated mirror in `NEVER_RUN`. `Conflict` if the id exists.
+    /// Store a new mirror in `NEVER_RUN`. `Conflict` if the id exists.
     async fn create_mirror(
         &self,
-        config: &MirrorConfig,
+        config: &ValidConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord>;
-    /// Create each of `configs` (validated) that does not exist and update each that differs,
+    /// Create each of `configs` that does not exist and update each that differs,
     /// all in one transaction: an idempotent upsert, so workers starting together with one
     /// config file all succeed and agree. Returns what happened to each, in `configs`' order.
     async fn declare_mirrors(
         &self,
-        configs: &[MirrorConfig],
+        configs: &[ValidConfig],
         now: OffsetDateTime,
     ) -> Result<Vec<Declaration>>;
     /// Replace a mirror's configuration; status and schedule stay (a new start date or interval
     /// reschedules). Never blocks on, or wedges, a running sync. `NotFound` if absent.
-    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord>;
+    async fn update_mirror(&self, config: &ValidConfig) -> Result<MirrorRecord>;
     /// `NotFound` if absent.
     async fn get_mirror(&self, id: &str) -> Result<MirrorRecord>;
     /// Every mirror, ordered by id, with secrets removed: each `source_credentials` keeps its

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use time::OffsetDateTime;
 
 use super::{Claim, Declaration, MirrorRecord, MirrorState, RunOutcome, SyncStatus};
-use crate::config::MirrorConfig;
+use crate::config::{MirrorConfig, ValidConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::status;
 
@@ -94,7 +94,7 @@ fn fresh(config: &MirrorConfig, now: OffsetDateTime) -> MirrorRecord {
 /// does not exist, replace the settings of each that differs (status, schedule and logs stay).
 pub(crate) async fn declare<T: Txn>(
     tx: &mut T,
-    configs: &[MirrorConfig],
+    configs: &[ValidConfig],
     now: OffsetDateTime,
 ) -> Result<Vec<Declaration>> {
     let now = T::stored_time(now);
@@ -104,7 +104,7 @@ pub(crate) async fn declare<T: Txn>(
     order.sort_by(|a, b| configs[*a].id.cmp(&configs[*b].id));
     let mut declared = vec![Declaration::Unchanged; configs.len()];
     for i in order {
-        let config = &configs[i];
+        let config: &MirrorConfig = &configs[i];
         // Insert first: where another worker is creating the mirror right now, the insert waits
         // for its commit and does nothing, and the mirror is read below (a read finds no row to
         // lock before it exists).
@@ -423,7 +423,8 @@ mod tests {
         let mut edited = config("ns/b");
         edited.tags = vec!["*".into()];
         edited.sync_interval = Duration::from_secs(3600);
-        let configs = [config("ns/c"), edited.clone(), config("ns/a")];
+        let configs =
+            [config("ns/c"), edited.clone(), config("ns/a")].map(|c| c.validated().unwrap());
         let declared = ready(declare(&mut t, &configs, T0)).unwrap();
         assert_eq!(
             declared,

@@ -25,7 +25,7 @@ use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
     StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
 };
-use crate::config::MirrorConfig;
+use crate::config::ValidConfig;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
@@ -459,28 +459,23 @@ impl ToSql for SecretText<'_> {
 impl StateStore for PostgresStateStore {
     async fn create_mirror(
         &self,
-        config: &MirrorConfig,
+        config: &ValidConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
-        config.validate()?;
         self.write(async |tx| ops::create(tx, config, now).await)
             .await
     }
 
     async fn declare_mirrors(
         &self,
-        configs: &[MirrorConfig],
+        configs: &[ValidConfig],
         now: OffsetDateTime,
     ) -> Result<Vec<Declaration>> {
-        for config in configs {
-            config.validate()?;
-        }
         self.write(async |tx| ops::declare(tx, configs, now).await)
             .await
     }
 
-    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
-        config.validate()?;
+    async fn update_mirror(&self, config: &ValidConfig) -> Result<MirrorRecord> {
         let now = OffsetDateTime::now_utc();
         self.write(async |tx| ops::update(tx, config, now).await)
             .await

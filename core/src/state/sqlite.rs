@@ -20,7 +20,7 @@ use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
     StoreTimeouts, SyncStatus, TagRecord, redact_secrets,
 };
-use crate::config::MirrorConfig;
+use crate::config::ValidConfig;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Schema migrations; entry `i` takes a database from version `i` to `i + 1`.
@@ -357,10 +357,9 @@ impl Txn for Transaction<'_> {
 impl StateStore for SqliteStateStore {
     async fn create_mirror(
         &self,
-        config: &MirrorConfig,
+        config: &ValidConfig,
         now: OffsetDateTime,
     ) -> Result<MirrorRecord> {
-        config.validate()?;
         let config = config.clone();
         self.write(async move |tx| ops::create(tx, &config, now).await)
             .await
@@ -368,19 +367,15 @@ impl StateStore for SqliteStateStore {
 
     async fn declare_mirrors(
         &self,
-        configs: &[MirrorConfig],
+        configs: &[ValidConfig],
         now: OffsetDateTime,
     ) -> Result<Vec<Declaration>> {
-        for config in configs {
-            config.validate()?;
-        }
         let configs = configs.to_vec();
         self.write(async move |tx| ops::declare(tx, &configs, now).await)
             .await
     }
 
-    async fn update_mirror(&self, config: &MirrorConfig) -> Result<MirrorRecord> {
-        config.validate()?;
+    async fn update_mirror(&self, config: &ValidConfig) -> Result<MirrorRecord> {
         let config = config.clone();
         let now = OffsetDateTime::now_utc();
         self.write(async move |tx| ops::update(tx, &config, now).await)
@@ -667,6 +662,7 @@ impl StateStore for SqliteStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MirrorConfig;
 
     /// `mirror list/show/logs` while a worker holds the write lock: opening the store and
     /// reading need no write lock, so they neither wait for it nor fail as busy.
@@ -677,7 +673,7 @@ mod tests {
         let store = SqliteStateStore::open(&path).await.unwrap();
         let config = MirrorConfig::new("ns/app", "quay.io/org/app".parse().unwrap(), &["v*"]);
         store
-            .create_mirror(&config, OffsetDateTime::now_utc())
+            .create_mirror(&config.validated().unwrap(), OffsetDateTime::now_utc())
             .await
             .unwrap();
         drop(store);
