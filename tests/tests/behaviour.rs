@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
+use regmirror::registry::MemoryRegistry;
 use regmirror::registry::http::{HttpOptions, HttpRegistry};
-use regmirror::registry::memory::{Fault as MemoryFault, MemoryRegistry};
 use regmirror::registry::{BlobStream, LayoutRegistry, Manifest};
 use regmirror::{DestRegistry, Digest, ErrorKind, SourceRegistry};
 use regmirror_tests::image::images_sharing_layers;
@@ -121,8 +121,13 @@ impl Backend {
             source,
             mounts: true,
             sparse_index: false,
-            corrupt: Box::new(move |_repo, digest| {
-                handle.inject(MemoryFault::CorruptBlob(digest.clone()))
+            // Blob bytes are stored once per digest, so this corrupts every repository's copy.
+            corrupt: Box::new(move |repo, digest| {
+                let mut bytes = handle.blob(digest).expect("the blob is stored").to_vec();
+                for b in &mut bytes {
+                    *b ^= 0x5a;
+                }
+                handle.put_blob_as(repo, digest, bytes);
             }),
             _keep: Box::new(()),
         }

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use super::*;
 use crate::config::{PlatformIndexMode, RollbackMode};
 use crate::reference::Digest;
+use crate::registry::MemoryRegistry;
+use crate::registry::faulty::{Fault, FaultyRegistry};
 use crate::registry::manifest::ManifestKind;
-use crate::registry::memory::{Fault, MemoryRegistry};
 use crate::registry::{Manifest, SourceRegistry};
 use crate::state::MemoryStateStore;
 use crate::state::TagRecord;
@@ -19,8 +20,8 @@ const SRC: &str = "lib/app";
 const DEST: &str = "mirror/app";
 
 struct Setup {
-    source: MemoryRegistry,
-    dest: MemoryRegistry,
+    source: FaultyRegistry,
+    dest: FaultyRegistry,
     store: Arc<MemoryStateStore>,
     mirror: Mirror,
 }
@@ -30,8 +31,8 @@ fn setup() -> Setup {
 }
 
 fn setup_with(f: impl FnOnce(MirrorBuilder) -> MirrorBuilder) -> Setup {
-    let source = MemoryRegistry::new();
-    let dest = MemoryRegistry::new();
+    let source = FaultyRegistry::new();
+    let dest = FaultyRegistry::new();
     let store = Arc::new(MemoryStateStore::new());
     let builder = Mirror::builder()
         .state(store.clone())

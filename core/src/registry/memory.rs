@@ -4,8 +4,7 @@
 //! It behaves like CNCF distribution where the engine can tell the difference: blobs are
 //! verified on push, an image manifest is refused while its blobs are missing, and an index is
 //! refused while its children are missing (distribution's `MANIFEST_BLOB_UNKNOWN`) unless
-//! [`MemoryRegistry::set_accept_sparse_index`] allows it. Tests can inject faults
-//! ([`Fault`]) and read counters ([`MemoryRegistry::blob_reads`]).
+//! [`MemoryRegistry::set_accept_sparse_index`] allows it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,40 +23,6 @@ use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRe
 /// Blobs are streamed in chunks of this size, so consumers see a real stream.
 const CHUNK: usize = 16 * 1024;
 
-/// A failure a test can make the registry produce.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Fault {
-    /// `list_tags` of this repository fails with `Network`.
-    ListTags { repo: String },
-    /// Reading this blob fails with `Network` (in any repository).
-    UnreadableBlob(Digest),
-    /// This blob is served with one byte flipped, so it no longer matches its digest.
-    CorruptBlob(Digest),
-    /// Reading this blob yields nothing until the fault is healed (a stalled connection).
-    StallBlob(Digest),
-    /// Pushing a manifest to this repository under `reference` (tag or digest) fails with `Network`.
-    PushManifest { repo: String, reference: String },
-    /// Deleting this tag fails with `Network`.
-    DeleteTag { repo: String, tag: String },
-}
-
-/// What the registry counted since it was created (or [`MemoryRegistry::reset_counters`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// `get_blob` calls per digest.
-    pub blob_reads: HashMap<Digest, usize>,
-    /// Completed `push_blob` calls per digest.
-    pub blob_pushes: HashMap<Digest, usize>,
-    /// Successful `mount_blob` calls.
-    pub mounts: usize,
-    /// `get_manifest` calls.
-    pub manifest_reads: usize,
-    /// Successful `push_manifest` calls.
-    pub manifest_pushes: usize,
-    /// The most blob reads that were streaming at the same time.
-    pub max_concurrent_blob_reads: usize,
-}
-
 #[derive(Debug, Default)]
 struct Repo {
     tags: BTreeMap<String, Digest>,
@@ -70,32 +35,15 @@ struct Inner {
     repos: BTreeMap<String, Repo>,
     /// Blob bytes by digest, shared by every repository that links the blob.
     blobs: HashMap<Digest, Bytes>,
-    faults: HashSet<Fault>,
-    counters: Counters,
     accept_sparse_index: bool,
-    /// Blob streams handed out and not yet dropped.
-    open_blob_reads: usize,
     /// A pause before each chunk of a blob read, so that reads overlap like network transfers.
     chunk_delay: Option<Duration>,
-}
-
-/// Counts one open blob read until the stream holding it is dropped.
-struct OpenRead(MemoryRegistry);
-
-impl Drop for OpenRead {
-    fn drop(&mut self) {
-        self.0.lock().open_blob_reads -= 1;
-    }
 }
 
 /// An in-memory, multi-repository registry. Cloning shares the same contents.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRegistry {
     inner: Arc<Mutex<Inner>>,
-}
-
-fn injected(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Network, format!("injected fault: {what}"))
 }
 
 fn is_digest(reference: &str) -> bool {
@@ -121,41 +69,6 @@ impl MemoryRegistry {
     /// Pause this long before each chunk of every blob read (chunks are 16 KiB).
     pub fn set_chunk_delay(&self, delay: Option<Duration>) {
         self.lock().chunk_delay = delay;
-    }
-
-    /// Start producing `fault`.
-    pub fn inject(&self, fault: Fault) {
-        self.lock().faults.insert(fault);
-    }
-
-    /// Stop producing `fault`.
-    pub fn heal(&self, fault: &Fault) {
-        self.lock().faults.remove(fault);
-    }
-
-    /// A snapshot of the counters.
-    pub fn counters(&self) -> Counters {
-        self.lock().counters.clone()
-    }
-
-    /// Zero every counter.
-    pub fn reset_counters(&self) {
-        self.lock().counters = Counters::default();
-    }
-
-    /// How many times `digest` was read with `get_blob`.
-    pub fn blob_reads(&self, digest: &Digest) -> usize {
-        self.lock()
-            .counters
-            .blob_reads
-            .get(digest)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// How many `get_blob` calls there were in all.
-    pub fn total_blob_reads(&self) -> usize {
-        self.lock().counters.blob_reads.values().sum()
     }
 
     /// The tags of `repo` and their digests (empty for an absent repository).
@@ -316,9 +229,7 @@ impl MemoryRegistry {
     }
 
     fn get(&self, repo: &str, reference: &str) -> Result<Manifest> {
-        let mut inner = self.lock();
-        inner.counters.manifest_reads += 1;
-        Self::resolve(&inner, repo, reference).ok_or_else(|| {
+        Self::resolve(&self.lock(), repo, reference).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("manifest {repo}:{reference} not found"),
@@ -326,9 +237,9 @@ impl MemoryRegistry {
         })
     }
 
-    /// The blob's bytes from `repo`, corrupted if a fault says so, in chunks.
+    /// The blob's bytes from `repo`, in chunks.
     fn serve_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let mut inner = self.lock();
+        let inner = self.lock();
         let linked = inner
             .repos
             .get(repo)
@@ -342,35 +253,16 @@ impl MemoryRegistry {
                 ));
             }
         };
-        let bytes = if inner.faults.contains(&Fault::CorruptBlob(digest.clone())) {
-            let mut v = bytes.to_vec();
-            if let Some(last) = v.last_mut() {
-                *last ^= 0xff;
-            }
-            Bytes::from(v)
-        } else {
-            bytes
-        };
         let chunks: Vec<Result<Bytes>> = (0..bytes.len())
             .step_by(CHUNK)
             .map(|start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))))
             .collect();
-        inner.open_blob_reads += 1;
-        inner.counters.max_concurrent_blob_reads = inner
-            .counters
-            .max_concurrent_blob_reads
-            .max(inner.open_blob_reads);
-        let open = OpenRead(self.clone());
         let delay = inner.chunk_delay;
-        let stream = futures::stream::iter(chunks).then(move |chunk| async move {
-            if let Some(delay) = delay {
-                tokio::time::sleep(delay).await;
-            }
-            chunk
-        });
-        Ok(stream
-            .map(move |chunk| {
-                let _counted = &open;
+        Ok(futures::stream::iter(chunks)
+            .then(move |chunk| async move {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
                 chunk
             })
             .boxed())
@@ -381,14 +273,14 @@ impl MemoryRegistry {
         Self::resolve(&self.lock(), repo, reference)
     }
 
+    /// The stored bytes of the blob `digest` (in any repository), if present.
+    pub fn blob(&self, digest: &Digest) -> Option<Bytes> {
+        self.lock().blobs.get(digest).cloned()
+    }
+
     fn tags(&self, repo: &str) -> Result<Vec<String>> {
-        let inner = self.lock();
-        if inner.faults.contains(&Fault::ListTags {
-            repo: repo.to_owned(),
-        }) {
-            return Err(injected(format!("listing tags of {repo}")));
-        }
-        Ok(inner
+        Ok(self
+            .lock()
             .repos
             .get(repo)
             .map(|r| r.tags.keys().cloned().collect())
@@ -426,32 +318,7 @@ impl SourceRegistry for MemoryRegistry {
     }
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
-        let stalled = {
-            let mut inner = self.lock();
-            *inner.counters.blob_reads.entry(digest.clone()).or_default() += 1;
-            if inner
-                .faults
-                .contains(&Fault::UnreadableBlob(digest.clone()))
-            {
-                return Err(injected(format!("reading blob {digest}")));
-            }
-            inner.faults.contains(&Fault::StallBlob(digest.clone()))
-        };
-        if !stalled {
-            return self.serve_blob(repo, digest);
-        }
-        let (reg, repo, digest) = (self.clone(), repo.to_owned(), digest.clone());
-        let resumed = async move {
-            let fault = Fault::StallBlob(digest.clone());
-            while reg.lock().faults.contains(&fault) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            match reg.serve_blob(&repo, &digest) {
-                Ok(stream) => stream,
-                Err(e) => futures::stream::iter([Err(e)]).boxed(),
-            }
-        };
-        Ok(futures::stream::once(resumed).flatten().boxed())
+        self.serve_blob(repo, digest)
     }
 }
 
@@ -508,7 +375,6 @@ impl DestRegistry for MemoryRegistry {
                 .or_default()
                 .blobs
                 .insert(digest.clone());
-            inner.counters.mounts += 1;
         }
         Ok(present)
     }
@@ -536,12 +402,6 @@ impl DestRegistry for MemoryRegistry {
             ));
         }
         self.put_blob(repo, buf);
-        *self
-            .lock()
-            .counters
-            .blob_pushes
-            .entry(digest.clone())
-            .or_default() += 1;
         Ok(())
     }
 
@@ -575,12 +435,6 @@ impl DestRegistry for MemoryRegistry {
         }
         let kind = manifest.kind()?;
         let mut inner = self.lock();
-        if inner.faults.contains(&Fault::PushManifest {
-            repo: repo.to_owned(),
-            reference: reference.to_owned(),
-        }) {
-            return Err(injected(format!("pushing manifest {repo}:{reference}")));
-        }
         let accept_sparse = inner.accept_sparse_index;
         let r = inner.repos.entry(repo.to_owned()).or_default();
         let missing = match &kind {
@@ -607,19 +461,16 @@ impl DestRegistry for MemoryRegistry {
         if !is_digest(reference) {
             r.tags.insert(reference.to_owned(), manifest.digest.clone());
         }
-        inner.counters.manifest_pushes += 1;
         Ok(manifest.digest.clone())
     }
 
     async fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
-        let mut inner = self.lock();
-        if inner.faults.contains(&Fault::DeleteTag {
-            repo: repo.to_owned(),
-            tag: tag.to_owned(),
-        }) {
-            return Err(injected(format!("deleting tag {repo}:{tag}")));
-        }
-        match inner.repos.get_mut(repo).and_then(|r| r.tags.remove(tag)) {
+        match self
+            .lock()
+            .repos
+            .get_mut(repo)
+            .and_then(|r| r.tags.remove(tag))
+        {
             Some(_) => Ok(()),
             None => Err(Error::new(
                 ErrorKind::NotFound,
@@ -645,7 +496,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn seeded_image_reads_back_and_counts() {
+    async fn seeded_image_reads_back() {
         let reg = MemoryRegistry::new();
         let big = vec![7u8; CHUNK * 2 + 5];
         let m = reg.seed_image("src/app", Some("v1"), "amd64", &[b"layer", &big]);
@@ -665,7 +516,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(data, big);
-        assert_eq!(reg.blob_reads(&layers[1].digest), 1);
+        assert_eq!(reg.blob(&layers[1].digest).unwrap(), big);
         let missing = SourceRegistry::list_tags(&reg, "src/none")
             .await
             .unwrap_err();
@@ -719,50 +570,7 @@ mod tests {
         assert!(reg.mount_blob("a/two", &d, "a/one").await.unwrap());
         assert!(reg.has_blob("a/two", &d).await.unwrap());
         assert!(!reg.mount_blob("a/three", &d, "a/none").await.unwrap());
-        assert_eq!(reg.counters().mounts, 1);
-    }
-
-    #[tokio::test]
-    async fn faults_break_what_they_name() {
-        let reg = MemoryRegistry::new();
-        let m = reg.seed_image("s/r", Some("t"), "amd64", &[b"payload"]);
-        let ManifestKind::Image { layers, .. } = m.kind().unwrap() else {
-            panic!("an image")
-        };
-        let layer = layers[0].digest.clone();
-
-        reg.inject(Fault::CorruptBlob(layer.clone()));
-        let data = read_all(reg.get_blob("s/r", &layer).await.unwrap())
-            .await
-            .unwrap();
-        assert_ne!(Digest::of(&data), layer);
-
-        reg.inject(Fault::UnreadableBlob(layer.clone()));
-        assert_eq!(
-            reg.get_blob("s/r", &layer).await.err().unwrap().kind(),
-            ErrorKind::Network
-        );
-        reg.heal(&Fault::UnreadableBlob(layer.clone()));
-        reg.heal(&Fault::CorruptBlob(layer.clone()));
-        let data = read_all(reg.get_blob("s/r", &layer).await.unwrap())
-            .await
-            .unwrap();
-        assert_eq!(data, b"payload");
-
-        reg.inject(Fault::ListTags { repo: "s/r".into() });
-        assert!(SourceRegistry::list_tags(&reg, "s/r").await.is_err());
-
-        reg.inject(Fault::DeleteTag {
-            repo: "s/r".into(),
-            tag: "t".into(),
-        });
-        assert!(reg.delete_tag("s/r", "t").await.is_err());
-        reg.inject(Fault::PushManifest {
-            repo: "s/r".into(),
-            reference: "u".into(),
-        });
-        assert!(reg.push_manifest("s/r", "u", &m).await.is_err());
-        assert_eq!(reg.blob_reads(&layer), 3);
+        assert!(!reg.has_blob("a/three", &d).await.unwrap());
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //! Both traits address repositories by path, so one value serves a whole registry (one HTTP
 //! client with one connection pool and token cache, one layout root, one in-memory map).
 
+#[cfg(test)]
+pub(crate) mod faulty;
 pub mod http;
 pub mod layout;
 pub mod manifest;
