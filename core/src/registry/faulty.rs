@@ -1,6 +1,7 @@
 //! For the engine's unit tests: a [`MemoryRegistry`] wrapped so that tests can inject faults
-//! ([`Fault`]) and read counters ([`FaultyRegistry::counters`]), keeping such hooks out of the
-//! public registry. It derefs to the wrapped registry for seeding and inspection.
+//! ([`Fault`]), slow blob reads down and read counters ([`FaultyRegistry::counters`]), keeping
+//! such hooks out of the public registry. It derefs to the wrapped registry for seeding and
+//! inspection.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
@@ -57,6 +58,8 @@ struct State {
     counters: Counters,
     /// Blob streams handed out and not yet dropped.
     open_blob_reads: usize,
+    /// A pause before each chunk of a blob read, so that reads overlap like network transfers.
+    chunk_delay: Option<Duration>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -122,6 +125,11 @@ impl FaultyRegistry {
         Ok(())
     }
 
+    /// Pause this long before each chunk of every blob read (chunks are 16 KiB).
+    pub fn set_chunk_delay(&self, delay: Option<Duration>) {
+        self.state().chunk_delay = delay;
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         self.state().counters.clone()
@@ -158,17 +166,23 @@ impl FaultyRegistry {
         } else {
             None
         };
-        let open = {
+        let (open, delay) = {
             let mut state = self.state();
             state.open_blob_reads += 1;
             state.counters.max_concurrent_blob_reads = state
                 .counters
                 .max_concurrent_blob_reads
                 .max(state.open_blob_reads);
-            OpenRead(Arc::clone(&self.state))
+            (OpenRead(Arc::clone(&self.state)), state.chunk_delay)
         };
         let mut offset = 0u64;
         Ok(stream
+            .then(move |chunk| async move {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                chunk
+            })
             .map(move |chunk| {
                 let _counted = &open;
                 let chunk = chunk?;

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,8 +35,6 @@ struct Inner {
     /// Blob bytes by digest, shared by every repository that links the blob.
     blobs: HashMap<Digest, Bytes>,
     accept_sparse_index: bool,
-    /// A pause before each chunk of a blob read, so that reads overlap like network transfers.
-    chunk_delay: Option<Duration>,
 }
 
 /// An in-memory, multi-repository registry. Cloning shares the same contents.
@@ -64,11 +61,6 @@ impl MemoryRegistry {
     /// Let pushes of an index whose children are missing succeed (as Quay and OCI layouts do).
     pub fn set_accept_sparse_index(&self, accept: bool) {
         self.lock().accept_sparse_index = accept;
-    }
-
-    /// Pause this long before each chunk of every blob read (chunks are 16 KiB).
-    pub fn set_chunk_delay(&self, delay: Option<Duration>) {
-        self.lock().chunk_delay = delay;
     }
 
     /// The tags of `repo` and their digests (empty for an absent repository).
@@ -257,15 +249,7 @@ impl MemoryRegistry {
             .step_by(CHUNK)
             .map(|start| Ok(bytes.slice(start..(start + CHUNK).min(bytes.len()))))
             .collect();
-        let delay = inner.chunk_delay;
-        Ok(futures::stream::iter(chunks)
-            .then(move |chunk| async move {
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await;
-                }
-                chunk
-            })
-            .boxed())
+        Ok(futures::stream::iter(chunks).boxed())
     }
 
     /// The manifest `reference` (tag or digest) of `repo`, if present.
