@@ -5,8 +5,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::failure::{Detail, Failure, Phase, Side};
-
 /// What went wrong, coarsely: enough for a caller (or a binding) to decide what to do.
 ///
 /// Non-exhaustive for Rust callers; the bindings map every kind and check at compile time that
@@ -101,11 +99,119 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Which registry of a sync a failure came from.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum_macros::IntoStaticStr,
+    strum_macros::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Side {
+    /// The registry (or OCI layout) the mirror reads from.
+    Source,
+    /// The registry (or OCI layout) the mirror writes to.
+    Destination,
+}
+
+/// The step of a sync run a failure happened in (SEMANTICS.md §3).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum_macros::IntoStaticStr,
+    strum_macros::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Phase {
+    /// Listing the source's tags, or the destination's tags and digests.
+    List,
+    /// Reading a selected tag's manifest from the source to plan it.
+    Read,
+    /// Copying a tag's blobs and manifests to the destination by digest.
+    Stage,
+    /// Moving a tag to its staged manifest.
+    Publish,
+    /// Deleting a tag the mirror no longer selects.
+    Prune,
+    /// Putting the destination back as it was before the run (or an interrupted run).
+    Rollback,
+}
+
+/// What regmirror recognised in particular about a failure, beyond its kind.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum_macros::IntoStaticStr,
+    strum_macros::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
+pub enum Detail {
+    /// The registry answered a TLS connection in plain HTTP (kind `Tls`).
+    PlainHttp,
+    /// The SSRF guard refused the address a host resolved to (kind `Forbidden`).
+    SsrfGuard,
+    /// The registry's host name did not resolve (kind `Network`).
+    Dns,
+    /// The destination refused an index whose unselected platforms are missing
+    /// (`platform_index = sparse`).
+    SparseIndex,
+    /// The source lacks a manifest its index names (kind `NotFound`): it is a sparse copy,
+    /// such as an OCI layout written for some platforms only.
+    SparseSource,
+    /// The run took longer than its `timeout` (kind `Timeout`), as opposed to a registry that
+    /// stopped answering.
+    RunTimeout,
+}
+
+impl Side {
+    /// Its serde name (`source`, `destination`).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl Phase {
+    /// Its serde name (`list`, `read`, …).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl Detail {
+    /// Its serde name (`plain_http`, `dns`, …).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// The error of every fallible regmirror operation.
 ///
 /// `Display` is one line (`kind: message`) and never contains a secret; `Debug` adds the source chain.
 /// Where it happened (side, phase, registry host) and what regmirror recognised about it
-/// ([`Detail`]) are fields, so callers decide from data, not from the message ([`Failure`]).
+/// ([`Detail`]) are fields, so callers decide from data, not from the message
+/// ([`crate::Failure`]).
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -220,21 +326,6 @@ impl Error {
     }
 }
 
-impl From<Failure> for Error {
-    /// The error a [`Failure`] describes (without a cause chain, which a failure does not keep).
-    fn from(f: Failure) -> Self {
-        Error {
-            kind: f.kind,
-            message: f.message,
-            side: f.side,
-            phase: f.phase,
-            host: f.host,
-            detail: f.detail,
-            source: None,
-        }
-    }
-}
-
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)
@@ -294,5 +385,20 @@ mod tests {
                 serde_json::Value::from(kind.as_str())
             );
         }
+    }
+
+    #[test]
+    fn sides_phases_and_details_are_named_as_serde_names_them() {
+        use strum::VariantArray;
+        fn check<T: VariantArray + Serialize + Copy>(name: impl Fn(T) -> &'static str) {
+            for v in T::VARIANTS {
+                let serde = serde_json::to_value(v).unwrap();
+                assert_eq!(serde, serde_json::Value::from(name(*v)));
+            }
+        }
+        check(Side::as_str);
+        check(Phase::as_str);
+        check(Detail::as_str);
+        assert_eq!(Detail::PlainHttp.as_str(), "plain_http");
     }
 }

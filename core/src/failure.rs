@@ -1,63 +1,14 @@
-//! A failure as data (SEMANTICS.md §7): what kind of error, which registry of the sync it came
-//! from, in which step, and what regmirror recognised in particular. Reports, usage-log entries,
-//! events and the bindings carry a [`Failure`] per failed tag and per failed run, so programs and
-//! the CLI's hints decide from fields, never from message text.
+//! A failure as data (SEMANTICS.md §7): an [`Error`]'s kind, which registry of the sync it came
+//! from, in which step, what regmirror recognised in particular, and its message. Reports,
+//! usage-log entries, events and the bindings carry a [`Failure`] per failed tag
+//! ([`TagFailure`]) and per failed run, so programs and the CLI's hints decide from fields,
+//! never from message text.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind};
-
-/// Which registry of a sync a failure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// The registry (or OCI layout) the mirror reads from.
-    Source,
-    /// The registry (or OCI layout) the mirror writes to.
-    Destination,
-}
-
-/// The step of a sync run a failure happened in (SEMANTICS.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Listing the source's tags, or the destination's tags and digests.
-    List,
-    /// Reading a selected tag's manifest from the source to plan it.
-    Read,
-    /// Copying a tag's blobs and manifests to the destination by digest.
-    Stage,
-    /// Moving a tag to its staged manifest.
-    Publish,
-    /// Deleting a tag the mirror no longer selects.
-    Prune,
-    /// Putting the destination back as it was before the run (or an interrupted run).
-    Rollback,
-}
-
-/// What regmirror recognised in particular about a failure, beyond its kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Detail {
-    /// The registry answered a TLS connection in plain HTTP (kind `Tls`).
-    PlainHttp,
-    /// The SSRF guard refused the address a host resolved to (kind `Forbidden`).
-    SsrfGuard,
-    /// The registry's host name did not resolve (kind `Network`).
-    Dns,
-    /// The destination refused an index whose unselected platforms are missing
-    /// (`platform_index = sparse`).
-    SparseIndex,
-    /// The source lacks a manifest its index names (kind `NotFound`): it is a sparse copy,
-    /// such as an OCI layout written for some platforms only.
-    SparseSource,
-    /// The run took longer than its `timeout` (kind `Timeout`), as opposed to a registry that
-    /// stopped answering.
-    RunTimeout,
-}
+use crate::error::{Detail, Error, ErrorKind, Phase, Side};
 
 /// An error as data: its kind, where it happened (each `None` when not known or not a
 /// registry's), and its one-line message without the kind prefix.
@@ -73,6 +24,27 @@ pub struct Failure {
     pub message: String,
 }
 
+/// A tag that failed, and why: as data (`failure`, whose fields it serializes beside `tag`) and
+/// as one line (`reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagFailure {
+    pub tag: String,
+    /// `Kind: message`, one line.
+    pub reason: String,
+    #[serde(flatten)]
+    pub failure: Failure,
+}
+
+impl TagFailure {
+    pub fn new(tag: impl Into<String>, error: &Error) -> Self {
+        TagFailure {
+            tag: tag.into(),
+            reason: error.to_string(),
+            failure: Failure::from(error),
+        }
+    }
+}
+
 impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         Failure {
@@ -82,6 +54,26 @@ impl From<&Error> for Failure {
             host: e.host().map(str::to_owned),
             detail: e.detail(),
             message: e.message().to_owned(),
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    /// The error a [`Failure`] describes (without a cause chain, which a failure does not keep).
+    fn from(f: Failure) -> Self {
+        let mut e = Error::new(f.kind, f.message);
+        if let Some(side) = f.side {
+            e = e.on_side(side);
+        }
+        if let Some(phase) = f.phase {
+            e = e.in_phase(phase);
+        }
+        if let Some(host) = f.host {
+            e = e.at_host(host);
+        }
+        match f.detail {
+            Some(detail) => e.with_detail(detail),
+            None => e,
         }
     }
 }

@@ -157,8 +157,9 @@ pub use config::{
 };
 pub use destination::{Destination, DestinationTarget};
 pub use engine::{Mirror, SyncOptions, SyncReport};
+pub use error::{Detail, Phase, Side};
 pub use error::{Error, ErrorKind, Result};
-pub use failure::{Detail, Failure, Phase, Side};
+pub use failure::{Failure, TagFailure};
 pub use notify::{EventKind, MirrorEvent, Notifier};
 pub use pattern::TagFilter;
 pub use reference::{Digest, RepositoryRef};

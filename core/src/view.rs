@@ -245,6 +245,7 @@ mod tests {
             tag: None,
             digest: None,
             message: message.into(),
+            failure: None,
         };
         let log = [
             entry(5, LogKind::SyncStarted, "sync started"),

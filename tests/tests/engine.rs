@@ -546,6 +546,21 @@ async fn a_webhook_receives_signed_events_with_the_payload() {
     assert!(done["bytes_copied"].as_u64().unwrap() > 0);
     assert!(done["duration_ms"].is_u64());
     assert!(done["error"].as_str().unwrap().contains("v2"));
+    // Each failed tag's failure as data, under the names the report's JSON uses.
+    let host = env.proxy.host();
+    let failed = &done["tag_failures"][0];
+    assert_eq!(failed["tag"], "v2", "{done}");
+    assert_eq!(failed["kind"], "NotFound", "{done}");
+    assert_eq!(failed["side"], "source", "{done}");
+    assert_eq!(failed["phase"], "stage", "{done}");
+    assert_eq!(failed["host"], host, "{done}");
+    assert!(failed["reason"].as_str().unwrap().starts_with("NotFound: "));
+    assert_eq!(done["failure"]["kind"], "NotFound", "{done}");
+    assert_eq!(
+        done["failure"]["message"], done["error"],
+        "the run's failure says what its error says: {done}"
+    );
+    assert_eq!(got[0].json()["failure"], serde_json::Value::Null);
 }
 
 #[tokio::test]
@@ -655,6 +670,8 @@ fn sample_event() -> regmirror::MirrorEvent {
         referrers_copied: 1,
         duration_ms: 5,
         error: None,
+        failure: None,
+        tag_failures: Vec::new(),
         note: None,
     }
 }

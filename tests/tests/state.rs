@@ -12,8 +12,8 @@ use regmirror::state::{
 };
 use regmirror::state::{PostgresStateStore, SqliteStateStore};
 use regmirror::{
-    Credentials, Digest, ErrorKind, MemoryStateStore, MirrorConfig, StateStore, SyncStatus,
-    ValidConfig,
+    Credentials, Digest, ErrorKind, Failure, MemoryStateStore, MirrorConfig, Phase, Side,
+    StateStore, SyncStatus, ValidConfig,
 };
 use regmirror_tests::Postgres;
 use time::OffsetDateTime;
@@ -664,6 +664,15 @@ fn entry(id: &str, n: u64) -> LogEntry {
         tag: Some(format!("v{n}")),
         digest: n.is_multiple_of(3).then(|| Digest::of(&n.to_be_bytes())),
         message: format!("entry {n}"),
+        // A failed tag's entry carries its failure as data.
+        failure: (!n.is_multiple_of(2)).then(|| Failure {
+            kind: ErrorKind::Unauthorized,
+            side: Some(Side::Destination),
+            phase: Some(Phase::Publish),
+            host: Some("registry.example:5000".to_owned()),
+            detail: None,
+            message: format!("entry {n}"),
+        }),
     }
 }
 
@@ -690,6 +699,10 @@ async fn the_usage_log_is_newest_first_and_paginated(store: &dyn StateStore) {
     let mut expected = entry("ns/a", 24);
     expected.seq = page1[0].seq;
     assert_eq!(page1[0], expected, "entries come back as stored");
+    let mut failed = entry("ns/a", 23);
+    failed.seq = page1[1].seq;
+    assert!(failed.failure.is_some());
+    assert_eq!(page1[1], failed, "with their failure");
 
     let mut all = page1.clone();
     let mut before = page1.last().map(|e| e.seq);

@@ -983,6 +983,7 @@ async fn a_worker_applies_the_usage_log_retention() {
             tag: Some(format!("v{n}")),
             digest: None,
             message: format!("entry {n}"),
+            failure: None,
         })
         .collect();
     store.append_log(&entries).await.unwrap();

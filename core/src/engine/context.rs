@@ -261,6 +261,29 @@ impl Run {
 
     /// Add a usage-log entry (stored when the run finishes).
     pub fn log(&self, kind: LogKind, tag: Option<&str>, digest: Option<&Digest>, message: String) {
+        self.push_entry(kind, tag, digest, message, None);
+    }
+
+    /// Add the usage-log entry of a failed tag, with its failure as data.
+    pub fn log_tag_failure(&self, tag: &str, error: &Error) {
+        let failure = Some(Failure::from(error));
+        self.push_entry(
+            LogKind::TagFailed,
+            Some(tag),
+            None,
+            error.to_string(),
+            failure,
+        );
+    }
+
+    fn push_entry(
+        &self,
+        kind: LogKind,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+        message: String,
+        failure: Option<Failure>,
+    ) {
         lock(&self.entries).push(LogEntry {
             seq: 0,
             mirror_id: self.config.id.clone(),
@@ -269,6 +292,7 @@ impl Run {
             tag: tag.map(str::to_owned),
             digest: digest.cloned(),
             message,
+            failure,
         });
     }
 

@@ -49,11 +49,12 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::failure::TagFailure;
 pub use connector::{HttpConnector, SourceConnector, StaticConnector};
 pub use fence::fence_margin;
 pub use preview::{PreviewAction, PreviewTag, SyncPreview};
 pub use progress::{BlobTransfer, Progress, ProgressEvent, TagStatus};
-pub use report::{Outcome, RewrittenTag, SyncReport, TagFailure};
+pub use report::{Outcome, RewrittenTag, SyncReport};
 
 use context::{KnownBlobs, KnownLinks, Run, RunParts};
 use events::EventQueue;
@@ -61,8 +62,8 @@ use fence::Fence;
 
 use crate::config::{MirrorConfig, MirrorSettings, ValidConfig};
 use crate::destination::Destination;
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::{Detail, Side};
+use crate::error::{Detail, Error, ErrorKind, Result, Side};
+use crate::failure::Failure;
 use crate::notify::{EventKind, MirrorEvent, Notifier};
 use crate::registry::DestRegistry;
 use crate::registry::http::DEFAULT_MAX_TAGS;
@@ -643,10 +644,15 @@ impl Mirror {
         // The run this one takes over ended with its worker: it is reported as failed (its
         // start was), so the usage log and the webhooks do not show it running forever.
         if let Some(lost) = claimed.and_then(|(_, claim)| claim.taken_over.as_ref()) {
+            // Its worker's lease ran out: the bound on a run's silence.
+            let failure = Failure::from(Error::new(ErrorKind::Timeout, lost.clone()));
             let mut lost_event = event(EventKind::SyncFailed, config, None);
             lost_event.error = Some(lost.clone());
+            lost_event.failure = Some(failure.clone());
             events.send(lost_event);
-            entries.push(log_entry(config, LogKind::SyncFailed, lost.clone()));
+            let mut entry = log_entry(config, LogKind::SyncFailed, lost.clone());
+            entry.failure = Some(failure);
+            entries.push(entry);
         }
         events.send(event(EventKind::SyncStarted, config, None));
         let store = claimed.map(|(s, _)| s);
@@ -716,7 +722,9 @@ impl Mirror {
             Outcome::Cancelled => (EventKind::SyncCancelled, LogKind::SyncCancelled),
         };
         if let Some(store) = store {
-            entries.push(log_entry(config, log_kind, summary(&report)));
+            let mut entry = log_entry(config, log_kind, summary(&report));
+            entry.failure.clone_from(&report.failure);
+            entries.push(entry);
             if let Err(e) = store.append_log(&entries).await {
                 tracing::warn!(mirror = %config.id, "could not append to the usage log: {e}");
             }
@@ -841,6 +849,7 @@ fn log_entry(config: &MirrorConfig, kind: LogKind, message: String) -> LogEntry 
         tag: None,
         digest: None,
         message,
+        failure: None,
     }
 }
 
@@ -857,6 +866,8 @@ fn event(kind: EventKind, config: &MirrorConfig, report: Option<&SyncReport>) ->
         referrers_copied: report.map_or(0, |r| r.referrers_copied),
         duration_ms: report.map_or(0, |r| r.duration_ms),
         error: report.and_then(|r| r.error.clone()),
+        failure: report.and_then(|r| r.failure.clone()),
+        tag_failures: report.map(|r| r.tags_failed.clone()).unwrap_or_default(),
         note: report.and_then(|r| r.note.clone()),
     }
 }

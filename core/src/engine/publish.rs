@@ -14,10 +14,10 @@ use super::context::{Run, Staged};
 use super::plan::{Action, Plan, ReferrerTag, destination_tags};
 use super::progress::{ProgressEvent, TagStatus};
 use super::referrers;
-use super::report::{Outcome, RewrittenTag, SyncReport, TagFailure};
+use super::report::{Outcome, RewrittenTag, SyncReport};
 use crate::config::RollbackMode;
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::{Failure, Phase};
+use crate::error::{Error, ErrorKind, Phase, Result};
+use crate::failure::{Failure, TagFailure};
 use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::state::{LogKind, StateStore, TagRecord};
@@ -614,7 +614,7 @@ fn tell(
     }
     for (tag, e) in &done.failures {
         finished(run, tag, TagStatus::Failed, None, Some(e));
-        run.log(LogKind::TagFailed, Some(tag), None, e.to_string());
+        run.log_tag_failure(tag, e);
         report.tags_failed.push(TagFailure::new(tag, e));
     }
     if !done.failures.is_empty() {

@@ -1,9 +1,9 @@
 //! What a sync run did: the [`SyncReport`] returned to callers (and printed by `--json`).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::Error;
-use crate::failure::Failure;
+use crate::failure::{Failure, TagFailure};
 use crate::reference::Digest;
 
 /// How a run ended.
@@ -25,27 +25,6 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Failed => "failed",
             Outcome::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// A tag that failed, and why: as data (`failure`, whose fields it serializes beside `tag`) and
-/// as one line (`reason`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagFailure {
-    pub tag: String,
-    /// `Kind: message`, one line.
-    pub reason: String,
-    #[serde(flatten)]
-    pub failure: Failure,
-}
-
-impl TagFailure {
-    pub fn new(tag: impl Into<String>, error: &Error) -> Self {
-        TagFailure {
-            tag: tag.into(),
-            reason: error.to_string(),
-            failure: Failure::from(error),
         }
     }
 }

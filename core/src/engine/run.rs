@@ -17,8 +17,8 @@ use super::progress::ProgressEvent;
 use super::report::{Outcome, SyncReport};
 use super::{publish, referrers};
 use crate::config::RollbackMode;
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::{Failure, Phase};
+use crate::error::{Error, ErrorKind, Phase, Result};
+use crate::failure::Failure;
 use crate::reference::Digest;
 use crate::state::{StateStore, TagRecord};
 

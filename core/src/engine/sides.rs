@@ -8,8 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 
-use crate::error::{ErrorKind, Result};
-use crate::failure::Side;
+use crate::error::{ErrorKind, Result, Side};
 use crate::reference::Digest;
 use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRegistry};
 

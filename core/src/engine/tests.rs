@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::config::{PlatformIndexMode, RollbackMode};
+use crate::error::Phase;
 use crate::reference::Digest;
 use crate::registry::MemoryRegistry;
 use crate::registry::faulty::{Fault, FaultyRegistry};
@@ -696,14 +697,8 @@ async fn stored_sync_claims_logs_and_releases() {
     assert_eq!(record.state.status, SyncStatus::Fail);
     assert!(record.state.lease_owner.is_none());
     assert!(s.store.tag_record(DEST).await.unwrap().is_none());
-    let kinds: Vec<LogKind> = s
-        .mirror
-        .logs(DEST, 10, None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let logs = s.mirror.logs(DEST, 10, None).await.unwrap();
+    let kinds: Vec<LogKind> = logs.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         [
@@ -713,10 +708,21 @@ async fn stored_sync_claims_logs_and_releases() {
             LogKind::SyncStarted
         ]
     );
+    // The failed tag's entry and the run's carry the failure as data; the others none.
+    let read = |f: &Failure| (f.kind, f.side, f.phase);
+    let tag = (ErrorKind::Network, Some(Side::Source), Some(Phase::Stage));
+    assert_eq!(logs[1].failure.as_ref().map(read), Some(tag), "{logs:?}");
+    assert_eq!(logs[0].failure.as_ref().map(read), Some(tag), "{logs:?}");
+    assert!(logs[2].failure.is_none() && logs[3].failure.is_none());
+    assert_eq!(report.tags_failed[0].failure.kind, ErrorKind::Network);
     let events = recorder.0.lock().unwrap().clone();
     assert_eq!(events[1].event, EventKind::SyncFailed);
     assert_eq!(events[1].tags_failed, ["bad"]);
     assert!(events[1].error.as_deref().unwrap().contains("bad"));
+    // The webhook payload's failures, as the report has them.
+    assert_eq!(events[1].tag_failures, report.tags_failed);
+    assert_eq!(events[1].failure, report.failure);
+    assert!(events[0].failure.is_none() && events[0].tag_failures.is_empty());
 }
 
 #[tokio::test]

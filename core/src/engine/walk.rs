@@ -9,8 +9,7 @@ use bytes::Bytes;
 
 use super::context::Run;
 use super::platform::{self, PlatformFit};
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::{Detail, Side};
+use crate::error::{Detail, Error, ErrorKind, Result, Side};
 use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::registry::manifest::{

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{EventKind, MirrorEvent, Notifier};
-use crate::error::Result;
+use crate::error::{Phase, Result, Side};
 
 /// Writes each event as one `tracing` record (target `regmirror::events`): info for started
 /// and succeeded, warn for failed and cancelled.
@@ -14,6 +14,7 @@ pub struct LogNotifier;
 impl Notifier for LogNotifier {
     async fn notify(&self, e: &MirrorEvent) -> Result<()> {
         let event = e.event.as_str();
+        let failure = e.failure.as_ref();
         macro_rules! record {
             ($level:ident) => {
                 tracing::$level!(
@@ -29,6 +30,9 @@ impl Notifier for LogNotifier {
                     referrers_copied = e.referrers_copied,
                     duration_ms = e.duration_ms,
                     error = e.error.as_deref().unwrap_or(""),
+                    error_kind = failure.map_or("", |f| f.kind.as_str()),
+                    error_side = failure.and_then(|f| f.side).map_or("", Side::as_str),
+                    error_phase = failure.and_then(|f| f.phase).map_or("", Phase::as_str),
                     note = e.note.as_deref().unwrap_or(""),
                     "mirror {}: {event}", e.mirror_id
                 )

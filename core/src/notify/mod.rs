@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::failure::{Failure, TagFailure};
 
 /// Which moment of a run an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,12 @@ pub struct MirrorEvent {
     pub duration_ms: u64,
     /// Why the run failed or was cancelled; `None` for a success.
     pub error: Option<String>,
+    /// The same as data (as the report's `failure`); `None` for a success.
+    #[serde(default)]
+    pub failure: Option<Failure>,
+    /// Each failed tag with its failure as data (as the report's `tags_failed`).
+    #[serde(default)]
+    pub tag_failures: Vec<TagFailure>,
     /// A remark on a successful run, such as "no tags matched".
     pub note: Option<String>,
 }

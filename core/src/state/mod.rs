@@ -44,6 +44,7 @@ use time::OffsetDateTime;
 
 use crate::config::{MirrorConfig, ValidConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::failure::Failure;
 use crate::reference::Digest;
 
 mod health;
@@ -209,6 +210,9 @@ pub struct LogEntry {
     pub tag: Option<String>,
     pub digest: Option<Digest>,
     pub message: String,
+    /// A failed tag's or run's failure as data (`tag_failed`, `sync_failed`, `sync_cancelled`).
+    #[serde(default)]
+    pub failure: Option<Failure>,
 }
 
 /// How much of the usage log a store keeps ([`StateStore::prune_logs`]); `None` is no limit.

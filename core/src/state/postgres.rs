@@ -18,8 +18,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::ops::{self, Txn, not_found};
 use super::row::{
-    LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    tag_record_from_json, tag_record_json, truncate, write_sql,
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, limit, log_kind_name, micros,
+    status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
         live_until_us BIGINT NOT NULL
     );
 ",
+    // A failed tag's or run's failure as data (JSON of `Failure`).
+    "ALTER TABLE regmirror_usage_log ADD COLUMN failure TEXT;",
 ];
 
 /// The advisory lock key that serializes schema migrations ("regmirro" in ASCII).
@@ -679,8 +681,9 @@ impl StateStore for PostgresStateStore {
             let tx = client.transaction().await.map_err(db_error)?;
             let stmt = tx
                 .prepare(
-                    "INSERT INTO regmirror_usage_log (mirror_id, time_us, kind, tag, digest, message) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO regmirror_usage_log \
+                     (mirror_id, time_us, kind, tag, digest, message, failure) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .await
                 .map_err(db_error)?;
@@ -694,6 +697,7 @@ impl StateStore for PostgresStateStore {
                         &e.tag,
                         &e.digest.as_ref().map(|d| d.as_str()),
                         &e.message,
+                        &failure_json(e)?,
                     ],
                 )
                 .await
@@ -713,7 +717,7 @@ impl StateStore for PostgresStateStore {
         self.with_client(async |client| {
             let rows = client
                 .query(
-                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message \
+                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message, failure \
                      FROM regmirror_usage_log WHERE mirror_id = $1 AND seq < $2 \
                      ORDER BY seq DESC LIMIT $3",
                     &[&id, &before_seq(before), &limit(max)],
@@ -730,6 +734,7 @@ impl StateStore for PostgresStateStore {
                         tag: r.get(4),
                         digest: r.get(5),
                         message: r.get(6),
+                        failure: r.get(7),
                     }
                     .into_entry()
                 })

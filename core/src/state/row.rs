@@ -173,6 +173,18 @@ fn log_kind(name: &str) -> Result<LogKind> {
         .map_err(|_| corrupt(format!("unknown log kind {name:?}")))
 }
 
+/// A log entry's failure as the SQL stores keep it: JSON text.
+pub(crate) fn failure_json(entry: &LogEntry) -> Result<Option<String>> {
+    entry
+        .failure
+        .as_ref()
+        .map(|f| {
+            serde_json::to_string(f)
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("log failure: {e}")))
+        })
+        .transpose()
+}
+
 /// One `usage_log` row read back.
 pub(crate) struct LogRow {
     pub seq: i64,
@@ -182,6 +194,8 @@ pub(crate) struct LogRow {
     pub tag: Option<String>,
     pub digest: Option<String>,
     pub message: String,
+    /// The entry's [`Failure`] as JSON.
+    pub failure: Option<String>,
 }
 
 impl LogRow {
@@ -197,6 +211,10 @@ impl LogRow {
                 .map(|d| Digest::parse(&d).map_err(|e| corrupt(format!("log digest: {e}"))))
                 .transpose()?,
             message: self.message,
+            failure: self
+                .failure
+                .map(|f| serde_json::from_str(&f).map_err(|e| corrupt(format!("log failure: {e}"))))
+                .transpose()?,
         })
     }
 }

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 
 use super::ops::{self, Txn, not_found};
 use super::row::{
-    LogRow, MirrorRow, STATE_COLUMNS, before_seq, limit, log_kind_name, micros, status_name,
-    tag_record_from_json, tag_record_json, truncate, write_sql,
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, limit, log_kind_name, micros,
+    status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -64,6 +64,8 @@ const MIGRATIONS: &[&str] = &[
         live_until_us INTEGER NOT NULL
     );
 ",
+    // A failed tag's or run's failure as data (JSON of `Failure`).
+    "ALTER TABLE usage_log ADD COLUMN failure TEXT;",
 ];
 
 /// A [`StateStore`] in one SQLite file.
@@ -580,8 +582,9 @@ impl StateStore for SqliteStateStore {
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT INTO usage_log (mirror_id, time_us, kind, tag, digest, message) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO usage_log \
+                         (mirror_id, time_us, kind, tag, digest, message, failure) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .map_err(db_error)?;
                 for e in &entries {
@@ -592,6 +595,7 @@ impl StateStore for SqliteStateStore {
                         e.tag,
                         e.digest.as_ref().map(|d| d.as_str()),
                         e.message,
+                        failure_json(e)?,
                     ])
                     .map_err(|err| match err.sqlite_error_code() {
                         Some(rusqlite::ErrorCode::ConstraintViolation) => not_found(&e.mirror_id),
@@ -609,8 +613,8 @@ impl StateStore for SqliteStateStore {
         self.run(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message FROM usage_log \
-                     WHERE mirror_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                    "SELECT seq, mirror_id, time_us, kind, tag, digest, message, failure \
+                     FROM usage_log WHERE mirror_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
                 )
                 .map_err(db_error)?;
             let rows = stmt
@@ -623,6 +627,7 @@ impl StateStore for SqliteStateStore {
                         tag: r.get(4)?,
                         digest: r.get(5)?,
                         message: r.get(6)?,
+                        failure: r.get(7)?,
                     })
                 })
                 .map_err(db_error)?;

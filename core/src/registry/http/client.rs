@@ -18,8 +18,8 @@ use super::HttpOptions;
 use super::auth::AuthState;
 use super::docker_config::Sources;
 use super::guard::{Refused, Unresolved};
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::{Detail, Failure};
+use crate::error::{Detail, Error, ErrorKind, Result};
+use crate::failure::Failure;
 use crate::redact::Secrets;
 use crate::registry::BlobStream;
 

@@ -17,8 +17,7 @@ use std::sync::{Arc, LazyLock};
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::failure::Detail;
+use crate::error::{Detail, Error, ErrorKind, Result};
 
 /// Refuses non-public addresses except those its allow-list names. `AddressGuard::default()`
 /// allows nothing but public addresses.
