@@ -134,6 +134,17 @@ impl DestRegistry for FencedDestination {
         self.inner.get_manifest(repo, reference).await
     }
 
+    // Forwarded, not left to the trait's default (`None`, "no referrers API"): a claimed run
+    // must see the destination's referrers API as a one-shot sync does.
+    async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Manifest>> {
+        self.inner.referrers(repo, digest, artifact_type).await
+    }
+
     async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         self.inner.blob_size(repo, digest).await
     }
@@ -206,6 +217,24 @@ mod tests {
         let deadline = fence.deadline();
         fence.confirm(Instant::now() - Duration::from_secs(47));
         assert_eq!(fence.deadline(), deadline);
+    }
+
+    #[tokio::test]
+    async fn reads_pass_through_including_the_referrers_api() {
+        let registry = crate::registry::MemoryRegistry::new();
+        let image = registry.seed_image("ns/app", Some("v1"), "amd64", &[b"layer"]);
+        let lease = Duration::from_secs(60);
+        let fence = Fence::for_claim("ns/app", OffsetDateTime::now_utc() + lease, lease);
+        let fenced = FencedDestination::new(std::sync::Arc::new(registry), fence.into());
+        // The memory registry has a referrers API; behind the fence it must still show.
+        let answer = fenced
+            .referrers("ns/app", &image.digest, None)
+            .await
+            .unwrap();
+        assert!(
+            answer.is_some(),
+            "the fence hid the destination's referrers API"
+        );
     }
 
     #[test]
