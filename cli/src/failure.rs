@@ -61,17 +61,6 @@ impl Failure {
         self
     }
 
-    /// Prefix the message with `context` unless it already starts with it.
-    #[must_use]
-    pub fn context_if_new(self, context: impl fmt::Display) -> Self {
-        let context = context.to_string();
-        if self.message.starts_with(&context) {
-            self
-        } else {
-            self.context(context)
-        }
-    }
-
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.status)
     }

@@ -262,10 +262,7 @@ impl WorkerConfig {
                 .and_then(toml::Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let config = mirror(m, base, &defaults).map_err(|f| {
-                // The core's checks name the mirror already.
-                f.context_if_new(format!("mirror {id:?}")).context(&at)
-            })?;
+            let config = mirror(m, base, &defaults, &id).map_err(|f| f.context(&at))?;
             if mirrors.iter().any(|c: &ValidConfig| c.id == config.id) {
                 return Err(Failure::invalid(format!(
                     "{at}: mirror {id:?} is declared twice; one mirror per destination repository"
@@ -520,10 +517,19 @@ fn check_whole_seconds(d: Duration, key: &str) -> CliResult<()> {
 /// A `[[mirror]]` table as [`MirrorSettings`]: its password read from where the file says,
 /// its paths relative to the file, its TOML date-time as text. The core checks the rest.
 fn mirror(
-    mut table: toml::Table,
+    table: toml::Table,
     base: &Path,
     defaults: &MirrorDefaults,
+    id: &str,
 ) -> CliResult<ValidConfig> {
+    let settings = settings(table, base).map_err(|f| f.context(format!("mirror {id:?}")))?;
+    // The core's errors name the mirror themselves.
+    Ok(settings.into_config(defaults)?)
+}
+
+/// A `[[mirror]]` table as the core's settings: secrets read from their file or variable,
+/// paths made absolute against the config file's folder, TOML date-times as text.
+fn settings(mut table: toml::Table, base: &Path) -> CliResult<MirrorSettings> {
     let mut text = |key: &str| match table.remove(key) {
         Some(toml::Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Failure::invalid(format!("{key}: must be a string"))),
@@ -548,10 +554,9 @@ fn mirror(
     {
         *start = time.to_string().into();
     }
-    let settings: MirrorSettings = toml::Value::Table(table)
+    toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| Failure::invalid(e.message().trim_end()))?;
-    Ok(settings.into_config(defaults)?)
+        .map_err(|e: toml::de::Error| Failure::invalid(e.message().trim_end()))
 }
 
 fn credentials(
@@ -909,7 +914,7 @@ password_env = "REGMIRROR_TEST_CFG_PW"
                 rollback: RollbackMode::default(),
                 retry_backoff: DEFAULT_RETRY_BACKOFF,
             };
-            mirror(m.into_inner(), Path::new("/"), &defaults).unwrap();
+            mirror(m.into_inner(), Path::new("/"), &defaults, "readme").unwrap();
         }
     }
 

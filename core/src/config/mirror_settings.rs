@@ -166,17 +166,13 @@ impl MirrorSettings {
     /// `sync_interval`), never a password.
     pub fn into_config(self, defaults: &MirrorDefaults) -> Result<ValidConfig> {
         let id = self.id.clone();
-        self.convert(defaults).map_err(|e| {
-            let prefix = format!("mirror {id:?}");
-            if e.message().starts_with(&prefix) {
-                e
-            } else {
-                e.context(prefix)
-            }
-        })
+        // The conversion's errors name the setting; validation's already name the mirror.
+        self.convert(defaults)
+            .map_err(|e| e.context(format!("mirror {id:?}")))?
+            .validated()
     }
 
-    fn convert(self, defaults: &MirrorDefaults) -> Result<ValidConfig> {
+    fn convert(self, defaults: &MirrorDefaults) -> Result<MirrorConfig> {
         let invalid =
             |key: &str, why: String| Error::new(ErrorKind::InvalidConfig, format!("{key}: {why}"));
         let source = RepositoryRef::parse_docker(&self.source)
@@ -266,7 +262,7 @@ impl MirrorSettings {
             https_proxy: self.https_proxy,
             no_proxy: self.no_proxy,
         };
-        config.validated()
+        Ok(config)
     }
 }
 
