@@ -156,6 +156,8 @@ def test_a_sub_second_timeout_says_so_once(tmp_path: Path) -> None:
     assert report.error.startswith("Timeout: the sync took longer than its timeout of 500ms (while listing the tags of ")
     assert report.error.count("Timeout") == 1 and report.error.count("500ms") == 1, report.error
     assert report.to_dict()["failure"]["detail"] == "run_timeout"
+    assert isinstance(report.failure, regmirror.Failure)
+    assert report.failure.kind == "Timeout" and report.failure.side is None
 
 
 def test_help_shows_real_signatures_and_plain_docstrings() -> None:

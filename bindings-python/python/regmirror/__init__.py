@@ -36,6 +36,7 @@ from regmirror._native import (
 )
 from regmirror._records import (
     Event,
+    Failure,
     LogEntry,
     MirrorView,
     PreviewTag,
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_MAX_TAGS",
     "DigestMismatchError",
     "Event",
+    "Failure",
     "ForbiddenError",
     "InternalError",
     "InvalidConfigError",

@@ -10,6 +10,7 @@ from typing_extensions import Required, Unpack
 
 from regmirror._records import (
     Event as Event,
+    Failure as Failure,
     LogEntry as LogEntry,
     MirrorView as MirrorView,
     PreviewTag as PreviewTag,
@@ -191,15 +192,11 @@ class StopFlag(Protocol):
 
     def is_set(self) -> bool: ...
 
-class _Changes(TypedDict, total=False):
+class _Settings(TypedDict, total=False):
     """A mirror's settings: the names of a ``[[mirror]]`` table in the worker's
     ``regmirror.toml``. Durations are strings (``"6h"``, ``"30s"``), seconds, or a
     ``timedelta``; ``start`` is RFC 3339 (or a ``datetime`` with a time zone)."""
 
-    source: str
-    """The repository to mirror, ``host[:port]/path``."""
-    tags: str | Sequence[str]
-    """Tag patterns: a list, or one comma-separated string."""
     architectures: Sequence[str]
     interval: str | int | float | datetime.timedelta
     """Time between scheduled syncs (default ``"24h"``)."""
@@ -222,11 +219,21 @@ class _Changes(TypedDict, total=False):
     https_proxy: str
     no_proxy: str
 
-class _MirrorSettings(_Changes, total=False):
+class _Changes(_Settings, total=False):
+    """``update``'s changes: any setting, ``source`` and ``tags`` included."""
+
+    source: str
+    """The repository to mirror, ``host[:port]/path``."""
+    tags: str | Sequence[str]
+    """Tag patterns: a list, or one comma-separated string."""
+
+class _MirrorSettings(_Settings, total=False):
     """``add``'s settings: ``source`` and ``tags`` are required."""
 
     source: Required[str]
+    """The repository to mirror, ``host[:port]/path``."""
     tags: Required[str | Sequence[str]]
+    """Tag patterns: a list, or one comma-separated string."""
 
 class Mirrors:
     """Mirrors kept in a state store (``"sqlite:PATH"``, ``"postgres://USER@HOST:PORT/DB"``,

@@ -54,6 +54,13 @@ class Record:
         return f"{type(self).__name__}({fields})"
 
 
+class Failure(Record):
+    """A failure as data: the error's ``.kind``, ``.side`` (``"source"`` / ``"destination"``),
+    ``.phase``, registry ``.host``, ``.detail`` and ``.message`` — what hints decide from."""
+
+    __slots__ = ()
+
+
 class TagFailure(Record):
     """A tag that failed: ``.tag``, ``.reason``, and the error's ``.kind`` when known."""
 
@@ -68,7 +75,7 @@ class SyncReport(Record):
     """What one sync run did. A failed tag is reported here, not raised."""
 
     __slots__ = ()
-    _nested = {"tags_failed": TagFailure, "tags_rewritten": RewrittenTag}
+    _nested = {"tags_failed": TagFailure, "tags_rewritten": RewrittenTag, "failure": Failure}
 
     @property
     def success(self) -> bool:
@@ -86,6 +93,7 @@ class SyncReport(Record):
 
 class PreviewTag(Record):
     __slots__ = ()
+    _nested = {"failure": Failure}
 
 
 class SyncPreview(Record):
@@ -107,6 +115,7 @@ class LogEntry(Record):
     """One entry of a mirror's usage log (``regmirror mirror logs --json``)."""
 
     __slots__ = ()
+    _nested = {"failure": Failure}
 
 
 class Event(Record):
@@ -114,6 +123,7 @@ class Event(Record):
     ``"sync_succeeded"``, ``"sync_failed"`` or ``"sync_cancelled"``; ``.mirror_id`` …)."""
 
     __slots__ = ()
+    _nested = {"failure": Failure, "tag_failures": TagFailure}
 
 
 class Progress(Record):

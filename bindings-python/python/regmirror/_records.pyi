@@ -11,6 +11,19 @@ class Record:
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
+class Failure(Record):
+    """A failure as data, what hints decide from (never message text)."""
+
+    kind: str
+    """The error kind's name (``"Unauthorized"``, ``"Network"`` …), as ``MirrorError.kind``."""
+    side: Literal["source", "destination"] | None
+    phase: Literal["list", "read", "stage", "publish", "prune", "rollback"] | None
+    host: str | None
+    detail: str | None
+    """A recognised case: ``"plain_http"``, ``"ssrf_guard"``, ``"dns"``, ``"sparse_index"``,
+    ``"sparse_source"`` or ``"run_timeout"``."""
+    message: str
+
 class TagFailure(Record):
     """A tag that failed, and why."""
 
@@ -40,6 +53,8 @@ class SyncReport(Record):
     outcome: Literal["success", "failed", "cancelled"]
     error: str | None
     """Why the run failed or was cancelled; ``None`` when it succeeded."""
+    failure: Failure | None
+    """The same as data; ``None`` when it succeeded."""
     note: str | None
     """A remark on a successful run, such as "no tags matched"."""
     partial: bool
@@ -71,6 +86,8 @@ class PreviewTag(Record):
     """Bytes of blobs this tag needs that the destination lacks (and no earlier tag brings)."""
     reason: str | None
     """Why the tag would fail or be skipped."""
+    failure: Failure | None
+    """Why the tag would fail, as data."""
 
 class SyncPreview(Record):
     """What a sync would do, nothing changed."""
@@ -141,6 +158,8 @@ class LogEntry(Record):
     tag: str | None
     digest: str | None
     message: str
+    failure: Failure | None
+    """For ``tag_failed``, ``sync_failed`` and ``sync_cancelled``: the failure as data."""
 
 class Event(Record):
     """What a notifier receives: the webhook's payload."""
@@ -157,6 +176,10 @@ class Event(Record):
     duration_ms: int
     error: str | None
     note: str | None
+    failure: Failure | None
+    """The run's failure as data; ``None`` for a success."""
+    tag_failures: list[TagFailure]
+    """Each failed tag with its failure as data."""
 
 class Progress(Record):
     """One progress event of a sync; which fields it has depends on ``type``: ``planned``

@@ -78,7 +78,9 @@ def parity(token: regmirror.CancelToken) -> int:
     report = mirror.sync(progress=on_progress, cancel=token)
     kinds: list[str] = [f.kind for f in report.tags_failed]
     data: dict[str, object] = report.to_dict()
-    print(kinds, data)
+    run_failure: regmirror.Failure | None = report.failure
+    side: str | None = run_failure.side if run_failure is not None else None
+    print(kinds, data, side)
     token.cancel()
     return moving
 
