@@ -450,6 +450,73 @@ async fn a_blob_shared_by_twenty_tags_is_fetched_once() {
 }
 
 #[tokio::test]
+async fn small_blobs_do_not_queue_behind_the_cap_meant_for_big_ones() {
+    let env = Env::start();
+    for i in 0..4u64 {
+        env.src()
+            .push_image(SRC, &format!("t{i}"), &Image::simple(80 + i, 3, 2000))
+            .await;
+    }
+    // Every blob read takes a while: how many start together shows the concurrency reached.
+    let delay = Duration::from_millis(600);
+    env.proxy.inject("GET", "/blobs/", Fault::Delay(delay), 100);
+    let mirror = env.builder().concurrency(2).build().unwrap();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    // 4 configs and 12 layers of 2 KB.
+    assert_eq!(report.blobs_copied, 16);
+    let starts: Vec<_> = env
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path.contains("/blobs/"))
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(starts.len(), 16);
+    let first = *starts.iter().min().unwrap();
+    let together = starts
+        .iter()
+        .filter(|at| at.duration_since(first).unwrap_or_default() < delay / 2)
+        .count();
+    // Under a cap of 2 units no third read could start before a first one ended; small blobs
+    // have the run's pool of small copies (8 at a concurrency of 2).
+    assert!(together >= 6, "{together} blob reads started together");
+}
+
+#[tokio::test]
+async fn a_new_destination_repository_is_not_asked_about_its_small_blobs() {
+    let env = Env::start();
+    let dest_proxy = Proxy::start(&env.dest_registry);
+    let shared = Blob::random(91, 3000);
+    let images = images_sharing_layers(3, std::slice::from_ref(&shared));
+    for (i, img) in images.iter().enumerate().take(2) {
+        env.src().push_image(SRC, &format!("t{i}"), img).await;
+    }
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let config = env.config(&["t*"]);
+    let first = env.sync_once(&mirror, &config).await;
+    assert!(first.is_success(), "{first:?}");
+    // Two configs and the shared layer, copied without a HEAD: the repository was new.
+    assert_eq!(first.blobs_copied, 3);
+    assert_eq!(dest_proxy.count("HEAD", "/blobs/"), 0);
+
+    // Once it has tags, blobs are asked about first: the shared layer is not read again.
+    env.src().push_image(SRC, "t2", &images[2]).await;
+    env.proxy.reset_counts();
+    dest_proxy.reset_counts();
+    let second = env.sync_once(&mirror, &config).await;
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(second.tags_synced, ["t2"]);
+    assert_eq!((second.blobs_copied, second.blobs_present), (1, 1));
+    assert_eq!(dest_proxy.count("HEAD", "/blobs/"), 2);
+    assert_eq!(env.blob_gets(&shared.digest), 0);
+}
+
+#[tokio::test]
 async fn a_corrupt_source_blob_fails_its_tag_and_no_tag_points_at_it() {
     let env = Env::start();
     let good = image(61, b"good layer");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
-use super::context::{Run, cell};
+use super::context::{Run, SMALL_BLOB, cell};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -45,7 +45,7 @@ impl Run {
                 ),
             ));
         }
-        self.unit(async {
+        self.blob_unit(config.size, async {
             let mut retries = 0;
             loop {
                 let stream = self.source.get_blob(&self.src_repo, &config.digest).await?;
@@ -94,10 +94,10 @@ impl Run {
                 let run = Arc::clone(self);
                 let blob = blob.clone();
                 // On its own task so that hashing runs in parallel with other blobs.
-                let task =
-                    tokio::spawn(
-                        async move { run.unit(run.transfer_blob(&blob, preloaded)).await },
-                    );
+                let task = tokio::spawn(async move {
+                    run.blob_unit(blob.size, run.transfer_blob(&blob, preloaded))
+                        .await
+                });
                 match task.await {
                     Ok(result) => result.map_err(Into::into),
                     Err(e) => Err(Error::new(
@@ -112,6 +112,14 @@ impl Run {
             .map_err(|e| Error::from(e).context(format!("blob {}", blob.digest)))
     }
 
+    /// Whether to ask the destination for `blob` before copying it. Not for a small blob of a
+    /// repository that had no tags (a new one, most likely): the question would cost about as
+    /// much as the copy, and nearly always be answered no. Were it there after all (left
+    /// untagged by an earlier run), copying it again only costs its bytes.
+    fn asks_first(&self, blob: &Reference) -> bool {
+        blob.size > SMALL_BLOB || !self.dest_untagged.load(Ordering::Relaxed)
+    }
+
     async fn transfer_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
         let digest = &blob.digest;
         let finished = |transfer| {
@@ -122,7 +130,9 @@ impl Run {
         };
         // A blob already there (or mountable) is not streamed, so its size is checked here:
         // the digest is right, but a descriptor whose size lies must not be published.
-        if let Some(size) = self.dest.blob_size(&self.dest_repo, digest).await? {
+        if self.asks_first(blob)
+            && let Some(size) = self.dest.blob_size(&self.dest_repo, digest).await?
+        {
             blob.check_size(size)?;
             self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
             self.known.note(digest, &self.dest_repo, size);

@@ -8,6 +8,8 @@
 //! units in flight), and is abandoned when the run is aborted (timeout, lost lease). Small reads
 //! (manifest `HEAD`s and `GET`s, blob `HEAD`s) are units of a second, larger pool
 //! ([`Run::metadata_unit`]): they carry no bulk, and each wave of them costs a round trip.
+//! Copies of small blobs ([`Run::blob_unit`]) have a pool of that size of their own: what
+//! bounds a run is bytes in flight, and a blob of a few KiB costs round trips, not bandwidth.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,6 +34,10 @@ use crate::state::{LogEntry, LogKind};
 
 /// The known-blob index forgets everything beyond this many entries (it is only a hint).
 const MAX_KNOWN_BLOBS: usize = 200_000;
+/// Blobs up to this size are copied under the run's pool of small copies (at most
+/// `metadata_concurrency` of them, so a few MiB in flight), larger ones under its units. The
+/// HTTP client draws the same line (`registry::http::SMALL_BLOB_READ`).
+pub(crate) const SMALL_BLOB: u64 = 256 << 10;
 /// The manifest-link cache forgets everything beyond this many manifests (it is only a saving).
 const MAX_KNOWN_LINKS: usize = 100_000;
 
@@ -71,6 +77,7 @@ pub(crate) struct Run {
     pub dest_repo: String,
     pool: Semaphore,
     metadata_pool: Semaphore,
+    small_blob_pool: Semaphore,
     pub known: Arc<KnownBlobs>,
     pub links: Arc<KnownLinks>,
     pub progress: Progress,
@@ -90,6 +97,9 @@ pub(crate) struct Run {
     pub tops: OnceMap<Digest, Staged>,
     /// Whether the destination has the referrers API, once asked.
     pub dest_referrers_api: OnceCell<bool>,
+    /// The destination repository had no tags when the run planned: a new repository, whose
+    /// small blobs are not asked about before they are copied (see [`Run::blob_unit`]).
+    pub dest_untagged: AtomicBool,
     entries: Mutex<Vec<LogEntry>>,
 }
 
@@ -128,6 +138,7 @@ impl Run {
             dest,
             pool: Semaphore::new(parts.concurrency.max(1)),
             metadata_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
+            small_blob_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
             known: parts.known,
             links: parts.links,
             progress: parts.progress,
@@ -142,6 +153,7 @@ impl Run {
             children: OnceMap::default(),
             tops: OnceMap::default(),
             dest_referrers_api: OnceCell::new(),
+            dest_untagged: AtomicBool::new(false),
             entries: Mutex::new(Vec::new()),
         })
     }
@@ -225,6 +237,20 @@ impl Run {
     /// the larger pool of those.
     pub async fn metadata_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         self.unit_in(&self.metadata_pool, work).await
+    }
+
+    /// Like [`Run::unit`], for copying or reading a blob of `size` bytes: a small one goes
+    /// under the pool of small copies, so it does not queue behind a cap meant for big ones.
+    pub async fn blob_unit<T>(
+        &self,
+        size: u64,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if size <= SMALL_BLOB {
+            self.unit_in(&self.small_blob_pool, work).await
+        } else {
+            self.unit(work).await
+        }
     }
 
     async fn unit_in<T>(

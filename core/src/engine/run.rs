@@ -93,6 +93,8 @@ impl Run {
         selected: Vec<String>,
         prior: TagRecord,
     ) -> Result<Plan> {
+        self.dest_untagged
+            .store(prior.is_empty(), Ordering::Relaxed);
         let planned = join_all(selected.iter().map(|tag| plan::plan_tag(self, tag, &prior))).await;
         let mut indexes = HashSet::new();
         let mut tags = Vec::with_capacity(selected.len());

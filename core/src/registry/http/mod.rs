@@ -571,7 +571,7 @@ impl SourceRegistry for HttpRegistry {
 
     async fn get_blob(&self, repo: &str, digest: &Digest) -> Result<BlobStream> {
         self.scrubbed(async {
-            let (repo, permit) = self.slot(repo).await?;
+            let (repo, permit) = self.metadata_slot(repo).await?;
             self.client
                 .get_blob(&repo, digest, &[pull_scope(&repo)], permit)
                 .await
@@ -650,7 +650,14 @@ impl DestRegistry for HttpRegistry {
         self.scrubbed(async {
             let repo = self.repo(repo)?;
             let repo = &*repo;
-            let _permit = self.client.upload_permit().await;
+            // A small blob goes under the cap of small requests: the stream it is read from
+            // never holds one of those (`get_blob` reads small ones whole and frees it first),
+            // so this cannot wait on itself.
+            let _permit = if size <= blobs::SMALL_BLOB_READ {
+                self.client.metadata_permit().await
+            } else {
+                self.client.upload_permit().await
+            };
             self.client.push_blob(repo, digest, size, data).await
         })
         .await
