@@ -666,10 +666,19 @@ async fn requests_wait_for_a_slot_under_the_per_host_cap() {
         },
     )
     .unwrap();
-    let blob = Blob::random(16, 100_000);
+    // Big enough to be streamed (small blobs are read whole, under the cap of small requests).
+    let blob = Blob::random(16, 300_000);
     push_blob(&client, "cap/app", &blob).await.unwrap();
+    let small = Blob::random(17, 10_000);
+    push_blob(&client, "cap/app", &small).await.unwrap();
     // An open download holds the only slot until it is dropped.
     let download = client.get_blob("cap/app", &blob.digest).await.unwrap();
+    // A small blob does not wait behind it.
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_blob(&client, "cap/app", &small.digest),
+    );
+    assert_eq!(read.await.unwrap().unwrap(), small.bytes);
     let waiting = tokio::spawn({
         let client = client.clone();
         let digest = blob.digest.clone();
