@@ -953,8 +953,25 @@ async fn blobs_of_many_tags_stream_at_once_within_the_pool() {
     }
     let report = s.run(&config(&["t*"])).await;
     assert!(report.is_success(), "{report:?}");
-    // One pool for the whole run: several tags' blobs at once, never more than the pool.
-    assert_eq!(s.source.counters().max_concurrent_blob_reads, 3);
+    // One pool of small copies for the whole run: several tags' blobs (20 configs and layers)
+    // at once, never more than the pool (four per unit).
+    assert_eq!(
+        s.source.counters().max_concurrent_blob_reads,
+        crate::registry::http::metadata_concurrency(3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn big_blobs_stream_at_once_within_the_units() {
+    let s = setup_with(|b| b.concurrency(3));
+    s.source.set_chunk_delay(Some(Duration::from_millis(5)));
+    let layers: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 300_000]).collect();
+    let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    s.source.seed_image(SRC, Some("t"), "amd64", &layers);
+    let report = s.run(&config(&["t"])).await;
+    assert!(report.is_success(), "{report:?}");
+    // Three big layers at once (the units), and the small config beside them.
+    assert_eq!(s.source.counters().max_concurrent_blob_reads, 3 + 1);
 }
 
 /// A destination that stores whatever it is sent (it trusts the engine to verify).
