@@ -219,6 +219,11 @@ pub struct Error {
     phase: Option<Phase>,
     host: Option<String>,
     detail: Option<Detail>,
+    /// `Some` when this is the run's abort reason (a timeout, a lost lease) rather than an error
+    /// of its own: the contexts it was put under since, outermost first. A step that failed
+    /// because the run was aborted is then told apart from one that failed on its own by this
+    /// field, not by comparing messages.
+    abort_contexts: Option<Vec<String>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -232,8 +237,21 @@ impl Error {
             phase: None,
             host: None,
             detail: None,
+            abort_contexts: None,
             source: None,
         }
+    }
+
+    /// The same error, marked as the run's abort reason (see [`Error::abort_contexts`]).
+    pub(crate) fn into_abort(mut self) -> Self {
+        self.abort_contexts = Some(Vec::new());
+        self
+    }
+
+    /// When this error is the run's abort reason: the contexts it was put under since, outermost
+    /// first (empty if none); `None` for an error of its own.
+    pub(crate) fn abort_contexts(&self) -> Option<&[String]> {
+        self.abort_contexts.as_deref()
     }
 
     /// Say which registry of the sync the error came from, unless it already says: an error
@@ -279,13 +297,19 @@ impl Error {
     /// Prefix the message with context, e.g. the tag or blob being worked on.
     #[must_use]
     pub fn context(mut self, context: impl fmt::Display) -> Self {
+        let context = context.to_string();
         self.message = format!("{context}: {}", self.message);
+        if let Some(contexts) = &mut self.abort_contexts {
+            contexts.insert(0, context);
+        }
         self
     }
 
-    /// The same error with another message (e.g. one with secrets scrubbed out).
+    /// The same error with another message (e.g. one with secrets scrubbed out). It is no longer
+    /// just the abort's reason then: the new message says more (or hides something).
     pub(crate) fn with_message(mut self, message: String) -> Self {
         self.message = message;
+        self.abort_contexts = None;
         self
     }
 

@@ -213,8 +213,8 @@ impl Run {
     /// Why the run was aborted.
     pub fn abort_error(&self) -> Error {
         match &*lock(&self.abort_reason) {
-            Some(e) => Error::from(Failure::from(e)),
-            None => Error::new(ErrorKind::Internal, "run aborted without a reason"),
+            Some(e) => Error::from(Failure::from(e)).into_abort(),
+            None => Error::new(ErrorKind::Internal, "run aborted without a reason").into_abort(),
         }
     }
 

@@ -26,9 +26,7 @@ impl Run {
     /// Run every step and say how it went. Never fails: failures are in the report.
     pub async fn execute(self: &Arc<Self>, store: Option<&Arc<dyn StateStore>>) -> SyncReport {
         let mut report = SyncReport::new(&self.config.id, &self.config.source.to_string());
-        if let Err(e) = self.steps(store, &mut report).await {
-            report.fail(&e);
-        }
+        let result = self.steps(store, &mut report).await;
         let stats = &self.stats;
         report.blobs_copied = stats.blobs_copied.load(Ordering::Relaxed);
         report.blobs_mounted = stats.blobs_mounted.load(Ordering::Relaxed);
@@ -47,14 +45,15 @@ impl Run {
             });
         }
         if self.is_aborted() {
-            // The abort is the run's failure; what failed because of it follows in the message.
-            let more = report.error.take();
-            let reason = self.abort_error();
-            report.fail(&reason);
+            // The abort is the run's failure; what failed besides follows in the message.
+            let more = match &result {
+                Err(step) => after_abort(step),
+                Ok(()) => report.error.take().map(|e| format!("; {e}")),
+            };
+            report.fail(&self.abort_error());
             if let (Some(more), Some(error), Some(failure)) =
                 (more, &mut report.error, &mut report.failure)
             {
-                let more = after_abort(&reason, &more);
                 error.push_str(&more);
                 failure.message.push_str(&more);
             }
@@ -62,6 +61,8 @@ impl Run {
             report.outcome = Outcome::Cancelled;
             report.error = Some(CANCELLED.to_owned());
             report.failure = Some(Failure::from(Error::new(ErrorKind::Cancelled, CANCELLED)));
+        } else if let Err(e) = &result {
+            report.fail(e);
         }
         report
     }
@@ -221,18 +222,13 @@ impl Run {
 }
 
 /// What a step that failed during an abort adds to the abort's message: its own error, or, when
-/// it failed because of the abort (its message is the abort's reason under the step's context,
-/// `Timeout: listing the tags of …: the sync took longer …`), only where it was, so the reason
-/// is not said twice.
-fn after_abort(reason: &Error, step: &str) -> String {
-    let context = step
-        .strip_prefix(&format!("{}: ", reason.kind()))
-        .and_then(|rest| rest.strip_suffix(reason.message()))
-        .map(|context| context.trim_end_matches(": "));
-    match context {
-        Some("") => String::new(),
-        Some(context) => format!(" (while {context})"),
-        None => format!("; {step}"),
+/// it failed because of the abort (its error is the abort's reason, under the step's contexts),
+/// only where it was, so the reason is not said twice.
+fn after_abort(step: &Error) -> Option<String> {
+    match step.abort_contexts() {
+        Some([]) => None,
+        Some(contexts) => Some(format!(" (while {})", contexts.join(": "))),
+        None => Some(format!("; {step}")),
     }
 }
 
@@ -240,21 +236,44 @@ fn after_abort(reason: &Error, step: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_step_failing_because_of_the_abort_does_not_repeat_its_reason() {
-        let reason = Error::new(
+    fn timeout() -> Error {
+        Error::new(
             ErrorKind::Timeout,
             "the sync took longer than its timeout of 500ms",
-        );
-        let listing =
-            "Timeout: listing the tags of h/app: the sync took longer than its timeout of 500ms";
+        )
+    }
+
+    #[test]
+    fn a_step_failing_because_of_the_abort_does_not_repeat_its_reason() {
+        let listing = timeout().into_abort().context("listing the tags of h/app");
         assert_eq!(
-            after_abort(&reason, listing),
-            " (while listing the tags of h/app)"
+            after_abort(&listing).as_deref(),
+            Some(" (while listing the tags of h/app)")
         );
-        let same = "Timeout: the sync took longer than its timeout of 500ms";
-        assert_eq!(after_abort(&reason, same), "");
-        let other = "Network: connection reset";
-        assert_eq!(after_abort(&reason, other), "; Network: connection reset");
+        assert_eq!(after_abort(&timeout().into_abort()), None);
+        let other = Error::new(ErrorKind::Network, "connection reset");
+        assert_eq!(
+            after_abort(&other).as_deref(),
+            Some("; Network: connection reset")
+        );
+    }
+
+    #[test]
+    fn an_error_of_its_own_is_told_apart_by_data_not_by_its_words() {
+        // A registry's own timeout that happens to read like the abort's reason is still the
+        // step's own failure, said in full.
+        let own = timeout().context("listing the tags of h/app");
+        assert_eq!(
+            after_abort(&own).as_deref(),
+            Some(
+                "; Timeout: listing the tags of h/app: the sync took longer than its timeout of 500ms"
+            )
+        );
+        // A message rewritten since (scrubbed, or said with more) is no longer just the reason.
+        let rewritten = timeout().into_abort().with_message("something else".into());
+        assert_eq!(
+            after_abort(&rewritten).as_deref(),
+            Some("; Timeout: something else")
+        );
     }
 }
