@@ -318,26 +318,8 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
     let url = state_url(args.state.as_deref(), args.config.as_deref())?;
     // Check the arguments before touching the store, so a typo never creates a database file.
     let prepared = prepare(&args.command)?;
-    // The workers of a config file with the SSRF guard on would refuse such a source at every
-    // run; say so now, as Quay does when a mirror is saved.
-    if let Some(path) = &args.config
-        && let Some(guard) = WorkerConfig::load_address_guard(path)?
-    {
-        let source = match (&args.command, &prepared) {
-            (_, Some(config)) => Some(config.source.clone()),
-            (MirrorCommand::Update(update), None) => {
-                update.source.as_deref().map(parse_source).transpose()?
-            }
-            _ => None,
-        };
-        if let Some(source) = source {
-            guard.check_registry(source.registry()).await.map_err(|e| {
-                Failure::invalid(format!("--source: {}", e.message())).hint(
-                    "the config's ssrf_guard refuses it for every worker; add the host or \
-                         its network to ssrf_allow if it is meant to be mirrored",
-                )
-            })?;
-        }
+    if let Some(path) = &args.config {
+        check_guard(path, &args.command, prepared.as_ref()).await?;
     }
     if url == StoreUrl::Memory {
         return Err(Failure::invalid(
@@ -350,46 +332,10 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
     match args.command {
         MirrorCommand::Add(add) => {
             let config = prepared.expect("add always prepares a configuration");
-            let record = mirrors
-                .create_mirror(config)
-                .await
-                .map_err(|e| match e.kind() {
-                    ErrorKind::Conflict => {
-                        Failure::failed(format!("a mirror {:?} already exists", add.id))
-                            .hint("change it with `regmirror mirror update`")
-                    }
-                    _ => Failure::from(e),
-                })?;
-            show(&record, json);
+            add_mirror(&mirrors, &add.id, config, json).await
         }
-        MirrorCommand::Update(update) => {
-            let mut config = mirrors
-                .get(&update.id)
-                .await
-                .map_err(|e| about(&update.id, e))?
-                .config;
-            if let Some(source) = &update.source {
-                config.source = parse_source(source)?;
-            }
-            if !update.tags.is_empty() {
-                config.tags = parse_tags(&update.tags)?;
-            }
-            update.settings.apply(&mut config)?;
-            let record = mirrors
-                .update_mirror(config.validated()?)
-                .await
-                .map_err(|e| about(&update.id, e))?;
-            show(&record, json);
-        }
-        MirrorCommand::List if json => print_json(&mirrors.views().await?),
-        MirrorCommand::List => {
-            let records = mirrors.list().await?;
-            if records.is_empty() {
-                crate::output::line("no mirrors yet (add one with `regmirror mirror add`)");
-            } else {
-                print_table(&mirrors_table(&records));
-            }
-        }
+        MirrorCommand::Update(update) => update_mirror(&mirrors, update, json).await,
+        MirrorCommand::List => list(&mirrors, json).await,
         MirrorCommand::Show { id } => {
             let view = mirrors.view(&id).await.map_err(|e| about(&id, e))?;
             if json {
@@ -397,6 +343,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
             } else {
                 print_view(&view);
             }
+            Ok(())
         }
         MirrorCommand::SyncNow { id } => {
             let record = mirrors.sync_now(&id).await.map_err(|e| {
@@ -408,6 +355,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 )
             })?;
             status_line(&record, "a worker runs it at its next poll", json);
+            Ok(())
         }
         MirrorCommand::Cancel { id } => {
             let record = mirrors.cancel(&id).await.map_err(|e| {
@@ -419,6 +367,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 )
             })?;
             status_line(&record, "no further runs until sync-now", json);
+            Ok(())
         }
         MirrorCommand::Enable { id } => {
             let record = mirrors
@@ -426,6 +375,7 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 .await
                 .map_err(|e| about(&id, e))?;
             status_line(&record, "enabled", json);
+            Ok(())
         }
         MirrorCommand::Disable { id } => {
             let record = mirrors
@@ -433,46 +383,132 @@ pub async fn run(args: MirrorArgs) -> CliResult<()> {
                 .await
                 .map_err(|e| about(&id, e))?;
             status_line(&record, "disabled; sync-now still runs it", json);
+            Ok(())
         }
-        MirrorCommand::Logs { id, limit, before } => {
-            // Tell "no such mirror" apart from "no entries yet".
-            mirrors.get(&id).await.map_err(|e| about(&id, e))?;
-            let limit = usize::try_from(limit).expect("a u32 fits in usize here");
-            let entries = mirrors.logs(&id, limit, before).await?;
-            if json {
-                print_json(&entries);
-            } else if entries.is_empty() {
-                match before {
-                    Some(seq) => {
-                        crate::output::line(format_args!("{id}: no log entries before {seq}"))
-                    }
-                    None => crate::output::line(format_args!("{id}: no log entries yet")),
-                }
-            } else {
-                print_table(&logs_table(&entries));
-                if entries.len() == limit
-                    && let Some(oldest) = entries.last()
-                {
-                    crate::output::line(format_args!("(older entries: --before {})", oldest.seq));
-                }
-            }
+        MirrorCommand::Logs { id, limit, before } => logs(&mirrors, &id, limit, before, json).await,
+        MirrorCommand::Delete { id } => delete(&mirrors, &id, json).await,
+    }
+}
+
+/// Refuse a source the workers of the config file would refuse at every run (their SSRF guard
+/// is on and the source's host is not allowed): say so now, as Quay does when a mirror is saved.
+async fn check_guard(
+    path: &std::path::Path,
+    command: &MirrorCommand,
+    prepared: Option<&ValidConfig>,
+) -> CliResult<()> {
+    let Some(guard) = WorkerConfig::load_address_guard(path)? else {
+        return Ok(());
+    };
+    let source = match (command, prepared) {
+        (_, Some(config)) => Some(config.source.clone()),
+        (MirrorCommand::Update(update), None) => {
+            update.source.as_deref().map(parse_source).transpose()?
         }
-        MirrorCommand::Delete { id } => {
-            mirrors.delete(&id).await.map_err(|e| {
-                refused(
-                    &id,
-                    e,
-                    "`regmirror mirror cancel ID`, then delete once `regmirror mirror show ID` no longer shows it running",
-                )
-            })?;
-            if json {
-                print_json(&serde_json::json!({ "id": id, "deleted": true }));
-            } else {
-                crate::output::line(format_args!(
-                    "{id}: deleted (the destination's images stay)"
-                ));
-            }
+        _ => None,
+    };
+    let Some(source) = source else {
+        return Ok(());
+    };
+    guard.check_registry(source.registry()).await.map_err(|e| {
+        Failure::invalid(format!("--source: {}", e.message())).hint(
+            "the config's ssrf_guard refuses it for every worker; add the host or \
+                 its network to ssrf_allow if it is meant to be mirrored",
+        )
+    })
+}
+
+async fn add_mirror(mirrors: &Mirror, id: &str, config: ValidConfig, json: bool) -> CliResult<()> {
+    let record = mirrors
+        .create_mirror(config)
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::Conflict => Failure::failed(format!("a mirror {id:?} already exists"))
+                .hint("change it with `regmirror mirror update`"),
+            _ => Failure::from(e),
+        })?;
+    show(&record, json);
+    Ok(())
+}
+
+async fn update_mirror(mirrors: &Mirror, update: UpdateArgs, json: bool) -> CliResult<()> {
+    let mut config = mirrors
+        .get(&update.id)
+        .await
+        .map_err(|e| about(&update.id, e))?
+        .config;
+    if let Some(source) = &update.source {
+        config.source = parse_source(source)?;
+    }
+    if !update.tags.is_empty() {
+        config.tags = parse_tags(&update.tags)?;
+    }
+    update.settings.apply(&mut config)?;
+    let record = mirrors
+        .update_mirror(config.validated()?)
+        .await
+        .map_err(|e| about(&update.id, e))?;
+    show(&record, json);
+    Ok(())
+}
+
+async fn list(mirrors: &Mirror, json: bool) -> CliResult<()> {
+    if json {
+        print_json(&mirrors.views().await?);
+        return Ok(());
+    }
+    let records = mirrors.list().await?;
+    if records.is_empty() {
+        crate::output::line("no mirrors yet (add one with `regmirror mirror add`)");
+    } else {
+        print_table(&mirrors_table(&records));
+    }
+    Ok(())
+}
+
+async fn logs(
+    mirrors: &Mirror,
+    id: &str,
+    limit: u32,
+    before: Option<u64>,
+    json: bool,
+) -> CliResult<()> {
+    // Tell "no such mirror" apart from "no entries yet".
+    mirrors.get(id).await.map_err(|e| about(id, e))?;
+    let limit = usize::try_from(limit).expect("a u32 fits in usize here");
+    let entries = mirrors.logs(id, limit, before).await?;
+    if json {
+        print_json(&entries);
+    } else if entries.is_empty() {
+        match before {
+            Some(seq) => crate::output::line(format_args!("{id}: no log entries before {seq}")),
+            None => crate::output::line(format_args!("{id}: no log entries yet")),
         }
+    } else {
+        print_table(&logs_table(&entries));
+        if entries.len() == limit
+            && let Some(oldest) = entries.last()
+        {
+            crate::output::line(format_args!("(older entries: --before {})", oldest.seq));
+        }
+    }
+    Ok(())
+}
+
+async fn delete(mirrors: &Mirror, id: &str, json: bool) -> CliResult<()> {
+    mirrors.delete(id).await.map_err(|e| {
+        refused(
+            id,
+            e,
+            "`regmirror mirror cancel ID`, then delete once `regmirror mirror show ID` no longer shows it running",
+        )
+    })?;
+    if json {
+        print_json(&serde_json::json!({ "id": id, "deleted": true }));
+    } else {
+        crate::output::line(format_args!(
+            "{id}: deleted (the destination's images stay)"
+        ));
     }
     Ok(())
 }
