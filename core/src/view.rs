@@ -89,11 +89,12 @@ impl MirrorView {
         }
     }
 
-    /// The summary of the newest finished run in `log` (newest first, as
-    /// [`StateStore::logs`](crate::StateStore::logs) returns it), if it holds one.
-    pub fn last_report(log: &[crate::state::LogEntry]) -> Option<String> {
+    /// The summary of a finished run from its finish entry (as
+    /// [`StateStore::last_finishes`](crate::StateStore::last_finishes) returns it); `None`
+    /// without one, or for an entry that finishes no run.
+    pub fn last_report(finish: Option<&crate::state::LogEntry>) -> Option<String> {
         use crate::state::LogKind;
-        log.iter().find_map(|e| {
+        finish.and_then(|e| {
             let outcome = match e.kind {
                 LogKind::SyncSucceeded => "succeeded",
                 LogKind::SyncFailed => "failed",
@@ -236,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_report_is_the_newest_finished_run() {
+    fn the_last_report_says_how_the_run_finished() {
         let entry = |seq, kind, message: &str| LogEntry {
             seq,
             mirror_id: "ns/app".into(),
@@ -247,16 +248,13 @@ mod tests {
             message: message.into(),
             failure: None,
         };
-        let log = [
-            entry(5, LogKind::SyncStarted, "sync started"),
-            entry(4, LogKind::SyncFailed, "0 synced: boom"),
-            entry(3, LogKind::TagFailed, "boom"),
-            entry(1, LogKind::SyncSucceeded, "1 synced"),
-        ];
+        let failed = entry(4, LogKind::SyncFailed, "0 synced: boom");
         assert_eq!(
-            MirrorView::last_report(&log).as_deref(),
+            MirrorView::last_report(Some(&failed)).as_deref(),
             Some("failed: 0 synced: boom")
         );
-        assert_eq!(MirrorView::last_report(&log[..1]), None);
+        let started = entry(5, LogKind::SyncStarted, "sync started");
+        assert_eq!(MirrorView::last_report(Some(&started)), None);
+        assert_eq!(MirrorView::last_report(None), None);
     }
 }

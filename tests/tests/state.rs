@@ -725,6 +725,68 @@ async fn the_usage_log_is_newest_first_and_paginated(store: &dyn StateStore) {
     assert_eq!(store.logs("ns/b", 100, None).await.unwrap().len(), 25);
 }
 
+async fn the_last_finish_of_each_mirror_is_one_query(store: &dyn StateStore) {
+    for id in ["ns/a", "ns/b", "ns/c"] {
+        store.create_mirror(&valid(&config(id)), T0).await.unwrap();
+    }
+    let finish = |id: &str, kind, n: u64| LogEntry {
+        kind,
+        failure: None,
+        ..entry(id, n)
+    };
+    store
+        .append_log(&[
+            finish("ns/a", LogKind::SyncFailed, 1),
+            finish("ns/a", LogKind::SyncStarted, 2),
+        ])
+        .await
+        .unwrap();
+    // ns/b's newest finish is behind more entries than a page of its log holds (a big run's
+    // tags), and behind another mirror's finishes.
+    store
+        .append_log(&[finish("ns/b", LogKind::SyncSucceeded, 10)])
+        .await
+        .unwrap();
+    let tags: Vec<LogEntry> = (0..600).map(|n| entry("ns/b", 100 + n)).collect();
+    store.append_log(&tags).await.unwrap();
+    store
+        .append_log(&[
+            finish("ns/b", LogKind::SyncCancelled, 20),
+            finish("ns/a", LogKind::SyncSucceeded, 3),
+        ])
+        .await
+        .unwrap();
+    store.append_log(&tags).await.unwrap();
+    // ns/c never finished a run.
+    store
+        .append_log(&[finish("ns/c", LogKind::SyncStarted, 4)])
+        .await
+        .unwrap();
+
+    let last = store.last_finishes(None).await.unwrap();
+    let got: Vec<(&str, LogKind, &str)> = last
+        .iter()
+        .map(|e| (e.mirror_id.as_str(), e.kind, e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ns/a", LogKind::SyncSucceeded, "entry 3"),
+            ("ns/b", LogKind::SyncCancelled, "entry 20"),
+        ]
+    );
+    let b = store.last_finishes(Some("ns/b")).await.unwrap();
+    assert_eq!(b, last[1..], "one mirror's, as stored");
+    assert!(store.last_finishes(Some("ns/c")).await.unwrap().is_empty());
+    assert!(
+        store
+            .last_finishes(Some("ns/none"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn the_usage_log_keeps_what_the_retention_says(store: &dyn StateStore) {
     store
         .create_mirror(&valid(&config("ns/a")), T0)
@@ -981,6 +1043,7 @@ macro_rules! behaviour {
                 the_tag_record_is_durable_until_cleared,
                 the_usage_log_is_newest_first_and_paginated,
                 the_usage_log_keeps_what_the_retention_says,
+                the_last_finish_of_each_mirror_is_one_query,
                 the_census_counts_live_workers_and_the_work,
                 new_mirrors_are_due_at_once_and_a_crowd_is_spread,
             );

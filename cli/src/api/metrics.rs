@@ -318,6 +318,10 @@ impl StateStore for MeteredStore {
         Ok(claim)
     }
 
+    async fn last_finishes(&self, id: Option<&str>) -> Result<Vec<LogEntry>> {
+        self.timed("last_finishes", self.0.last_finishes(id)).await
+    }
+
     async fn census(
         &self,
         worker: &str,

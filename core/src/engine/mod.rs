@@ -42,6 +42,7 @@ mod run;
 mod sides;
 mod walk;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,26 +476,32 @@ impl Mirror {
     /// its newest finished run ([`MirrorView`], what `regmirror mirror show --json` prints).
     pub async fn view(&self, id: &str) -> Result<MirrorView> {
         let record = self.get(id).await?;
-        let last_report = self.last_report(id).await?;
-        Ok(MirrorView::new(&record, last_report))
+        let last = self.store()?.last_finishes(Some(id)).await?;
+        Ok(MirrorView::new(
+            &record,
+            MirrorView::last_report(last.first()),
+        ))
     }
 
-    /// [`Mirror::view`] of every mirror, ordered by id.
+    /// [`Mirror::view`] of every mirror, ordered by id: two store queries however many.
     pub async fn views(&self) -> Result<Vec<MirrorView>> {
         let records = self.list().await?;
-        let mut views = Vec::with_capacity(records.len());
-        for record in &records {
-            let last_report = self.last_report(&record.config.id).await?;
-            views.push(MirrorView::new(record, last_report));
-        }
-        Ok(views)
-    }
-
-    async fn last_report(&self, id: &str) -> Result<Option<String>> {
-        // The finish entry is the last of a run; a page this long reaches it unless one run
-        // logged more tags than that, and then the report is simply not shown.
-        let log = self.store()?.logs(id, 500, None).await?;
-        Ok(MirrorView::last_report(&log))
+        let mut last: HashMap<String, LogEntry> = self
+            .store()?
+            .last_finishes(None)
+            .await?
+            .into_iter()
+            .map(|e| (e.mirror_id.clone(), e))
+            .collect();
+        Ok(records
+            .iter()
+            .map(|r| {
+                MirrorView::new(
+                    r,
+                    MirrorView::last_report(last.remove(&r.config.id).as_ref()),
+                )
+            })
+            .collect())
     }
 
     /// Claim mirror `id` now and sync it. The run's failures are in the report; `Err` means

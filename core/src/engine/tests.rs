@@ -1131,10 +1131,26 @@ async fn a_mirror_without_a_destination_manages_but_never_claims() {
     assert_eq!(preview.tags[0].action, PreviewAction::Copy);
     assert!(s.dest.tag_map(DEST).is_empty(), "a preview writes nothing");
     assert!(s.mirror.sync(DEST).await.unwrap().is_success());
+    // A later run's many tag entries (more than a page of the log) do not hide the report.
+    let entries: Vec<crate::state::LogEntry> = (0..600)
+        .map(|n| crate::state::LogEntry {
+            seq: 0,
+            mirror_id: DEST.into(),
+            time: time::OffsetDateTime::now_utc(),
+            kind: crate::state::LogKind::TagSynced,
+            tag: Some(format!("t{n}")),
+            digest: None,
+            message: "synced".into(),
+            failure: None,
+        })
+        .collect();
+    s.store.append_log(&entries).await.unwrap();
     let views = manage.views().await.unwrap();
     assert_eq!(views.len(), 1);
     let report = views[0].last_report.as_deref().unwrap_or_default();
     assert!(report.starts_with("succeeded: 1 synced"), "{report}");
+    let view = manage.view(DEST).await.unwrap();
+    assert_eq!(view.last_report, views[0].last_report);
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 
 use super::ops::{self, Txn};
 use super::{
-    Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
-    SyncStatus, TagRecord, redact_secrets,
+    Census, Claim, Declaration, LogEntry, LogKind, LogRetention, MirrorRecord, RunOutcome,
+    StateStore, SyncStatus, TagRecord, redact_secrets,
 };
 use crate::config::ValidConfig;
 use crate::error::Result;
@@ -291,6 +291,25 @@ impl StateStore for MemoryStateStore {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn last_finishes(&self, id: Option<&str>) -> Result<Vec<LogEntry>> {
+        self.with(|inner| {
+            let mut last: Vec<LogEntry> = inner
+                .logs
+                .iter()
+                .filter(|(mirror, _)| id.is_none_or(|id| id == mirror.as_str()))
+                .filter_map(|(_, entries)| {
+                    entries
+                        .iter()
+                        .rev()
+                        .find(|e| LogKind::FINISHES.contains(&e.kind))
+                        .cloned()
+                })
+                .collect();
+            last.sort_by(|a, b| a.mirror_id.cmp(&b.mirror_id));
+            Ok(last)
         })
     }
 

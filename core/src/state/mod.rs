@@ -198,6 +198,15 @@ pub enum LogKind {
     SyncCancelled,
 }
 
+impl LogKind {
+    /// The kinds that finish a run: its last entry.
+    pub const FINISHES: [LogKind; 3] = [
+        LogKind::SyncSucceeded,
+        LogKind::SyncFailed,
+        LogKind::SyncCancelled,
+    ];
+}
+
 /// One line of a mirror's usage log (Quay's "Usage Logs" tab).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -404,6 +413,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn append_log(&self, entries: &[LogEntry]) -> Result<()>;
     /// A mirror's usage log, newest first: at most `limit` entries with `seq < before`.
     async fn logs(&self, id: &str, limit: usize, before: Option<u64>) -> Result<Vec<LogEntry>>;
+    /// The newest entry that finished a run ([`LogKind::FINISHES`]) of each mirror's usage log,
+    /// or of mirror `id`'s only, ordered by mirror id; a mirror without one has none. One query
+    /// for any number of mirrors (a listing's last reports), however many tags a run logged.
+    async fn last_finishes(&self, id: Option<&str>) -> Result<Vec<LogEntry>>;
     /// Remove usage-log entries beyond `retention` (per mirror: all but the newest
     /// `max_entries`; everyone's older than `now - max_age`). Returns how many went.
     async fn prune_logs(&self, retention: &LogRetention, now: OffsetDateTime) -> Result<u64>;

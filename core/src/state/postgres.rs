@@ -18,8 +18,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::ops::{self, Txn, not_found};
 use super::row::{
-    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, limit, log_kind_name, micros,
-    status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, last_finishes_sql, limit,
+    log_kind_name, micros, status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -724,21 +724,16 @@ impl StateStore for PostgresStateStore {
                 )
                 .await
                 .map_err(db_error)?;
-            rows.iter()
-                .map(|r| {
-                    LogRow {
-                        seq: r.get(0),
-                        mirror_id: r.get(1),
-                        time_us: r.get(2),
-                        kind: r.get(3),
-                        tag: r.get(4),
-                        digest: r.get(5),
-                        message: r.get(6),
-                        failure: r.get(7),
-                    }
-                    .into_entry()
-                })
-                .collect()
+            rows.iter().map(|r| log_row(r).into_entry()).collect()
+        })
+        .await
+    }
+
+    async fn last_finishes(&self, id: Option<&str>) -> Result<Vec<LogEntry>> {
+        let sql = last_finishes_sql("regmirror_mirrors", "regmirror_usage_log", "$1::text");
+        self.with_client(async |client| {
+            let rows = client.query(&sql, &[&id]).await.map_err(db_error)?;
+            rows.iter().map(|r| log_row(r).into_entry()).collect()
         })
         .await
     }
@@ -769,5 +764,19 @@ impl StateStore for PostgresStateStore {
             Ok(removed)
         })
         .await
+    }
+}
+
+/// A usage-log row of `SELECT seq, mirror_id, time_us, kind, tag, digest, message, failure`.
+fn log_row(r: &Row) -> LogRow {
+    LogRow {
+        seq: r.get(0),
+        mirror_id: r.get(1),
+        time_us: r.get(2),
+        kind: r.get(3),
+        tag: r.get(4),
+        digest: r.get(5),
+        message: r.get(6),
+        failure: r.get(7),
     }
 }

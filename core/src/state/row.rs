@@ -160,6 +160,23 @@ pub(crate) fn tag_record_from_json(id: &str, json: &str) -> Result<TagRecord> {
     serde_json::from_str(json).map_err(|e| corrupt(format!("mirror {id:?}: bad tag record: {e}")))
 }
 
+/// The query of [`super::StateStore::last_finishes`] over an SQL store's `mirrors` and `log`
+/// tables, `id` its one parameter (the mirror id, or NULL for every mirror): per mirror, its log
+/// walked back on the `(mirror_id, seq)` index to the newest finish entry.
+pub(crate) fn last_finishes_sql(mirrors: &str, log: &str, id: &str) -> String {
+    let kinds: Vec<String> = LogKind::FINISHES
+        .iter()
+        .map(|k| format!("'{}'", log_kind_name(*k)))
+        .collect();
+    format!(
+        "SELECT l.seq, l.mirror_id, l.time_us, l.kind, l.tag, l.digest, l.message, l.failure \
+         FROM {mirrors} m JOIN {log} l ON l.seq = (SELECT f.seq FROM {log} f \
+         WHERE f.mirror_id = m.id AND f.kind IN ({}) ORDER BY f.seq DESC LIMIT 1) \
+         WHERE {id} IS NULL OR m.id = {id} ORDER BY m.id",
+        kinds.join(", ")
+    )
+}
+
 /// A log kind's stored name: its serde name (`tag_synced`, …), so new kinds need no code here.
 pub(crate) fn log_kind_name(kind: LogKind) -> String {
     serde_json::to_value(kind)

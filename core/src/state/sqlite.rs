@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 
 use super::ops::{self, Txn, not_found};
 use super::row::{
-    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, limit, log_kind_name, micros,
-    status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
+    LogRow, MirrorRow, STATE_COLUMNS, before_seq, failure_json, last_finishes_sql, limit,
+    log_kind_name, micros, status_name, tag_record_from_json, tag_record_json, truncate, write_sql,
 };
 use super::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, StateStore,
@@ -618,19 +618,21 @@ impl StateStore for SqliteStateStore {
                 )
                 .map_err(db_error)?;
             let rows = stmt
-                .query_map(params![id, before_seq(before), limit(max)], |r| {
-                    Ok(LogRow {
-                        seq: r.get(0)?,
-                        mirror_id: r.get(1)?,
-                        time_us: r.get(2)?,
-                        kind: r.get(3)?,
-                        tag: r.get(4)?,
-                        digest: r.get(5)?,
-                        message: r.get(6)?,
-                        failure: r.get(7)?,
-                    })
-                })
+                .query_map(params![id, before_seq(before), limit(max)], log_row)
                 .map_err(db_error)?;
+            rows.map(|row| row.map_err(db_error)?.into_entry())
+                .collect()
+        })
+        .await
+    }
+
+    async fn last_finishes(&self, id: Option<&str>) -> Result<Vec<LogEntry>> {
+        let id = id.map(str::to_owned);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&last_finishes_sql("mirrors", "usage_log", "?1"))
+                .map_err(db_error)?;
+            let rows = stmt.query_map(params![id], log_row).map_err(db_error)?;
             rows.map(|row| row.map_err(db_error)?.into_entry())
                 .collect()
         })
@@ -662,6 +664,20 @@ impl StateStore for SqliteStateStore {
         })
         .await
     }
+}
+
+/// A usage-log row of `SELECT seq, mirror_id, time_us, kind, tag, digest, message, failure`.
+fn log_row(r: &Row) -> rusqlite::Result<LogRow> {
+    Ok(LogRow {
+        seq: r.get(0)?,
+        mirror_id: r.get(1)?,
+        time_us: r.get(2)?,
+        kind: r.get(3)?,
+        tag: r.get(4)?,
+        digest: r.get(5)?,
+        message: r.get(6)?,
+        failure: r.get(7)?,
+    })
 }
 
 #[cfg(test)]
