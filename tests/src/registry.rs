@@ -38,6 +38,7 @@ pub struct RegistryBuilder {
     token: Option<TokenPolicy>,
     deletes_disabled: bool,
     client_certs: bool,
+    http2_disabled: bool,
 }
 
 /// A password chosen by a test; `Debug` keeps it out, like every secret.
@@ -62,6 +63,14 @@ impl RegistryBuilder {
     pub fn client_certs(mut self) -> Self {
         self.tls = true;
         self.client_certs = true;
+        self
+    }
+
+    /// Serve HTTPS without offering HTTP/2 (distribution's `http.http2.disabled`), as many
+    /// registries behind proxies do: clients speak HTTP/1.1, one request per connection at once.
+    pub fn http2_disabled(mut self) -> Self {
+        self.tls = true;
+        self.http2_disabled = true;
         self
     }
 
@@ -165,6 +174,9 @@ impl Registry {
             if options.client_certs {
                 write!(config, "    clientcas:\n      - {}\n", tls.ca_pem.display())
                     .expect("writing to a String cannot fail");
+            }
+            if options.http2_disabled {
+                config.push_str("  http2:\n    disabled: true\n");
             }
         }
         let mut token = None;

@@ -19,8 +19,8 @@ use regmirror::registry::BlobStream;
 use regmirror::registry::http::{HttpOptions, HttpRegistry, RetryPolicy};
 use regmirror::{Credentials, DestRegistry, Detail, Digest, ErrorKind, SourceRegistry};
 use regmirror_tests::{
-    Blob, Fault, Flavor, Image, Index, PASSWORD, Proxy, READER_PASSWORD, READER_USERNAME, Registry,
-    USERNAME,
+    Blob, Fault, Flavor, HostileRegistry, Image, Index, Mode, PASSWORD, Proxy, READER_PASSWORD,
+    READER_USERNAME, Registry, TcpProxy, USERNAME,
 };
 
 /// Options for a loopback test registry: plain HTTP allowed, no docker config from the machine,
@@ -1208,4 +1208,109 @@ async fn an_upload_whose_source_stalls_times_out_and_is_abandoned() {
         "the session is cancelled"
     );
     assert!(!client.has_blob("stall/app", &blob.digest).await.unwrap());
+}
+
+/// A TLS registry behind a counting [`TcpProxy`], seeded with one image under `tags` tags in
+/// `repo`, and a client (TLS verified) that reaches it through the proxy.
+async fn counted_tls(registry: &Registry, repo: &str, tags: usize) -> (TcpProxy, HttpRegistry) {
+    let ca = registry.ca_pem().expect("a TLS registry").to_owned();
+    let verified = HttpOptions {
+        tls_verify: true,
+        ca_certs: vec![ca],
+        ..options()
+    };
+    let direct = HttpRegistry::new(&registry.host(), verified.clone()).unwrap();
+    let image = Image::simple(17, 1, 100);
+    push_image(&direct, repo, "t0", &image).await;
+    for tag in 1..tags {
+        direct
+            .push_manifest(repo, &format!("t{tag}"), &image.manifest)
+            .await
+            .unwrap();
+    }
+    let proxy = TcpProxy::start(([127, 0, 0, 1], registry.port()).into());
+    let client = HttpRegistry::new(&proxy.addr().to_string(), verified).unwrap();
+    (proxy, client)
+}
+
+/// The tag list, then a HEAD of every tag at once (a no-op run's planning burst).
+async fn list_then_burst(client: &HttpRegistry, repo: &str) -> usize {
+    let tags = SourceRegistry::list_tags(client, repo).await.unwrap();
+    let heads = tags
+        .iter()
+        .map(|tag| SourceRegistry::head_manifest(client, repo, tag));
+    for head in futures::future::join_all(heads).await {
+        assert!(head.unwrap().is_some());
+    }
+    tags.len()
+}
+
+#[tokio::test]
+async fn a_registry_offering_http2_serves_a_burst_on_one_connection() {
+    let registry = Registry::builder().tls().start();
+    let (proxy, client) = counted_tls(&registry, "h2/app", 12).await;
+    assert_eq!(list_then_burst(&client, "h2/app").await, 12);
+    // ALPN chose h2: the burst is multiplexed on the tag list's connection.
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(proxy.tls_handshakes(), (1, 0));
+}
+
+#[tokio::test]
+async fn without_http2_a_burst_falls_back_to_http1_and_resumes_tls_sessions() {
+    let registry = Registry::builder().http2_disabled().start();
+    let (proxy, client) = counted_tls(&registry, "h1/app", 12).await;
+    assert_eq!(list_then_burst(&client, "h1/app").await, 12);
+    // HTTP/1.1: one request per connection at a time, so the burst opens more of them, and
+    // they resume the session the first one got instead of each doing a full handshake.
+    let connections = proxy.connections();
+    let (full, resumed) = proxy.tls_handshakes();
+    assert!(connections > 1, "{connections} connections");
+    assert_eq!(
+        full + resumed,
+        connections,
+        "{full} full, {resumed} resumed"
+    );
+    assert!(resumed >= 1, "{full} full, {resumed} resumed");
+}
+
+#[tokio::test]
+async fn under_tls_verification_the_first_request_learns_the_challenge_without_a_ping() {
+    let registry = HostileRegistry::builder(Mode::Honest)
+        .tls()
+        .token_auth()
+        .start();
+    let image = Image::simple(5, 1, 100);
+    registry.put_image("quiet/app", "v1", &image);
+    for tag in ["v2", "v3", "v4"] {
+        registry.put_tag("quiet/app", tag, &image.manifest.digest);
+    }
+    let client = registry.client();
+    let tags = SourceRegistry::list_tags(&client, "quiet/app")
+        .await
+        .unwrap();
+    assert_eq!(tags.len(), 4);
+    let seen = registry.requests();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    // No `GET /v2/`: the tag list's 401 carried the challenge; the token, then the list again.
+    assert!(!paths.contains(&"/v2/"), "{paths:?}");
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert!(paths[1].starts_with("/token"), "{paths:?}");
+
+    // A fresh client whose first requests are a burst: they are refused together, and one
+    // token serves them all.
+    let fresh = registry.client();
+    let before = registry.requests().len();
+    let heads = tags
+        .iter()
+        .map(|tag| SourceRegistry::head_manifest(&fresh, "quiet/app", tag));
+    for head in futures::future::join_all(heads).await {
+        assert!(head.unwrap().is_some());
+    }
+    let burst = &registry.requests()[before..];
+    let tokens = burst
+        .iter()
+        .filter(|s| s.path.starts_with("/token"))
+        .count();
+    assert_eq!(tokens, 1, "{burst:?}");
+    assert!(burst.iter().all(|s| s.path != "/v2/"), "{burst:?}");
 }

@@ -248,12 +248,14 @@ impl Client {
     }
 
     /// https first; with `tls_verify = false`, plain http when https does not work (skopeo's
-    /// `--tls-verify=false`). The ping also learns which authentication the registry wants.
+    /// `--tls-verify=false`), which a ping of both schemes decides. That ping also learns which
+    /// authentication the registry wants.
     async fn discover(&self) -> Result<Url> {
         let https = self.root_url("https")?;
         if self.options.tls_verify {
-            let challenge = self.ping(&https, true).await?;
-            self.learn(challenge.as_ref());
+            // https is the only scheme allowed, so there is nothing to probe: the first real
+            // request goes out at once, and its 401 carries the challenge a `GET /v2/` would
+            // (learnt in `send`), which saves a round trip per registry and run.
             return Ok(https);
         }
         // Both schemes are pinged at once, and https still wins whenever it works: a plain-HTTP

@@ -62,6 +62,15 @@ impl Client {
                     wanted.push(scope);
                 }
                 let _one_at_a_time = self.auth.fetching().await;
+                // The first requests of a run go out before the challenge is known and are
+                // refused together: the first of them here fetches the token, the others,
+                // which sent none, take it from the cache.
+                if !sent_authorization
+                    && wanted.len() == scopes.len()
+                    && self.auth.cached(scopes).is_some()
+                {
+                    return Ok(true);
+                }
                 let token = self
                     .fetch_token(&realm, service.as_deref(), &wanted)
                     .await?;
