@@ -16,7 +16,7 @@ use regmirror::state::{
     Census, Claim, Declaration, LogEntry, LogRetention, MirrorRecord, RunOutcome, TagRecord,
 };
 use regmirror::worker::RunProgress;
-use regmirror::{MirrorEvent, Notifier, Result, StateStore, SyncStatus, ValidConfig};
+use regmirror::{ErrorKind, MirrorEvent, Notifier, Result, StateStore, SyncStatus, ValidConfig};
 use time::OffsetDateTime;
 
 use crate::failure::{CliResult, Failure};
@@ -57,7 +57,8 @@ fn describe() {
     );
     describe_counter!(
         "regmirror_sync_failures_total",
-        "Failed sync runs by mirror and reason (tags: some tags failed; run: the run as a whole)"
+        "Failed sync runs by mirror, reason (tags: some tags failed; run: the run as a whole) \
+         and kind (the run's failure kind: Unauthorized, Network, Timeout, ...)"
     );
     describe_histogram!(
         "regmirror_sync_duration_seconds",
@@ -184,7 +185,14 @@ impl Notifier for MetricsNotifier {
             } else {
                 "tags"
             };
-            counter!("regmirror_sync_failures_total", "mirror" => mirror.clone(), "reason" => reason)
+            // The run's failure (its first failed tag's when tags failed): an ErrorKind name,
+            // a bounded set. A failed event always carries one.
+            let kind = event
+                .failure
+                .as_ref()
+                .map_or(ErrorKind::Internal, |f| f.kind)
+                .as_str();
+            counter!("regmirror_sync_failures_total", "mirror" => mirror.clone(), "reason" => reason, "kind" => kind)
                 .increment(1);
         }
         histogram!("regmirror_sync_duration_seconds", "mirror" => mirror.clone())
@@ -387,5 +395,54 @@ fn count_takeovers<'a>(claims: impl Iterator<Item = &'a Claim>) {
     let taken_over = claims.filter(|c| c.taken_over.is_some()).count() as u64;
     if taken_over > 0 {
         counter!("regmirror_lease_takeovers_total").increment(taken_over);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use regmirror::{Error, Failure};
+
+    use super::*;
+
+    fn failed(tags_failed: &[&str], kind: ErrorKind) -> MirrorEvent {
+        MirrorEvent {
+            event: EventKind::SyncFailed,
+            mirror_id: "ns/app".into(),
+            source: "quay.io/ns/app".into(),
+            patterns: vec!["*".into()],
+            tags_synced: Vec::new(),
+            tags_failed: tags_failed.iter().map(|t| t.to_string()).collect(),
+            tags_deleted: Vec::new(),
+            bytes_copied: 0,
+            referrers_copied: 0,
+            duration_ms: 1,
+            error: Some("failed".into()),
+            failure: Some(Failure::from(Error::new(kind, "failed"))),
+            tag_failures: Vec::new(),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn sync_failures_say_their_kind() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // On this thread, where the local recorder is.
+        metrics::with_local_recorder(&recorder, || {
+            let notify = |event| runtime.block_on(MetricsNotifier.notify(&event)).unwrap();
+            notify(failed(&["v1"], ErrorKind::Unauthorized));
+            notify(failed(&[], ErrorKind::Network));
+            notify(failed(&[], ErrorKind::Network));
+        });
+        let text = handle.render();
+        for line in [
+            r#"regmirror_sync_failures_total{mirror="ns/app",reason="tags",kind="Unauthorized"} 1"#,
+            r#"regmirror_sync_failures_total{mirror="ns/app",reason="run",kind="Network"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }
