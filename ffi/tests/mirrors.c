@@ -2,9 +2,11 @@
  * ffi/tests/run.sh (tests/src/bin/regmirror-test-services.rs, via the environment):
  * on a SQLite file and on PostgreSQL, add two mirrors, run an in-process worker until both
  * succeed while the notifier callback is blocked (it stalls nothing), read statuses and logs,
- * preview, sync one in this thread, "sync now" and cancel a mirror whose source takes 8 s per
+ * preview, sync one in this thread, "sync now" and cancel a mirror whose source takes 3 s per
  * blob, cancel a stored sync from another thread, update, disable, delete; `regmirror mirror
- * list --json` on the same SQLite file sees the same mirrors. Prints "N passed, N failed". */
+ * list --json` on the same SQLite file sees the same mirrors. Prints "N passed, N failed".
+ * `mirrors sqlite` or `mirrors postgres` runs the scenario on that store only (run.sh runs each
+ * store once, one per linkage); without an argument it runs on both. */
 #define _DEFAULT_SOURCE /* mkdtemp, usleep */
 #include <pthread.h>
 #include <stdio.h>
@@ -273,7 +275,7 @@ static void scenario(const char *state, const char *ns, const char *slow_first,
           "[%s]", out);
     regmirror_string_free(out);
 
-    /* A slow mirror (its source takes 8 s per blob), not due until "sync now"; then cancelled
+    /* A slow mirror (its source takes 3 s per blob), not due until "sync now"; then cancelled
      * while the worker runs it. */
     snprintf(json, sizeof json,
              "{\"id\":\"%s\",\"source\":\"%s/library/slow\",\"tags\":\"%s\","
@@ -414,7 +416,12 @@ static void test_refusals(const char *dir) {
           "an unusable store: %s: %s", regmirror_result_name(rc), regmirror_last_error_message());
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    const char *only = argc > 1 ? argv[1] : NULL;
+    if (only && strcmp(only, "sqlite") != 0 && strcmp(only, "postgres") != 0) {
+        fprintf(stderr, "usage: %s [sqlite|postgres]\n", argv[0]);
+        return 2;
+    }
     source = env("REGMIRROR_TEST_SOURCE");
     slow_source = env("REGMIRROR_TEST_SLOW_SOURCE");
     dest = env("REGMIRROR_TEST_DEST");
@@ -433,8 +440,12 @@ int main(void) {
     char sqlite_ns[32], postgres_ns[32];
     snprintf(sqlite_ns, sizeof sqlite_ns, "sqlite-%d", (int)getpid());
     snprintf(postgres_ns, sizeof postgres_ns, "postgres-%d", (int)getpid());
-    scenario(state, sqlite_ns, "v1", "v2");
-    scenario(postgres, postgres_ns, "v3", "v4");
+    if (!only || strcmp(only, "sqlite") == 0) {
+        scenario(state, sqlite_ns, "v1", "v2");
+    }
+    if (!only || strcmp(only, "postgres") == 0) {
+        scenario(postgres, postgres_ns, "v3", "v4");
+    }
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", dir);
     if (system(command) != 0) {

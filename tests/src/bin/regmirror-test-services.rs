@@ -1,6 +1,6 @@
 //! The services the bindings' tests (C, Python, Node) run against, started by the kit as the
 //! Rust tests start them: a seeded source registry, the same source behind a proxy whose blob
-//! downloads each take 8 s (a slow mirror, to cancel), an empty destination registry, and with
+//! downloads each take 3 s (a slow mirror, to cancel), an empty destination registry, and with
 //! `--postgres` a PostgreSQL cluster with a fresh database. All plain HTTP on 127.0.0.1.
 //!
 //! Prints `NAME=VALUE` lines, then `READY`, and runs until its stdin closes (the test's end):
@@ -8,7 +8,7 @@
 //! ```text
 //! REGMIRROR_TEST_SOURCE=127.0.0.1:PORT       library/app (v1.0 v1.1 v2.0-rc1 latest), library/tools (v1),
 //!                                            library/slow (v1 v2 v3 v4)
-//! REGMIRROR_TEST_SLOW_SOURCE=127.0.0.1:PORT  the same repositories; each blob GET takes 8 s
+//! REGMIRROR_TEST_SLOW_SOURCE=127.0.0.1:PORT  the same repositories; each blob GET takes 3 s
 //! REGMIRROR_TEST_DEST=127.0.0.1:PORT         empty
 //! REGMIRROR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/DB   (with --postgres)
 //! READY
@@ -47,7 +47,7 @@ async fn main() {
     slow.inject(
         "GET",
         "/blobs/",
-        Fault::Delay(Duration::from_secs(8)),
+        Fault::Delay(Duration::from_secs(3)),
         usize::MAX,
     );
     println!("REGMIRROR_TEST_SOURCE={}", source.host());
