@@ -661,6 +661,8 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
     // Worker A publishes v1, then hangs on v2.
     dest_proxy.inject("PUT", "/manifests/v2", Fault::Hang, 1);
     let lease = Duration::from_millis(600);
+    // Through the store: the test holds A's and B's claims itself, to hand the mirror over
+    // at an exact point of A's run.
     let claim_a = store
         .claim(DEST, "worker-a", OffsetDateTime::now_utc(), lease)
         .await

@@ -1016,6 +1016,7 @@ async fn restoring_after_a_dead_worker_against_a_failing_destination_fails_and_k
         .await
         .unwrap();
     // A dead worker's all_or_nothing run: the record saved, then a moved and b created.
+    // Through the store: a dead worker's pre-run record, which no front door writes.
     env.store.save_tag_record(DEST, &record).await.unwrap();
     env.dst().push_image(DEST, "a", &image(210, b"a")).await;
     env.dst().push_image(DEST, "b", &image(211, b"b")).await;

@@ -139,6 +139,18 @@ fn mirror_config(id: &str, source: &Registry, repo: &str) -> MirrorConfig {
     c
 }
 
+/// Create `config` through the front door (`Mirror::create_mirror`), as the CLI, the worker
+/// and the bindings do.
+async fn add(store: Arc<dyn StateStore>, config: MirrorConfig) {
+    Mirror::builder()
+        .state(store)
+        .build()
+        .unwrap()
+        .create_mirror(config.validated().unwrap())
+        .await
+        .unwrap();
+}
+
 /// Worker A is killed while publishing tag v3 of four (v1 and v2 already moved, v3 and v4 not):
 /// after A's lease expires worker B claims the mirror, puts the destination back from the
 /// durable pre-run record and completes the sync. The destination ends fully updated.
@@ -173,13 +185,7 @@ async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str
     );
     let mut config = mirror_config("mirror/app", &source, "src/app");
     config.rollback = RollbackMode::AllOrNothing;
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    add(store.clone(), config.clone()).await;
     proxy.inject("PUT", "/manifests/v3", Fault::Hang, 1);
 
     let lease = "3000";
@@ -291,7 +297,7 @@ async fn three_worker_processes_share_100_due_mirrors_on_postgres() {
     let url = pg.create_database();
     let store = PostgresStateStore::connect(&url).await.unwrap();
     worker_processes_share_due_mirrors(
-        &store,
+        Arc::new(store),
         &format!("postgres:{url}"),
         &["w1", "w2", "w3"],
         100,
@@ -307,7 +313,7 @@ async fn two_worker_processes_share_one_sqlite_file() {
     let path = dir.path().join("state.db");
     let store = SqliteStateStore::open(&path).await.unwrap();
     let store_arg = format!("sqlite:{}", path.display());
-    worker_processes_share_due_mirrors(&store, &store_arg, &["w1", "w2"], 40).await;
+    worker_processes_share_due_mirrors(Arc::new(store), &store_arg, &["w1", "w2"], 40).await;
     let reopened = SqliteStateStore::open(&path).await.unwrap();
     assert_eq!(reopened.list_mirrors().await.unwrap().len(), 40);
 }
@@ -315,7 +321,7 @@ async fn two_worker_processes_share_one_sqlite_file() {
 /// `count` due mirrors run by worker processes `names` sharing `store`: each synced exactly
 /// once, by exactly one worker, every worker taking a share.
 async fn worker_processes_share_due_mirrors(
-    store: &dyn StateStore,
+    store: Arc<dyn StateStore>,
     store_arg: &str,
     names: &[&str],
     count: usize,
@@ -331,13 +337,7 @@ async fn worker_processes_share_due_mirrors(
         .await;
     let ids: Vec<String> = (0..count).map(|i| format!("fleet/m{i:03}")).collect();
     for id in &ids {
-        store
-            .create_mirror(
-                &mirror_config(id, &source, "src/app").validated().unwrap(),
-                OffsetDateTime::now_utc(),
-            )
-            .await
-            .unwrap();
+        add(store.clone(), mirror_config(id, &source, "src/app")).await;
     }
 
     let args = [
@@ -462,6 +462,7 @@ async fn a_new_mirror_runs_at_the_next_poll_and_explicit_starts_are_kept() {
     // Whole microseconds, as SQLite keeps times.
     let now = OffsetDateTime::now_utc();
     let now = now.replace_microsecond(now.microsecond()).unwrap();
+    // Through the store: the test needs the mirrors created at exactly `now`.
     store
         .create_mirror(
             &new_mirror("mirror/new", &source, hour).validated().unwrap(),
@@ -574,13 +575,7 @@ async fn a_crowd_of_new_mirrors_is_spread_over_the_window_and_stays_spread() {
     let ids: Vec<String> = (0..count).map(|i| format!("crowd/m{i:03}")).collect();
     for id in &ids {
         let config = new_mirror(id, &source, interval);
-        store
-            .create_mirror(
-                &config.clone().validated().unwrap(),
-                OffsetDateTime::now_utc(),
-            )
-            .await
-            .unwrap();
+        add(Arc::new(store.clone()), config.clone()).await;
     }
     let store_arg = format!("sqlite:{}", path.display());
     let spread_ms = window.as_millis().to_string();
@@ -719,13 +714,7 @@ async fn a_finished_run_frees_its_slot_without_waiting_for_the_next_poll() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     for i in 0..3 {
         let config = mirror_config(&format!("ns/m{i}"), &source, "src/app");
-        store
-            .create_mirror(
-                &config.clone().validated().unwrap(),
-                OffsetDateTime::now_utc(),
-            )
-            .await
-            .unwrap();
+        add(store.clone(), config.clone()).await;
     }
     let mirror = engine(
         store.clone(),
@@ -785,13 +774,7 @@ async fn shutdown_releases_a_stuck_run_within_the_deadline() {
     proxy.inject("GET", "/tags/list", Fault::Hang, 1);
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/stuck", &source, "src/app");
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    add(store.clone(), config.clone()).await;
     let mirror = engine(
         store.clone(),
         &proxy.host(),
@@ -846,19 +829,13 @@ async fn with_mirroring_switched_off_a_worker_claims_nothing() {
     let dest = Registry::start();
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/app", &source, "src/app");
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
-    store.sync_now("ns/app").await.unwrap();
+    add(store.clone(), config.clone()).await;
     let settings = EngineSettings {
         mirroring_enabled: false,
         ..EngineSettings::default()
     };
     let mirror = engine(store.clone(), &source.host(), &dest.host(), settings);
+    mirror.sync_now("ns/app").await.unwrap();
     let report = mirror
         .worker(WorkerOptions {
             poll_interval: Duration::from_millis(20),
@@ -910,13 +887,7 @@ async fn a_run_that_panics_is_released_as_failed_and_the_worker_goes_on() {
     let dest = Registry::start();
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let config = mirror_config("ns/app", &source, "src/app");
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    add(store.clone(), config.clone()).await;
     let mirror = Mirror::builder()
         .state(store.clone())
         .connector(Arc::new(PanickingConnector))
@@ -967,13 +938,7 @@ async fn a_worker_applies_the_usage_log_retention() {
     let store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
     let mut config = MirrorConfig::new("ns/app", "example.com/src/app".parse().unwrap(), &["v*"]);
     config.enabled = false;
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    add(store.clone(), config.clone()).await;
     let entries: Vec<LogEntry> = (0..30)
         .map(|n| LogEntry {
             seq: 0,
@@ -986,6 +951,7 @@ async fn a_worker_applies_the_usage_log_retention() {
             failure: None,
         })
         .collect();
+    // Through the store: thirty entries to prune, without thirty runs.
     store.append_log(&entries).await.unwrap();
     let mirror = engine(
         store.clone(),
@@ -1078,13 +1044,7 @@ async fn fencing_round(
     }
     // A run fenced because the machine is too busy to renew in time is retried at once.
     config.retry_backoff = Duration::ZERO;
-    store
-        .create_mirror(
-            &config.clone().validated().unwrap(),
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    add(Arc::new(store.clone()), config.clone()).await;
 
     let a_dest = Proxy::start(dest);
     a_dest.inject(
@@ -1301,13 +1261,7 @@ async fn due_mirrors_are_spread_fairly_across_three_worker_processes() {
         let mut config = mirror_config(&format!("fleet/m{i:02}"), &source, "src/app");
         config.sync_start_date = Some(start);
         config.sync_interval = Duration::from_secs(4);
-        store
-            .create_mirror(
-                &config.clone().validated().unwrap(),
-                OffsetDateTime::now_utc(),
-            )
-            .await
-            .unwrap();
+        add(Arc::new(store.clone()), config.clone()).await;
     }
     let args = ["--poll-ms", "1500", "--lease-ms", "10000"];
     let workers: Vec<_> = ["w1", "w2", "w3"]
