@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
-use regmirror::state::{LogEntry, LogKind, MirrorRecord};
+use regmirror::state::{LogEntry, LogKind, MirrorRecord, MirrorState};
 use regmirror::view::NextRun;
 use regmirror::{MirrorView, RollbackMode, SyncStatus};
 use serde::Serialize;
@@ -78,31 +78,7 @@ pub fn print_view(view: &MirrorView) {
     if let Some(robot) = &view.robot {
         rows.push(("robot", robot.clone()));
     }
-    if let Some(owner) = &s.lease_owner {
-        let expired = s
-            .lease_expires
-            .is_some_and(|e| e <= OffsetDateTime::now_utc());
-        rows.push(if expired {
-            (
-                "lost run",
-                format!(
-                    "{owner} stopped without finishing (lease expired {}){}",
-                    time_or_never(s.lease_expires),
-                    // A cancelled one stays so until sync-now.
-                    if s.status == SyncStatus::Syncing {
-                        "; the next worker poll takes it over"
-                    } else {
-                        ""
-                    }
-                ),
-            )
-        } else {
-            (
-                "running on",
-                format!("{owner} (lease until {})", time_or_never(s.lease_expires)),
-            )
-        });
-    }
+    rows.extend(lease_row(s));
     if let Some(error) = &s.last_error {
         rows.push(("last error", error.clone()));
     }
@@ -116,6 +92,34 @@ pub fn print_view(view: &MirrorView) {
             escaped(&value)
         ));
     }
+}
+
+/// Who holds the mirror's lease, or held it and stopped without finishing; `None` if nobody.
+fn lease_row(s: &MirrorState) -> Option<(&'static str, String)> {
+    let owner = s.lease_owner.as_ref()?;
+    let expired = s
+        .lease_expires
+        .is_some_and(|e| e <= OffsetDateTime::now_utc());
+    Some(if expired {
+        (
+            "lost run",
+            format!(
+                "{owner} stopped without finishing (lease expired {}){}",
+                time_or_never(s.lease_expires),
+                // A cancelled one stays so until sync-now.
+                if s.status == SyncStatus::Syncing {
+                    "; the next worker poll takes it over"
+                } else {
+                    ""
+                }
+            ),
+        )
+    } else {
+        (
+            "running on",
+            format!("{owner} (lease until {})", time_or_never(s.lease_expires)),
+        )
+    })
 }
 
 /// The table of `mirror list`.

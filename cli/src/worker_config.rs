@@ -238,19 +238,7 @@ impl WorkerConfig {
         };
         // Checked here too: with no mirror relying on it, nothing else would.
         check_whole_seconds(defaults.retry_backoff, "retry_backoff")?;
-        // 0 keeps everything, as leaving the key out of a file could not say.
-        let log_retention = LogRetention {
-            max_entries: match raw.usage_log_max_entries {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None => LogRetention::default().max_entries,
-            },
-            max_age: match raw.usage_log_max_age {
-                Some(age) if age.is_zero() => None,
-                Some(age) => Some(age),
-                None => LogRetention::default().max_age,
-            },
-        };
+        let log_retention = log_retention(raw.usage_log_max_entries, raw.usage_log_max_age);
         let address_guard = AddressGuard::switch(raw.ssrf_guard.unwrap_or(false), &raw.ssrf_allow)
             .map_err(|e| Failure::from(e).context("ssrf_allow"))?;
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
@@ -310,6 +298,23 @@ impl WorkerConfig {
             api,
             log_format: raw.log_format.unwrap_or_default(),
         })
+    }
+}
+
+/// The usage log's retention from `usage_log_max_entries` and `usage_log_max_age`: 0 keeps
+/// everything, as leaving the key out of a file could not say.
+fn log_retention(max_entries: Option<usize>, max_age: Option<Duration>) -> LogRetention {
+    LogRetention {
+        max_entries: match max_entries {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => LogRetention::default().max_entries,
+        },
+        max_age: match max_age {
+            Some(age) if age.is_zero() => None,
+            Some(age) => Some(age),
+            None => LogRetention::default().max_age,
+        },
     }
 }
 
