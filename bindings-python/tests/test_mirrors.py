@@ -159,7 +159,9 @@ def test_update_enable_disable_and_sync_now(source: Registry, dest: Registry, tm
 def test_sync_now_and_cancel_a_slow_mirror(dest: Registry, tmp_path: Path) -> None:
     stalled = StalledRegistry()
     try:
-        mirrors = Mirrors(f"sqlite:{tmp_path / 's.db'}", destination=dest.host, dest_tls_verify=False)
+        # The run, stuck on the silent source, sees the cancel at its next lease renewal (every
+        # third of the lease): 3 s here rather than the default lease's 20 s.
+        mirrors = Mirrors(f"sqlite:{tmp_path / 's.db'}", destination=dest.host, dest_tls_verify=False, lease=9)
         mirrors.add("mirror/slow", source=f"{stalled.address}/app", tags="v*", tls_verify=False, timeout="10m")
         assert mirrors.sync_now("mirror/slow").status == "SYNC_NOW"
         stop = threading.Event()
