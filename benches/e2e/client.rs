@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use futures::{StreamExt, TryStreamExt};
 use reqwest::{Body, Client, StatusCode, header};
+
+use crate::tls::Certs;
 
 /// Every manifest type the datasets use, for `Accept`.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -16,7 +19,7 @@ application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// One registry, reached over plain HTTP on loopback.
+/// One registry on loopback, over plain HTTP or over TLS trusting the harness's CA.
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     http: Client,
@@ -24,15 +27,23 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    /// `host` is `127.0.0.1:PORT`.
-    pub fn new(host: &str) -> Result<Self> {
-        let http = Client::builder()
-            .pool_max_idle_per_host(8)
+    /// `host` is `127.0.0.1:PORT`; `tls` the certificates it serves, if it speaks TLS.
+    pub fn new(host: &str, tls: Option<&Certs>) -> Result<Self> {
+        let mut builder = Client::builder().pool_max_idle_per_host(32);
+        let scheme = match tls {
+            Some(certs) => {
+                builder = builder
+                    .tls_certs_only([reqwest::Certificate::from_pem(certs.ca_pem.as_bytes())?]);
+                "https"
+            }
+            None => "http",
+        };
+        let http = builder
             .build()
             .context("building the harness's HTTP client")?;
         Ok(RegistryClient {
             http,
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
         })
     }
 
@@ -154,7 +165,7 @@ impl RegistryClient {
             tags: Option<Vec<String>>,
         }
         // Every dataset has fewer tags than one page of this size.
-        let url = format!("{}/v2/{repo}/tags/list?n=10000", self.base);
+        let url = format!("{}/v2/{repo}/tags/list?n=100000", self.base);
         let resp = self.http.get(&url).send().await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(BTreeMap::new());
@@ -163,15 +174,17 @@ impl RegistryClient {
             bail!("listing tags of {repo}: {}", resp.status());
         }
         let list: TagList = resp.json().await?;
-        let mut digests = BTreeMap::new();
-        for tag in list.tags.unwrap_or_default() {
-            let digest = self
-                .manifest_digest(repo, &tag)
-                .await?
-                .with_context(|| format!("{repo}:{tag} is listed but has no manifest"))?;
-            digests.insert(tag, digest);
-        }
-        Ok(digests)
+        futures::stream::iter(list.tags.unwrap_or_default())
+            .map(|tag| async move {
+                let digest = self
+                    .manifest_digest(repo, &tag)
+                    .await?
+                    .with_context(|| format!("{repo}:{tag} is listed but has no manifest"))?;
+                anyhow::Ok((tag, digest))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
     }
 
     /// Starts a GET of a blob and returns the response, for the link probes.

@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use futures::{StreamExt, TryStreamExt};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -32,8 +34,17 @@ const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub enum Kind {
     /// 20 tags, 4 layers of 4 MiB (2 shared by all tags), every 4th tag a 2-platform index.
     Standard,
-    /// 300 tags, each a 64 KiB layer shared by all plus its own 64 KiB layer.
+    /// 300 tags, each a 64 KiB layer shared by all plus two 64 KiB layers of its own.
     ManySmall,
+    /// 10 000 tags of small images: its own config, a 64 KiB layer shared by all and a 16 KiB
+    /// layer shared by its group of 100 tags.
+    Scale,
+    /// The same shape with 1 000 tags.
+    #[value(name = "scale-1k")]
+    Scale1k,
+    /// The same shape with 3 000 tags.
+    #[value(name = "scale-3k")]
+    Scale3k,
     /// One image with one 1 GiB layer (the memory measurement).
     Big,
 }
@@ -43,8 +54,27 @@ impl Kind {
         match self {
             Kind::Standard => "bench/standard",
             Kind::ManySmall => "bench/many-small",
+            Kind::Scale => "bench/scale",
+            Kind::Scale1k => "bench/scale-1k",
+            Kind::Scale3k => "bench/scale-3k",
             Kind::Big => "bench/big",
         }
+    }
+
+    /// How many tags a scale dataset has.
+    fn scale_tags(self) -> Option<usize> {
+        match self {
+            Kind::Scale => Some(10_000),
+            Kind::Scale1k => Some(1_000),
+            Kind::Scale3k => Some(3_000),
+            _ => None,
+        }
+    }
+
+    /// The scale datasets: skopeo handles one tag after another and pings the source for each
+    /// (about 0.3 s a tag over the slow link), so it would take about an hour per run there.
+    pub fn is_scale(self) -> bool {
+        self.scale_tags().is_some()
     }
 
     /// The destination repository's last path component (skopeo keeps only that).
@@ -97,12 +127,24 @@ impl Dataset {
             "seeding {} (generated once, reused afterwards)",
             kind.repo()
         );
-        let mut seeder = Seeder::new(source, kind.repo());
+        let started = std::time::Instant::now();
+        let seeder = Seeder::new(source, kind.repo());
         let dataset = match kind {
             Kind::Standard => seeder.standard().await?,
             Kind::ManySmall => seeder.many_small().await?,
             Kind::Big => seeder.big(cache_dir).await?,
+            _ => {
+                let tags = kind
+                    .scale_tags()
+                    .expect("the other kinds are matched above");
+                seeder.scale(tags).await?
+            }
         };
+        eprintln!(
+            "seeded {} in {:.1} s",
+            kind.repo(),
+            started.elapsed().as_secs_f64()
+        );
         if let Some(new_tag) = &dataset.new_tag {
             source
                 .delete_manifest(&dataset.repo, &new_tag.digest)
@@ -184,8 +226,11 @@ struct Blob {
 struct Seeder<'a> {
     source: &'a RegistryClient,
     repo: &'static str,
-    sizes: BTreeMap<String, u64>,
+    sizes: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Images pushed at once when seeding the many-tag datasets.
+const SEED_CONCURRENCY: usize = 16;
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -235,19 +280,26 @@ impl<'a> Seeder<'a> {
         Seeder {
             source,
             repo,
-            sizes: BTreeMap::new(),
+            sizes: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn bytes(&self) -> u64 {
-        self.sizes.values().sum()
+        self.sizes.lock().expect("never poisoned").values().sum()
     }
 
-    async fn push_blob(&mut self, bytes: Vec<u8>, diff_id: String) -> Result<Blob> {
+    fn count(&self, digest: &str, size: u64) {
+        self.sizes
+            .lock()
+            .expect("never poisoned")
+            .insert(digest.to_owned(), size);
+    }
+
+    async fn push_blob(&self, bytes: Vec<u8>, diff_id: String) -> Result<Blob> {
         let digest = sha256(&bytes);
         let size = bytes.len() as u64;
         self.source.push_blob(self.repo, &digest, bytes).await?;
-        self.sizes.insert(digest.clone(), size);
+        self.count(&digest, size);
         Ok(Blob {
             digest,
             size,
@@ -255,7 +307,7 @@ impl<'a> Seeder<'a> {
         })
     }
 
-    async fn layer(&mut self, label: &str, size: usize) -> Result<Blob> {
+    async fn layer(&self, label: &str, size: usize) -> Result<Blob> {
         let (bytes, diff_id) = random_layer(&format!("{}/{label}", self.repo), size);
         self.push_blob(bytes, diff_id).await
     }
@@ -264,7 +316,7 @@ impl<'a> Seeder<'a> {
     /// the manifest's descriptor and bytes. `tag` is where it goes: a tag, or `None` for an
     /// index child (pushed by digest).
     async fn image(
-        &mut self,
+        &self,
         tag: Option<&str>,
         arch: &str,
         layers: &[Blob],
@@ -294,7 +346,7 @@ impl<'a> Seeder<'a> {
                 manifest.clone(),
             )
             .await?;
-        self.sizes.insert(digest.clone(), size);
+        self.count(&digest, size);
         let descriptor = Blob {
             digest,
             size,
@@ -317,12 +369,7 @@ impl<'a> Seeder<'a> {
 
     /// One tag of the standard dataset: `shared` plus two layers of its own per platform.
     /// Returns the tag's manifest digest.
-    async fn standard_tag(
-        &mut self,
-        tag: &str,
-        multi_arch: bool,
-        shared: &[Blob],
-    ) -> Result<String> {
+    async fn standard_tag(&self, tag: &str, multi_arch: bool, shared: &[Blob]) -> Result<String> {
         let arches: &[&str] = if multi_arch {
             &["amd64", "arm64"]
         } else {
@@ -344,14 +391,14 @@ impl<'a> Seeder<'a> {
         }
         let index = Self::index(&children)?;
         let digest = sha256(&index);
-        self.sizes.insert(digest.clone(), index.len() as u64);
+        self.count(&digest, index.len() as u64);
         self.source
             .push_manifest(self.repo, tag, OCI_INDEX, index)
             .await?;
         Ok(digest)
     }
 
-    async fn standard(&mut self) -> Result<Dataset> {
+    async fn standard(&self) -> Result<Dataset> {
         let shared = vec![
             self.layer("shared/0", 4 * MIB).await?,
             self.layer("shared/1", 4 * MIB).await?,
@@ -378,20 +425,65 @@ impl<'a> Seeder<'a> {
         })
     }
 
-    async fn many_small(&mut self) -> Result<Dataset> {
+    /// 300 tags of a shared 64 KiB layer and two of their own: 901 blobs with the configs.
+    async fn many_small(&self) -> Result<Dataset> {
         let shared = self.layer("shared/0", 64 * 1024).await?;
-        let mut tags = BTreeMap::new();
-        for i in 0..300 {
-            let tag = format!("s{i:03}");
-            let own = self.layer(&tag, 64 * 1024).await?;
-            let (manifest, _) = self
-                .image(Some(&tag), "amd64", &[shared.clone(), own])
-                .await?;
-            tags.insert(tag, manifest.digest);
-        }
+        let tags = futures::stream::iter(0..300)
+            .map(|i| {
+                let shared = shared.clone();
+                async move {
+                    let tag = format!("s{i:03}");
+                    let mut layers = vec![shared];
+                    for own in 0..2 {
+                        layers.push(self.layer(&format!("{tag}/{own}"), 64 * 1024).await?);
+                    }
+                    let (manifest, _) = self.image(Some(&tag), "amd64", &layers).await?;
+                    anyhow::Ok((tag, manifest.digest))
+                }
+            })
+            .buffer_unordered(SEED_CONCURRENCY)
+            .try_collect::<BTreeMap<_, _>>()
+            .await?;
         let cold_bytes = self.bytes();
-        let own = self.layer("s300", 64 * 1024).await?;
-        let new_tag = self.new_tag("s300", "amd64", &[shared, own]).await?;
+        let mut layers = vec![shared];
+        for own in 0..2 {
+            layers.push(self.layer(&format!("s300/{own}"), 64 * 1024).await?);
+        }
+        let new_tag = self.new_tag("s300", "amd64", &layers).await?;
+        Ok(Dataset {
+            repo: self.repo.to_owned(),
+            tags,
+            new_tag: Some(new_tag),
+            cold_bytes,
+            incremental_bytes: self.bytes() - cold_bytes,
+        })
+    }
+
+    /// `count` small images: each its own config, a 64 KiB layer shared by all and a 16 KiB
+    /// layer shared by its group of 100 tags.
+    async fn scale(&self, count: usize) -> Result<Dataset> {
+        let shared = self.layer("shared", 64 * 1024).await?;
+        let groups = futures::stream::iter(0..count.div_ceil(100))
+            .map(|g| async move { self.layer(&format!("group/{g}"), 16 * 1024).await })
+            .buffered(SEED_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let tags = futures::stream::iter(0..count)
+            .map(|i| {
+                let layers = [shared.clone(), groups[i / 100].clone()];
+                async move {
+                    let tag = format!("t{i:05}");
+                    let (manifest, _) = self.image(Some(&tag), "amd64", &layers).await?;
+                    anyhow::Ok((tag, manifest.digest))
+                }
+            })
+            .buffer_unordered(SEED_CONCURRENCY)
+            .try_collect::<BTreeMap<_, _>>()
+            .await?;
+        let cold_bytes = self.bytes();
+        let new_tag = self
+            .new_tag("new", "amd64", &[shared, groups[0].clone()])
+            .await?;
         Ok(Dataset {
             repo: self.repo.to_owned(),
             tags,
@@ -402,7 +494,7 @@ impl<'a> Seeder<'a> {
     }
 
     /// Pushes an image under `tag` and keeps its manifest so the tag can be put back later.
-    async fn new_tag(&mut self, tag: &str, arch: &str, layers: &[Blob]) -> Result<NewTag> {
+    async fn new_tag(&self, tag: &str, arch: &str, layers: &[Blob]) -> Result<NewTag> {
         let (manifest, bytes) = self.image(Some(tag), arch, layers).await?;
         Ok(NewTag {
             tag: tag.to_owned(),
@@ -413,7 +505,7 @@ impl<'a> Seeder<'a> {
     }
 
     /// One 1 GiB layer, generated to a file while hashing so it never sits in memory.
-    async fn big(&mut self, cache_dir: &Path) -> Result<Dataset> {
+    async fn big(&self, cache_dir: &Path) -> Result<Dataset> {
         let path = cache_dir.join("big-layer.tar.gz");
         let (digest, size, diff_id) = {
             let file = std::fs::File::create(&path)
@@ -444,7 +536,7 @@ impl<'a> Seeder<'a> {
             .push_blob_file(self.repo, &digest, &path)
             .await?;
         std::fs::remove_file(&path)?;
-        self.sizes.insert(digest.clone(), size);
+        self.count(&digest, size);
         let layer = Blob {
             digest,
             size,

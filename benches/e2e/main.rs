@@ -1,12 +1,16 @@
 //! The end-to-end comparison: `regmirror sync` against `skopeo sync --all`, in the same run, on
-//! real registries on loopback, directly and through a shaped slow link.
+//! real registries on loopback (plain HTTP, or TLS with HTTP/2 off or on), directly and through
+//! a shaped slow link.
 //!
-//! For each dataset and link, every repetition starts two empty destination registries (one per
-//! tool) and runs, alternating which tool goes first: cold (empty destination), no-op (nothing
-//! changed), and incremental (one new tag on the source). After cold and incremental, both
-//! destinations must serve exactly the source's tag → digest map. Then the peak memory of
-//! mirroring one 1 GiB layer. Results: a Markdown table (medians, ratios, the link's floor) on
-//! stdout and in `--work-dir`, and every sample as JSON next to it.
+//! For each transport, dataset and link, every repetition starts two empty destination
+//! registries (one per tool) and runs, alternating which tool goes first: cold (empty
+//! destination), no-op (nothing changed), and incremental (one new tag on the source). After
+//! cold and incremental, both destinations must serve exactly the source's tag → digest map.
+//! Every registry sits behind a proxy of the harness (the slow link, or a pass-through one on
+//! loopback) that counts connections and TLS handshakes; the registries' own logs give the
+//! requests by kind, how long they were busy and how many requests were in flight. Then the
+//! peak memory of mirroring one 1 GiB layer. Results: Markdown tables (medians, ratios, the
+//! link's floor, where the time goes) on stdout and in `--work-dir`, every sample as JSON.
 //!
 //! Run: `benches/e2e.sh` (builds both in release, then runs this with its arguments).
 
@@ -15,6 +19,7 @@ mod dataset;
 mod proxy;
 mod registry;
 mod report;
+mod tls;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +33,8 @@ use crate::client::RegistryClient;
 use crate::dataset::{Dataset, Kind, ProbeBlob};
 use crate::proxy::{LinkShape, ShapingProxy};
 use crate::registry::Registry;
-use crate::report::{LinkProbe, Report, RssSample, Sample};
+use crate::report::{LinkProbe, Report, RssSample, Sample, Side};
+use crate::tls::{Certs, TlsMode};
 use crate::tools::{Tool, Tools};
 
 #[derive(Parser, Debug)]
@@ -40,9 +46,16 @@ struct Args {
     /// Links to run (comma-separated).
     #[arg(long, value_delimiter = ',', default_values = ["loopback", "slow"])]
     link: Vec<LinkKind>,
+    /// The registries' transport (comma-separated): `off` (plain HTTP), `h1` (TLS, HTTP/2
+    /// disabled on the registries), `h2` (TLS, HTTP/2 offered).
+    #[arg(long, value_delimiter = ',', default_values = ["h1"])]
+    tls: Vec<TlsMode>,
     /// Tools to run (comma-separated); both unless you are looking at one of them alone.
     #[arg(long, value_delimiter = ',', default_values = ["regmirror", "skopeo"])]
     tool: Vec<Tool>,
+    /// Run skopeo on the scale datasets too (about an hour per run over the slow link).
+    #[arg(long)]
+    skopeo_scale: bool,
     /// Repetitions of each scenario per tool.
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -145,49 +158,55 @@ async fn run(args: Args) -> Result<()> {
         logs,
     };
 
-    let source = Registry::start(&work_dir.join("source")).await?;
-    let source_client = source.client()?;
+    let certs = Certs::generate(&scratch.join("certs"))?;
     let mut report = Report::new(LinkShape::SLOW, versions);
-    let mut bench = Bench {
-        tools: &tools,
-        source: &source,
-        source_client: &source_client,
-        scratch: &scratch,
-        report: &mut report,
-        tools_to_run: args.tool.clone(),
-        runs: 0,
-    };
-
-    for &kind in &args.dataset {
-        if kind == Kind::Big {
-            bail!("`big` is the memory measurement's dataset; it runs with --rss");
-        }
-        let dataset = Dataset::ensure(kind, &source_client, &work_dir.join("source")).await?;
-        bench.report.datasets.insert(kind, dataset.clone());
-        for &link in &args.link {
-            let proxy = match link {
-                LinkKind::Loopback => None,
-                LinkKind::Slow => {
-                    let proxy = ShapingProxy::start(source.addr(), LinkShape::SLOW).await?;
-                    if bench.report.probe.is_none() {
-                        bench.report.probe = Some(probe_link(&source_client, &proxy).await?);
-                    }
-                    Some(proxy)
+    let mut rss_done = !args.rss;
+    for &tls in &args.tls {
+        // The seeded storage is the same for every transport; only the way in changes.
+        let source = Registry::start(&work_dir.join("source"), tls, Some(&certs)).await?;
+        let source_client = source.client()?;
+        let mut bench = Bench {
+            tools: &tools,
+            tls,
+            certs: &certs,
+            source: &source,
+            source_client: &source_client,
+            scratch: &scratch,
+            report: &mut report,
+            tools_to_run: args.tool.clone(),
+            skopeo_scale: args.skopeo_scale,
+            runs: 0,
+        };
+        for &kind in &args.dataset {
+            if kind == Kind::Big {
+                bail!("`big` is the memory measurement's dataset; it runs with --rss");
+            }
+            let dataset = Dataset::ensure(kind, &source_client, &work_dir.join("source")).await?;
+            bench.report.datasets.insert(kind, dataset.clone());
+            for &link in &args.link {
+                let shape = match link {
+                    LinkKind::Loopback => LinkShape::DIRECT,
+                    LinkKind::Slow => LinkShape::SLOW,
+                };
+                let proxy = ShapingProxy::start(source.addr(), shape).await?;
+                if link == LinkKind::Slow && bench.report.probe.is_none() {
+                    bench.report.probe =
+                        Some(probe_link(&source_client, &proxy, &certs, tls).await?);
                 }
-            };
-            for rep in 0..args.reps {
-                bench
-                    .repetition(kind, &dataset, link, proxy.as_ref(), rep)
-                    .await?;
+                for rep in 0..args.reps {
+                    bench.repetition(kind, &dataset, link, &proxy, rep).await?;
+                }
             }
         }
+        if !rss_done {
+            let dataset =
+                Dataset::ensure(Kind::Big, &source_client, &work_dir.join("source")).await?;
+            bench.report.datasets.insert(Kind::Big, dataset.clone());
+            bench.rss(&dataset).await?;
+            rss_done = true;
+        }
+        source.stop().await;
     }
-    if args.rss {
-        let dataset = Dataset::ensure(Kind::Big, &source_client, &work_dir.join("source")).await?;
-        bench.report.datasets.insert(Kind::Big, dataset.clone());
-        bench.rss(&dataset).await?;
-    }
-    source.stop().await;
     report.load_at_end = report::load_average();
 
     let markdown = report.markdown();
@@ -220,22 +239,26 @@ async fn version_of(program: &Path, install: &str) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
-/// Shared state of one harness run.
+/// Shared state of one harness run, for one transport.
 struct Bench<'a> {
     tools: &'a Tools,
+    tls: TlsMode,
+    certs: &'a Certs,
     source: &'a Registry,
     source_client: &'a RegistryClient,
     scratch: &'a PathBuf,
     report: &'a mut Report,
     tools_to_run: Vec<Tool>,
+    skopeo_scale: bool,
     /// Numbers the log files.
     runs: usize,
 }
 
-/// A destination registry and the tool that writes to it.
+/// A destination registry, the counting proxy in front of it, and the tool that writes to it.
 struct Destination {
     tool: Tool,
     registry: Registry,
+    proxy: ShapingProxy,
 }
 
 impl Bench<'_> {
@@ -245,7 +268,7 @@ impl Bench<'_> {
         kind: Kind,
         dataset: &Dataset,
         link: LinkKind,
-        proxy: Option<&ShapingProxy>,
+        proxy: &ShapingProxy,
         rep: usize,
     ) -> Result<()> {
         // Alternate who goes first, so neither always runs on a warmer machine.
@@ -254,19 +277,22 @@ impl Bench<'_> {
             order.reverse();
         }
         order.retain(|t| self.tools_to_run.contains(t));
+        if kind.is_scale() && !self.skopeo_scale {
+            order.retain(|t| *t != Tool::Skopeo);
+        }
         let mut destinations = Vec::new();
         for tool in order {
             let dir = self.scratch.join(format!("dest-{}", tool.name()));
             let _ = std::fs::remove_dir_all(&dir);
+            let registry = Registry::start(&dir, self.tls, Some(self.certs)).await?;
+            let proxy = ShapingProxy::start(registry.addr(), LinkShape::DIRECT).await?;
             destinations.push(Destination {
                 tool,
-                registry: Registry::start(&dir).await?,
+                registry,
+                proxy,
             });
         }
-        let source_host = match proxy {
-            Some(proxy) => proxy.addr().to_string(),
-            None => self.source.host(),
-        };
+        let source_host = proxy.addr().to_string();
         for scenario in [Scenario::Cold, Scenario::Noop, Scenario::Incremental] {
             if scenario == Scenario::Incremental {
                 dataset.add_new_tag(self.source_client).await?;
@@ -308,35 +334,45 @@ impl Bench<'_> {
         rep: usize,
         destination: &Destination,
         source_host: &str,
-        proxy: Option<&ShapingProxy>,
+        proxy: &ShapingProxy,
     ) -> Result<Sample> {
         self.runs += 1;
         let log_name = format!(
-            "{:03}-{}-{}-{}-{}",
+            "{:03}-{}-{}-{}-{}-{}",
             self.runs,
+            self.tls.name(),
             kind.short_name(),
             link_name(link),
             scenario.name(),
             destination.tool.name()
         );
-        let traffic_before = proxy.map(|p| p.traffic()).unwrap_or_default();
+        let source_before = proxy.traffic();
+        let dest_before = destination.proxy.traffic();
         let source_log = self.source.log_position();
         let dest_log = destination.registry.log_position();
+        let ca_dir = self.tls.is_tls().then_some(self.certs.ca_dir.as_path());
         let run = self
             .tools
             .sync(
                 destination.tool,
                 source_host,
                 &dataset.repo,
-                &destination.registry.host(),
+                &destination.proxy.addr().to_string(),
+                ca_dir,
                 &log_name,
             )
             .await?;
         // The registries log a request just after answering it.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let traffic = proxy.map(|p| p.traffic()).unwrap_or_default() - traffic_before;
+        let source = Side::new(
+            proxy.traffic() - source_before,
+            self.source.requests_since(source_log)?,
+        );
         // Counted before the check below, whose own tag list and HEADs are not the tool's.
-        let dest_requests = destination.registry.requests_since(dest_log)?;
+        let dest = Side::new(
+            destination.proxy.traffic() - dest_before,
+            destination.registry.requests_since(dest_log)?,
+        );
         let expected = match scenario {
             Scenario::Incremental => dataset.tags_with_new(),
             Scenario::Cold | Scenario::Noop => dataset.tags.clone(),
@@ -354,17 +390,17 @@ impl Bench<'_> {
             );
         }
         Ok(Sample {
+            tls: self.tls,
             dataset: kind,
             link,
             scenario,
             tool: destination.tool,
             rep,
             seconds: run.elapsed.as_secs_f64(),
+            cpu_secs: run.cpu.as_secs_f64(),
             peak_rss_kib: run.peak_rss_kib,
-            link_down_bytes: proxy.map(|_| traffic.down_bytes),
-            link_connections: proxy.map(|_| traffic.connections),
-            source_requests: self.source.requests_since(source_log)?,
-            dest_requests,
+            source,
+            dest,
             digests_match,
         })
     }
@@ -374,7 +410,7 @@ impl Bench<'_> {
         for tool in self.tools_to_run.clone() {
             let dir = self.scratch.join(format!("dest-big-{}", tool.name()));
             let _ = std::fs::remove_dir_all(&dir);
-            let registry = Registry::start(&dir).await?;
+            let registry = Registry::start(&dir, self.tls, Some(self.certs)).await?;
             let source_log = self.source.log_position();
             let run = self
                 .tools
@@ -383,6 +419,7 @@ impl Bench<'_> {
                     &self.source.host(),
                     &dataset.repo,
                     &registry.host(),
+                    self.tls.is_tls().then_some(self.certs.ca_dir.as_path()),
                     &format!("rss-{}", tool.name()),
                 )
                 .await?;
@@ -393,7 +430,9 @@ impl Bench<'_> {
                 .await?;
             let sample = RssSample {
                 tool,
+                tls: self.tls,
                 seconds: run.elapsed.as_secs_f64(),
+                cpu_secs: run.cpu.as_secs_f64(),
                 peak_rss_kib: run.peak_rss_kib,
                 source_requests: self.source.requests_since(source_log)?,
                 digests_match: found == dataset.tags,
@@ -416,9 +455,15 @@ pub fn link_name(link: LinkKind) -> &'static str {
 
 /// Checks the proxy does what it claims: round trip on a new and a reused connection, and
 /// throughput of one download and of four at once (which share the cap).
-async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<LinkProbe> {
+async fn probe_link(
+    source: &RegistryClient,
+    proxy: &ShapingProxy,
+    certs: &Certs,
+    tls: TlsMode,
+) -> Result<LinkProbe> {
     let probe = ProbeBlob::ensure(source).await?;
-    let through = RegistryClient::new(&proxy.addr().to_string())?;
+    let certs = tls.is_tls().then_some(certs);
+    let through = RegistryClient::new(&proxy.addr().to_string(), certs)?;
     let started = Instant::now();
     through.ping().await?;
     let new_connection_rtt = started.elapsed();
@@ -454,6 +499,7 @@ async fn probe_link(source: &RegistryClient, proxy: &ShapingProxy) -> Result<Lin
         // Separate clients: four connections, as a parallel mirror would open.
         parallel.push(tokio::spawn(download(RegistryClient::new(
             &proxy.addr().to_string(),
+            certs,
         )?)));
     }
     let mut parallel_bytes = 0;

@@ -5,6 +5,10 @@
 //! bandwidth cap across all connections (a link, not a per-connection limit, so opening more
 //! connections does not buy more bandwidth). A new connection also pays one round trip before its
 //! first byte moves, as a TCP handshake would.
+//!
+//! With [`LinkShape::DIRECT`] (no delay, no cap) it only observes: it sits in front of every
+//! registry so each run's connections and TLS handshakes (full or resumed, read from the
+//! cleartext hellos) are counted per side.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::tls::{Handshake, classify, looks_like_tls};
 
 /// How a link behaves.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +39,16 @@ impl LinkShape {
         bytes_per_sec: 400_000_000 / 8,
     };
 
+    /// Loopback as it is: the proxy only counts.
+    pub const DIRECT: LinkShape = LinkShape {
+        one_way_delay: Duration::ZERO,
+        bytes_per_sec: 0,
+    };
+
+    fn is_direct(&self) -> bool {
+        self.bytes_per_sec == 0
+    }
+
     /// The least time moving `bytes` in one direction can take on this link.
     pub fn floor(&self, bytes: u64) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64)
@@ -48,6 +64,10 @@ pub struct Counters {
     pub down_bytes: AtomicU64,
     /// Accepted client connections.
     pub connections: AtomicU64,
+    /// TLS handshakes that sent a certificate.
+    pub full_handshakes: AtomicU64,
+    /// TLS handshakes that resumed an earlier session.
+    pub resumed_handshakes: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], subtractable to get one run's traffic.
@@ -56,6 +76,8 @@ pub struct Traffic {
     pub up_bytes: u64,
     pub down_bytes: u64,
     pub connections: u64,
+    pub full_handshakes: u64,
+    pub resumed_handshakes: u64,
 }
 
 impl std::ops::Sub for Traffic {
@@ -65,7 +87,50 @@ impl std::ops::Sub for Traffic {
             up_bytes: self.up_bytes - earlier.up_bytes,
             down_bytes: self.down_bytes - earlier.down_bytes,
             connections: self.connections - earlier.connections,
+            full_handshakes: self.full_handshakes - earlier.full_handshakes,
+            resumed_handshakes: self.resumed_handshakes - earlier.resumed_handshakes,
         }
+    }
+}
+
+/// The first bytes of each direction of one connection, kept until its TLS handshake is
+/// classified (or it turns out not to be TLS).
+#[derive(Debug, Default)]
+struct Sniff {
+    client: Vec<u8>,
+    server: Vec<u8>,
+    done: bool,
+}
+
+/// Hellos fit in a few KiB; a connection that has sent more without one is not looked at.
+const SNIFF_LIMIT: usize = 16 * 1024;
+
+impl Sniff {
+    /// Adds bytes one side sent; returns the handshake once it can be told.
+    fn add(&mut self, from_client: bool, bytes: &[u8]) -> Option<Handshake> {
+        if self.done {
+            return None;
+        }
+        let buffer = if from_client {
+            &mut self.client
+        } else {
+            &mut self.server
+        };
+        buffer.extend_from_slice(&bytes[..bytes.len().min(SNIFF_LIMIT - buffer.len())]);
+        if !self.client.is_empty() && !looks_like_tls(&self.client) {
+            self.done = true;
+            return None;
+        }
+        let handshake = classify(&self.client, &self.server);
+        if handshake.is_some()
+            || self.client.len() >= SNIFF_LIMIT
+            || self.server.len() >= SNIFF_LIMIT
+        {
+            self.done = true;
+            self.client = Vec::new();
+            self.server = Vec::new();
+        }
+        handshake
     }
 }
 
@@ -152,6 +217,8 @@ impl ShapingProxy {
             up_bytes: self.counters.up_bytes.load(Ordering::Relaxed),
             down_bytes: self.counters.down_bytes.load(Ordering::Relaxed),
             connections: self.counters.connections.load(Ordering::Relaxed),
+            full_handshakes: self.counters.full_handshakes.load(Ordering::Relaxed),
+            resumed_handshakes: self.counters.resumed_handshakes.load(Ordering::Relaxed),
         }
     }
 }
@@ -178,15 +245,31 @@ impl Link {
         server.set_nodelay(true)?;
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
-        let up = self.pump(client_read, server_write, &self.up, &self.counters.up_bytes);
-        let down = self.pump(
-            server_read,
-            client_write,
-            &self.down,
-            &self.counters.down_bytes,
-        );
+        let sniff = Mutex::new(Sniff::default());
+        let up = self.pump(client_read, server_write, true, &sniff);
+        let down = self.pump(server_read, client_write, false, &sniff);
         tokio::try_join!(up, down)?;
         Ok(())
+    }
+
+    /// Counts bytes one side sent and looks at them for the TLS handshake.
+    fn observe(&self, from_client: bool, bytes: &[u8], sniff: &Mutex<Sniff>) {
+        let counter = if from_client {
+            &self.counters.up_bytes
+        } else {
+            &self.counters.down_bytes
+        };
+        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let handshake = sniff
+            .lock()
+            .expect("sniff lock is never poisoned")
+            .add(from_client, bytes);
+        match handshake {
+            Some(Handshake::Full) => &self.counters.full_handshakes,
+            Some(Handshake::Resumed) => &self.counters.resumed_handshakes,
+            None => return,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Moves one direction: read, wait for the wire, deliver after the delay, in order.
@@ -194,9 +277,21 @@ impl Link {
         &self,
         mut from: impl AsyncRead + Unpin,
         mut to: impl AsyncWrite + Unpin,
-        pacer: &Pacer,
-        counter: &AtomicU64,
+        from_client: bool,
+        sniff: &Mutex<Sniff>,
     ) -> std::io::Result<()> {
+        if self.shape.is_direct() {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = from.read(&mut buf).await?;
+                if n == 0 {
+                    return to.shutdown().await;
+                }
+                self.observe(from_client, &buf[..n], sniff);
+                to.write_all(&buf[..n]).await?;
+            }
+        }
+        let pacer = if from_client { &self.up } else { &self.down };
         let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
         let delay = self.shape.one_way_delay;
         let read_side = async move {
@@ -213,7 +308,7 @@ impl Link {
                 buf.truncate(n);
                 let (start, sent) = pacer.reserve(n);
                 sleep_until(start).await;
-                counter.fetch_add(n as u64, Ordering::Relaxed);
+                self.observe(from_client, &buf, sniff);
                 slot.send((sent + delay, buf));
             }
         };

@@ -1,5 +1,7 @@
-//! Real `docker-registry` (CNCF distribution) processes on 127.0.0.1, and their access logs,
-//! which tell how many requests of each kind a tool made.
+//! Real `docker-registry` (CNCF distribution) processes on 127.0.0.1, plain HTTP or TLS, and
+//! their request logs ("response completed", JSON, one per request, with its end time and
+//! duration), which tell how many requests of each kind a tool made, how long the registry
+//! spent on them and how many were in flight at once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
 use crate::client::RegistryClient;
+use crate::tls::{Certs, TlsMode};
 
 const INSTALL_HINT: &str = "install it with `sudo apt-get install -y docker-registry`";
 
@@ -18,17 +21,24 @@ const INSTALL_HINT: &str = "install it with `sudo apt-get install -y docker-regi
 #[derive(Debug)]
 pub struct Registry {
     addr: SocketAddr,
+    tls: Option<Certs>,
     log: PathBuf,
     child: Child,
 }
 
 impl Registry {
-    /// Starts a registry storing under `dir/storage` (kept if it exists) and logging to `dir/log`.
-    pub async fn start(dir: &Path) -> Result<Registry> {
+    /// Starts a registry storing under `dir/storage` (kept if it exists) and logging to `dir/log`,
+    /// over TLS with `certs` unless `mode` is [`TlsMode::Off`].
+    pub async fn start(dir: &Path, mode: TlsMode, certs: Option<&Certs>) -> Result<Registry> {
+        let tls = match (mode, certs) {
+            (TlsMode::Off, _) => None,
+            (_, Some(certs)) => Some((mode, certs)),
+            (_, None) => bail!("TLS mode {} needs certificates", mode.name()),
+        };
         let mut last_error = None;
         // Picking a free port and handing it over is racy; a second try covers the rare loss.
         for _ in 0..3 {
-            match Self::try_start(dir).await {
+            match Self::try_start(dir, tls).await {
                 Ok(registry) => return Ok(registry),
                 Err(e) => last_error = Some(e),
             }
@@ -36,7 +46,7 @@ impl Registry {
         Err(last_error.expect("the loop ran at least once"))
     }
 
-    async fn try_start(dir: &Path) -> Result<Registry> {
+    async fn try_start(dir: &Path, tls: Option<(TlsMode, &Certs)>) -> Result<Registry> {
         std::fs::create_dir_all(dir.join("storage"))
             .with_context(|| format!("creating {}", dir.display()))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -44,17 +54,7 @@ impl Registry {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: warn\n  formatter: text\n\
-                 storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
-                 cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {addr}\n  secret: regmirror-bench\n",
-                storage = dir.join("storage").display(),
-            ),
-        )?;
+        std::fs::write(&config, config_yaml(&dir.join("storage"), addr, tls))?;
         let log = dir.join("log");
         let log_file = std::fs::File::create(&log)?;
         let mut child = Command::new("docker-registry")
@@ -66,10 +66,16 @@ impl Registry {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting docker-registry: {INSTALL_HINT}"))?;
-        let client = RegistryClient::new(&addr.to_string())?;
+        let tls = tls.map(|(_, certs)| certs.clone());
+        let client = RegistryClient::new(&addr.to_string(), tls.as_ref())?;
         for _ in 0..200 {
             if client.ping().await.is_ok() {
-                return Ok(Registry { addr, log, child });
+                return Ok(Registry {
+                    addr,
+                    tls,
+                    log,
+                    child,
+                });
             }
             if let Some(status) = child.try_wait()? {
                 let output = std::fs::read_to_string(&log).unwrap_or_default();
@@ -90,7 +96,7 @@ impl Registry {
     }
 
     pub fn client(&self) -> Result<RegistryClient> {
-        RegistryClient::new(&self.host())
+        RegistryClient::new(&self.host(), self.tls.as_ref())
     }
 
     /// Where the access log stands now; pass it to [`Registry::requests_since`].
@@ -98,15 +104,13 @@ impl Registry {
         std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Requests served since `position`, counted by kind.
+    /// Requests served since `position`: counted by kind, and timed.
     pub fn requests_since(&self, position: u64) -> Result<Requests> {
         let log = std::fs::read(&self.log)?;
         let start = usize::try_from(position)
             .unwrap_or(usize::MAX)
             .min(log.len());
-        Ok(Requests::from_access_log(&String::from_utf8_lossy(
-            &log[start..],
-        )))
+        Ok(Requests::from_log(&String::from_utf8_lossy(&log[start..])))
     }
 
     /// Stops the process now (dropping does too, without waiting).
@@ -115,69 +119,261 @@ impl Registry {
     }
 }
 
-/// Requests by kind, e.g. `"GET blob"` → 40.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Requests(pub BTreeMap<String, u64>);
+/// The registry's configuration: info-level JSON logs (a "response completed" line per
+/// request), no access log (the JSON lines say more), TLS if asked for.
+fn config_yaml(storage: &Path, addr: SocketAddr, tls: Option<(TlsMode, &Certs)>) -> String {
+    let mut yaml = format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: json\n  accesslog:\n    disabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
+         cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: {addr}\n  secret: regmirror-bench\n",
+        storage = storage.display(),
+    );
+    if let Some((mode, certs)) = tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n  http2:\n    disabled: {}\n",
+            certs.cert_path.display(),
+            certs.key_path.display(),
+            mode == TlsMode::H1,
+        ));
+    }
+    yaml
+}
+
+/// What a registry served for one tool run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Requests {
+    /// By method and kind, e.g. `"GET blob"` → 40, `"POST mount"` → 3.
+    pub counts: BTreeMap<String, u64>,
+    /// The sum of the requests' durations as the registry measured them.
+    pub server_secs: f64,
+    /// The time at least one request was in flight (the union of the requests' intervals):
+    /// how long the tool kept this registry busy.
+    pub busy_secs: f64,
+    /// The most requests in flight at once.
+    pub max_in_flight: u64,
+    /// Distinct client addresses: the connections that carried at least one request.
+    pub connections: u64,
+}
+
+/// The fields of a "response completed" log line the harness uses.
+#[derive(serde::Deserialize)]
+struct LogLine {
+    msg: String,
+    time: String,
+    #[serde(rename = "http.request.method")]
+    method: Option<String>,
+    #[serde(rename = "http.request.uri")]
+    uri: Option<String>,
+    #[serde(rename = "http.request.remoteaddr")]
+    remote: Option<String>,
+    #[serde(rename = "http.response.duration")]
+    duration: Option<String>,
+}
 
 impl Requests {
-    /// Reads the combined-format access log lines:
-    /// `127.0.0.1 - - [date] "GET /v2/repo/blobs/sha256:… HTTP/1.1" 200 …`.
-    fn from_access_log(text: &str) -> Requests {
+    /// Reads the JSON log lines; other lines (and other messages) are skipped.
+    fn from_log(text: &str) -> Requests {
         let mut counts = BTreeMap::new();
+        let mut intervals = Vec::new();
+        let mut remotes = std::collections::BTreeSet::new();
+        let mut server_secs = 0.0;
         for line in text.lines() {
-            let Some((_, request)) = line.split_once("] \"") else {
+            let Ok(entry) = serde_json::from_str::<LogLine>(line) else {
                 continue;
             };
-            let mut parts = request.split(' ');
-            let (Some(method), Some(uri)) = (parts.next(), parts.next()) else {
+            if !entry.msg.starts_with("response completed") {
+                continue;
+            }
+            let (Some(method), Some(uri)) = (entry.method, entry.uri) else {
                 continue;
             };
-            let kind = if uri.contains("/blobs/uploads/") {
-                "upload"
-            } else if uri.contains("/blobs/") {
-                "blob"
-            } else if uri.contains("/manifests/") {
-                "manifest"
-            } else if uri.contains("/tags/list") {
-                "tags"
-            } else {
-                "other"
-            };
-            *counts.entry(format!("{method} {kind}")).or_insert(0) += 1;
+            *counts
+                .entry(format!("{method} {}", kind_of(&method, &uri)))
+                .or_insert(0) += 1;
+            if let Some(remote) = entry.remote {
+                remotes.insert(remote);
+            }
+            let end = time::OffsetDateTime::parse(
+                &entry.time,
+                &time::format_description::well_known::Rfc3339,
+            );
+            let duration = entry.duration.as_deref().and_then(go_duration_secs);
+            if let (Ok(end), Some(duration)) = (end, duration) {
+                let end = (end.unix_timestamp_nanos() as f64) / 1e9;
+                server_secs += duration;
+                intervals.push((end - duration, end));
+            }
         }
-        Requests(counts)
+        let (busy_secs, max_in_flight) = overlap(&mut intervals);
+        Requests {
+            counts,
+            server_secs,
+            busy_secs,
+            max_in_flight,
+            connections: remotes.len() as u64,
+        }
     }
 
     pub fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.counts.values().sum()
     }
 
+    #[cfg(test)]
     pub fn get(&self, kind: &str) -> u64 {
-        self.0.get(kind).copied().unwrap_or(0)
+        self.counts.get(kind).copied().unwrap_or(0)
     }
+}
+
+/// What a request was for: `tags`, `manifest`, `blob`, `upload`, `mount` (a cross-repository
+/// blob mount), `ping` (`/v2/`), `other`.
+fn kind_of(method: &str, uri: &str) -> &'static str {
+    let path = uri.split('?').next().unwrap_or(uri);
+    if path.contains("/blobs/uploads/") {
+        if method == "POST" && uri.contains("mount=") {
+            "mount"
+        } else {
+            "upload"
+        }
+    } else if path.contains("/blobs/") {
+        "blob"
+    } else if path.contains("/manifests/") {
+        "manifest"
+    } else if path.ends_with("/tags/list") {
+        "tags"
+    } else if path == "/v2/" || path == "/v2" {
+        "ping"
+    } else {
+        "other"
+    }
+}
+
+/// A Go `time.Duration` string (`1.5ms`, `350µs`, `2m3.1s`) in seconds.
+fn go_duration_secs(text: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "µs" | "us" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// The length of the union of `intervals` and the most of them open at one instant.
+fn overlap(intervals: &mut [(f64, f64)]) -> (f64, u64) {
+    let mut events: Vec<(f64, i64)> = intervals
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    // Ends before starts at the same instant: back-to-back requests are not concurrent.
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut open, mut max, mut busy, mut since) = (0i64, 0i64, 0.0, 0.0);
+    for (at, step) in events {
+        if open == 0 && step > 0 {
+            since = at;
+        }
+        open += step;
+        if open == 0 {
+            busy += at - since;
+        }
+        max = max.max(open);
+    }
+    (busy, max as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn line(method: &str, uri: &str, remote: &str, end: &str, duration: &str) -> String {
+        format!(
+            r#"{{"http.request.method":"{method}","http.request.uri":"{uri}","http.request.remoteaddr":"{remote}","http.response.duration":"{duration}","level":"info","msg":"response completed","time":"2026-12-06T03:53:{end}Z"}}"#
+        )
+    }
+
     #[test]
-    fn access_log_lines_are_counted_by_method_and_kind() {
-        let log = "\
-time=\"x\" level=warning msg=\"something\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"GET /v2/ HTTP/1.1\" 200 2 \"\" \"curl\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"HEAD /v2/a/b/manifests/v1 HTTP/1.1\" 200 0 \"\" \"x\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"GET /v2/a/b/blobs/sha256:00 HTTP/1.1\" 200 9 \"\" \"x\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"GET /v2/a/b/blobs/sha256:01 HTTP/1.1\" 200 9 \"\" \"x\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"POST /v2/a/b/blobs/uploads/ HTTP/1.1\" 202 0 \"\" \"x\"
-127.0.0.1 - - [27/Nov/2026:08:42:28 +0000] \"GET /v2/a/b/tags/list HTTP/1.1\" 200 9 \"\" \"x\"
-";
-        let requests = Requests::from_access_log(log);
-        assert_eq!(requests.get("GET blob"), 2);
+    fn log_lines_are_counted_by_method_and_kind_and_timed() {
+        let log = [
+            r#"{"level":"info","msg":"listening on 127.0.0.1:5999","time":"2026-12-06T03:53:58.6Z"}"#.to_owned(),
+            "not json".to_owned(),
+            line("GET", "/v2/", "127.0.0.1:1", "59.100", "100ms"),
+            line("HEAD", "/v2/a/b/manifests/v1", "127.0.0.1:1", "59.300", "100ms"),
+            line("GET", "/v2/a/b/blobs/sha256:00", "127.0.0.1:2", "59.350", "100ms"),
+            line("GET", "/v2/a/b/blobs/sha256:01", "127.0.0.1:3", "59.330", "50ms"),
+            line("POST", "/v2/a/b/blobs/uploads/", "127.0.0.1:2", "59.500", "1µs"),
+            line("POST", "/v2/a/b/blobs/uploads/?mount=sha256:00&from=c/d", "127.0.0.1:2", "59.600", "1µs"),
+            line("PUT", "/v2/a/b/blobs/uploads/x?digest=sha256:02", "127.0.0.1:2", "59.700", "1µs"),
+            line("GET", "/v2/a/b/tags/list?n=100", "127.0.0.1:2", "59.800", "1µs"),
+            line("DELETE", "/v2/a/b/other", "127.0.0.1:2", "59.900", "1µs")
+                .replace("response completed", "response completed with error"),
+        ]
+        .join("\n");
+        let requests = Requests::from_log(&log);
+        assert_eq!(requests.get("GET ping"), 1);
         assert_eq!(requests.get("HEAD manifest"), 1);
+        assert_eq!(requests.get("GET blob"), 2);
         assert_eq!(requests.get("POST upload"), 1);
+        assert_eq!(requests.get("POST mount"), 1);
+        assert_eq!(requests.get("PUT upload"), 1);
         assert_eq!(requests.get("GET tags"), 1);
-        assert_eq!(requests.get("GET other"), 1);
-        assert_eq!(requests.total(), 6);
+        assert_eq!(requests.get("DELETE other"), 1);
+        assert_eq!(requests.total(), 9);
+        assert_eq!(requests.connections, 3);
+        // The manifest HEAD (200–300 ms) and both blob GETs (250–350, 280–330) overlap.
+        assert_eq!(requests.max_in_flight, 3);
+        // 0–100 ms, then 200–350 ms, then five requests of 1 µs.
+        assert!(
+            (requests.busy_secs - 0.250).abs() < 1e-3,
+            "{}",
+            requests.busy_secs
+        );
+        assert!(
+            (requests.server_secs - 0.350).abs() < 1e-3,
+            "{}",
+            requests.server_secs
+        );
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(go_duration_secs("1.5ms"), Some(0.0015));
+        assert_eq!(go_duration_secs("2m3s"), Some(123.0));
+        assert!((go_duration_secs("350µs").unwrap() - 350e-6).abs() < 1e-12);
+        assert_eq!(go_duration_secs("12 parsecs"), None);
+    }
+
+    #[test]
+    fn config_turns_http2_off_only_for_h1() {
+        let certs = Certs {
+            ca_dir: "/c/ca".into(),
+            ca_pem: String::new(),
+            cert_path: "/c/server.pem".into(),
+            key_path: "/c/key.pem".into(),
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], 5000).into();
+        let plain = config_yaml(Path::new("/s"), addr, None);
+        assert!(!plain.contains("tls:"));
+        let h1 = config_yaml(Path::new("/s"), addr, Some((TlsMode::H1, &certs)));
+        assert!(h1.contains("certificate: /c/server.pem") && h1.contains("disabled: true"));
+        let h2 = config_yaml(Path::new("/s"), addr, Some((TlsMode::H2, &certs)));
+        assert!(h2.contains("disabled: false"));
     }
 }

@@ -1,13 +1,14 @@
 //! Running the two contenders, `regmirror sync` and `skopeo sync --all`, as child processes:
-//! wall time, and peak resident memory sampled from `/proc/PID/status`.
+//! wall time, and the peak resident memory and CPU time the kernel reports when the process
+//! is reaped (`wait4`'s `rusage`).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::process::Command;
 
 /// One of the two tools being compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -26,17 +27,18 @@ impl Tool {
     }
 }
 
-/// How long a run took and the most memory it held.
+/// How long a run took, the most memory it held and the CPU it used.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
     pub elapsed: Duration,
-    /// `VmHWM`, in KiB; `None` if the process ended before the first sample.
-    pub peak_rss_kib: Option<u64>,
+    /// `ru_maxrss`, in KiB.
+    pub peak_rss_kib: u64,
+    /// User plus system CPU time (`ru_utime + ru_stime`).
+    pub cpu: Duration,
 }
 
 /// No run of any dataset takes this long unless something hangs.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(10);
+const RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// Where the tools are and where their output goes.
 #[derive(Debug)]
@@ -49,13 +51,15 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Mirrors `source_host/repo` into `dest_host/mirror/<last component of repo>`.
+    /// Mirrors `source_host/repo` into `dest_host/mirror/<last component of repo>`; both
+    /// registries speak TLS under the CA in `ca_dir` if given, else plain HTTP.
     pub async fn sync(
         &self,
         tool: Tool,
         source_host: &str,
         repo: &str,
         dest_host: &str,
+        ca_dir: Option<&Path>,
         log_name: &str,
     ) -> Result<Run> {
         let short = repo.rsplit('/').next().unwrap_or(repo);
@@ -66,19 +70,15 @@ impl Tools {
                     .arg(format!("{source_host}/{repo}"))
                     .arg("--to")
                     .arg(format!("{dest_host}/mirror/{short}"))
-                    .args(["--tags", "*"])
-                    .args([
-                        "--src-tls-verify=false",
-                        "--dest-tls-verify=false",
-                        "--json",
-                    ]);
+                    .args(["--tags", "*", "--json"])
+                    .args(tls_args(ca_dir));
                 c
             }
             Tool::Skopeo => {
                 let mut c = Command::new(&self.skopeo);
                 // skopeo puts `SRC/a/b` at `DEST/ns/b`: the same destination as regmirror's.
                 c.args(["sync", "--all", "--src", "docker", "--dest", "docker"])
-                    .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+                    .args(tls_args(ca_dir))
                     .arg(format!("{source_host}/{repo}"))
                     .arg(format!("{dest_host}/mirror"))
                     .env("XDG_DATA_HOME", &self.skopeo_data);
@@ -98,36 +98,44 @@ impl Tools {
     }
 }
 
-/// Runs `command` to completion with its output in `log`, timing it and sampling its memory.
+/// The flags both tools take for the registries' transport: trust the CA (`ca.crt` in a
+/// directory, as docker's `certs.d`), or allow plain HTTP.
+fn tls_args(ca_dir: Option<&Path>) -> Vec<String> {
+    match ca_dir {
+        Some(dir) => vec![
+            format!("--src-cert-dir={}", dir.display()),
+            format!("--dest-cert-dir={}", dir.display()),
+        ],
+        None => vec![
+            "--src-tls-verify=false".to_owned(),
+            "--dest-tls-verify=false".to_owned(),
+        ],
+    }
+}
+
+/// Runs `command` to completion with its output in `log`: wall time, peak RSS and CPU time.
 async fn run_measured(command: &mut Command, log: &Path) -> Result<Run> {
     let log_file = std::fs::File::create(log)?;
     let started = Instant::now();
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
-        .kill_on_drop(true)
         .spawn()
         .context("starting the tool")?;
-    let pid = child.id().context("a just-spawned child has a pid")?;
-    let mut peak = None;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status?,
-            () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {
-                // The high-water mark only grows, so the last sample before exit is the peak
-                // give or take the final 10 ms.
-                if let Some(kib) = vm_hwm_kib(pid) {
-                    peak = Some(kib);
-                }
-                if started.elapsed() > RUN_TIMEOUT {
-                    let _ = child.kill().await;
-                    bail!("no result after {RUN_TIMEOUT:?}");
-                }
-            }
+    let pid = libc::pid_t::try_from(child.id()).context("a pid fits pid_t")?;
+    // Reaped here, not through `child`, to get its resource usage.
+    let waiter = tokio::task::spawn_blocking(move || {
+        wait_with_usage(pid).map(|(status, usage)| (status, usage, started.elapsed()))
+    });
+    let (status, usage, elapsed) = match tokio::time::timeout(RUN_TIMEOUT, waiter).await {
+        Ok(joined) => joined.context("the waiting thread")??,
+        Err(_) => {
+            // SAFETY: kill(2) with a pid this harness spawned and has not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            bail!("no result after {RUN_TIMEOUT:?}");
         }
     };
-    let elapsed = started.elapsed();
     if !status.success() {
         let output = std::fs::read_to_string(log).unwrap_or_default();
         let tail: String = output
@@ -143,26 +151,60 @@ async fn run_measured(command: &mut Command, log: &Path) -> Result<Run> {
     }
     Ok(Run {
         elapsed,
-        peak_rss_kib: peak,
+        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
     })
 }
 
-/// The process's peak resident set size so far (`VmHWM`), in KiB.
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+/// Waits for the child `pid` to exit and reaps it: its status and resource usage.
+fn wait_with_usage(pid: libc::pid_t) -> std::io::Result<(ExitStatus, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            return Ok((ExitStatus::from_raw(status), usage));
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn this_process_has_a_high_water_mark() {
-        let kib = vm_hwm_kib(std::process::id()).expect("Linux has /proc/self/status");
-        assert!(kib > 0);
+    #[tokio::test]
+    async fn a_child_s_cpu_time_and_peak_memory_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // A shell that spins for a while, then exits.
+        let run = run_measured(
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done"]),
+            &dir.path().join("log"),
+        )
+        .await
+        .unwrap();
+        assert!(run.cpu > Duration::from_millis(10), "{run:?}");
+        assert!(
+            run.cpu <= run.elapsed + Duration::from_millis(20),
+            "{run:?}"
+        );
+        assert!(run.peak_rss_kib > 0, "{run:?}");
+        let failed = run_measured(
+            Command::new("sh").args(["-c", "echo oops; exit 3"]),
+            &dir.path().join("log2"),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{failed:#}").contains("oops"), "{failed:#}");
     }
 }
