@@ -329,8 +329,8 @@ impl Link {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn bytes_pass_through_unchanged_and_are_counted() {
+    /// Echoes upper-cased through a proxy of `shape`; returns the proxy's counts.
+    async fn echo_through(shape: LinkShape, payload: &[u8]) -> Traffic {
         let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_addr = upstream.local_addr().unwrap();
         // An echo server that upper-cases, so the test sees both directions.
@@ -343,26 +343,61 @@ mod tests {
                 .unwrap();
             conn.shutdown().await.unwrap();
         });
-        let proxy = ShapingProxy::start(
-            upstream_addr,
-            LinkShape {
-                one_way_delay: Duration::from_millis(1),
-                bytes_per_sec: 100_000_000,
-            },
-        )
-        .await
-        .unwrap();
-        let payload: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let proxy = ShapingProxy::start(upstream_addr, shape).await.unwrap();
         let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
-        conn.write_all(&payload).await.unwrap();
+        conn.write_all(payload).await.unwrap();
         conn.shutdown().await.unwrap();
         let mut echoed = Vec::new();
         conn.read_to_end(&mut echoed).await.unwrap();
         assert_eq!(echoed, payload.to_ascii_uppercase());
-        let traffic = proxy.traffic();
-        assert_eq!(traffic.up_bytes, payload.len() as u64);
-        assert_eq!(traffic.down_bytes, payload.len() as u64);
-        assert_eq!(traffic.connections, 1);
+        proxy.traffic()
+    }
+
+    #[tokio::test]
+    async fn bytes_pass_through_unchanged_and_are_counted() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let shaped = LinkShape {
+            one_way_delay: Duration::from_millis(1),
+            bytes_per_sec: 100_000_000,
+        };
+        for shape in [shaped, LinkShape::DIRECT] {
+            let traffic = echo_through(shape, &payload).await;
+            assert_eq!(traffic.up_bytes, payload.len() as u64);
+            assert_eq!(traffic.down_bytes, payload.len() as u64);
+            assert_eq!(traffic.connections, 1);
+            assert_eq!(traffic.full_handshakes + traffic.resumed_handshakes, 0);
+        }
+    }
+
+    #[test]
+    fn a_tls_handshake_is_told_from_the_hellos_in_either_order() {
+        // A minimal TLS 1.3 ClientHello / ServerHello pair, resumed (pre_shared_key accepted).
+        let record = |kind: u8, extensions: &[u8]| {
+            let mut body = vec![3, 3];
+            body.extend([0u8; 32]);
+            body.push(0);
+            body.extend([0x13, 0x01, 0]);
+            body.extend((extensions.len() as u16).to_be_bytes());
+            body.extend(extensions);
+            let mut message = vec![kind, 0];
+            message.extend((body.len() as u16).to_be_bytes());
+            message.extend(body);
+            let mut record = vec![22, 3, 3];
+            record.extend((message.len() as u16).to_be_bytes());
+            record.extend(message);
+            record
+        };
+        let client = record(1, &[]);
+        let server = record(2, &[0, 43, 0, 2, 3, 4, 0, 41, 0, 2, 0, 0]);
+        let mut sniff = Sniff::default();
+        assert_eq!(sniff.add(true, &client[..10]), None);
+        assert_eq!(sniff.add(false, &server), None);
+        assert_eq!(sniff.add(true, &client[10..]), Some(Handshake::Resumed));
+        // Counted once per connection.
+        assert_eq!(sniff.add(false, b"more"), None);
+        let mut plain = Sniff::default();
+        assert_eq!(plain.add(true, b"GET /v2/ HTTP/1.1\r\n"), None);
+        assert!(plain.done);
     }
 
     #[test]
