@@ -1,6 +1,7 @@
 //! Running the two contenders, `regmirror sync` and `skopeo sync --all`, as child processes:
-//! wall time, and the peak resident memory and CPU time the kernel reports when the process
-//! is reaped (`wait4`'s `rusage`).
+//! wall time, CPU time as the kernel reports it when the process is reaped (`wait4`'s
+//! `rusage`), and peak resident memory sampled from `/proc/PID/status` (`ru_maxrss` will not
+//! do: Linux carries the parent's high-water mark across fork and exec into it).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ impl Tool {
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
     pub elapsed: Duration,
-    /// `ru_maxrss`, in KiB.
+    /// `VmHWM`, in KiB (0 if the process ended before the first sample).
     pub peak_rss_kib: u64,
     /// User plus system CPU time (`ru_utime + ru_stime`).
     pub cpu: Duration,
@@ -39,6 +40,7 @@ pub struct Run {
 
 /// No run of any dataset takes this long unless something hangs.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 /// Where the tools are and where their output goes.
 #[derive(Debug)]
@@ -125,15 +127,25 @@ async fn run_measured(command: &mut Command, log: &Path) -> Result<Run> {
         .context("starting the tool")?;
     let pid = libc::pid_t::try_from(child.id()).context("a pid fits pid_t")?;
     // Reaped here, not through `child`, to get its resource usage.
-    let waiter = tokio::task::spawn_blocking(move || {
+    let mut waiter = tokio::task::spawn_blocking(move || {
         wait_with_usage(pid).map(|(status, usage)| (status, usage, started.elapsed()))
     });
-    let (status, usage, elapsed) = match tokio::time::timeout(RUN_TIMEOUT, waiter).await {
-        Ok(joined) => joined.context("the waiting thread")??,
-        Err(_) => {
-            // SAFETY: kill(2) with a pid this harness spawned and has not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            bail!("no result after {RUN_TIMEOUT:?}");
+    let mut peak = 0;
+    let (status, usage, elapsed) = loop {
+        tokio::select! {
+            joined = &mut waiter => break joined.context("the waiting thread")??,
+            () = tokio::time::sleep(RSS_SAMPLE_EVERY) => {
+                // The high-water mark only grows, so the last sample before exit is the peak
+                // give or take the final 10 ms.
+                if let Some(kib) = vm_hwm_kib(pid) {
+                    peak = kib;
+                }
+                if started.elapsed() > RUN_TIMEOUT {
+                    // SAFETY: kill(2) with a pid this harness spawned and has not reaped yet.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    bail!("no result after {RUN_TIMEOUT:?}");
+                }
+            }
         }
     };
     if !status.success() {
@@ -151,7 +163,7 @@ async fn run_measured(command: &mut Command, log: &Path) -> Result<Run> {
     }
     Ok(Run {
         elapsed,
-        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        peak_rss_kib: peak,
         cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
     })
 }
@@ -174,6 +186,15 @@ fn wait_with_usage(pid: libc::pid_t) -> std::io::Result<(ExitStatus, libc::rusag
     }
 }
 
+/// The process's peak resident set size so far (`VmHWM`), in KiB.
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 fn timeval(t: libc::timeval) -> Duration {
     Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
@@ -186,7 +207,9 @@ mod tests {
     #[tokio::test]
     async fn a_child_s_cpu_time_and_peak_memory_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        // A shell that spins for a while, then exits.
+        // A shell that spins for a while, then exits. The harness holds 64 MiB meanwhile: the
+        // child's peak must not include the parent's.
+        let ballast = vec![1u8; 64 << 20];
         let run = run_measured(
             Command::new("sh").args(["-c", "i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done"]),
             &dir.path().join("log"),
@@ -199,6 +222,8 @@ mod tests {
             "{run:?}"
         );
         assert!(run.peak_rss_kib > 0, "{run:?}");
+        assert!(run.peak_rss_kib < 32 << 10, "{run:?}");
+        drop(ballast);
         let failed = run_measured(
             Command::new("sh").args(["-c", "echo oops; exit 3"]),
             &dir.path().join("log2"),
