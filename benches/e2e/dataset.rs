@@ -41,9 +41,11 @@ pub enum Kind {
     Scale,
     /// The same shape with 1 000 tags.
     #[value(name = "scale-1k")]
+    #[serde(rename = "scale-1k")]
     Scale1k,
     /// The same shape with 3 000 tags.
     #[value(name = "scale-3k")]
+    #[serde(rename = "scale-3k")]
     Scale3k,
     /// One image with one 1 GiB layer (the memory measurement).
     Big,
