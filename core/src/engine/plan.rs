@@ -12,7 +12,7 @@ use super::platform;
 use crate::config::PlatformIndexMode;
 use crate::error::{Error, ErrorKind, Result, Side};
 use crate::reference::Digest;
-use crate::registry::Manifest;
+use crate::registry::{Manifest, ManifestHead};
 use crate::state::TagRecord;
 
 /// What to do with one selected tag.
@@ -62,15 +62,24 @@ pub(crate) struct ReferrerTag {
 /// The destination repository's tags and their digests. Any failure fails the run: without
 /// this record nothing could be pruned or rolled back safely.
 pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
-    let tags = run
-        .read_only_unit(run.dest.list_tags(&run.dest_repo))
+    let tags = destination_listing(run).await?;
+    destination_heads(run, &tags).await
+}
+
+/// The destination repository's tag names.
+pub(crate) async fn destination_listing(run: &Run) -> Result<Vec<String>> {
+    run.read_only_unit(run.dest.list_tags(&run.dest_repo))
         .await
         .map_err(|e| {
             e.context(format!(
                 "listing the destination's tags of {}",
                 run.dest_repo
             ))
-        })?;
+        })
+}
+
+/// The digests of the destination's `tags` (a tag deleted since it was listed is left out).
+pub(crate) async fn destination_heads(run: &Run, tags: &[String]) -> Result<TagRecord> {
     let heads = join_all(tags.iter().map(|tag| async move {
         let head = run
             .metadata_unit(run.dest.head_manifest(&run.dest_repo, tag))
@@ -80,7 +89,6 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
     .await;
     let mut record = BTreeMap::new();
     for (tag, head) in heads {
-        // A tag deleted between listing and HEAD is simply not there.
         if let Some(head) = head.map_err(|e| e.context(format!("reading destination tag {tag}")))? {
             record.insert(tag.clone(), head.digest);
         }
@@ -88,38 +96,67 @@ pub(crate) async fn destination_tags(run: &Run) -> Result<TagRecord> {
     Ok(record)
 }
 
-/// What to do with `tag`, and whether its manifest is an index (as far as known).
+/// What the source says of one selected tag.
+pub(crate) enum SourceRead {
+    /// The manifest itself: the destination lacks the tag, so it is copied whatever its
+    /// digest (fetched now instead of a HEAD now and a GET later: one round trip less).
+    Fetched(Manifest),
+    /// The manifest's digest and media type, to compare with the destination's.
+    Head(ManifestHead),
+    /// The tag cannot be planned.
+    Failed(Action),
+}
+
+/// What to do with `tag`, and whether its manifest is an index (as far as known), the
+/// destination's tags being `prior`.
 pub(crate) async fn plan_tag(run: &Run, tag: &str, prior: &TagRecord) -> (Action, bool) {
-    if !prior.contains_key(tag) {
-        // A tag the destination lacks is copied whatever its digest: fetch the manifest now
-        // instead of a HEAD now and a GET later (one round trip less per new tag).
+    let read = read_source(run, tag, prior.contains_key(tag)).await;
+    decide(run, tag, read, prior).await
+}
+
+/// Read `tag` from the source: its manifest when the destination lacks the tag
+/// (`dest_has` false), else its HEAD.
+pub(crate) async fn read_source(run: &Run, tag: &str, dest_has: bool) -> SourceRead {
+    let failed = |e: Error| {
+        SourceRead::Failed(Action::Failed(
+            e.context(format!("reading source tag {tag}")),
+        ))
+    };
+    if !dest_has {
         return match run
             .metadata_unit(run.source.get_manifest(&run.src_repo, tag))
             .await
         {
-            Ok(manifest) => {
-                let index = manifest.is_index();
-                (Action::Copy(manifest.digest.clone(), Some(manifest)), index)
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => (disappeared(tag), false),
-            Err(e) => (
-                Action::Failed(e.context(format!("reading source tag {tag}"))),
-                false,
-            ),
+            Ok(manifest) => SourceRead::Fetched(manifest),
+            Err(e) if e.kind() == ErrorKind::NotFound => SourceRead::Failed(disappeared(tag)),
+            Err(e) => failed(e),
         };
     }
-    let head = match run
+    match run
         .metadata_unit(run.source.head_manifest(&run.src_repo, tag))
         .await
     {
-        Ok(Some(head)) => head,
-        Ok(None) => return (disappeared(tag), false),
-        Err(e) => {
-            return (
-                Action::Failed(e.context(format!("reading source tag {tag}"))),
-                false,
-            );
+        Ok(Some(head)) => SourceRead::Head(head),
+        Ok(None) => SourceRead::Failed(disappeared(tag)),
+        Err(e) => failed(e),
+    }
+}
+
+/// What to do with `tag` given what the source said of it, `read`, and the destination's
+/// tags, `prior`; and whether its manifest is an index (as far as known).
+pub(crate) async fn decide(
+    run: &Run,
+    tag: &str,
+    read: SourceRead,
+    prior: &TagRecord,
+) -> (Action, bool) {
+    let head = match read {
+        SourceRead::Fetched(manifest) => {
+            let index = manifest.is_index();
+            return (Action::Copy(manifest.digest.clone(), Some(manifest)), index);
         }
+        SourceRead::Failed(action) => return (action, false),
+        SourceRead::Head(head) => head,
     };
     let index = crate::registry::media_types::is_index(&head.media_type);
     let action = match prior.get(tag) {

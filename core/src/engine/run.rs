@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::FutureExt;
 use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 
 use super::context::{CANCELLED, Run, Staged};
 use super::plan::{self, Action, Plan};
@@ -20,7 +20,7 @@ use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Phase, Result};
 use crate::failure::Failure;
 use crate::reference::Digest;
-use crate::state::{StateStore, TagRecord};
+use crate::state::StateStore;
 
 impl Run {
     /// Run every step and say how it went. Never fails: failures are in the report.
@@ -75,28 +75,45 @@ impl Run {
         if let Some(store) = store {
             self.recover(store.as_ref()).await?;
         }
-        let (tags, prior) = self.list_both_sides().await?;
+        let (tags, dest_tags) = self.list_both_sides().await?;
         let selected = self.filter.select(&tags);
         if selected.is_empty() {
             report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
-        let plan = self.plan_all(&tags, selected, prior?).await?;
+        let plan = self.plan_all(&tags, selected, dest_tags?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
     }
 
     /// Plan the run for `selected` (sorted) tags of the source's `listed` tags, the
-    /// destination's tags being `prior`; the referrer tags of what it mirrors join the plan.
+    /// destination listing `dest_tags`; the referrer tags of what it mirrors join the plan.
     pub(crate) async fn plan_all(
         self: &Arc<Self>,
         listed: &[String],
         selected: Vec<String>,
-        prior: TagRecord,
+        dest_tags: Vec<String>,
     ) -> Result<Plan> {
         self.dest_untagged
-            .store(prior.is_empty(), Ordering::Relaxed);
-        let planned = join_all(selected.iter().map(|tag| plan::plan_tag(self, tag, &prior))).await;
+            .store(dest_tags.is_empty(), Ordering::Relaxed);
+        // The destination's digests and the source's side of each tag are read at once: the
+        // source's questions depend only on which tags the destination lists.
+        let listed_there: HashSet<&str> = dest_tags.iter().map(String::as_str).collect();
+        let (prior, read) =
+            tokio::join!(
+                plan::destination_heads(self, &dest_tags),
+                join_all(selected.iter().map(|tag| {
+                    plan::read_source(self, tag, listed_there.contains(tag.as_str()))
+                }))
+            );
+        let prior = prior.map_err(|e| e.in_phase(Phase::List))?;
+        let planned = join_all(
+            selected
+                .iter()
+                .zip(read)
+                .map(|(tag, read)| plan::decide(self, tag, read, &prior)),
+        )
+        .await;
         let mut indexes = HashSet::new();
         let mut tags = Vec::with_capacity(selected.len());
         for (tag, (action, index)) in selected.into_iter().zip(planned) {
@@ -123,8 +140,8 @@ impl Run {
         Ok(plan)
     }
 
-    /// Stage every tag the plan copies, concurrently. The result maps each such tag to its
-    /// outcome.
+    /// Stage every tag the plan copies, [`Run::tags_in_flight`] at a time (each tag's blobs
+    /// then wait for the pools). The result maps each such tag to its outcome.
     pub(crate) async fn stage_all(
         self: &Arc<Self>,
         plan: &Plan,
@@ -137,18 +154,26 @@ impl Run {
                 _ => None,
             })
             .collect();
-        let work = plan.tags.iter().filter_map(|(tag, action)| match action {
-            Action::Copy(digest, fetched) => Some((tag.clone(), digest.clone(), fetched.clone())),
-            _ => None,
-        });
-        let tasks = work.map(|(tag, digest, fetched)| {
+        // Owned, so that the stream below holds no closure over borrowed items.
+        let work: Vec<_> = plan
+            .tags
+            .iter()
+            .filter_map(|(tag, action)| match action {
+                Action::Copy(digest, fetched) => {
+                    Some((tag.clone(), digest.clone(), fetched.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let tasks = work.into_iter().map(|(tag, digest, fetched)| {
             let run = Arc::clone(self);
             let name = tag.clone();
             let referrer = plan.referrer_tags.get(&tag).map(|r| {
                 let subject_copied = copied.contains(&r.subject);
                 (r.clone(), subject_copied, plan.prior.get(&tag).cloned())
             });
-            // Each tag on its own task, so hashing of different blobs uses every core.
+            // Each tag on its own task, so hashing of different blobs uses every core. The task
+            // is spawned only when the stream below takes this tag up.
             let task = tokio::spawn(async move {
                 run.progress
                     .emit(ProgressEvent::TagStarted { tag: name.clone() });
@@ -177,22 +202,24 @@ impl Run {
                 (tag, staged)
             })
         });
-        join_all(tasks).await.into_iter().collect()
+        futures::stream::iter(tasks)
+            .buffer_unordered(self.tags_in_flight)
+            .collect()
+            .await
     }
 
-    /// The source's tags, and the destination's tags and digests (checked by the caller only
-    /// when it goes on to plan). The destination's inventory does not depend on the source's
-    /// tags: both are read at once.
-    pub(crate) async fn list_both_sides(&self) -> Result<(Vec<String>, Result<TagRecord>)> {
-        let (tags, prior) = tokio::join!(
+    /// The source's tags, and the destination's tag names (checked by the caller only when it
+    /// goes on to plan): both are listed at once.
+    pub(crate) async fn list_both_sides(&self) -> Result<(Vec<String>, Result<Vec<String>>)> {
+        let (tags, dest_tags) = tokio::join!(
             self.read_only_unit(self.source.list_tags(&self.src_repo)),
-            plan::destination_tags(self)
+            plan::destination_listing(self)
         );
         let tags = tags.map_err(|e| {
             e.context(format!("listing the tags of {}", self.config.source))
                 .in_phase(Phase::List)
         })?;
-        Ok((tags, prior.map_err(|e| e.in_phase(Phase::List))))
+        Ok((tags, dest_tags.map_err(|e| e.in_phase(Phase::List))))
     }
 
     /// The note of a run or preview whose patterns select none of the source's `count` tags.
