@@ -78,13 +78,13 @@ pub(crate) async fn preview(run: &Arc<Run>) -> Result<SyncPreview> {
         bytes_to_copy: 0,
         note: None,
     };
-    let (tags, dest_tags) = run.list_both_sides().await?;
+    let (tags, dest) = run.list_both_sides().await?;
     let selected = run.filter.select(&tags);
     if selected.is_empty() {
         preview.note = Some(run.no_tags_matched(tags.len()));
         return Ok(preview);
     }
-    let plan = run.plan_all(&tags, selected, dest_tags?).await?;
+    let plan = run.plan_all(&tags, selected, dest?).await?;
     let mut seen = HashSet::new();
     let mut keep = BTreeMap::new();
     for (tag, action) in plan.tags {

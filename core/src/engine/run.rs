@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::context::{CANCELLED, Run, Staged};
 use super::plan::{self, Action, Plan};
@@ -20,7 +21,14 @@ use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Phase, Result};
 use crate::failure::Failure;
 use crate::reference::Digest;
-use crate::state::StateStore;
+use crate::state::{StateStore, TagRecord};
+
+/// The destination repository's tag names, and its digests being read (a task that ends
+/// when this is dropped).
+pub(crate) struct DestInventory {
+    pub tags: Vec<String>,
+    heads: AbortOnDropHandle<Result<TagRecord>>,
+}
 
 impl Run {
     /// Run every step and say how it went. Never fails: failures are in the report.
@@ -75,38 +83,45 @@ impl Run {
         if let Some(store) = store {
             self.recover(store.as_ref()).await?;
         }
-        let (tags, dest_tags) = self.list_both_sides().await?;
+        let (tags, dest) = self.list_both_sides().await?;
         let selected = self.filter.select(&tags);
         if selected.is_empty() {
             report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
-        let plan = self.plan_all(&tags, selected, dest_tags?).await?;
+        let plan = self.plan_all(&tags, selected, dest?).await?;
         let staged = self.stage_all(&plan).await;
         publish::publish(self, plan, staged, store, report).await
     }
 
     /// Plan the run for `selected` (sorted) tags of the source's `listed` tags, the
-    /// destination listing `dest_tags`; the referrer tags of what it mirrors join the plan.
+    /// destination's being `dest`; the referrer tags of what it mirrors join the plan.
     pub(crate) async fn plan_all(
         self: &Arc<Self>,
         listed: &[String],
         selected: Vec<String>,
-        dest_tags: Vec<String>,
+        dest: DestInventory,
     ) -> Result<Plan> {
         self.dest_untagged
-            .store(dest_tags.is_empty(), Ordering::Relaxed);
-        // The destination's digests and the source's side of each tag are read at once: the
-        // source's questions depend only on which tags the destination lists.
-        let listed_there: HashSet<&str> = dest_tags.iter().map(String::as_str).collect();
+            .store(dest.tags.is_empty(), Ordering::Relaxed);
+        // The source's questions depend only on which tags the destination lists, not on its
+        // digests: they go out while those are read.
+        let listed_there: HashSet<&str> = dest.tags.iter().map(String::as_str).collect();
         let (prior, read) =
             tokio::join!(
-                plan::destination_heads(self, &dest_tags),
+                dest.heads,
                 join_all(selected.iter().map(|tag| {
                     plan::read_source(self, tag, listed_there.contains(tag.as_str()))
                 }))
             );
-        let prior = prior.map_err(|e| e.in_phase(Phase::List))?;
+        let prior = prior
+            .unwrap_or_else(|e| {
+                Err(Error::new(
+                    ErrorKind::Internal,
+                    format!("reading the destination's tags panicked: {e}"),
+                ))
+            })
+            .map_err(|e| e.in_phase(Phase::List))?;
         let planned = join_all(
             selected
                 .iter()
@@ -209,17 +224,29 @@ impl Run {
     }
 
     /// The source's tags, and the destination's tag names (checked by the caller only when it
-    /// goes on to plan): both are listed at once.
-    pub(crate) async fn list_both_sides(&self) -> Result<(Vec<String>, Result<Vec<String>>)> {
-        let (tags, dest_tags) = tokio::join!(
+    /// goes on to plan), listed at once; the destination's digests are read from the moment
+    /// its names are known, while the source is listed and asked about each tag.
+    pub(crate) async fn list_both_sides(
+        self: &Arc<Self>,
+    ) -> Result<(Vec<String>, Result<DestInventory>)> {
+        let dest = async {
+            let tags = plan::destination_listing(self).await?;
+            let (run, names) = (Arc::clone(self), tags.clone());
+            let heads = tokio::spawn(async move { plan::destination_heads(&run, &names).await });
+            Ok(DestInventory {
+                tags,
+                heads: AbortOnDropHandle::new(heads),
+            })
+        };
+        let (tags, dest) = tokio::join!(
             self.read_only_unit(self.source.list_tags(&self.src_repo)),
-            plan::destination_listing(self)
+            dest
         );
         let tags = tags.map_err(|e| {
             e.context(format!("listing the tags of {}", self.config.source))
                 .in_phase(Phase::List)
         })?;
-        Ok((tags, dest_tags.map_err(|e| e.in_phase(Phase::List))))
+        Ok((tags, dest.map_err(|e: Error| e.in_phase(Phase::List))))
     }
 
     /// The note of a run or preview whose patterns select none of the source's `count` tags.
