@@ -13,12 +13,12 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
-use super::context::{Run, SMALL_BLOB, cell};
+use super::context::{Run, cell};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
-use crate::registry::BlobStream;
 use crate::registry::manifest::Reference;
+use crate::registry::{BlobStream, SMALL_BLOB_MAX};
 
 /// Config blobs larger than this are refused when read to learn an image's architecture.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -117,7 +117,7 @@ impl Run {
     /// much as the copy, and nearly always be answered no. Were it there after all (left
     /// untagged by an earlier run), copying it again only costs its bytes.
     fn asks_first(&self, blob: &Reference) -> bool {
-        blob.size > SMALL_BLOB || !self.dest_untagged.load(Ordering::Relaxed)
+        blob.size > SMALL_BLOB_MAX || !self.dest_untagged.load(Ordering::Relaxed)
     }
 
     async fn transfer_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {

@@ -29,15 +29,11 @@ use crate::failure::Failure;
 use crate::pattern::TagFilter;
 use crate::reference::Digest;
 use crate::registry::manifest::Reference;
-use crate::registry::{DestRegistry, Manifest, SourceRegistry};
+use crate::registry::{DestRegistry, Manifest, SMALL_BLOB_MAX, SourceRegistry};
 use crate::state::{LogEntry, LogKind};
 
 /// The known-blob index forgets everything beyond this many entries (it is only a hint).
 const MAX_KNOWN_BLOBS: usize = 200_000;
-/// Blobs up to this size are copied under the run's pool of small copies (at most
-/// `metadata_concurrency` of them, so a few MiB in flight), larger ones under its units. The
-/// HTTP client draws the same line (`registry::http::SMALL_BLOB_READ`).
-pub(crate) const SMALL_BLOB: u64 = 256 << 10;
 /// The manifest-link cache forgets everything beyond this many manifests (it is only a saving).
 const MAX_KNOWN_LINKS: usize = 100_000;
 
@@ -252,7 +248,7 @@ impl Run {
         size: u64,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        if size <= SMALL_BLOB {
+        if size <= SMALL_BLOB_MAX {
             self.unit_in(&self.small_blob_pool, work).await
         } else {
             self.unit(work).await

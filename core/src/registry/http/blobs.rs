@@ -10,12 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::client::{Call, Client, display_url, error_for_status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
-use crate::registry::BlobStream;
-
-/// Blobs whose `Content-Length` is at most this are read whole under the per-host cap of small
-/// requests, which they free as soon as they are read; larger ones are streamed under the cap
-/// of bulk requests. The engine draws the same line for its pools (`engine::context`).
-pub(crate) const SMALL_BLOB_READ: u64 = 256 << 10;
+use crate::registry::{BlobStream, SMALL_BLOB_MAX};
 
 impl Client {
     /// The size of blob `digest` in `repo` (its `Content-Length`), `None` if absent. A blob
@@ -71,7 +66,7 @@ impl Client {
         }
         let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
         let what = format!("blob {digest} of {repo}");
-        if content_length(&resp).is_some_and(|n| n <= SMALL_BLOB_READ) {
+        if content_length(&resp).is_some_and(|n| n <= SMALL_BLOB_MAX) {
             return Ok(read_whole(self.body_stream(resp, small_permit, what)).await);
         }
         // Never wait for one slot while holding another: operations could deadlock.

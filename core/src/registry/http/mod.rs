@@ -44,7 +44,9 @@ use self::client::Client;
 use crate::config::{Credentials, ProxyConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::{Digest, validate_repository};
-use crate::registry::{BlobStream, DestRegistry, Manifest, ManifestHead, SourceRegistry};
+use crate::registry::{
+    BlobStream, DestRegistry, Manifest, ManifestHead, SMALL_BLOB_MAX, SourceRegistry,
+};
 
 /// Where Docker Hub's API lives (`docker.io` is only its name).
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -653,7 +655,7 @@ impl DestRegistry for HttpRegistry {
             // A small blob goes under the cap of small requests: the stream it is read from
             // never holds one of those (`get_blob` reads small ones whole and frees it first),
             // so this cannot wait on itself.
-            let _permit = if size <= blobs::SMALL_BLOB_READ {
+            let _permit = if size <= SMALL_BLOB_MAX {
                 self.client.metadata_permit().await
             } else {
                 self.client.upload_permit().await

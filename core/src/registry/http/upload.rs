@@ -23,8 +23,10 @@ use crate::reference::Digest;
 use crate::registry::BlobStream;
 
 /// Blobs up to this size are read and verified before anything is sent, which lets their
-/// upload be retried like any other request (configs and small layers are most blobs).
-const SMALL_BLOB: u64 = 1 << 20;
+/// upload be retried like any other request (configs and small layers are most blobs). Not
+/// [`crate::registry::SMALL_BLOB_MAX`], the line between small and bulk requests: a blob over
+/// that and up to this is buffered, yet uploaded under the cap of bulk requests.
+const BUFFERED_UPLOAD_MAX: u64 = 1 << 20;
 /// Chunk size for `PATCH` uploads when the registry requires chunks but does not say how big.
 const DEFAULT_CHUNK: usize = 8 << 20;
 /// The header with which a registry asks for chunks of at least this many bytes (OCI spec).
@@ -76,7 +78,7 @@ impl Client {
         let verified = Verified::new(data, digest.clone(), size);
         let failure = Arc::clone(&verified.failure);
 
-        if size <= SMALL_BLOB && self.options.upload_chunk_size.is_none() {
+        if size <= BUFFERED_UPLOAD_MAX && self.options.upload_chunk_size.is_none() {
             let body = read_all(verified).await.map_err(|e| e.context(&what))?;
             return self.put_small(repo, &scopes, digest, body, &what).await;
         }
