@@ -82,11 +82,13 @@ impl Run {
         Some(wait)
     }
 
-    /// Make `blob` present in the destination repository, once per run.
+    /// Make `blob` present in the destination repository, once per run; `dest_untagged`: the
+    /// repository had no tags before the run.
     pub(crate) async fn copy_blob(
         self: &Arc<Self>,
         blob: &Reference,
         preloaded: Option<Bytes>,
+        dest_untagged: bool,
     ) -> Result<()> {
         let cell = cell(&self.blobs, &(blob.digest.clone(), blob.size));
         let done = cell
@@ -95,8 +97,8 @@ impl Run {
                 let blob = blob.clone();
                 // On its own task so that hashing runs in parallel with other blobs.
                 let task = tokio::spawn(async move {
-                    run.blob_unit(blob.size, run.transfer_blob(&blob, preloaded))
-                        .await
+                    let transfer = run.transfer_blob(&blob, preloaded, dest_untagged);
+                    run.blob_unit(blob.size, transfer).await
                 });
                 match task.await {
                     Ok(result) => result.map_err(Into::into),
@@ -112,15 +114,12 @@ impl Run {
             .map_err(|e| Error::from(e).context(format!("blob {}", blob.digest)))
     }
 
-    /// Whether to ask the destination for `blob` before copying it. Not for a small blob of a
-    /// repository that had no tags (a new one, most likely): the question would cost about as
-    /// much as the copy, and nearly always be answered no. Were it there after all (left
-    /// untagged by an earlier run), copying it again only costs its bytes.
-    fn asks_first(&self, blob: &Reference) -> bool {
-        blob.size > SMALL_BLOB_MAX || !self.dest_untagged.load(Ordering::Relaxed)
-    }
-
-    async fn transfer_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
+    async fn transfer_blob(
+        &self,
+        blob: &Reference,
+        preloaded: Option<Bytes>,
+        dest_untagged: bool,
+    ) -> Result<()> {
         let digest = &blob.digest;
         let finished = |transfer| {
             self.progress.emit(ProgressEvent::BlobFinished {
@@ -130,7 +129,7 @@ impl Run {
         };
         // A blob already there (or mountable) is not streamed, so its size is checked here:
         // the digest is right, but a descriptor whose size lies must not be published.
-        if self.asks_first(blob)
+        if asks_first(blob, dest_untagged)
             && let Some(size) = self.dest.blob_size(&self.dest_repo, digest).await?
         {
             blob.check_size(size)?;
@@ -190,6 +189,14 @@ impl Run {
         finished(BlobTransfer::Copied);
         Ok(())
     }
+}
+
+/// Whether to ask the destination for `blob` before copying it. Not for a small blob of a
+/// repository that had no tags (`dest_untagged`; a new one, most likely): the question would
+/// cost about as much as the copy, and nearly always be answered no. Were it there after all
+/// (left untagged by an earlier run), copying it again only costs its bytes.
+fn asks_first(blob: &Reference, dest_untagged: bool) -> bool {
+    blob.size > SMALL_BLOB_MAX || !dest_untagged
 }
 
 /// A blob stream checked against its descriptor as it flows: more bytes than declared, fewer,

@@ -98,9 +98,6 @@ pub(crate) struct Run {
     pub tops: OnceMap<Digest, Staged>,
     /// Whether the destination has the referrers API, once asked.
     pub dest_referrers_api: OnceCell<bool>,
-    /// The destination repository had no tags when the run planned: a new repository, whose
-    /// small blobs are not asked about before they are copied (see [`Run::blob_unit`]).
-    pub dest_untagged: AtomicBool,
     entries: Mutex<Vec<LogEntry>>,
 }
 
@@ -155,7 +152,6 @@ impl Run {
             children: OnceMap::default(),
             tops: OnceMap::default(),
             dest_referrers_api: OnceCell::new(),
-            dest_untagged: AtomicBool::new(false),
             entries: Mutex::new(Vec::new()),
         })
     }

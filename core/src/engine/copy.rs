@@ -23,15 +23,17 @@ use crate::registry::manifest::Reference;
 
 impl Run {
     /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
+    /// `dest_untagged`: the destination repository had no tags before the run.
     pub(crate) async fn stage_top(
         self: &Arc<Self>,
         digest: &Digest,
         fetched: Option<Manifest>,
+        dest_untagged: bool,
     ) -> Result<Staged> {
         let cell = cell(&self.tops, digest);
         let staged = cell
             .get_or_init(|| async {
-                self.stage_manifest(digest, fetched)
+                self.stage_manifest(digest, fetched, dest_untagged)
                     .await
                     .map_err(Into::into)
             })
@@ -43,6 +45,7 @@ impl Run {
         self: &Arc<Self>,
         digest: &Digest,
         fetched: Option<Manifest>,
+        dest_untagged: bool,
     ) -> Result<Staged> {
         let ready = |manifest: Manifest| Staged::Ready {
             manifest,
@@ -57,7 +60,7 @@ impl Run {
                 layers,
                 preloaded,
             } => {
-                self.stage_image_content(&config, &layers, preloaded)
+                self.stage_image_content(&config, &layers, preloaded, dest_untagged)
                     .await?;
                 self.stage_top_manifest(&manifest).await?;
                 return Ok(ready(manifest));
@@ -68,7 +71,8 @@ impl Run {
                 entries,
             } => (manifest, chosen, entries),
         };
-        self.stage_children(&chosen, &walk, 1, digest).await?;
+        self.stage_children(&chosen, &walk, 1, digest, dest_untagged)
+            .await?;
         if chosen.len() == entries {
             self.stage_top_manifest(&manifest).await?;
             return Ok(ready(manifest));
@@ -115,8 +119,14 @@ impl Run {
         walk: &Walk,
         level: usize,
         index: &Digest,
+        dest_untagged: bool,
     ) -> Result<usize> {
-        let heights = join_all(entries.iter().map(|c| self.stage_child(c, walk, level))).await;
+        let heights = join_all(
+            entries
+                .iter()
+                .map(|c| self.stage_child(c, walk, level, dest_untagged)),
+        )
+        .await;
         walk.check_height(level, heights, index)
     }
 
@@ -127,12 +137,13 @@ impl Run {
         child: &'a Reference,
         walk: &'a Walk,
         level: usize,
+        dest_untagged: bool,
     ) -> BoxFuture<'a, Result<usize>> {
         async move {
             let cell = cell(&self.children, &(child.digest.clone(), child.size));
             let done = cell
                 .get_or_init(|| async {
-                    self.stage_child_once(child, walk, level)
+                    self.stage_child_once(child, walk, level, dest_untagged)
                         .await
                         .map_err(Into::into)
                 })
@@ -147,6 +158,7 @@ impl Run {
         child: &Reference,
         walk: &Walk,
         level: usize,
+        dest_untagged: bool,
     ) -> Result<usize> {
         let (manifest, height, held) = match self.open_child(child, walk, level).await? {
             Child::Held => return Ok(0),
@@ -156,7 +168,8 @@ impl Run {
                 layers,
                 held,
             } => {
-                self.stage_image_content(&config, &layers, None).await?;
+                self.stage_image_content(&config, &layers, None, dest_untagged)
+                    .await?;
                 (manifest, 0, held)
             }
             Child::Index {
@@ -165,7 +178,7 @@ impl Run {
                 held,
             } => {
                 let height = self
-                    .stage_children(&entries, walk, level + 1, &child.digest)
+                    .stage_children(&entries, walk, level + 1, &child.digest, dest_untagged)
                     .await?;
                 (manifest, height, held)
             }
@@ -215,9 +228,12 @@ impl Run {
         config: &Reference,
         layers: &[Reference],
         preloaded_config: Option<Bytes>,
+        dest_untagged: bool,
     ) -> Result<()> {
-        let config = self.copy_blob(config, preloaded_config);
-        let layers = layers.iter().map(|l| self.copy_blob(l, None));
+        let config = self.copy_blob(config, preloaded_config, dest_untagged);
+        let layers = layers
+            .iter()
+            .map(|l| self.copy_blob(l, None, dest_untagged));
         all_ok(std::iter::once(config).chain(layers)).await
     }
 }

@@ -468,7 +468,12 @@ impl Run {
     /// Stage referrer tag `tag` (source manifest `digest`, already fetched or not), whose
     /// subject `subject_copied` says this run copies. A referrer of a subject that is skipped,
     /// fails, or is rewritten (`platform_index = rewrite`: the signature names a digest the
-    /// destination never holds) is not copied.
+    /// destination never holds) is not copied. `dest_untagged`: the destination repository had
+    /// no tags before the run.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what the plan says of the tag, each used apart"
+    )]
     pub(crate) async fn stage_referrer_tag(
         self: &Arc<Self>,
         tag: &str,
@@ -477,10 +482,11 @@ impl Run {
         digest: &Digest,
         fetched: Option<Manifest>,
         prior: Option<&Digest>,
+        dest_untagged: bool,
     ) -> Result<Staged> {
         let subject = &referrer.subject;
         if subject_copied {
-            match self.stage_top(subject, None).await {
+            match self.stage_top(subject, None, dest_untagged).await {
                 Err(e) => {
                     return Err(Error::new(
                         e.kind(),
@@ -516,8 +522,15 @@ impl Run {
         };
         match manifest.kind()? {
             ManifestKind::Index { manifests } if referrer.index => {
-                self.stage_referrers_index(tag, referrer, manifest, &manifests, prior)
-                    .await
+                self.stage_referrers_index(
+                    tag,
+                    referrer,
+                    manifest,
+                    &manifests,
+                    prior,
+                    dest_untagged,
+                )
+                .await
             }
             kind => {
                 if !self
@@ -532,7 +545,9 @@ impl Run {
                         ),
                     });
                 }
-                let staged = self.stage_top(digest, Some(manifest)).await?;
+                let staged = self
+                    .stage_top(digest, Some(manifest), dest_untagged)
+                    .await?;
                 if matches!(staged, Staged::Ready { .. }) {
                     self.stats.referrers_copied.fetch_add(1, Ordering::Relaxed);
                 }
@@ -550,6 +565,7 @@ impl Run {
         source: Manifest,
         entries: &[Reference],
         prior: Option<&Digest>,
+        dest_untagged: bool,
     ) -> Result<Staged> {
         let source_digest = source.digest.clone();
         let listed = descriptors(&source)?;
@@ -587,7 +603,11 @@ impl Run {
         // Bounded as an index's children are (count and nesting).
         let walk = Walk::new();
         walk.enter(1, copy.len(), &source_digest)?;
-        let heights = join_all(copy.iter().map(|e| self.stage_child(e, &walk, 1))).await;
+        let heights = join_all(
+            copy.iter()
+                .map(|e| self.stage_child(e, &walk, 1, dest_untagged)),
+        )
+        .await;
         let heights = copy
             .iter()
             .zip(heights)

@@ -102,8 +102,6 @@ impl Run {
         selected: Vec<String>,
         dest: DestInventory,
     ) -> Result<Plan> {
-        self.dest_untagged
-            .store(dest.tags.is_empty(), Ordering::Relaxed);
         // The source's questions depend only on which tags the destination lists, not on its
         // digests: they go out while those are read.
         let listed_there: HashSet<&str> = dest.tags.iter().map(String::as_str).collect();
@@ -161,6 +159,9 @@ impl Run {
         self: &Arc<Self>,
         plan: &Plan,
     ) -> BTreeMap<String, Result<Staged>> {
+        // A repository with no tags before the run (a new one, most likely): its small blobs
+        // are not asked about before they are copied (see `blobs::asks_first`).
+        let dest_untagged = plan.prior.is_empty();
         let copied: HashSet<&Digest> = plan
             .tags
             .iter()
@@ -201,10 +202,11 @@ impl Run {
                             &digest,
                             fetched,
                             prior.as_ref(),
+                            dest_untagged,
                         )
                         .await
                     }
-                    None => run.stage_top(&digest, fetched).await,
+                    None => run.stage_top(&digest, fetched, dest_untagged).await,
                 }
             });
             task.map(move |joined| {
