@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use regmirror::engine::{HttpConnector, Mirror, MirrorBuilder, Outcome, SyncOptions, SyncReport};
 use regmirror::notify::{SIGNATURE_HEADER, WebhookNotifier};
@@ -604,6 +604,143 @@ async fn the_source_is_asked_while_the_destination_is_taken_stock_of() {
         "the source was asked {:?} after the destination",
         source_last.duration_since(dest_first)
     );
+}
+
+/// A source with `t0`..`t2` mirrored once (through the proxy) into the destination.
+async fn mirrored_three(env: &Env, seed: u64) -> Mirror {
+    for i in 0..3u64 {
+        env.src()
+            .push_image(SRC, &format!("t{i}"), &Image::simple(seed + i, 1, 1000))
+            .await;
+    }
+    let mirror = env.mirror();
+    assert!(
+        env.sync_once(&mirror, &env.config(&["t*"]))
+            .await
+            .is_success()
+    );
+    mirror
+}
+
+/// When each of the source's manifest `HEAD`s arrived, by path.
+fn source_heads(env: &Env) -> Vec<(String, SystemTime)> {
+    env.proxy
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "HEAD" && s.path.contains("/manifests/"))
+        .map(|s| (s.path, s.at))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_source_is_asked_about_the_destinations_tags_before_its_list_comes() {
+    let env = Env::start();
+    let mirror = mirrored_three(&env, 350).await;
+    // A no-op whose source tag list is slow to come.
+    let delay = Duration::from_millis(800);
+    env.proxy
+        .inject("GET", "/tags/list", Fault::Delay(delay), 1);
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_current, ["t0", "t1", "t2"]);
+    let listed = env
+        .proxy
+        .requests()
+        .into_iter()
+        .find(|s| s.path.contains("/tags/list"))
+        .unwrap()
+        .at;
+    let heads = source_heads(&env);
+    // Each tag asked once: the early answer is the one used.
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for (path, at) in heads {
+        // Waiting for the source's list first, no HEAD could start before its slow answer.
+        let after = at.duration_since(listed).unwrap_or_default();
+        assert!(after < delay / 2, "{path} asked {after:?} after the list");
+    }
+}
+
+#[tokio::test]
+async fn a_destination_tag_the_source_no_longer_lists_is_pruned_though_asked_early() {
+    let env = Env::start();
+    let mirror = mirrored_three(&env, 360).await;
+    // The destination has a tag the source never had (as if deleted upstream), and the
+    // narrowed patterns exclude t1.
+    env.dst()
+        .push_image(DEST, "t9", &Image::simple(369, 1, 1000))
+        .await;
+    env.proxy.inject(
+        "GET",
+        "/tags/list",
+        Fault::Delay(Duration::from_millis(300)),
+        1,
+    );
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &env.config(&["t*", "!t1"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_current, ["t0", "t2"]);
+    assert!(report.tags_failed.is_empty(), "{report:?}");
+    assert_eq!(report.tags_deleted, ["t1", "t9"]);
+    assert_eq!(
+        env.dest_tags().await.keys().collect::<Vec<_>>(),
+        ["t0", "t2"]
+    );
+    // t9 was asked about early (the filter selects it) and its answer dropped; the excluded
+    // t1 was never asked about.
+    let mut asked: Vec<String> = source_heads(&env).into_iter().map(|(p, _)| p).collect();
+    asked.sort();
+    let path = |tag: &str| format!("/v2/{SRC}/manifests/{tag}");
+    assert_eq!(asked, [path("t0"), path("t2"), path("t9")]);
+}
+
+#[tokio::test]
+async fn a_tag_missing_when_asked_early_but_then_listed_is_asked_again() {
+    let env = Env::start();
+    let mirror = mirrored_three(&env, 370).await;
+    // The early HEAD of t0 finds nothing (as if t0 were pushed just after it), the list
+    // (coming later) names it: a HEAD after the listing decides, as it would have alone.
+    env.proxy
+        .inject("HEAD", "/manifests/t0", Fault::Status(404), 1);
+    env.proxy.inject(
+        "GET",
+        "/tags/list",
+        Fault::Delay(Duration::from_millis(300)),
+        1,
+    );
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_current, ["t0", "t1", "t2"]);
+    assert_eq!(env.proxy.count("HEAD", "/manifests/t0"), 2);
+    assert_eq!(env.proxy.count("HEAD", "/manifests/t1"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_source_listing_fails_the_run_though_its_tags_were_asked_early() {
+    let env = Env::start();
+    let mirror = mirrored_three(&env, 380).await;
+    let before = env.dest_tags().await;
+    env.dst()
+        .push_image(DEST, "t9", &Image::simple(389, 1, 1000))
+        .await;
+    env.proxy
+        .inject("GET", "/tags/list", Fault::Status(500), usize::MAX);
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let failure = report.failure.as_ref().unwrap();
+    assert_eq!(failure.phase, Some(regmirror::Phase::List), "{report:?}");
+    assert!(
+        failure.message.contains("listing the tags of"),
+        "{report:?}"
+    );
+    // The source was asked about the destination's tags while its list was retried, and no
+    // answer was used: nothing planned, copied or pruned.
+    assert_eq!(source_heads(&env).len(), 4);
+    assert!(report.tags_current.is_empty() && report.tags_failed.is_empty());
+    assert!(report.tags_synced.is_empty() && report.tags_deleted.is_empty());
+    assert_eq!(env.dest_tags().await.len(), before.len() + 1);
 }
 
 #[tokio::test]

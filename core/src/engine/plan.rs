@@ -3,9 +3,11 @@
 //! destination has is compared by a HEAD of the source manifest, so a tag that is already
 //! current costs neither a manifest GET nor any blob traffic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use futures::future::join_all;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::context::Run;
 use super::platform;
@@ -105,6 +107,53 @@ pub(crate) enum SourceRead {
     Head(ManifestHead),
     /// The tag cannot be planned.
     Failed(Action),
+}
+
+/// The source's answers about the tags the destination lists that the mirror selects, asked
+/// from the moment the destination's tag names are known, while the source's own list is still
+/// on its way: over a slow link that list costs a connection set-up and a round trip, which
+/// the questions then no longer wait for. Each question is a task, stopped when dropped.
+pub(crate) struct EarlyReads(HashMap<String, AbortOnDropHandle<SourceRead>>);
+
+impl EarlyReads {
+    /// Ask the source about each of the destination's `dest_tags` the filter selects (a HEAD:
+    /// the destination has them).
+    pub(crate) fn ask(run: &Arc<Run>, dest_tags: &[String]) -> EarlyReads {
+        let asked = run.filter.select(dest_tags).into_iter().map(|tag| {
+            let (run, name) = (Arc::clone(run), tag.clone());
+            let task = tokio::spawn(async move { read_source(&run, &name, true).await });
+            (tag, AbortOnDropHandle::new(task))
+        });
+        EarlyReads(asked.collect())
+    }
+
+    /// What the source says of `tag`, which its list names: the early answer when it was asked
+    /// early (the destination lists it; never asked twice), else its manifest, fetched now.
+    /// What was asked of tags the source does not list is stopped when `self` is dropped.
+    pub(crate) fn read<'a>(
+        &mut self,
+        run: &'a Run,
+        tag: &'a str,
+    ) -> impl Future<Output = SourceRead> + use<'a> {
+        let early = self.0.remove(tag);
+        async move {
+            let Some(early) = early else {
+                return read_source(run, tag, false).await;
+            };
+            match early.await {
+                // Asked before the source's list was read, the tag may have been pushed in
+                // between: only a HEAD after the listing tells it disappeared.
+                Ok(SourceRead::Failed(Action::Failed(e))) if e.kind() == ErrorKind::NotFound => {
+                    read_source(run, tag, true).await
+                }
+                Ok(read) => read,
+                Err(e) => SourceRead::Failed(Action::Failed(Error::new(
+                    ErrorKind::Internal,
+                    format!("reading source tag {tag}: {e}"),
+                ))),
+            }
+        }
+    }
 }
 
 /// What to do with `tag`, and whether its manifest is an index (as far as known), the

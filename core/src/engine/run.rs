@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::context::{CANCELLED, Run, Staged};
-use super::plan::{self, Action, Plan};
+use super::plan::{self, Action, EarlyReads, Plan};
 use super::progress::ProgressEvent;
 use super::report::{Outcome, SyncReport};
 use super::{publish, referrers};
@@ -23,11 +23,12 @@ use crate::failure::Failure;
 use crate::reference::Digest;
 use crate::state::{StateStore, TagRecord};
 
-/// The destination repository's tag names, and its digests being read (a task that ends
-/// when this is dropped).
+/// What is under way from the moment the destination's tag names are known: its digests
+/// being read (a task that ends when this is dropped), and the source being asked about the
+/// selected ones.
 pub(crate) struct DestInventory {
-    pub tags: Vec<String>,
     heads: AbortOnDropHandle<Result<TagRecord>>,
+    early: EarlyReads,
 }
 
 impl Run {
@@ -102,16 +103,14 @@ impl Run {
         selected: Vec<String>,
         dest: DestInventory,
     ) -> Result<Plan> {
+        let DestInventory { heads, mut early } = dest;
         // The source's questions depend only on which tags the destination lists, not on its
-        // digests: they go out while those are read.
-        let listed_there: HashSet<&str> = dest.tags.iter().map(String::as_str).collect();
-        let (prior, read) =
-            tokio::join!(
-                dest.heads,
-                join_all(selected.iter().map(|tag| {
-                    plan::read_source(self, tag, listed_there.contains(tag.as_str()))
-                }))
-            );
+        // digests: they go out while those are read (those about the tags the destination
+        // lists went out already, with its list). Questions about tags the source no longer
+        // lists are stopped here.
+        let reads: Vec<_> = selected.iter().map(|tag| early.read(self, tag)).collect();
+        drop(early);
+        let (prior, read) = tokio::join!(heads, join_all(reads));
         let prior = prior
             .unwrap_or_else(|e| {
                 Err(Error::new(
@@ -226,18 +225,20 @@ impl Run {
     }
 
     /// The source's tags, and the destination's tag names (checked by the caller only when it
-    /// goes on to plan), listed at once; the destination's digests are read from the moment
-    /// its names are known, while the source is listed and asked about each tag.
+    /// goes on to plan), listed at once. From the moment the destination's names are known,
+    /// its digests are read and the source is asked about those of its tags the mirror
+    /// selects, while the source is still listed ([`EarlyReads`]).
     pub(crate) async fn list_both_sides(
         self: &Arc<Self>,
     ) -> Result<(Vec<String>, Result<DestInventory>)> {
         let dest = async {
             let tags = plan::destination_listing(self).await?;
-            let (run, names) = (Arc::clone(self), tags.clone());
-            let heads = tokio::spawn(async move { plan::destination_heads(&run, &names).await });
+            let early = EarlyReads::ask(self, &tags);
+            let run = Arc::clone(self);
+            let heads = tokio::spawn(async move { plan::destination_heads(&run, &tags).await });
             Ok(DestInventory {
-                tags,
                 heads: AbortOnDropHandle::new(heads),
+                early,
             })
         };
         let (tags, dest) = tokio::join!(
