@@ -80,7 +80,7 @@ impl Client {
 
         if size <= BUFFERED_UPLOAD_MAX && self.options.upload_chunk_size.is_none() {
             let body = read_all(verified).await.map_err(|e| e.context(&what))?;
-            return self.put_small(repo, &scopes, digest, body, &what).await;
+            return self.put_buffered(repo, &scopes, digest, body, &what).await;
         }
 
         let session = self.start_upload(repo, &scopes, &what).await?;
@@ -108,7 +108,7 @@ impl Client {
 
     /// Upload verified bytes in one `PUT`. A temporary failure restarts from a new session
     /// (repeating a completing `PUT` itself could report a stored blob as failed).
-    async fn put_small(
+    async fn put_buffered(
         &self,
         repo: &str,
         scopes: &[String],
