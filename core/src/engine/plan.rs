@@ -137,14 +137,16 @@ impl EarlyReads {
     ) -> impl Future<Output = SourceRead> + use<'a> {
         let early = self.0.remove(tag);
         async move {
+            // Asked now only if not asked early: boxed, so that a tag answered early holds no
+            // room for a question it does not ask (10 000 tags wait here at once).
             let Some(early) = early else {
-                return read_source(run, tag, false).await;
+                return Box::pin(read_source(run, tag, false)).await;
             };
             match early.await {
                 // Asked before the source's list was read, the tag may have been pushed in
                 // between: only a HEAD after the listing tells it disappeared.
                 Ok(SourceRead::Failed(Action::Failed(e))) if e.kind() == ErrorKind::NotFound => {
-                    read_source(run, tag, true).await
+                    Box::pin(read_source(run, tag, true)).await
                 }
                 Ok(read) => read,
                 Err(e) => SourceRead::Failed(Action::Failed(Error::new(
