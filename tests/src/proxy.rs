@@ -78,6 +78,8 @@ pub struct Seen {
     pub path: String,
     /// When the request's head arrived.
     pub at: std::time::SystemTime,
+    /// When the proxy sent the answer's head (`None` while it has not, or never will).
+    pub answered: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug)]
@@ -184,6 +186,16 @@ impl Proxy {
         self.state.seen.lock().expect("proxy log lock").clone()
     }
 
+    /// The most requests with `method` (`"*"` for any) and a path containing `path_contains`
+    /// the proxy had taken but not yet answered at any one time (see [`max_in_flight`]).
+    pub fn max_in_flight(&self, method: &str, path_contains: &str) -> usize {
+        max_in_flight(
+            self.requests().iter().filter(|s| {
+                (method == "*" || s.method == method) && s.path.contains(path_contains)
+            }),
+        )
+    }
+
     /// Forget the requests seen so far.
     pub fn reset_counts(&self) {
         self.state.seen.lock().expect("proxy log lock").clear();
@@ -208,6 +220,27 @@ impl Proxy {
                 remaining: times,
             });
     }
+}
+
+/// The most of `requests` (of one proxy or several) taken but not yet answered (the head of
+/// the answer sent) at any one time: the concurrency a client reached.
+pub fn max_in_flight<'a>(requests: impl IntoIterator<Item = &'a Seen>) -> usize {
+    // +1 where a request arrived, -1 where it was answered; at the same instant an answer goes
+    // first (the two did not overlap).
+    let mut edges: Vec<(std::time::SystemTime, i64)> = Vec::new();
+    for seen in requests {
+        edges.push((seen.at, 1));
+        if let Some(answered) = seen.answered {
+            edges.push((answered, -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, edge) in edges {
+        now += edge;
+        most = most.max(now);
+    }
+    usize::try_from(most).expect("never below zero")
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -241,12 +274,29 @@ impl State {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".to_owned());
+        let at = std::time::SystemTime::now();
         self.seen.lock().expect("proxy log lock").push(Seen {
             method: method.clone(),
             path: path.clone(),
-            at: std::time::SystemTime::now(),
+            at,
+            answered: None,
         });
-        let fault = self.take_fault(&method, &path);
+        let response = self.respond(req, &method, &path).await;
+        let mut seen = self.seen.lock().expect("proxy log lock");
+        // Found by its arrival (the log may have been reset meanwhile).
+        if let Some(entry) = seen
+            .iter_mut()
+            .rev()
+            .find(|s| s.at == at && s.method == method && s.path == path)
+        {
+            entry.answered = Some(std::time::SystemTime::now());
+        }
+        response
+    }
+
+    /// The answer to `req`: a fault's, or the registry's.
+    async fn respond(&self, req: Request<Incoming>, method: &str, path: &str) -> Response<Body> {
+        let fault = self.take_fault(method, path);
         match &fault {
             Some(Fault::Hang) => return std::future::pending().await,
             Some(Fault::Delay(pause)) => tokio::time::sleep(*pause).await,
@@ -310,7 +360,7 @@ impl State {
                 .body(full(body))
                 .expect("an injected response is valid");
         }
-        match self.forward(req, &path).await {
+        match self.forward(req, path).await {
             Ok(mut response) => match fault {
                 Some(Fault::CutBody { after }) => interrupt_after(response, after, None),
                 Some(Fault::StallBody { after, pause }) => {
