@@ -14,7 +14,7 @@ use regmirror::{
     StateStore,
 };
 use regmirror_tests::image::images_sharing_layers;
-use regmirror_tests::proxy::Fault;
+use regmirror_tests::proxy::{Fault, max_in_flight};
 use regmirror_tests::{Blob, Flavor, Image, Index, Proxy, Registry, Seeder, WebhookReceiver};
 
 const SRC: &str = "upstream/app";
@@ -430,6 +430,89 @@ async fn a_no_op_run_asks_each_side_about_each_tag_once() {
         seen.sort();
         assert_eq!(seen, expected, "{side} requests of a no-op run");
     }
+}
+
+/// One small image under `count` tags (`t000`, `t001`, …) of `repo`: a run over them is all
+/// manifest questions.
+async fn tag_many(seeder: &Seeder, repo: &str, count: usize) {
+    let image = Image::simple(500, 1, 1000);
+    seeder.push_image(repo, "t000", &image).await;
+    for i in 1..count {
+        seeder
+            .push_manifest(repo, &format!("t{i:03}"), &image.manifest)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_far_source_is_asked_about_more_tags_at_once() {
+    let env = Env::start();
+    tag_many(&env.src(), SRC, 300).await;
+    let config = env.config(&["*"]);
+    let first = env.sync_once(&env.mirror(), &config).await;
+    assert!(first.is_success(), "{first:?}");
+
+    // Every manifest HEAD now takes 50 ms, as across a continent. (A new mirror: its client
+    // has not seen the source answer at once.)
+    env.proxy.inject(
+        "HEAD",
+        "/manifests/",
+        Fault::Delay(Duration::from_millis(50)),
+        1000,
+    );
+    env.proxy.reset_counts();
+    let second = env.sync_once(&env.mirror(), &config).await;
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(second.tags_current.len(), 300);
+    assert_eq!(env.proxy.count("HEAD", "/manifests/"), 300);
+    // 32 at a time would ask 640 a second; 50 ms round trips get up to 8 times as many.
+    let most = env.proxy.max_in_flight("HEAD", "/manifests/");
+    assert!(
+        (33..=256).contains(&most),
+        "{most} manifest HEADs in flight"
+    );
+}
+
+#[tokio::test]
+async fn registries_nearby_are_asked_32_at_a_time_and_both_at_once() {
+    let env = Env::start();
+    let dest_proxy = Proxy::start(&env.dest_registry);
+    tag_many(&env.src(), SRC, 300).await;
+    let mirror = Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap();
+    let config = env.config(&["*"]);
+    let first = env.sync_once(&mirror, &config).await;
+    assert!(first.is_success(), "{first:?}");
+    // The clients learn the round trip from a window of answers: on a machine busy enough to
+    // answer 32 questions at once no faster than a far registry, the first no-op may widen the
+    // window until its answers show the time was queueing (the destination had no questions in
+    // the cold run to learn from).
+    let warm = env.sync_once(&mirror, &config).await;
+    assert!(warm.is_success(), "{warm:?}");
+
+    env.proxy.reset_counts();
+    dest_proxy.reset_counts();
+    let second = env.sync_once(&mirror, &config).await;
+    assert!(second.is_success(), "{second:?}");
+    assert_eq!(second.tags_current.len(), 300);
+    let source = env.proxy.max_in_flight("HEAD", "/manifests/");
+    let dest = dest_proxy.max_in_flight("HEAD", "/manifests/");
+    let (sides, dest_sides) = (env.proxy.requests(), dest_proxy.requests());
+    let both = max_in_flight(
+        sides
+            .iter()
+            .chain(&dest_sides)
+            .filter(|s| s.method == "HEAD" && s.path.contains("/manifests/")),
+    );
+    // Round trips this short keep each side's client to its 32; the two sides are asked at
+    // once, neither waiting behind the other's questions.
+    assert!(
+        source <= 32 && dest <= 32 && both > 32,
+        "manifest HEADs in flight: {source} to the source, {dest} to the destination, {both} in all"
+    );
 }
 
 #[tokio::test]

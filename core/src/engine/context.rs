@@ -6,10 +6,13 @@
 //! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's
 //! bounded pool, is not started once the run is cancelled (so a cancelled run stops after the
 //! units in flight), and is abandoned when the run is aborted (timeout, lost lease). Small reads
-//! (manifest `HEAD`s and `GET`s, blob `HEAD`s) are units of a second, larger pool
-//! ([`Run::metadata_unit`]): they carry no bulk, and each wave of them costs a round trip.
-//! Copies of small blobs ([`Run::blob_unit`]) have a pool of that size of their own: what
-//! bounds a run is bytes in flight, and a blob of a few KiB costs round trips, not bandwidth.
+//! (manifest `HEAD`s and `GET`s, blob `HEAD`s) are units of larger pools, one per side
+//! ([`Run::source_read`], [`Run::dest_read`]): they carry no bulk, and each wave of them costs a
+//! round trip. Those pools only bound the run's tasks: how many reads a registry sees at once
+//! is its client's cap, which widens with the registry's round trip (one side far away, the
+//! other nearby, each side gets its own). Copies of small blobs ([`Run::blob_unit`]) have a
+//! pool of their own, of the size a registry nearby gets: what bounds a run is bytes in
+//! flight, and a blob of a few KiB costs round trips, not bandwidth.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -28,6 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::failure::Failure;
 use crate::pattern::TagFilter;
 use crate::reference::Digest;
+use crate::registry::http::max_metadata_window;
 use crate::registry::manifest::Reference;
 use crate::registry::{DestRegistry, Manifest, SMALL_BLOB_MAX, SourceRegistry};
 use crate::state::{LogEntry, LogKind};
@@ -72,7 +76,8 @@ pub(crate) struct Run {
     /// The destination repository path (the mirror's id).
     pub dest_repo: String,
     pool: Semaphore,
-    metadata_pool: Semaphore,
+    source_reads: Semaphore,
+    dest_reads: Semaphore,
     small_blob_pool: Semaphore,
     /// At most this many tags are staged at once ([`Run::stage_all`]): 8 per small copy (256 by
     /// default), enough that a tag whose last blob waits does not hold the pools back (2 per
@@ -107,7 +112,9 @@ pub(crate) struct RunParts {
     pub source: Arc<dyn SourceRegistry>,
     pub dest: Arc<dyn DestRegistry>,
     pub concurrency: usize,
-    /// Small reads in flight apart from the units ([`super::metadata_concurrency`]).
+    /// Small reads in flight to a registry nearby, apart from the units
+    /// ([`super::metadata_concurrency`]): the pool of small copies, and what the pools of
+    /// small reads and the tags staged at once are sized from.
     pub metadata_concurrency: usize,
     pub known: Arc<KnownBlobs>,
     pub links: Arc<KnownLinks>,
@@ -135,7 +142,11 @@ impl Run {
             source: Arc::new(SourceSide(parts.source)),
             dest,
             pool: Semaphore::new(parts.concurrency.max(1)),
-            metadata_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
+            // As many as the sides' clients may let through when far away: a side's reads
+            // waiting for its registry must not hold the other side's back, as they would
+            // under one pool of both.
+            source_reads: Semaphore::new(max_metadata_window(parts.metadata_concurrency)),
+            dest_reads: Semaphore::new(max_metadata_window(parts.metadata_concurrency)),
             small_blob_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
             tags_in_flight: 8 * parts.metadata_concurrency.max(parts.concurrency).max(1),
             known: parts.known,
@@ -231,10 +242,15 @@ impl Run {
         self.unit_in(&self.pool, work).await
     }
 
-    /// Like [`Run::unit`], for a small read (a manifest `HEAD` or `GET`, a blob `HEAD`), under
-    /// the larger pool of those.
-    pub async fn metadata_unit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        self.unit_in(&self.metadata_pool, work).await
+    /// Like [`Run::unit`], for a small read from the source (a manifest `HEAD` or `GET`, a
+    /// blob `HEAD`), under the larger pool of those.
+    pub async fn source_read<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.unit_in(&self.source_reads, work).await
+    }
+
+    /// Like [`Run::source_read`], from the destination.
+    pub async fn dest_read<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        self.unit_in(&self.dest_reads, work).await
     }
 
     /// Like [`Run::unit`], for copying or reading a blob of `size` bytes: a small one goes

@@ -203,7 +203,7 @@ impl Run {
     /// Store `manifest` untagged, unless the destination already has it.
     async fn push_by_digest(&self, manifest: &Manifest) -> Result<()> {
         let present = self
-            .metadata_unit(
+            .dest_read(
                 self.dest
                     .head_manifest(&self.dest_repo, manifest.digest.as_str()),
             )

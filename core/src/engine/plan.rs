@@ -84,7 +84,7 @@ pub(crate) async fn destination_listing(run: &Run) -> Result<Vec<String>> {
 pub(crate) async fn destination_heads(run: &Run, tags: &[String]) -> Result<TagRecord> {
     let heads = join_all(tags.iter().map(|tag| async move {
         let head = run
-            .metadata_unit(run.dest.head_manifest(&run.dest_repo, tag))
+            .dest_read(run.dest.head_manifest(&run.dest_repo, tag))
             .await;
         (tag, head)
     }))
@@ -175,7 +175,7 @@ pub(crate) async fn read_source(run: &Run, tag: &str, dest_has: bool) -> SourceR
     };
     if !dest_has {
         return match run
-            .metadata_unit(run.source.get_manifest(&run.src_repo, tag))
+            .source_read(run.source.get_manifest(&run.src_repo, tag))
             .await
         {
             Ok(manifest) => SourceRead::Fetched(manifest),
@@ -184,7 +184,7 @@ pub(crate) async fn read_source(run: &Run, tag: &str, dest_has: bool) -> SourceR
         };
     }
     match run
-        .metadata_unit(run.source.head_manifest(&run.src_repo, tag))
+        .source_read(run.source.head_manifest(&run.src_repo, tag))
         .await
     {
         Ok(Some(head)) => SourceRead::Head(head),
@@ -240,7 +240,7 @@ async fn rewritten_from(run: &Run, current: &Digest, source: &Digest) -> bool {
         return false;
     }
     let Ok(manifest) = run
-        .metadata_unit(run.dest.get_manifest(&run.dest_repo, current.as_str()))
+        .dest_read(run.dest.get_manifest(&run.dest_repo, current.as_str()))
         .await
     else {
         return false;

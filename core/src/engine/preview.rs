@@ -174,7 +174,7 @@ async fn needs(
             continue;
         }
         match run
-            .metadata_unit(run.dest.blob_size(&run.dest_repo, &blob.digest))
+            .dest_read(run.dest.blob_size(&run.dest_repo, &blob.digest))
             .await?
         {
             Some(size) => blob.check_size(size)?,

@@ -85,11 +85,10 @@ impl Run {
         if let Some(links) = self.links.get(digest) {
             return links;
         }
-        let from_dest =
-            || self.metadata_unit(self.dest.get_manifest(&self.dest_repo, digest.as_str()));
+        let from_dest = || self.dest_read(self.dest.get_manifest(&self.dest_repo, digest.as_str()));
         let read = match side {
             Side::Source => match self
-                .metadata_unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
+                .source_read(self.source.get_manifest(&self.src_repo, digest.as_str()))
                 .await
             {
                 Err(e) if e.kind() == ErrorKind::NotFound => from_dest().await,
@@ -242,7 +241,7 @@ async fn plan_api_referrers(
         _ => None,
     };
     match run
-        .metadata_unit(run.source.referrers(&run.src_repo, &first, filter))
+        .source_read(run.source.referrers(&run.src_repo, &first, filter))
         .await
     {
         Ok(Some(_)) => {}
@@ -269,7 +268,7 @@ async fn plan_api_referrers(
         }
         let answers = join_all(queue.iter().map(|subject| async move {
             let answer = run
-                .metadata_unit(run.source.referrers(&run.src_repo, subject, filter))
+                .source_read(run.source.referrers(&run.src_repo, subject, filter))
                 .await;
             (subject, answer)
         }))
@@ -377,7 +376,7 @@ impl Run {
                     return known;
                 }
                 let answer = self
-                    .metadata_unit(self.dest.referrers(&self.dest_repo, &index.digest, None))
+                    .dest_read(self.dest.referrers(&self.dest_repo, &index.digest, None))
                     .await;
                 let has = matches!(answer, Ok(Some(_)));
                 if answer.is_ok() {
@@ -394,7 +393,7 @@ impl Run {
             return true;
         }
         let held = matches!(
-            self.metadata_unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
+            self.dest_read(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
                 .await,
             Ok(Some(_))
         );
@@ -579,7 +578,7 @@ impl Run {
             .collect();
         let existing = match prior {
             Some(prior) => Some(
-                self.metadata_unit(self.dest.get_manifest(&self.dest_repo, prior.as_str()))
+                self.dest_read(self.dest.get_manifest(&self.dest_repo, prior.as_str()))
                     .await
                     .map_err(|e| e.context(format!("reading the destination's {tag}")))?,
             ),

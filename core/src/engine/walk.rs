@@ -182,7 +182,7 @@ impl Run {
     ) -> Result<Child> {
         let digest = &child.digest;
         let present = self
-            .metadata_unit(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
+            .dest_read(self.dest.head_manifest(&self.dest_repo, digest.as_str()))
             .await?;
         if let Some(head) = &present {
             child.check_size(head.size)?;
@@ -216,7 +216,7 @@ impl Run {
     /// The source manifest `digest`, verified.
     pub(crate) async fn fetch_manifest(&self, digest: &Digest) -> Result<Manifest> {
         let manifest = self
-            .metadata_unit(self.source.get_manifest(&self.src_repo, digest.as_str()))
+            .source_read(self.source.get_manifest(&self.src_repo, digest.as_str()))
             .await?;
         if &manifest.digest != digest {
             return Err(Error::new(

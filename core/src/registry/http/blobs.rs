@@ -24,7 +24,11 @@ impl Client {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}")).await?;
         let what = format!("HEAD {}", display_url(&url));
         let resp = self
-            .send(Call::new(Method::HEAD, url, scopes).follow_redirects())
+            .send(
+                Call::new(Method::HEAD, url, scopes)
+                    .follow_redirects()
+                    .measures_round_trip(),
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => Ok(content_length(&resp)),

@@ -83,7 +83,8 @@ impl Client {
             .send(
                 Call::new(Method::HEAD, url, scopes)
                     .header(ACCEPT, accept())
-                    .follow_redirects(),
+                    .follow_redirects()
+                    .measures_round_trip(),
             )
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {

@@ -25,6 +25,7 @@ mod retry;
 mod tags;
 mod token;
 mod upload;
+mod window;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -70,9 +71,13 @@ pub struct HttpOptions {
     /// until its stream is dropped), and apart from those, at most this many blob uploads.
     /// Small reads have their own cap, `max_concurrent_metadata_requests`.
     pub max_concurrent_requests: usize,
-    /// At most this many small reads in flight to this registry at once (manifest `HEAD`s and
-    /// `GET`s, blob `HEAD`s, tag lists), apart from the requests above: they carry no bulk,
-    /// and a run's planning is a burst of them where each wave costs a round trip.
+    /// This many small reads in flight to this registry at once (manifest `HEAD`s and `GET`s,
+    /// blob `HEAD`s, tag lists), apart from the requests above: they carry no bulk, and a
+    /// run's planning is a burst of them where each wave costs a round trip. Where the
+    /// registry's round trip (its fastest answer to a window of manifest and blob `HEAD`s) is
+    /// 20 ms or more, the cap grows in proportion (as many requests a second as this many at
+    /// 5 ms), to at most 8 times this ([`max_metadata_window`]), unless its answers then slow
+    /// down with it (a busy registry, not a far one).
     pub max_concurrent_metadata_requests: usize,
     /// Connecting (TCP and TLS) may take at most this long.
     pub connect_timeout: Duration,
@@ -112,11 +117,20 @@ pub struct HttpOptions {
 const MAX_METADATA_CONCURRENCY: usize = 32;
 
 /// How many small reads (manifest `HEAD`s and `GET`s, blob `HEAD`s) a run of `concurrency`
-/// units has in flight apart from those units: four per unit, up to 32 (or `concurrency`
-/// itself when that is larger). Planning is a burst of such reads, one per tag, each a round
-/// trip; the blob transfers keep the smaller limit.
+/// units has in flight to a registry nearby, apart from those units: four per unit, up to 32
+/// (or `concurrency` itself when that is larger). Planning is a burst of such reads, one per
+/// tag, each a round trip; the blob transfers keep the smaller limit. A registry farther away
+/// gets more, up to [`max_metadata_window`] of this (see
+/// [`HttpOptions::max_concurrent_metadata_requests`]).
 pub fn metadata_concurrency(concurrency: usize) -> usize {
     concurrency.max(concurrency.saturating_mul(4).min(MAX_METADATA_CONCURRENCY))
+}
+
+/// The most small reads in flight to one registry whose
+/// [`HttpOptions::max_concurrent_metadata_requests`] is `cap`, reached when its round trip is
+/// 40 ms or longer: 8 times `cap` (256 at the default 32).
+pub fn max_metadata_window(cap: usize) -> usize {
+    cap.max(1).saturating_mul(window::GROWTH)
 }
 
 impl HttpOptions {
