@@ -99,6 +99,10 @@ fn main() -> ExitCode {
         | Command::Completions { .. }
         | Command::Man { .. } => false,
     };
+    // Small requests to a far registry take up to 256 connections (HTTP/1.1), and a worker may
+    // sync from several such at once: more than the usual soft limit of 1024 open files. It is
+    // raised to the hard limit, as Go programs do at start; where that fails, the limit stands.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1526,6 +1526,46 @@ fn source_that_hangs_listing(source: &Registry) -> regmirror_tests::proxy::Proxy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_raises_its_soft_limit_of_open_files_to_the_hard_one() {
+    use rlimit::Resource;
+    use std::os::unix::process::CommandExt as _;
+    let (source, dest) = (Registry::start(), Registry::start());
+    seed(&source, "lib/app", &["v1"]).await;
+    // The run waits on the listing while its limits are read.
+    let proxy = source_that_hangs_listing(&source);
+    let src = format!("{}/lib/app", proxy.host());
+    let dst = format!("{}/mirror/app", dest.host());
+    let (_, hard) = Resource::NOFILE.get().unwrap();
+    let soft = hard.min(256);
+    assert!(soft < hard, "the test needs a hard limit above {soft}");
+    let mut started = command(&sync_args(&src, &dst, "*", &PLAIN));
+    // Started as many systems start processes: a soft limit (often 1024) below the hard one.
+    // SAFETY: setrlimit is async-signal-safe, all a child may call before exec.
+    unsafe {
+        started.pre_exec(move || Resource::NOFILE.set(soft, hard));
+    }
+    let child = tokio::process::Command::from(started)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the listing reaches the source", async || {
+        proxy.count("GET", "/tags/list") > 0
+    })
+    .await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // "Max open files SOFT HARD files"
+    assert_eq!(open_files[3], hard.to_string(), "{limits}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
     let (source, dest) = (Registry::start(), Registry::start());
     seed(&source, "lib/app", &["v1"]).await;
