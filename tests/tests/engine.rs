@@ -109,6 +109,16 @@ fn image(seed: u64, layer: &[u8]) -> Image {
     Image::new(Flavor::Oci, seed, vec![Blob::new(layer.to_vec())])
 }
 
+/// A mirror with no state store whose destination is reached through `dest_proxy` (a counting
+/// proxy in front of the destination registry).
+fn mirror_into(dest_proxy: &Proxy) -> Mirror {
+    Mirror::builder()
+        .destination(Arc::new(dest_proxy.client()))
+        .connector(Arc::new(HttpConnector::new(http_options())))
+        .build()
+        .unwrap()
+}
+
 /// Quay's case: destination {updated, deleted}; source {latest, zzerror, created, updated}
 /// where zzerror's layer cannot be read. Returns (updated before, updated in the source).
 async fn quay_case(env: &Env) -> (Digest, Digest) {
@@ -396,11 +406,7 @@ async fn a_no_op_run_asks_each_side_about_each_tag_once() {
         .await;
     tags.push("multi".to_owned());
     tags.sort();
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
+    let mirror = mirror_into(&dest_proxy);
     let config = env.config(&["*"]);
     let first = env.sync_once(&mirror, &config).await;
     assert!(first.is_success(), "{first:?}");
@@ -478,11 +484,7 @@ async fn registries_nearby_are_asked_32_at_a_time_and_both_at_once() {
     let env = Env::start();
     let dest_proxy = Proxy::start(&env.dest_registry);
     tag_many(&env.src(), SRC, 300).await;
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
+    let mirror = mirror_into(&dest_proxy);
     let config = env.config(&["*"]);
     let first = env.sync_once(&mirror, &config).await;
     assert!(first.is_success(), "{first:?}");
@@ -575,11 +577,7 @@ async fn a_new_destination_repository_is_not_asked_about_its_small_blobs() {
     for (i, img) in images.iter().enumerate().take(2) {
         env.src().push_image(SRC, &format!("t{i}"), img).await;
     }
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
+    let mirror = mirror_into(&dest_proxy);
     let config = env.config(&["t*"]);
     let first = env.sync_once(&mirror, &config).await;
     assert!(first.is_success(), "{first:?}");
@@ -653,11 +651,7 @@ async fn the_source_is_asked_while_the_destination_is_taken_stock_of() {
             .push_image(SRC, &format!("t{i}"), &Image::simple(340 + i, 1, 1000))
             .await;
     }
-    let mirror = Mirror::builder()
-        .destination(Arc::new(dest_proxy.client()))
-        .connector(Arc::new(HttpConnector::new(http_options())))
-        .build()
-        .unwrap();
+    let mirror = mirror_into(&dest_proxy);
     let config = env.config(&["t*"]);
     assert!(env.sync_once(&mirror, &config).await.is_success());
     // A no-op: each side is asked about each tag; the destination answers slowly.
