@@ -501,7 +501,8 @@ export interface MirrorOptions {
   noProxy?: string
   /**
    * Blob copies in flight at once, a whole number (default 8); small reads (manifest and
-   * blob HEADs) have their own allowance of four per copy, up to 32.
+   * blob HEADs) have their own allowance of four per copy, up to 32 per registry, and up to
+   * 8 times that to a far one.
    */
   concurrency?: number
   /** Upper bound for one run, in seconds (default 3600). */

@@ -87,7 +87,8 @@ pub struct MirrorOptions {
     /// Hosts reached without a proxy, comma-separated (default: `$no_proxy`).
     pub no_proxy: Option<String>,
     /// Blob copies in flight at once, a whole number (default 8); small reads (manifest and
-    /// blob HEADs) have their own allowance of four per copy, up to 32.
+    /// blob HEADs) have their own allowance of four per copy, up to 32 per registry, and up to
+    /// 8 times that to a far one.
     pub concurrency: Option<f64>,
     /// Upper bound for one run, in seconds (default 3600).
     pub timeout_seconds: Option<f64>,

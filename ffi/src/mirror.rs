@@ -280,7 +280,8 @@ pub unsafe extern "C" fn regmirror_mirror_builder_set_platform_index(
 }
 
 /// Blob copies and registry requests in flight at once (default 8; small reads up to 4x as
-/// many). 0 is `REGMIRROR_INVALID_CONFIG` at `_build`.
+/// many per registry, up to 32, and up to 8 times that to a far one). 0 is
+/// `REGMIRROR_INVALID_CONFIG` at `_build`.
 ///
 /// # Safety
 /// `builder` is NULL or a live builder.

@@ -28,7 +28,7 @@ rate-limited; what it raises is reported by ``sys.unraisablehook`` and never fai
 __version__: str
 
 DEFAULT_CONCURRENCY: Final[int]
-"""The default of ``concurrency``: blob copies in flight at once (small reads such as manifest HEADs have their own allowance of four per copy, up to 32)."""
+"""The default of ``concurrency``: blob copies in flight at once (small reads such as manifest HEADs have their own allowance of four per copy, up to 32 per registry, and up to 8 times that to a far one)."""
 
 DEFAULT_MAX_TAGS: Final[int]
 """The default of ``max_tags``: a registry listing more tags than this fails the run (an endless tag list stops there)."""
