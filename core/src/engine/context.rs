@@ -345,12 +345,10 @@ impl Run {
 /// A tag's content, staged and ready to be published.
 #[derive(Debug, Clone)]
 pub(crate) enum Staged {
-    /// Push `manifest` under the tag. Its digest differs from `source_digest` only for a
-    /// rewritten index.
-    Ready {
-        manifest: Manifest,
-        source_digest: Digest,
-    },
+    /// Push this manifest under the tag. Its digest differs from the source's (the tag's
+    /// planned digest) only for a rewritten index or a merged referrers index. Shared: the
+    /// run's once-per-digest cell and every tag pointing at it hold the same one.
+    Ready(Arc<Manifest>),
     /// A single-platform image the architecture filter excludes: a success with nothing to do.
     Skipped { reason: String },
     /// Referrers pushed by digest to a destination whose referrers API indexes them: no tag

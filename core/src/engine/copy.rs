@@ -47,10 +47,7 @@ impl Run {
         fetched: Option<Manifest>,
         dest_untagged: bool,
     ) -> Result<Staged> {
-        let ready = |manifest: Manifest| Staged::Ready {
-            manifest,
-            source_digest: digest.clone(),
-        };
+        let ready = |manifest: Manifest| Staged::Ready(Arc::new(manifest));
         let walk = Walk::new();
         let (manifest, chosen, entries) = match self.open_top(digest, fetched, &walk).await? {
             Top::Excluded(reason) => return Ok(Staged::Skipped { reason }),

@@ -233,7 +233,8 @@ struct Done {
 #[derive(Debug)]
 struct Publishable {
     tag: String,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
+    /// The digest planned from the source (the manifest's own unless it was rewritten).
     source_digest: Digest,
 }
 
@@ -251,7 +252,7 @@ struct Sorted {
 pub(crate) async fn publish(
     run: &Arc<Run>,
     plan: Plan,
-    staged: BTreeMap<String, Result<Staged>>,
+    staged: Vec<Option<Result<Staged>>>,
     store: Option<&Arc<dyn StateStore>>,
     report: &mut SyncReport,
 ) -> Result<()> {
@@ -312,17 +313,20 @@ pub(crate) async fn publish(
     Ok(())
 }
 
-/// Sort the planned `tags` by how staging went: report the current and the skipped ones, and
-/// say which the destination keeps (every selected tag but the skipped ones: failed tags keep
-/// their previous value, so they are not pruned either), which to publish and which failed.
+/// Sort the planned `tags` by how staging went (`staged`: each tag's outcome at its place in
+/// `tags`): report the current and the skipped ones, and say which the destination keeps
+/// (every selected tag but the skipped ones: failed tags keep their previous value, so they
+/// are not pruned either), which to publish and which failed.
 fn sort(
     run: &Run,
     tags: Vec<(String, Action)>,
-    mut staged: BTreeMap<String, Result<Staged>>,
+    staged: Vec<Option<Result<Staged>>>,
     report: &mut SyncReport,
 ) -> Sorted {
     let mut sorted = Sorted::default();
-    for (tag, action) in tags {
+    // A tag without an outcome is the internal failure below, never left out.
+    let staged = staged.into_iter().chain(std::iter::repeat_with(|| None));
+    for ((tag, action), staged) in tags.into_iter().zip(staged) {
         match action {
             Action::Current(digest) => {
                 finished(run, &tag, TagStatus::Current, Some(&digest), None);
@@ -333,11 +337,8 @@ fn sort(
                 sorted.keep.insert(tag.clone(), None);
                 sorted.failures.push((tag, e.in_phase(Phase::Read)));
             }
-            Action::Copy(..) => match staged.remove(&tag) {
-                Some(Ok(Staged::Ready {
-                    manifest,
-                    source_digest,
-                })) => {
+            Action::Copy(source_digest, _) => match staged {
+                Some(Ok(Staged::Ready(manifest))) => {
                     sorted
                         .keep
                         .insert(tag.clone(), Some(manifest.digest.clone()));
@@ -510,7 +511,7 @@ async fn publish_tag(
                 old,
                 unsure: false,
             });
-            done.synced.push((tag, manifest.digest));
+            done.synced.push((tag, manifest.digest.clone()));
             true
         }
         Err(e) if e.kind() == ErrorKind::Cancelled => false,

@@ -497,10 +497,7 @@ impl Run {
                         reason: format!("its subject {subject} is skipped: {reason}"),
                     });
                 }
-                Ok(Staged::Ready {
-                    manifest,
-                    source_digest,
-                }) if manifest.digest != source_digest => {
+                Ok(Staged::Ready(manifest)) if manifest.digest != *subject => {
                     self.stats
                         .referrers_of_rewritten
                         .fetch_add(1, Ordering::Relaxed);
@@ -512,7 +509,7 @@ impl Run {
                         ),
                     });
                 }
-                Ok(Staged::Ready { .. } | Staged::Untagged) => {}
+                Ok(Staged::Ready(_) | Staged::Untagged) => {}
             }
         }
         let manifest = match fetched {
@@ -547,7 +544,7 @@ impl Run {
                 let staged = self
                     .stage_top(digest, Some(manifest), dest_untagged)
                     .await?;
-                if matches!(staged, Staged::Ready { .. }) {
+                if matches!(staged, Staged::Ready(_)) {
                     self.stats.referrers_copied.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(staged)
@@ -642,10 +639,7 @@ impl Run {
         // Known, the next run compares against it without reading it back.
         self.links
             .note(&manifest.digest, Arc::new(links_of(&manifest)));
-        Ok(Staged::Ready {
-            manifest,
-            source_digest,
-        })
+        Ok(Staged::Ready(Arc::new(manifest)))
     }
 }
 

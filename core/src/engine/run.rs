@@ -21,6 +21,7 @@ use crate::config::RollbackMode;
 use crate::error::{Error, ErrorKind, Phase, Result};
 use crate::failure::Failure;
 use crate::reference::Digest;
+use crate::registry::Manifest;
 use crate::state::{StateStore, TagRecord};
 
 /// What is under way from the moment the destination's tag names are known: its digests
@@ -90,8 +91,8 @@ impl Run {
             report.note = Some(self.no_tags_matched(tags.len()));
             return Ok(());
         }
-        let plan = self.plan_all(&tags, selected, dest?).await?;
-        let staged = self.stage_all(&plan).await;
+        let mut plan = self.plan_all(&tags, selected, dest?).await?;
+        let staged = self.stage_all(&mut plan).await;
         publish::publish(self, plan, staged, store, report).await
     }
 
@@ -153,14 +154,28 @@ impl Run {
     }
 
     /// Stage every tag the plan copies, [`Run::tags_in_flight`] at a time (each tag's blobs
-    /// then wait for the pools). The result maps each such tag to its outcome.
+    /// then wait for the pools). The manifests planning fetched move into staging: the plan
+    /// keeps none. The result holds each planned tag's outcome at the tag's place in
+    /// `plan.tags` (`None` for a tag not copied): no tag name is kept twice.
     pub(crate) async fn stage_all(
         self: &Arc<Self>,
-        plan: &Plan,
-    ) -> BTreeMap<String, Result<Staged>> {
+        plan: &mut Plan,
+    ) -> Vec<Option<Result<Staged>>> {
         // A repository with no tags before the run (a new one, most likely): its small blobs
         // are not asked about before they are copied (see `blobs::asks_first`).
         let dest_untagged = plan.prior.is_empty();
+        // Owned (each copied tag's place and the manifest planning fetched, moved out of the
+        // plan), so that the stream below holds no closure over borrowed items.
+        let work: Vec<(usize, Option<Manifest>)> = plan
+            .tags
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(at, (_, action))| match action {
+                Action::Copy(_, fetched) => Some((at, fetched.take())),
+                _ => None,
+            })
+            .collect();
+        let plan = &*plan;
         let copied: HashSet<&Digest> = plan
             .tags
             .iter()
@@ -169,23 +184,14 @@ impl Run {
                 _ => None,
             })
             .collect();
-        // Owned, so that the stream below holds no closure over borrowed items.
-        let work: Vec<_> = plan
-            .tags
-            .iter()
-            .filter_map(|(tag, action)| match action {
-                Action::Copy(digest, fetched) => {
-                    Some((tag.clone(), digest.clone(), fetched.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        let tasks = work.into_iter().map(|(tag, digest, fetched)| {
-            let run = Arc::clone(self);
-            let name = tag.clone();
-            let referrer = plan.referrer_tags.get(&tag).map(|r| {
+        let tasks = work.into_iter().filter_map(|(at, fetched)| {
+            let (tag, Action::Copy(digest, _)) = &plan.tags[at] else {
+                return None;
+            };
+            let (run, name, digest) = (Arc::clone(self), tag.clone(), digest.clone());
+            let referrer = plan.referrer_tags.get(tag).map(|r| {
                 let subject_copied = copied.contains(&r.subject);
-                (r.clone(), subject_copied, plan.prior.get(&tag).cloned())
+                (r.clone(), subject_copied, plan.prior.get(tag).cloned())
             });
             // Each tag on its own task, so hashing of different blobs uses every core. The task
             // is spawned only when the stream below takes this tag up.
@@ -208,20 +214,24 @@ impl Run {
                     None => run.stage_top(&digest, fetched, dest_untagged).await,
                 }
             });
-            task.map(move |joined| {
+            Some(task.map(move |joined| {
                 let staged = joined.unwrap_or_else(|e| {
                     Err(Error::new(
                         ErrorKind::Internal,
                         format!("staging panicked: {e}"),
                     ))
                 });
-                (tag, staged)
-            })
+                (at, staged)
+            }))
         });
-        futures::stream::iter(tasks)
-            .buffer_unordered(self.tags_in_flight)
-            .collect()
-            .await
+        let mut staged: Vec<Option<Result<Staged>>> = std::iter::repeat_with(|| None)
+            .take(plan.tags.len())
+            .collect();
+        let mut done = futures::stream::iter(tasks).buffer_unordered(self.tags_in_flight);
+        while let Some((at, result)) = done.next().await {
+            staged[at] = Some(result);
+        }
+        staged
     }
 
     /// The source's tags, and the destination's tag names (checked by the caller only when it

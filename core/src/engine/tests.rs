@@ -1288,3 +1288,48 @@ async fn a_preview_verifies_child_manifests_as_staging_does() {
     assert_eq!(report.tags_failed[0].tag, "multi");
     assert!(report.tags_failed[0].reason.starts_with("DigestMismatch:"));
 }
+
+#[tokio::test]
+async fn staging_keeps_each_manifest_once_and_the_plan_none() {
+    let s = setup();
+    let one = s.source.seed_image(SRC, Some("a"), "amd64", &[b"one"]);
+    s.source.put_manifest(SRC, Some("b"), &one);
+    s.source.seed_image(SRC, Some("c"), "amd64", &[b"two"]);
+    let run = Arc::new(
+        s.mirror
+            .start_run(&config(&["*"]), SyncOptions::default(), None)
+            .unwrap(),
+    );
+    let (tags, dest) = run.list_both_sides().await.unwrap();
+    let selected = run.filter.select(&tags);
+    let mut plan = run.plan_all(&tags, selected, dest.unwrap()).await.unwrap();
+    // The destination lacks every tag, so planning fetched each manifest.
+    assert!(
+        plan.tags
+            .iter()
+            .all(|(_, a)| matches!(a, plan::Action::Copy(_, Some(_))))
+    );
+    let staged = run.stage_all(&mut plan).await;
+    // The fetched manifests moved into staging: the plan keeps none of them.
+    assert!(
+        plan.tags
+            .iter()
+            .all(|(_, a)| matches!(a, plan::Action::Copy(_, None)))
+    );
+    let ready: Vec<Arc<Manifest>> = staged
+        .into_iter()
+        .map(|s| match s {
+            Some(Ok(context::Staged::Ready(m))) => m,
+            other => panic!("staged {other:?}"),
+        })
+        .collect();
+    // Tags a and b point at one manifest: one copy, shared with the run's cell for it.
+    assert!(Arc::ptr_eq(&ready[0], &ready[1]));
+    assert!(!Arc::ptr_eq(&ready[0], &ready[2]));
+    assert_eq!(ready[0].digest, one.digest);
+    let cell = context::cell(&run.tops, &one.digest);
+    match cell.get() {
+        Some(Ok(context::Staged::Ready(m))) => assert!(Arc::ptr_eq(m, &ready[0])),
+        other => panic!("cell {other:?}"),
+    }
+}
