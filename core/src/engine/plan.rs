@@ -109,26 +109,40 @@ pub(crate) enum SourceRead {
     Failed(Action),
 }
 
+/// The most tags asked about early (one first wave of small reads); a destination listing more
+/// has its tags asked about after the source's list, as before. All 300 of a 300-tag slow-link
+/// no-op asked early made it 0.35 s slower (1.1 against 0.76 s, with the cap of small reads
+/// widened by the round trip), while a run of 20 tags gains 0.12 s.
+const EARLY_MAX: usize = 32;
+
 /// The source's answers about the tags the destination lists that the mirror selects, asked
 /// from the moment the destination's tag names are known, while the source's own list is still
 /// on its way: over a slow link that list costs a connection set-up and a round trip, which
-/// the questions then no longer wait for. Each question is a task, stopped when dropped.
-pub(crate) struct EarlyReads(HashMap<String, AbortOnDropHandle<SourceRead>>);
+/// the questions then no longer wait for. Each question is a task, stopped when dropped. Held:
+/// the destination's selected tags, each with its question when asked early.
+pub(crate) struct EarlyReads(HashMap<String, Option<AbortOnDropHandle<SourceRead>>>);
 
 impl EarlyReads {
-    /// Ask the source about each of the destination's `dest_tags` the filter selects (a HEAD:
-    /// the destination has them).
+    /// Ask the source about the destination's `dest_tags` the filter selects (a HEAD: the
+    /// destination has them), if there are no more than [`EARLY_MAX`].
     pub(crate) fn ask(run: &Arc<Run>, dest_tags: &[String]) -> EarlyReads {
-        let asked = run.filter.select(dest_tags).into_iter().map(|tag| {
-            let (run, name) = (Arc::clone(run), tag.clone());
-            let task = tokio::spawn(async move { read_source(&run, &name, true).await });
-            (tag, AbortOnDropHandle::new(task))
+        let selected = run.filter.select(dest_tags);
+        let early = selected.len() <= EARLY_MAX;
+        let asked = selected.into_iter().map(|tag| {
+            let task = early.then(|| {
+                let (run, name) = (Arc::clone(run), tag.clone());
+                AbortOnDropHandle::new(tokio::spawn(
+                    async move { read_source(&run, &name, true).await },
+                ))
+            });
+            (tag, task)
         });
         EarlyReads(asked.collect())
     }
 
     /// What the source says of `tag`, which its list names: the early answer when it was asked
-    /// early (the destination lists it; never asked twice), else its manifest, fetched now.
+    /// early (never asked twice), else a HEAD now when the destination lists it, else its
+    /// manifest, fetched now.
     /// What was asked of tags the source does not list is stopped when `self` is dropped.
     pub(crate) fn read<'a>(
         &mut self,
@@ -138,9 +152,11 @@ impl EarlyReads {
         let early = self.0.remove(tag);
         async move {
             // Asked now only if not asked early: boxed, so that a tag answered early holds no
-            // room for a question it does not ask (10 000 tags wait here at once).
-            let Some(early) = early else {
-                return Box::pin(read_source(run, tag, false)).await;
+            // room for a question it does not ask.
+            let early = match early {
+                Some(Some(early)) => early,
+                Some(None) => return Box::pin(read_source(run, tag, true)).await,
+                None => return Box::pin(read_source(run, tag, false)).await,
             };
             match early.await {
                 // Asked before the source's list was read, the tag may have been pushed in
