@@ -164,14 +164,14 @@ impl Run {
         // A repository with no tags before the run (a new one, most likely): its small blobs
         // are not asked about before they are copied (see `blobs::asks_first`).
         let dest_untagged = plan.prior.is_empty();
-        // Owned (each copied tag's place and the manifest planning fetched, moved out of the
-        // plan), so that the stream below holds no closure over borrowed items.
-        let work: Vec<(usize, Option<Manifest>)> = plan
+        // Owned (each copied tag's place, its digest, and the manifest planning fetched, moved
+        // out of the plan), so that the stream below holds no closure over borrowed items.
+        let work: Vec<(usize, Digest, Option<Manifest>)> = plan
             .tags
             .iter_mut()
             .enumerate()
             .filter_map(|(at, (_, action))| match action {
-                Action::Copy(_, fetched) => Some((at, fetched.take())),
+                Action::Copy(digest, fetched) => Some((at, digest.clone(), fetched.take())),
                 _ => None,
             })
             .collect();
@@ -184,11 +184,9 @@ impl Run {
                 _ => None,
             })
             .collect();
-        let tasks = work.into_iter().filter_map(|(at, fetched)| {
-            let (tag, Action::Copy(digest, _)) = &plan.tags[at] else {
-                return None;
-            };
-            let (run, name, digest) = (Arc::clone(self), tag.clone(), digest.clone());
+        let tasks = work.into_iter().map(|(at, digest, fetched)| {
+            let tag = &plan.tags[at].0;
+            let (run, name) = (Arc::clone(self), tag.clone());
             let referrer = plan.referrer_tags.get(tag).map(|r| {
                 let subject_copied = copied.contains(&r.subject);
                 (r.clone(), subject_copied, plan.prior.get(tag).cloned())
@@ -214,7 +212,7 @@ impl Run {
                     None => run.stage_top(&digest, fetched, dest_untagged).await,
                 }
             });
-            Some(task.map(move |joined| {
+            task.map(move |joined| {
                 let staged = joined.unwrap_or_else(|e| {
                     Err(Error::new(
                         ErrorKind::Internal,
@@ -222,7 +220,7 @@ impl Run {
                     ))
                 });
                 (at, staged)
-            }))
+            })
         });
         let mut staged: Vec<Option<Result<Staged>>> = std::iter::repeat_with(|| None)
             .take(plan.tags.len())
