@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest as _, Sha256};
 
-use super::context::{Run, cell};
+use super::context::{Run, Staging, cell};
 use super::progress::{BlobTransfer, Progress, ProgressEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::Digest;
@@ -81,24 +81,20 @@ impl Run {
         tracing::debug!(mirror = %self.config.id, "{e}; reading the blob again in {wait:?}");
         Some(wait)
     }
+}
 
-    /// Make `blob` present in the destination repository, once per run; `dest_untagged`: the
-    /// repository had no tags before the run.
-    pub(crate) async fn copy_blob(
-        self: &Arc<Self>,
-        blob: &Reference,
-        preloaded: Option<Bytes>,
-        dest_untagged: bool,
-    ) -> Result<()> {
-        let cell = cell(&self.blobs, &(blob.digest.clone(), blob.size));
+impl Staging {
+    /// Make `blob` present in the destination repository, once per run.
+    pub(crate) async fn copy_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
+        let cell = cell(&self.run.blobs, &(blob.digest.clone(), blob.size));
         let done = cell
             .get_or_init(|| async {
-                let run = Arc::clone(self);
+                let staging = self.clone();
                 let blob = blob.clone();
                 // On its own task so that hashing runs in parallel with other blobs.
                 let task = tokio::spawn(async move {
-                    let transfer = run.transfer_blob(&blob, preloaded, dest_untagged);
-                    run.blob_unit(blob.size, transfer).await
+                    let transfer = staging.transfer_blob(&blob, preloaded);
+                    staging.run.blob_unit(blob.size, transfer).await
                 });
                 match task.await {
                     Ok(result) => result.map_err(Into::into),
@@ -114,36 +110,32 @@ impl Run {
             .map_err(|e| Error::from(e).context(format!("blob {}", blob.digest)))
     }
 
-    async fn transfer_blob(
-        &self,
-        blob: &Reference,
-        preloaded: Option<Bytes>,
-        dest_untagged: bool,
-    ) -> Result<()> {
+    async fn transfer_blob(&self, blob: &Reference, preloaded: Option<Bytes>) -> Result<()> {
+        let run = &self.run;
         let digest = &blob.digest;
         let finished = |transfer| {
-            self.progress.emit(ProgressEvent::BlobFinished {
+            run.progress.emit(ProgressEvent::BlobFinished {
                 digest: digest.clone(),
                 transfer,
             });
         };
         // A blob already there (or mountable) is not streamed, so its size is checked here:
         // the digest is right, but a descriptor whose size lies must not be published.
-        if asks_first(blob, dest_untagged)
-            && let Some(size) = self.dest.blob_size(&self.dest_repo, digest).await?
+        if asks_first(blob, self.dest_untagged)
+            && let Some(size) = run.dest.blob_size(&run.dest_repo, digest).await?
         {
             blob.check_size(size)?;
-            self.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
-            self.known.note(digest, &self.dest_repo, size);
+            run.stats.blobs_present.fetch_add(1, Ordering::Relaxed);
+            run.known.note(digest, &run.dest_repo, size);
             finished(BlobTransfer::Present);
             return Ok(());
         }
-        if let Some((from, size)) = self.known.elsewhere(digest, &self.dest_repo) {
+        if let Some((from, size)) = run.known.elsewhere(digest, &run.dest_repo) {
             blob.check_size(size)?;
             // A failed mount is only a missed shortcut: fall through to copying.
-            if let Ok(true) = self.dest.mount_blob(&self.dest_repo, digest, &from).await {
-                self.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
-                self.known.note(digest, &self.dest_repo, size);
+            if let Ok(true) = run.dest.mount_blob(&run.dest_repo, digest, &from).await {
+                run.stats.blobs_mounted.fetch_add(1, Ordering::Relaxed);
+                run.known.note(digest, &run.dest_repo, size);
                 finished(BlobTransfer::Mounted);
                 return Ok(());
             }
@@ -154,26 +146,26 @@ impl Run {
                 Some(bytes) => {
                     futures::stream::once(futures::future::ready(Ok(bytes.clone()))).boxed()
                 }
-                None => self.source.get_blob(&self.src_repo, digest).await?,
+                None => run.source.get_blob(&run.src_repo, digest).await?,
             };
-            let mut verified = Verified::new(stream, blob, self.progress.clone());
-            if self.dest.verifies_blobs() {
+            let mut verified = Verified::new(stream, blob, run.progress.clone());
+            if run.dest.verifies_blobs() {
                 verified.hasher = None;
             }
             let started = Arc::clone(&verified.started);
-            match self
+            match run
                 .dest
-                .push_blob(&self.dest_repo, digest, blob.size, verified.boxed())
+                .push_blob(&run.dest_repo, digest, blob.size, verified.boxed())
                 .await
             {
                 Ok(()) => break,
-                Err(e) => match self.reread_wait(&e, &started, retries) {
+                Err(e) => match run.reread_wait(&e, &started, retries) {
                     Some(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
                         // The destination may have stored it all and only the answer was lost
                         // (it verified the digest): no need to read it again then.
-                        if let Ok(true) = self.dest.has_blob(&self.dest_repo, digest).await {
+                        if let Ok(true) = run.dest.has_blob(&run.dest_repo, digest).await {
                             break;
                         }
                     }
@@ -181,11 +173,11 @@ impl Run {
                 },
             }
         }
-        self.stats.blobs_copied.fetch_add(1, Ordering::Relaxed);
-        self.stats
+        run.stats.blobs_copied.fetch_add(1, Ordering::Relaxed);
+        run.stats
             .bytes_copied
             .fetch_add(blob.size, Ordering::Relaxed);
-        self.known.note(digest, &self.dest_repo, blob.size);
+        run.known.note(digest, &run.dest_repo, blob.size);
         finished(BlobTransfer::Copied);
         Ok(())
     }

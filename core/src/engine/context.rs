@@ -1,7 +1,8 @@
-//! What one sync run works with (SEMANTICS.md §3): the [`Run`] every step goes through — its
+//! What one sync run works with (SEMANTICS.md §3): the [`Run`] every step goes through (its
 //! mirror, registries and settings, its bounded units of network work, its cancellation and
-//! abort, its once-per-run results and its usage-log entries — and the caches every run of one
-//! `Mirror` shares ([`KnownBlobs`], [`KnownLinks`]).
+//! abort, its once-per-run results and its usage-log entries), the [`Staging`] the staging
+//! steps work with (the run, and what planning found of the destination), and the caches every
+//! run of one `Mirror` shares ([`KnownBlobs`], [`KnownLinks`]).
 //!
 //! Every piece of network work is a *unit* ([`Run::unit`]): it takes a permit from the run's
 //! bounded pool, is not started once the run is cancelled (so a cancelled run stops after the
@@ -340,6 +341,17 @@ impl Run {
     pub fn take_entries(&self) -> Vec<LogEntry> {
         std::mem::take(&mut *lock(&self.entries))
     }
+}
+
+/// What staging ([`Run::stage_all`]) works with: the run, and what planning found of the
+/// destination that changes how content is copied. The staging steps are its methods, so that
+/// this reaches every one of them without being passed along.
+#[derive(Debug, Clone)]
+pub(crate) struct Staging {
+    pub run: Arc<Run>,
+    /// The destination repository had no tags before the run (a new one, most likely): its
+    /// small blobs are copied without asking for them first (`blobs::asks_first`).
+    pub dest_untagged: bool,
 }
 
 /// A tag's content, staged and ready to be published.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 
-use super::context::{Run, Staged, cell};
+use super::context::{Run, Staged, Staging, cell};
 use super::platform;
 use super::walk::{Child, Top, Walk};
 use crate::config::{PlatformIndexMode, RollbackMode};
@@ -21,19 +21,17 @@ use crate::reference::Digest;
 use crate::registry::Manifest;
 use crate::registry::manifest::Reference;
 
-impl Run {
+impl Staging {
     /// Stage the manifest `digest` a tag points at (once per run, whatever the number of tags).
-    /// `dest_untagged`: the destination repository had no tags before the run.
     pub(crate) async fn stage_top(
-        self: &Arc<Self>,
+        &self,
         digest: &Digest,
         fetched: Option<Manifest>,
-        dest_untagged: bool,
     ) -> Result<Staged> {
-        let cell = cell(&self.tops, digest);
+        let cell = cell(&self.run.tops, digest);
         let staged = cell
             .get_or_init(|| async {
-                self.stage_manifest(digest, fetched, dest_untagged)
+                self.stage_manifest(digest, fetched)
                     .await
                     .map_err(Into::into)
             })
@@ -41,15 +39,11 @@ impl Run {
         staged.clone().map_err(Into::into)
     }
 
-    async fn stage_manifest(
-        self: &Arc<Self>,
-        digest: &Digest,
-        fetched: Option<Manifest>,
-        dest_untagged: bool,
-    ) -> Result<Staged> {
+    async fn stage_manifest(&self, digest: &Digest, fetched: Option<Manifest>) -> Result<Staged> {
+        let run = &self.run;
         let ready = |manifest: Manifest| Staged::Ready(Arc::new(manifest));
         let walk = Walk::new();
-        let (manifest, chosen, entries) = match self.open_top(digest, fetched, &walk).await? {
+        let (manifest, chosen, entries) = match run.open_top(digest, fetched, &walk).await? {
             Top::Excluded(reason) => return Ok(Staged::Skipped { reason }),
             Top::Image {
                 manifest,
@@ -57,9 +51,9 @@ impl Run {
                 layers,
                 preloaded,
             } => {
-                self.stage_image_content(&config, &layers, preloaded, dest_untagged)
+                self.stage_image_content(&config, &layers, preloaded)
                     .await?;
-                self.stage_top_manifest(&manifest).await?;
+                run.stage_top_manifest(&manifest).await?;
                 return Ok(ready(manifest));
             }
             Top::Index {
@@ -68,28 +62,27 @@ impl Run {
                 entries,
             } => (manifest, chosen, entries),
         };
-        self.stage_children(&chosen, &walk, 1, digest, dest_untagged)
-            .await?;
+        self.stage_children(&chosen, &walk, 1, digest).await?;
         if chosen.len() == entries {
-            self.stage_top_manifest(&manifest).await?;
+            run.stage_top_manifest(&manifest).await?;
             return Ok(ready(manifest));
         }
         // A sparse index is always staged: whether the destination accepts it must be known
         // before any tag moves.
-        let Err(e) = self.push_by_digest(&manifest).await else {
+        let Err(e) = run.push_by_digest(&manifest).await else {
             return Ok(ready(manifest));
         };
         // Only a refusal of the content says the index must be rewritten: an outage or a
         // missing permission is the tag's failure, and rewriting on it would publish another
         // digest than the source's for no reason.
         if e.kind() == ErrorKind::Cancelled
-            || self.is_aborted()
+            || run.is_aborted()
             || e.kind().is_temporary()
             || matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::Forbidden)
         {
             return Err(e);
         }
-        if self.config.platform_index != PlatformIndexMode::Rewrite {
+        if run.config.platform_index != PlatformIndexMode::Rewrite {
             let message = format!(
                 "the destination refused the sparse index {digest} ({} of {entries} platforms copied): {}; \
                  set platform_index = rewrite to push an index of the selected platforms instead",
@@ -98,9 +91,9 @@ impl Run {
             );
             return Err(e.with_message(message).with_detail(Detail::SparseIndex));
         }
-        let architectures = &self.config.architectures;
+        let architectures = &run.config.architectures;
         let rewritten = platform::rewrite_index(&manifest, &chosen, architectures)?;
-        self.push_by_digest(&rewritten).await.map_err(|e2| {
+        run.push_by_digest(&rewritten).await.map_err(|e2| {
             e2.context(format!(
                 "the destination refused the sparse index ({e}) and the rewritten index"
             ))
@@ -111,36 +104,29 @@ impl Run {
     /// Stage `entries`, the children of index `index` at nesting `level`; returns the index's
     /// nesting height.
     pub(crate) async fn stage_children(
-        self: &Arc<Self>,
+        &self,
         entries: &[Reference],
         walk: &Walk,
         level: usize,
         index: &Digest,
-        dest_untagged: bool,
     ) -> Result<usize> {
-        let heights = join_all(
-            entries
-                .iter()
-                .map(|c| self.stage_child(c, walk, level, dest_untagged)),
-        )
-        .await;
+        let heights = join_all(entries.iter().map(|c| self.stage_child(c, walk, level))).await;
         walk.check_height(level, heights, index)
     }
 
     /// A child manifest of an index at nesting `level`, staged by digest once per run. Returns
     /// the index nesting below the child (0 for an image).
     pub(crate) fn stage_child<'a>(
-        self: &'a Arc<Self>,
+        &'a self,
         child: &'a Reference,
         walk: &'a Walk,
         level: usize,
-        dest_untagged: bool,
     ) -> BoxFuture<'a, Result<usize>> {
         async move {
-            let cell = cell(&self.children, &(child.digest.clone(), child.size));
+            let cell = cell(&self.run.children, &(child.digest.clone(), child.size));
             let done = cell
                 .get_or_init(|| async {
-                    self.stage_child_once(child, walk, level, dest_untagged)
+                    self.stage_child_once(child, walk, level)
                         .await
                         .map_err(Into::into)
                 })
@@ -151,13 +137,12 @@ impl Run {
     }
 
     async fn stage_child_once(
-        self: &Arc<Self>,
+        &self,
         child: &Reference,
         walk: &Walk,
         level: usize,
-        dest_untagged: bool,
     ) -> Result<usize> {
-        let (manifest, height, held) = match self.open_child(child, walk, level).await? {
+        let (manifest, height, held) = match self.run.open_child(child, walk, level).await? {
             Child::Held => return Ok(0),
             Child::Image {
                 manifest,
@@ -165,8 +150,7 @@ impl Run {
                 layers,
                 held,
             } => {
-                self.stage_image_content(&config, &layers, None, dest_untagged)
-                    .await?;
+                self.stage_image_content(&config, &layers, None).await?;
                 (manifest, 0, held)
             }
             Child::Index {
@@ -175,17 +159,30 @@ impl Run {
                 held,
             } => {
                 let height = self
-                    .stage_children(&entries, walk, level + 1, &child.digest, dest_untagged)
+                    .stage_children(&entries, walk, level + 1, &child.digest)
                     .await?;
                 (manifest, height, held)
             }
         };
         if !held {
-            self.push_manifest_digest(&manifest).await?;
+            self.run.push_manifest_digest(&manifest).await?;
         }
         Ok(height)
     }
 
+    async fn stage_image_content(
+        &self,
+        config: &Reference,
+        layers: &[Reference],
+        preloaded_config: Option<Bytes>,
+    ) -> Result<()> {
+        let config = self.copy_blob(config, preloaded_config);
+        let layers = layers.iter().map(|l| self.copy_blob(l, None));
+        all_ok(std::iter::once(config).chain(layers)).await
+    }
+}
+
+impl Run {
     /// With `all_or_nothing`, store a tag's manifest untagged before publishing, so that a
     /// destination refusing it fails the run before any tag moves (nothing to undo). Otherwise
     /// publishing it under the tag is the first push (one round trip less per tag).
@@ -218,20 +215,6 @@ impl Run {
         )
         .await
         .map(drop)
-    }
-
-    async fn stage_image_content(
-        self: &Arc<Self>,
-        config: &Reference,
-        layers: &[Reference],
-        preloaded_config: Option<Bytes>,
-        dest_untagged: bool,
-    ) -> Result<()> {
-        let config = self.copy_blob(config, preloaded_config, dest_untagged);
-        let layers = layers
-            .iter()
-            .map(|l| self.copy_blob(l, None, dest_untagged));
-        all_ok(std::iter::once(config).chain(layers)).await
     }
 }
 

@@ -19,7 +19,8 @@
 //! 6. `walk.rs`: a tag's manifests read, verified and bounded, as staging and preview walk
 //!    them; `blobs.rs`: copying a blob (present, mounted or streamed and verified);
 //! 7. `platform.rs`: the architecture filter and the rewritten index; `context.rs`: the `Run`
-//!    every step works through (units of work, cancellation, once-per-run results, caches).
+//!    every step works through (units of work, cancellation, once-per-run results, caches),
+//!    and the `Staging` the staging steps work with (the run, and what planning found).
 //!
 //! `fence.rs` (the claim's lease as a write fence), `sides.rs` (which registry an error came
 //! from), `progress.rs`, `report.rs`, `events.rs` and `connector.rs` stand apart: any step may

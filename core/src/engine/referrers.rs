@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use futures::future::join_all;
 use serde_json::Value;
 
-use super::context::{Run, Staged};
+use super::context::{Run, Staged, Staging};
 use super::plan::{self, Action, Plan, ReferrerTag};
 use super::platform::platform_selected;
 use super::walk::Walk;
@@ -463,29 +463,24 @@ pub(crate) async fn keep_referrer_tags(
     prune.retain(|(t, _)| !kept.contains(t));
 }
 
-impl Run {
+impl Staging {
     /// Stage referrer tag `tag` (source manifest `digest`, already fetched or not), whose
     /// subject `subject_copied` says this run copies. A referrer of a subject that is skipped,
     /// fails, or is rewritten (`platform_index = rewrite`: the signature names a digest the
-    /// destination never holds) is not copied. `dest_untagged`: the destination repository had
-    /// no tags before the run.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "what the plan says of the tag, each used apart"
-    )]
+    /// destination never holds) is not copied.
     pub(crate) async fn stage_referrer_tag(
-        self: &Arc<Self>,
+        &self,
         tag: &str,
         referrer: &ReferrerTag,
         subject_copied: bool,
         digest: &Digest,
         fetched: Option<Manifest>,
         prior: Option<&Digest>,
-        dest_untagged: bool,
     ) -> Result<Staged> {
+        let run = &self.run;
         let subject = &referrer.subject;
         if subject_copied {
-            match self.stage_top(subject, None, dest_untagged).await {
+            match self.stage_top(subject, None).await {
                 Err(e) => {
                     return Err(Error::new(
                         e.kind(),
@@ -498,7 +493,7 @@ impl Run {
                     });
                 }
                 Ok(Staged::Ready(manifest)) if manifest.digest != *subject => {
-                    self.stats
+                    run.stats
                         .referrers_of_rewritten
                         .fetch_add(1, Ordering::Relaxed);
                     return Ok(Staged::Skipped {
@@ -514,22 +509,15 @@ impl Run {
         }
         let manifest = match fetched {
             Some(m) => m,
-            None => self.fetch_manifest(digest).await?,
+            None => run.fetch_manifest(digest).await?,
         };
         match manifest.kind()? {
             ManifestKind::Index { manifests } if referrer.index => {
-                self.stage_referrers_index(
-                    tag,
-                    referrer,
-                    manifest,
-                    &manifests,
-                    prior,
-                    dest_untagged,
-                )
-                .await
+                self.stage_referrers_index(tag, referrer, manifest, &manifests, prior)
+                    .await
             }
             kind => {
-                if !self
+                if !run
                     .config
                     .referrers
                     .allows(artifact_types(&manifest, &kind).iter().map(String::as_str))
@@ -537,15 +525,13 @@ impl Run {
                     return Ok(Staged::Skipped {
                         reason: format!(
                             "its artifact type is not among the mirror's referrers ({})",
-                            self.config.referrers
+                            run.config.referrers
                         ),
                     });
                 }
-                let staged = self
-                    .stage_top(digest, Some(manifest), dest_untagged)
-                    .await?;
+                let staged = self.stage_top(digest, Some(manifest)).await?;
                 if matches!(staged, Staged::Ready(_)) {
-                    self.stats.referrers_copied.fetch_add(1, Ordering::Relaxed);
+                    run.stats.referrers_copied.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(staged)
             }
@@ -555,27 +541,23 @@ impl Run {
     /// Stage a referrers index (`sha256-<hex>` tag): copy each listed referrer the mirror's
     /// policy allows, and merge them into what the destination's tag already lists.
     async fn stage_referrers_index(
-        self: &Arc<Self>,
+        &self,
         tag: &str,
         referrer: &ReferrerTag,
         source: Manifest,
         entries: &[Reference],
         prior: Option<&Digest>,
-        dest_untagged: bool,
     ) -> Result<Staged> {
+        let run = &self.run;
         let source_digest = source.digest.clone();
         let listed = descriptors(&source)?;
         let allowed: Vec<&Value> = listed
             .iter()
-            .filter(|d| {
-                self.config
-                    .referrers
-                    .allows(artifact_type_of(d).into_iter())
-            })
+            .filter(|d| run.config.referrers.allows(artifact_type_of(d).into_iter()))
             .collect();
         let existing = match prior {
             Some(prior) => Some(
-                self.dest_read(self.dest.get_manifest(&self.dest_repo, prior.as_str()))
+                run.dest_read(run.dest.get_manifest(&run.dest_repo, prior.as_str()))
                     .await
                     .map_err(|e| e.context(format!("reading the destination's {tag}")))?,
             ),
@@ -599,11 +581,7 @@ impl Run {
         // Bounded as an index's children are (count and nesting).
         let walk = Walk::new();
         walk.enter(1, copy.len(), &source_digest)?;
-        let heights = join_all(
-            copy.iter()
-                .map(|e| self.stage_child(e, &walk, 1, dest_untagged)),
-        )
-        .await;
+        let heights = join_all(copy.iter().map(|e| self.stage_child(e, &walk, 1))).await;
         let heights = copy
             .iter()
             .zip(heights)
@@ -614,7 +592,7 @@ impl Run {
             .iter()
             .filter(|e| !present.contains(e.digest.as_str()))
             .count();
-        self.stats
+        run.stats
             .referrers_copied
             .fetch_add(copied as u64, Ordering::Relaxed);
         let added: Vec<Value> = allowed
@@ -622,10 +600,10 @@ impl Run {
             .filter(|d| descriptor_digest(d).is_some_and(|d| !present.contains(d)))
             .cloned()
             .collect();
-        if referrer.from_api && self.dest_referrers_api.get() == Some(&true) {
+        if referrer.from_api && run.dest_referrers_api.get() == Some(&true) {
             // The destination indexes them by their `subject`: no tag to keep.
             for entry in &copy {
-                self.links.note_present(&self.dest_repo, &entry.digest);
+                run.links.note_present(&run.dest_repo, &entry.digest);
             }
             return Ok(Staged::Untagged);
         }
@@ -637,7 +615,7 @@ impl Run {
             None => with_entries(&source, added, false)?,
         };
         // Known, the next run compares against it without reading it back.
-        self.links
+        run.links
             .note(&manifest.digest, Arc::new(links_of(&manifest)));
         Ok(Staged::Ready(Arc::new(manifest)))
     }

@@ -12,7 +12,7 @@ use futures::future::join_all;
 use futures::{FutureExt, StreamExt};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::context::{CANCELLED, Run, Staged};
+use super::context::{CANCELLED, Run, Staged, Staging};
 use super::plan::{self, Action, EarlyReads, Plan};
 use super::progress::ProgressEvent;
 use super::report::{Outcome, SyncReport};
@@ -161,9 +161,10 @@ impl Run {
         self: &Arc<Self>,
         plan: &mut Plan,
     ) -> Vec<Option<Result<Staged>>> {
-        // A repository with no tags before the run (a new one, most likely): its small blobs
-        // are not asked about before they are copied (see `blobs::asks_first`).
-        let dest_untagged = plan.prior.is_empty();
+        let staging = Staging {
+            run: Arc::clone(self),
+            dest_untagged: plan.prior.is_empty(),
+        };
         // Owned (each copied tag's place, its digest, and the manifest planning fetched, moved
         // out of the plan), so that the stream below holds no closure over borrowed items.
         let work: Vec<(usize, Digest, Option<Manifest>)> = plan
@@ -186,7 +187,7 @@ impl Run {
             .collect();
         let tasks = work.into_iter().map(|(at, digest, fetched)| {
             let tag = &plan.tags[at].0;
-            let (run, name) = (Arc::clone(self), tag.clone());
+            let (staging, name) = (staging.clone(), tag.clone());
             let referrer = plan.referrer_tags.get(tag).map(|r| {
                 let subject_copied = copied.contains(&r.subject);
                 (r.clone(), subject_copied, plan.prior.get(tag).cloned())
@@ -194,22 +195,24 @@ impl Run {
             // Each tag on its own task, so hashing of different blobs uses every core. The task
             // is spawned only when the stream below takes this tag up.
             let task = tokio::spawn(async move {
-                run.progress
+                staging
+                    .run
+                    .progress
                     .emit(ProgressEvent::TagStarted { tag: name.clone() });
                 match referrer {
                     Some((referrer, subject_copied, prior)) => {
-                        run.stage_referrer_tag(
-                            &name,
-                            &referrer,
-                            subject_copied,
-                            &digest,
-                            fetched,
-                            prior.as_ref(),
-                            dest_untagged,
-                        )
-                        .await
+                        staging
+                            .stage_referrer_tag(
+                                &name,
+                                &referrer,
+                                subject_copied,
+                                &digest,
+                                fetched,
+                                prior.as_ref(),
+                            )
+                            .await
                     }
-                    None => run.stage_top(&digest, fetched, dest_untagged).await,
+                    None => staging.stage_top(&digest, fetched).await,
                 }
             });
             task.map(move |joined| {
