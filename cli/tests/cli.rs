@@ -1525,20 +1525,47 @@ fn source_that_hangs_listing(source: &Registry) -> regmirror_tests::proxy::Proxy
     proxy
 }
 
+/// A sync that waits on its source's tag listing for good: `lib/app` (tag v1) behind
+/// [`source_that_hangs_listing`], to `mirror/app` of an empty destination.
+struct HangingSync {
+    proxy: regmirror_tests::proxy::Proxy,
+    dest: Registry,
+    src: String,
+    dst: String,
+    /// What the proxy forwards to.
+    _source: Registry,
+}
+
+impl HangingSync {
+    async fn start() -> HangingSync {
+        let (source, dest) = (Registry::start(), Registry::start());
+        seed(&source, "lib/app", &["v1"]).await;
+        let proxy = source_that_hangs_listing(&source);
+        HangingSync {
+            src: format!("{}/lib/app", proxy.host()),
+            dst: format!("{}/mirror/app", dest.host()),
+            proxy,
+            dest,
+            _source: source,
+        }
+    }
+
+    /// The `regmirror` arguments of the sync, all tags, over plain HTTP.
+    fn args(&self) -> Vec<&str> {
+        sync_args(&self.src, &self.dst, "*", &PLAIN)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_raises_its_soft_limit_of_open_files_to_the_hard_one() {
     use rlimit::Resource;
     use std::os::unix::process::CommandExt as _;
-    let (source, dest) = (Registry::start(), Registry::start());
-    seed(&source, "lib/app", &["v1"]).await;
     // The run waits on the listing while its limits are read.
-    let proxy = source_that_hangs_listing(&source);
-    let src = format!("{}/lib/app", proxy.host());
-    let dst = format!("{}/mirror/app", dest.host());
+    let sync = HangingSync::start().await;
     let (_, hard) = Resource::NOFILE.get().unwrap();
     let soft = hard.min(256);
     assert!(soft < hard, "the test needs a hard limit above {soft}");
-    let mut started = command(&sync_args(&src, &dst, "*", &PLAIN));
+    let mut started = command(&sync.args());
     // Started as many systems start processes: a soft limit (often 1024) below the hard one.
     // SAFETY: setrlimit is async-signal-safe, all a child may call before exec.
     unsafe {
@@ -1551,7 +1578,7 @@ async fn a_run_raises_its_soft_limit_of_open_files_to_the_hard_one() {
         .spawn()
         .unwrap();
     eventually("the listing reaches the source", async || {
-        proxy.count("GET", "/tags/list") > 0
+        sync.proxy.count("GET", "/tags/list") > 0
     })
     .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
@@ -1567,19 +1594,15 @@ async fn a_run_raises_its_soft_limit_of_open_files_to_the_hard_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
-    let (source, dest) = (Registry::start(), Registry::start());
-    seed(&source, "lib/app", &["v1"]).await;
     // The source accepts the connection and never answers: without a prompt cancel, the run
     // would wait out the stall timeout and its retries (minutes).
-    let proxy = source_that_hangs_listing(&source);
-    let src = format!("{}/lib/app", proxy.host());
-    let dst = format!("{}/mirror/app", dest.host());
+    let sync = HangingSync::start().await;
     for dry_run in [false, true] {
-        let mut args = sync_args(&src, &dst, "*", &PLAIN);
+        let mut args = sync.args();
         if dry_run {
             args.push("--dry-run");
         }
-        let out = interrupt_during_listing(&proxy, &args).await;
+        let out = interrupt_during_listing(&sync.proxy, &args).await;
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -1588,30 +1611,26 @@ async fn ctrl_c_stops_a_sync_whose_source_never_answers_the_listing() {
         assert_eq!(out.status.code(), Some(1), "{all}");
         assert!(all.contains("cancelled"), "{all}");
     }
-    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+    assert!(tags_of(&sync.dest, "mirror/app").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_run_says_cancelled_in_its_json_also_in_a_dry_run() {
-    let (source, dest) = (Registry::start(), Registry::start());
-    seed(&source, "lib/app", &["v1"]).await;
-    let proxy = source_that_hangs_listing(&source);
-    let src = format!("{}/lib/app", proxy.host());
-    let dst = format!("{}/mirror/app", dest.host());
+    let sync = HangingSync::start().await;
     for dry_run in [false, true] {
-        let mut args = sync_args(&src, &dst, "*", &PLAIN);
+        let mut args = sync.args();
         args.push("--json");
         if dry_run {
             args.push("--dry-run");
         }
-        let out = interrupt_during_listing(&proxy, &args).await;
+        let out = interrupt_during_listing(&sync.proxy, &args).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let json: Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("dry run {dry_run}: stdout is not JSON ({e}): {out:?}"));
         assert_eq!(json["outcome"], "cancelled", "dry run {dry_run}: {json}");
         assert_eq!(out.status.code(), Some(1), "dry run {dry_run}: {json}");
     }
-    assert!(tags_of(&dest, "mirror/app").await.is_empty());
+    assert!(tags_of(&sync.dest, "mirror/app").await.is_empty());
 }
 
 #[tokio::test]
@@ -2022,13 +2041,10 @@ fn a_wrong_postgresql_password_is_named_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_command_on_a_mirror_a_worker_is_running() {
-    use regmirror_tests::proxy::{Fault, Proxy};
-
     // The source never answers the listing, so the worker's run stays SYNCING until stopped.
     let (source, dest) = (Registry::start(), Registry::start());
     seed(&source, "lib/app", &["v1"]).await;
-    let proxy = Proxy::start(&source);
-    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let proxy = source_that_hangs_listing(&source);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("regmirror.toml");
     std::fs::write(
@@ -2334,13 +2350,10 @@ async fn a_registry_not_listening_gets_a_hint_without_the_flag_already_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_the_worker_at_once_and_releases_its_runs() {
-    use regmirror_tests::proxy::{Fault, Proxy};
-
     // A run that never ends on its own and a long shutdown deadline: the first SIGTERM waits
     // for the run, the second stops it now, releasing the mirror (due again, no retry used).
     let (source, dest) = (Registry::start(), Registry::start());
-    let proxy = Proxy::start(&source);
-    proxy.inject("GET", "/tags/list", Fault::Hang, 1000);
+    let proxy = source_that_hangs_listing(&source);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("regmirror.toml");
     std::fs::write(
