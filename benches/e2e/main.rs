@@ -350,6 +350,9 @@ impl Bench<'_> {
         let dest_before = destination.proxy.traffic();
         let source_log = self.source.log_position();
         let dest_log = destination.registry.log_position();
+        let source_cpu = self.source.cpu()?;
+        let dest_cpu = destination.registry.cpu()?;
+        let proxy_cpu = tools::own_cpu();
         let ca_dir = self.tls.is_tls().then_some(self.certs.ca_dir.as_path());
         let run = self
             .tools
@@ -362,16 +365,19 @@ impl Bench<'_> {
                 &log_name,
             )
             .await?;
+        let proxy_cpu = tools::own_cpu() - proxy_cpu;
         // The registries log a request just after answering it.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let source = Side::new(
             proxy.traffic() - source_before,
             self.source.requests_since(source_log)?,
+            (self.source.cpu()? - source_cpu).as_secs_f64(),
         );
         // Counted before the check below, whose own tag list and HEADs are not the tool's.
         let dest = Side::new(
             destination.proxy.traffic() - dest_before,
             destination.registry.requests_since(dest_log)?,
+            (destination.registry.cpu()? - dest_cpu).as_secs_f64(),
         );
         let expected = match scenario {
             Scenario::Incremental => dataset.tags_with_new(),
@@ -398,6 +404,7 @@ impl Bench<'_> {
             rep,
             seconds: run.elapsed.as_secs_f64(),
             cpu_secs: run.cpu.as_secs_f64(),
+            proxy_cpu_secs: proxy_cpu.as_secs_f64(),
             peak_rss_kib: run.peak_rss_kib,
             source,
             dest,

@@ -113,10 +113,39 @@ impl Registry {
         Ok(Requests::from_log(&String::from_utf8_lossy(&log[start..])))
     }
 
+    /// The CPU time (user + system) the registry process has used so far: what a tool run costs
+    /// the registry is the difference across it. Counted in clock ticks (10 ms here).
+    pub fn cpu(&self) -> Result<Duration> {
+        let pid = self.child.id().context("the registry has exited")?;
+        process_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+    }
+
     /// Stops the process now (dropping does too, without waiting).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// User + system time from a `/proc/PID/stat` line (fields 14 and 15, in clock ticks). The
+/// command name before them is in parentheses and may hold spaces, so fields are counted from
+/// its closing one.
+fn process_cpu(stat: &str) -> Result<Duration> {
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("a short /proc/PID/stat")
+    };
+    // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+    let per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(total as f64 / per_sec as f64))
 }
 
 /// The registry's configuration: info-level JSON logs (a "response completed" line per
@@ -350,6 +379,29 @@ mod tests {
             "{}",
             requests.server_secs
         );
+    }
+
+    #[test]
+    fn process_cpu_is_user_plus_system_time_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "4242 (docker reg) S 1 2 3 0 -1 4194304 10 0 0 0 150 50 0 0 20 0 9 0";
+        assert_eq!(process_cpu(stat).unwrap(), Duration::from_secs(2));
+        assert!(process_cpu("4242 no parentheses").is_err());
+        assert!(process_cpu("4242 (short) S 1 2").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_registry_s_cpu_time_grows_as_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start(dir.path(), TlsMode::Off, None)
+            .await
+            .unwrap();
+        let before = registry.cpu().unwrap();
+        let client = registry.client().unwrap();
+        for _ in 0..2000 {
+            client.ping().await.unwrap();
+        }
+        assert!(registry.cpu().unwrap() > before, "no CPU time counted");
     }
 
     #[test]

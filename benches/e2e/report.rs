@@ -25,11 +25,15 @@ pub struct Side {
     /// Bytes the tool sent to the registry and the registry sent back.
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The registry process's CPU time (user + system) during the run: on a machine of few
+    /// cores, what its requests cost it can bound the run more than the link does.
+    pub registry_cpu_secs: f64,
 }
 
 impl Side {
-    pub fn new(traffic: Traffic, requests: Requests) -> Side {
+    pub fn new(traffic: Traffic, requests: Requests, registry_cpu_secs: f64) -> Side {
         Side {
+            registry_cpu_secs,
             requests,
             connections: traffic.connections,
             full_handshakes: traffic.full_handshakes,
@@ -39,7 +43,7 @@ impl Side {
         }
     }
 
-    /// `12 req, 3 conn (2 full + 1 resumed TLS), ≤ 8 in flight, busy 0.120 s`.
+    /// `12 req, 3 conn (2 full + 1 resumed TLS), ≤ 8 in flight, busy 0.120 s, registry CPU 0.050 s`.
     fn summary(&self) -> String {
         let mut out = format!("{} req, {} conn", self.requests.total(), self.connections);
         if self.full_handshakes + self.resumed_handshakes > 0 {
@@ -51,9 +55,10 @@ impl Side {
         }
         let _ = write!(
             out,
-            ", ≤ {} in flight, busy {}",
+            ", ≤ {} in flight, busy {}, registry CPU {}",
             self.requests.max_in_flight,
-            secs(self.requests.busy_secs)
+            secs(self.requests.busy_secs),
+            secs(self.registry_cpu_secs)
         );
         out
     }
@@ -71,6 +76,8 @@ pub struct Sample {
     pub seconds: f64,
     /// User + system CPU time of the tool's process.
     pub cpu_secs: f64,
+    /// The harness's own CPU time during the run: the proxies on both sides.
+    pub proxy_cpu_secs: f64,
     pub peak_rss_kib: u64,
     pub source: Side,
     pub dest: Side,
@@ -79,10 +86,30 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// `0.12 + 0.30 + 0.25 + 0.08 = 0.75 s (75 % of 2 cores)`: the tool's CPU, the source
+    /// registry's, the destination registry's, the proxies', their sum, and how much of the
+    /// machine that is over the run's wall time.
+    fn cpu_split(&self) -> String {
+        let total = self.cpu_secs
+            + self.source.registry_cpu_secs
+            + self.dest.registry_cpu_secs
+            + self.proxy_cpu_secs;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!(
+            "{:.2} + {:.2} + {:.2} + {:.2} = {} ({:.0} % of {cores} cores)",
+            self.cpu_secs,
+            self.source.registry_cpu_secs,
+            self.dest.registry_cpu_secs,
+            self.proxy_cpu_secs,
+            secs(total),
+            100.0 * total / (self.seconds * cores as f64),
+        )
+    }
+
     /// A progress line for the terminal.
     pub fn line(&self) -> String {
         let mut line = format!(
-            "{:<6} {:<10} {:<8} {:<11} rep {} {:<9} {:>8.3} s, cpu {:.2} s, rss {}; source: {}, {}; dest: {}",
+            "{:<6} {:<10} {:<8} {:<11} rep {} {:<9} {:>8.3} s, cpu {:.2} s, proxies' cpu {:.2} s, rss {}; source: {}, {}; dest: {}",
             self.tls.name(),
             self.dataset.short_name(),
             link_name(self.link),
@@ -91,6 +118,7 @@ impl Sample {
             self.tool.name(),
             self.seconds,
             self.cpu_secs,
+            self.proxy_cpu_secs,
             rss(self.peak_rss_kib),
             self.source.summary(),
             mb(self.source.bytes_down),
@@ -406,11 +434,12 @@ impl Report {
             out,
             "\nWhere the time goes (the run nearest the median; requests from the registries' logs, \
              connections and TLS handshakes from the proxies; busy = time with at least one request \
-             of the tool in the registry):\n"
+             of the tool in the registry; CPU = the tool's, the registries', the proxies' and their \
+             sum, against the wall time times the machine's cores):\n"
         );
         let _ = writeln!(
             out,
-            "| transport | dataset | link | scenario | tool | time | CPU | source requests | source | destination requests | destination |"
+            "| transport | dataset | link | scenario | tool | time | CPU: tool + source registry + destination registry + proxies | source requests | source | destination requests | destination |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---:|---:|---|---|---|---|");
         for key in self.keys() {
@@ -427,7 +456,7 @@ impl Report {
                     x.scenario.name(),
                     tool.name(),
                     secs(x.seconds),
-                    secs(x.cpu_secs),
+                    x.cpu_split(),
                     kinds(&x.source.requests),
                     x.source.summary(),
                     kinds(&x.dest.requests),

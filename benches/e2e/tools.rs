@@ -186,6 +186,17 @@ fn wait_with_usage(pid: libc::pid_t) -> std::io::Result<(ExitStatus, libc::rusag
     }
 }
 
+/// The CPU time (user + system) this process (the harness: its proxies) has used so far.
+pub fn own_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF needs nothing else.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
 /// The process's peak resident set size so far (`VmHWM`), in KiB.
 fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
