@@ -685,7 +685,12 @@ async fn the_source_is_asked_while_the_destination_is_taken_stock_of() {
 
 /// A source with `t0`..`t2` mirrored once (through the proxy) into the destination.
 async fn mirrored_three(env: &Env, seed: u64) -> Mirror {
-    for i in 0..3u64 {
+    mirrored(env, seed, 3).await
+}
+
+/// A source with `t0`..`t{n-1}` mirrored once (through the proxy) into the destination.
+async fn mirrored(env: &Env, seed: u64, n: u64) -> Mirror {
+    for i in 0..n {
         env.src()
             .push_image(SRC, &format!("t{i}"), &Image::simple(seed + i, 1, 1000))
             .await;
@@ -736,6 +741,39 @@ async fn the_source_is_asked_about_the_destinations_tags_before_its_list_comes()
         let after = at.duration_since(listed).unwrap_or_default();
         assert!(after < delay / 2, "{path} asked {after:?} after the list");
     }
+}
+
+#[tokio::test]
+async fn the_source_is_asked_early_about_as_many_tags_as_it_can_be_asked_at_once() {
+    let env = Env::start();
+    mirrored(&env, 390, 68).await;
+    // A concurrency of 2 (one unit lists each side): at most 64 small reads in flight to a
+    // registry, so 64 of the 68 tags are asked about early, the other 4 after the source's
+    // (slow) list.
+    let mirror = env.builder().concurrency(2).build().unwrap();
+    let delay = Duration::from_millis(800);
+    env.proxy
+        .inject("GET", "/tags/list", Fault::Delay(delay), 1);
+    env.proxy.reset_counts();
+    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.tags_current.len(), 68, "{report:?}");
+    let listed = env
+        .proxy
+        .requests()
+        .into_iter()
+        .find(|s| s.path.contains("/tags/list"))
+        .unwrap()
+        .at;
+    let heads = source_heads(&env);
+    assert_eq!(heads.len(), 68, "each tag asked once: {heads:?}");
+    let after = |at: SystemTime| at.duration_since(listed).unwrap_or_default();
+    let early = heads
+        .iter()
+        .filter(|(_, at)| after(*at) < delay / 2)
+        .count();
+    let late = heads.iter().filter(|(_, at)| after(*at) >= delay).count();
+    assert_eq!((early, late), (64, 4), "{heads:?}");
 }
 
 #[tokio::test]

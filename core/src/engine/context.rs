@@ -85,6 +85,10 @@ pub(crate) struct Run {
     /// small copy cost a 300-tag run 14 %), few enough that a run of 10 000 tags does not hold
     /// 10 000 tasks' state (162 MiB).
     pub tags_in_flight: usize,
+    /// Small reads in flight to one registry at most (the size of each side's pool of them),
+    /// also how many of the destination's tags the source is asked about early
+    /// ([`super::plan::EarlyReads`]).
+    pub max_reads: usize,
     pub known: Arc<KnownBlobs>,
     pub links: Arc<KnownLinks>,
     pub progress: Progress,
@@ -135,6 +139,7 @@ impl Run {
             Some(fence) => Arc::new(FencedDestination::new(dest, Arc::clone(fence))),
             None => dest,
         };
+        let max_reads = max_metadata_window(parts.metadata_concurrency);
         Ok(Run {
             filter,
             src_repo: parts.config.source.repository().to_owned(),
@@ -146,10 +151,11 @@ impl Run {
             // As many as the sides' clients may let through when far away: a side's reads
             // waiting for its registry must not hold the other side's back, as they would
             // under one pool of both.
-            source_reads: Semaphore::new(max_metadata_window(parts.metadata_concurrency)),
-            dest_reads: Semaphore::new(max_metadata_window(parts.metadata_concurrency)),
+            source_reads: Semaphore::new(max_reads),
+            dest_reads: Semaphore::new(max_reads),
             small_blob_pool: Semaphore::new(parts.metadata_concurrency.max(1)),
             tags_in_flight: 8 * parts.metadata_concurrency.max(parts.concurrency).max(1),
+            max_reads,
             known: parts.known,
             links: parts.links,
             progress: parts.progress,
