@@ -518,6 +518,28 @@ async fn registries_nearby_are_asked_32_at_a_time_and_both_at_once() {
 }
 
 #[tokio::test]
+async fn tags_are_published_eight_at_a_time_and_reported_in_order() {
+    let env = Env::start();
+    let dest_proxy = Proxy::start(&env.dest_registry);
+    tag_many(&env.src(), SRC, 24).await;
+    // Every manifest PUT takes a while: how many overlap shows how many tags move at once.
+    dest_proxy.inject(
+        "PUT",
+        "/manifests/",
+        Fault::Delay(Duration::from_millis(200)),
+        1000,
+    );
+    let report = env
+        .sync_once(&mirror_into(&dest_proxy), &env.config(&["*"]))
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    let tags: Vec<String> = (0..24).map(|i| format!("t{i:03}")).collect();
+    assert_eq!(report.tags_synced, tags);
+    assert_eq!(dest_proxy.max_in_flight("PUT", "/manifests/"), 8);
+    assert_eq!(env.dest_tags().await.len(), 24);
+}
+
+#[tokio::test]
 async fn a_blob_shared_by_twenty_tags_is_fetched_once() {
     let env = Env::start();
     let shared = Blob::random(51, 512 * 1024);

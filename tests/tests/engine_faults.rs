@@ -658,7 +658,7 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
     };
     let a = builder(dest_proxy.client(), "worker-a");
     a.create_mirror(config.validated().unwrap()).await.unwrap();
-    // Worker A publishes v1, then hangs on v2.
+    // Worker A moves its tags at once: v1 and v3 are published, v2 hangs.
     dest_proxy.inject("PUT", "/manifests/v2", Fault::Hang, 1);
     let lease = Duration::from_millis(600);
     // Through the store: the test holds A's and B's claims itself, to hand the mirror over
@@ -672,7 +672,14 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
         async move { a.run_claimed(claim_a).await.unwrap() }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while dest_proxy.count("PUT", "/manifests/v2") == 0 {
+    loop {
+        let tags = dest_tags(&dest_registry).await;
+        if dest_proxy.count("PUT", "/manifests/v2") > 0
+            && tags["v1"] == new["v1"]
+            && tags["v3"] == new["v3"]
+        {
+            break;
+        }
         assert!(Instant::now() < deadline, "worker A never got to v2");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -705,12 +712,12 @@ async fn a_claim_lost_while_publishing_stops_the_run_and_leaves_the_destination_
     let error = report_a.error.as_deref().unwrap();
     assert!(error.contains("claim on the mirror was lost"), "{error}");
     assert!(!report_a.rolled_back);
-    // A neither rolled back nor went on: v1 as A published it, v2 and v3 untouched, the
+    // A neither rolled back nor went on: v1 and v3 as A published them, v2 untouched, the
     // pre-run record kept for B, and B's claim intact.
     let midway = dest_tags(&dest_registry).await;
     assert_eq!(midway["v1"], new["v1"]);
     assert_eq!(midway["v2"], old["v2"]);
-    assert_eq!(midway["v3"], old["v3"]);
+    assert_eq!(midway["v3"], new["v3"]);
     assert_eq!(store.tag_record(DEST).await.unwrap().as_ref(), Some(&old));
     let record = store.get_mirror(DEST).await.unwrap();
     assert_eq!(record.state.status, SyncStatus::Syncing);

@@ -151,7 +151,7 @@ async fn add(store: Arc<dyn StateStore>, config: MirrorConfig) {
         .unwrap();
 }
 
-/// Worker A is killed while publishing tag v3 of four (v1 and v2 already moved, v3 and v4 not):
+/// Worker A is killed while publishing tag v3 of four (v1, v2 and v4 moved with it, v3 not):
 /// after A's lease expires worker B claims the mirror, puts the destination back from the
 /// durable pre-run record and completes the sync. The destination ends fully updated.
 async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str) {
@@ -196,17 +196,21 @@ async fn killed_worker_is_taken_over(store: Arc<dyn StateStore>, store_arg: &str
         &proxy.host(),
         &["--lease-ms", lease, "--poll-ms", "100"],
     );
+    // Tags move several at once: v4 goes with v3.
     wait_for(
-        "worker A to reach tag v3",
+        "worker A to reach tag v3 and publish v4",
         Duration::from_secs(60),
-        async || (proxy.count("PUT", "/manifests/v3") > 0).then_some(()),
+        async || {
+            let v4 = dest_tags(&dest, "mirror/app").await.get("v4").cloned();
+            (proxy.count("PUT", "/manifests/v3") > 0 && v4 == new.get("v4").cloned()).then_some(())
+        },
     )
     .await;
     let midway = dest_tags(&dest, "mirror/app").await;
     assert_eq!(midway["v1"], new["v1"], "A had published v1");
     assert_eq!(midway["v2"], new["v2"], "A had published v2");
     assert_eq!(midway["v3"], old["v3"], "A was stuck on v3");
-    assert_eq!(midway["v4"], old["v4"]);
+    assert_eq!(midway["v4"], new["v4"], "A had published v4 with v3");
     let record = store.tag_record("mirror/app").await.unwrap();
     assert_eq!(record.as_ref(), Some(&old), "the pre-run record is durable");
 

@@ -9,6 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
 
 use super::context::{Run, Staged};
 use super::plan::{Action, Plan, ReferrerTag, destination_tags};
@@ -54,6 +57,13 @@ impl<'a> Undo<'a> {
             run,
             changes: Vec::new(),
             saved: BTreeMap::new(),
+        }
+    }
+
+    /// Keep `saved`, a manifest fetched to put a tag back on (see [`Undo::save`]).
+    fn keep(&mut self, saved: Option<Manifest>) {
+        if let Some(manifest) = saved {
+            self.saved.insert(manifest.digest.clone(), manifest);
         }
     }
 
@@ -433,16 +443,21 @@ async fn change(
         (Vec::new(), to_change.prune)
     };
     prune_tags(run, prune_first, &mut undo, done).await;
-    for publishable in to_change.publish {
-        if run.is_stopped() || (aon && !done.failures.is_empty()) {
-            break;
-        }
-        let old = to_change.prior.get(&publishable.tag).cloned();
-        let rewritten = !to_change.referrer_tags.contains_key(&publishable.tag);
-        if !publish_tag(run, publishable, old, rewritten, &mut undo, done, report).await {
-            break;
-        }
+    // A tag starts moving only while nothing stops the run: with all_or_nothing, a failure
+    // (here or in pruning) stops it.
+    let stop = AtomicBool::new(aon && !done.failures.is_empty());
+    let mut moves = futures::stream::iter(to_change.publish)
+        .map(|publishable| {
+            let old = to_change.prior.get(&publishable.tag).cloned();
+            let may_be_rewritten = !to_change.referrer_tags.contains_key(&publishable.tag);
+            move_tag(run, publishable, old, may_be_rewritten, &stop)
+        })
+        .buffered(MOVES_AT_ONCE);
+    // In the tags' order whatever order the registry answers in: events, log and report too.
+    while let Some(moved) = moves.next().await {
+        record_move(run, moved, &mut undo, done, report);
     }
+    drop(moves);
     prune_tags(run, prune_last, &mut undo, done).await;
     let mut changed = Changed::default();
     if run.is_claim_lost() {
@@ -466,38 +481,128 @@ async fn change(
     changed
 }
 
-/// Point one tag at its staged manifest (it pointed at `old`), recording the change in
-/// `undo`; a manifest whose digest differs from the source's is reported as a rewrite when
-/// `may_be_rewritten` (a referrers index merged with the destination's is no rewritten
-/// image). Returns whether publishing goes on.
-async fn publish_tag(
+/// Tags moved at once (each a manifest `PUT`, within the run's units). The destination checks
+/// each manifest's blobs and stores it, about 4.5 ms for a small image on distribution: one
+/// after another, 300 tags held a 6 s run for 1.5 s. A cancel stops after the moves in flight.
+const MOVES_AT_ONCE: usize = 8;
+
+/// How moving one tag ended, recorded by [`record_move`] in the tags' order.
+enum Moved {
+    /// Not started: the run was stopped.
+    NotStarted,
+    /// Pointed at its manifest; it pointed at `old`. `saved`: `old`'s manifest, kept for a
+    /// rollback (all_or_nothing).
+    Done {
+        publishable: Publishable,
+        old: Option<Digest>,
+        may_be_rewritten: bool,
+        saved: Option<Manifest>,
+    },
+    /// Failed. `unsure`: the move to undo with the rest (all_or_nothing), its request having
+    /// failed, so the registry may have made it or not.
+    Failed {
+        tag: String,
+        error: Error,
+        unsure: Option<Option<Digest>>,
+        saved: Option<Manifest>,
+    },
+}
+
+/// Point one tag at its staged manifest (it pointed at `old`); a failure with all_or_nothing
+/// sets `stop`, so no other tag starts. With failed_tags_only a tag whose move failed is put
+/// back at once, since a failed tag keeps its previous value.
+async fn move_tag(
     run: &Run,
     publishable: Publishable,
     old: Option<Digest>,
     may_be_rewritten: bool,
+    stop: &AtomicBool,
+) -> Moved {
+    if run.is_stopped() || stop.load(Ordering::Relaxed) {
+        return Moved::NotStarted;
+    }
+    let aon = run.config.rollback == RollbackMode::AllOrNothing;
+    let tag = publishable.tag.clone();
+    let failed = |error: Error, unsure, saved| {
+        if aon {
+            stop.store(true, Ordering::Relaxed);
+        }
+        Moved::Failed {
+            tag: tag.clone(),
+            error,
+            unsure,
+            saved,
+        }
+    };
+    let saved = match &old {
+        Some(old) if aon => match fetch_previous(run, old).await {
+            Ok(manifest) => Some(manifest),
+            Err(e) => {
+                let e = e.context("saving its previous manifest for rollback");
+                return failed(e.in_phase(Phase::Publish), None, None);
+            }
+        },
+        _ => None,
+    };
+    let manifest = &publishable.manifest;
+    match run
+        .unit(run.dest.push_manifest(&run.dest_repo, &tag, manifest))
+        .await
+    {
+        Ok(_) => Moved::Done {
+            publishable,
+            old,
+            may_be_rewritten,
+            saved,
+        },
+        Err(e) if e.kind() == ErrorKind::Cancelled => Moved::NotStarted,
+        Err(e) => {
+            let mut e = e.context("publishing").in_phase(Phase::Publish);
+            // The registry may have moved the tag before the request failed (an answer lost on
+            // the way back, a misreported digest): the tag is put back with the rest
+            // (all_or_nothing), or on its own.
+            if aon {
+                return failed(e, Some(old), saved);
+            }
+            // Within the run's limits: a run timed out or taken over stops here. Nothing is
+            // saved without all_or_nothing, so an empty undo reverts as the run's would.
+            if !run.is_claim_lost()
+                && let Err(restore) = run
+                    .unit(Undo::new(run).revert(&tag, old.as_ref(), true))
+                    .await
+            {
+                e = e.context(format!(
+                    "the destination may now point it at {} (putting it back failed: {restore})",
+                    manifest.digest
+                ));
+            }
+            failed(e, None, None)
+        }
+    }
+}
+
+/// Record one tag's move in `undo`, `done`, the report and the progress events.
+fn record_move(
+    run: &Run,
+    moved: Moved,
     undo: &mut Undo<'_>,
     done: &mut Done,
     report: &mut SyncReport,
-) -> bool {
-    let Publishable {
-        tag,
-        manifest,
-        source_digest,
-    } = publishable;
-    let aon = run.config.rollback == RollbackMode::AllOrNothing;
-    if aon
-        && let Some(old) = &old
-        && let Err(e) = undo.save(old).await
-    {
-        let e = e.context("saving its previous manifest for rollback");
-        done.failures.push((tag, e.in_phase(Phase::Publish)));
-        return false;
-    }
-    match run
-        .unit(run.dest.push_manifest(&run.dest_repo, &tag, &manifest))
-        .await
-    {
-        Ok(_) => {
+) {
+    match moved {
+        Moved::NotStarted => {}
+        Moved::Done {
+            publishable,
+            old,
+            may_be_rewritten,
+            saved,
+        } => {
+            let Publishable {
+                tag,
+                manifest,
+                source_digest,
+            } = publishable;
+            undo.keep(saved);
             finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
             if manifest.digest != source_digest && may_be_rewritten {
                 report.tags_rewritten.push(RewrittenTag {
@@ -512,34 +617,22 @@ async fn publish_tag(
                 unsure: false,
             });
             done.synced.push((tag, manifest.digest.clone()));
-            true
         }
-        Err(e) if e.kind() == ErrorKind::Cancelled => false,
-        Err(e) => {
-            let mut e = e.context("publishing").in_phase(Phase::Publish);
-            // The registry may have moved the tag before the request failed (an answer lost on
-            // the way back, a misreported digest): the tag is put back with the rest
-            // (all_or_nothing), or on its own, since a failed tag keeps its previous value.
-            if aon {
+        Moved::Failed {
+            tag,
+            error,
+            unsure,
+            saved,
+        } => {
+            undo.keep(saved);
+            if let Some(old) = unsure {
                 undo.changes.push(Change::Tagged {
                     tag: tag.clone(),
                     old,
                     unsure: true,
                 });
-                done.failures.push((tag, e));
-                return false;
             }
-            // Within the run's limits: a run timed out or taken over stops here.
-            if !run.is_claim_lost()
-                && let Err(restore) = run.unit(undo.revert(&tag, old.as_ref(), true)).await
-            {
-                e = e.context(format!(
-                    "the destination may now point it at {} (putting it back failed: {restore})",
-                    manifest.digest
-                ));
-            }
-            done.failures.push((tag, e));
-            true
+            done.failures.push((tag, error));
         }
     }
 }
