@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::context::Run;
@@ -82,13 +83,16 @@ pub(crate) async fn destination_listing(run: &Run) -> Result<Vec<String>> {
 
 /// The digests of the destination's `tags` (a tag deleted since it was listed is left out).
 pub(crate) async fn destination_heads(run: &Run, tags: &[String]) -> Result<TagRecord> {
-    let heads = join_all(tags.iter().map(|tag| async move {
-        let head = run
-            .dest_read(run.dest.head_manifest(&run.dest_repo, tag))
-            .await;
-        (tag, head)
-    }))
-    .await;
+    let heads: Vec<_> = tags
+        .iter()
+        .map(|tag| async move {
+            let head = run
+                .dest_read(run.dest.head_manifest(&run.dest_repo, tag))
+                .await;
+            (tag, head)
+        })
+        .collect();
+    let heads = bounded(run.max_reads, heads).await;
     let mut record = BTreeMap::new();
     for (tag, head) in heads {
         if let Some(head) = head.map_err(|e| e.context(format!("reading destination tag {tag}")))? {
@@ -96,6 +100,29 @@ pub(crate) async fn destination_heads(run: &Run, tags: &[String]) -> Result<TagR
         }
     }
     Ok(record)
+}
+
+/// Await `work`, at most `max` at a time, and return the results in `work`'s order. Unlike
+/// `join_all`, only `max` futures are under way at once: with 10 000 tags, each waiting for
+/// a slot would hold its request's state meanwhile. The slots are taken in any order, so one
+/// slow answer holds no others back.
+pub(crate) async fn bounded<T>(max: usize, work: Vec<impl Future<Output = T>>) -> Vec<T> {
+    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None).take(work.len()).collect();
+    let mut waiting = work.into_iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < max.max(1) {
+            let Some((i, work)) = waiting.next() else {
+                break;
+            };
+            running.push(async move { (i, work.await) });
+        }
+        let Some((i, result)) = running.next().await else {
+            break;
+        };
+        results[i] = Some(result);
+    }
+    results.into_iter().flatten().collect()
 }
 
 /// What the source says of one selected tag.
@@ -261,4 +288,32 @@ async fn rewritten_from(run: &Run, current: &Digest, source: &Digest) -> bool {
         return false;
     };
     platform::is_rewrite_of(&manifest, source, &run.config.architectures)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::bounded;
+
+    #[tokio::test]
+    async fn bounded_work_runs_at_most_max_at_once_and_answers_in_order() {
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let work: Vec<_> = (0..20u64)
+            .map(|i| {
+                let (running, most) = (&running, &most);
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    // Later ones finish first.
+                    tokio::time::sleep(Duration::from_millis(20 - i)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    i
+                }
+            })
+            .collect();
+        assert_eq!(bounded(4, work).await, (0..20).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+    }
 }

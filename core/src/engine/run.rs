@@ -111,7 +111,7 @@ impl Run {
         // lists are stopped here.
         let reads: Vec<_> = selected.iter().map(|tag| early.read(self, tag)).collect();
         drop(early);
-        let (prior, read) = tokio::join!(heads, join_all(reads));
+        let (prior, read) = tokio::join!(heads, plan::bounded(self.max_reads, reads));
         let prior = prior
             .unwrap_or_else(|e| {
                 Err(Error::new(
