@@ -586,7 +586,7 @@ async fn small_blobs_do_not_queue_behind_the_cap_meant_for_big_ones() {
         .filter(|at| at.duration_since(first).unwrap_or_default() < delay / 2)
         .count();
     // Under a cap of 2 units no third read could start before a first one ended; small blobs
-    // have the run's pool of small copies (8 at a concurrency of 2).
+    // have the run's pool of small copies (16 at a concurrency of 2).
     assert!(together >= 6, "{together} blob reads started together");
 }
 
@@ -641,7 +641,7 @@ async fn tags_are_staged_a_bounded_number_at_a_time() {
         }),
         ..SyncOptions::default()
     };
-    // A concurrency of 1: 4 small copies at once, so 32 tags staged at once.
+    // A concurrency of 1: 32 tags staged at once (8 per small request a registry gets at once).
     let mirror = env.builder().concurrency(1).build().unwrap();
     let report = mirror
         .sync_config(&env.config(&["t*"]), options)

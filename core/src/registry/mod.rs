@@ -31,7 +31,7 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
 /// The largest small blob. A blob this small costs round trips, not bandwidth, so it is
 /// handled like a small request: the engine copies it under the run's pool of small copies (at
-/// most `metadata_concurrency` of them, so a few MiB in flight) rather than under its units; the
+/// most twice `metadata_concurrency` of them, so a few MiB in flight) rather than under its units; the
 /// HTTP client reads it whole under the per-host cap of small requests (freed as soon as it is
 /// read) and uploads it under that cap, rather than streaming it under the cap of bulk requests.
 pub(crate) const SMALL_BLOB_MAX: u64 = 256 << 10;
