@@ -457,7 +457,6 @@ async fn change(
     while let Some(moved) = moves.next().await {
         record_move(run, moved, &mut undo, done, report);
     }
-    drop(moves);
     prune_tags(run, prune_last, &mut undo, done).await;
     let mut changed = Changed::default();
     if run.is_claim_lost() {
@@ -491,7 +490,9 @@ enum Moved {
     /// Not started: the run was stopped.
     NotStarted,
     /// Pointed at its manifest; it pointed at `old`. `saved`: `old`'s manifest, kept for a
-    /// rollback (all_or_nothing).
+    /// rollback (all_or_nothing). A manifest whose digest differs from the source's is reported
+    /// as a rewrite when `may_be_rewritten` (a referrers index merged with the destination's is
+    /// no rewritten image).
     Done {
         publishable: Publishable,
         old: Option<Digest>,
