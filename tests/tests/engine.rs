@@ -726,6 +726,28 @@ async fn mirrored(env: &Env, seed: u64, n: u64) -> Mirror {
     mirror
 }
 
+/// A successful run of `mirror` (a no-op) whose source tag list comes `delay` late, counted
+/// afresh; and when the source was asked for that list.
+async fn no_op_with_a_slow_source_list(
+    env: &Env,
+    mirror: &Mirror,
+    delay: Duration,
+) -> (SyncReport, SystemTime) {
+    env.proxy
+        .inject("GET", "/tags/list", Fault::Delay(delay), 1);
+    env.proxy.reset_counts();
+    let report = env.sync_once(mirror, &env.config(&["t*"])).await;
+    assert!(report.is_success(), "{report:?}");
+    let listed = env
+        .proxy
+        .requests()
+        .into_iter()
+        .find(|s| s.path.contains("/tags/list"))
+        .unwrap()
+        .at;
+    (report, listed)
+}
+
 /// When each of the source's manifest `HEAD`s arrived, by path.
 fn source_heads(env: &Env) -> Vec<(String, SystemTime)> {
     env.proxy
@@ -740,21 +762,9 @@ fn source_heads(env: &Env) -> Vec<(String, SystemTime)> {
 async fn the_source_is_asked_about_the_destinations_tags_before_its_list_comes() {
     let env = Env::start();
     let mirror = mirrored_three(&env, 350).await;
-    // A no-op whose source tag list is slow to come.
     let delay = Duration::from_millis(800);
-    env.proxy
-        .inject("GET", "/tags/list", Fault::Delay(delay), 1);
-    env.proxy.reset_counts();
-    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
-    assert!(report.is_success(), "{report:?}");
+    let (report, listed) = no_op_with_a_slow_source_list(&env, &mirror, delay).await;
     assert_eq!(report.tags_current, ["t0", "t1", "t2"]);
-    let listed = env
-        .proxy
-        .requests()
-        .into_iter()
-        .find(|s| s.path.contains("/tags/list"))
-        .unwrap()
-        .at;
     let heads = source_heads(&env);
     // Each tag asked once: the early answer is the one used.
     assert_eq!(heads.len(), 3, "{heads:?}");
@@ -774,19 +784,8 @@ async fn the_source_is_asked_early_about_as_many_tags_as_it_can_be_asked_at_once
     // (slow) list.
     let mirror = env.builder().concurrency(2).build().unwrap();
     let delay = Duration::from_millis(800);
-    env.proxy
-        .inject("GET", "/tags/list", Fault::Delay(delay), 1);
-    env.proxy.reset_counts();
-    let report = env.sync_once(&mirror, &env.config(&["t*"])).await;
-    assert!(report.is_success(), "{report:?}");
+    let (report, listed) = no_op_with_a_slow_source_list(&env, &mirror, delay).await;
     assert_eq!(report.tags_current.len(), 68, "{report:?}");
-    let listed = env
-        .proxy
-        .requests()
-        .into_iter()
-        .find(|s| s.path.contains("/tags/list"))
-        .unwrap()
-        .at;
     let heads = source_heads(&env);
     assert_eq!(heads.len(), 68, "each tag asked once: {heads:?}");
     let after = |at: SystemTime| at.duration_since(listed).unwrap_or_default();
