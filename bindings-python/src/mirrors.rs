@@ -204,7 +204,7 @@ macro_rules! mirrors_class {
                 })
             }
 
-            /// Stop mirror `id`'s pending or running sync (after its current tag); no runs
+            /// Stop mirror `id`'s pending or running sync (after the tags in flight); no runs
             /// until `sync_now`.
             fn cancel<'py>(&self, py: Python<'py>, id: String) -> $ret {
                 let mirror = self.mirror.clone();

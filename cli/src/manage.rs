@@ -52,7 +52,7 @@ pub enum MirrorCommand {
     Show { id: String },
     /// Run the mirror at the workers' next poll, even if disabled or not due.
     SyncNow { id: String },
-    /// Stop a pending or running sync (after its current tag); no runs until sync-now.
+    /// Stop a pending or running sync (after the tags in flight); no runs until sync-now.
     Cancel { id: String },
     /// Let the schedule run the mirror again.
     Enable { id: String },

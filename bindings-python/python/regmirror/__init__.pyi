@@ -283,7 +283,7 @@ class Mirrors:
     def sync_now(self, id: str) -> MirrorView:
         """Run it at a worker's next poll, even if disabled or not due."""
     def cancel(self, id: str) -> MirrorView:
-        """Stop its pending or running sync (after the current tag); no runs until ``sync_now``."""
+        """Stop its pending or running sync (after the tags in flight); no runs until ``sync_now``."""
     def logs(self, id: str, limit: int = 50, before: int | None = None) -> builtins.list[LogEntry]:
         """The usage log, newest first; ``before`` a sequence number to page back from."""
     def sync(
