@@ -9,11 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 
-use super::context::{Run, Staged};
+use super::context::{OnceMap, Run, Staged, cell};
 use super::plan::{Action, Plan, ReferrerTag, destination_tags};
 use super::progress::{ProgressEvent, TagStatus};
 use super::referrers;
@@ -60,10 +61,15 @@ impl<'a> Undo<'a> {
         }
     }
 
-    /// Keep `saved`, a manifest fetched to put a tag back on (see [`Undo::save`]).
-    fn keep(&mut self, saved: Option<Manifest>) {
-        if let Some(manifest) = saved {
-            self.saved.insert(manifest.digest.clone(), manifest);
+    /// Keep the manifests the moves fetched to put their tags back on (see [`Undo::save`]).
+    fn keep(&mut self, previous: OnceMap<Digest, Manifest>) {
+        let previous = previous
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (digest, fetched) in previous {
+            if let Some(Ok(manifest)) = fetched.get() {
+                self.saved.insert(digest, manifest.clone());
+            }
         }
     }
 
@@ -446,17 +452,20 @@ async fn change(
     // A tag starts moving only while nothing stops the run: with all_or_nothing, a failure
     // (here or in pruning) stops it.
     let stop = AtomicBool::new(aon && !done.failures.is_empty());
+    let previous = OnceMap::default();
     let mut moves = futures::stream::iter(to_change.publish)
         .map(|publishable| {
             let old = to_change.prior.get(&publishable.tag).cloned();
             let may_be_rewritten = !to_change.referrer_tags.contains_key(&publishable.tag);
-            move_tag(run, publishable, old, may_be_rewritten, &stop)
+            move_tag(run, publishable, old, may_be_rewritten, &stop, &previous)
         })
         .buffered(MOVES_AT_ONCE);
     // In the tags' order whatever order the registry answers in: events, log and report too.
     while let Some(moved) = moves.next().await {
         record_move(run, moved, &mut undo, done, report);
     }
+    drop(moves);
+    undo.keep(previous);
     prune_tags(run, prune_last, &mut undo, done).await;
     let mut changed = Changed::default();
     if run.is_claim_lost() {
@@ -489,15 +498,13 @@ const MOVES_AT_ONCE: usize = 8;
 enum Moved {
     /// Not started: the run was stopped.
     NotStarted,
-    /// Pointed at its manifest; it pointed at `old`. `saved`: `old`'s manifest, kept for a
-    /// rollback (all_or_nothing). A manifest whose digest differs from the source's is reported
-    /// as a rewrite when `may_be_rewritten` (a referrers index merged with the destination's is
-    /// no rewritten image).
+    /// Pointed at its manifest; it pointed at `old`. A manifest whose digest differs from the
+    /// source's is reported as a rewrite when `may_be_rewritten` (a referrers index merged with
+    /// the destination's is no rewritten image).
     Done {
         publishable: Publishable,
         old: Option<Digest>,
         may_be_rewritten: bool,
-        saved: Option<Manifest>,
     },
     /// Failed. `unsure`: the move to undo with the rest (all_or_nothing), its request having
     /// failed, so the registry may have made it or not.
@@ -505,26 +512,28 @@ enum Moved {
         tag: String,
         error: Error,
         unsure: Option<Option<Digest>>,
-        saved: Option<Manifest>,
     },
 }
 
 /// Point one tag at its staged manifest (it pointed at `old`); a failure with all_or_nothing
-/// sets `stop`, so no other tag starts. With failed_tags_only a tag whose move failed is put
-/// back at once, since a failed tag keeps its previous value.
+/// sets `stop`, so no other tag starts. With all_or_nothing, `old`'s manifest is fetched into
+/// `previous` first (once, however many tags pointed at it), for a rollback. With
+/// failed_tags_only a tag whose move failed is put back at once, since a failed tag keeps its
+/// previous value.
 async fn move_tag(
     run: &Run,
     publishable: Publishable,
     old: Option<Digest>,
     may_be_rewritten: bool,
     stop: &AtomicBool,
+    previous: &OnceMap<Digest, Manifest>,
 ) -> Moved {
     if run.is_stopped() || stop.load(Ordering::Relaxed) {
         return Moved::NotStarted;
     }
     let aon = run.config.rollback == RollbackMode::AllOrNothing;
     let tag = publishable.tag.clone();
-    let failed = |error: Error, unsure, saved| {
+    let failed = |error: Error, unsure| {
         if aon {
             stop.store(true, Ordering::Relaxed);
         }
@@ -532,19 +541,18 @@ async fn move_tag(
             tag: tag.clone(),
             error,
             unsure,
-            saved,
         }
     };
-    let saved = match &old {
-        Some(old) if aon => match fetch_previous(run, old).await {
-            Ok(manifest) => Some(manifest),
-            Err(e) => {
-                let e = e.context("saving its previous manifest for rollback");
-                return failed(e.in_phase(Phase::Publish), None, None);
-            }
-        },
-        _ => None,
-    };
+    if aon && let Some(old) = &old {
+        let fetched = cell(previous, old);
+        let fetched = fetched
+            .get_or_init(|| async { fetch_previous(run, old).await.map_err(Into::into) })
+            .await;
+        if let Err(e) = fetched {
+            let e = Error::from(e.clone()).context("saving its previous manifest for rollback");
+            return failed(e.in_phase(Phase::Publish), None);
+        }
+    }
     let manifest = &publishable.manifest;
     match run
         .unit(run.dest.push_manifest(&run.dest_repo, &tag, manifest))
@@ -554,7 +562,6 @@ async fn move_tag(
             publishable,
             old,
             may_be_rewritten,
-            saved,
         },
         Err(e) if e.kind() == ErrorKind::Cancelled => Moved::NotStarted,
         Err(e) => {
@@ -563,7 +570,7 @@ async fn move_tag(
             // the way back, a misreported digest): the tag is put back with the rest
             // (all_or_nothing), or on its own.
             if aon {
-                return failed(e, Some(old), saved);
+                return failed(e, Some(old));
             }
             // Within the run's limits: a run timed out or taken over stops here. Nothing is
             // saved without all_or_nothing, so an empty undo reverts as the run's would.
@@ -577,7 +584,7 @@ async fn move_tag(
                     manifest.digest
                 ));
             }
-            failed(e, None, None)
+            failed(e, None)
         }
     }
 }
@@ -596,14 +603,12 @@ fn record_move(
             publishable,
             old,
             may_be_rewritten,
-            saved,
         } => {
             let Publishable {
                 tag,
                 manifest,
                 source_digest,
             } = publishable;
-            undo.keep(saved);
             finished(run, &tag, TagStatus::Synced, Some(&manifest.digest), None);
             if manifest.digest != source_digest && may_be_rewritten {
                 report.tags_rewritten.push(RewrittenTag {
@@ -619,13 +624,7 @@ fn record_move(
             });
             done.synced.push((tag, manifest.digest.clone()));
         }
-        Moved::Failed {
-            tag,
-            error,
-            unsure,
-            saved,
-        } => {
-            undo.keep(saved);
+        Moved::Failed { tag, error, unsure } => {
             if let Some(old) = unsure {
                 undo.changes.push(Change::Tagged {
                     tag: tag.clone(),
