@@ -12,8 +12,8 @@
 //! round trip. Those pools only bound the run's tasks: how many reads a registry sees at once
 //! is its client's cap, which widens with the registry's round trip (one side far away, the
 //! other nearby, each side gets its own). Copies of small blobs ([`Run::blob_unit`]) have a
-//! pool of their own, of the size a registry nearby gets: what bounds a run is bytes in
-//! flight, and a blob of a few KiB costs round trips, not bandwidth.
+//! pool of their own, twice what a registry nearby gets (half reading, half writing): what
+//! bounds a run is bytes in flight, and a blob of a few KiB costs round trips, not bandwidth.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
